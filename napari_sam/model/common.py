@@ -1,0 +1,85 @@
+"""Small building blocks shared by the encoders and the decoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a (B, C, H, W) tensor."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # normalise in channels-last layout, where layer_norm is one fused kernel
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class MLPBlock(nn.Module):
+    """Two linear layers with an activation between them (keys lin1, lin2)."""
+
+    def __init__(self, dim: int, hidden: int, act: type = nn.GELU) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(dim, hidden)
+        self.lin2 = nn.Linear(hidden, dim)
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin2(self.act(self.lin1(x)))
+
+
+class MLP(nn.Module):
+    """`num_layers` linear layers with ReLU between them (keys layers.0 ... layers.N-1)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = F.relu(x)
+        return x
+
+
+def neck(in_dim: int, out_dim: int) -> nn.Sequential:
+    """1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d: both encoders end with this."""
+    return nn.Sequential(
+        nn.Conv2d(in_dim, out_dim, 1, bias=False),
+        LayerNorm2d(out_dim),
+        nn.Conv2d(out_dim, out_dim, 3, padding=1, bias=False),
+        LayerNorm2d(out_dim),
+    )
+
+
+def pad_to_multiple(x: torch.Tensor, size: int) -> tuple[torch.Tensor, int, int]:
+    """Zero-pad a (B, H, W, C) tensor at the bottom and right to multiples of `size`."""
+    h, w = x.shape[1:3]
+    ph, pw = (-h) % size, (-w) % size
+    if ph or pw:
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))
+    return x, h + ph, w + pw
+
+
+def to_windows(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, H, W, C) with H, W multiples of size -> (B * nH * nW, size, size, C)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // size, size, w // size, size, c).transpose(2, 3)
+    return x.reshape(-1, size, size, c)
+
+
+def from_windows(x: torch.Tensor, size: int, b: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of `to_windows` for a padded (h, w) grid."""
+    c = x.shape[-1]
+    x = x.view(b, h // size, w // size, size, size, c).transpose(2, 3)
+    return x.reshape(b, h, w, c)

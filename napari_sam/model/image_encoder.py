@@ -1,0 +1,126 @@
+"""SAM's ViT image encoder (ViT-B/L/H): windowed attention, a few global blocks, a conv neck.
+
+Input (B, 3, S, S) normalised pixels with S = config.image_size; output (B, D, S/16, S/16)
+with D = prompt_embed_dim (256 for SAM). State-dict keys follow Meta's checkpoints
+(`patch_embed.proj`, `pos_embed`, `blocks.i.attn.qkv`, `rel_pos_h`, `neck.0` ...).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .common import MLPBlock, from_windows, neck, pad_to_multiple, to_windows
+from .config import ViTConfig
+
+# Above this many query x key pairs per head, global attention runs in row chunks so the
+# relative-position bias never exists for the whole image at once (bounded memory).
+_CHUNK_PAIRS = 1024 * 4096
+
+
+def relative_table(table: torch.Tensor, size: int) -> torch.Tensor:
+    """Expand a (2*L-1, C) relative-position table to (size, size, C) for query/key index pairs.
+
+    A table learnt for another size is resampled linearly first.
+    """
+    n = 2 * size - 1
+    if table.shape[0] != n:
+        table = F.interpolate(table.t()[None], size=n, mode="linear")[0].t()
+    idx = torch.arange(size, device=table.device)
+    rel = idx[:, None] - idx[None, :] + (size - 1)
+    return table[rel]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a (B, H, W, C) grid with decomposed relative positions."""
+
+    def __init__(self, dim: int, num_heads: int, rel_size: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        nh = self.num_heads
+        qkv = self.qkv(x).reshape(b, h * w, 3, nh, c // nh).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, heads, N, hd)
+        rh = relative_table(self.rel_pos_h, h).to(q.dtype)  # (h, h, hd)
+        rw = relative_table(self.rel_pos_w, w).to(q.dtype)  # (w, w, hd)
+        qg = q.reshape(b, nh, h, w, -1)
+        rows = h if h * w * h * w <= _CHUNK_PAIRS else max(1, _CHUNK_PAIRS // (w * h * w))
+        outs = []
+        for y0 in range(0, h, rows):
+            qc = qg[:, :, y0:y0 + rows]
+            bias_h = torch.einsum("bnyxc,ykc->bnyxk", qc, rh[y0:y0 + rows])
+            bias_w = torch.einsum("bnyxc,xkc->bnyxk", qc, rw)
+            n_q = qc.shape[2] * w
+            bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, nh, n_q, h * w)
+            outs.append(F.scaled_dot_product_attention(qc.reshape(b, nh, n_q, -1), k, v,
+                                                       attn_mask=bias))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+        out = out.transpose(1, 2).reshape(b, h, w, c)
+        return self.proj(out)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; window_size 0 means global attention."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window_size: int,
+                 grid: int) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, window_size or grid)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ws = self.window_size
+        y = self.norm1(x)
+        if ws:
+            b, h, w = y.shape[:3]
+            y, hp, wp = pad_to_multiple(y, ws)
+            y = from_windows(self.attn(to_windows(y, ws)), ws, b, hp, wp)[:, :h, :w]
+        else:
+            y = self.attn(y)
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+
+
+class ImageEncoderViT(nn.Module):
+    def __init__(self, cfg: ViTConfig, image_size: int, out_dim: int) -> None:
+        super().__init__()
+        grid = image_size // cfg.patch_size
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, cfg.embed_dim))
+        self.blocks = nn.ModuleList(
+            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio,
+                  0 if i in cfg.global_attn_indexes else cfg.window_size, grid)
+            for i in range(cfg.depth)
+        )
+        self.neck = neck(cfg.embed_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        if x.shape[1:3] != self.pos_embed.shape[1:3]:
+            raise ValueError(
+                f"input gives a {tuple(x.shape[1:3])} patch grid but the model was built for "
+                f"{tuple(self.pos_embed.shape[1:3])}; resize the image to the model's input size")
+        x = x + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.neck(x.permute(0, 3, 1, 2))

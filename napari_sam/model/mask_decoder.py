@@ -1,0 +1,63 @@
+"""Mask decoder: turns an image embedding and prompt embeddings into mask logits and IoU scores."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import nn
+
+from .common import MLP, LayerNorm2d
+from .transformer import TwoWayTransformer
+
+
+class MaskDecoder(nn.Module):
+    def __init__(self, dim: int, depth: int, heads: int, mlp_dim: int,
+                 num_multimask_outputs: int = 3, iou_head_hidden_dim: int = 256,
+                 iou_head_depth: int = 3) -> None:
+        super().__init__()
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.transformer = TwoWayTransformer(depth, dim, heads, mlp_dim)
+        self.iou_token = nn.Embedding(1, dim)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim // 4, 2, stride=2), LayerNorm2d(dim // 4), nn.GELU(),
+            nn.ConvTranspose2d(dim // 4, dim // 8, 2, stride=2), nn.GELU(),
+        )
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens))
+        self.iou_prediction_head = MLP(dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+
+    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                sparse: torch.Tensor, dense: torch.Tensor,
+                multimask: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """image_embeddings: (1 or B, C, g, g); sparse (B, N, C); dense (B, C, g, g).
+
+        Returns mask logits (B, K, 4g, 4g) and IoU predictions (B, K); K = 3 with
+        `multimask`, else 1.
+        """
+        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse, dense)
+        if multimask:
+            return masks[:, 1:], iou[:, 1:]
+        return masks[:, :1], iou[:, :1]
+
+    def predict_masks(self, image_embeddings, image_pe, sparse, dense):
+        b = sparse.shape[0]
+        out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat([out_tokens[None].expand(b, -1, -1).to(sparse.dtype), sparse], dim=1)
+        if image_embeddings.shape[0] not in (1, b):
+            raise ValueError(f"{image_embeddings.shape[0]} image embeddings for {b} prompts")
+        src = image_embeddings + dense  # broadcasts one image over many prompts
+        if src.shape[0] != b:
+            src = src.expand(b, -1, -1, -1)
+        _, c, h, w = src.shape
+        pos = image_pe.expand(b, -1, -1, -1)
+        hs, keys = self.transformer(src, pos, tokens)
+        iou_out = hs[:, 0]
+        mask_out = hs[:, 1:1 + self.num_mask_tokens]
+        up = self.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
+        hyper = torch.stack(
+            [mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+        _, cu, hu, wu = up.shape
+        masks = (hyper @ up.reshape(b, cu, hu * wu)).reshape(b, -1, hu, wu)
+        return masks, self.iou_prediction_head(iou_out)

@@ -1,0 +1,139 @@
+"""Names -> configurations, variant detection from a state dict, and `load_model`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import torch
+
+from . import config as C
+from .checkpoints import Checkpoint, CheckpointError, read_checkpoint
+from .config import SamConfig, TinyViTConfig, ViTConfig, config_from_dict
+from .sam import Sam
+
+CONFIGS: Dict[str, SamConfig] = {
+    c.name: c for c in (C.SAM_VIT_B, C.SAM_VIT_L, C.SAM_VIT_H, C.MOBILE_SAM,
+                        C.TEST_VIT, C.TEST_TINY_VIT)
+}
+
+BUNDLED_PATH = Path(__file__).resolve().parent.parent / "weights" / "bundled.pt"
+DEFAULT_MODEL = "bundled"
+
+
+def get_config(name: str) -> SamConfig:
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(CONFIGS)}") from None
+
+
+def build_model(arch: Union[str, SamConfig], device: Union[str, torch.device] = "cpu") -> Sam:
+    """A model with freshly initialised (random) weights."""
+    cfg = get_config(arch) if isinstance(arch, str) else arch
+    return Sam(cfg).to(device).eval()
+
+
+def _count(sd, pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in sd for m in [rx.match(k)] if m})
+
+
+def infer_config(sd: Dict[str, torch.Tensor]) -> SamConfig:
+    """Work out the architecture from tensor names and shapes alone."""
+    if "image_encoder.pos_embed" in sd:
+        _, g, _, dim = sd["image_encoder.pos_embed"].shape
+        patch = sd["image_encoder.patch_embed.proj.weight"].shape[-1]
+        depth = _count(sd, r"image_encoder\.blocks\.(\d+)\.")
+        head_dim = sd["image_encoder.blocks.0.attn.rel_pos_h"].shape[1]
+        sizes = [sd[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] for i in range(depth)]
+        glob = tuple(i for i, n in enumerate(sizes) if n == 2 * g - 1)
+        windows = [(n + 1) // 2 for n in sizes if n != 2 * g - 1]
+        mlp = sd["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / dim
+        enc = ViTConfig(dim, depth, dim // head_dim, windows[0] if windows else 0, glob, patch, mlp)
+        image_size = g * patch
+    elif "image_encoder.layers.0.blocks.0.conv1.c.weight" in sd:
+        n = _count(sd, r"image_encoder\.layers\.(\d+)\.")
+        dims = [sd["image_encoder.layers.0.blocks.0.conv1.c.weight"].shape[1]]
+        depths, heads, windows = [_count(sd, r"image_encoder\.layers\.0\.blocks\.(\d+)\.")], [1], [7]
+        for i in range(1, n):
+            p = f"image_encoder.layers.{i}.blocks."
+            dims.append(sd[p + "0.attn.qkv.weight"].shape[1])
+            depths.append(_count(sd, re.escape(p) + r"(\d+)\."))
+            bias = sd[p + "0.attn.attention_biases"]
+            heads.append(bias.shape[0])
+            windows.append(int(round(bias.shape[1] ** 0.5)))
+        hid = sd["image_encoder.layers.0.blocks.0.conv1.c.weight"].shape[0]
+        fc1 = sd["image_encoder.layers.1.blocks.0.mlp.fc1.weight"].shape
+        head = sd.get("image_encoder.head.weight")
+        # strides are not visible in weights: MobileSAM's rule (last merge keeps the resolution)
+        enc = TinyViTConfig(tuple(dims), tuple(depths), tuple(heads), tuple(windows), (2, 2, 1),
+                            fc1[0] / fc1[1], hid / dims[0], 3,
+                            0 if head is None else head.shape[0])
+        image_size = 1024
+    else:
+        raise CheckpointError("unknown image encoder: neither SAM's ViT nor MobileSAM's TinyViT keys")
+    d = sd["prompt_encoder.no_mask_embed.weight"].shape[1]
+    cfg = SamConfig(
+        "custom", enc, image_size, d,
+        decoder_depth=_count(sd, r"mask_decoder\.transformer\.layers\.(\d+)\."),
+        decoder_mlp_dim=sd["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
+        iou_head_hidden_dim=sd["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
+        num_multimask_outputs=sd["mask_decoder.mask_tokens.weight"].shape[0] - 1,
+    )
+    for known in CONFIGS.values():
+        if known.with_(name="custom") == cfg:
+            return known
+    return cfg
+
+
+def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> Sam:
+    sd = ckpt.state_dict
+    try:
+        cfg = config_from_dict(ckpt.config) if ckpt.config else infer_config(sd)
+    except (KeyError, IndexError, TypeError) as err:
+        raise CheckpointError(
+            f"{source}: the architecture could not be recognised from its keys ({err}); "
+            "napari-sam loads SAM ViT-B/L/H, MobileSAM and micro-sam checkpoints") from err
+    model = Sam(cfg)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not match the {cfg.name} architecture its keys suggest: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]}). Is it a Segment Anything checkpoint?")
+    model.checkpoint_notes = list(ckpt.notes)
+    return model.eval()
+
+
+def load_model(name_or_path: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> Sam:
+    """Load a model by registry name ("vit_b", "vit_b_lm", ...), file path, or "bundled".
+
+    With no argument the bundled model (shipped inside the package) is loaded. Registry
+    names are downloaded once (hash-checked) into the cache folder and read from there.
+    """
+    from ..device import resolve_device
+
+    name = name_or_path or DEFAULT_MODEL
+    if isinstance(name, Sam):
+        return name.to(resolve_device(device))
+    path = Path(str(name)).expanduser()
+    if str(name) == "bundled":
+        path = BUNDLED_PATH
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"the bundled model is missing from the installation ({path}); reinstall napari-sam")
+    elif not path.is_file():
+        from .hub import KNOWN_CHECKPOINTS, fetch
+
+        if str(name) not in KNOWN_CHECKPOINTS:
+            if path.suffix or "/" in str(name):
+                raise FileNotFoundError(f"model file not found: {path}")
+            raise KeyError(
+                f"unknown model {name!r}: give a checkpoint file or one of "
+                f"bundled, {', '.join(KNOWN_CHECKPOINTS)}")
+        path = fetch(str(name))
+    model = model_from_checkpoint(read_checkpoint(path), str(path))
+    model.source = str(name)
+    return model.to(resolve_device(device))

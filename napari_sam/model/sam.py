@@ -1,0 +1,81 @@
+"""Sam: image encoder, prompt encoder and mask decoder behind one small interface.
+
+`encode` is the expensive step (once per image); `decode` is cheap and batched over prompts.
+All coordinates here are SAM's (x, y) in the model's input frame; the Predictor converts
+from the user's image.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .config import SamConfig, TinyViTConfig
+from .image_encoder import ImageEncoderViT
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .tiny_vit import TinyViT
+
+
+class Sam(nn.Module):
+    def __init__(self, config: SamConfig) -> None:
+        super().__init__()
+        self.config = config
+        enc = config.encoder
+        d = config.prompt_embed_dim
+        if isinstance(enc, TinyViTConfig):
+            self.image_encoder = TinyViT(enc, config.image_size, d)
+        else:
+            self.image_encoder = ImageEncoderViT(enc, config.image_size, d)
+        self.prompt_encoder = PromptEncoder(d, config.embed_grid, config.image_size)
+        self.mask_decoder = MaskDecoder(
+            d, config.decoder_depth, config.decoder_heads, config.decoder_mlp_dim,
+            config.num_multimask_outputs, config.iou_head_hidden_dim)
+        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) pixels in 0-255, longest side <= image_size -> normalised, padded square."""
+        x = (x - self.pixel_mean) / self.pixel_std
+        s = self.config.image_size
+        return F.pad(x, (0, s - x.shape[-1], 0, s - x.shape[-2]))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) 0-255 pixels -> (B, C, g, g) image embeddings."""
+        return self.image_encoder(self.preprocess(x))
+
+    def decode(
+        self,
+        embeddings: torch.Tensor,
+        points: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask: bool = True,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Low-resolution mask logits (B, K, 4g, 4g) and predicted IoU (B, K).
+
+        embeddings: (1 or B, C, g, g); points: (BxNx2 xy, BxN labels); boxes: Bx4 xyxy;
+        mask_input: Bx1x4gx4g logits from an earlier call.
+        """
+        sparse, dense = self.prompt_encoder(points, boxes, mask_input)
+        return self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense,
+                                 multimask)
+
+    def upscale_logits(self, logits: torch.Tensor, input_hw: Tuple[int, int],
+                       original_hw: Tuple[int, int]) -> torch.Tensor:
+        """Low-res logits -> logits at the original image size (unpadding on the way)."""
+        s = self.config.image_size
+        x = F.interpolate(logits, (s, s), mode="bilinear", align_corners=False)
+        x = x[..., : input_hw[0], : input_hw[1]]
+        return F.interpolate(x, original_hw, mode="bilinear", align_corners=False)
