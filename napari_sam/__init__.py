@@ -1,3 +1,16 @@
-"""napari-sam: Segment Anything models for napari, usable without a GUI."""
+"""napari-sam: Segment Anything models for napari, usable without a GUI.
+
+    from napari_sam import load_model, Predictor
+    pred = Predictor(load_model("bundled"))
+    pred.set_image(image)
+    masks, scores, logits = pred.predict(points=[[row, col]], point_labels=[1])
+
+Importing this package never imports Qt or napari.
+"""
 
 __version__ = "0.1.0"
+
+from .model import build_model, load_model  # noqa: E402
+from .predictor import ImageEmbedding, Predictor  # noqa: E402
+
+__all__ = ["__version__", "build_model", "load_model", "Predictor", "ImageEmbedding"]

@@ -79,3 +79,19 @@ class Sam(nn.Module):
         x = F.interpolate(logits, (s, s), mode="bilinear", align_corners=False)
         x = x[..., : input_hw[0], : input_hw[1]]
         return F.interpolate(x, original_hw, mode="bilinear", align_corners=False)
+
+    def signature(self) -> str:
+        """Short fingerprint of the architecture and weights, for caches of embeddings."""
+        sig = getattr(self, "_signature", None)
+        if sig is None:
+            import hashlib
+
+            h = hashlib.sha1(repr(self.config).encode())
+            with torch.no_grad():
+                for name, p in sorted(self.state_dict().items()):
+                    flat = p.detach().float().flatten()
+                    h.update(name.encode())
+                    h.update(torch.stack([flat.sum(), flat.abs().sum(), flat[: 8].sum()])
+                             .cpu().numpy().tobytes())
+            sig = self._signature = h.hexdigest()[:16]
+        return sig

@@ -1,0 +1,156 @@
+"""Predictor: embed an image once, then answer many prompts cheaply.
+
+    pred = Predictor(load_model("bundled"))
+    pred.set_image(image)                       # expensive: runs the image encoder
+    masks, scores, logits = pred.predict(points=[[row, col]], point_labels=[1])
+
+Coordinates are napari's (row, col) in pixels of the image given to `set_image`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .device import autocast, resolve_device, resolve_precision
+from .model import Sam, load_model
+from .transforms import box_rc_to_xyxy, rc_to_xy, resize_for_model, to_model_pixels
+
+
+@dataclass
+class ImageEmbedding:
+    """What `set_image` computes; store it and give it back with `set_embedding`."""
+
+    features: torch.Tensor          # (1, C, g, g) float32
+    original_size: Tuple[int, int]  # (Y, X) of the image
+    input_size: Tuple[int, int]     # (h, w) of the resized image inside the model's square
+    model_signature: str
+
+
+class Predictor:
+    def __init__(self, model: Union[Sam, str, None] = None, device="auto", precision="auto"):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device) if isinstance(model, Sam) else load_model(model, self.device)
+        self.model.eval()
+        self.dtype = resolve_precision(precision, self.device)
+        self._emb: Optional[ImageEmbedding] = None
+
+    # ---- embedding -------------------------------------------------------------------
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray, channels: Optional[Sequence[int]] = None,
+                  value_range=None) -> ImageEmbedding:
+        """Embed a (Y, X) or (Y, X, C) image of any dtype and size (see `transforms`)."""
+        pixels = to_model_pixels(image, channels, value_range)
+        x = resize_for_model(pixels, self.model.image_size, self.device)
+        with autocast(self.device, self.dtype):
+            feats = self.model.encode(x)
+        self._emb = ImageEmbedding(feats.float(), tuple(pixels.shape[:2]), tuple(x.shape[-2:]),
+                                   self.model.signature())
+        return self._emb
+
+    def get_embedding(self) -> ImageEmbedding:
+        if self._emb is None:
+            raise RuntimeError("no image is set: call set_image(image) first")
+        return self._emb
+
+    def set_embedding(self, emb: ImageEmbedding) -> None:
+        if emb.model_signature != self.model.signature():
+            raise ValueError("this embedding was computed with another model; "
+                             "call set_image again with the current model")
+        self._emb = ImageEmbedding(emb.features.to(self.device), tuple(emb.original_size),
+                                   tuple(emb.input_size), emb.model_signature)
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._emb is not None
+
+    # ---- prompts ---------------------------------------------------------------------
+    def _scale(self) -> np.ndarray:
+        emb = self.get_embedding()
+        return np.array([emb.input_size[1] / emb.original_size[1],
+                         emb.input_size[0] / emb.original_size[0]])
+
+    def points_to_input(self, points_rc) -> torch.Tensor:
+        """(N, 2) (row, col) image pixels -> (N, 2) (x, y) in the model's input frame."""
+        return torch.as_tensor(rc_to_xy(points_rc) * self._scale(), dtype=torch.float32,
+                               device=self.device)
+
+    def box_to_input(self, box_rc) -> torch.Tensor:
+        xyxy = box_rc_to_xyxy(box_rc) * np.tile(self._scale(), 2)
+        return torch.as_tensor(xyxy, dtype=torch.float32, device=self.device)
+
+    def _check(self, points, labels, box, mask_input):
+        h, w = self.get_embedding().original_size
+        if points is None and box is None and mask_input is None:
+            raise ValueError("empty prompt: give at least one point, a box or a mask_input")
+        if points is not None:
+            p = np.asarray(points, dtype=np.float64)
+            if p.ndim != 2 or p.shape[1] != 2 or len(p) == 0:
+                raise ValueError(f"points must be a list of [row, col] pairs, got shape {p.shape}")
+            if not np.isfinite(p).all():
+                raise ValueError("points contain NaN or infinite coordinates")
+            bad = (p[:, 0] < -0.5) | (p[:, 0] > h - 0.5) | (p[:, 1] < -0.5) | (p[:, 1] > w - 0.5)
+            if bad.any():
+                raise ValueError(f"point {p[bad][0].tolist()} lies outside the image of shape {(h, w)}")
+            lab = np.ones(len(p), int) if labels is None else np.asarray(labels).reshape(-1)
+            if len(lab) != len(p):
+                raise ValueError(f"{len(p)} points but {len(lab)} point_labels")
+            if not np.isin(lab, (0, 1)).all():
+                raise ValueError("point_labels must be 1 (object) or 0 (background)")
+            labels = lab
+        elif labels is not None:
+            raise ValueError("point_labels given without points")
+        if box is not None:
+            b = np.asarray(box, dtype=np.float64).reshape(-1)
+            if b.shape != (4,) or not np.isfinite(b).all():
+                raise ValueError("box must be [row0, col0, row1, col1] with finite numbers")
+            if b[0] == b[2] or b[1] == b[3]:
+                raise ValueError(f"box {b.tolist()} has zero area")
+            box = b
+        if mask_input is not None:
+            m = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32)
+            s = self.model.config.mask_size
+            if m.shape[-2:] != (s, s) or m.numel() != s * s:
+                raise ValueError(f"mask_input must be low-res logits of shape ({s}, {s}) "
+                                 f"(the logits of an earlier predict), got {tuple(m.shape)}")
+            mask_input = m.reshape(1, 1, s, s).to(self.device)
+        return points, labels, box, mask_input
+
+    @torch.no_grad()
+    def predict_lowres(self, xy: Optional[torch.Tensor], labels: Optional[torch.Tensor],
+                       boxes: Optional[torch.Tensor] = None, mask_input=None, multimask=True
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Batched prompts in the input frame -> low-res logits (B, K, m, m), scores (B, K)."""
+        emb = self.get_embedding()
+        pts = None if xy is None else (xy, labels)
+        with autocast(self.device, self.dtype):
+            logits, iou = self.model.decode(emb.features, pts, boxes, mask_input, multimask)
+        return logits.float(), iou.float()
+
+    def upscale(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, K, m, m) low-res logits -> (B, K, Y, X) logits at the image's size."""
+        emb = self.get_embedding()
+        return self.model.upscale_logits(logits, emb.input_size, emb.original_size)
+
+    def predict(self, points=None, point_labels=None, box=None, mask_input=None,
+                multimask: bool = True):
+        """Masks for one object.
+
+        points: (N, 2) (row, col); point_labels: N of 1 (object) / 0 (background), default 1;
+        box: (row0, col0, row1, col1); mask_input: (m, m) logits of an earlier call.
+        Returns masks bool (K, Y, X), scores (K,), low-res logits (K, m, m); K = 3 with
+        `multimask`, else 1. Masks are sorted as the model returns them.
+        """
+        points, labels, box, mask_input = self._check(points, point_labels, box, mask_input)
+        xy = lab = bx = None
+        if points is not None:
+            xy = self.points_to_input(points)[None]
+            lab = torch.as_tensor(labels, dtype=torch.long, device=self.device)[None]
+        if box is not None:
+            bx = self.box_to_input(box)
+        logits, scores = self.predict_lowres(xy, lab, bx, mask_input, multimask)
+        masks = self.upscale(logits)[0] > 0
+        return masks.cpu().numpy(), scores[0].cpu().numpy(), logits[0].cpu().numpy()

@@ -1,0 +1,113 @@
+"""Image and coordinate transforms between the user's arrays and the model's input frame.
+
+- Coordinates: the public API uses napari's (row, col); SAM uses (x, y). `rc_to_xy` and
+  `box_rc_to_xyxy` are the only places that swap axes.
+- Intensities: uint8 RGB goes to the model unchanged; other dtypes are contrast-normalised
+  to 0-255 with robust percentiles; grayscale is repeated to three channels; two channels
+  become red and green (blue zero); more than three channels need `channels=`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PERCENTILES = (0.5, 99.8)
+
+
+def rc_to_xy(points_rc) -> np.ndarray:
+    """(N, 2) napari (row, col) -> (N, 2) SAM (x, y)."""
+    p = np.asarray(points_rc, dtype=np.float64).reshape(-1, 2)
+    return p[:, ::-1].copy()
+
+
+def box_rc_to_xyxy(box_rc) -> np.ndarray:
+    """(row0, col0, row1, col1) in any corner order -> (x0, y0, x1, y1) with x0 <= x1, y0 <= y1."""
+    b = np.asarray(box_rc, dtype=np.float64).reshape(-1, 4)
+    r0, r1 = np.minimum(b[:, 0], b[:, 2]), np.maximum(b[:, 0], b[:, 2])
+    c0, c1 = np.minimum(b[:, 1], b[:, 3]), np.maximum(b[:, 1], b[:, 3])
+    return np.stack([c0, r0, c1, r1], axis=1)
+
+
+def target_shape(h: int, w: int, long_side: int) -> Tuple[int, int]:
+    """Shape after scaling so the longest side is `long_side` (SAM's rounding)."""
+    scale = long_side / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def select_channels(image: np.ndarray, channels: Optional[Sequence[int]] = None) -> np.ndarray:
+    """(Y, X) or (Y, X, C) -> (Y, X, K) with K in 1..3, never dropping data silently."""
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = img[..., None]
+    elif img.ndim != 3:
+        raise ValueError(
+            f"expected a 2D image (Y, X) or (Y, X, C), got shape {img.shape}; for stacks pass "
+            "one slice at a time (or use the batch functions)")
+    c = img.shape[-1]
+    if channels is not None:
+        channels = list(channels)
+        if not 1 <= len(channels) <= 3 or any(not -c <= i < c for i in channels):
+            raise ValueError(f"channels={channels} must pick 1 to 3 of the image's {c} channels")
+        return img[..., channels]
+    if c == 4 and img.dtype == np.uint8:
+        if img[..., 3].min() < 255:
+            warnings.warn("RGBA image: the alpha channel is ignored", stacklevel=3)
+        return img[..., :3]
+    if c > 3:
+        raise ValueError(
+            f"the image has {c} channels; the model takes up to 3. Choose them with "
+            "channels=[i, j, k] (e.g. channels=[0] for the nuclear stain)")
+    return img
+
+
+def intensity_range(image: np.ndarray, percentiles=PERCENTILES, max_samples: int = 1_000_000
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-channel (low, high) robust range of a (Y, X, C) array from a subsample."""
+    flat = image.reshape(-1, image.shape[-1])
+    step = max(1, flat.shape[0] // max_samples)
+    sample = np.asarray(flat[::step], dtype=np.float64)
+    sample = np.where(np.isfinite(sample), sample, np.nan)
+    lo, hi = np.nanpercentile(sample, percentiles, axis=0)
+    return np.nan_to_num(lo), np.nan_to_num(hi)
+
+
+def to_model_pixels(image: np.ndarray, channels: Optional[Sequence[int]] = None,
+                    value_range: Optional[Tuple] = None) -> np.ndarray:
+    """Any supported image -> float32 (Y, X, 3) in 0-255, as the model expects.
+
+    `value_range` (low, high), scalars or per channel, overrides the percentile
+    normalisation (used by tiling, so every tile of an image is scaled alike).
+    """
+    img = select_channels(image, channels)
+    if img.dtype == np.uint8 and value_range is None:
+        out = img.astype(np.float32)
+    elif img.dtype == bool:
+        out = img.astype(np.float32) * 255
+    else:
+        lo, hi = value_range if value_range is not None else intensity_range(img)
+        lo = np.asarray(lo, dtype=np.float64)
+        hi = np.asarray(hi, dtype=np.float64)
+        scale = np.where(hi > lo, 255.0 / np.maximum(hi - lo, 1e-12), 0.0)
+        out = (np.asarray(img, dtype=np.float64) - lo) * scale
+        out = np.clip(np.nan_to_num(out), 0, 255).astype(np.float32)
+    k = out.shape[-1]
+    if k == 1:
+        out = np.repeat(out, 3, axis=-1)
+    elif k == 2:
+        out = np.concatenate([out, np.zeros_like(out[..., :1])], axis=-1)
+    return out
+
+
+def resize_for_model(pixels: np.ndarray, long_side: int, device=None) -> torch.Tensor:
+    """(Y, X, 3) float pixels -> (1, 3, h, w) tensor with the longest side = `long_side`."""
+    t = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(2, 0, 1)[None]
+    h, w = target_shape(t.shape[-2], t.shape[-1], long_side)
+    if (h, w) == tuple(t.shape[-2:]):
+        return t
+    return F.interpolate(t, (h, w), mode="bilinear", align_corners=False, antialias=True
+                         ).clamp_(0, 255)
