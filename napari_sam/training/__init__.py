@@ -1,0 +1,1 @@
+"""Training utilities: synthetic data, training loop and evaluation (GUI-free)."""
