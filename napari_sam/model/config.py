@@ -87,6 +87,20 @@ SAM_VIT_L = SamConfig("vit_l", ViTConfig(1024, 24, 16, 14, (5, 11, 17, 23)))
 SAM_VIT_H = SamConfig("vit_h", ViTConfig(1280, 32, 16, 14, (7, 15, 23, 31)))
 MOBILE_SAM = SamConfig("vit_t", TinyViTConfig(num_classes=1000))
 
+# The model shipped inside the package (see docs/models.md): TinyViT-style encoder at a
+# 256-pixel input with a 32 x 32 embedding grid (the merges keep stride 8), so the decoder's
+# low-res masks are 128 x 128 (2 input pixels per mask pixel): small nuclei keep their shape.
+BUNDLED = SamConfig(
+    "bundled",
+    TinyViTConfig(embed_dims=(32, 64, 128, 160), depths=(2, 2, 4, 2), num_heads=(1, 2, 4, 5),
+                  window_sizes=(7, 8, 8, 8), merge_strides=(2, 1, 1)),
+    image_size=256,
+    prompt_embed_dim=128,
+    decoder_mlp_dim=512,
+    decoder_heads=4,
+    iou_head_hidden_dim=128,
+)
+
 # Tiny configurations for tests: the same code paths, seconds instead of minutes.
 TEST_VIT = SamConfig(
     "test_vit",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -14,7 +15,7 @@ from .config import SamConfig, TinyViTConfig, ViTConfig, config_from_dict
 from .sam import Sam
 
 CONFIGS: Dict[str, SamConfig] = {
-    c.name: c for c in (C.SAM_VIT_B, C.SAM_VIT_L, C.SAM_VIT_H, C.MOBILE_SAM,
+    c.name: c for c in (C.SAM_VIT_B, C.SAM_VIT_L, C.SAM_VIT_H, C.MOBILE_SAM, C.BUNDLED,
                         C.TEST_VIT, C.TEST_TINY_VIT)
 }
 
@@ -83,8 +84,21 @@ def infer_config(sd: Dict[str, torch.Tensor]) -> SamConfig:
         num_multimask_outputs=sd["mask_decoder.mask_tokens.weight"].shape[0] - 1,
     )
     for known in CONFIGS.values():
-        if known.with_(name="custom") == cfg:
+        if _weights_view(known) == _weights_view(cfg):
             return known
+    return cfg
+
+
+def _weights_view(cfg: SamConfig) -> SamConfig:
+    """The part of a config that the weights determine: not the name nor the decoder's head
+    count; for TinyViT (no position embedding) not the input size nor the merge strides, and
+    not the heads and window of its first stage, which is convolutional."""
+    cfg = cfg.with_(name="", decoder_heads=0)
+    enc = cfg.encoder
+    if isinstance(enc, TinyViTConfig):
+        enc = replace(enc, num_heads=(0,) + enc.num_heads[1:],
+                      window_sizes=(0,) + enc.window_sizes[1:], merge_strides=())
+        cfg = cfg.with_(encoder=enc, image_size=0)
     return cfg
 
 
