@@ -1,0 +1,186 @@
+"""Where tile embeddings live: in memory, or on disk in a zarr directory store.
+
+On-disk layout of a cache folder:
+
+    signature.json   what the embeddings were computed from (image, model, tiling, contrast)
+    features/        zarr array (ny, nx, C, g, g), one chunk per tile
+    done/<iy>_<ix>   empty marker, created atomically once that tile's chunk is written
+
+One chunk per tile: a tile is the unit of work, so each worker writes whole chunks that no
+other worker touches (no locks, no read-modify-write), a tile is read back with one file
+read, and an interrupted run leaves every finished tile usable. The marker is written after
+the chunk (zarr itself writes chunks to a temporary file and renames it), so a tile counts
+as done only when its data is complete. float16 by default: half the disk of float32 for a
+difference far below what changes a mask (SAM's embeddings are layer-normalised, |x| < 100).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
+
+FORMAT = 1
+STORAGE_DTYPES = ("float16", "float32")
+
+
+class CacheMismatchError(ValueError):
+    """An embedding cache folder holds embeddings of another image, model or tiling."""
+
+
+def _write_replace(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename (atomic on one disk)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: cache has {a!r}, now {b!r}")
+    return out
+
+
+class MemoryStore:
+    """Embeddings kept in a dict (no disk): for small images and one-off sessions."""
+
+    path = None
+
+    def __init__(self, signature: dict, grid_shape, feature_shape, dtype: str = "float32"):
+        self.signature = signature
+        self.dtype = np.dtype(dtype)
+        self._data: Dict[Tuple[int, int], np.ndarray] = {}
+
+    def done(self) -> Set[Tuple[int, int]]:
+        return set(self._data)
+
+    def has(self, index) -> bool:
+        return tuple(index) in self._data
+
+    def get(self, index) -> np.ndarray:
+        return self._data[tuple(index)].astype(np.float32)
+
+    def put(self, index, features: np.ndarray) -> None:
+        self._data[tuple(index)] = np.asarray(features).astype(self.dtype)
+
+
+class ZarrStore:
+    """Embeddings in a zarr directory store with a signature and per-tile done markers.
+
+    Opening an existing folder checks its signature and raises `CacheMismatchError`, naming
+    what differs, when it was made for something else. Safe for several processes writing
+    different tiles at once.
+    """
+
+    def __init__(self, path: Union[str, Path], signature: dict, grid_shape: Sequence[int],
+                 feature_shape: Sequence[int], dtype: str = "float16") -> None:
+        import zarr
+        from numcodecs import Blosc
+
+        if dtype not in STORAGE_DTYPES:
+            raise ValueError(f"cache dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
+        self.path = Path(path)
+        # through JSON, so that what is compared is what is stored (tuples become lists)
+        self.signature = json.loads(json.dumps(dict(signature, format=FORMAT, storage=dtype)))
+        sig_file = self.path / "signature.json"
+        if sig_file.is_file():
+            self._check(sig_file)
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise CacheMismatchError(
+                f"{self.path} exists and is not a napari-sam embedding cache (no signature.json); "
+                "pass an empty or new folder as the cache")
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "done").mkdir(exist_ok=True)
+            zarr.open_array(
+                str(self.path / "features"), mode="a",
+                shape=tuple(grid_shape) + tuple(feature_shape),
+                chunks=(1, 1) + tuple(feature_shape), dtype=dtype, fill_value=0,
+                compressor=Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE))
+            _write_replace(sig_file, json.dumps(self.signature, indent=1).encode())
+        self.array = zarr.open_array(str(self.path / "features"), mode="r+")
+        self.dtype = np.dtype(self.array.dtype)
+
+    def _check(self, sig_file: Path) -> None:
+        try:
+            old = json.loads(sig_file.read_text())
+        except (OSError, ValueError) as err:
+            raise CacheMismatchError(
+                f"the embedding cache {self.path} is unreadable ({err}); delete that folder "
+                "to start afresh") from err
+        if old != self.signature:
+            what = "; ".join(_diff(old, self.signature))
+            raise CacheMismatchError(
+                f"the embedding cache {self.path} was made for something else ({what}). "
+                f"Delete {self.path} to recompute the embeddings, or pass another cache folder.")
+
+    def done(self) -> Set[Tuple[int, int]]:
+        out = set()
+        for name in os.listdir(self.path / "done"):
+            parts = name.split("_")
+            if len(parts) == 2 and all(p.isdigit() for p in parts):
+                out.add((int(parts[0]), int(parts[1])))
+        return out
+
+    def has(self, index) -> bool:
+        return (self.path / "done" / f"{index[0]}_{index[1]}").is_file()
+
+    def get(self, index) -> np.ndarray:
+        if not self.has(index):
+            raise KeyError(f"tile {tuple(index)} is not in the cache {self.path}")
+        return np.asarray(self.array[index[0], index[1]], dtype=np.float32)
+
+    def put(self, index, features: np.ndarray) -> None:
+        f = np.asarray(features).astype(self.dtype)
+        if not np.isfinite(f).all():
+            raise ValueError("embedding values overflow the cache's float16; "
+                             "use cache dtype 'float32' for this model")
+        self.array[index[0], index[1]] = f
+        _write_replace(self.path / "done" / f"{index[0]}_{index[1]}", b"")
+
+
+def default_cache_root() -> Path:
+    """The per-user cache folder for embeddings (platformdirs)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-sam")) / "embeddings"
+
+
+def resolve_cache_dir(cache, image_path: Optional[Path], key: str, image_key: str
+                      ) -> Optional[Path]:
+    """The cache folder for `cache`:
+
+    None/False: none (embeddings in memory); a path: exactly that folder;
+    "beside": `<image>.sam-cache/<key>` next to the image file;
+    "user": `<user cache>/napari-sam/embeddings/<image_key>-<key>`;
+    "auto": beside when the image is a file in a writable folder, else user.
+    `key` names the model and tiling, so one image can hold caches of several models.
+    """
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, (str, Path)) and str(cache) not in ("beside", "user", "auto"):
+        return Path(cache)
+    if cache == "auto":
+        ok = image_path is not None and os.access(Path(image_path).parent, os.W_OK)
+        cache = "beside" if ok else "user"
+    if cache == "beside":
+        if image_path is None:
+            raise ValueError("cache='beside' needs an image file; give the image as a path, "
+                             "or use cache='user' or a folder")
+        return Path(str(image_path) + ".sam-cache") / key
+    return default_cache_root() / f"{image_key}-{key}"

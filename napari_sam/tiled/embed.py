@@ -1,0 +1,144 @@
+"""Tile embeddings of one large image: computed once, on demand, into a cache.
+
+    emb = TiledEmbeddings(load_model("bundled"), "slide.tif", cache="beside")
+    emb.compute()                          # every tile (automask), resumable
+    emb.compute(emb.grid.intersecting(box))  # only the tiles a prompt needs
+    pred = emb.predictor(tile)             # a Predictor holding that tile's embedding
+
+Contrast: one (low, high) range for the whole image, from a subsample, so every tile is
+scaled alike (a per-tile range would make a dim tile look like a bright one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from typing import Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ..device import autocast, resolve_device, resolve_precision
+from ..model import Sam, load_model
+from ..predictor import ImageEmbedding, Predictor
+from ..progress import null_progress
+from ..transforms import resize_for_model, target_shape
+from .cache import MemoryStore, ZarrStore, resolve_cache_dir
+from .grid import Tile, TileGrid
+from .source import ImageSource
+
+
+def default_tiling(model: Sam):
+    """(tile, overlap) for a model: tiles of the model's input size, so pixels reach the
+    encoder at native resolution; overlap 1/4 of a 256-pixel tile (64) and 1/8 of a
+    1024-pixel tile (128), see docs/large_images.md."""
+    size = model.image_size
+    return size, (size // 4 if size <= 512 else size // 8)
+
+
+def _short_hash(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class TiledEmbeddings:
+    """The tiles of one image and their embeddings.
+
+    model: a Sam, or a name/path for `load_model`. image: an array-like (numpy, memmap,
+    zarr, dask) or an image path, (Y, X) or (Y, X, C). tile_size/overlap: pixels (defaults
+    from `default_tiling`). cache: None (memory), a folder, "beside", "user" or "auto" (see
+    `cache.resolve_cache_dir`). cache_dtype: "float16" or "float32" on disk. batch_size:
+    tiles per encoder call (default 1 on CPU, 4 on a GPU).
+    """
+
+    def __init__(self, model: Union[Sam, str, None], image, *, tile_size: Optional[int] = None,
+                 overlap: Optional[int] = None, channels: Optional[Sequence[int]] = None,
+                 cache=None, cache_dtype: str = "float16", device="auto", precision="auto",
+                 batch_size: Optional[int] = None, memory_tiles: int = 16) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device) if isinstance(model, Sam) else load_model(model, self.device)
+        self.model.eval()
+        self.dtype = resolve_precision(precision, self.device)
+        self.source = image if isinstance(image, ImageSource) else ImageSource(image, channels)
+        t0, o0 = default_tiling(self.model)
+        self.grid = TileGrid(self.source.shape2d, tile_size or t0, o0 if overlap is None else overlap)
+        self.value_range = self.source.value_range()
+        self.batch_size = batch_size or (1 if self.device.type == "cpu" else 4)
+        cfg = self.model.config
+        self.feature_shape = (cfg.prompt_embed_dim, cfg.embed_grid, cfg.embed_grid)
+        self.signature = {
+            "image": self.source.fingerprint(),
+            "model": {"name": cfg.name, "signature": self.model.signature()},
+            "tiling": {"tile": self.grid.tile, "overlap": self.grid.overlap},
+            "normalisation": {"channels": self.source.channels,
+                              "value_range": self.value_range},
+        }
+        key = f"{cfg.name}-{self.model.signature()[:8]}-t{self.grid.tile}-o{self.grid.overlap}"
+        self.cache_dir = resolve_cache_dir(cache, self.source.path, key,
+                                           _short_hash(self.signature["image"]))
+        if self.cache_dir is None:
+            self.store = MemoryStore(self.signature, self.grid.grid_shape, self.feature_shape)
+        else:
+            self.store = ZarrStore(self.cache_dir, self.signature, self.grid.grid_shape,
+                                   self.feature_shape, cache_dtype)
+        self._memory: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+        self._memory_tiles = memory_tiles
+        self._predictor: Optional[Predictor] = None
+
+    # ---- computing -------------------------------------------------------------------
+    def input_size(self, tile: Tile):
+        return target_shape(*tile.shape, self.model.image_size)
+
+    def missing(self, tiles: Optional[Iterable[Tile]] = None) -> List[Tile]:
+        done = self.store.done()
+        return [t for t in (self.grid if tiles is None else tiles) if t.index not in done]
+
+    @torch.no_grad()
+    def encode(self, tiles: Sequence[Tile]) -> np.ndarray:
+        """Run the encoder on `tiles` (all of one shape): (B, C, g, g) float32."""
+        xs = [resize_for_model(self.source.pixels(t.window, self.value_range),
+                               self.model.image_size, self.device) for t in tiles]
+        with autocast(self.device, self.dtype):
+            feats = self.model.encode(torch.cat(xs))
+        return feats.float().cpu().numpy()
+
+    def compute(self, tiles: Optional[Iterable[Tile]] = None, progress=null_progress) -> int:
+        """Embed the given tiles (default: all) that the cache lacks; returns how many."""
+        todo = self.missing(tiles)
+        progress(0, len(todo), "embedding tiles")
+        for i in range(0, len(todo), self.batch_size):
+            batch = todo[i:i + self.batch_size]
+            for t, f in zip(batch, self.encode(batch)):
+                self.store.put(t.index, f)
+            progress(min(i + self.batch_size, len(todo)), len(todo), "embedding tiles")
+        return len(todo)
+
+    # ---- reading ---------------------------------------------------------------------
+    def features(self, tile: Tile) -> torch.Tensor:
+        """(1, C, g, g) float32 features of `tile`, computed first if needed."""
+        key = tile.index
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        if not self.store.has(key):
+            self.compute([tile])
+        f = torch.from_numpy(self.store.get(key))[None].to(self.device)
+        self._memory[key] = f
+        while len(self._memory) > self._memory_tiles:
+            self._memory.popitem(last=False)
+        return f
+
+    def embedding(self, tile: Tile) -> ImageEmbedding:
+        return ImageEmbedding(self.features(tile), tile.shape, self.input_size(tile),
+                              self.model.signature())
+
+    def predictor(self, tile: Tile) -> Predictor:
+        """A Predictor (shared, reused) holding `tile`'s embedding; prompts in tile pixels."""
+        if self._predictor is None:
+            self._predictor = Predictor(self.model, self.device, _precision_name(self.dtype))
+        self._predictor.set_embedding(self.embedding(tile))
+        return self._predictor
+
+
+def _precision_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]

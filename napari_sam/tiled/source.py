@@ -1,0 +1,117 @@
+"""A 2D image read window by window: numpy, memory-mapped, zarr or dask arrays, or a path.
+
+Whole-image quantities (the contrast range and the data fingerprint) come from one
+subsample: a regular grid of small windows, so a lazy image is never read whole and a
+tiled TIFF only decodes the few chunks under the windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..transforms import intensity_range, select_channels, to_model_pixels
+
+SAMPLE_GRID = 16      # windows per axis
+SAMPLE_WINDOW = 64    # window side: 16 x 16 windows of 64 x 64 = 1 M pixels, as intensity_range
+
+
+def read_box(array, box) -> np.ndarray:
+    """`array[r0:r1, c0:c1]` as a numpy array, whatever kind of array it is."""
+    r0, c0, r1, c1 = (int(v) for v in box)
+    part = array[r0:r1, c0:c1]
+    if hasattr(part, "compute"):  # dask
+        part = part.compute()
+    return np.asarray(part)
+
+
+def open_image(path: Union[str, Path], channels=None):
+    """A lazy array for an image file (level 0 of a pyramid)."""
+    try:
+        from ..io.images import open_lazy
+    except ImportError:  # the io package is not there yet: tifffile's zarr store
+        open_lazy = None
+    if open_lazy is not None:
+        arr, _meta = open_lazy(path)
+        return arr
+    import tifffile
+    import zarr
+
+    store = tifffile.imread(str(path), aszarr=True, level=0)
+    z = zarr.open(store, mode="r")
+    return z if hasattr(z, "shape") else z["0"]
+
+
+class ImageSource:
+    """Read access to a (Y, X) or (Y, X, C) image without loading it.
+
+    image: an array-like with numpy slicing (numpy, np.memmap, zarr, dask) or a path.
+    channels: up to three channel indices, as in `transforms.select_channels`.
+    """
+
+    def __init__(self, image, channels: Optional[Sequence[int]] = None) -> None:
+        self.path: Optional[Path] = None
+        if isinstance(image, (str, Path)):
+            self.path = Path(image)
+            image = open_image(self.path)
+        if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+            image = np.asarray(image)
+        if len(image.shape) not in (2, 3):
+            raise ValueError(
+                f"tiling takes a 2D image (Y, X) or (Y, X, C), got shape {tuple(image.shape)}; "
+                "for stacks process one slice at a time")
+        self.array = image
+        self.channels = None if channels is None else [int(c) for c in channels]
+        self.shape = tuple(int(s) for s in image.shape)
+        self.dtype = np.dtype(image.dtype)
+        # validate the channel choice now (it raises with a helpful message)
+        select_channels(np.zeros((1, 1) + self.shape[2:], self.dtype), self.channels)
+        self._sample: Optional[np.ndarray] = None
+
+    @property
+    def shape2d(self) -> Tuple[int, int]:
+        return self.shape[0], self.shape[1]
+
+    def read(self, box) -> np.ndarray:
+        return read_box(self.array, box)
+
+    # ---- the subsample ----------------------------------------------------------------
+    def sample_boxes(self):
+        """Windows of the subsample: the whole image if it is small, else a regular grid."""
+        h, w = self.shape2d
+        n, s = SAMPLE_GRID, SAMPLE_WINDOW
+        if h * w <= (n * s) ** 2:
+            return [(0, 0, h, w)]
+        ys = np.unique(np.round(np.linspace(0, max(h - s, 0), n)).astype(int))
+        xs = np.unique(np.round(np.linspace(0, max(w - s, 0), n)).astype(int))
+        return [(y, x, min(y + s, h), min(x + s, w)) for y in ys for x in xs]
+
+    def sample(self) -> list:
+        if self._sample is None:
+            self._sample = [self.read(b) for b in self.sample_boxes()]
+        return self._sample
+
+    def fingerprint(self) -> dict:
+        """Shape, dtype and a SHA-1 of the subsampled pixels (all channels)."""
+        h = hashlib.sha1()
+        for box, part in zip(self.sample_boxes(), self.sample()):
+            h.update(np.asarray(box, np.int64).tobytes())
+            h.update(np.ascontiguousarray(part).tobytes())
+        return {"shape": list(self.shape), "dtype": self.dtype.str, "sample_sha1": h.hexdigest()}
+
+    def value_range(self) -> Optional[Tuple[list, list]]:
+        """Per-channel (low, high) for `to_model_pixels`, from the subsample; None where the
+        core leaves the data unscaled (uint8, bool)."""
+        if self.dtype in (np.uint8, np.bool_):
+            return None
+        parts = [select_channels(p, self.channels) for p in self.sample()]
+        flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in parts])
+        lo, hi = intensity_range(flat[:, None, :])
+        return [float(v) for v in lo], [float(v) for v in hi]
+
+    def pixels(self, box, value_range) -> np.ndarray:
+        """Model pixels (float32 (h, w, 3), 0-255) of one window."""
+        return to_model_pixels(self.read(box), self.channels, value_range)
