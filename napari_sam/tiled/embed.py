@@ -114,22 +114,27 @@ class TiledEmbeddings:
         return len(todo)
 
     # ---- reading ---------------------------------------------------------------------
-    def features(self, tile: Tile) -> torch.Tensor:
-        """(1, C, g, g) float32 features of `tile`, computed first if needed."""
+    def features(self, tile: Tile, keep: bool = True) -> torch.Tensor:
+        """(1, C, g, g) float32 features of `tile`, computed first if needed; keep=False
+        computes a missing tile without storing it (automask without a cache)."""
         key = tile.index
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
-        if not self.store.has(key):
+        if self.store.has(key):
+            f = torch.from_numpy(self.store.get(key))[None].to(self.device)
+        elif keep:
             self.compute([tile])
-        f = torch.from_numpy(self.store.get(key))[None].to(self.device)
+            f = torch.from_numpy(self.store.get(key))[None].to(self.device)
+        else:
+            return torch.from_numpy(self.encode([tile]))[0:1].to(self.device)
         self._memory[key] = f
         while len(self._memory) > self._memory_tiles:
             self._memory.popitem(last=False)
         return f
 
-    def embedding(self, tile: Tile) -> ImageEmbedding:
-        return ImageEmbedding(self.features(tile), tile.shape, self.input_size(tile),
+    def embedding(self, tile: Tile, keep: bool = True) -> ImageEmbedding:
+        return ImageEmbedding(self.features(tile, keep), tile.shape, self.input_size(tile),
                               self.model.signature())
 
     def predictor(self, tile: Tile) -> Predictor:

@@ -1,0 +1,260 @@
+"""Automask on images of any size: per tile, then stitched without seams.
+
+    res = tiled_automask("slide.tif", "bundled", out="slide_labels.zarr", cache="beside")
+    res.labels        # zarr array (Y, X) uint32 on disk (numpy when out=None)
+    res.records       # id, area, bbox, centroid, predicted_iou, stability, tile
+
+1. Every tile (or, with `foreground`, every tile over foreground) is segmented on its own
+   by a *segmenter*: by default `AutomaskSegmenter`, the core AutoMaskGenerator run on the
+   tile's embedding (cached or computed) with the whole image's contrast range. The tile's
+   label image and records go to a work folder (`<out>.work/`), one chunk per tile, so an
+   interrupted run resumes and Dask workers never send label images to the scheduler.
+2. `stitch` links the pieces of an object across seams and paints each object once into
+   the output, tile by tile.
+
+Memory: a tile's image, embedding and masks per worker, plus a few tiles and a few numbers
+per object while stitching; never an image-sized array unless `out` is None.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..progress import null_progress
+from .embed import TiledEmbeddings
+from .grid import Tile
+from .results import open_results
+from .stitch import stitch
+
+
+class AutomaskSegmenter:
+    """The default tile segmenter: `AutoMaskGenerator` on one tile's embedding.
+
+    Keywords are those of `napari_sam.automask.automask` (points_per_side, thresholds,
+    points_per_batch, crop_n_layers, nms_thresh, ...). Called as
+    `segmenter(embeddings, tile) -> (labels uint32 (h, w), records)`; one generator per
+    thread, so it can run in a thread pool.
+    """
+
+    def __init__(self, points_per_side: int = 32, pred_iou_thresh: float = 0.88,
+                 stability_thresh: float = 0.95, min_area: int = 0, **kw) -> None:
+        from ..automask import split_kwargs
+
+        init, run, gen = split_kwargs(kw)
+        if run:
+            raise TypeError(f"{', '.join(run)}: set these on the tiled run, not per tile")
+        self.init_kw = dict(init, points_per_side=points_per_side)
+        self.gen_kw = dict(gen, pred_iou_thresh=pred_iou_thresh,
+                           stability_thresh=stability_thresh, min_area=min_area)
+        self._local = threading.local()
+
+    def settings(self) -> dict:
+        return {"segmenter": "automask", **{k: v for k, v in sorted(self.init_kw.items())
+                                            if k not in ("device", "precision")},
+                **dict(sorted(self.gen_kw.items()))}
+
+    def __getstate__(self):
+        return {"init_kw": self.init_kw, "gen_kw": self.gen_kw}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def _generator(self, emb: TiledEmbeddings):
+        from ..automask import AutoMaskGenerator
+        from ..predictor import Predictor
+        from .embed import _precision_name
+
+        gens = getattr(self._local, "gens", None)
+        if gens is None:
+            gens = self._local.gens = {}
+        gen = gens.get(id(emb))
+        if gen is None:
+            pred = Predictor(emb.model, emb.device, _precision_name(emb.dtype))
+            kw = {k: v for k, v in self.init_kw.items() if k not in ("device", "precision")}
+            gen = gens[id(emb)] = AutoMaskGenerator(pred, **kw)
+        return gen
+
+    def __call__(self, emb: TiledEmbeddings, tile: Tile):
+        gen = self._generator(emb)
+        pixels = emb.source.read(tile.window)
+        gen.initialize(pixels, channels=emb.source.channels, value_range=emb.value_range,
+                       embedding=emb.embedding(tile, keep=emb.cache_dir is not None))
+        res = gen.generate(offset=tile.window[:2], **self.gen_kw)
+        return res.labels, res.records
+
+
+@dataclass
+class TileJob:
+    """Everything a worker needs to segment tiles of one image (picklable)."""
+
+    model: object                    # Sam or a name/path for load_model
+    image: object                    # a path, or an array-like
+    embed_kw: dict                   # TiledEmbeddings keywords (tiling, channels, cache, ...)
+    work: Optional[str]              # work folder of the tile results (None: in memory)
+    work_signature: dict
+    segmenter: Callable
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+_STATE: Dict[tuple, tuple] = {}
+_STATE_LOCK = threading.Lock()
+
+
+def _state(job: TileJob, emb: Optional[TiledEmbeddings] = None, results=None):
+    """(embeddings, results) of `job` for this thread, built once."""
+    k = (job.key, threading.get_ident())
+    with _STATE_LOCK:
+        got = _STATE.get(k)
+    if got is None:
+        emb = emb or TiledEmbeddings(job.model, job.image, **job.embed_kw)
+        if results is None:
+            results = open_results(None if job.work is None else Path(job.work),
+                                   job.work_signature, emb.grid.grid_shape,
+                                   (emb.grid.tile, emb.grid.tile))
+        got = (emb, results)
+        with _STATE_LOCK:
+            _STATE[k] = got
+    return got
+
+
+def release(job: TileJob) -> None:
+    with _STATE_LOCK:
+        for k in [k for k in _STATE if k[0] == job.key]:
+            del _STATE[k]
+
+
+def run_tiles(job: TileJob, indices: Sequence[Sequence[int]]) -> List[tuple]:
+    """Segment the given tiles (skipping those done); returns [(index, n_objects)]."""
+    emb, results = _state(job)
+    out = []
+    for idx in indices:
+        idx = tuple(int(i) for i in idx)
+        tile = emb.grid[idx]
+        labels, records = job.segmenter(emb, tile)
+        results.put(idx, labels, records)
+        out.append((idx, len(records)))
+    return out
+
+
+def foreground_tiles(grid, foreground) -> List[Tile]:
+    """Tiles over foreground: `foreground` is a callable(tile) -> bool, or a 2D mask of any
+    resolution over the whole image (a low-resolution mask is scaled to the image)."""
+    if foreground is None:
+        return list(grid)
+    if callable(foreground):
+        return [t for t in grid if foreground(t)]
+    fh, fw = foreground.shape[:2]
+    h, w = grid.shape
+    out = []
+    for t in grid:
+        y0, x0, y1, x1 = t.window
+        part = foreground[int(y0 * fh / h):max(int(y0 * fh / h) + 1, math.ceil(y1 * fh / h)),
+                          int(x0 * fw / w):max(int(x0 * fw / w) + 1, math.ceil(x1 * fw / w))]
+        if np.asarray(part).any():
+            out.append(t)
+    return out
+
+
+@dataclass
+class TiledAutomaskResult:
+    labels: object                   # uint32 (Y, X): numpy, or zarr on disk
+    records: List[dict]
+    tiles_run: int                   # tiles segmented in this call (not resumed)
+    tiles_used: int                  # tiles over foreground (all, without a mask)
+    grid_shape: tuple
+
+
+def tiled_automask(image, model=None, out=None, *, tile_size: Optional[int] = None,
+                   overlap: Optional[int] = None, channels=None, cache=None,
+                   cache_dtype: str = "float16", foreground=None, segmenter=None,
+                   link_iou: float = 0.3, scheduler=None, workers: Optional[int] = None,
+                   tiles_per_task: int = 4, keep_work: bool = False, overwrite: bool = False,
+                   device="auto", precision="auto", progress=null_progress,
+                   **automask_kw) -> TiledAutomaskResult:
+    """Segment everything in a 2D image of any size; see the module docstring.
+
+    image: array-like (numpy, memmap, zarr, dask) or a path; model: Sam, name or path.
+    out: None (labels in memory) or the path of a zarr label image to create.
+    cache: where tile embeddings are kept (None: not kept; see TiledEmbeddings).
+    scheduler: None (this process), "threads", "local" (a LocalCluster of processes),
+    "local-threads", a scheduler address "tcp://host:port", or a dask Client.
+    Other keywords go to `AutomaskSegmenter` (points_per_side, pred_iou_thresh, ...).
+    """
+    from .distributed import map_tiles
+
+    embed_kw = dict(tile_size=tile_size, overlap=overlap, channels=channels, cache=cache,
+                    cache_dtype=cache_dtype, device=device, precision=precision)
+    emb = TiledEmbeddings(model, image, **embed_kw)
+    embed_kw.update(tile_size=emb.grid.tile, overlap=emb.grid.overlap,
+                    cache=None if emb.cache_dir is None else str(emb.cache_dir))
+    segmenter = segmenter or AutomaskSegmenter(**automask_kw)
+    settings = getattr(segmenter, "settings", lambda: {"segmenter": repr(segmenter)})()
+    work_sig = {"embeddings": emb.signature, "segmenter": settings}
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    tmp = None
+    if out is not None:
+        work = Path(str(out) + ".work")
+    elif scheduler is not None and scheduler != "threads":
+        tmp = tempfile.TemporaryDirectory(prefix="napari-sam-tiles-")
+        work = Path(tmp.name) / "work"
+    else:
+        work = None
+    image_for_job = emb.source.path if emb.source.path is not None else emb.source.array
+    job = TileJob(model=emb.model, image=image_for_job, embed_kw=embed_kw,
+                  work=None if work is None else str(work), work_signature=work_sig,
+                  segmenter=segmenter)
+    try:
+        _, results = _state(job, emb=emb)  # this thread's state, also creates the work folder
+        used = foreground_tiles(emb.grid, foreground)
+        done = results.done()
+        todo = [t.index for t in used if t.index not in done]
+        map_tiles(job, todo, scheduler, workers, tiles_per_task, progress)
+        labels = _open_output(out, emb.grid.shape, emb.grid.tile)
+        records = stitch(emb.grid, results, labels, link_iou, progress)
+        labels = _publish(labels, out)
+        if work is not None and not keep_work and hasattr(results, "remove"):
+            results.remove()
+    finally:
+        release(job)
+        if tmp is not None:
+            tmp.cleanup()
+    return TiledAutomaskResult(labels, records, len(todo), len(used), emb.grid.grid_shape)
+
+
+def _open_output(out: Optional[Path], shape, tile: int):
+    """The label image to paint: numpy, or a zarr array at `<out>.partial` (renamed to `out`
+    by `_publish` once complete, so `out` never holds a half-painted image)."""
+    if out is None:
+        return np.zeros(shape, np.uint32)
+    import zarr
+    from numcodecs import Blosc
+
+    chunk = min(512, max(tile, 128))
+    return zarr.open_array(str(out) + ".partial", mode="w", shape=shape,
+                           chunks=(chunk, chunk), dtype="uint32", fill_value=0,
+                           compressor=Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE))
+
+
+def _publish(labels, out: Optional[Path]):
+    if out is None:
+        return labels
+    import zarr
+
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(str(out) + ".partial", out)
+    return zarr.open_array(str(out), mode="r")

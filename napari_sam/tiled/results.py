@@ -1,0 +1,112 @@
+"""Per-tile automask results: a tile's label image and its records, kept until stitched.
+
+On disk (a work folder beside the output) they make a long run resumable and let Dask
+workers hand results over without sending label images through the scheduler:
+
+    signature.json     tiling, model and automask settings the tiles were made with
+    labels/            zarr (ny, nx, T, T) uint32, one chunk per tile
+    done/<iy>_<ix>.json  the tile's records, written atomically after its chunk (= done marker)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Tuple
+
+import numpy as np
+
+from .cache import _write_replace
+
+KIND = "napari-sam tiled automask work folder"
+
+
+class MemoryResults:
+    path = None
+
+    def __init__(self, tile_shape) -> None:
+        self.tile_shape = tuple(tile_shape)
+        self._data: Dict[Tuple[int, int], tuple] = {}
+
+    def done(self) -> Set[Tuple[int, int]]:
+        return set(self._data)
+
+    def put(self, index, labels: np.ndarray, records: List[dict]) -> None:
+        self._data[tuple(index)] = (np.asarray(labels, np.uint32), list(records))
+
+    def labels(self, index, shape) -> np.ndarray:
+        got = self._data.get(tuple(index))
+        return np.zeros(shape, np.uint32) if got is None else got[0]
+
+    def records(self, index) -> List[dict]:
+        got = self._data.get(tuple(index))
+        return [] if got is None else got[1]
+
+
+class ZarrResults:
+    """Tile results in a work folder; a folder made with other settings is cleared (it holds
+    only intermediate results of this program, recognised by its signature)."""
+
+    def __init__(self, path, signature: dict, grid_shape, tile_shape) -> None:
+        import zarr
+        from numcodecs import Blosc
+
+        self.path = Path(path)
+        self.tile_shape = tuple(tile_shape)
+        sig = json.loads(json.dumps(dict(signature, kind=KIND)))
+        sig_file = self.path / "signature.json"
+        if sig_file.is_file():
+            try:
+                old = json.loads(sig_file.read_text())
+            except (OSError, ValueError):
+                old = {}
+            if old != sig:
+                if old.get("kind") != KIND:
+                    raise ValueError(f"{self.path} is not a napari-sam work folder; "
+                                     "remove it or choose another output")
+                shutil.rmtree(self.path)
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise ValueError(f"{self.path} exists and is not a napari-sam work folder; "
+                             "remove it or choose another output")
+        if not sig_file.is_file():
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "done").mkdir(exist_ok=True)
+            zarr.open_array(str(self.path / "labels"), mode="a",
+                            shape=tuple(grid_shape) + self.tile_shape,
+                            chunks=(1, 1) + self.tile_shape, dtype="uint32", fill_value=0,
+                            compressor=Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE))
+            _write_replace(sig_file, json.dumps(sig, indent=1).encode())
+        self.array = zarr.open_array(str(self.path / "labels"), mode="r+")
+
+    def done(self) -> Set[Tuple[int, int]]:
+        out = set()
+        for name in os.listdir(self.path / "done"):
+            parts = name[:-5].split("_") if name.endswith(".json") else []
+            if len(parts) == 2 and all(p.isdigit() for p in parts):
+                out.add((int(parts[0]), int(parts[1])))
+        return out
+
+    def put(self, index, labels: np.ndarray, records: List[dict]) -> None:
+        full = np.zeros(self.tile_shape, np.uint32)
+        full[:labels.shape[0], :labels.shape[1]] = labels
+        self.array[index[0], index[1]] = full
+        _write_replace(self.path / "done" / f"{index[0]}_{index[1]}.json",
+                       json.dumps(records).encode())
+
+    def labels(self, index, shape) -> np.ndarray:
+        return np.asarray(self.array[index[0], index[1], :shape[0], :shape[1]])
+
+    def records(self, index) -> List[dict]:
+        p = self.path / "done" / f"{index[0]}_{index[1]}.json"
+        return json.loads(p.read_text()) if p.is_file() else []
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def open_results(path: Optional[Path], signature: dict, grid_shape, tile_shape):
+    if path is None:
+        return MemoryResults(tile_shape)
+    return ZarrResults(path, signature, grid_shape, tile_shape)
