@@ -1,0 +1,368 @@
+"""Label images to and from COCO JSON with RLE segmentations (pycocotools).
+
+Written files are ordinary COCO "instances" files (`pycocotools.coco.COCO(path)` loads them):
+  images:      one record per 2D image: {"id", "file_name", "height", "width"}
+  annotations: one per object and image: {"id", "image_id", "category_id",
+               "segmentation": {"size": [h, w], "counts": "<compressed RLE string>"},
+               "area", "bbox": [x, y, w, h], "iscrowd": 0, "label_id"} plus "score",
+               "predicted_iou", "stability_score" when per-object records are given
+  categories:  [{"id": 1, "name": category, "supercategory": category}]
+plus a "napari_sam" block ({"shape", "image_name", "version"}) that other tools ignore.
+
+`label_id` is the object's value in the label image, so label image -> COCO -> label image
+gives back the same ids and pixels exactly. Annotation ids are 1, 2, ... in writing order.
+
+Stacks (Z, Y, X) or (T, Y, X): one COCO image per slice, ids `image_id + z`, file names
+`"<image_name>[z]"` (e.g. "cells.tif[3]") and an extra "z" field with the slice index. An
+object present on several slices (linked ids) has one annotation per slice, with the same
+label_id.
+
+Reading (`read_coco`) accepts RLE (compressed string or uncompressed counts list) and
+polygon segmentations. Each annotation is painted with its `label_id` when every
+annotation has one, otherwise with 1, 2, ... in annotation order; where annotations
+overlap, later ones win.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .atomic import atomic_write
+from .labels import to_uint32
+
+FORMAT_VERSION = 1
+SCORE_FIELDS = ("score", "predicted_iou", "stability_score", "stability")
+_ID_FIELDS = ("label", "label_id", "id")
+
+
+# ---------------------------------------------------------------------------------------
+# RLE
+
+def _objects(labels2d: np.ndarray):
+    """[(label id, (row slice, col slice))] for the objects of a 2D label image."""
+    from scipy import ndimage
+
+    if not labels2d.any():
+        return []
+    top = int(labels2d.max())
+    if top <= max(1_000_000, labels2d.size):
+        found = ndimage.find_objects(labels2d)
+        return [(i + 1, sl) for i, sl in enumerate(found) if sl is not None]
+    ids, inverse = np.unique(labels2d, return_inverse=True)  # sparse huge ids
+    dense = inverse.reshape(labels2d.shape).astype(np.int64) + (0 if ids[0] == 0 else 1)
+    offset = 0 if ids[0] == 0 else 1
+    found = ndimage.find_objects(dense)
+    return [(int(ids[i + 1 - offset]), sl) for i, sl in enumerate(found) if sl is not None]
+
+
+def _rle_counts(mask: np.ndarray, r0: int, c0: int, height: int, width: int) -> List[int]:
+    """Uncompressed COCO RLE counts of a mask crop placed at (r0, c0) in an h x w image.
+
+    COCO runs go down the columns (Fortran order) and start with a run of zeros.
+    """
+    cols = np.zeros((mask.shape[1], mask.shape[0] + 2), np.int8)
+    cols[:, 1:-1] = mask.T
+    step = np.diff(cols, axis=1)
+    sc, sr = np.nonzero(step == 1)
+    ec, er = np.nonzero(step == -1)
+    starts = (c0 + sc) * height + r0 + sr
+    ends = (c0 + ec) * height + r0 + er
+    if starts.size > 1:  # a run leaving the bottom of one column into the top of the next
+        joined = starts[1:] == ends[:-1]
+        if joined.any():
+            starts = starts[np.concatenate([[True], ~joined])]
+            ends = ends[np.concatenate([~joined, [True]])]
+    counts = np.empty(2 * starts.size + 1, np.int64)
+    counts[0] = starts[0] if starts.size else height * width
+    if starts.size:
+        counts[1::2] = ends - starts
+        counts[2:-1:2] = starts[1:] - ends[:-1]
+        counts[-1] = height * width - ends[-1]
+        if counts[-1] == 0:
+            counts = counts[:-1]
+    return counts.tolist()
+
+
+def _compress(counts: List[int], height: int, width: int) -> dict:
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+
+
+def _rle_to_json(rle: dict) -> dict:
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    return {"size": [int(v) for v in rle["size"]], "counts": counts}
+
+
+# ---------------------------------------------------------------------------------------
+# records
+
+def _records_by_label(records, ids: Sequence[int]) -> Dict[int, Mapping[str, Any]]:
+    """Match per-object records to label ids.
+
+    Accepted: a mapping {label id: record}; a list of records naming their label under
+    "label", "label_id" or "id"; or a list with one record per label, in ascending label
+    order (record i describes the i-th smallest label id).
+    """
+    if records is None:
+        return {}
+    if isinstance(records, Mapping):
+        return {int(k): v for k, v in records.items()}
+    records = list(records)
+    for key in _ID_FIELDS:
+        if records and all(isinstance(r, Mapping) and key in r for r in records):
+            return {int(r[key]): r for r in records}
+    if len(records) == len(ids):
+        return dict(zip(ids, records))
+    raise ValueError(
+        f"{len(records)} records for {len(ids)} objects: give each record a 'label' field "
+        "(its id in the label image), pass a dict {label id: record}, or one record per "
+        "object in ascending label order")
+
+
+def _scores(record: Optional[Mapping[str, Any]]) -> Dict[str, float]:
+    out = {}
+    for key in SCORE_FIELDS:
+        value = None if record is None else record.get(key)
+        if value is None:
+            continue
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(value):
+            out["stability_score" if key == "stability" else key] = value
+    if "score" not in out and "predicted_iou" in out:
+        out["score"] = out["predicted_iou"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+
+def labels_to_coco(labels, image_name: str, records=None, image_id: int = 1,
+                   category: str = "object") -> dict:
+    """A COCO dataset dict for a 2D (Y, X) or stacked (Z/T, Y, X) label image.
+
+    records: per-object scores (see `_records_by_label` for the accepted forms); their
+    score, predicted_iou and stability(_score) fields are copied into the annotations.
+    """
+    labels = to_uint32(labels)
+    if labels.ndim not in (2, 3):
+        raise ValueError(f"COCO export takes (Y, X) labels or a (Z, Y, X) stack, got shape "
+                         f"{labels.shape}; export one time point at a time")
+    stack = labels.ndim == 3
+    slices = labels if stack else labels[None]
+    height, width = slices.shape[1:]
+    per_slice = [_objects(s) for s in slices]
+    all_ids = sorted({lab for objs in per_slice for lab, _ in objs})
+    by_label = _records_by_label(records, all_ids)
+    images, annotations = [], []
+    ann_id = 0
+    for z, (plane, objs) in enumerate(zip(slices, per_slice)):
+        img_id = int(image_id) + z
+        image = {"id": img_id, "file_name": f"{image_name}[{z}]" if stack else str(image_name),
+                 "height": int(height), "width": int(width)}
+        if stack:
+            image["z"] = z
+        images.append(image)
+        for lab, (rs, cs) in objs:
+            crop = plane[rs, cs] == lab
+            counts = _rle_counts(crop, rs.start, cs.start, height, width)
+            ann_id += 1
+            ann = {"id": ann_id, "image_id": img_id, "category_id": 1,
+                   "segmentation": _rle_to_json(_compress(counts, height, width)),
+                   "area": int(crop.sum()),
+                   "bbox": [float(cs.start), float(rs.start), float(cs.stop - cs.start),
+                            float(rs.stop - rs.start)],
+                   "iscrowd": 0, "label_id": int(lab)}
+            ann.update(_scores(by_label.get(lab)))
+            annotations.append(ann)
+    return {
+        "info": {"description": f"labels of {image_name}", "contributor": "napari-sam"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": category, "supercategory": category}],
+        "napari_sam": {"version": FORMAT_VERSION, "shape": [int(n) for n in labels.shape],
+                       "image_name": str(image_name)},
+    }
+
+
+def write_coco(path, labels, image_name: str, records=None, overwrite: bool = False,
+               category: str = "object") -> Path:
+    """Write `labels` as COCO JSON to `path` atomically; return the path."""
+    data = labels_to_coco(labels, image_name, records=records, category=category)
+    path = Path(path)
+    with atomic_write(path, overwrite=overwrite, mode="w", encoding="utf-8") as f:
+        json.dump(data, f, separators=(",", ":"))
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+
+def _counts_from_string(text) -> List[int]:
+    """Uncompressed counts of a COCO compressed RLE string (pycocotools' rleFrString)."""
+    data = text.encode("ascii") if isinstance(text, str) else bytes(text)
+    counts: List[int] = []
+    p, n = 0, len(data)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise ValueError("truncated RLE string")
+            c = data[p] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def _rle_counts_of(segmentation, height: int, width: int) -> List[int]:
+    """Uncompressed RLE counts of a COCO segmentation (RLE of either kind, or polygons)."""
+    if isinstance(segmentation, Mapping):
+        counts = segmentation.get("counts")
+        size = [int(v) for v in segmentation.get("size", (height, width))]
+        if size != [height, width]:
+            raise ValueError(f"segmentation size {size} differs from the image's "
+                             f"{[height, width]}")
+        if isinstance(counts, list):
+            return [int(c) for c in counts]
+        if isinstance(counts, (str, bytes)):
+            return _counts_from_string(counts)
+        raise ValueError("RLE segmentation without counts")
+    if isinstance(segmentation, list):
+        from pycocotools import mask as mask_utils
+
+        polygons = [p for p in segmentation if len(p) >= 6]
+        if not polygons:
+            return [height * width]
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+        return _counts_from_string(rle["counts"])
+    raise ValueError(f"unsupported segmentation of type {type(segmentation).__name__}")
+
+
+def _pixels(segmentation, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the pixels of a segmentation, without a full-size mask."""
+    counts = np.asarray(_rle_counts_of(segmentation, height, width), np.int64)
+    if counts.size and (counts.min() < 0 or counts.sum() != height * width):
+        raise ValueError(f"RLE counts do not cover a {height} x {width} image")
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    starts, lengths = starts[1::2], counts[1::2]  # odd runs are the object
+    keep = lengths > 0
+    starts, lengths = starts[keep], lengths[keep]
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    linear = offsets + np.arange(total)  # column-major (Fortran) pixel numbers
+    return linear % height, linear // height
+
+
+def _load(path) -> dict:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) or \
+            not isinstance(data.get("images"), list):
+        raise ValueError(f"{path}: not a COCO file (needs 'images' and 'annotations' lists)")
+    return data
+
+
+def _slices(data: dict, shape, path) -> Tuple[Tuple[int, ...], Dict[Any, Tuple[int, int, int]]]:
+    """(labels shape, {image id: (slice index, height, width)})."""
+    images = data["images"]
+    if not images:
+        raise ValueError(f"{path}: the COCO file lists no images")
+    stored = (data.get("napari_sam") or {}).get("shape")
+    if shape is None and stored:
+        shape = tuple(int(n) for n in stored)
+    zs = [im.get("z", i) for i, im in enumerate(images)]
+    try:
+        hw = [(int(im["height"]), int(im["width"])) for im in images]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path}: COCO images need 'height' and 'width'") from None
+    if shape is None:
+        if len(images) == 1:
+            shape = hw[0]
+        else:
+            if len(set(hw)) != 1:
+                raise ValueError(f"{path}: {len(images)} images of different sizes; pass "
+                                 "shape= or read them one by one")
+            shape = (max(int(z) for z in zs) + 1,) + hw[0]
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(f"shape {shape}: expected (Y, X) or (Z, Y, X)")
+    if len(shape) == 2 and len(images) > 1:
+        raise ValueError(f"{path}: {len(images)} images do not fit a 2D shape {shape}")
+    index = {}
+    for im, z, (h, w) in zip(images, zs, hw):
+        if (h, w) != shape[-2:]:
+            raise ValueError(f"{path}: image {im.get('id')} is {h} x {w}, the labels are "
+                             f"{shape[-2]} x {shape[-1]}")
+        z = int(z) if len(shape) == 3 else 0
+        if len(shape) == 3 and not 0 <= z < shape[0]:
+            raise ValueError(f"{path}: slice {z} outside a stack of {shape[0]}")
+        index[im.get("id")] = (z, h, w)
+    return shape, index
+
+
+def coco_to_labels(data: dict, shape=None, path="COCO data") -> np.ndarray:
+    """Paint a loaded COCO dict into a uint32 label image (see `read_coco`)."""
+    shape, index = _slices(data, shape, path)
+    anns = data["annotations"]
+    use_ids = bool(anns) and all(isinstance(a.get("label_id"), int) for a in anns)
+    labels = np.zeros(shape, np.uint32)
+    planes = labels if labels.ndim == 3 else labels[None]
+    for n, ann in enumerate(anns):
+        try:
+            z, h, w = index[ann["image_id"]]
+        except KeyError:
+            raise ValueError(f"{path}: annotation {ann.get('id')} refers to image "
+                             f"{ann.get('image_id')!r}, which is not listed") from None
+        value = ann["label_id"] if use_ids else n + 1
+        if not 0 < value <= 2 ** 32 - 1:
+            raise ValueError(f"{path}: label_id {value} outside 1 .. 2**32 - 1")
+        try:
+            rows, cols = _pixels(ann.get("segmentation"), h, w)
+        except ValueError as err:
+            raise ValueError(f"{path}: annotation {ann.get('id')}: {err}") from None
+        planes[z, rows, cols] = value
+    return labels
+
+
+def read_coco(path, shape=None) -> np.ndarray:
+    """Read a COCO JSON file into a uint32 label image.
+
+    shape: (Y, X) or (Z, Y, X); by default the shape stored by `write_coco`, else that of
+    the single image, else a stack of all images (slice index from their "z" field, or their
+    order). Annotations are painted in file order with their `label_id` (if all have one)
+    or 1, 2, ...
+    """
+    return coco_to_labels(_load(path), shape=shape, path=path)
+
+
+def looks_like_coco(path, head_bytes: int = 1 << 16) -> bool:
+    """Cheap check: a JSON object whose beginning mentions COCO keys."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(head_bytes)
+    except OSError:
+        return False
+    text = head.lstrip()
+    return text.startswith(b"{") and (b'"images"' in text or b'"annotations"' in text)

@@ -1,0 +1,738 @@
+"""Reading images: TIFF (plain, BigTIFF, OME, ImageJ, pyramidal, GeoTIFF) and PNG/JPEG.
+
+Arrays come back in one axis order, a subset of "TZYXC" (e.g. "YX", "YXC", "ZYX", "TZYXC"):
+  - channel-like axes (TIFF samples "S", OME/ImageJ "C") become a last "C" axis, so a
+    channel-first "CYX" file reads as "YXC";
+  - axes of length 1 other than Y and X are dropped;
+  - unnamed leading axes (tifffile's "Q"/"I", plain multi-page TIFFs, animated images) are
+    taken as Z, then T. Pass `axes=` (the file's own axes, e.g. "CYX") to override a guess.
+Pyramidal files use level 0 (full resolution); multi-series files use series 0.
+
+`read_image` reads into memory. `open_lazy` returns an array-like that reads only what is
+indexed: a `numpy.memmap` view where the file is uncompressed and contiguous, otherwise a
+`LazyTiff` that decodes just the tiles or strips under the requested region. (tifffile's own
+zarr store needs zarr 3; `LazyTiff` needs nothing but tifffile.) `as_dask` wraps either.
+
+`ImageMeta.pixel_size` is (y, x) in micrometres from OME PhysicalSize, ImageJ metadata or
+TIFF resolution tags in cm/mm/µm. Resolution in inches is taken only above 1000 dpi (a pixel
+under 25.4 µm): 72/96/300 dpi are print or screen defaults with no physical meaning.
+GeoTIFF tags are kept raw in `ImageMeta.geo`, to be copied into label TIFFs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import operator
+import os
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+CANONICAL = "TZYXC"
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2", ".svs", ".ndpi", ".scn", ".qptiff")
+
+# GeoTIFF tags: name -> (code, TIFF data type for writing). Raw values are kept.
+GEO_TAGS: Dict[str, Tuple[int, str]] = {
+    "ModelPixelScaleTag": (33550, "d"),
+    "ModelTiepointTag": (33922, "d"),
+    "ModelTransformationTag": (34264, "d"),
+    "GeoKeyDirectoryTag": (34735, "H"),
+    "GeoDoubleParamsTag": (34736, "d"),
+    "GeoAsciiParamsTag": (34737, "s"),
+}
+
+# length units -> micrometres
+_UNITS_UM = {
+    "pm": 1e-6, "picometer": 1e-6, "å": 1e-4, "a": 1e-4, "angstrom": 1e-4,
+    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
+    "µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+    "micrometre": 1.0, "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3,
+    "cm": 1e4, "centimeter": 1e4, "centimetre": 1e4, "m": 1e6, "meter": 1e6, "metre": 1e6,
+    "in": 25400.0, "inch": 25400.0,
+}
+_RESUNIT_UM = {3: 1e4, 4: 1e3, 5: 1.0}  # TIFF ResolutionUnit CENTIMETER, MILLIMETER, MICROMETER
+_MIN_DPI = 1000.0
+
+
+@dataclass
+class ImageMeta:
+    """What is known about an image besides its pixels.
+
+    axes: the returned array's axes, a subset of "TZYXC" in that order.
+    pixel_size: (y, x) in micrometres, or None when the file does not say.
+    z_size: Z spacing in micrometres, or None.
+    geo: GeoTIFF tags by name (see GEO_TAGS), raw values, or None.
+    source_axes: the file's own axes as tifffile names them (e.g. "CYX", "YXS", "QYX").
+    levels: number of pyramid levels in the file (1 when not pyramidal).
+    """
+
+    path: Optional[str]
+    axes: str
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    pixel_size: Optional[Tuple[float, float]] = None
+    z_size: Optional[float] = None
+    geo: Optional[Dict[str, Any]] = None
+    source_axes: str = ""
+    levels: int = 1
+    level_shapes: Tuple[Tuple[int, ...], ...] = field(default_factory=tuple)
+
+    def with_array(self, array, axes: Optional[str] = None) -> "ImageMeta":
+        """A copy describing `array` (e.g. after choosing channels)."""
+        return replace(self, shape=tuple(array.shape), dtype=np.dtype(array.dtype),
+                       axes=self.axes if axes is None else axes)
+
+
+def _fail(path, err) -> ValueError:
+    return ValueError(
+        f"{path}: could not read as an image ({err}); supported are TIFF (including "
+        "BigTIFF, OME-TIFF, ImageJ and pyramidal TIFF, GeoTIFF), PNG, JPEG and other formats "
+        "imageio reads")
+
+
+# ---------------------------------------------------------------------------------------
+# axes
+
+def _layout(file_axes: str, shape: Sequence[int]):
+    """Map a file's axes to canonical ones.
+
+    Returns (letters, perm, axes): letters[i] is the canonical letter of file dim i, or None
+    for a length-1 dim that is dropped (indexed at 0); perm lists the kept file dims in
+    canonical order; axes is the canonical axes string.
+    """
+    file_axes = file_axes.upper()
+    if len(file_axes) != len(shape):
+        raise ValueError(f"axes {file_axes!r} do not match the shape {tuple(shape)}")
+    letters: List[Optional[str]] = [None] * len(shape)
+    used = set()
+    unnamed = []
+    for i, (a, n) in enumerate(zip(file_axes, shape)):
+        letter = {"Y": "Y", "X": "X", "C": "C", "S": "C", "T": "T", "Z": "Z"}.get(a)
+        if letter is None:
+            if n != 1:
+                unnamed.append(i)
+            continue
+        if n == 1 and letter not in "YX":
+            continue
+        if letter in used:
+            raise ValueError(
+                f"axes {file_axes!r} with shape {tuple(shape)} have two {letter} axes; pass "
+                "axes= (the file's axes, e.g. 'ZCYX') to say which is which")
+        used.add(letter)
+        letters[i] = letter
+    for i in unnamed:
+        free = [c for c in "ZT" if c not in used]
+        if not free:
+            raise ValueError(
+                f"cannot place axis {file_axes[i]!r} of {file_axes!r} {tuple(shape)}: only "
+                "T, Z, Y, X and channels are supported; pass axes= to name them")
+        letters[i] = free[0]
+        used.add(free[0])
+    if not {"Y", "X"} <= used:
+        raise ValueError(f"axes {file_axes!r} have no Y and X axes")
+    perm = sorted((i for i, c in enumerate(letters) if c is not None),
+                  key=lambda i: CANONICAL.index(letters[i]))
+    return letters, perm, "".join(letters[i] for i in perm)
+
+
+def _to_canonical(array, letters, perm):
+    """Index dropped dims at 0 and transpose to canonical order (a view for numpy arrays)."""
+    index = tuple(0 if c is None else slice(None) for c in letters)
+    array = array[index]
+    kept = [i for i, c in enumerate(letters) if c is not None]
+    return np.transpose(array, [kept.index(i) for i in perm])
+
+
+def _guess_axes(shape: Sequence[int]) -> str:
+    """Axes for formats without axis metadata (PNG, JPEG, GIF)."""
+    if len(shape) == 2:
+        return "YX"
+    if len(shape) == 3:
+        return "YXS" if shape[-1] <= 4 else "QYX"
+    if len(shape) == 4:
+        return "QYXS"
+    raise ValueError(f"unsupported image shape {tuple(shape)}")
+
+
+def _select_channels(array, axes: str, channels):
+    """Pick channels on the C axis: an int drops the axis, a sequence keeps it."""
+    if channels is None:
+        return array, axes
+    single = isinstance(channels, (int, np.integer))
+    chosen = [int(channels)] if single else [int(c) for c in channels]
+    if "C" not in axes:
+        if all(c in (0, -1) for c in chosen) and len(chosen) == 1:
+            return array, axes  # a grayscale image is its own channel 0
+        raise ValueError(f"channels={channels!r}, but the image has no channel axis "
+                         f"(axes {axes!r})")
+    n = array.shape[-1]
+    if not chosen or any(not -n <= c < n for c in chosen):
+        raise ValueError(f"channels={channels!r}: the image has {n} channels (0 to {n - 1})")
+    if single:
+        return array[..., chosen[0]], axes.replace("C", "")
+    return array[..., chosen], axes
+
+
+# ---------------------------------------------------------------------------------------
+# metadata
+
+def _unit_um(unit) -> Optional[float]:
+    if unit is None:
+        return None
+    u = str(unit).strip().replace("\\u00B5", "µ").replace("\\u00b5", "µ")
+    u = u.replace("μ", "µ").lower()  # Greek mu -> micro sign
+    return _UNITS_UM.get(u)
+
+
+def _ome_sizes(xml: str):
+    """(pixel_size, z_size) from the first OME Pixels element, in µm."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None, None
+    for el in root.iter():
+        if el.tag.rsplit("}", 1)[-1] != "Pixels":
+            continue
+
+        def size(axis):
+            value = el.get(f"PhysicalSize{axis}")
+            factor = _unit_um(el.get(f"PhysicalSize{axis}Unit", "µm"))
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                return None
+            return value * factor if factor and value > 0 and math.isfinite(value) else None
+
+        y, x = size("Y"), size("X")
+        return ((y, x) if y and x else None), size("Z")
+    return None, None
+
+
+def _tiff_sizes(tif, page):
+    """(pixel_size, z_size) in µm from OME, ImageJ or resolution tags, else (None, None)."""
+    if tif.is_ome and tif.ome_metadata:
+        px, z = _ome_sizes(tif.ome_metadata)
+        if px:
+            return px, z
+    tags = page.tags
+    has_res = 282 in tags and 283 in tags
+    xres, yres = page.resolution if has_res else (0.0, 0.0)
+    ij = tif.imagej_metadata if tif.is_imagej else None
+    if ij:
+        factor = _unit_um(ij.get("unit"))
+        if factor:
+            px = (factor / yres, factor / xres) if has_res and xres > 0 and yres > 0 else None
+            spacing = ij.get("spacing")
+            z = float(spacing) * factor if isinstance(spacing, (int, float)) else None
+            if px and not (xres == 1 and yres == 1 and factor == 1 and ij.get("unit") in
+                           (None, "pixel")):
+                return px, z
+    if has_res and xres > 0 and yres > 0:
+        unit = page.resolutionunit
+        if unit in _RESUNIT_UM:
+            f = _RESUNIT_UM[unit]
+            return (f / yres, f / xres), None
+        if unit == 2 and min(xres, yres) > _MIN_DPI:
+            return (25400.0 / yres, 25400.0 / xres), None
+    return None, None
+
+
+def _geo_tags(page) -> Optional[Dict[str, Any]]:
+    geo = {}
+    for name, (code, _) in GEO_TAGS.items():
+        tag = page.tags.get(code)
+        if tag is None:
+            continue
+        value = tag.value
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        elif isinstance(value, np.ndarray):
+            value = tuple(value.tolist())
+        elif isinstance(value, (list, tuple)):
+            value = tuple(v.item() if isinstance(v, np.generic) else v for v in value)
+        geo[name] = value
+    return geo or None
+
+
+# ---------------------------------------------------------------------------------------
+# TIFF
+
+def is_tiff(path) -> bool:
+    """True for TIFF file names, or files starting with a TIFF signature."""
+    if str(path).lower().endswith(TIFF_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head[:2] in (b"II", b"MM") and head[2:4] in (b"*\0", b"\0*", b"+\0", b"\0+")
+
+
+def _tiff_meta(tif, path, series=0) -> Tuple[Any, ImageMeta, list, list]:
+    s = tif.series[series]
+    letters, perm, axes = _layout(s.axes, s.shape)
+    pixel_size, z_size = _tiff_sizes(tif, s.keyframe)
+    shape = tuple(s.shape[i] for i in perm)
+    meta = ImageMeta(path=str(path), axes=axes, shape=shape, dtype=np.dtype(s.dtype),
+                     pixel_size=pixel_size, z_size=z_size, geo=_geo_tags(tif.pages.first),
+                     source_axes=s.axes, levels=len(s.levels),
+                     level_shapes=tuple(tuple(lv.shape[i] for i in perm) for lv in s.levels))
+    return s, meta, letters, perm
+
+
+def _override_axes(s, axes):
+    if axes is None:
+        return s.axes
+    if len(axes) != len(s.shape):
+        raise ValueError(f"axes={axes!r} has {len(axes)} letters but the file's data has "
+                         f"shape {tuple(s.shape)} (tifffile axes {s.axes!r})")
+    return axes.upper()
+
+
+def _read_tiff(path, channels, axes):
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        s, meta, letters, perm = _tiff_meta(tif, path)
+        if axes is not None:
+            letters, perm, meta.axes = _layout(_override_axes(s, axes), s.shape)
+            meta.source_axes = axes.upper()
+        data = s.asarray(level=0)
+    data = np.ascontiguousarray(_to_canonical(data, letters, perm))
+    data, out_axes = _select_channels(data, meta.axes, channels)
+    return data, meta.with_array(data, out_axes)
+
+
+def _read_other(path, channels, axes):
+    import warnings
+
+    import imageio.v3 as iio
+
+    with warnings.catch_warnings():  # imageio's legacy plugins warn while it probes a file
+        warnings.simplefilter("ignore", DeprecationWarning)
+        data = np.asarray(iio.imread(path))
+    file_axes = axes.upper() if axes is not None else _guess_axes(data.shape)
+    letters, perm, canon = _layout(file_axes, data.shape)
+    data = np.ascontiguousarray(_to_canonical(data, letters, perm))
+    meta = ImageMeta(path=str(path), axes=canon, shape=data.shape, dtype=data.dtype,
+                     source_axes=file_axes, level_shapes=(data.shape,))
+    data, out_axes = _select_channels(data, canon, channels)
+    return data, meta.with_array(data, out_axes)
+
+
+def _check_exists(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, f"{path}: no such file", str(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder, not an image file")
+
+
+def read_image(path, channels=None, axes: Optional[str] = None):
+    """Read a whole image into memory -> (array, ImageMeta).
+
+    channels: None keeps all; an int picks one channel (the C axis is dropped); a sequence
+    picks channels in that order (C kept). axes: the file's own axes, to override
+    tifffile's names or a guess (e.g. "CYX" for a 3-page TIFF that holds channels).
+    Raises FileNotFoundError for a missing file and ValueError for anything unreadable.
+    """
+    _check_exists(path)
+    try:
+        if is_tiff(path):
+            return _read_tiff(path, channels, axes)
+        return _read_other(path, channels, axes)
+    except (FileNotFoundError, MemoryError):
+        raise
+    except Exception as err:  # tifffile/imageio raise many types for a bad file
+        raise _fail(path, err) from err
+
+
+def read_meta(path) -> ImageMeta:
+    """The ImageMeta of a file without reading its pixels (TIFF) or reading them (others)."""
+    _check_exists(path)
+    try:
+        if is_tiff(path):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return _tiff_meta(tif, path)[1]
+        return _read_other(path, None, None)[1]
+    except Exception as err:
+        raise _fail(path, err) from err
+
+
+# ---------------------------------------------------------------------------------------
+# lazy reading
+
+class LazyTiff:
+    """Read-only array-like over one level of a TIFF series, in canonical axes.
+
+    Indexing with integers, slices (any step) and Ellipsis reads and decodes only the tiles
+    or strips that overlap the request (a file stored as one compressed strip per plane is
+    decoded a plane at a time: nothing finer exists). `np.asarray(lazy)` reads everything.
+    Thread-safe (file reads are serialised, decoding is not) and picklable (the file is
+    reopened in the receiving process), so it can back a dask array.
+    """
+
+    def __init__(self, path, series: int = 0, level: int = 0, axes: Optional[str] = None,
+                 channels: Optional[Sequence[int]] = None):
+        self.path = str(path)
+        self._series_index, self.level = series, level
+        self._file_axes, self._channels_arg = axes, channels
+        self._lock = threading.RLock()
+        self._tif = None
+        self._setup()
+
+    # -- state ---------------------------------------------------------------------------
+    def _open(self):
+        if self._tif is None:
+            import tifffile
+
+            self._tif = tifffile.TiffFile(self.path)
+        return self._tif
+
+    def _series(self):
+        s = self._open().series[self._series_index]
+        if not 0 <= self.level < len(s.levels):
+            raise ValueError(f"{self.path}: level {self.level} requested, the file has "
+                             f"{len(s.levels)} level(s)")
+        return s.levels[self.level]
+
+    def _setup(self):
+        s = self._series()
+        kf = s.keyframe
+        fshape = tuple(int(n) for n in s.shape)
+        file_axes = _override_axes(s, self._file_axes)
+        self._letters, self._perm, _ = _layout(file_axes, fshape)
+        # file dims = frame dims (-> page number) + page dims (-> the page's 5D "shaped")
+        size, split = 1, None
+        for i in range(len(fshape) - 1, -1, -1):
+            size *= fshape[i]
+            if size == kf.size:
+                split = i
+                break
+        if split is None or kf.dtype is None:
+            raise NotImplementedError(f"unsupported TIFF layout {s.axes} {fshape}")
+        self._fshape, self._split = fshape, split
+        shaped = tuple(int(n) for n in kf.shaped)
+        page_dims = fshape[split:]
+        to5: List[Optional[int]] = [None] * len(page_dims)
+        i, j = len(page_dims) - 1, 4
+        while i >= 0:
+            if j >= 0 and shaped[j] == page_dims[i]:
+                to5[i] = j
+                i, j = i - 1, j - 1
+            elif j >= 0 and shaped[j] == 1:
+                j -= 1
+            elif page_dims[i] == 1:
+                i -= 1
+            else:
+                raise NotImplementedError(f"page shape {shaped} does not match {page_dims}")
+        self._to5, self._shaped = to5, shaped
+        if int(np.prod(fshape[:split])) > len(s.pages):
+            raise NotImplementedError("fewer pages than the series shape needs")
+        self._tiled = bool(kf.is_tiled)
+        if self._tiled:
+            self._seg = (max(kf.tiledepth, 1), kf.tilelength, kf.tilewidth)
+        else:
+            if shaped[1] != 1:
+                raise NotImplementedError("strips with ImageDepth > 1")
+            self._seg = (1, min(kf.rowsperstrip, shaped[2]) or shaped[2], shaped[3])
+        self._nseg = tuple(-(-shaped[k + 1] // self._seg[k]) for k in range(3))
+        self.dtype = np.dtype(kf.dtype)
+        self._fchan = None  # file indices of the channels on offer, or None for all
+        self._squeeze_c = False  # one channel chosen by an int: the C axis disappears
+        cdim = self._cdim()
+        if cdim is None and self._channels_arg is not None and np.ndim(self._channels_arg) <= 1 \
+                and list(np.atleast_1d(self._channels_arg)) in ([0], [-1]):
+            self._channels_arg = None  # a grayscale image is its own channel 0
+        if self._channels_arg is not None:
+            if cdim is None:
+                raise ValueError(f"{self.path}: channels given, but the image has no channel "
+                                 "axis")
+            n = fshape[cdim]
+            self._squeeze_c = isinstance(self._channels_arg, (int, np.integer))
+            chosen = ([int(self._channels_arg)] if self._squeeze_c
+                      else [int(c) for c in self._channels_arg])
+            if not chosen or any(not -n <= c < n for c in chosen):
+                raise ValueError(f"channels={self._channels_arg!r}: the image has {n} "
+                                 f"channels (0 to {n - 1})")
+            self._fchan = np.array([c % n for c in chosen])
+        # the dims seen by users: kept file dims in canonical order, minus a squeezed C
+        self._view = [i for i in self._perm if not (self._squeeze_c and i == cdim)]
+        self.axes = "".join(self._letters[i] for i in self._view)
+        self.shape = tuple(
+            len(self._fchan) if (self._fchan is not None and i == cdim) else fshape[i]
+            for i in self._view)
+
+    def _cdim(self):
+        return next((i for i, c in enumerate(self._letters) if c == "C"), None)
+
+    def __getstate__(self):
+        return {"path": self.path, "series": self._series_index, "level": self.level,
+                "axes": self._file_axes, "channels": self._channels_arg}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["series"], state["level"], state["axes"],
+                      state["channels"])
+
+    def close(self):
+        with self._lock:
+            if self._tif is not None:
+                self._tif.close()
+                self._tif = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- array protocol ------------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return (f"LazyTiff({self.path!r}, level={self.level}, axes={self.axes!r}, "
+                f"shape={self.shape}, dtype={self.dtype})")
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    @property
+    def chunksize(self) -> Tuple[int, ...]:
+        """Shape of one stored tile/strip in canonical axes (a good chunk for dask)."""
+        per5 = (1,) + self._seg + (self._shaped[4],)
+        sizes = [1] * len(self._fshape)
+        for i, j in enumerate(self._to5):
+            if j is not None:
+                sizes[self._split + i] = min(per5[j], self._fshape[self._split + i])
+        return tuple(self.shape[v] if self._letters[i] == "C" else sizes[i]
+                     for v, i in enumerate(self._view))
+
+    def __getitem__(self, key):
+        sel = _normalize_key(key, self.shape)
+        # per file dim: wanted file indices (int array) and whether the dim is dropped
+        want: List[np.ndarray] = []
+        drop: List[bool] = []
+        cdim = self._cdim()
+        for i, letter in enumerate(self._letters):
+            if letter is None:
+                want.append(np.zeros(1, np.int64))
+                drop.append(True)
+                continue
+            if i == cdim and self._squeeze_c:
+                idx, is_int = self._fchan, True
+            else:
+                idx, is_int = sel[self._view.index(i)]
+                if i == cdim and self._fchan is not None:
+                    idx = self._fchan[idx]
+            want.append(idx)
+            drop.append(is_int)
+        lo = [int(w.min()) if w.size else 0 for w in want]
+        hi = [int(w.max()) + 1 if w.size else 0 for w in want]
+        box = self._read_box(lo, hi)
+        for d, w in enumerate(want):  # steps, reversals, channel picks
+            local = w - lo[d]
+            if not (local.size == box.shape[d] and np.array_equal(local, np.arange(local.size))):
+                box = np.take(box, local, axis=d)
+        box = box[tuple(0 if dr else slice(None) for dr in drop)]
+        kept = [i for i in range(len(drop)) if not drop[i]]
+        order = [kept.index(i) for i in self._perm if i in kept]
+        out = np.transpose(box, order)
+        if out.ndim == 0:
+            return out[()]  # all integers: a numpy scalar, as numpy gives
+        return out if out.flags.c_contiguous else out.copy()
+
+    # -- reading -------------------------------------------------------------------------
+    def _read_box(self, lo, hi) -> np.ndarray:
+        """File-order array for the half-open box [lo, hi) of file dims."""
+        out = np.zeros([h - l for l, h in zip(lo, hi)], self.dtype)
+        if out.size == 0:
+            return out
+        split = self._split
+        fr_shape = self._fshape[:split]
+        win5 = [[0, 1] for _ in range(5)]
+        for i, j in enumerate(self._to5):
+            if j is not None:
+                win5[j] = [lo[split + i], hi[split + i]]
+        for frame in itertools.product(*(range(lo[d], hi[d]) for d in range(split))):
+            pageno = int(np.ravel_multi_index(frame, fr_shape)) if split else 0
+            block = self._read_page_window(pageno, win5)
+            local = tuple(f - lo[d] for d, f in enumerate(frame))
+            out[local] = block.reshape(out.shape[split:])
+        return out
+
+    def _read_page_window(self, pageno: int, win5) -> np.ndarray:
+        shape5 = [b - a for a, b in win5]
+        out = np.zeros(shape5, self.dtype)
+        with self._lock:
+            s = self._series()
+            page = s[pageno]
+            if page is None:
+                return out  # missing page: zeros, as tifffile fills
+            kf = s.keyframe
+            offsets, counts = page.dataoffsets, page.databytecounts
+        (s0, s1), (d0, d1), (l0, l1), (w0, w1), _ = win5
+        sd, sl, sw = self._seg
+        nd, nl, nw = self._nseg
+        per_sample = nd * nl * nw
+        samples = range(s0, s1) if self._shaped[0] > 1 else range(1)
+        wanted = []
+        for sp in samples:
+            for td in range(d0 // sd, (d1 - 1) // sd + 1):
+                for tl in range(l0 // sl, (l1 - 1) // sl + 1):
+                    for tw in range(w0 // sw, (w1 - 1) // sw + 1):
+                        wanted.append(sp * per_sample + (td * nl + tl) * nw + tw)
+        chunks = []
+        with self._lock:
+            fh = self._open().filehandle
+            for index in wanted:
+                if index >= len(offsets) or not offsets[index] or not counts[index]:
+                    continue
+                fh.seek(offsets[index])
+                chunks.append((index, fh.read(counts[index])))
+        jpegtables = getattr(page, "jpegtables", None) or kf.jpegtables
+        decode = kf.decode
+        for index, data in chunks:
+            # a segment comes as (depth, length, width, contig samples); tiles at the
+            # image's edge may be padded to the full tile size
+            seg, pos, _ = decode(data, index, jpegtables=jpegtables, jpegheader=kf.jpegheader)
+            if seg is None:
+                continue
+            seg = seg.reshape((1,) * (5 - seg.ndim) + seg.shape)
+            start = (pos[0], pos[1], pos[2], pos[3], 0)
+            src, dst = [], []
+            for k in range(5):
+                a = max(start[k], win5[k][0])
+                b = min(start[k] + seg.shape[k], win5[k][1], self._shaped[k])
+                if b <= a:
+                    break
+                src.append(slice(a - start[k], b - start[k]))
+                dst.append(slice(a - win5[k][0], b - win5[k][0]))
+            else:
+                out[tuple(dst)] = seg[tuple(src)]
+        return out
+
+
+def _normalize_key(key, shape):
+    """[(indices along the dim, is_int)] for a key of ints, slices and one Ellipsis."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if sum(k is Ellipsis for k in key) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if Ellipsis in key:
+        i = next(n for n, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices for an array of shape {shape}")
+    key = key + (slice(None),) * (len(shape) - len(key))
+    out = []
+    for k, n in zip(key, shape):
+        if isinstance(k, slice):
+            out.append((np.arange(*k.indices(n)), False))
+            continue
+        try:
+            i = operator.index(k)
+        except TypeError:
+            raise TypeError(
+                f"LazyTiff takes integers, slices and '...', not {type(k).__name__}; read a "
+                "region first, then index the numpy array") from None
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of bounds for an axis of size {n}")
+        out.append((np.array([i % n]), True))
+    return out
+
+
+def open_lazy(path, level: int = 0, channels=None, axes: Optional[str] = None):
+    """Open an image without reading its pixels -> (array-like, ImageMeta).
+
+    TIFF: a read-only `numpy.memmap` view when the file is uncompressed and contiguous,
+    otherwise a `LazyTiff`; `level` picks a pyramid level (0 = full resolution). Other
+    formats are read into memory (they are small). Axes and channels as in `read_image`;
+    `meta.shape` is the shape of the returned array.
+    """
+    _check_exists(path)
+    if not is_tiff(path):
+        if level:
+            raise ValueError(f"{path}: only TIFF files have pyramid levels")
+        return read_image(path, channels=channels, axes=axes)
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            s, meta, letters, perm = _tiff_meta(tif, path)
+            if not 0 <= level < len(s.levels):
+                raise ValueError(f"level {level} requested, the file has {len(s.levels)}")
+            lv = s.levels[level]
+            if axes is not None:
+                letters, perm, meta.axes = _layout(_override_axes(lv, axes), lv.shape)
+                meta.source_axes = axes.upper()
+        try:
+            mm = tifffile.memmap(path, series=0, level=level, mode="r")
+            if tuple(mm.shape) != tuple(lv.shape):
+                mm = None
+        except Exception:  # compressed, tiled or scattered: not memory-mappable
+            mm = None
+        view = None if mm is None else _to_canonical(mm, letters, perm)
+        if view is not None and (channels is None or isinstance(channels, (int, np.integer))):
+            arr, out_axes = _select_channels(view, meta.axes, channels)  # still a view
+            return arr, meta.with_array(arr, out_axes)
+        try:
+            lazy = LazyTiff(path, level=level, axes=axes, channels=channels)
+        except NotImplementedError:
+            if view is None:
+                raise
+            arr, out_axes = _select_channels(as_dask(view, axes=meta.axes), meta.axes,
+                                             channels)
+            return arr, meta.with_array(arr, out_axes)
+        return lazy, meta.with_array(lazy, lazy.axes)
+    except (FileNotFoundError, MemoryError):
+        raise
+    except ValueError as err:
+        if str(err).startswith(str(path)):
+            raise
+        raise _fail(path, err) from err
+    except Exception as err:
+        raise _fail(path, err) from err
+
+
+def as_dask(array, chunks=None, min_chunk: int = 512, axes: Optional[str] = None):
+    """A dask array over `array` (LazyTiff, memmap, ...), chunked along stored tiles.
+
+    By default Y and X chunks are whole multiples of the stored tile/strip size of at least
+    `min_chunk` pixels, other axes get chunks of 1 (C stays whole).
+    """
+    import dask.array as da
+
+    if chunks is None:
+        base = getattr(array, "chunksize", None) or tuple(array.shape)
+        axes = axes or getattr(array, "axes", None) or "YX".rjust(array.ndim, "Q")
+        chunks = []
+        for n, c, a in zip(array.shape, base, axes):
+            if a in "YX":
+                c = max(1, min(c, n))
+                chunks.append(min(n, c * max(1, -(-min_chunk // c))))
+            elif a == "C":
+                chunks.append(n)
+            else:
+                chunks.append(1)
+        chunks = tuple(chunks)
+    return da.from_array(array, chunks=chunks, lock=False, asarray=True, fancy=False)
