@@ -118,6 +118,9 @@ def _state(job: TileJob, emb: Optional[TiledEmbeddings] = None, results=None):
         got = _STATE.get(k)
     if got is None:
         emb = emb or TiledEmbeddings(job.model, job.image, **job.embed_kw)
+        if results is None and job.work is None:  # in memory: one store for all threads
+            with _STATE_LOCK:
+                results = next((v[1] for key, v in _STATE.items() if key[0] == job.key), None)
         if results is None:
             results = open_results(None if job.work is None else Path(job.work),
                                    job.work_signature, emb.grid.grid_shape,

@@ -11,7 +11,9 @@ other worker touches (no locks, no read-modify-write), a tile is read back with 
 read, and an interrupted run leaves every finished tile usable. The marker is written after
 the chunk (zarr itself writes chunks to a temporary file and renames it), so a tile counts
 as done only when its data is complete. float16 by default: half the disk of float32 for a
-difference far below what changes a mask (SAM's embeddings are layer-normalised, |x| < 100).
+difference that moves at most a few boundary pixels of a mask (SAM's embeddings are
+layer-normalised, |x| < 100; use "float32" where results must match an uncached run bit
+for bit).
 """
 
 from __future__ import annotations
