@@ -12,6 +12,9 @@ from . import __version__
 # Each module defines `add_parser(subparsers)`; the parser it adds sets `func(args) -> int`.
 COMMANDS = [
     "napari_sam.commands.models",
+    "napari_sam.commands.annotate",
+    "napari_sam.commands.automask",
+    "napari_sam.commands.evaluate",
 ]
 
 

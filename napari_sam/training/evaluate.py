@@ -54,6 +54,53 @@ def evaluate_prompts(predictor, pairs: Iterable[Tuple[np.ndarray, np.ndarray]],
             "objects": len(click), "images": len(pairs)}
 
 
+def match_f1(pred: np.ndarray, truth: np.ndarray, thresholds=(0.5, 0.75)) -> dict:
+    """F1 of predicted vs true instance labels at IoU thresholds (one-to-one matching).
+
+    Pairs are matched greedily from the highest IoU down; above 0.5 a match is unique anyway.
+    """
+    pred = np.asarray(pred).ravel()
+    truth = np.asarray(truth).ravel()
+    p_ids, p_inv = np.unique(pred, return_inverse=True)
+    t_ids, t_inv = np.unique(truth, return_inverse=True)
+    inter = np.zeros((len(p_ids), len(t_ids)), dtype=np.int64)
+    np.add.at(inter, (p_inv, t_inv), 1)
+    p_area, t_area = inter.sum(1), inter.sum(0)
+    pi, ti = np.nonzero(inter)
+    keep = (p_ids[pi] != 0) & (t_ids[ti] != 0)
+    pi, ti = pi[keep], ti[keep]
+    ious = inter[pi, ti] / (p_area[pi] + t_area[ti] - inter[pi, ti])
+    n_pred, n_true = int((p_ids != 0).sum()), int((t_ids != 0).sum())
+    out = {"n_pred": n_pred, "n_true": n_true}
+    for th in thresholds:
+        order = np.argsort(-ious)
+        used_p, used_t, tp = set(), set(), 0
+        for k in order:
+            if ious[k] < th:
+                break
+            if pi[k] in used_p or ti[k] in used_t:
+                continue
+            used_p.add(pi[k])
+            used_t.add(ti[k])
+            tp += 1
+        denom = n_pred + n_true
+        out[f"f1@{th}"] = 2 * tp / denom if denom else 1.0
+    return out
+
+
+def evaluate_automask(pairs, model, progress=null_progress, **automask_kw) -> dict:
+    """Mean automatic-segmentation F1 at IoU 0.5 and 0.75 over annotated images."""
+    from ..automask import automask
+
+    scores = []
+    pairs = list(pairs)
+    for n, (image, labels) in enumerate(pairs):
+        pred = automask(image, model=model, **automask_kw)
+        scores.append(match_f1(pred, labels))
+        progress(n + 1, len(pairs), "")
+    return {k: float(np.mean([s[k] for s in scores])) for k in ("f1@0.5", "f1@0.75")}
+
+
 def heldout_set(n: int = 20, size: int = 256, seed: int = 10_000_019):
     """Synthetic test images from seeds disjoint from training (training uses seed < 10**6)."""
     from .synthetic import generate_sample, sample_rng, to_dtype

@@ -1,0 +1,89 @@
+"""Training program, simulated prompts and evaluation metrics (no shipped-model training here)."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.model import build_model
+from napari_sam.model.registry import BUNDLED_PATH
+from napari_sam.training import prompts
+from napari_sam.training.evaluate import iou, match_f1
+from napari_sam.training.pool import SamplePool
+from napari_sam.training.train import TrainConfig, train_step
+
+
+def _disk(shape, center, r):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= r * r
+
+
+def test_interior_point_and_box():
+    m = np.zeros((40, 60), bool)
+    m[10:21, 5:40] = True
+    r, c = prompts.interior_point(m)
+    assert r == 15 and 10 <= c <= 34
+    assert prompts.bounding_box(m).tolist() == [10, 5, 20, 39]
+
+
+def test_random_point_and_box_stay_sensible():
+    rng = np.random.default_rng(0)
+    m = _disk((64, 64), (30, 30), 10)
+    for _ in range(20):
+        p = prompts.random_point(rng, m).astype(int)
+        assert m[p[0], p[1]]
+        b = prompts.jittered_box(rng, m, m.shape)
+        assert 0 <= b[0] < b[2] <= 63 and 0 <= b[1] < b[3] <= 63
+
+
+def test_corrective_click_targets_the_larger_error():
+    rng = np.random.default_rng(1)
+    truth = _disk((64, 64), (32, 32), 12)
+    pred = _disk((64, 64), (32, 32), 6)  # too small: the click must be positive, in the ring
+    (r, c), label = prompts.corrective_click(rng, pred, truth)
+    assert label == 1 and truth[int(r), int(c)] and not pred[int(r), int(c)]
+    (r, c), label = prompts.corrective_click(rng, truth | _disk((64, 64), (5, 5), 5), truth)
+    assert label == 0 and not truth[int(r), int(c)]
+    assert prompts.corrective_click(rng, truth, truth) is None
+
+
+def test_match_f1():
+    truth = np.zeros((50, 50), np.uint32)
+    truth[5:15, 5:15], truth[20:30, 20:30], truth[35:45, 35:45] = 1, 2, 3
+    pred = np.zeros_like(truth)
+    pred[5:15, 5:15] = 7            # exact
+    pred[20:30, 22:30] = 8          # IoU 0.8
+    pred[0:3, 40:50] = 9            # false positive
+    res = match_f1(pred, truth)
+    assert res["n_pred"] == 3 and res["n_true"] == 3
+    assert res["f1@0.5"] == pytest.approx(2 * 2 / 6)
+    assert res["f1@0.75"] == pytest.approx(2 * 2 / 6)
+    assert match_f1(pred, truth, thresholds=(0.9,))["f1@0.9"] == pytest.approx(2 / 6)
+    assert iou(truth == 1, pred == 7) == 1.0
+
+
+def test_training_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = build_model("test_tiny_vit").train()
+    pool = SamplePool(rng, 3, model.config.image_size)
+    tc = TrainConfig(batch=2, objects=2, bf16=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = [sum(train_step(model, opt, rng, pool, tc)[:2]) for _ in range(40)]
+    first, last = np.mean(losses[:8]), np.mean(losses[-8:])
+    assert last < 0.8 * first, (first, last)
+
+
+@pytest.mark.skipif(not BUNDLED_PATH.is_file(), reason="bundled weights not built")
+def test_bundled_model_segments_a_synthetic_nucleus():
+    from napari_sam import Predictor, load_model
+    from napari_sam.training.synthetic import nuclei_image
+
+    image, labels = nuclei_image(seed=123, size=(256, 256))
+    pred = Predictor(load_model("bundled"), device="cpu")
+    pred.set_image(image)
+    ious = []
+    for i in np.unique(labels)[1:6]:
+        truth = labels == i
+        masks, scores, _ = pred.predict(points=[prompts.interior_point(truth)], point_labels=[1])
+        ious.append(iou(masks[scores.argmax()], truth))
+    assert np.median(ious) > 0.8, ious
