@@ -1,0 +1,1 @@
+"""napari adapters (the only package that imports napari, qtpy or magicgui)."""

@@ -1,0 +1,88 @@
+"""Image embeddings for the interactive widget: the worker job and a small cache.
+
+Qt-free: `embed_job` is a generator run by a napari worker (it yields progress and is
+cancelled between steps); the cache keeps one embedding per (layer, slice, model, channels)
+so going back to a slice is instant.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Hashable, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..model import load_model
+from ..predictor import ImageEmbedding, Predictor
+
+
+EXPECTED_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
+
+
+@dataclass
+class EmbedResult:
+    model: Optional[object] = None         # the Sam model (loaded here if it was not given)
+    embedding: Optional[ImageEmbedding] = None
+    error: str = ""                        # what went wrong, for a notification
+
+
+def embed_job(model, model_name: str, device: str, data, index: Tuple[int, ...],
+              channels: Optional[Sequence[int]] = None):
+    """Load the model if needed, then embed `data[index]`.
+
+    Yields (done, total, message); returns an EmbedResult. Expected failures (a missing or
+    broken model file, an unknown name, an unsupported image) come back as `error` text.
+    """
+    if model is None:
+        yield 0, 3, f"loading model {model_name}"
+        try:
+            model = load_model(model_name, device)
+        except EXPECTED_ERRORS as err:
+            return EmbedResult(error=f"could not load the model {model_name!r}: {_text(err)}")
+    yield 1, 3, f"reading slice {index}" if index else "reading image"
+    plane = np.asarray(data[index] if index else data)
+    yield 2, 3, "embedding (runs the image encoder)"
+    try:
+        emb = Predictor(model, device).set_image(plane, channels)
+    except EXPECTED_ERRORS as err:
+        return EmbedResult(model, error=f"could not embed the image: {_text(err)}")
+    yield 3, 3, "embedded"
+    return EmbedResult(model, emb)
+
+
+def _text(err: Exception) -> str:
+    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+
+
+class EmbeddingCache:
+    """Least-recently-used embeddings keyed by (layer unique_id, slice, model key, channels)."""
+
+    def __init__(self, max_items: int = 32) -> None:
+        self.max_items = max_items
+        self._items: "OrderedDict[Hashable, ImageEmbedding]" = OrderedDict()
+
+    def get(self, key) -> Optional[ImageEmbedding]:
+        emb = self._items.get(key)
+        if emb is not None:
+            self._items.move_to_end(key)
+        return emb
+
+    def put(self, key, emb: ImageEmbedding) -> None:
+        self._items[key] = emb
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def drop_layer(self, layer_id) -> None:
+        for key in [k for k in self._items if k[0] == layer_id]:
+            del self._items[key]
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key) -> bool:
+        return key in self._items

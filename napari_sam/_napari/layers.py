@@ -1,0 +1,151 @@
+"""napari layers <-> the Qt-free prompt core: image slices, prompt layers, output layers.
+
+Only public napari API: `Layer.world_to_data`, `Layer.data_to_world`, `scale`, `translate`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+
+from ..prompts import (Prompt, inside, on_slice, rectangle_to_box, region_mask,
+                       to_image_coords)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+POSITIVE, NEGATIVE = "positive", "negative"
+POINT_COLOURS = {POSITIVE: "lime", NEGATIVE: "red"}
+PREVIEW_COLOUR = "cyan"
+
+
+def check_image(image) -> Optional[str]:
+    """None if the widget can segment `image`, else a message saying what to do."""
+    if image is None:
+        return "no image layer: open or add an image (File > Open, or a sample from File > Open Sample)"
+    if image.ndim not in (2, 3):
+        return (f"{image.name!r} has {image.ndim} dimensions; the widget segments 2D images and "
+                "3D stacks (Z or T, Y, X). Split the other axes into layers first.")
+    return None
+
+
+def image_data(image):
+    """The full-resolution array of an Image layer (level 0 of a multiscale layer)."""
+    return image.data[0] if image.multiscale else image.data
+
+
+def slice_index(viewer: "napari.Viewer", image) -> Tuple[int, ...]:
+    """The displayed slice of `image` as data indices of its leading axes (() for 2D)."""
+    lead = image.ndim - 2
+    if lead == 0:
+        return ()
+    pos = np.asarray(image.world_to_data(viewer.dims.point), float)[:lead]
+    size = np.asarray(image_data(image).shape[:lead])
+    return tuple(int(i) for i in np.clip(np.rint(pos), 0, size - 1))
+
+
+def plane_shape(image) -> Tuple[int, int]:
+    """(Y, X) of one 2D slice."""
+    shape = image_data(image).shape
+    return tuple(shape[-3:-1]) if image.rgb else tuple(shape[-2:])
+
+
+def transform(image, ndim: Optional[int] = None) -> dict:
+    """scale and translate of the image's last `ndim` axes, for layers that overlay it."""
+    n = ndim or image.ndim
+    return {"scale": tuple(image.scale[-n:]), "translate": tuple(image.translate[-n:])}
+
+
+def add_prompt_layers(viewer, image, name: str):
+    """Preview (2D Labels), Shapes and Points layers overlaying `image`, top to bottom."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    preview = viewer.add_labels(
+        np.zeros(plane_shape(image), np.uint8), name=f"{name} preview", opacity=0.55,
+        colormap=DirectLabelColormap(color_dict={None: "transparent", 1: PREVIEW_COLOUR}),
+        **transform(image, 2))
+    shapes = viewer.add_shapes(
+        ndim=image.ndim, name=f"{name} boxes", edge_color="yellow", face_color="transparent",
+        edge_width=max(1.0, min(plane_shape(image)) / 256), **transform(image))
+    points = viewer.add_points(
+        ndim=image.ndim, name=f"{name} points", size=max(4.0, min(plane_shape(image)) / 48),
+        features={"sign": pd.Categorical([], categories=[POSITIVE, NEGATIVE])},
+        feature_defaults={"sign": POSITIVE},
+        face_color="sign", face_color_cycle=POINT_COLOURS, border_color="white",
+        **transform(image))
+    points.feature_defaults = {"sign": POSITIVE}
+    return preview, shapes, points
+
+
+def to_image(layer, image):
+    """Callable: coordinates in `layer`'s data frame -> `image`'s data frame (via world)."""
+    return lambda p: image.world_to_data(layer.data_to_world(p))
+
+
+def read_prompt(points, shapes, image, index: Tuple[int, ...]) -> Tuple[Prompt, int]:
+    """The prompt on slice `index` from the prompt layers -> (Prompt, number of ignored items).
+
+    Points outside the image are ignored; the newest rectangle is the box; polygons and
+    ellipses are united into one region mask.
+    """
+    shape = plane_shape(image)
+    lead = len(index)
+    ignored = 0
+    pts = to_image_coords(points.data, to_image(points, image))
+    labels = np.asarray(points.features["sign"] == POSITIVE, int) if len(pts) else np.zeros(0, int)
+    keep = on_slice(pts, index) if len(pts) else np.zeros(0, bool)
+    pts, labels = pts[keep][:, lead:], labels[keep]
+    ok = inside(pts, shape)
+    ignored += int((~ok).sum())
+    prompt = Prompt(pts[ok], labels[ok])
+    conv = to_image(shapes, image)
+    for kind, verts in zip(shapes.shape_type, shapes.data):
+        v = to_image_coords(verts, conv)
+        if not on_slice(v, index).all():
+            continue
+        v = v[:, lead:]
+        if kind == "rectangle":
+            prompt.box = np.clip(rectangle_to_box(v), -0.5, np.tile(shape, 2) - 0.5)
+        elif kind in ("polygon", "ellipse"):
+            m = region_mask(kind, v, shape)
+            prompt.region = m if prompt.region is None else prompt.region | m
+        else:
+            ignored += 1
+    if prompt.box is not None and (prompt.box[2] <= prompt.box[0] or prompt.box[3] <= prompt.box[1]):
+        prompt.box, ignored = None, ignored + 1
+    return prompt, ignored
+
+
+def remove_on_slice(layer, image, index: Tuple[int, ...]) -> None:
+    """Delete the points or shapes of `layer` that lie on slice `index` of `image`."""
+    if not len(layer.data):
+        return
+    from napari.layers import Points
+
+    conv = to_image(layer, image)
+    if isinstance(layer, Points):
+        drop = on_slice(to_image_coords(layer.data, conv), index)
+    else:
+        drop = np.array([on_slice(to_image_coords(v, conv), index).all() for v in layer.data])
+    if drop.any():
+        layer.selected_data = set(np.flatnonzero(drop).tolist())
+        layer.remove_selected()
+
+
+def new_labels_layer(viewer, image, name: str):
+    """A uint32 Labels layer with the image's spatial shape and transform."""
+    lead = image_data(image).shape[: image.ndim - 2]
+    data = np.zeros(tuple(lead) + plane_shape(image), np.uint32)
+    return viewer.add_labels(data, name=name, **transform(image))
+
+
+def check_labels(labels, image) -> Optional[str]:
+    want = tuple(image_data(image).shape[: image.ndim - 2]) + plane_shape(image)
+    if labels.multiscale or tuple(labels.data.shape) != want:
+        return (f"labels layer {labels.name!r} has shape {tuple(np.shape(labels.data))}, "
+                f"but the image needs {want}; choose another labels layer or 'new layer'")
+    if not isinstance(labels.data, np.ndarray):
+        return f"labels layer {labels.name!r} is not an in-memory array; choose 'new layer'"
+    return None

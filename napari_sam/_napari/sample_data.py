@@ -1,0 +1,35 @@
+"""Sample images shipped inside the package (napari's File > Open Sample > napari-sam).
+
+Small synthetic images made by `sample_data/make_samples.py` with the project's generator.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+
+PIXEL_SIZE_UM = 0.65  # of nuclei.tif
+
+
+def _read(name: str) -> np.ndarray:
+    import tifffile
+
+    with resources.as_file(resources.files("napari_sam") / "data" / name) as path:
+        return tifffile.imread(path)
+
+
+def nuclei():
+    """512 x 512 uint16 fluorescence nuclei, 0.65 um pixels."""
+    return [(_read("nuclei.tif"), {"name": "nuclei", "colormap": "gray",
+                                   "scale": (PIXEL_SIZE_UM, PIXEL_SIZE_UM)}, "image")]
+
+
+def nuclei_stack():
+    """(5, 256, 256) uint16 stack of nuclei fields (Z)."""
+    return [(_read("nuclei_stack.tif"), {"name": "nuclei stack", "colormap": "gray"}, "image")]
+
+
+def rgb_shapes():
+    """256 x 256 RGB uint8 image of coloured shapes."""
+    return [(_read("shapes_rgb.tif"), {"name": "shapes (RGB)", "rgb": True}, "image")]

@@ -1,0 +1,391 @@
+"""Interactive segmentation dock widget: click, refine, commit, undo.
+
+Thin: prompts are read by `layers.read_prompt`, decoded by `prompts.Segmenter`, committed by
+`prompts.commit_mask`; embeddings come from `workers.Embedder` (a napari worker, cached per
+layer and slice). Decoding (a few ms to tens of ms) runs on the GUI thread, once per prompt
+change; encoding never does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, Label, LineEdit,
+                              ProgressBar, PushButton)
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from ..model.registry import BUNDLED_PATH
+from ..prompts import Segmenter, commit_mask, undo_commit
+from . import layers as L
+from .keys import KeyBindings, on_close
+from .options import DEVICES, FILE_CHOICE, GIVEN_CHOICE, model_choices, parse_channels
+from .workers import Embedder
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+KEYS = {"commit": "Shift-C", "next_mask": "Shift-M", "undo": "U", "negative": "N",
+        "clear": "Shift-X"}
+MAX_UNDO = 20
+
+
+class SamWidget(Container):
+    """Segment Anything on the displayed image slice from Points and Shapes prompts.
+
+    model: None (the bundled model), a registry name, a checkpoint path, or a loaded Sam.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer, model=None, device: str = "auto") -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        model = os.fspath(model) if isinstance(model, os.PathLike) else model
+        self._given_model = None if model is None or isinstance(model, str) else model
+        self._closed = False
+        self._own = ()            # preview, shapes, points
+        self._image = None
+        self._key = None          # (layer id, slice, model key, channels) being shown
+        self._ready = False       # the predictor holds the embedding of self._key
+        self._segmenter = None
+        self._undo = []
+        self.decode_ms: list = []  # prompt change -> preview shown, per update
+        self._embedder = Embedder(self._on_progress, self._on_embedded, self._on_failed,
+                                  self._on_busy)
+        self._build(model, device)
+        self._set_model()
+        self._keys = KeyBindings(viewer, {
+            KEYS["commit"]: self.commit, KEYS["next_mask"]: self.next_mask,
+            KEYS["undo"]: self.undo, KEYS["negative"]: self.toggle_negative,
+            KEYS["clear"]: self.clear})
+        viewer.layers.events.inserted.connect(self._on_layers_changed)
+        viewer.layers.events.removed.connect(self._on_layers_changed)
+        viewer.dims.events.current_step.connect(self._on_slice)
+        on_close(self.native, self.release)
+        if self.model.value == "bundled" and not BUNDLED_PATH.is_file():
+            show_warning(f"napari-sam: the bundled model is missing ({BUNDLED_PATH}); choose "
+                         "another model in the widget or reinstall napari-sam")
+        active, images = viewer.layers.selection.active, self._image_choices()
+        if active is not None and _is(active, "Image"):
+            self.image.value = active
+        elif images:
+            self.image.value = images[-1][1]  # the top-most image
+        if self._image is None:
+            self._select_image(self.image.value)
+
+    @property
+    def ready(self) -> bool:
+        """True when the displayed slice is embedded: clicks give previews at once."""
+        return self._ready and not self._embedder.busy
+
+    @property
+    def preview_layer(self):
+        return self._own[0] if self._own else None
+
+    @property
+    def shapes_layer(self):
+        return self._own[1] if self._own else None
+
+    @property
+    def points_layer(self):
+        return self._own[2] if self._own else None
+
+    # ---- layout --------------------------------------------------------------------------
+    def _build(self, model, device: str) -> None:
+        choices = model_choices(given=self._given_model is not None)
+        start = GIVEN_CHOICE if self._given_model is not None else "bundled"
+        if isinstance(model, str):
+            start = model if model in choices else FILE_CHOICE
+        self.image = ComboBox(label="image", choices=self._image_choices)
+        self.model = ComboBox(label="model", choices=choices, value=start)
+        self.model_file = FileEdit(label="model file", mode="r", filter="*.pt *.pth",
+                                   visible=start == FILE_CHOICE,
+                                   value=model if start == FILE_CHOICE else "")
+        self.device = ComboBox(label="device", choices=DEVICES,
+                               value=device if device in DEVICES else "auto")
+        self.channels = LineEdit(label="channels", tooltip="RGB/multichannel: up to 3 channel "
+                                 "indices, e.g. 0 or 0,1,2 (empty: as the image is)")
+        self.embed_button = PushButton(text="Embed", tooltip="compute the image embedding again")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="", value=0, max=3, visible=False)
+        self.status = Label(label="", value="")
+        self.negative = CheckBox(text=f"negative clicks [{KEYS['negative']}] (or Shift+click)")
+        self.candidate = Label(label="mask", value="-")
+        self.next_button = PushButton(text=f"Next mask [{KEYS['next_mask']}]")
+        self.labels_layer = ComboBox(label="labels", choices=self._labels_choices)
+        self.overwrite = CheckBox(text="overwrite existing objects")
+        self.commit_button = PushButton(text=f"Commit [{KEYS['commit']}]")
+        self.undo_button = PushButton(text=f"Undo [{KEYS['undo']}]")
+        self.clear_button = PushButton(text=f"Clear [{KEYS['clear']}]")
+        row = lambda *w: Container(widgets=w, layout="horizontal", labels=False)  # noqa: E731
+        self.extend([self.image, self.model, self.model_file, self.device, self.channels,
+                     row(self.embed_button, self.cancel_button), self.progress, self.status,
+                     self.negative, row(self.candidate, self.next_button), self.labels_layer,
+                     self.overwrite, row(self.commit_button, self.undo_button, self.clear_button)])
+        self.status.native.setWordWrap(True)
+        self.image.changed.connect(self._on_image_changed)
+        for w in (self.model, self.model_file, self.device):
+            w.changed.connect(self._on_model_changed)
+        self.channels.changed.connect(self._on_channels_changed)
+        self.embed_button.changed.connect(lambda *_: self._ensure_embedding(force=True))
+        self.cancel_button.changed.connect(self.cancel)
+        self.negative.changed.connect(self._set_default_sign)
+        self.next_button.changed.connect(self.next_mask)
+        self.commit_button.changed.connect(self.commit)
+        self.undo_button.changed.connect(self.undo)
+        self.clear_button.changed.connect(self.clear)
+
+    def _image_choices(self, *_):
+        return [(ly.name, ly) for ly in self.viewer.layers if _is(ly, "Image")]
+
+    def _labels_choices(self, *_):
+        return [("new layer", None)] + [(ly.name, ly) for ly in self.viewer.layers
+                                         if _is(ly, "Labels") and ly not in self._own]
+
+    def reset_choices(self, *_) -> None:
+        if not self._closed:  # napari keeps calling this after the widget closed
+            super().reset_choices()
+
+    def _on_layers_changed(self, *_) -> None:
+        self.reset_choices()
+        if self._own and not all(ly in self.viewer.layers for ly in self._own):
+            self._remove_own_layers()  # the user deleted one: Embed makes them again
+
+    # ---- image, slice, model -> embedding --------------------------------------------------
+    def _on_image_changed(self, *_) -> None:
+        if self.image.value != self._image:
+            self._select_image(self.image.value)
+
+    def _select_image(self, image) -> None:
+        if self._image is not None:
+            self._image.events.data.disconnect(self._on_image_data)
+        self._image, self._key, self._ready = image, None, False
+        self._remove_own_layers()
+        error = L.check_image(image)
+        if error:
+            self.status.value = error
+            if image is not None:
+                show_error(f"napari-sam: {error}")
+            return
+        image.events.data.connect(self._on_image_data)
+        self._ensure_embedding()
+
+    def _on_image_data(self, *_) -> None:
+        self._embedder.cache.drop_layer(self._image.unique_id)
+        self._ensure_embedding(force=True)
+
+    def _set_model(self) -> None:
+        choice = self.model.value
+        name = str(self.model_file.value) if choice == FILE_CHOICE else choice
+        self._embedder.set_model(self._given_model if choice == GIVEN_CHOICE else None, name,
+                                 self.device.value)
+
+    def _on_model_changed(self, *_) -> None:
+        self.model_file.visible = self.model.value == FILE_CHOICE
+        self._set_model()
+        self._ensure_embedding()
+
+    def _channels(self):
+        try:
+            return parse_channels(self.channels.value)
+        except ValueError:
+            return None
+
+    def _on_channels_changed(self, *_) -> None:
+        try:
+            parse_channels(self.channels.value)
+        except ValueError as err:
+            return show_error(f"napari-sam: {err}")
+        self._ensure_embedding()
+
+    def _target_key(self):
+        model_key = (self.model.value, str(self.model_file.value), self.device.value)
+        return (self._image.unique_id, L.slice_index(self.viewer, self._image), model_key,
+                self._channels())
+
+    def _on_slice(self, *_) -> None:
+        if self._own and self._image is not None and self._target_key() != self._key:
+            self._show_mask(None)
+            self._ensure_embedding()
+
+    def _ensure_embedding(self, force: bool = False) -> None:
+        """Use the cached embedding of the displayed slice, or compute it in a worker."""
+        image = self._image
+        if L.check_image(image) or self._closed:
+            return
+        if not self._own:
+            self._add_own_layers(image)
+        key = self._target_key()
+        if key == self._key and (self._ready or self._embedder.busy) and not force:
+            return
+        self._key, self._ready = key, False
+        if self.model.value == "bundled" and not BUNDLED_PATH.is_file():
+            self.status.value = "the bundled model is missing: choose another model"
+        elif self.model.value == FILE_CHOICE and not self.model_file.value.is_file():
+            self.status.value = "choose a model file (.pt / .pth)"
+        elif self._embedder.request(key, L.image_data(image), key[1], key[3], force):
+            self._use_embedding()
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        self.progress.max, self.progress.value = total, done
+        self.status.value = message
+
+    def _on_busy(self, busy: bool) -> None:
+        self.cancel_button.enabled = self.progress.visible = busy
+
+    def _on_embedded(self, key) -> None:
+        if key == self._key:
+            self._use_embedding()
+
+    def _on_failed(self, message: str) -> None:
+        show_error(f"napari-sam {message}. Choose another model or image, then press Embed.")
+        self.status.value = f"failed: {message}"
+
+    def cancel(self, *_) -> None:
+        """Stop the running embedding (its result is discarded)."""
+        if self._embedder.busy:
+            self._embedder.cancel()
+            self.status.value = "embedding cancelled; press Embed to start again"
+
+    def _use_embedding(self) -> None:
+        predictor = self._embedder.predictor
+        if self._segmenter is None or self._segmenter.predictor is not predictor:
+            self._segmenter = Segmenter(predictor)
+        self._segmenter.reset()
+        self._ready = True
+        self.status.value = "ready: click on an object (Shift+click: background)"
+        self.update_preview()
+
+    # ---- prompts and preview -------------------------------------------------------------
+    def _add_own_layers(self, image) -> None:
+        preview, shapes, points = L.add_prompt_layers(self.viewer, image, "SAM")
+        self._own = (preview, shapes, points)
+        points.mouse_drag_callbacks.insert(0, self._on_click)
+        for layer in (points, shapes):
+            layer.events.data.connect(self._on_prompt_changed)
+        self.reset_choices()
+        self.viewer.layers.selection.active = points
+        points.mode = "add"
+
+    def _remove_own_layers(self) -> None:
+        own, self._own = self._own, ()
+        for layer in own:
+            layer.events.data.disconnect(self._on_prompt_changed)
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+
+    def _on_click(self, layer, event) -> None:
+        negative = self.negative.value != ("Shift" in event.modifiers)
+        layer.feature_defaults = {"sign": L.NEGATIVE if negative else L.POSITIVE}
+
+    def _set_default_sign(self, *_) -> None:
+        if self._own:
+            sign = L.NEGATIVE if self.negative.value else L.POSITIVE
+            self.points_layer.feature_defaults = {"sign": sign}
+
+    def _on_prompt_changed(self, event) -> None:
+        if getattr(event, "action", "changed") in ("added", "removed", "changed"):
+            self.update_preview()
+
+    def update_preview(self) -> None:
+        """Decode the prompts of the displayed slice and show the chosen mask."""
+        if not (self._ready and self._own):
+            return
+        start = time.perf_counter()
+        prompt, ignored = L.read_prompt(self.points_layer, self.shapes_layer, self._image,
+                                        self._key[1])
+        try:
+            self._segmenter.update(prompt)
+        except (ValueError, RuntimeError) as err:
+            return show_error(f"napari-sam: {err}")
+        self._show_mask(self._segmenter.mask())
+        self.decode_ms.append((time.perf_counter() - start) * 1000)
+        if ignored:
+            self.status.value = f"{ignored} prompt(s) outside the image or unsupported: ignored"
+
+    def _show_mask(self, mask) -> None:
+        if self._own:
+            self.preview_layer.data = (mask.astype("uint8") if mask is not None
+                                       else self.preview_layer.data * 0)
+        result = self._segmenter.result if self._segmenter and mask is not None else None
+        if result is None:
+            self.candidate.value = "-"
+        else:
+            k, i = len(result.scores), result.index
+            self.candidate.value = (f"{i + 1}/{k}  score {result.scores[i]:.2f}" if k > 1
+                                    else f"score {result.scores[0]:.2f}")
+
+    # ---- actions (buttons and keys) ------------------------------------------------------
+    def next_mask(self, *_) -> None:
+        """Show the next candidate mask of an ambiguous single click."""
+        if self._segmenter is not None and self._segmenter.result is not None:
+            self._segmenter.cycle()
+            self._show_mask(self._segmenter.mask())
+
+    def toggle_negative(self, *_) -> None:
+        """Switch clicks between object (positive) and background (negative)."""
+        self.negative.value = not self.negative.value
+
+    def clear(self, *_) -> None:
+        """Discard the prompts of the displayed slice."""
+        if self._own and self._key is not None:
+            for layer in (self.shapes_layer, self.points_layer):
+                L.remove_on_slice(layer, self._image, self._key[1])
+            self._show_mask(None)
+
+    def commit(self, *_) -> None:
+        """Write the current object into the labels layer with a new id."""
+        mask = self._segmenter.mask() if self._ready and self._segmenter else None
+        if mask is None or not mask.any():
+            return show_info("napari-sam: nothing to commit; click on an object first")
+        labels = self.labels_layer.value
+        if labels is None:
+            labels = L.new_labels_layer(self.viewer, self._image, f"{self._image.name} labels")
+            self.reset_choices()
+            self.labels_layer.value = labels
+            self.viewer.layers.selection.active = self.points_layer
+        error = L.check_labels(labels, self._image)
+        if error:
+            return show_error(f"napari-sam: {error}")
+        try:
+            record = commit_mask(labels.data, mask, self._key[1], self.overwrite.value)
+        except ValueError as err:
+            return show_error(f"napari-sam: {err}")
+        if record is None:
+            return show_info("napari-sam: the object lies on existing objects only; tick "
+                             "'overwrite existing objects' to replace them")
+        labels.refresh()
+        self._undo = (self._undo + [(labels, record)])[-MAX_UNDO:]
+        self.clear()
+        self.status.value = f"committed object {record.label_id} to {labels.name!r}"
+
+    def undo(self, *_) -> None:
+        """Restore the pixels changed by the last commit."""
+        if not self._undo:
+            return show_info("napari-sam: nothing to undo")
+        labels, record = self._undo.pop()
+        if labels not in self.viewer.layers:
+            return show_info(f"napari-sam: {labels.name!r} was removed; nothing to undo")
+        undo_commit(labels.data, record)
+        labels.refresh()
+        self.status.value = f"removed object {record.label_id} from {labels.name!r}"
+
+    def release(self) -> None:
+        """Give back key bindings and events, stop the worker, remove the prompt layers."""
+        if self._closed:
+            return
+        self._closed = True
+        self._keys.release()
+        self.viewer.layers.events.inserted.disconnect(self._on_layers_changed)
+        self.viewer.layers.events.removed.disconnect(self._on_layers_changed)
+        self.viewer.dims.events.current_step.disconnect(self._on_slice)
+        if self._image is not None:
+            self._image.events.data.disconnect(self._on_image_data)
+        self._embedder.cancel()
+        self._remove_own_layers()
+
+
+def _is(layer, kind: str) -> bool:
+    import napari.layers
+
+    return isinstance(layer, getattr(napari.layers, kind))
