@@ -14,3 +14,8 @@ from .model import build_model, load_model  # noqa: E402
 from .predictor import ImageEmbedding, Predictor  # noqa: E402
 
 __all__ = ["__version__", "build_model", "load_model", "Predictor", "ImageEmbedding"]
+
+# napari is imported only when annotate() is called
+from ._napari.launch import annotate  # noqa: E402
+
+__all__ += ["annotate"]
