@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_sam import build_model
 from napari_sam.tiling import TileGrid, tiled_automask
@@ -78,6 +79,7 @@ def same_partition(a, b):
 
 @pytest.fixture(scope="module")
 def model():
+    torch.manual_seed(0)
     return build_model("test_vit")
 
 

@@ -197,11 +197,13 @@ class TiledPredictor:
         pieces: Dict[Tuple[int, int], np.ndarray] = {anchor.index: masks[best]}
         order = [anchor]
         queue = [anchor]
+        tried = {anchor.index}  # a tile is asked once; a rejected piece is not asked again
         while queue and len(pieces) < self.max_tiles:
             tile = queue.pop(0)
-            for nxt, seeds in self._continuations(tile, pieces[tile.index], set(pieces)):
-                if len(pieces) >= self.max_tiles:
+            for nxt, seeds in self._continuations(tile, pieces[tile.index], tried):
+                if len(pieces) >= self.max_tiles or len(tried) >= 2 * self.max_tiles:
                     break
+                tried.add(nxt.index)
                 piece = self._continue(nxt, tile, pieces[tile.index], seeds, points, labels, box)
                 if piece is not None:
                     pieces[nxt.index] = piece

@@ -28,21 +28,11 @@ def read_box(array, box) -> np.ndarray:
     return np.asarray(part)
 
 
-def open_image(path: Union[str, Path], channels=None):
-    """A lazy array for an image file (level 0 of a pyramid)."""
-    try:
-        from ..io.images import open_lazy
-    except ImportError:  # the io package is not there yet: tifffile's zarr store
-        open_lazy = None
-    if open_lazy is not None:
-        arr, _meta = open_lazy(path)
-        return arr
-    import tifffile
-    import zarr
+def open_image(path: Union[str, Path]):
+    """(lazy array, ImageMeta) of an image file: level 0 of a pyramid, never read whole."""
+    from ..io.images import open_lazy
 
-    store = tifffile.imread(str(path), aszarr=True, level=0)
-    z = zarr.open(store, mode="r")
-    return z if hasattr(z, "shape") else z["0"]
+    return open_lazy(path)
 
 
 class ImageSource:
@@ -54,9 +44,10 @@ class ImageSource:
 
     def __init__(self, image, channels: Optional[Sequence[int]] = None) -> None:
         self.path: Optional[Path] = None
+        self.meta = None  # napari_sam.io ImageMeta when read from a file (pixel size, geo)
         if isinstance(image, (str, Path)):
             self.path = Path(image)
-            image = open_image(self.path)
+            image, self.meta = open_image(self.path)
         if not hasattr(image, "shape") or not hasattr(image, "dtype"):
             image = np.asarray(image)
         if len(image.shape) not in (2, 3):
