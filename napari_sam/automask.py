@@ -1,0 +1,413 @@
+"""Automatic mask generation: a grid of point prompts -> a uint32 label image.
+
+    gen = AutoMaskGenerator(load_model("bundled"), points_per_side=32)
+    gen.initialize(image, progress)                     # expensive: embed + decode the grid
+    result = gen.generate(pred_iou_thresh=0.88)         # cheap: filter, NMS, paint
+    result = gen.generate(pred_iou_thresh=0.8)          # again, nothing is recomputed
+    result.labels, result.records
+
+`initialize` embeds the image (and, with `crop_n_layers`, overlapping crops of it), decodes
+the point grid in batches (3 masks per point) and keeps *compact candidates*: the predicted
+IoU, the stability score (by default on the low-res logits, the cheap path, see
+`postprocess.stability_score`; `stability="full"` computes it exactly on the full-resolution
+masks, as the reference does, inside each mask's box, for candidates past the IoU floor), a box,
+the prompt point, and the low-res logits cut to the mask's box. Candidates below the loose
+floors `min_candidate_iou` / `min_candidate_stability` are dropped there; they are the lowest
+thresholds `generate` can use.
+
+`generate` filters by thresholds, removes duplicates by box NMS, and only then upsamples the
+survivors to full resolution, each inside its own box: the model's upsampling (bilinear to
+the padded square, unpad, bilinear to the image) is linear and separable, so it is applied
+as two small matrices `rows @ logits @ cols.T` restricted to the mask's box -- the same
+values as upsampling the whole frame. Holes and islands are cleaned, then overlaps are
+resolved by the rule in `napari_sam.postprocess` (smaller masks on top).
+
+For tiles, call `initialize` on the tile (pass the whole image's `value_range` so all tiles
+are normalised alike, or a cached `embedding`) and `generate(offset=(row0, col0))` to get
+records in the whole image's coordinates; `select_masks` gives the masks before painting.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .postprocess import (Candidates, boxes_from_masks, clean_mask, label_boxes, nms,
+                          paint_labels, stability_score, trim)
+from .predictor import Predictor
+from .progress import null_progress
+from .transforms import intensity_range, select_channels
+
+
+@dataclass
+class AutoMaskResult:
+    """labels: uint32 (Y, X); records[k] describes id k+1: id, area, bbox (row0, col0, row1,
+    col1; exclusive ends), predicted_iou, stability, point (row, col), crop_box."""
+
+    labels: np.ndarray
+    records: List[dict] = field(default_factory=list)
+
+
+@dataclass
+class MaskSet:
+    """Full-resolution masks before painting, best first: masks[i] is a bool crop at boxes[i]."""
+
+    masks: List[np.ndarray]
+    boxes: List[Tuple[int, int, int, int]]
+    index: List[int]  # rows of the generator's candidates
+
+
+def interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) matrix of 1D bilinear resizing as `F.interpolate(align_corners=False)`."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = src - i0
+    out = np.zeros((n_out, n_in))
+    np.add.at(out, (np.arange(n_out), i0), 1.0 - w1)
+    np.add.at(out, (np.arange(n_out), i1), w1)
+    return out
+
+
+class _Upscaler:
+    """Low-res logits (m, m) -> logits of a crop (h, w) as `rows @ L @ cols.T` (1D each)."""
+
+    def __init__(self, size: int, m: int, input_hw, out_hw, device) -> None:
+        self.tables = []
+        for n_in, n_out in zip(input_hw, out_hw):
+            a = interp_matrix(n_out, n_in) @ interp_matrix(size, m)[:n_in]  # (n_out, m)
+            nz = a > 0
+            lo = nz.argmax(1)
+            hi = m - 1 - nz[:, ::-1].argmax(1)
+            self.tables.append(tuple(torch.as_tensor(t, device=device) for t in
+                                     (a.astype(np.float32), lo, hi)))
+        self.valid = tuple(min(m, math.ceil(n * m / size)) for n in input_hw)
+
+    def regions(self, first: torch.Tensor, last: torch.Tensor, axis: int):
+        """Low-res positives in [first, last] (inclusive) -> full-res [start, stop) and the
+        low-res [l0, l1) that those full-res pixels read from."""
+        _, lo, hi = self.tables[axis]
+        start = torch.searchsorted(hi, first.contiguous())
+        stop = torch.searchsorted(lo, last.contiguous(), right=True)
+        n = lo.shape[0]
+        l0 = lo[start.clamp(max=n - 1)]
+        l1 = hi[(stop - 1).clamp(min=0)] + 1
+        return start, stop, l0, l1
+
+    def crop(self, logits: torch.Tensor, region, origin) -> torch.Tensor:
+        rs, re, cs, ce = region
+        a_r = self.tables[0][0][rs:re, origin[0]:origin[0] + logits.shape[0]]
+        a_c = self.tables[1][0][cs:ce, origin[1]:origin[1] + logits.shape[1]]
+        return a_r @ logits.float() @ a_c.T
+
+
+def crop_boxes(shape: Tuple[int, int], n_layers: int, overlap_ratio: float):
+    """[(layer, (row0, col0, row1, col1))]: the whole image, then per layer i 2**i x 2**i
+    evenly spaced crops, each `1 + overlap_ratio` times the size of a plain tiling's cell."""
+    h, w = shape
+    out = [(0, (0, 0, h, w))]
+    for layer in range(1, n_layers + 1):
+        n = 2 ** layer
+        spans = []
+        for length in (h, w):
+            size = min(length, math.ceil(length / n * (1 + overlap_ratio)))
+            starts = np.round(np.linspace(0, length - size, n)).astype(int)
+            spans.append([(int(s), int(s) + size) for s in starts])
+        out += [(layer, (r0, c0, r1, c1)) for r0, r1 in spans[0] for c0, c1 in spans[1]]
+    return out
+
+
+def point_grid(h: int, w: int, n: int) -> np.ndarray:
+    """(n*n, 2) (row, col) at the centres of an n x n grid of cells over an (h, w) image."""
+    rows = (np.arange(n) + 0.5) * h / n
+    cols = (np.arange(n) + 0.5) * w / n
+    return np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
+
+
+class AutoMaskGenerator:
+    def __init__(self, model_or_predictor=None, points_per_side: int = 32,
+                 points_per_batch: int = 64, crop_n_layers: int = 0,
+                 crop_overlap_ratio: float = 512 / 1500, crop_points_downscale: int = 1,
+                 min_candidate_iou: float = 0.5, min_candidate_stability: float = 0.5,
+                 stability_offset: float = 1.0, mask_threshold: float = 0.0,
+                 stability: str = "lowres", device="auto", precision="auto") -> None:
+        if isinstance(model_or_predictor, Predictor):
+            self.predictor = model_or_predictor
+        else:
+            self.predictor = Predictor(model_or_predictor, device=device, precision=precision)
+        if points_per_side < 1 or points_per_batch < 1:
+            raise ValueError("points_per_side and points_per_batch must be at least 1")
+        self.points_per_side = int(points_per_side)
+        self.points_per_batch = int(points_per_batch)
+        self.crop_n_layers = int(crop_n_layers)
+        self.crop_overlap_ratio = float(crop_overlap_ratio)
+        self.crop_points_downscale = int(crop_points_downscale)
+        self.min_candidate_iou = float(min_candidate_iou)
+        self.min_candidate_stability = float(min_candidate_stability)
+        self.stability_offset = float(stability_offset)
+        self.mask_threshold = float(mask_threshold)
+        if stability not in ("lowres", "full"):
+            raise ValueError(f"stability must be 'lowres' or 'full', got {stability!r}")
+        self.stability = stability
+        self.candidates: Optional[Candidates] = None
+        self.image_shape: Optional[Tuple[int, int]] = None
+        self.crops: List[Tuple[int, Tuple[int, int, int, int]]] = []
+        self._up: List[_Upscaler] = []
+        self._cache: Dict[tuple, object] = {}  # upsampled masks and selections
+
+    @property
+    def device(self) -> torch.device:
+        return self.predictor.device
+
+    # ---- the expensive step ------------------------------------------------------------
+    def initialize(self, image: np.ndarray, progress=null_progress, channels=None,
+                   value_range=None, embedding=None) -> "AutoMaskGenerator":
+        """Embed the image (and its crops) and decode the point grid; keep candidates."""
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] > 4
+                                        and channels is None):
+            raise ValueError(f"automask takes one 2D image (Y, X) or (Y, X, C), got shape "
+                             f"{image.shape}; for stacks use napari_sam.batch.automask_stack")
+        h, w = image.shape[:2]
+        self.image_shape = (h, w)
+        self.crops = crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
+        if len(self.crops) > 1 and value_range is None:
+            px = select_channels(image, channels)
+            if px.dtype != np.uint8:  # crops are normalised like the whole image
+                value_range = intensity_range(px)
+        plans = []
+        for layer, box in self.crops:
+            n = max(1, self.points_per_side // self.crop_points_downscale ** layer)
+            plans.append((layer, box, point_grid(box[2] - box[0], box[3] - box[1], n)))
+        total = sum(1 + math.ceil(len(p[2]) / self.points_per_batch) for p in plans)
+        done = 0
+        progress(done, total, "embedding")
+        parts, self._up, self._cache = [], [], {}
+        for ci, (layer, box, points) in enumerate(plans):
+            r0, c0, r1, c1 = box
+            if embedding is not None and ci == 0:
+                if tuple(embedding.original_size) != (h, w):
+                    raise ValueError(f"the embedding is of an image of shape "
+                                     f"{tuple(embedding.original_size)}, not {(h, w)}")
+                self.predictor.set_embedding(embedding)
+            else:
+                self.predictor.set_image(image[r0:r1, c0:c1], channels, value_range)
+            emb = self.predictor.get_embedding()
+            model = self.predictor.model
+            up = _Upscaler(model.image_size, model.config.mask_size, emb.input_size,
+                           (r1 - r0, c1 - c0), self.device)
+            self._up.append(up)
+            done += 1
+            progress(done, total, f"decoding {len(points)} points" +
+                     (f" in crop {ci}/{len(plans) - 1}" if ci else ""))
+            xy = self.predictor.points_to_input(points)
+            pts = torch.as_tensor(points, dtype=torch.float32, device=self.device)
+            for s in range(0, len(points), self.points_per_batch):
+                parts.append(self._decode_batch(xy[s:s + self.points_per_batch],
+                                                pts[s:s + self.points_per_batch], ci, up))
+                done += 1
+                progress(done, total, "decoding")
+        self.candidates = Candidates.cat(parts)
+        return self
+
+    def _decode_batch(self, xy, pts, ci: int, up: _Upscaler) -> Candidates:
+        b = xy.shape[0]
+        labels = torch.ones(b, 1, dtype=torch.long, device=self.device)
+        logits, iou = self.predictor.predict_lowres(xy[:, None], labels, multimask=True)
+        k = logits.shape[1]
+        logits, iou = logits.flatten(0, 1), iou.flatten()
+        vh, vw = up.valid
+        valid = logits[:, :vh, :vw]
+        box = boxes_from_masks(valid > self.mask_threshold)  # low-res, exclusive ends
+        keep = (iou >= self.min_candidate_iou) & (box[:, 2] > box[:, 0])
+        layer, (r0, c0, r1, c1) = self.crops[ci]
+        if ci:  # a mask cut by an inner crop edge is incomplete: another crop has it whole
+            h, w = self.image_shape
+            keep &= ~(((box[:, 0] == 0) & (r0 > 0)) | ((box[:, 1] == 0) & (c0 > 0))
+                      | ((box[:, 2] == vh) & (r1 < h)) | ((box[:, 3] == vw) & (c1 < w)))
+        rs, re, l0, l1 = up.regions(box[:, 0], box[:, 2] - 1, 0)
+        cs, ce, m0, m1 = up.regions(box[:, 1], box[:, 3] - 1, 1)
+        keep &= (re > rs) & (ce > cs)
+        if self.stability == "full":
+            stab = self._full_stability(logits, valid, keep, up)
+        else:
+            stab = stability_score(valid, self.mask_threshold, self.stability_offset)
+        keep &= stab >= self.min_candidate_stability
+        idx = keep.nonzero().flatten()
+        emb = self.predictor.get_embedding()
+        m = self.predictor.model.config.mask_size
+        size = self.predictor.model.image_size
+        fr = size / m * (r1 - r0) / emb.input_size[0]
+        fc = size / m * (c1 - c0) / emb.input_size[1]
+        img_box = (box[idx].float() * torch.tensor([fr, fc, fr, fc], device=self.device)
+                   + torch.tensor([r0, c0, r0, c0], dtype=torch.float32, device=self.device))
+        region = torch.stack([rs, re, cs, ce], 1)[idx]
+        cut = torch.stack([l0, l1, m0, m1], 1)[idx]
+        store = logits[idx].to(torch.float16)
+        # one transfer for the whole batch, then views (no per-candidate device sync)
+        cuts = cut.cpu().tolist()
+        kept = [store[i, a:b_, c:d].clone() for i, (a, b_, c, d) in enumerate(cuts)]
+        point = pts.repeat_interleave(k, 0)[idx] + torch.tensor(
+            [r0, c0], dtype=torch.float32, device=self.device)
+        return Candidates(iou[idx], stab[idx], img_box, point,
+                          torch.full((len(idx),), ci, dtype=torch.long, device=self.device),
+                          region, cut[:, [0, 2]], kept)
+
+    def _full_stability(self, logits, valid, keep, up: _Upscaler) -> torch.Tensor:
+        """Stability of the full-resolution masks, exactly, for the `keep` candidates.
+
+        Upsampled logits are convex combinations of low-res ones, so outside the box of
+        low-res `logits > t - offset` they are below both thresholds: only that box is
+        upsampled (one small matmul pair per candidate)."""
+        t, off = self.mask_threshold, self.stability_offset
+        stab = torch.ones(logits.shape[0], device=self.device)
+        idx = keep.nonzero().flatten()
+        if not len(idx):
+            return stab
+        loose = boxes_from_masks(valid[idx] > t - off)
+        rs, re, l0, l1 = up.regions(loose[:, 0], loose[:, 2] - 1, 0)
+        cs, ce, m0, m1 = up.regions(loose[:, 1], loose[:, 3] - 1, 1)
+        meta = torch.stack([rs, re, cs, ce, l0, l1, m0, m1], 1).tolist()
+        counts = []
+        for i, (a, b, c, d, e, f, g, h) in zip(idx.tolist(), meta):
+            u = up.crop(logits[i, e:f, g:h], (a, b, c, d), (e, g))
+            counts.append(torch.stack([(u > t + off).sum(), (u > t - off).sum()]))
+        counts = torch.stack(counts).float()
+        stab[idx] = torch.where(counts[:, 1] > 0, counts[:, 0] / counts[:, 1].clamp(min=1), 1.0)
+        return stab
+
+    # ---- the cheap step ----------------------------------------------------------------
+    def _require(self) -> Candidates:
+        if self.candidates is None:
+            raise RuntimeError("call initialize(image) before generate()")
+        return self.candidates
+
+    def select(self, pred_iou_thresh: float = 0.88, stability_thresh: float = 0.95,
+               nms_thresh: float = 0.7) -> torch.Tensor:
+        """Rows of `candidates` passing the thresholds and NMS, best first (memoised: a
+        slider for another parameter does not redo the NMS)."""
+        c = self._require()
+        key = ("select", float(pred_iou_thresh), float(stability_thresh), float(nms_thresh))
+        if key not in self._cache:
+            self._cache[key] = self._select(c, *key[1:])
+        return self._cache[key]
+
+    def _select(self, c: Candidates, pred_iou_thresh, stability_thresh, nms_thresh):
+        idx = ((c.iou >= pred_iou_thresh) & (c.stability >= stability_thresh)).nonzero().flatten()
+        if len(self.crops) > 1 and len(idx):
+            per_crop = [idx[c.crop[idx] == ci] for ci in range(len(self.crops))]
+            idx = torch.cat([i[nms(c.box[i], c.iou[i], nms_thresh)] for i in per_crop])
+            # across crops, masks from smaller (deeper) crops are preferred: they saw more
+            layer = torch.tensor([lay for lay, _ in self.crops], device=self.device)[c.crop[idx]]
+            prio = layer.float() * 16 + c.iou[idx].clamp(-4, 4)
+            keep = nms(c.box[idx], prio, nms_thresh)
+            idx = idx[keep]
+            return idx[torch.argsort(c.iou[idx], descending=True, stable=True)]
+        return idx[nms(c.box[idx], c.iou[idx], nms_thresh)]
+
+    def select_masks(self, pred_iou_thresh: float = 0.88, stability_thresh: float = 0.95,
+                     nms_thresh: float = 0.7, min_region_area: int = 16,
+                     min_area: int = 0) -> MaskSet:
+        """Survivors of `select`, upsampled inside their boxes and cleaned (cached)."""
+        c = self._require()
+        rows = self.select(pred_iou_thresh, stability_thresh, nms_thresh).tolist()
+        todo = [i for i in rows if (i, min_region_area) not in self._cache]
+        if todo:
+            meta = torch.cat([c.region[todo], c.origin[todo], c.crop[todo, None]], 1).tolist()
+            flat, shapes = [], []
+            for i, (rs, re, cs, ce, o_r, o_c, ci) in zip(todo, meta):
+                m = self._up[ci].crop(c.logits[i], (rs, re, cs, ce), (o_r, o_c))
+                flat.append((m > self.mask_threshold).flatten())
+                shapes.append((re - rs, ce - cs, rs + self.crops[ci][1][0],
+                               cs + self.crops[ci][1][1]))
+            bits = torch.cat(flat).cpu().numpy()  # one transfer for all survivors
+            pos = 0
+            for i, (hh, ww, top, left) in zip(todo, shapes):
+                mask = bits[pos:pos + hh * ww].reshape(hh, ww)
+                pos += hh * ww
+                t = trim(mask, (top, left))
+                if t is not None and min_region_area > 0:
+                    t = trim(clean_mask(t[0], min_region_area, min_region_area), t[1][:2])
+                self._cache[(i, min_region_area)] = t
+        out = MaskSet([], [], [])
+        for i in rows:
+            t = self._cache[(i, min_region_area)]
+            if t is not None and t[0].sum() >= max(min_area, 1):
+                out.masks.append(t[0])
+                out.boxes.append(tuple(int(v) for v in t[1]))
+                out.index.append(i)
+        return out
+
+    def generate(self, pred_iou_thresh: float = 0.88, stability_thresh: float = 0.95,
+                 min_area: int = 0, nms_thresh: float = 0.7, min_region_area: int = 16,
+                 min_visible: float = 0.5, offset: Sequence[int] = (0, 0)) -> AutoMaskResult:
+        """Filter, de-duplicate, clean and paint the candidates (re-callable, cheap).
+
+        min_area: smallest object kept (visible pixels); min_region_area: holes and islands
+        smaller than this are filled / removed; min_visible: see `postprocess.paint_labels`;
+        offset: added to the records' bbox and point (for tiles).
+        """
+        c = self._require()
+        ms = self.select_masks(pred_iou_thresh, stability_thresh, nms_thresh,
+                               min_region_area, min_area)
+        scores = c.iou[ms.index].tolist() if ms.index else []
+        labels, kept = paint_labels(ms.masks, ms.boxes, scores, self.image_shape,
+                                    min_visible, min_area)
+        if not kept:
+            return AutoMaskResult(labels, [])
+        rows = [ms.index[k] for k in kept]
+        areas = np.bincount(labels.ravel(), minlength=len(kept) + 1)[1:]
+        boxes = label_boxes(labels, len(kept)) + np.tile(np.asarray(offset, np.int64), 2)
+        iou, stab = c.iou[rows].tolist(), c.stability[rows].tolist()
+        pts = (c.point[rows].cpu().numpy() + np.asarray(offset, np.float64)).tolist()
+        crop = c.crop[rows].tolist()
+        records = [{"id": k + 1, "area": int(areas[k]), "bbox": [int(v) for v in boxes[k]],
+                    "predicted_iou": float(iou[k]), "stability": float(stab[k]),
+                    "point": [float(v) for v in pts[k]],
+                    "crop_box": list(self.crops[crop[k]][1])}
+                   for k in range(len(kept))]
+        return AutoMaskResult(labels, records)
+
+
+_INIT_KEYS = set(inspect.signature(AutoMaskGenerator.__init__).parameters) - {"self"}
+_RUN_KEYS = {"channels", "value_range", "embedding"}
+_GEN_KEYS = set(inspect.signature(AutoMaskGenerator.generate).parameters) - {"self"}
+
+
+def split_kwargs(kw: dict) -> Tuple[dict, dict, dict]:
+    """Split keyword arguments into (constructor, initialize, generate) ones."""
+    bad = set(kw) - _INIT_KEYS - _RUN_KEYS - _GEN_KEYS
+    if bad:
+        raise TypeError(f"unknown automask option(s): {', '.join(sorted(bad))}")
+    pick = lambda keys: {k: v for k, v in kw.items() if k in keys}  # noqa: E731
+    return pick(_INIT_KEYS), pick(_RUN_KEYS), pick(_GEN_KEYS)
+
+
+def floors_from_thresholds(init: dict, pred_iou_thresh: float, stability_thresh: float) -> dict:
+    """When the thresholds are known before `initialize` (no sliders), keep only candidates
+    that can pass them: the candidate floors default to the thresholds."""
+    init.setdefault("min_candidate_iou", pred_iou_thresh)
+    init.setdefault("min_candidate_stability", stability_thresh)
+    return init
+
+
+def automask(image: np.ndarray, model=None, points_per_side: int = 32,
+             pred_iou_thresh: float = 0.88, stability_thresh: float = 0.95, min_area: int = 0,
+             progress=null_progress, device="auto", **kw) -> np.ndarray:
+    """Segment everything in a 2D image: a uint32 label image of the same (Y, X) shape.
+
+    model: a Sam, a Predictor, a registry name or checkpoint path; None = the bundled model.
+    Other keywords go to `AutoMaskGenerator` (e.g. points_per_batch, crop_n_layers,
+    precision), to `initialize` (channels, value_range) or to `generate` (nms_thresh,
+    min_region_area, min_visible).
+    """
+    init, run, gen = split_kwargs(kw)
+    floors_from_thresholds(init, pred_iou_thresh, stability_thresh)
+    generator = AutoMaskGenerator(model, points_per_side=points_per_side, device=device, **init)
+    generator.initialize(image, progress, **run)
+    return generator.generate(pred_iou_thresh, stability_thresh, min_area, **gen).labels

@@ -1,0 +1,362 @@
+"""Automask over stacks and over many files, with resumable outputs.
+
+Stacks ((Z, Y, X), (T, Y, X), any leading axes, optionally channels last) are segmented
+slice by slice; ids are unique across the whole stack (each slice's ids are offset past the
+previous ones). With `link=True`, objects of neighbouring slices are joined into one id when
+they overlap: for slices k-1 and k, every pair (a, b) with IoU(a, b) > `link_iou` is a
+candidate; pairs are accepted greedily in descending IoU, each object used at most once (for
+`link_iou` >= 0.5 this is simply every pair above the threshold, since an object can have
+IoU > 0.5 with at most one disjoint object). A matched object takes the id of its partner in
+slice k-1, so a track keeps one id through the stack; ids are then renumbered 1..N in order
+of first appearance.
+
+Files: `run_batch` writes, per input, `OUTDIR/<stem>_labels.tif`, `<stem>_coco.json`,
+`<stem>_objects.csv` (and `<stem>_overlay.png` on request) through `napari_sam.io`, whose
+writes are atomic, so an output that exists is complete. An input whose requested outputs
+all exist is skipped (unless `overwrite`); if only some exist, the missing ones are made
+(from the existing label image when there is one, so they agree with it). A file that fails
+is reported and the others go on. The model is loaded once for the whole batch.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .automask import AutoMaskGenerator, AutoMaskResult, floors_from_thresholds, split_kwargs
+from .progress import null_progress
+from .transforms import intensity_range, select_channels
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+FORMATS = ("tif", "coco", "csv")
+SUFFIX = {"tif": "_labels.tif", "coco": "_coco.json", "csv": "_objects.csv",
+          "overlay": "_overlay.png"}
+
+
+# --------------------------------------------------------------------------- stacks
+def guess_axes(shape: Sequence[int]) -> str:
+    """Axes of an array without metadata: (Y, X), (Y, X, 3|4) colour, else (N..., Y, X)."""
+    if len(shape) == 2:
+        return "YX"
+    if len(shape) == 3 and shape[-1] in (3, 4):
+        return "YXC"
+    return "Z" * (len(shape) - 2) + "YX"
+
+
+def as_slices(image: np.ndarray, axes: Optional[str] = None) -> Tuple[np.ndarray, tuple, str]:
+    """-> (slices (N, Y, X[, C]), the leading shape, normalised axes)."""
+    axes = (axes or guess_axes(image.shape)).upper().replace("S", "C")
+    if len(axes) != image.ndim or "Y" not in axes or "X" not in axes:
+        raise ValueError(f"axes {axes!r} do not describe an array of shape {image.shape}")
+    if "C" in axes and axes[-1] != "C":
+        image = np.moveaxis(image, axes.index("C"), -1)
+        axes = axes.replace("C", "") + "C"
+    core = "YXC" if axes.endswith("C") else "YX"
+    if not axes.endswith(core):
+        raise ValueError(f"axes {axes!r}: Y and X must come after the stack axes")
+    lead = image.shape[: image.ndim - len(core)]
+    return image.reshape((-1,) + image.shape[len(lead):]), tuple(lead), axes
+
+
+def _sub_progress(progress, k: int, n: int, scale: int = 1000):
+    def report(done, total, message=""):
+        frac = done / total if total else 1.0
+        progress(k * scale + int(frac * scale), n * scale,
+                 f"slice {k + 1}/{n}: {message}" if n > 1 else message)
+    return report
+
+
+def link_slices(labels: np.ndarray, link_iou: float = 0.5) -> np.ndarray:
+    """Join overlapping objects of neighbouring slices of (N, Y, X) labels (rule: module doc).
+
+    Input ids must be unique across slices; the result is renumbered 1..M by first appearance.
+    """
+    out = labels.astype(np.uint32, copy=True)
+    for k in range(1, out.shape[0]):
+        prev, cur = out[k - 1].ravel(), out[k].ravel()
+        both = (prev > 0) & (cur > 0)
+        if not both.any():
+            continue
+        pairs, inter = np.unique(np.stack([prev[both], cur[both]]), axis=1, return_counts=True)
+        ids_p, area_p = np.unique(prev[prev > 0], return_counts=True)
+        ids_c, area_c = np.unique(cur[cur > 0], return_counts=True)
+        ap = area_p[np.searchsorted(ids_p, pairs[0])]
+        ac = area_c[np.searchsorted(ids_c, pairs[1])]
+        iou = inter / (ap + ac - inter)
+        used_p, used_c, remap = set(), set(), {}
+        for j in np.argsort(-iou, kind="stable"):
+            if iou[j] <= link_iou:
+                break
+            a, b = int(pairs[0, j]), int(pairs[1, j])
+            if a not in used_p and b not in used_c:
+                used_p.add(a)
+                used_c.add(b)
+                remap[b] = a
+        if remap:
+            lut = np.arange(int(out[k].max()) + 1, dtype=np.uint32)
+            lut[np.fromiter(remap.keys(), np.int64)] = np.fromiter(remap.values(), np.uint32)
+            out[k] = lut[out[k]]
+    return renumber_by_first_appearance(out)
+
+
+def renumber_by_first_appearance(labels: np.ndarray) -> np.ndarray:
+    flat = labels.ravel()
+    ids, first = np.unique(flat, return_index=True)
+    keep = ids > 0
+    ids, first = ids[keep], first[keep]
+    new = np.zeros(int(flat.max(initial=0)) + 1, np.uint32)
+    new[ids[np.argsort(first, kind="stable")]] = np.arange(1, len(ids) + 1, dtype=np.uint32)
+    return new[labels]
+
+
+def automask_stack(stack: np.ndarray, generator: AutoMaskGenerator, axes: Optional[str] = None,
+                   link: bool = False, link_iou: float = 0.5, progress=null_progress,
+                   channels=None, value_range=None, **generate_kw) -> AutoMaskResult:
+    """Segment every 2D slice of `stack`; labels keep the stack's leading shape.
+
+    The intensity range is taken once over the whole stack (unless `value_range` is given),
+    so all slices are normalised alike. Records carry `slice` (the flat slice index) and
+    `index` (the slice's position along the leading axes) besides the usual fields.
+    """
+    slices, lead, axes = as_slices(np.asarray(stack), axes)
+    n = slices.shape[0]
+    if value_range is None and n > 1:
+        first = select_channels(slices[0], channels)
+        if first.dtype != np.uint8:  # a strided sample of every slice, channels last
+            step = max(1, first.shape[0] * first.shape[1] * n // 1_000_000)
+            sample = np.concatenate([select_channels(s, channels).reshape(-1, first.shape[-1])
+                                     [::step] for s in slices])
+            value_range = intensity_range(sample)
+    labels = np.zeros(slices.shape[:3], np.uint32)
+    records: List[dict] = []
+    next_id = 0
+    for k in range(n):
+        generator.initialize(slices[k], _sub_progress(progress, k, n), channels, value_range)
+        res = generator.generate(**generate_kw)
+        lab = res.labels
+        labels[k] = np.where(lab > 0, lab + np.uint32(next_id), 0)
+        for r in res.records:
+            rec = dict(r, id=r["id"] + next_id, slice=k,
+                       index=[int(i) for i in np.unravel_index(k, lead)] if lead else [])
+            records.append(rec)
+        next_id += len(res.records)
+    if link and n > 1:
+        old = labels
+        labels = link_slices(labels, link_iou)
+        # every old id maps to exactly one new id: read it off the old id's first pixel
+        ids, first = np.unique(old.ravel(), return_index=True)
+        new = dict(zip(ids.tolist(), labels.ravel()[first].tolist()))
+        for r in records:
+            r["id"] = int(new.get(r["id"], 0))
+        records = [r for r in records if r["id"]]
+    return AutoMaskResult(labels.reshape(lead + labels.shape[1:]), records)
+
+
+# --------------------------------------------------------------------------- files
+def expand_inputs(inputs: Iterable[str]) -> Tuple[List[Path], List[Tuple[str, str]]]:
+    """Files, folders (their images, not recursive) and glob patterns -> (images, problems)."""
+    found: List[Path] = []
+    problems: List[Tuple[str, str]] = []
+    for item in inputs:
+        item = str(item)
+        p = Path(item).expanduser()
+        if p.is_dir():
+            hits = sorted(q for q in p.iterdir()
+                          if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not hits:
+                problems.append((item, "folder holds no .tif/.tiff/.png/.jpg images"))
+        elif p.is_file():
+            hits = [p]
+        elif glob.has_magic(item):
+            hits = sorted(Path(q) for q in glob.glob(os.path.expanduser(item), recursive=True)
+                          if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_SUFFIXES)
+            if not hits:
+                problems.append((item, "the pattern matches no images"))
+        else:
+            problems.append((item, "no such file or folder"))
+            hits = []
+        found += hits
+    unique, seen = [], set()
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique, problems
+
+
+def output_stem(path: Path) -> str:
+    name = path.name
+    for ext in (".ome.tiff", ".ome.tif") + IMAGE_SUFFIXES:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def output_paths(outdir: Path, stem: str, formats: Sequence[str], overlay: bool = False
+                 ) -> Dict[str, Path]:
+    kinds = list(formats) + (["overlay"] if overlay else [])
+    return {k: Path(outdir) / f"{stem}{SUFFIX[k]}" for k in kinds}
+
+
+def is_complete(path: Path) -> bool:
+    """Outputs are written atomically, so one that exists and is not empty is complete."""
+    return path.is_file() and path.stat().st_size > 0
+
+
+def overlay_rgb(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """uint8 RGB of a 2D image with each object's outline in its own colour."""
+    from skimage.segmentation import find_boundaries
+
+    from .transforms import to_model_pixels
+
+    px = to_model_pixels(image if image.ndim == 2 or image.shape[-1] <= 4 else image[..., :3])
+    rgb = px.astype(np.uint8)
+    edge = find_boundaries(labels, mode="inner")
+    ids = labels[edge].astype(np.uint64)
+    hue = (ids * 0.61803398875) % 1.0  # golden-ratio hues: neighbours get distinct colours
+    k = (hue[:, None] * 6 + np.array([0, 4, 2])) % 6
+    col = 1 - np.clip(np.minimum(k, 4 - k), 0, 1)
+    rgb[edge] = (col * 255).astype(np.uint8)
+    return rgb
+
+
+def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, overwrite: bool,
+                  axes: Optional[str] = None) -> None:
+    """PNG overlay of the image (axes `axes`) and its labels; stacks show the middle slice."""
+    from .io.atomic import atomic_path
+
+    slices, _, _ = as_slices(image, axes)
+    lab = labels.reshape((-1,) + labels.shape[-2:])
+    mid = lab.shape[0] // 2
+    rgb = overlay_rgb(slices[mid], lab[mid])
+    with atomic_path(path, overwrite) as tmp:
+        try:
+            from PIL import Image
+
+            Image.fromarray(rgb).save(tmp, format="PNG")
+        except ImportError:  # pragma: no cover - PIL comes with scikit-image's imageio
+            from skimage.io import imsave
+
+            imsave(tmp, rgb, check_contrast=False, extension=".png")
+
+
+def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: str,
+                   overwrite: bool) -> None:
+    from .io.coco import write_coco
+    from .io.labels import write_labels_tif
+    from .io.tables import object_table, write_csv
+
+    if "tif" in todo:
+        write_labels_tif(todo["tif"], labels, meta=meta, overwrite=overwrite)
+    # COCO and the table take (Y, X) or one stack axis: flatten T and Z together
+    flat = labels.reshape((-1,) + labels.shape[-2:]) if labels.ndim > 3 else labels
+    if "coco" in todo:
+        write_coco(todo["coco"], flat, image_name=name, records=records, overwrite=overwrite)
+    if "csv" in todo:
+        intensity = None
+        if image is not None and image.shape[:labels.ndim] == labels.shape:
+            intensity = image.reshape(flat.shape + image.shape[labels.ndim:])
+        write_csv(todo["csv"], object_table(flat, image=intensity), overwrite=overwrite)
+    if "overlay" in todo and image is not None:
+        write_overlay(todo["overlay"], image, labels, overwrite, getattr(meta, "axes", None))
+
+
+def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
+                 formats: Sequence[str] = FORMATS, overwrite: bool = False, overlay: bool = False,
+                 link: bool = False, link_iou: float = 0.5, channels=None,
+                 progress=null_progress, **generate_kw) -> dict:
+    """Segment one file and write its outputs -> {"path", "status", "objects", "outputs"}."""
+    from .io.images import read_image
+
+    paths = output_paths(outdir, output_stem(path), formats, overlay)
+    info = {"path": str(path), "outputs": [str(p) for p in paths.values()], "objects": 0}
+    todo = paths if overwrite else {k: p for k, p in paths.items() if not is_complete(p)}
+    if not todo:
+        info["status"] = "skipped"
+        return info
+    image, meta = read_image(path, channels=channels)
+    image = np.asarray(image)
+    axes = getattr(meta, "axes", None) or guess_axes(image.shape)
+    if not overwrite and "tif" in paths and "tif" not in todo:
+        from .io.labels import read_labels  # they exist: derive the missing outputs from them
+
+        labels, records = read_labels(paths["tif"])[0], None
+    else:
+        res = automask_stack(image, generator, axes, link, link_iou, progress, **generate_kw)
+        labels, records = res.labels, res.records
+    info["objects"] = len(np.unique(labels[labels > 0]))
+    _write_outputs(todo, image, meta, labels, records, path.name, overwrite)
+    info["status"] = "processed" if len(todo) == len(paths) else "completed"
+    return info
+
+
+def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] = FORMATS,
+              overwrite: bool = False, overlay: bool = False, link_slices: bool = False,
+              link_iou: float = 0.5, channels=None, progress=null_progress,
+              log: Optional[Callable[[str], None]] = None, generator=None, device="auto",
+              **kw) -> dict:
+    """Automask every input image into `outdir`; returns a summary (see module doc).
+
+    model: as for `automask` (None = bundled); or pass a ready `generator`. Other keywords
+    go to `AutoMaskGenerator` (points_per_side, ...) and to `generate` (pred_iou_thresh, ...).
+    """
+    t0 = time.perf_counter()
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"unknown output format(s) {bad}; choose from {', '.join(FORMATS)}")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    files, problems = expand_inputs(inputs)
+    init_kw, run_kw, gen_kw = split_kwargs(kw)
+    floors_from_thresholds(init_kw, gen_kw.get("pred_iou_thresh", 0.88),
+                           gen_kw.get("stability_thresh", 0.95))
+    if run_kw.get("channels") is not None:
+        channels = run_kw["channels"]
+    stems: Dict[str, Path] = {}
+    results = [{"path": p, "status": "failed", "error": why, "objects": 0} for p, why in problems]
+    say = log or (lambda msg: None)
+    n = len(files)
+    if generator is None and any(overwrite or not all(
+            is_complete(q) for q in output_paths(outdir, output_stem(p), formats,
+                                                 overlay).values()) for p in files):
+        generator = AutoMaskGenerator(model, device=device, **init_kw)  # once for the batch
+    for i, path in enumerate(files):
+        stem = output_stem(path)
+        if stem in stems:
+            results.append({"path": str(path), "status": "failed", "objects": 0,
+                            "error": f"its outputs would overwrite those of {stems[stem]}"})
+            say(f"failed {path}: outputs collide with {stems[stem]} (same name)")
+            continue
+        stems[stem] = path
+
+        def sub(done, total, message="", _i=i, _name=path.name):
+            progress(_i * 1000 + (done * 1000 // total if total else 0), n * 1000,
+                     f"{_name} {message}".strip())
+
+        try:
+            info = process_file(path, generator, outdir, formats, overwrite, overlay,
+                                link_slices, link_iou, channels, sub, **gen_kw)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as err:  # one bad file must not stop the batch
+            info = {"path": str(path), "status": "failed", "objects": 0,
+                    "error": f"{type(err).__name__}: {err}"}
+        results.append(info)
+        progress((i + 1) * 1000, n * 1000, path.name)
+        if info["status"] == "failed":
+            say(f"failed {path}: {info['error']}")
+        else:
+            say(f"{info['status']} {path}: {info['objects']} objects")
+    count = lambda s: sum(r["status"] == s for r in results)  # noqa: E731
+    return {"inputs": len(results), "processed": count("processed") + count("completed"),
+            "skipped": count("skipped"), "failed": count("failed"),
+            "objects": int(sum(r.get("objects", 0) for r in results
+                               if r["status"] in ("processed", "completed"))),
+            "seconds": round(time.perf_counter() - t0, 3), "outdir": str(outdir),
+            "files": results}

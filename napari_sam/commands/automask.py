@@ -1,0 +1,126 @@
+"""`napari-sam automask INPUT... -o OUTDIR`: segment everything in images, stacks and folders.
+
+Argument parsing is split so other features can add options without touching the rest:
+`add_arguments(parser)` declares the options (extend it with a new group), and
+`batch_options(args)` turns them into keyword arguments for `napari_sam.batch.run_batch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _int_list(text: str):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def _formats(text: str):
+    from ..batch import FORMATS
+
+    out = [v.strip().lower() for v in text.split(",") if v.strip()]
+    out = ["tif" if v == "tiff" else v for v in out]
+    bad = [v for v in out if v not in FORMATS]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(
+            f"unknown format(s) {', '.join(bad) or '(none)'}; choose from {','.join(FORMATS)}")
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files (.tif/.tiff/.png/.jpg), folders or glob patterns")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                        help="folder for <stem>_labels.tif, <stem>_coco.json, <stem>_objects.csv")
+    parser.add_argument("--model", default=None, metavar="NAME|PATH",
+                        help="registry name or checkpoint file (default: the bundled model)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--format", dest="formats", type=_formats, default=["tif", "coco", "csv"],
+                        metavar="tif,coco,csv", help="outputs to write (default: all three)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo inputs whose outputs exist (default: skip them)")
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write <stem>_overlay.png (outlines; stacks: middle slice)")
+    parser.add_argument("--channels", type=_int_list, default=None, metavar="0,1",
+                        help="channels to use (1 to 3) for images with more than three")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g = parser.add_argument_group("automatic mask generation")
+    g.add_argument("--points-per-side", type=int, default=32, metavar="N")
+    g.add_argument("--points-per-batch", type=int, default=64, metavar="N")
+    g.add_argument("--crop-n-layers", type=int, default=0, metavar="N",
+                   help="extra layers of overlapping crops, for small objects (slower)")
+    g.add_argument("--pred-iou-thresh", type=float, default=0.88, metavar="F")
+    g.add_argument("--stability-thresh", type=float, default=0.95, metavar="F")
+    g.add_argument("--nms-thresh", type=float, default=0.7, metavar="F")
+    g.add_argument("--min-area", type=int, default=0, metavar="N",
+                   help="drop objects smaller than N pixels")
+    s = parser.add_argument_group("stacks")
+    s.add_argument("--link-slices", action="store_true",
+                   help="give overlapping objects of neighbouring slices one id (IoU matching)")
+    s.add_argument("--link-iou", type=float, default=0.5, metavar="F")
+    tiling_arguments(parser)
+
+
+def tiling_arguments(parser: argparse.ArgumentParser) -> None:
+    """Hook for tiled processing of large images (--tile-size, --overlap, --tiling)."""
+
+
+def batch_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments of `run_batch` from parsed arguments."""
+    return dict(
+        model=args.model, device=args.device, precision=args.precision, formats=args.formats,
+        overwrite=args.overwrite, overlay=args.overlay, channels=args.channels,
+        link_slices=args.link_slices, link_iou=args.link_iou,
+        points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+        crop_n_layers=args.crop_n_layers, pred_iou_thresh=args.pred_iou_thresh,
+        stability_thresh=args.stability_thresh, nms_thresh=args.nms_thresh,
+        min_area=args.min_area)
+
+
+def print_summary(summary: dict, file=None) -> None:
+    file = file or sys.stdout
+    for r in summary["files"]:
+        if r["status"] == "failed":
+            print(f"FAILED  {r['path']}: {r['error']}", file=file)
+    print(f"{summary['inputs']} inputs: {summary['processed']} processed, "
+          f"{summary['skipped']} skipped (outputs exist; --overwrite redoes them), "
+          f"{summary['failed']} failed; {summary['objects']} objects in "
+          f"{summary['seconds']:.1f} s -> {summary['outdir']}", file=file)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..batch import run_batch
+    from ..progress import null_progress, tqdm_progress
+
+    progress = null_progress if args.quiet else tqdm_progress("automask")
+    log = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731 (keeps the bar intact)
+    summary = run_batch(args.inputs, args.output, progress=progress, log=log,
+                        **batch_options(args))
+    print_summary(summary)
+    if getattr(args, "summary_json", None):
+        with open(args.summary_json, "w") as f:
+            json.dump(summary, f, indent=1)
+    return 1 if summary["failed"] else 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "automask", help="segment everything in images, stacks and folders",
+        description="Automatic segmentation with a grid of point prompts. Writes, per input, "
+                    "OUTDIR/<stem>_labels.tif (uint32, same Y/X shape, Z/T kept), "
+                    "<stem>_coco.json and <stem>_objects.csv. Inputs whose outputs all exist "
+                    "are skipped unless --overwrite; a file that fails is reported and the "
+                    "rest go on. Exit status 1 if any input failed.")
+    add_arguments(parser)
+    parser.add_argument("--summary-json", default=None, metavar="PATH",
+                        help="also write the summary as JSON")
+    parser.set_defaults(func=run)
