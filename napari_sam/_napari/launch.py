@@ -20,7 +20,7 @@ def _add_image(viewer, image, channels=None, name=None):
         scale = None
         if meta.pixel_size:
             scale = (1.0,) * (len(spatial) - 2) + tuple(meta.pixel_size)
-        if meta.axes.endswith("C") and data.shape[-1] in (3, 4):
+        if meta.axes.endswith("C") and data.shape[-1] in (3, 4) and data.dtype == np.uint8:
             return viewer.add_image(data, name=name, rgb=True, scale=scale)
         if meta.axes.endswith("C"):
             return viewer.add_image(data, name=name, channel_axis=-1, scale=scale)[0]

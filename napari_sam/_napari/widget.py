@@ -108,21 +108,24 @@ class SamWidget(Container):
         self.embed_button = PushButton(text="Embed", tooltip="compute the image embedding again")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="", value=0, max=3, visible=False)
-        self.status = Label(label="", value="")
+        self.status = Label(label="status", value="")
         self.negative = CheckBox(text=f"negative clicks [{KEYS['negative']}] (or Shift+click)")
-        self.candidate = Label(label="mask", value="-")
+        self.candidate = Label(value="-")
         self.next_button = PushButton(text=f"Next mask [{KEYS['next_mask']}]")
         self.labels_layer = ComboBox(label="labels", choices=self._labels_choices)
         self.overwrite = CheckBox(text="overwrite existing objects")
         self.commit_button = PushButton(text=f"Commit [{KEYS['commit']}]")
         self.undo_button = PushButton(text=f"Undo [{KEYS['undo']}]")
         self.clear_button = PushButton(text=f"Clear [{KEYS['clear']}]")
-        row = lambda *w: Container(widgets=w, layout="horizontal", labels=False)  # noqa: E731
+        def row(*widgets, label=""):
+            return Container(widgets=widgets, layout="horizontal", labels=False, label=label)
+
         self.extend([self.image, self.model, self.model_file, self.device, self.channels,
                      row(self.embed_button, self.cancel_button), self.progress, self.status,
-                     self.negative, row(self.candidate, self.next_button), self.labels_layer,
-                     self.overwrite, row(self.commit_button, self.undo_button, self.clear_button)])
-        self.status.native.setWordWrap(True)
+                     self.negative, row(self.candidate, self.next_button, label="mask"),
+                     self.labels_layer, self.overwrite,
+                     row(self.commit_button, self.undo_button, self.clear_button)])
+        _expanding_text(self.status.native)
         self.image.changed.connect(self._on_image_changed)
         for w in (self.model, self.model_file, self.device):
             w.changed.connect(self._on_model_changed)
@@ -383,6 +386,16 @@ class SamWidget(Container):
             self._image.events.data.disconnect(self._on_image_data)
         self._embedder.cancel()
         self._remove_own_layers()
+
+
+def _expanding_text(label) -> None:
+    """A QLabel that wraps long messages and takes the row's width, text on the left."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.setWordWrap(True)
+    label.setAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+    label.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
 
 
 def _is(layer, kind: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -181,6 +183,18 @@ def test_key_bindings_released(make_napari_viewer, qtbot, wait, disk_model):
     mine = []
     viewer.bind_key("U", lambda v: mine.append(1))
     w = make_widget(viewer, qtbot, wait, disk_model)
+    toggle = viewer.bind_key("N", None)  # the widget's binding, taken out to call it
+    toggle(viewer)
+    assert w.negative.value
+    viewer.bind_key("N", toggle)
+    # Shift+click gives a negative point: our press callback runs before napari's "add"
+    w.points_layer.mode = "select"
+    w.points_layer.mode = "add"
+    assert w.points_layer.mouse_drag_callbacks[0] == w._on_click
+    w.negative.value = False
+    w._on_click(w.points_layer, SimpleNamespace(modifiers=("Shift",)))
+    w.points_layer.add([10, 10])
+    assert list(w.points_layer.features["sign"]) == ["negative"]
     n = len(viewer.layers)
     viewer.window.remove_dock_widget(w.native)  # as the dock's close button does
     assert len(viewer.layers) == n - 3  # the prompt layers go with the widget

@@ -1,0 +1,130 @@
+"""Screenshots of the interactive widget for docs/ and the click-to-preview timing.
+
+    xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python tests/napari/screenshots.py \
+        [--model bundled] [--out docs] [--clicks 20] [--threads 0]
+
+Opens the nuclei sample, clicks on nuclei (interior points of the sample's ground truth),
+commits several objects, saves docs/napari_clicks.png and docs/napari_commits.png, then
+times 2 x `--clicks` prompt changes (a first click on a new nucleus, then a refining click):
+from adding the point to the preview layer holding the new mask (the widget's own
+`decode_ms`), and to the redrawn canvas (add + Qt event processing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def interior_points(truth: np.ndarray, n: int):
+    from napari_sam.prompts import interior_point
+
+    ids = [i for i in np.unique(truth) if i]
+    rng = np.random.default_rng(1)
+    return [interior_point(truth == i) for i in rng.permutation(ids)[:n]]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="bundled",
+                    help="bundled, a registry name or file, or random:ARCH (untrained, e.g. "
+                         "random:bundled: the bundled architecture, for timing)")
+    ap.add_argument("--out", default=str(ROOT / "docs"))
+    ap.add_argument("--clicks", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args(argv)
+
+    warnings.filterwarnings("ignore", message="napari support for the PyQt5")
+    import napari
+    import tifffile
+    import torch
+    from qtpy.QtWidgets import QApplication
+    from skimage.io import imsave
+
+    from napari_sam import build_model
+    from napari_sam._napari.sample_data import nuclei
+    from napari_sam._napari.widget import SamWidget
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = (build_model(args.model.split(":", 1)[1]) if args.model.startswith("random:")
+             else args.model)
+    viewer = napari.Viewer()
+    viewer.window.resize(1400, 900)
+    data, kwargs, _ = nuclei()[0]
+    image = viewer.add_image(data, **kwargs)
+    widget = SamWidget(viewer, model=model)
+    viewer.window.add_dock_widget(widget, name="Segment Anything", area="right")
+    app = QApplication.instance()
+
+    def settle(seconds=0.3):
+        end = time.time() + seconds
+        while time.time() < end:
+            app.processEvents()
+            time.sleep(0.01)
+
+    def close_toasts():
+        settle()
+        for w in QApplication.allWidgets():
+            if type(w).__name__ == "NapariQtNotification":  # toasts over the canvas
+                w.close()
+        settle()
+
+    end = time.time() + 120
+    while not widget.ready and time.time() < end:
+        settle(0.1)
+    if not widget.ready:
+        raise SystemExit(f"the widget did not get ready: {widget.status.value}")
+    truth = tifffile.imread(ROOT / "sample_data" / "nuclei_truth.tif")
+    pts = interior_points(truth, 8 + 2 * args.clicks)
+    points = widget.points_layer
+
+    def click(rc, negative=False):
+        widget.negative.value = negative
+        points.add(points.world_to_data(image.data_to_world(rc)))
+
+    out = Path(args.out)
+    for rc in pts[:6]:
+        click(rc)
+        widget.commit()
+    click(pts[6])
+    click(pts[6] + np.array([0, 8]))
+    close_toasts()
+    imsave(out / "napari_commits.png", viewer.screenshot(canvas_only=False, flash=False),
+           check_contrast=False)
+    widget.clear()
+    viewer.layers.selection.active = points
+    click(pts[7])
+    click(pts[7] + np.array([6, -4]))
+    click(pts[7] + np.array([-14, 0]), negative=True)
+    close_toasts()
+    imsave(out / "napari_clicks.png", viewer.screenshot(canvas_only=False, flash=False),
+           check_contrast=False)
+
+    widget.clear()
+    walls, decode = [], []
+    for rc in pts[8: 8 + args.clicks]:
+        for p in (rc, rc + np.array([3, 3])):  # a new object, then a refining click
+            t0 = time.perf_counter()
+            click(p)
+            decode.append(widget.decode_ms[-1])
+            app.processEvents()
+            walls.append((time.perf_counter() - t0) * 1000)
+        widget.clear()
+    print(f"model {args.model}, torch threads {torch.get_num_threads()}, image {data.shape}")
+    print(f"prompt change -> preview layer updated: median {np.median(decode):.1f} ms "
+          f"(p90 {np.percentile(decode, 90):.1f}) over {len(decode)} updates")
+    print(f"prompt change -> canvas redrawn:        median {np.median(walls):.1f} ms "
+          f"(p90 {np.percentile(walls, 90):.1f}) over {len(walls)} clicks")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
