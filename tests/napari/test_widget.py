@@ -114,6 +114,13 @@ def test_scaled_translated_image(make_napari_viewer, qtbot, wait, disk_model):
     labels = viewer.layers[f"{image.name} labels"]
     assert tuple(labels.scale) == (2.0, 0.5) and tuple(labels.translate) == (10.0, -20.0)
     np.testing.assert_allclose(disk_centre(labels.data == 1), (60, 300), atol=1.5)
+    first = labels.data == 1
+    click(w, image, (60, 320))  # overlaps the first object
+    w.commit()
+    assert set(np.unique(labels.data)) == {0, 1, 2}
+    np.testing.assert_array_equal(labels.data == 1, first)
+    w.undo()
+    np.testing.assert_array_equal(labels.data, first.astype(np.uint32))
 
 
 def test_multimask_negative_refine_box(make_napari_viewer, qtbot, wait, disk_model):
