@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def tiling_arguments(parser: argparse.ArgumentParser) -> None:
     """Hook for tiled processing of large images (--tile-size, --overlap, --tiling)."""
+    from ..tiled.cli import add_arguments as add_tiling_arguments
+
+    add_tiling_arguments(parser)
 
 
 def batch_options(args: argparse.Namespace) -> dict:
@@ -103,8 +106,13 @@ def run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731 (keeps the bar intact)
-    summary = run_batch(args.inputs, args.output, progress=progress, log=log,
-                        **batch_options(args))
+    if getattr(args, "tiling", "off") != "off":  # large 2D images go tile by tile
+        from ..tiled.cli import run_with_tiling
+
+        summary = run_with_tiling(args, batch_options(args), progress, log)
+    else:
+        summary = run_batch(args.inputs, args.output, progress=progress, log=log,
+                            **batch_options(args))
     print_summary(summary)
     if getattr(args, "summary_json", None):
         with open(args.summary_json, "w") as f:

@@ -48,9 +48,11 @@ class AutomaskSegmenter:
 
     def __init__(self, points_per_side: int = 32, pred_iou_thresh: float = 0.88,
                  stability_thresh: float = 0.95, min_area: int = 0, **kw) -> None:
-        from ..automask import split_kwargs
+        from ..automask import floors_from_thresholds, split_kwargs
 
         init, run, gen = split_kwargs(kw)
+        # thresholds are fixed for a tiled run: keep only candidates that can pass them
+        floors_from_thresholds(init, pred_iou_thresh, stability_thresh)
         if run:
             raise TypeError(f"{', '.join(run)}: set these on the tiled run, not per tile")
         self.init_kw = dict(init, points_per_side=points_per_side)
