@@ -1,0 +1,108 @@
+"""Large images in napari: multiscale lazy layers and tiled prompts (no napari import here).
+
+napari draws a multiscale layer from the level that matches the zoom, so a 20k x 20k
+slide opens at once and stays responsive: only the visible tiles of one level are read.
+
+- `image_layer_data(path)`: napari LayerData for a large TIFF, as a list of lazy (dask)
+  levels: the file's own pyramid when it has one (OME-TIFF, SVS-like), otherwise
+  level 0 and strided views of it, halving down to about 1024 pixels (reading a strided
+  level decodes the level-0 tiles under the view, once, then napari caches it).
+- `labels_layer_data(labels)`: the same for a label image on disk (zarr, from
+  `tiled_automask`), nearest-neighbour levels, so ids are never mixed.
+- `reader(path)`: an npe2 reader for TIFFs above `LARGE` pixels on a side, else None.
+- `tiled_predictor(layer_data, model, ...)`: a `TiledPredictor` on level 0 of such a
+  layer, for prompts in the widget (`TiledMask.paint` writes the answer into a labels
+  layer's level 0 without a full-size mask).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+LARGE = 8192      # pixels on the longer side above which `reader` claims a TIFF
+SMALLEST = 1024   # stop halving below this
+
+
+def _as_dask(arr):
+    import dask.array as da
+
+    if isinstance(arr, da.Array):
+        return arr
+    try:
+        from napari_sam.io.images import as_dask
+
+        return as_dask(arr)
+    except (ImportError, TypeError, ValueError):
+        return da.from_array(arr, chunks=(1024, 1024) + tuple(arr.shape[2:]))
+
+
+def levels_for(arr, smallest: int = SMALLEST) -> List[Any]:
+    """Level 0 and strided views halving down to `smallest` pixels (lazy, dask)."""
+    base = _as_dask(arr)
+    out = [base]
+    step = 2
+    while max(base.shape[:2]) // step >= smallest:
+        out.append(base[::step, ::step])
+        step *= 2
+    return out
+
+
+def image_layer_data(path, channels=None, name: Optional[str] = None):
+    """napari LayerData (data, kwargs, "image") for a large image file, multiscale."""
+    from napari_sam.io.images import open_lazy
+
+    from .io_hooks import layer_kwargs
+
+    arr, meta = open_lazy(path, channels=channels)
+    levels = []
+    n = getattr(meta, "levels", 1) or 1
+    if n > 1:
+        levels = [_as_dask(open_lazy(path, level=i, channels=channels)[0]) for i in range(n)]
+    else:
+        levels = levels_for(arr)
+    kwargs = layer_kwargs(meta, name or Path(path).stem)
+    kwargs["multiscale"] = len(levels) > 1
+    if "C" in meta.axes:
+        kwargs["rgb"] = meta.shape[-1] in (3, 4) and meta.dtype == "uint8"
+    data = levels if len(levels) > 1 else levels[0]
+    return data, kwargs, "image"
+
+
+def labels_layer_data(labels, name: str = "labels", **kwargs):
+    """napari LayerData for a (Y, X) label image on disk (zarr/memmap), multiscale."""
+    import dask.array as da
+
+    base = da.from_zarr(labels) if hasattr(labels, "chunks") and hasattr(labels, "store") \
+        else _as_dask(labels)
+    levels = levels_for(base)
+    kw = dict(kwargs, name=name, multiscale=len(levels) > 1)
+    return (levels if len(levels) > 1 else levels[0]), kw, "labels"
+
+
+def reader(path):
+    """npe2 reader: a large TIFF as a multiscale image layer; None for anything else."""
+    from napari_sam.io.images import is_tiff, read_meta
+
+    if isinstance(path, (list, tuple)) or not is_tiff(path):
+        return None
+    try:
+        meta = read_meta(path)
+    except Exception:  # noqa: BLE001 - not ours to report: another reader may take it
+        return None
+    if meta.axes not in ("YX", "YXC") or max(meta.shape[:2]) <= LARGE:
+        return None
+    return lambda p: [image_layer_data(p)]
+
+
+def tiled_predictor(layer_data, model, path=None, channels=None, cache="auto", **kwargs):
+    """A TiledPredictor on level 0 of an image layer's data (array or list of levels).
+
+    Give `path` (the layer's source file) to keep embeddings beside it or reuse them
+    (cache="auto"); without a path the embeddings live in memory."""
+    from napari_sam.tiling import TiledPredictor
+
+    level0 = layer_data[0] if isinstance(layer_data, (list, tuple)) else layer_data
+    image = str(path) if path is not None else level0
+    return TiledPredictor(model, image, channels=channels,
+                          cache=cache if path is not None else None, **kwargs)
