@@ -1,34 +1,34 @@
 """Interactive segmentation dock widget: click, refine, commit, undo.
 
-Thin: prompts are read by `layers.read_prompt`, decoded by `prompts.Segmenter`, committed by
-`prompts.commit_mask`; embeddings come from `workers.Embedder` (a napari worker, cached per
-layer and slice). Decoding (a few ms to tens of ms) runs on the GUI thread, once per prompt
-change; encoding never does.
+Thin: the prompt layers are `prompt_layers.PromptLayers`, prompts are decoded by
+`prompts.Segmenter`, objects are written by `commits.Committer` (`prompts.commit_mask`), and
+embeddings come from `workers.Embedder` (a napari worker, cached per layer and slice).
+Decoding (a few ms to tens of ms) runs on the GUI thread, once per prompt change; encoding
+never does. The controls are laid out in `controls.py`.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, Label, LineEdit,
-                              ProgressBar, PushButton)
+from magicgui.widgets import Container
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..model.registry import BUNDLED_PATH
-from ..prompts import Segmenter, commit_mask, undo_commit
+from ..prompts import Segmenter
 from . import layers as L
+from .commits import CommitError, Committer
 from .keys import KeyBindings, on_close
-from .options import DEVICES, FILE_CHOICE, GIVEN_CHOICE, model_choices, parse_channels
+from .controls import KEYS, build_controls
+from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
+from .prompt_layers import PromptLayers
 from .workers import Embedder
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
-
-KEYS = {"commit": "Shift-C", "next_mask": "Shift-M", "undo": "U", "negative": "N",
-        "clear": "Shift-X"}
-MAX_UNDO = 20
 
 
 class SamWidget(Container):
@@ -43,13 +43,13 @@ class SamWidget(Container):
         model = os.fspath(model) if isinstance(model, os.PathLike) else model
         self._given_model = None if model is None or isinstance(model, str) else model
         self._closed = False
-        self._own = ()            # preview, shapes, points
+        self._prompts = None      # PromptLayers over the current image
         self._image = None
         self._key = None          # (layer id, slice, model key, channels) being shown
         self._ready = False       # the predictor holds the embedding of self._key
         self._segmenter = None
-        self._undo = []
-        self.decode_ms: list = []  # prompt change -> preview shown, per update
+        self._committer = Committer(viewer)
+        self.decode_ms = deque(maxlen=1000)  # prompt change -> preview shown, per update
         self._embedder = Embedder(self._on_progress, self._on_embedded, self._on_failed,
                                   self._on_busy)
         self._build(model, device)
@@ -79,53 +79,24 @@ class SamWidget(Container):
         return self._ready and not self._embedder.busy
 
     @property
+    def prompt_layers(self):
+        return self._prompts
+
+    @property
     def preview_layer(self):
-        return self._own[0] if self._own else None
+        return self._prompts and self._prompts.preview
 
     @property
     def shapes_layer(self):
-        return self._own[1] if self._own else None
+        return self._prompts and self._prompts.shapes
 
     @property
     def points_layer(self):
-        return self._own[2] if self._own else None
+        return self._prompts and self._prompts.points
 
     # ---- layout --------------------------------------------------------------------------
     def _build(self, model, device: str) -> None:
-        choices = model_choices(given=self._given_model is not None)
-        start = GIVEN_CHOICE if self._given_model is not None else "bundled"
-        if isinstance(model, str):
-            start = model if model in choices else FILE_CHOICE
-        self.image = ComboBox(label="image", choices=self._image_choices)
-        self.model = ComboBox(label="model", choices=choices, value=start)
-        self.model_file = FileEdit(label="model file", mode="r", filter="*.pt *.pth",
-                                   visible=start == FILE_CHOICE,
-                                   value=model if start == FILE_CHOICE else "")
-        self.device = ComboBox(label="device", choices=DEVICES,
-                               value=device if device in DEVICES else "auto")
-        self.channels = LineEdit(label="channels", tooltip="RGB/multichannel: up to 3 channel "
-                                 "indices, e.g. 0 or 0,1,2 (empty: as the image is)")
-        self.embed_button = PushButton(text="Embed", tooltip="compute the image embedding again")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="", value=0, max=3, visible=False)
-        self.status = Label(label="status", value="")
-        self.negative = CheckBox(text=f"negative clicks [{KEYS['negative']}] (or Shift+click)")
-        self.candidate = Label(value="-")
-        self.next_button = PushButton(text=f"Next mask [{KEYS['next_mask']}]")
-        self.labels_layer = ComboBox(label="labels", choices=self._labels_choices)
-        self.overwrite = CheckBox(text="overwrite existing objects")
-        self.commit_button = PushButton(text=f"Commit [{KEYS['commit']}]")
-        self.undo_button = PushButton(text=f"Undo [{KEYS['undo']}]")
-        self.clear_button = PushButton(text=f"Clear [{KEYS['clear']}]")
-        def row(*widgets, label=""):
-            return Container(widgets=widgets, layout="horizontal", labels=False, label=label)
-
-        self.extend([self.image, self.model, self.model_file, self.device, self.channels,
-                     row(self.embed_button, self.cancel_button), self.progress, self.status,
-                     self.negative, row(self.candidate, self.next_button, label="mask"),
-                     self.labels_layer, self.overwrite,
-                     row(self.commit_button, self.undo_button, self.clear_button)])
-        _expanding_text(self.status.native)
+        build_controls(self, model, device, given=self._given_model is not None)
         self.image.changed.connect(self._on_image_changed)
         for w in (self.model, self.model_file, self.device):
             w.changed.connect(self._on_model_changed)
@@ -143,7 +114,10 @@ class SamWidget(Container):
 
     def _labels_choices(self, *_):
         return [("new layer", None)] + [(ly.name, ly) for ly in self.viewer.layers
-                                         if _is(ly, "Labels") and ly not in self._own]
+                                         if _is(ly, "Labels") and not self._owns(ly)]
+
+    def _owns(self, layer) -> bool:
+        return self._prompts is not None and layer in self._prompts.layers
 
     def reset_choices(self, *_) -> None:
         if not self._closed:  # napari keeps calling this after the widget closed
@@ -151,8 +125,8 @@ class SamWidget(Container):
 
     def _on_layers_changed(self, *_) -> None:
         self.reset_choices()
-        if self._own and not all(ly in self.viewer.layers for ly in self._own):
-            self._remove_own_layers()  # the user deleted one: Embed makes them again
+        if self._prompts is not None and not self._prompts.alive():
+            self._remove_prompt_layers()  # the user deleted one: Embed makes them again
 
     # ---- image, slice, model -> embedding --------------------------------------------------
     def _on_image_changed(self, *_) -> None:
@@ -163,7 +137,7 @@ class SamWidget(Container):
         if self._image is not None:
             self._image.events.data.disconnect(self._on_image_data)
         self._image, self._key, self._ready = image, None, False
-        self._remove_own_layers()
+        self._remove_prompt_layers()
         error = L.check_image(image)
         if error:
             self.status.value = error
@@ -207,7 +181,7 @@ class SamWidget(Container):
                 self._channels())
 
     def _on_slice(self, *_) -> None:
-        if self._own and self._image is not None and self._target_key() != self._key:
+        if self._prompts is not None and self._target_key() != self._key:
             self._show_mask(None)
             self._ensure_embedding()
 
@@ -216,8 +190,10 @@ class SamWidget(Container):
         image = self._image
         if L.check_image(image) or self._closed:
             return
-        if not self._own:
-            self._add_own_layers(image)
+        if self._prompts is None:
+            self._prompts = PromptLayers(self.viewer, image, self.update_preview,
+                                         lambda: self.negative.value)
+            self.reset_choices()
         key = self._target_key()
         if key == self._key and (self._ready or self._embedder.busy) and not force:
             return
@@ -260,43 +236,21 @@ class SamWidget(Container):
         self.update_preview()
 
     # ---- prompts and preview -------------------------------------------------------------
-    def _add_own_layers(self, image) -> None:
-        preview, shapes, points = L.add_prompt_layers(self.viewer, image, "SAM")
-        self._own = (preview, shapes, points)
-        points.mouse_drag_callbacks.insert(0, self._on_click)
-        for layer in (points, shapes):
-            layer.events.data.connect(self._on_prompt_changed)
-        self.reset_choices()
-        self.viewer.layers.selection.active = points
-        points.mode = "add"
-
-    def _remove_own_layers(self) -> None:
-        own, self._own = self._own, ()
-        for layer in own:
-            layer.events.data.disconnect(self._on_prompt_changed)
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-
-    def _on_click(self, layer, event) -> None:
-        negative = self.negative.value != ("Shift" in event.modifiers)
-        layer.feature_defaults = {"sign": L.NEGATIVE if negative else L.POSITIVE}
+    def _remove_prompt_layers(self) -> None:
+        prompts, self._prompts = self._prompts, None
+        if prompts is not None:
+            prompts.remove()
 
     def _set_default_sign(self, *_) -> None:
-        if self._own:
-            sign = L.NEGATIVE if self.negative.value else L.POSITIVE
-            self.points_layer.feature_defaults = {"sign": sign}
-
-    def _on_prompt_changed(self, event) -> None:
-        if getattr(event, "action", "changed") in ("added", "removed", "changed"):
-            self.update_preview()
+        if self._prompts is not None:
+            self._prompts.set_negative(self.negative.value)
 
     def update_preview(self) -> None:
         """Decode the prompts of the displayed slice and show the chosen mask."""
-        if not (self._ready and self._own):
+        if not (self._ready and self._prompts is not None):
             return
         start = time.perf_counter()
-        prompt, ignored = L.read_prompt(self.points_layer, self.shapes_layer, self._image,
-                                        self._key[1])
+        prompt, ignored = self._prompts.read(self._key[1])
         try:
             self._segmenter.update(prompt)
         except (ValueError, RuntimeError) as err:
@@ -307,9 +261,8 @@ class SamWidget(Container):
             self.status.value = f"{ignored} prompt(s) outside the image or unsupported: ignored"
 
     def _show_mask(self, mask) -> None:
-        if self._own:
-            self.preview_layer.data = (mask.astype("uint8") if mask is not None
-                                       else self.preview_layer.data * 0)
+        if self._prompts is not None:
+            self._prompts.show(mask)
         result = self._segmenter.result if self._segmenter and mask is not None else None
         if result is None:
             self.candidate.value = "-"
@@ -331,9 +284,8 @@ class SamWidget(Container):
 
     def clear(self, *_) -> None:
         """Discard the prompts of the displayed slice."""
-        if self._own and self._key is not None:
-            for layer in (self.shapes_layer, self.points_layer):
-                L.remove_on_slice(layer, self._image, self._key[1])
+        if self._prompts is not None and self._key is not None:
+            self._prompts.clear(self._key[1])
             self._show_mask(None)
 
     def commit(self, *_) -> None:
@@ -347,31 +299,17 @@ class SamWidget(Container):
             self.reset_choices()
             self.labels_layer.value = labels
             self.viewer.layers.selection.active = self.points_layer
-        error = L.check_labels(labels, self._image)
-        if error:
-            return show_error(f"napari-sam: {error}")
         try:
-            record = commit_mask(labels.data, mask, self._key[1], self.overwrite.value)
-        except ValueError as err:
+            record = self._committer.commit(labels, self._image, self._key[1], mask,
+                                            self.overwrite.value)
+        except CommitError as err:
             return show_error(f"napari-sam: {err}")
-        if record is None:
-            return show_info("napari-sam: the object lies on existing objects only; tick "
-                             "'overwrite existing objects' to replace them")
-        labels.refresh()
-        self._undo = (self._undo + [(labels, record)])[-MAX_UNDO:]
         self.clear()
         self.status.value = f"committed object {record.label_id} to {labels.name!r}"
 
     def undo(self, *_) -> None:
         """Restore the pixels changed by the last commit."""
-        if not self._undo:
-            return show_info("napari-sam: nothing to undo")
-        labels, record = self._undo.pop()
-        if labels not in self.viewer.layers:
-            return show_info(f"napari-sam: {labels.name!r} was removed; nothing to undo")
-        undo_commit(labels.data, record)
-        labels.refresh()
-        self.status.value = f"removed object {record.label_id} from {labels.name!r}"
+        self.status.value = self._committer.undo()
 
     def release(self) -> None:
         """Give back key bindings and events, stop the worker, remove the prompt layers."""
@@ -385,17 +323,7 @@ class SamWidget(Container):
         if self._image is not None:
             self._image.events.data.disconnect(self._on_image_data)
         self._embedder.cancel()
-        self._remove_own_layers()
-
-
-def _expanding_text(label) -> None:
-    """A QLabel that wraps long messages and takes the row's width, text on the left."""
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QSizePolicy
-
-    label.setWordWrap(True)
-    label.setAlignment(Qt.AlignLeft | Qt.AlignVCenter)
-    label.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+        self._remove_prompt_layers()
 
 
 def _is(layer, kind: str) -> bool:

@@ -197,9 +197,9 @@ def test_key_bindings_released(make_napari_viewer, qtbot, wait, disk_model):
     # Shift+click gives a negative point: our press callback runs before napari's "add"
     w.points_layer.mode = "select"
     w.points_layer.mode = "add"
-    assert w.points_layer.mouse_drag_callbacks[0] == w._on_click
+    assert w.points_layer.mouse_drag_callbacks[0] == w.prompt_layers.on_press
     w.negative.value = False
-    w._on_click(w.points_layer, SimpleNamespace(modifiers=("Shift",)))
+    w.prompt_layers.on_press(w.points_layer, SimpleNamespace(modifiers=("Shift",)))
     w.points_layer.add([10, 10])
     assert list(w.points_layer.features["sign"]) == ["negative"]
     n = len(viewer.layers)

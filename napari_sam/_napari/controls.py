@@ -1,0 +1,61 @@
+"""The controls of the interactive widget and their layout (behaviour is in widget.py)."""
+
+from __future__ import annotations
+
+from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, Label, LineEdit,
+                              ProgressBar, PushButton)
+
+from .options import DEVICES, FILE_CHOICE, GIVEN_CHOICE, model_choices
+
+KEYS = {"commit": "Shift-C", "next_mask": "Shift-M", "undo": "U", "negative": "N",
+        "clear": "Shift-X"}
+
+
+def build_controls(w: Container, model, device: str, given: bool) -> None:
+    """Create the controls as attributes of the widget `w` and add them to it, in order."""
+    choices = model_choices(given=given)
+    start = GIVEN_CHOICE if given else "bundled"
+    if isinstance(model, str):
+        start = model if model in choices else FILE_CHOICE
+    w.image = ComboBox(label="image", choices=w._image_choices)
+    w.model = ComboBox(label="model", choices=choices, value=start)
+    w.model_file = FileEdit(label="model file", mode="r", filter="*.pt *.pth",
+                            visible=start == FILE_CHOICE,
+                            value=model if start == FILE_CHOICE else "")
+    w.device = ComboBox(label="device", choices=DEVICES,
+                        value=device if device in DEVICES else "auto")
+    w.channels = LineEdit(label="channels", tooltip="RGB/multichannel: up to 3 channel "
+                          "indices, e.g. 0 or 0,1,2 (empty: as the image is)")
+    w.embed_button = PushButton(text="Embed", tooltip="compute the image embedding again")
+    w.cancel_button = PushButton(text="Cancel", enabled=False)
+    w.progress = ProgressBar(label="", value=0, max=3, visible=False)
+    w.status = Label(label="status", value="")
+    w.negative = CheckBox(text=f"negative clicks [{KEYS['negative']}] (or Shift+click)")
+    w.candidate = Label(value="-", tooltip="chosen candidate / candidates, predicted IoU")
+    w.next_button = PushButton(text=f"Next mask [{KEYS['next_mask']}]")
+    w.labels_layer = ComboBox(label="labels", choices=w._labels_choices,
+                              tooltip="the Labels layer that receives committed objects")
+    w.overwrite = CheckBox(text="overwrite existing objects")
+    w.commit_button = PushButton(text=f"Commit [{KEYS['commit']}]")
+    w.undo_button = PushButton(text=f"Undo [{KEYS['undo']}]")
+    w.clear_button = PushButton(text=f"Clear [{KEYS['clear']}]")
+    w.extend([w.image, w.model, w.model_file, w.device, w.channels,
+              _row(w.embed_button, w.cancel_button), w.progress, w.status,
+              w.negative, _row(w.candidate, w.next_button, label="mask"),
+              w.labels_layer, w.overwrite,
+              _row(w.commit_button, w.undo_button, w.clear_button)])
+    _expanding_text(w.status.native)
+
+
+def _row(*widgets, label: str = "") -> Container:
+    return Container(widgets=widgets, layout="horizontal", labels=False, label=label)
+
+
+def _expanding_text(label) -> None:
+    """A QLabel that wraps long messages and takes the row's width, text on the left."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.setWordWrap(True)
+    label.setAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+    label.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
