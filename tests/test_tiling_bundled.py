@@ -1,0 +1,81 @@
+"""Tiling with real segmentation behaviour: the trained bundled model (skipped until its
+weights exist). The mechanisms are tested with stubs in test_tiling.py and
+test_tiling_automask.py; these check that the model and the mechanisms work together."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.model.registry import BUNDLED_PATH
+from napari_sam.tiling import TiledPredictor, TileGrid, tiled_automask
+from napari_sam.training.synthetic import nuclei_image
+
+pytestmark = pytest.mark.skipif(not BUNDLED_PATH.is_file(),
+                                reason="bundled weights not trained yet")
+
+
+@pytest.fixture(scope="module")
+def model():
+    from napari_sam import load_model
+
+    return load_model("bundled", "cpu")
+
+
+def iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def fibre_scene(angle: float, seed: int = 0):
+    """A bright elongated object (about 600 x 50 pixels) across a 3 x 3 grid of 256-pixel
+    tiles, on a noisy background with a few nuclei-sized blobs."""
+    h = w = 640
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[:h, :w].astype(np.float64)
+    y, x = rr - 320, cc - 320
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = c * x + s * y, -s * x + c * y
+    obj = (u / 300) ** 2 + (v / 25) ** 2 <= 1
+    img = 0.1 + 0.6 * obj + rng.normal(0, 0.03, (h, w))
+    for _ in range(12):  # distractors away from the object
+        py, px = rng.uniform(20, 620, 2)
+        blob = (rr - py) ** 2 + (cc - px) ** 2 <= 12 ** 2
+        if not (blob & obj).any():
+            img = np.where(blob, 0.5, img)
+    return (np.clip(img, 0, 1) * 4000 + 100).astype(np.uint16), obj
+
+
+def test_object_longer_than_a_tile_comes_back_whole(model):
+    img, obj = fibre_scene(np.pi / 5)  # diagonal: through corners of tiles
+    tp = TiledPredictor(model, img, tile_size=256, overlap=64)
+    assert tp.grid.grid_shape == (3, 3)
+    click = [[320, 320]]
+    whole = tp.predict(points=click).to_full(img.shape)
+    one = TiledPredictor(embeddings=tp.embeddings, max_tiles=1).predict(points=click)
+    assert iou(whole, obj) >= 0.85
+    assert iou(whole, obj) > iou(one.to_full(img.shape), obj) + 0.2  # the anchor alone is cut
+
+
+def test_tiled_automask_splits_no_object_at_seams(model):
+    img, truth = nuclei_image(5, size=(440, 640))
+    grid = TileGrid(truth.shape, 256, 64)
+    res = tiled_automask(img, model, tile_size=256, overlap=64, points_per_side=12)
+    lab = res.labels
+    # true objects crossing a seam: pixels in the cores of two or more tiles
+    owner = np.zeros(truth.shape, np.int32)
+    for k, t in enumerate(grid):
+        owner[t.core[0]:t.core[2], t.core[1]:t.core[3]] = k
+    crossing = [i for i in range(1, truth.max() + 1)
+                if len(np.unique(owner[truth == i])) > 1]
+    assert len(crossing) >= 5
+    found = split = 0
+    for i in crossing:
+        m = truth == i
+        ids, n = np.unique(lab[m], return_counts=True)
+        n, ids = n[ids > 0], ids[ids > 0]
+        big = ids[n >= 0.2 * m.sum()]
+        found += len(big) >= 1
+        split += len(big) >= 2
+    assert found >= 0.6 * len(crossing)  # the model finds most of them
+    assert split == 0
