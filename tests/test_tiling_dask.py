@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -52,3 +54,22 @@ def test_thread_pool_equals_single_process(case):
     path, model, single = case
     res = tiled_automask(str(path), model, scheduler="threads", workers=2, **KW)
     np.testing.assert_array_equal(res.labels, single.labels)
+
+
+def test_many_images_as_tasks_equal_single_process(case, tmp_path):
+    """`automask_files`: one task per image (each tiled inside its task)."""
+    import zarr
+    from dask.distributed import Client, LocalCluster
+
+    from napari_sam.tiled.distributed import automask_files
+
+    path, model, single = case
+    paths = [path, path.parent / "copy.tif"]
+    paths[1].write_bytes(path.read_bytes())
+    out = lambda p: tmp_path / (Path(p).stem + ".zarr")  # noqa: E731
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        done = automask_files(paths, out, scheduler=client, model=model, **KW)
+    assert [n for _, n in done] == [len(single.records)] * 2
+    for p in paths:
+        np.testing.assert_array_equal(zarr.open_array(str(out(p)), mode="r")[:], single.labels)
