@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_sam.model.registry import BUNDLED_PATH
 from napari_sam.tiling import TiledPredictor, TileGrid, tiled_automask

@@ -20,6 +20,7 @@ big images) and renumbered 1..N; memory is a few tiles plus a few numbers per ob
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -85,32 +86,47 @@ def _links(a: np.ndarray, b: np.ndarray, link_iou: float) -> List[Tuple[int, int
     return list(zip(ia[ok].tolist(), ib[ok].tolist()))
 
 
-def stitch(grid: TileGrid, results, out, link_iou: float = 0.3, progress=null_progress):
-    """Paint the tiles' pieces into `out` (zeros, shape of the image); returns the records
-    (id, area, bbox, centroid, tile, and the generator's scores when it gave them)."""
-    read = _TileReader(results, grid)
+@dataclass
+class Pieces:
+    """Every piece of every tile, as flat arrays over node numbers (one per piece)."""
+
+    tiles: List[Tile]
+    offset: Dict[tuple, int]          # first node of each tile
+    boxes: List[list]                 # per tile: find_objects slices of its pieces
+    area: np.ndarray
+    cy: np.ndarray
+    cx: np.ndarray
+    complete: np.ndarray              # touches no inner edge of its tile
+    tile_of: np.ndarray               # index into `tiles`
+
+    def __len__(self) -> int:
+        return len(self.area)
+
+
+def collect_pieces(grid: TileGrid, read, progress, total: int) -> Pieces:
     tiles = list(grid)
-    total = 3 * len(tiles)
-    # 1. pieces: a global node number per (tile, local id)
-    offset: Dict[tuple, int] = {}
-    stats = []
-    n_nodes = 0
+    offset, stats, n = {}, [], 0
     for k, t in enumerate(tiles):
         s = _piece_stats(t, read(t))
-        offset[t.index] = n_nodes
-        n_nodes += len(s[0])
+        offset[t.index] = n
+        n += len(s[0])
         stats.append(s)
         progress(k + 1, total, "stitching: pieces")
-    area = np.concatenate([s[0] for s in stats]) if stats else np.zeros(0)
-    cy = np.concatenate([s[1] for s in stats]) if stats else np.zeros(0)
-    cx = np.concatenate([s[2] for s in stats]) if stats else np.zeros(0)
-    complete = np.concatenate([s[3] for s in stats]) if stats else np.zeros(0, bool)
-    tile_of = np.concatenate([np.full(len(s[0]), i) for i, s in enumerate(stats)]) \
-        if stats else np.zeros(0, int)
-    # 2. links between neighbours, in their overlap
+    cat = lambda i, dtype: (np.concatenate([s[i] for s in stats]) if stats  # noqa: E731
+                            else np.zeros(0, dtype))
+    tile_of = (np.concatenate([np.full(len(s[0]), i) for i, s in enumerate(stats)])
+               if stats else np.zeros(0, int))
+    return Pieces(tiles, offset, [s[4] for s in stats], cat(0, float), cat(1, float),
+                  cat(2, float), cat(3, bool), tile_of)
+
+
+def link_pieces(grid: TileGrid, read, pieces: Pieces, link_iou: float, progress,
+                total: int) -> np.ndarray:
+    """Group number of every piece: pieces linked across seams share one."""
     src, dst = [], []
     ny, nx = grid.grid_shape
-    for k, t in enumerate(tiles):
+    n = len(pieces.tiles)
+    for k, t in enumerate(pieces.tiles):
         iy, ix = t.index
         for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
             if not (0 <= iy + dy < ny and 0 <= ix + dx < nx):
@@ -119,79 +135,111 @@ def stitch(grid: TileGrid, results, out, link_iou: float = 0.3, progress=null_pr
             ov = intersect(t.window, u.window)
             if ov is None:
                 continue
-            a = read(t)[ov[0] - t.window[0]:ov[2] - t.window[0], ov[1] - t.window[1]:ov[3] - t.window[1]]
-            b = read(u)[ov[0] - u.window[0]:ov[2] - u.window[0], ov[1] - u.window[1]:ov[3] - u.window[1]]
+            a = read(t)[ov[0] - t.window[0]:ov[2] - t.window[0],
+                        ov[1] - t.window[1]:ov[3] - t.window[1]]
+            b = read(u)[ov[0] - u.window[0]:ov[2] - u.window[0],
+                        ov[1] - u.window[1]:ov[3] - u.window[1]]
             for la, lb in _links(a, b, link_iou):
-                src.append(offset[t.index] + la - 1)
-                dst.append(offset[u.index] + lb - 1)
-        progress(len(tiles) + k + 1, total, "stitching: matching across seams")
-    present = area > 0
-    graph = coo_matrix((np.ones(len(src)), (src, dst)), shape=(n_nodes, n_nodes))
-    _, group = connected_components(graph, directed=False)
-    # 3. what to paint: per group, one complete piece, or every piece on its own ground
-    margin = np.array([tiles[tile_of[i]].margin((cy[i], cx[i], cy[i], cx[i]))
-                       for i in range(n_nodes)]) if n_nodes else np.zeros(0)
-    n_groups = int(group.max()) + 1 if n_nodes else 0
-    order = np.lexsort((np.arange(n_nodes), -margin, ~complete, ~present, group))
-    first = np.ones(n_nodes, bool)
+                src.append(pieces.offset[t.index] + la - 1)
+                dst.append(pieces.offset[u.index] + lb - 1)
+        progress(n + k + 1, total, "stitching: matching across seams")
+    m = len(pieces)
+    graph = coo_matrix((np.ones(len(src)), (src, dst)), shape=(m, m))
+    return connected_components(graph, directed=False)[1]
+
+
+@dataclass
+class Plan:
+    chosen: np.ndarray        # per group, its best piece (node number)
+    whole: np.ndarray         # bool per node: paint the piece whole
+    part: np.ndarray          # bool per node: paint the piece on its own ground
+    group_tiles: Dict[int, set]
+    gid: np.ndarray           # provisional output id per group (0: not painted)
+
+
+def plan_painting(pieces: Pieces, group: np.ndarray) -> Plan:
+    """Per group: its complete piece with the most margin, whole; or, when none is
+    complete, all its pieces, each on the part of its window no other piece's tile owns."""
+    n = len(pieces)
+    present = pieces.area > 0
+    margin = np.array([pieces.tiles[pieces.tile_of[i]].margin(
+        (pieces.cy[i], pieces.cx[i], pieces.cy[i], pieces.cx[i])) for i in range(n)])
+    n_groups = int(group.max()) + 1 if n else 0
+    order = np.lexsort((np.arange(n), -margin.reshape(n), ~pieces.complete, ~present, group))
+    first = np.ones(n, bool)
     first[1:] = group[order][1:] != group[order][:-1]
-    chosen = order[first]                       # per group: best piece first
+    chosen = order[first]
     has_complete = np.zeros(n_groups, bool)
-    has_complete[group[chosen]] = complete[chosen]
-    paint_whole = np.zeros(n_nodes, bool)
-    paint_whole[chosen[complete[chosen]]] = True
-    paint_part = present & ~has_complete[group]
+    has_complete[group[chosen]] = pieces.complete[chosen]
+    whole = np.zeros(n, bool)
+    whole[chosen[pieces.complete[chosen]]] = True
+    part = present & ~has_complete[group]
     group_tiles: Dict[int, set] = {}
-    for i in np.nonzero(paint_part)[0]:
-        group_tiles.setdefault(int(group[i]), set()).add(int(tile_of[i]))
-    # provisional ids: groups in order of their first piece
+    for i in np.nonzero(part)[0]:
+        group_tiles.setdefault(int(group[i]), set()).add(int(pieces.tile_of[i]))
+    # provisional ids: groups in the order of their first piece (raster order of tiles)
     gid = np.zeros(n_groups, np.int64)
-    painted_groups = np.unique(group[paint_whole | paint_part])
-    first_node = np.full(n_groups, n_nodes)
-    np.minimum.at(first_node, group, np.arange(n_nodes))
-    gid[painted_groups[np.argsort(first_node[painted_groups], kind="stable")]] = \
-        np.arange(1, len(painted_groups) + 1)
-    # 4. paint, tile by tile
-    for k, t in enumerate(tiles):
+    painted = np.unique(group[whole | part])
+    first_node = np.full(n_groups, n)
+    np.minimum.at(first_node, group, np.arange(n))
+    gid[painted[np.argsort(first_node[painted], kind="stable")]] = np.arange(1, len(painted) + 1)
+    return Plan(chosen, whole, part, group_tiles, gid)
+
+
+def paint(out, read, pieces: Pieces, group: np.ndarray, plan: Plan, progress, total: int):
+    """Paint tile by tile; a pixel already painted keeps its id (first wins)."""
+    n_tiles = len(pieces.tiles)
+    for k, t in enumerate(pieces.tiles):
         lab = read(t)
-        base = offset[t.index]
-        n = len(stats[k][0])
-        buf = np.zeros(t.shape, np.uint32)
+        base = pieces.offset[t.index]
+        n = len(pieces.boxes[k])
         lut = np.zeros(n + 1, np.uint32)
-        whole = np.nonzero(paint_whole[base:base + n])[0]
-        lut[whole + 1] = gid[group[base + whole]]
+        whole = np.nonzero(plan.whole[base:base + n])[0]
+        lut[whole + 1] = plan.gid[group[base + whole]]
         buf = lut[lab]
-        for j in np.nonzero(paint_part[base:base + n])[0]:
-            box = stats[k][4][j]
+        for j in np.nonzero(plan.part[base:base + n])[0]:
+            box = pieces.boxes[k][j]
             if box is None:
                 continue
-            mine = lab[box] == j + 1
-            allowed = _allowed(t, box, [tiles[o] for o in group_tiles[int(group[base + j])]
-                                        if o != k])
-            sel = mine & allowed
-            buf[box][sel] = gid[group[base + j]]
+            g = int(group[base + j])
+            others = [pieces.tiles[o] for o in plan.group_tiles[g] if o != k]
+            buf[box][(lab[box] == j + 1) & _allowed(t, box, others)] = plan.gid[g]
         if buf.any():
             cur = np.asarray(out[t.slices])
             fill = (cur == 0) & (buf > 0)
             if fill.any():
                 cur[fill] = buf[fill]
                 out[t.slices] = cur
-        progress(2 * len(tiles) + k + 1, total, "stitching: painting")
-    # 5. the generator's scores for each group's chosen piece
-    scores = {}
-    by_tile: Dict[int, list] = {}
-    for i in chosen:
-        if gid[group[i]]:
-            by_tile.setdefault(int(tile_of[i]), []).append(int(i))
+        progress(2 * n_tiles + k + 1, total, "stitching: painting")
+
+
+def piece_scores(results, pieces: Pieces, group: np.ndarray, plan: Plan) -> dict:
+    """{provisional id: (the generator's scores of the group's chosen piece, its tile)}."""
+    scores, by_tile = {}, {}
+    for i in plan.chosen:
+        if plan.gid[group[i]]:
+            by_tile.setdefault(int(pieces.tile_of[i]), []).append(int(i))
     for k, nodes in by_tile.items():
-        recs = results.records(tiles[k].index)
+        index = pieces.tiles[k].index
+        recs = results.records(index)
         for i in nodes:
-            local = i - offset[tiles[k].index]
+            local = i - pieces.offset[index]
             r = recs[local] if local < len(recs) else {}
-            scores[int(gid[group[i]])] = (
-                {key: r[key] for key in ("predicted_iou", "stability") if key in r},
-                tiles[k].index)
-    return finish(out, grid, scores, progress)
+            scores[int(plan.gid[group[i]])] = (
+                {key: r[key] for key in ("predicted_iou", "stability") if key in r}, index)
+    return scores
+
+
+def stitch(grid: TileGrid, results, out, link_iou: float = 0.3, progress=null_progress):
+    """Paint the tiles' pieces into `out` (zeros, shape of the image); returns the records
+    (id, area, bbox, centroid, tile, and the generator's scores when it gave them)."""
+    read = _TileReader(results, grid)
+    total = 3 * len(grid)
+    pieces = collect_pieces(grid, read, progress, total)
+    group = link_pieces(grid, read, pieces, link_iou, progress, total)
+    plan = plan_painting(pieces, group)
+    paint(out, read, pieces, group, plan, progress, total)
+    return finish(out, grid, piece_scores(results, pieces, group, plan), progress)
 
 
 def _allowed(t: Tile, box, others: List[Tile]) -> np.ndarray:
