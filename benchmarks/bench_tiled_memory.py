@@ -10,7 +10,7 @@ into an on-disk zarr label image, each step in a fresh subprocess. The peak resi
 
 The bundled model is used when its weights exist (napari_sam/weights/bundled.pt), else
 `--arch` (default test_vit, random weights: the memory path is the same, only the masks
-differ). `--points-per-side` defaults to 8 so a 16k image (7,225 tiles of 256) finishes in
+differ; its scores are uncalibrated, so its masks are kept with thresholds 0). `--points-per-side` defaults to 8 so a 16k image (7,225 tiles of 256) finishes in
 reasonable CPU time; memory per tile grows with it only through one decoder batch.
 """
 
@@ -73,14 +73,21 @@ def write_scene(path: Path, size: int, tile: int = 512) -> None:
 
 def segment(path: Path, out: Path, arch: str, points: int, tile_size, overlap) -> dict:
     sys.path.insert(0, str(ROOT))
+    import torch
+
     from napari_sam.model import load_model
     from napari_sam.model.registry import BUNDLED_PATH, build_model
     from napari_sam.tiling import tiled_automask
 
-    model = load_model("bundled") if BUNDLED_PATH.is_file() else build_model(arch)
+    trained = BUNDLED_PATH.is_file()
+    torch.manual_seed(0)
+    model = load_model("bundled") if trained else build_model(arch)
+    # a random model's scores are not calibrated: thresholds 0 keep its masks, so painting
+    # and stitching are measured too
+    thresholds = {} if trained else dict(pred_iou_thresh=0.0, stability_thresh=0.0)
     t = time.perf_counter()
     res = tiled_automask(str(path), model, out=out, tile_size=tile_size, overlap=overlap,
-                         points_per_side=points, overwrite=True)
+                         points_per_side=points, overwrite=True, **thresholds)
     return {"model": model.config.name, "weights": "trained" if BUNDLED_PATH.is_file()
             else "random", "tiles": res.tiles_run, "grid": list(res.grid_shape),
             "objects": len(res.records), "seconds": round(time.perf_counter() - t, 1),

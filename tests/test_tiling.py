@@ -268,3 +268,17 @@ def test_tiled_predictor_with_model_embeds_only_needed_tiles(model, image):
     with pytest.raises(ValueError, match="empty prompt"):
         tp.predict()
 
+
+
+def test_rgb_and_multichannel_images(model):
+    rgb = np.random.default_rng(1).integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    emb = TiledEmbeddings(model, rgb, tile_size=256, overlap=64)
+    assert emb.value_range is None  # uint8 RGB reaches the model unchanged, as in the core
+    t = emb.grid[0, 1]
+    np.testing.assert_array_equal(emb.source.pixels(t.window, None), rgb[t.slices])
+    five = np.random.default_rng(2).random((300, 500, 5)).astype(np.float32)
+    with pytest.raises(ValueError, match="channels="):
+        TiledEmbeddings(model, five)
+    emb = TiledEmbeddings(model, five, channels=[4, 0], tile_size=256, overlap=64)
+    px = emb.source.pixels(t.window, emb.value_range)
+    assert px.shape == (256, 256, 3) and len(emb.value_range[0]) == 2 and not px[..., 2].any()
