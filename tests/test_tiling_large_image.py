@@ -64,3 +64,14 @@ def test_tiled_predictor_on_layer_data(big):
     labels = np.zeros((600, 600), np.uint32)
     res.paint(labels, 5)
     assert (labels == 5).sum() == res.area and tp.embeddings.cache_dir is None
+
+
+def test_reader_opens_large_label_tiffs_as_labels(tmp_path, monkeypatch):
+    lab = np.zeros((2100, 900), np.uint32)
+    lab[5:9, 5:9] = 3
+    path = tmp_path / "scene_labels.tif"
+    tifffile.imwrite(path, lab, tile=(256, 256))
+    monkeypatch.setattr(L, "LARGE", 2000)
+    data, kw, kind = L.reader(str(path))(str(path))[0]
+    assert kind == "labels" and kw["multiscale"] and kw["name"] == "scene_labels"
+    assert [d.shape for d in data] == [(2100, 900), (1050, 450)] and int(data[1][3, 3]) == 3

@@ -9,7 +9,8 @@ slide opens at once and stays responsive: only the visible tiles of one level ar
   level decodes the level-0 tiles under the view, once, then napari caches it).
 - `labels_layer_data(labels)`: the same for a label image on disk (zarr, from
   `tiled_automask`), nearest-neighbour levels, so ids are never mixed.
-- `reader(path)`: an npe2 reader for TIFFs above `LARGE` pixels on a side, else None.
+- `reader(path)`: an npe2 reader for TIFFs above `LARGE` pixels on a side (images, and
+  `*_labels.tif` as labels), else None.
 - `tiled_predictor(layer_data, model, ...)`: a `TiledPredictor` on level 0 of such a
   layer, for prompts in the widget (`TiledMask.paint` writes the answer into a labels
   layer's level 0 without a full-size mask).
@@ -92,7 +93,21 @@ def reader(path):
         return None
     if meta.axes not in ("YX", "YXC") or max(meta.shape[:2]) <= LARGE:
         return None
+    if str(path).lower().endswith(("_labels.tif", "_labels.tiff")) and meta.axes == "YX":
+        return lambda p: [label_file_layer_data(p)]
     return lambda p: [image_layer_data(p)]
+
+
+def label_file_layer_data(path):
+    """A large label TIFF (e.g. `<stem>_labels.tif` of a tiled run) as multiscale labels."""
+    from napari_sam.io.images import open_lazy
+
+    from .io_hooks import layer_kwargs
+
+    arr, meta = open_lazy(path)
+    data, kwargs, kind = labels_layer_data(arr, name=Path(path).stem)
+    kwargs.update({k: v for k, v in layer_kwargs(meta).items() if k != "name"})
+    return data, kwargs, kind
 
 
 def tiled_predictor(layer_data, model, path=None, channels=None, cache="auto", **kwargs):
