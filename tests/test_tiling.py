@@ -267,6 +267,8 @@ def test_tiled_predictor_with_model_embeds_only_needed_tiles(model, image):
         tp.predict(points=[[700, 10]])
     with pytest.raises(ValueError, match="empty prompt"):
         tp.predict()
+    with pytest.raises(ValueError, match="no area inside the image"):
+        tp.predict(box=[700, 10, 800, 50])
 
 
 

@@ -162,13 +162,16 @@ class TileGrid:
         xs = [i for i, s in enumerate(self.starts[1]) if s < c1 and s + self.tile > c0]
         return [self[iy, ix] for iy in ys for ix in xs]
 
-    def best_tile(self, box, exclude: Optional[set] = None) -> Tile:
+    def best_tile(self, box, exclude: Optional[set] = None) -> Optional[Tile]:
         """The tile that holds `box` (inclusive row0, col0, row1, col1) with the most margin
-        to its inner edges; ties go to the tile whose centre is nearest the box centre."""
+        to its inner edges; ties go to the tile whose centre is nearest the box centre.
+        Tiles in `exclude` are skipped (None when no other tile meets the box)."""
         r0, c0, r1, c1 = (float(v) for v in box)
         cands = self.intersecting((int(math.floor(r0)), int(math.floor(c0)),
                                    int(math.floor(r1)) + 1, int(math.floor(c1)) + 1))
-        cands = [t for t in cands if not exclude or t.index not in exclude] or list(self)
+        cands = [t for t in cands if not exclude or t.index not in exclude]
+        if not cands:
+            return None
         cy, cx = (r0 + r1) / 2, (c0 + c1) / 2
 
         def rank(t: Tile):

@@ -142,7 +142,13 @@ class TiledPredictor:
                                  f"of shape {(h, w)}")
         if box is not None:
             b = np.asarray(box, dtype=np.float64).reshape(4)
-            box = np.array([min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])])
+            if not np.isfinite(b).all():
+                raise ValueError("box must be [row0, col0, row1, col1] with finite numbers")
+            box = np.array([max(min(b[0], b[2]), 0), max(min(b[1], b[3]), 0),
+                            min(max(b[0], b[2]), h - 1), min(max(b[1], b[3]), w - 1)])
+            if box[0] >= box[2] or box[1] >= box[3]:
+                raise ValueError(f"box {b.tolist()} has no area inside the image of shape "
+                                 f"{(h, w)}")
         return points, labels, box
 
     def _prompt_extent(self, points, labels, box) -> np.ndarray:
@@ -223,7 +229,7 @@ class TiledPredictor:
         step = max(1, len(rr) // 64)
         for r, c in zip(rr[::step] + y0, cc[::step] + x0):
             t = self.grid.best_tile((r, c, r, c), exclude=taken | {tile.index})
-            if t.index not in taken and t.window[0] <= r < t.window[2] and t.window[1] <= c < t.window[3]:
+            if t is not None:
                 targets[t.index] = t
         out = []
         for t in sorted(targets.values(), key=lambda t: t.index):
