@@ -186,11 +186,14 @@ def plan_painting(pieces: Pieces, group: np.ndarray) -> Plan:
     return Plan(chosen, whole, part, group_tiles, gid)
 
 
-def paint(out, read, pieces: Pieces, group: np.ndarray, plan: Plan, progress, total: int):
+def paint(out, read, grid: TileGrid, pieces: Pieces, group: np.ndarray, plan: Plan,
+          progress, total: int):
     """Paint tile by tile; a pixel already painted keeps its id (first wins)."""
     n_tiles = len(pieces.tiles)
+    number = {t.index: k for k, t in enumerate(pieces.tiles)}
     for k, t in enumerate(pieces.tiles):
         lab = read(t)
+        near = [number[u.index] for u in grid.intersecting(t.window) if u.index != t.index]
         base = pieces.offset[t.index]
         n = len(pieces.boxes[k])
         lut = np.zeros(n + 1, np.uint32)
@@ -202,7 +205,8 @@ def paint(out, read, pieces: Pieces, group: np.ndarray, plan: Plan, progress, to
             if box is None:
                 continue
             g = int(group[base + j])
-            others = [pieces.tiles[o] for o in plan.group_tiles[g] if o != k]
+            mine = plan.group_tiles[g]  # only tiles whose windows meet t's can matter
+            others = [pieces.tiles[o] for o in near if o in mine]
             buf[box][(lab[box] == j + 1) & _allowed(t, box, others)] = plan.gid[g]
         if buf.any():
             cur = np.asarray(out[t.slices])
@@ -238,7 +242,7 @@ def stitch(grid: TileGrid, results, out, link_iou: float = 0.3, progress=null_pr
     pieces = collect_pieces(grid, read, progress, total)
     group = link_pieces(grid, read, pieces, link_iou, progress, total)
     plan = plan_painting(pieces, group)
-    paint(out, read, pieces, group, plan, progress, total)
+    paint(out, read, grid, pieces, group, plan, progress, total)
     return finish(out, grid, piece_scores(results, pieces, group, plan), progress)
 
 
