@@ -12,7 +12,8 @@ import pytest
 import tifffile
 
 from napari_sam.io import atomic, coco, images, labels as labels_io, tables
-from napari_sam.io.images import ImageMeta, LazyTiff, open_lazy, read_image
+from napari_sam.io.images import ImageMeta, open_lazy, read_image
+from napari_sam.io.lazy_tiff import LazyTiff
 
 GEO = {
     "ModelPixelScaleTag": (10.0, 10.0, 0.0),

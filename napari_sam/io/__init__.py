@@ -15,8 +15,8 @@ import importlib
 
 _EXPORTS = {
     "atomic": ("atomic_write", "atomic_path", "check_writable", "partial_files"),
-    "images": ("ImageMeta", "read_image", "read_meta", "open_lazy", "LazyTiff", "as_dask",
-               "is_tiff"),
+    "images": ("ImageMeta", "read_image", "read_meta", "open_lazy", "as_dask", "is_tiff"),
+    "lazy_tiff": ("LazyTiff",),
     "labels": ("write_labels_tif", "read_labels", "to_uint32"),
     "coco": ("labels_to_coco", "write_coco", "read_coco", "coco_to_labels"),
     "tables": ("object_table", "write_csv", "read_csv"),
