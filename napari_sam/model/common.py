@@ -83,3 +83,41 @@ def from_windows(x: torch.Tensor, size: int, b: int, h: int, w: int) -> torch.Te
     c = x.shape[-1]
     x = x.view(b, h // size, w // size, size, size, c).transpose(2, 3)
     return x.reshape(b, h, w, c)
+
+
+def _spans(n: int, size: int):
+    """(first window, number of windows, cells used in each) for the full windows of a
+    length-n axis, then for the last, partial one."""
+    full, rem = divmod(n, size)
+    return ([(0, full, size)] if full else []) + ([(full, 1, rem)] if rem else [])
+
+
+def grid_to_windows(x: torch.Tensor, dst: torch.Tensor, wh: int, ww: int,
+                    fill: torch.Tensor | None = None) -> None:
+    """Copy a (B, h, w, *F) grid into `dst`, a (B, nH, wh, nW, ww, *F) view of any strides
+    (typically of a (B*nH*nW, ..., wh*ww, ...) window buffer): window partition, padding and
+    any reordering of the feature axes in one pass, without an intermediate padded copy.
+    Cells of the padded border get `fill` (broadcast to F) when given."""
+    h, w = x.shape[1:3]
+    for i0, ni, rh in _spans(h, wh):
+        for j0, nj, cw in _spans(w, ww):
+            src = x[:, i0 * wh:i0 * wh + ni * rh, j0 * ww:j0 * ww + nj * cw]
+            dst[:, i0:i0 + ni, :rh, j0:j0 + nj, :cw].copy_(
+                src.unflatten(1, (ni, rh)).unflatten(3, (nj, cw)))
+    if fill is not None:
+        if h % wh:
+            dst[:, -1, h % wh:].copy_(fill)
+        if w % ww:
+            dst[:, :, :, -1, w % ww:].copy_(fill)
+
+
+def windows_to_grid(src: torch.Tensor, out: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
+    """Inverse of `grid_to_windows`: `src` is a (B, nH, wh, nW, ww, *F) view, `out` the
+    (B, h, w, *F) grid it is copied into (the padded border is dropped)."""
+    h, w = out.shape[1:3]
+    for i0, ni, rh in _spans(h, wh):
+        for j0, nj, cw in _spans(w, ww):
+            dst = out[:, i0 * wh:i0 * wh + ni * rh, j0 * ww:j0 * ww + nj * cw]
+            dst.unflatten(1, (ni, rh)).unflatten(3, (nj, cw)).copy_(
+                src[:, i0:i0 + ni, :rh, j0:j0 + nj, :cw])
+    return out

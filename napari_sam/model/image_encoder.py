@@ -11,12 +11,32 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .common import MLPBlock, from_windows, neck, pad_to_multiple, to_windows
+from .common import MLPBlock, grid_to_windows, neck, windows_to_grid
 from .config import ViTConfig
 
-# Above this many query x key pairs per head, global attention runs in row chunks so the
-# relative-position bias never exists for the whole image at once (bounded memory).
+# Above this many query x key pairs per head, the additive-bias path of global attention runs
+# in row chunks so the relative-position bias never exists for the whole image at once.
 _CHUNK_PAIRS = 1024 * 4096
+
+# How attention adds the decomposed relative-position term (see `Attention.attend`):
+# "auto": "augmented" for bf16/fp16 (matmul units are cheap, memory traffic is not),
+# "bias" for fp32; "bias" / "augmented" force one path (tests compare them).
+ATTENTION_PATH = "auto"
+
+_INDEX_CACHE: dict = {}
+_ONEHOT_CACHE: dict = {}
+
+
+def _rel_index(size: int, device: torch.device) -> torch.Tensor:
+    if torch.compiler.is_compiling():
+        r = torch.arange(size, device=device)
+        return r[:, None] - r[None, :] + (size - 1)
+    key = (size, str(device))
+    idx = _INDEX_CACHE.get(key)
+    if idx is None:
+        r = torch.arange(size, device=device)
+        idx = _INDEX_CACHE[key] = r[:, None] - r[None, :] + (size - 1)
+    return idx
 
 
 def relative_table(table: torch.Tensor, size: int) -> torch.Tensor:
@@ -27,9 +47,28 @@ def relative_table(table: torch.Tensor, size: int) -> torch.Tensor:
     n = 2 * size - 1
     if table.shape[0] != n:
         table = F.interpolate(table.t()[None], size=n, mode="linear")[0].t()
-    idx = torch.arange(size, device=table.device)
-    rel = idx[:, None] - idx[None, :] + (size - 1)
-    return table[rel]
+    return table[_rel_index(size, table.device)]
+
+
+def _key_positions(wh: int, ww: int, width: int, dtype, device) -> torch.Tensor:
+    """(wh*ww, width) keys' extra features for the augmented path: one-hot of the key's
+    row (first wh columns) and column (next ww), zeros after."""
+    key = (wh, ww, width, dtype, str(device))
+    t = None if torch.compiler.is_compiling() else _ONEHOT_CACHE.get(key)
+    if t is None:
+        t = torch.zeros(wh, ww, width, dtype=dtype, device=device)
+        t[torch.arange(wh), :, torch.arange(wh)] = 1
+        t[:, torch.arange(ww), wh + torch.arange(ww)] = 1
+        t = t.reshape(wh * ww, width)
+        if not torch.compiler.is_compiling():
+            _ONEHOT_CACHE[key] = t
+    return t
+
+
+def _use_augmented(dtype: torch.dtype) -> bool:
+    if ATTENTION_PATH == "auto":
+        return dtype in (torch.bfloat16, torch.float16)
+    return ATTENTION_PATH == "augmented"
 
 
 class Attention(nn.Module):
@@ -43,28 +82,93 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
+        self._tables: dict = {}
+
+    def _table(self, param: torch.Tensor, size: int, dtype: torch.dtype, factor: float):
+        """`relative_table(param, size) * factor` in `dtype`, cached while the weights do not
+        change (inference only: with autograd on it is recomputed every call)."""
+        if (torch.is_grad_enabled() and param.requires_grad) or torch.compiler.is_compiling():
+            return (relative_table(param, size) * factor).to(dtype)
+        key = (id(param), size, dtype, factor)
+        hit = self._tables.get(key)
+        if hit is not None and hit[0] == (param._version, param.data_ptr(), param.device):
+            return hit[1]
+        t = (relative_table(param.detach(), size) * factor).to(dtype)
+        self._tables[key] = ((param._version, param.data_ptr(), param.device), t)
+        return t
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Global attention over a (B, H, W, C) grid."""
+        return self.attend(x, 0)
+
+    def attend(self, x: torch.Tensor, window: int) -> torch.Tensor:
+        """Attention inside `window` x `window` windows of a (B, h, w, C) grid (0: global).
+
+        The grid is zero-padded to whole windows before the qkv projection, as in SAM; since
+        qkv(0) is the projection's bias, the projection runs on the h*w real cells only and
+        the padded cells get the bias. q, k and v go straight from the projection's output
+        into one (3, windows, heads, cells, E) buffer (partition, padding and head split in
+        one copy) and come back with one copy, cropped.
+
+        The relative-position term q.Rh[y, ky] + q.Rw[x, kx] is added in one of two ways:
+        "bias": as an additive mask to `scaled_dot_product_attention` (the (cells x cells)
+        bias exists in memory, in row chunks for large grids); "augmented": folded into the
+        dot product -- q' = [q, q.Rh/s, q.Rw/s], k' = [k, onehot(ky), onehot(kx)], v padded
+        with zeros to the same width -- so the fused attention kernel runs with no mask and
+        nothing of size cells x cells is ever stored.
+        """
         b, h, w, c = x.shape
         nh = self.num_heads
-        qkv = self.qkv(x).reshape(b, h * w, 3, nh, c // nh).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, heads, N, hd)
-        rh = relative_table(self.rel_pos_h, h).to(q.dtype)  # (h, h, hd)
-        rw = relative_table(self.rel_pos_w, w).to(q.dtype)  # (w, w, hd)
-        qg = q.reshape(b, nh, h, w, -1)
-        rows = h if h * w * h * w <= _CHUNK_PAIRS else max(1, _CHUNK_PAIRS // (w * h * w))
-        outs = []
-        for y0 in range(0, h, rows):
-            qc = qg[:, :, y0:y0 + rows]
-            bias_h = torch.einsum("bnyxc,ykc->bnyxk", qc, rh[y0:y0 + rows])
-            bias_w = torch.einsum("bnyxc,xkc->bnyxk", qc, rw)
-            n_q = qc.shape[2] * w
-            bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, nh, n_q, h * w)
-            outs.append(F.scaled_dot_product_attention(qc.reshape(b, nh, n_q, -1), k, v,
-                                                       attn_mask=bias))
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
-        out = out.transpose(1, 2).reshape(b, h, w, c)
-        return self.proj(out)
+        hd = c // nh
+        wh, ww = (window, window) if window else (h, w)
+        nH, nW = -(-h // wh), -(-w // ww)
+        n, nb = wh * ww, b * nH * nW
+        qkv = self.qkv(x)
+        dt = qkv.dtype
+        aug = _use_augmented(dt)
+        # the fused CPU kernel is much slower for head widths that are not multiples of 16
+        e = -(-(hd + wh + ww) // 16) * 16 if aug else hd
+        # token-major (3, windows, cells, heads, E): the copies below move whole tokens;
+        # the attention kernel takes the (windows, heads, cells, E) views as they are
+        buf = qkv.new_empty(3, nb, n, nh, e)
+        dst = buf[..., :hd].unflatten(1, (b, nH, nW)).unflatten(4, (wh, ww))
+        dst = dst.permute(1, 2, 4, 3, 5, 0, 6, 7)  # (b, nH, wh, nW, ww, 3, nh, hd)
+        fill = None
+        if h % wh or w % ww:
+            fill = self.qkv.bias.to(dt).view(3, nh, hd) if self.qkv.bias is not None else 0
+        grid_to_windows(qkv.unflatten(3, (3, nh, hd)), dst, wh, ww, fill)
+        q, k, v = buf.transpose(2, 3).unbind(0)  # (nb, nh, n, e) each
+        qs = q[..., :hd].unflatten(2, (wh, ww))  # (nb, nh, wh, ww, hd)
+        scale = hd ** -0.5
+        if aug:
+            rh = self._table(self.rel_pos_h, wh, dt, 1 / scale)
+            rw = self._table(self.rel_pos_w, ww, dt, 1 / scale)
+            q[..., hd:hd + wh].unflatten(2, (wh, ww)).copy_(
+                torch.einsum("bnyxc,ykc->bnyxk", qs, rh))
+            q[..., hd + wh:hd + wh + ww].unflatten(2, (wh, ww)).copy_(
+                torch.einsum("bnyxc,xkc->bnyxk", qs, rw))
+            if e > hd + wh + ww:
+                q[..., hd + wh + ww:].zero_()
+            k[..., hd:].copy_(_key_positions(wh, ww, e - hd, dt, x.device))
+            v[..., hd:].zero_()
+            out = F.scaled_dot_product_attention(q, k, v, scale=scale)[..., :hd]
+        else:
+            rh = self._table(self.rel_pos_h, wh, dt, 1.0)
+            rw = self._table(self.rel_pos_w, ww, dt, 1.0)
+            rows = wh if n * n <= _CHUNK_PAIRS else max(1, _CHUNK_PAIRS // (ww * n))
+            outs = []
+            for y0 in range(0, wh, rows):
+                qc = qs[:, :, y0:y0 + rows]
+                bias_h = torch.einsum("bnyxc,ykc->bnyxk", qc, rh[y0:y0 + rows])
+                bias_w = torch.einsum("bnyxc,xkc->bnyxk", qc, rw)
+                nq = qc.shape[2] * ww
+                bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(nb, nh, nq, n)
+                outs.append(F.scaled_dot_product_attention(
+                    q[:, :, y0 * ww:y0 * ww + nq], k, v, attn_mask=bias, scale=scale))
+            out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+        src = out.unflatten(0, (b, nH, nW)).unflatten(4, (wh, ww)).permute(0, 1, 4, 2, 5, 3, 6)
+        res = windows_to_grid(src, qkv.new_empty(b, h, w, nh, hd), wh, ww)
+        return self.proj(res.view(b, h, w, c))
 
 
 class Block(nn.Module):
@@ -80,15 +184,7 @@ class Block(nn.Module):
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ws = self.window_size
-        y = self.norm1(x)
-        if ws:
-            b, h, w = y.shape[:3]
-            y, hp, wp = pad_to_multiple(y, ws)
-            y = from_windows(self.attn(to_windows(y, ws)), ws, b, hp, wp)[:, :h, :w]
-        else:
-            y = self.attn(y)
-        x = x + y
+        x = x + self.attn.attend(self.norm1(x), self.window_size)
         return x + self.mlp(self.norm2(x))
 
 
@@ -98,7 +194,10 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(3, dim, patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+        # (B, H, W, C), contiguous: the residual stream of every block keeps the layout of
+        # this tensor, and a channels-first stride there makes each add and norm several
+        # times slower
+        return self.proj(x).permute(0, 2, 3, 1).contiguous()
 
 
 class ImageEncoderViT(nn.Module):

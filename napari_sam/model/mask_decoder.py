@@ -55,9 +55,15 @@ class MaskDecoder(nn.Module):
         hs, keys = self.transformer(src, pos, tokens)
         iou_out = hs[:, 0]
         mask_out = hs[:, 1:1 + self.num_mask_tokens]
-        up = self.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
+        # channels-last view of the (B, hw, C) tokens: no transposing copy; the transposed
+        # convolutions keep that layout, so the upscaled features are read as (B, HW, C')
+        up = self.output_upscaling(keys.view(b, h, w, c).permute(0, 3, 1, 2))
         hyper = torch.stack(
             [mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
         _, cu, hu, wu = up.shape
-        masks = (hyper @ up.reshape(b, cu, hu * wu)).reshape(b, -1, hu, wu)
+        if up.is_contiguous(memory_format=torch.channels_last):
+            masks = (up.permute(0, 2, 3, 1).reshape(b, hu * wu, cu) @ hyper.transpose(1, 2))
+            masks = masks.transpose(1, 2).reshape(b, -1, hu, wu)
+        else:
+            masks = (hyper @ up.reshape(b, cu, hu * wu)).reshape(b, -1, hu, wu)
         return masks, self.iou_prediction_head(iou_out)

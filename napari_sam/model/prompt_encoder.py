@@ -61,8 +61,16 @@ class PromptEncoder(nn.Module):
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 
     def get_dense_pe(self) -> torch.Tensor:
-        """(1, C, g, g) positional encoding of the image embedding grid."""
-        return self.pe_layer.grid(self.grid, self.grid)[None]
+        """(1, C, g, g) positional encoding of the image embedding grid (a channels-last view,
+        cached while the Fourier matrix is unchanged)."""
+        g = self.pe_layer.positional_encoding_gaussian_matrix
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and g.requires_grad):
+            return self.pe_layer.grid(self.grid, self.grid)[None]
+        key = (g._version, g.data_ptr(), g.device, g.dtype)
+        hit = getattr(self, "_dense_pe", None)
+        if hit is None or hit[0] != key:
+            hit = self._dense_pe = (key, self.pe_layer.grid(self.grid, self.grid)[None])
+        return hit[1]
 
     def _points(self, xy: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         if pad:  # without a box the decoder expects one "not a point" token

@@ -29,9 +29,27 @@ class Attention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        return self._combine(q, k, v)
+
+    def _combine(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if k.shape[2] <= 32 < q.shape[2]:
+            # image tokens attending to a few prompt tokens: plain matmuls beat the fused
+            # kernel's blocking by far for a handful of keys
+            attn = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
+            out = attn.to(v.dtype) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
+
+
+def _autocast_dtype(x: torch.Tensor):
+    """The dtype autocast would cast `x` to for a matmul, or None outside autocast."""
+    dev = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
+        return dt if dt != x.dtype else None
+    return None
 
 
 class TwoWayBlock(nn.Module):
@@ -56,11 +74,19 @@ class TwoWayBlock(nn.Module):
             q = queries + query_pe
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
-        q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        # keys + key_pe feeds two projections of two attentions: computed once, cast once
+        # (under autocast every projection would cast its (hw, C) input again)
+        k = keys + key_pe
+        kv = keys
+        dt = _autocast_dtype(keys)
+        if dt is not None:
+            k, kv = k.to(dt), keys.to(dt)
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        q = queries + query_pe
+        queries = self.norm2(queries + t2i(q, k, kv))
         queries = self.norm3(queries + self.mlp(queries))
-        q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        q = queries + query_pe
+        keys = self.norm4(keys + i2t(k, q, queries))
         return queries, keys
 
 
@@ -75,8 +101,12 @@ class TwoWayTransformer(nn.Module):
     def forward(self, image: torch.Tensor, image_pe: torch.Tensor,
                 tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """image, image_pe: (B, C, h, w); tokens: (B, N, C) -> (tokens, image tokens (B, hw, C))."""
-        keys = image.flatten(2).transpose(1, 2)
+        # token-major (B, hw, C) copies: in the (B, C, h, w) layout's transposed view every
+        # add and projection of the first layer reads memory with a stride of hw
+        keys = image.flatten(2).transpose(1, 2).contiguous()
         key_pe = image_pe.flatten(2).transpose(1, 2)
+        if key_pe.stride(-1) != 1:
+            key_pe = key_pe.contiguous()
         queries = tokens
         for layer in self.layers:
             queries, keys = layer(queries, keys, tokens, key_pe)
