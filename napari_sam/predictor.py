@@ -152,5 +152,12 @@ class Predictor:
         if box is not None:
             bx = self.box_to_input(box)
         logits, scores = self.predict_lowres(xy, lab, bx, mask_input, multimask)
-        masks = self.upscale(logits)[0] > 0
+        masks = self.upscale_masks(logits[0])
         return masks.cpu().numpy(), scores[0].cpu().numpy(), logits[0].cpu().numpy()
+
+    def upscale_masks(self, logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+        """(..., m, m) low-res logits -> (..., Y, X) bool masks at the image's size: the
+        same as `upscale(logits) > threshold`, computed only inside each mask's box."""
+        emb = self.get_embedding()
+        up = self.model.mask_upscaler(emb.input_size, emb.original_size)
+        return up.masks(logits, threshold)

@@ -76,9 +76,28 @@ class Sam(nn.Module):
                        original_hw: Tuple[int, int]) -> torch.Tensor:
         """Low-res logits -> logits at the original image size (unpadding on the way)."""
         s = self.config.image_size
-        x = F.interpolate(logits, (s, s), mode="bilinear", align_corners=False)
+        x = logits
+        if tuple(x.shape[-2:]) != (s, s):
+            x = F.interpolate(x, (s, s), mode="bilinear", align_corners=False)
         x = x[..., : input_hw[0], : input_hw[1]]
-        return F.interpolate(x, original_hw, mode="bilinear", align_corners=False)
+        if tuple(x.shape[-2:]) == tuple(original_hw):
+            return x  # resizing to the same size is the identity
+        return F.interpolate(x, tuple(original_hw), mode="bilinear", align_corners=False)
+
+    def mask_upscaler(self, input_hw: Tuple[int, int], original_hw: Tuple[int, int]):
+        """`MaskUpscaler` for these sizes (cached): full-resolution masks computed inside
+        each mask's box only, as `upscale_logits(...) > threshold` would give them."""
+        from .upscale import MaskUpscaler
+
+        key = (tuple(input_hw), tuple(original_hw), self.device)
+        cache = self.__dict__.setdefault("_upscalers", {})
+        up = cache.get(key)
+        if up is None:
+            if len(cache) > 8:
+                cache.clear()
+            up = cache[key] = MaskUpscaler(self.config.image_size, self.config.mask_size,
+                                           input_hw, original_hw, self.device)
+        return up
 
     def signature(self) -> str:
         """Short fingerprint of the architecture and weights, for caches of embeddings."""

@@ -35,8 +35,10 @@ class Attention(nn.Module):
         if k.shape[2] <= 32 < q.shape[2]:
             # image tokens attending to a few prompt tokens: plain matmuls beat the fused
             # kernel's blocking by far for a handful of keys
-            attn = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
-            out = attn.to(v.dtype) @ v
+            # scores as (keys, queries): softmax over a short axis of size n_k is slow when
+            # that axis is the last one (no vectorisation), fast as the second-last
+            attn = torch.softmax(k @ (q * q.shape[-1] ** -0.5).transpose(-2, -1), dim=-2)
+            out = attn.to(v.dtype).transpose(-2, -1) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v)
         b, h, n, c = out.shape
@@ -110,5 +112,9 @@ class TwoWayTransformer(nn.Module):
         queries = tokens
         for layer in self.layers:
             queries, keys = layer(queries, keys, tokens, key_pe)
-        attn = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
+        k, kv = keys + key_pe, keys
+        dt = _autocast_dtype(keys)
+        if dt is not None:
+            k, kv = k.to(dt), keys.to(dt)
+        attn = self.final_attn_token_to_image(queries + tokens, k, kv)
         return self.norm_final_attn(queries + attn), keys
