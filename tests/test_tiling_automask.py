@@ -155,3 +155,24 @@ def test_with_the_tiny_model_end_to_end(model):
     assert list(ids[ids > 0]) == list(range(1, len(res.records) + 1))
     for r in res.records:
         assert {"predicted_iou", "stability", "centroid", "tile"} <= set(r)
+
+
+def test_stitch_drops_an_unlinked_duplicate_left_as_a_sliver():
+    from napari_sam.tiled.results import MemoryResults
+    from napari_sam.tiled.stitch import stitch
+
+    grid = TileGrid((100, 180), 100, 20)           # two tiles, windows overlap on cols 80-99
+    assert grid.grid_shape == (1, 2)
+    res = MemoryResults((100, 100))
+    a = np.zeros((100, 100), np.uint32)
+    a[10:20, 85:95] = 1                              # tile (0, 0): the object
+    b = np.zeros((100, 100), np.uint32)
+    b[14:24, 5:15] = 1                               # tile (0, 1): the same, 4 rows lower
+    res.put((0, 0), a, [{}])
+    res.put((0, 1), b, [{}])
+    for min_visible, n in ((0.5, 1), (0.0, 2)):
+        out = np.zeros((100, 180), np.uint32)
+        recs = stitch(grid, res, out, link_iou=0.9, min_visible=min_visible)  # no link
+        assert len(recs) == n and out.max() == n
+    out = np.zeros((100, 180), np.uint32)
+    assert len(stitch(grid, res, out, link_iou=0.3)) == 1  # linked: one object

@@ -229,7 +229,7 @@ def tiled_automask(image, model=None, out=None, *, tile_size: Optional[int] = No
         todo = [t.index for t in used if t.index not in done]
         map_tiles(job, todo, scheduler, workers, tiles_per_task, progress)
         labels = _open_output(out, emb.grid.shape, emb.grid.tile)
-        records = stitch(emb.grid, results, labels, link_iou, progress)
+        records = stitch(emb.grid, results, labels, link_iou=link_iou, progress=progress)
         labels = _publish(labels, out)
         if work is not None and not keep_work and hasattr(results, "remove"):
             results.remove()

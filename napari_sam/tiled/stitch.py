@@ -188,8 +188,11 @@ def plan_painting(pieces: Pieces, group: np.ndarray) -> Plan:
 
 def paint(out, read, grid: TileGrid, pieces: Pieces, group: np.ndarray, plan: Plan,
           progress, total: int):
-    """Paint tile by tile; a pixel already painted keeps its id (first wins)."""
+    """Paint tile by tile; a pixel already painted keeps its id (first wins). Returns, per
+    provisional id, the pixels it asked for and the pixels it holds."""
     n_tiles = len(pieces.tiles)
+    wanted = np.zeros(int(plan.gid.max(initial=0)) + 1, np.int64)
+    got = np.zeros_like(wanted)
     number = {t.index: k for k, t in enumerate(pieces.tiles)}
     for k, t in enumerate(pieces.tiles):
         lab = read(t)
@@ -210,11 +213,20 @@ def paint(out, read, grid: TileGrid, pieces: Pieces, group: np.ndarray, plan: Pl
             buf[box][(lab[box] == j + 1) & _allowed(t, box, others)] = plan.gid[g]
         if buf.any():
             cur = np.asarray(out[t.slices])
-            fill = (cur == 0) & (buf > 0)
+            ask = buf > 0
+            fill = ask & (cur == 0)
+            _count(wanted, buf[ask])
+            _count(got, buf[fill | (ask & (cur == buf))])
             if fill.any():
                 cur[fill] = buf[fill]
                 out[t.slices] = cur
         progress(2 * n_tiles + k + 1, total, "stitching: painting")
+    return wanted, got
+
+
+def _count(acc: np.ndarray, ids: np.ndarray) -> None:
+    u, n = np.unique(ids, return_counts=True)
+    acc[u] += n
 
 
 def piece_scores(results, pieces: Pieces, group: np.ndarray, plan: Plan) -> dict:
@@ -234,16 +246,21 @@ def piece_scores(results, pieces: Pieces, group: np.ndarray, plan: Plan) -> dict
     return scores
 
 
-def stitch(grid: TileGrid, results, out, link_iou: float = 0.3, progress=null_progress):
+def stitch(grid: TileGrid, results, out, link_iou: float = 0.3, min_visible: float = 0.5,
+           progress=null_progress):
     """Paint the tiles' pieces into `out` (zeros, shape of the image); returns the records
-    (id, area, bbox, centroid, tile, and the generator's scores when it gave them)."""
+    (id, area, bbox, centroid, tile, and the generator's scores when it gave them).
+
+    An object left with less than `min_visible` of its pixels by the objects painted
+    before it (a duplicate that failed to link, a sliver) is removed."""
     read = _TileReader(results, grid)
     total = 3 * len(grid)
     pieces = collect_pieces(grid, read, progress, total)
     group = link_pieces(grid, read, pieces, link_iou, progress, total)
     plan = plan_painting(pieces, group)
-    paint(out, read, grid, pieces, group, plan, progress, total)
-    return finish(out, grid, piece_scores(results, pieces, group, plan), progress)
+    wanted, got = paint(out, read, grid, pieces, group, plan, progress, total)
+    drop = set(np.nonzero(got < min_visible * wanted)[0].tolist())
+    return finish(out, grid, piece_scores(results, pieces, group, plan), progress, drop=drop)
 
 
 def _allowed(t: Tile, box, others: List[Tile]) -> np.ndarray:
@@ -259,9 +276,10 @@ def _allowed(t: Tile, box, others: List[Tile]) -> np.ndarray:
     return ok
 
 
-def finish(out, grid: TileGrid, scores: dict, progress=null_progress, chunk: int = 1024):
-    """Measure the painted labels block by block, renumber them 1..N (dropping ids left
-    without pixels) and return one record per object."""
+def finish(out, grid: TileGrid, scores: dict, progress=null_progress, chunk: int = 1024,
+           drop=frozenset()):
+    """Measure the painted labels block by block, renumber them 1..N (erasing the ids in
+    `drop`, closing the gaps of ids left without pixels) and return one record per object."""
     h, w = grid.shape
     blocks = [(r, c, min(r + chunk, h), min(c + chunk, w))
               for r in range(0, h, chunk) for c in range(0, w, chunk)]
@@ -280,6 +298,8 @@ def finish(out, grid: TileGrid, scores: dict, progress=null_progress, chunk: int
         lab_areas = ndi.sum_labels(ones, loc, index)
         coms = ndi.center_of_mass(ones, loc, index)
         for j, (i, a, (my, mx)) in enumerate(zip(ids.tolist(), lab_areas, coms)):
+            if i in drop:
+                continue
             sl = objs[j]
             box = [sl[0].start + r0, sl[1].start + c0, sl[0].stop + r0, sl[1].stop + c0]
             e = acc.get(i)
@@ -292,8 +312,8 @@ def finish(out, grid: TileGrid, scores: dict, progress=null_progress, chunk: int
                 e[3] = [min(e[3][0], box[0]), min(e[3][1], box[1]),
                         max(e[3][2], box[2]), max(e[3][3], box[3])]
     old = sorted(acc)
-    if old and old[-1] != len(old):  # renumber
-        lut = np.zeros(old[-1] + 1, np.uint32)
+    if (old and old[-1] != len(old)) or drop:  # renumber
+        lut = np.zeros(max(old[-1] if old else 0, max(drop, default=0)) + 1, np.uint32)
         lut[old] = np.arange(1, len(old) + 1)
         for r0, c0, r1, c1 in blocks:
             part = np.asarray(out[r0:r1, c0:c1])
