@@ -176,3 +176,13 @@ def test_stitch_drops_an_unlinked_duplicate_left_as_a_sliver():
         assert len(recs) == n and out.max() == n
     out = np.zeros((100, 180), np.uint32)
     assert len(stitch(grid, res, out, link_iou=0.3)) == 1  # linked: one object
+
+
+def test_one_tile_equals_plain_automask(model):
+    from napari_sam.automask import automask
+
+    img, _ = nuclei_image(6, size=(256, 256))
+    kw = dict(points_per_side=4, pred_iou_thresh=0, stability_thresh=0, precision="fp32")
+    res = tiled_automask(img, model, **kw)
+    assert res.grid_shape == (1, 1)
+    np.testing.assert_array_equal(res.labels, automask(img, model, **kw))
