@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Union
+import os
+from typing import Optional, Union
 
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# torch's intra-op thread count when this module was imported: if it differs later, the user
+# (or the host application) chose a count and `configure_threads` leaves it alone
+_STARTUP_THREADS = torch.get_num_threads()
+_THREAD_ENV = ("NAPARI_SAM_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
@@ -63,3 +69,36 @@ def autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_threads(num_threads: Optional[int] = None) -> int:
+    """Set torch's intra-op threads and return the count in use.
+
+    `num_threads` given: use it. Otherwise $NAPARI_SAM_NUM_THREADS when set; otherwise, unless
+    the user chose a count (OMP_NUM_THREADS / MKL_NUM_THREADS set, or
+    `torch.set_num_threads` called since napari_sam was imported), every CPU the process may
+    run on. torch's own default is the number of physical cores, which leaves the second
+    hardware thread of each core idle. Inter-op threads are left alone: napari-sam runs no
+    inter-op parallel work, and they can only be set before any such work has started.
+    """
+    if num_threads is None and os.environ.get("NAPARI_SAM_NUM_THREADS", "").strip():
+        num_threads = int(os.environ["NAPARI_SAM_NUM_THREADS"])
+    if num_threads is not None:
+        n = max(1, int(num_threads))
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        return n
+    user_set = (any(os.environ.get(v, "").strip() for v in _THREAD_ENV[1:])
+                or torch.get_num_threads() != _STARTUP_THREADS)
+    if not user_set and torch.get_num_threads() < available_cores():
+        torch.set_num_threads(available_cores())
+        globals()["_STARTUP_THREADS"] = torch.get_num_threads()  # ours, not the user's
+    return torch.get_num_threads()

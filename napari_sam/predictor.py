@@ -9,13 +9,14 @@ Coordinates are napari's (row, col) in pixels of the image given to `set_image`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from .device import autocast, resolve_device, resolve_precision
+from .device import autocast, configure_threads, resolve_device, resolve_precision
 from .model import Sam, load_model
 from .transforms import box_rc_to_xyxy, rc_to_xy, resize_for_model, to_model_pixels
 
@@ -31,12 +32,37 @@ class ImageEmbedding:
 
 
 class Predictor:
-    def __init__(self, model: Union[Sam, str, None] = None, device="auto", precision="auto"):
+    """precision: "auto" (bf16 on CUDA and on CPUs with AMX / AVX-512 bf16, else fp32), "fp32",
+    "bf16" or "fp16"; encoder and decoder run under autocast to it, embeddings are stored as
+    float32. compile: run the image encoder through `torch.compile` (the first `set_image`
+    compiles, minutes on a small CPU; on failure a warning and the eager encoder). On CPU the
+    thread count is set by `device.configure_threads(num_threads)` (all cores unless the user
+    chose a count)."""
+
+    def __init__(self, model: Union[Sam, str, None] = None, device="auto", precision="auto",
+                 compile: bool = False, num_threads: Optional[int] = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device) if isinstance(model, Sam) else load_model(model, self.device)
         self.model.eval()
         self.dtype = resolve_precision(precision, self.device)
+        if self.device.type == "cpu":
+            configure_threads(num_threads)
+        self.compile = bool(compile)
+        self._compiled = None  # the compiled encoder; False once compiling has failed
         self._emb: Optional[ImageEmbedding] = None
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compile and self._compiled is not False:
+            try:
+                if self._compiled is None:
+                    self._compiled = torch.compile(self.model.image_encoder, dynamic=False)
+                return self._compiled(self.model.preprocess(x))
+            except Exception as err:  # no compiler, unsupported op, backend failure ...
+                warnings.warn(f"torch.compile of the image encoder failed "
+                              f"({type(err).__name__}: {str(err)[:200]}); using the eager "
+                              "encoder", RuntimeWarning, stacklevel=3)
+                self._compiled = False
+        return self.model.encode(x)
 
     # ---- embedding -------------------------------------------------------------------
     @torch.no_grad()
@@ -46,7 +72,7 @@ class Predictor:
         pixels = to_model_pixels(image, channels, value_range)
         x = resize_for_model(pixels, self.model.image_size, self.device)
         with autocast(self.device, self.dtype):
-            feats = self.model.encode(x)
+            feats = self._encode(x)
         self._emb = ImageEmbedding(feats.float(), tuple(pixels.shape[:2]), tuple(x.shape[-2:]),
                                    self.model.signature())
         return self._emb

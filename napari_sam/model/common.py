@@ -22,6 +22,51 @@ class LayerNorm2d(nn.Module):
         return y.permute(0, 3, 1, 2)
 
 
+_ONEDNN = {"ok": None}
+
+
+def _onednn_bf16(x: torch.Tensor) -> bool:
+    """True where `linear` may call oneDNN's fused linear: CPU, bf16 autocast, no autograd."""
+    if _ONEDNN["ok"] is False or x.device.type != "cpu" or torch.is_grad_enabled():
+        return False
+    if not (torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16):
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    if _ONEDNN["ok"] is None:
+        _ONEDNN["ok"] = (torch.backends.mkldnn.is_available()
+                         and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    return bool(_ONEDNN["ok"])
+
+
+def linear(x: torch.Tensor, layer: nn.Linear, act: str = "") -> torch.Tensor:
+    """`layer(x)`, followed by `act` ("gelu": exact GELU, "relu", "": none).
+
+    Under bf16 autocast on CPU (inference) this is one oneDNN call with the bias and the
+    activation fused into the matmul (`torch.ops.mkldnn._linear_pointwise`, what inductor
+    uses): the activation runs in fp32 on the accumulator and is rounded to bf16 once, and
+    the output is written once instead of three times (bias broadcast, matmul, activation).
+    Everywhere else, and if that operator is missing or fails, plain `F.linear` + activation.
+    """
+    if _onednn_bf16(x):
+        dt = torch.bfloat16
+        b = layer.bias
+        try:
+            y = torch.ops.mkldnn._linear_pointwise(
+                x.reshape(-1, x.shape[-1]).to(dt), layer.weight.to(dt),
+                None if b is None else b.to(dt), act or "none", [], "none" if act else "")
+            return y.view(*x.shape[:-1], y.shape[-1])
+        except (RuntimeError, NotImplementedError, TypeError):
+            _ONEDNN["ok"] = False
+    y = F.linear(x, layer.weight, layer.bias)
+    if act == "gelu":
+        return F.gelu(y)
+    if act == "relu":
+        return F.relu(y)
+    return y
+
+
 class MLPBlock(nn.Module):
     """Two linear layers with an activation between them (keys lin1, lin2)."""
 
@@ -30,8 +75,12 @@ class MLPBlock(nn.Module):
         self.lin1 = nn.Linear(dim, hidden)
         self.lin2 = nn.Linear(hidden, dim)
         self.act = act()
+        self._fused = ("gelu" if act is nn.GELU else "relu" if act is nn.ReLU else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = getattr(self, "_fused", None)
+        if fused and getattr(self.act, "approximate", "none") == "none":
+            return linear(linear(x, self.lin1, fused), self.lin2)
         return self.lin2(self.act(self.lin1(x)))
 
 

@@ -7,11 +7,13 @@ with D = prompt_embed_dim (256 for SAM). State-dict keys follow Meta's checkpoin
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .common import MLPBlock, grid_to_windows, neck, windows_to_grid
+from .common import MLPBlock, grid_to_windows, linear, neck, windows_to_grid
 from .config import ViTConfig
 
 # Above this many query x key pairs per head, the additive-bias path of global attention runs
@@ -63,6 +65,40 @@ def _key_positions(wh: int, ww: int, width: int, dtype, device) -> torch.Tensor:
         if not torch.compiler.is_compiling():
             _ONEHOT_CACHE[key] = t
     return t
+
+
+_WORKSPACE = threading.local()
+
+
+def clear_workspaces() -> None:
+    """Free this thread's cached attention buffers (see `_augmented_buffer`)."""
+    _WORKSPACE.__dict__.clear()
+
+
+def _augmented_buffer(nb: int, n: int, nh: int, e: int, hd: int, wh: int, ww: int,
+                      dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The (3, windows, cells, heads, E) q/k/v buffer of the augmented path with its
+    constant parts in place: the keys' one-hot positions and the zero padding of q and v.
+
+    In inference the buffer is kept (per thread, per shape) and reused by every block and
+    every image: the parts that never change are written once, and the buffer -- 57 MB for
+    a ViT-B global block -- is not allocated and page-faulted in again for each block.
+    Under autograd (or torch.compile) a fresh one is made each call.
+    """
+    keep = not (torch.is_grad_enabled() or torch.compiler.is_compiling())
+    cache = _WORKSPACE.__dict__.setdefault("buffers", {}) if keep else {}
+    key = (nb, n, nh, e, hd, wh, ww, dtype, str(device))
+    buf = cache.get(key)
+    if buf is None:
+        buf = torch.empty(3, nb, n, nh, e, dtype=dtype, device=device)
+        buf[0, ..., hd + wh + ww:] = 0
+        buf[1, ..., hd:] = _key_positions(wh, ww, e - hd, dtype, device)[:, None]
+        buf[2, ..., hd:] = 0
+        if keep:
+            if len(cache) >= 4:
+                cache.clear()
+            cache[key] = buf
+    return buf
 
 
 def _use_augmented(dtype: torch.dtype) -> bool:
@@ -123,14 +159,17 @@ class Attention(nn.Module):
         wh, ww = (window, window) if window else (h, w)
         nH, nW = -(-h // wh), -(-w // ww)
         n, nb = wh * ww, b * nH * nW
-        qkv = self.qkv(x)
+        qkv = linear(x, self.qkv)
         dt = qkv.dtype
         aug = _use_augmented(dt)
         # the fused CPU kernel is much slower for head widths that are not multiples of 16
         e = -(-(hd + wh + ww) // 16) * 16 if aug else hd
         # token-major (3, windows, cells, heads, E): the copies below move whole tokens;
         # the attention kernel takes the (windows, heads, cells, E) views as they are
-        buf = qkv.new_empty(3, nb, n, nh, e)
+        if aug:
+            buf = _augmented_buffer(nb, n, nh, e, hd, wh, ww, dt, qkv.device)
+        else:
+            buf = qkv.new_empty(3, nb, n, nh, e)
         dst = buf[..., :hd].unflatten(1, (b, nH, nW)).unflatten(4, (wh, ww))
         dst = dst.permute(1, 2, 4, 3, 5, 0, 6, 7)  # (b, nH, wh, nW, ww, 3, nh, hd)
         fill = None
@@ -147,10 +186,6 @@ class Attention(nn.Module):
                 torch.einsum("bnyxc,ykc->bnyxk", qs, rh))
             q[..., hd + wh:hd + wh + ww].unflatten(2, (wh, ww)).copy_(
                 torch.einsum("bnyxc,xkc->bnyxk", qs, rw))
-            if e > hd + wh + ww:
-                q[..., hd + wh + ww:].zero_()
-            k[..., hd:].copy_(_key_positions(wh, ww, e - hd, dt, x.device))
-            v[..., hd:].zero_()
             out = F.scaled_dot_product_attention(q, k, v, scale=scale)[..., :hd]
         else:
             rh = self._table(self.rel_pos_h, wh, dt, 1.0)
@@ -168,7 +203,7 @@ class Attention(nn.Module):
             out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         src = out.unflatten(0, (b, nH, nW)).unflatten(4, (wh, ww)).permute(0, 1, 4, 2, 5, 3, 6)
         res = windows_to_grid(src, qkv.new_empty(b, h, w, nh, hd), wh, ww)
-        return self.proj(res.view(b, h, w, c))
+        return linear(res.view(b, h, w, c), self.proj)
 
 
 class Block(nn.Module):
@@ -185,7 +220,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn.attend(self.norm1(x), self.window_size)
-        return x + self.mlp(self.norm2(x))
+        if torch.is_grad_enabled():
+            return x + self.mlp(self.norm2(x))
+        return x.add_(self.mlp(self.norm2(x)))  # x is this block's own tensor here
 
 
 class PatchEmbed(nn.Module):
