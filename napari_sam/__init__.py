@@ -20,4 +20,13 @@ __all__ = ["__version__", "build_model", "load_model", "Predictor", "ImageEmbedd
 # napari is imported only when annotate() is called
 from ._napari.launch import annotate  # noqa: E402
 
-__all__ += ["annotate"]
+__all__ += ["annotate", "TiledPredictor", "tiled_automask"]
+
+
+def __getattr__(name):
+    # tiling pulls in zarr and dask: load it on first use only
+    if name in ("TiledPredictor", "tiled_automask"):
+        from . import tiling
+
+        return getattr(tiling, name)
+    raise AttributeError(f"module 'napari_sam' has no attribute {name!r}")
