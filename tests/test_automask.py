@@ -15,10 +15,10 @@ from scipy import ndimage as ndi
 
 from napari_sam import AutoMaskGenerator, Predictor, automask, build_model
 from napari_sam.automask import crop_boxes, interp_matrix, point_grid
-from napari_sam.model.registry import BUNDLED_PATH
 from napari_sam.postprocess import (box_iou, boxes_from_masks, clean_mask, greedy_keep, nms,
                                     paint_labels, remove_small_regions, stability_score)
 from napari_sam.transforms import select_channels
+from bundled_status import accuracy_goal, needs_bundled
 
 IOUS = (0.95, 0.8, 0.6)
 
@@ -247,7 +247,7 @@ def test_crop_upsampling_equals_full_frame_upsampling():
 
 
 def test_full_resolution_stability_is_exact():
-    from conftest import randomize_
+    from testing_utils import randomize_
 
     pred = Predictor(randomize_(build_model("test_vit"), seed=2), device="cpu", precision="fp32")
     image = np.random.default_rng(0).random((90, 130)).astype(np.float32)
@@ -389,7 +389,8 @@ def test_automask_function_and_options():
 
 
 # --------------------------------------------------------------------------- bundled model
-@pytest.mark.skipif(not BUNDLED_PATH.is_file(), reason="the bundled model is not trained yet")
+@needs_bundled
+@accuracy_goal
 @pytest.mark.parametrize("seed", [3, 4])
 def test_bundled_model_finds_generated_nuclei(seed):
     from napari_sam.training.synthetic import nuclei_image

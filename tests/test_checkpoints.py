@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import reference_stub
 import torch
-from conftest import randomize_, torch_threads
+from testing_utils import randomize_, torch_threads
 
 import napari_sam.device
 from napari_sam.model import (

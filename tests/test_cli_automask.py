@@ -10,7 +10,7 @@ import pytest
 import torch
 import tifffile
 
-from conftest import randomize_
+from testing_utils import randomize_
 from napari_sam import build_model
 from napari_sam.cli import main
 from napari_sam.model import save_checkpoint

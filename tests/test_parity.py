@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 import reference_stub
 import torch
-from conftest import randomize_, torch_threads
+from testing_utils import randomize_, torch_threads
 from torch import nn
 
 from napari_sam.model import Sam

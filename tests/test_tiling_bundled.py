@@ -7,12 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam.model.registry import BUNDLED_PATH
 from napari_sam.tiling import TiledPredictor, TileGrid, tiled_automask
 from napari_sam.training.synthetic import nuclei_image
+from bundled_status import accuracy_goal, needs_bundled
 
-pytestmark = pytest.mark.skipif(not BUNDLED_PATH.is_file(),
-                                reason="bundled weights not trained yet")
+pytestmark = [needs_bundled, accuracy_goal]
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from napari_sam.model import build_model
-from napari_sam.model.registry import BUNDLED_PATH
 from napari_sam.training import prompts
 from napari_sam.training.evaluate import iou, match_f1
 from napari_sam.training.pool import SamplePool
 from napari_sam.training.train import TrainConfig, train_step
+from bundled_status import accuracy_goal, needs_bundled
 
 
 def _disk(shape, center, r):
@@ -73,7 +73,8 @@ def test_training_steps_reduce_the_loss():
     assert last < 0.8 * first, (first, last)
 
 
-@pytest.mark.skipif(not BUNDLED_PATH.is_file(), reason="bundled weights not built")
+@needs_bundled
+@accuracy_goal
 def test_bundled_model_segments_a_synthetic_nucleus():
     from napari_sam import Predictor, load_model
     from napari_sam.training.synthetic import nuclei_image

@@ -9,9 +9,7 @@ coordinate conversion, upscaling) is the real code.
 
 from __future__ import annotations
 
-import time
 
-import numpy as np
 import pytest
 import torch
 
