@@ -79,13 +79,36 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _physical_cores() -> int:
+    """Physical cores (Linux /proc/cpuinfo), else the CPU count."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            ids, phys = set(), "0"
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":", 1)[1].strip()
+                elif line.startswith("core id"):
+                    ids.add((phys, line.split(":", 1)[1].strip()))
+        if ids:
+            return len(ids)
+    except OSError:
+        pass
+    return os.cpu_count() or 1
+
+
+def _torch_default_threads() -> int:
+    """The intra-op thread count torch starts with when nobody chose one: one per physical
+    core (capped by the CPUs this process may use)."""
+    return max(1, min(_physical_cores(), available_cores()))
+
+
 def configure_threads(num_threads: Optional[int] = None) -> int:
     """Set torch's intra-op threads and return the count in use.
 
     `num_threads` given: use it. Otherwise $NAPARI_SAM_NUM_THREADS when set; otherwise, unless
     the user chose a count (OMP_NUM_THREADS / MKL_NUM_THREADS set, or
-    `torch.set_num_threads` called since napari_sam was imported), every CPU the process may
-    run on. torch's own default is the number of physical cores, which leaves the second
+    `torch.set_num_threads` called -- seen as a count other than torch's default of one per
+    physical core), every CPU the process may run on. torch's own default is the number of physical cores, which leaves the second
     hardware thread of each core idle. Inter-op threads are left alone: napari-sam runs no
     inter-op parallel work, and they can only be set before any such work has started.
     """
@@ -97,7 +120,8 @@ def configure_threads(num_threads: Optional[int] = None) -> int:
             torch.set_num_threads(n)
         return n
     user_set = (any(os.environ.get(v, "").strip() for v in _THREAD_ENV[1:])
-                or torch.get_num_threads() != _STARTUP_THREADS)
+                or torch.get_num_threads() != _STARTUP_THREADS
+                or _STARTUP_THREADS != _torch_default_threads())
     if not user_set and torch.get_num_threads() < available_cores():
         torch.set_num_threads(available_cores())
         globals()["_STARTUP_THREADS"] = torch.get_num_threads()  # ours, not the user's

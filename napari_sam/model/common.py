@@ -40,6 +40,27 @@ def _onednn_bf16(x: torch.Tensor) -> bool:
     return bool(_ONEDNN["ok"])
 
 
+def _low_precision_params(layer: nn.Linear, dtype: torch.dtype):
+    """`layer`'s weight and bias in `dtype`, kept on the module (not in its state dict) while
+    the parameters are unchanged: casting them again for every image would cost a pass over
+    all weights and, on a busy machine, one more parallel region per layer. Inference only
+    (the caller checks); `release_caches` drops them."""
+    wt, bs = layer.weight, layer.bias
+    key = (dtype, wt._version, wt.data_ptr(), wt.device,
+           None if bs is None else (bs._version, bs.data_ptr()))
+    hit = layer.__dict__.get("_low_precision")
+    if hit is None or hit[0] != key:
+        hit = (key, wt.detach().to(dtype), None if bs is None else bs.detach().to(dtype))
+        layer.__dict__["_low_precision"] = hit
+    return hit[1], hit[2]
+
+
+def release_caches(module: nn.Module) -> None:
+    """Drop the low-precision weight copies kept by `linear` in `module`'s layers."""
+    for m in module.modules():
+        m.__dict__.pop("_low_precision", None)
+
+
 def linear(x: torch.Tensor, layer: nn.Linear, act: str = "") -> torch.Tensor:
     """`layer(x)`, followed by `act` ("gelu": exact GELU, "relu", "": none).
 
@@ -51,11 +72,11 @@ def linear(x: torch.Tensor, layer: nn.Linear, act: str = "") -> torch.Tensor:
     """
     if _onednn_bf16(x):
         dt = torch.bfloat16
-        b = layer.bias
+        w, b = _low_precision_params(layer, dt)
         try:
             y = torch.ops.mkldnn._linear_pointwise(
-                x.reshape(-1, x.shape[-1]).to(dt), layer.weight.to(dt),
-                None if b is None else b.to(dt), act or "none", [], "none" if act else "")
+                x.reshape(-1, x.shape[-1]).to(dt), w, b, act or "none", [],
+                "none" if act else "")
             return y.view(*x.shape[:-1], y.shape[-1])
         except (RuntimeError, NotImplementedError, TypeError):
             _ONEDNN["ok"] = False

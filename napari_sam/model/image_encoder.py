@@ -13,12 +13,15 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .common import MLPBlock, grid_to_windows, linear, neck, windows_to_grid
+from .common import MLPBlock, linear, neck
 from .config import ViTConfig
 
 # Above this many query x key pairs per head, the additive-bias path of global attention runs
 # in row chunks so the relative-position bias never exists for the whole image at once.
 _CHUNK_PAIRS = 1024 * 4096
+# Largest combined relative-position table (cells x head_dim x (wh + ww) elements) that is
+# precomputed; windows use it, a global 64 x 64 grid (33 M elements) does not.
+_COMBINED_TABLE_MAX = 1 << 22
 
 # How attention adds the decomposed relative-position term (see `Attention.attend`):
 # "auto": "augmented" for bf16/fp16 (matmul units are cheap, memory traffic is not),
@@ -101,6 +104,31 @@ def _augmented_buffer(nb: int, n: int, nh: int, e: int, hd: int, wh: int, ww: in
     return buf
 
 
+def _zero_bordered(b: int, h: int, w: int, c: int, dtype: torch.dtype,
+                   device: torch.device) -> torch.Tensor:
+    """A (b, h, w, c) grid whose caller fills the top-left part; the rest is zero. Kept and
+    reused (per thread, per shape) in inference, so only the interior is ever written."""
+    keep = not (torch.is_grad_enabled() or torch.compiler.is_compiling())
+    if not keep:
+        return torch.zeros(b, h, w, c, dtype=dtype, device=device)
+    cache = _WORKSPACE.__dict__.setdefault("grids", {})
+    key = (b, h, w, c, dtype, str(device))
+    grid = cache.get(key)
+    if grid is None:
+        if len(cache) >= 4:
+            cache.clear()
+        grid = cache[key] = torch.zeros(b, h, w, c, dtype=dtype, device=device)
+    return grid
+
+
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a linear layer will compute `x` in (autocast's, if on)."""
+    dev = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
 def _use_augmented(dtype: torch.dtype) -> bool:
     if ATTENTION_PATH == "auto":
         return dtype in (torch.bfloat16, torch.float16)
@@ -120,18 +148,34 @@ class Attention(nn.Module):
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
         self._tables: dict = {}
 
-    def _table(self, param: torch.Tensor, size: int, dtype: torch.dtype, factor: float):
+    def _table(self, param, size, dtype: torch.dtype, factor: float):
         """`relative_table(param, size) * factor` in `dtype`, cached while the weights do not
-        change (inference only: with autograd on it is recomputed every call)."""
-        if (torch.is_grad_enabled() and param.requires_grad) or torch.compiler.is_compiling():
-            return (relative_table(param, size) * factor).to(dtype)
-        key = (id(param), size, dtype, factor)
+        change (inference only: with autograd on it is recomputed every call).
+
+        param None, size (wh, ww): the combined (wh*ww, head_dim, wh + ww) table of cell
+        t = (y, x): [Rh[y].T | Rw[x].T], for computing both terms in one batched matmul."""
+        ph, pw = self.rel_pos_h, self.rel_pos_w
+        state = (ph._version, ph.data_ptr(), pw._version, pw.data_ptr(), ph.device)
+        if (torch.is_grad_enabled() and ph.requires_grad) or torch.compiler.is_compiling():
+            return self._make_table(param, size, dtype, factor)
+        key = (param is pw, size, dtype, factor)
         hit = self._tables.get(key)
-        if hit is not None and hit[0] == (param._version, param.data_ptr(), param.device):
+        if hit is not None and hit[0] == state:
             return hit[1]
-        t = (relative_table(param.detach(), size) * factor).to(dtype)
-        self._tables[key] = ((param._version, param.data_ptr(), param.device), t)
+        with torch.no_grad():
+            t = self._make_table(param, size, dtype, factor)
+        self._tables[key] = (state, t)
         return t
+
+    def _make_table(self, param, size, dtype, factor):
+        if param is not None:
+            return (relative_table(param, size) * factor).to(dtype)
+        wh, ww = size
+        th = relative_table(self.rel_pos_h, wh).transpose(1, 2)  # (y, hd, ky)
+        tw = relative_table(self.rel_pos_w, ww).transpose(1, 2)  # (x, hd, kx)
+        hd = th.shape[1]
+        t = torch.cat([th[:, None].expand(wh, ww, hd, wh), tw[None].expand(wh, ww, hd, ww)], -1)
+        return (t.reshape(wh * ww, hd, wh + ww) * factor).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Global attention over a (B, H, W, C) grid."""
@@ -158,8 +202,16 @@ class Attention(nn.Module):
         hd = c // nh
         wh, ww = (window, window) if window else (h, w)
         nH, nW = -(-h // wh), -(-w // ww)
+        hp, wp = nH * wh, nW * ww
         n, nb = wh * ww, b * nH * nW
-        qkv = linear(x, self.qkv)
+        padded = (hp, wp) != (h, w)
+        if padded:
+            # SAM pads the normalised grid with zeros: one copy into a zero-bordered grid
+            # (which also casts to the matmul dtype) instead of a copy per window edge
+            xp = _zero_bordered(b, hp, wp, c, _matmul_dtype(x), x.device)
+            xp[:, :h, :w] = x
+            x = xp
+        qkv = linear(x, self.qkv)  # (b, hp, wp, 3c)
         dt = qkv.dtype
         aug = _use_augmented(dt)
         # the fused CPU kernel is much slower for head widths that are not multiples of 16
@@ -172,20 +224,29 @@ class Attention(nn.Module):
             buf = qkv.new_empty(3, nb, n, nh, e)
         dst = buf[..., :hd].unflatten(1, (b, nH, nW)).unflatten(4, (wh, ww))
         dst = dst.permute(1, 2, 4, 3, 5, 0, 6, 7)  # (b, nH, wh, nW, ww, 3, nh, hd)
-        fill = None
-        if h % wh or w % ww:
-            fill = self.qkv.bias.to(dt).view(3, nh, hd) if self.qkv.bias is not None else 0
-        grid_to_windows(qkv.unflatten(3, (3, nh, hd)), dst, wh, ww, fill)
-        q, k, v = buf.transpose(2, 3).unbind(0)  # (nb, nh, n, e) each
-        qs = q[..., :hd].unflatten(2, (wh, ww))  # (nb, nh, wh, ww, hd)
+        dst.copy_(qkv.view(b, nH, wh, nW, ww, 3, nh, hd))
+        # (nb, nh, n, e) each; by indexing, not unbind: autograd allows in-place writes to
+        # these views only when each comes from a single-output view op
+        q, k, v = (buf[i].transpose(1, 2) for i in range(3))
+        qh = q[..., :hd]
+        if torch.is_grad_enabled():  # autograd saves it, and `buf` is written to below
+            qh = qh.clone()
+        qs = qh.unflatten(2, (wh, ww))  # (nb, nh, wh, ww, hd)
         scale = hd ** -0.5
         if aug:
-            rh = self._table(self.rel_pos_h, wh, dt, 1 / scale)
-            rw = self._table(self.rel_pos_w, ww, dt, 1 / scale)
-            q[..., hd:hd + wh].unflatten(2, (wh, ww)).copy_(
-                torch.einsum("bnyxc,ykc->bnyxk", qs, rh))
-            q[..., hd + wh:hd + wh + ww].unflatten(2, (wh, ww)).copy_(
-                torch.einsum("bnyxc,xkc->bnyxk", qs, rw))
+            if n * hd * (wh + ww) <= _COMBINED_TABLE_MAX:
+                # both terms in one batched matmul over the cells of a window
+                t = self._table(None, (wh, ww), dt, 1 / scale)  # (n, hd, wh + ww)
+                qc = qh.permute(2, 0, 1, 3).reshape(n, nb * nh, hd)
+                rel = torch.bmm(qc, t).view(n, nb, nh, wh + ww)
+                buf[0, ..., hd:hd + wh + ww].transpose(0, 1).copy_(rel)
+            else:
+                rh = self._table(self.rel_pos_h, wh, dt, 1 / scale)
+                rw = self._table(self.rel_pos_w, ww, dt, 1 / scale)
+                q[..., hd:hd + wh].unflatten(2, (wh, ww)).copy_(
+                    torch.einsum("bnyxc,ykc->bnyxk", qs, rh))
+                q[..., hd + wh:hd + wh + ww].unflatten(2, (wh, ww)).copy_(
+                    torch.einsum("bnyxc,xkc->bnyxk", qs, rw))
             out = F.scaled_dot_product_attention(q, k, v, scale=scale)[..., :hd]
         else:
             rh = self._table(self.rel_pos_h, wh, dt, 1.0)
@@ -202,8 +263,10 @@ class Attention(nn.Module):
                     q[:, :, y0 * ww:y0 * ww + nq], k, v, attn_mask=bias, scale=scale))
             out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         src = out.unflatten(0, (b, nH, nW)).unflatten(4, (wh, ww)).permute(0, 1, 4, 2, 5, 3, 6)
-        res = windows_to_grid(src, qkv.new_empty(b, h, w, nh, hd), wh, ww)
-        return linear(res.view(b, h, w, c), self.proj)
+        res = qkv.new_empty(b, hp, wp, c)
+        res.view(b, nH, wh, nW, ww, nh, hd).copy_(src)
+        y = linear(res, self.proj)  # on the padded grid too: one copy back, not four
+        return y[:, :h, :w] if padded else y
 
 
 class Block(nn.Module):

@@ -1,0 +1,310 @@
+"""The fast paths compute what the plain ones compute.
+
+Each speed-up in the model and the predictor is checked against the straightforward
+formulation it replaces: the augmented-attention path against the additive-bias path, the
+one-copy window partition against pad + reshape, the in-box mask upsampling against
+`Sam.upscale_logits` (the reference's postprocessing, see test_parity), the decoder's
+small-key attention against `scaled_dot_product_attention`, the oneDNN fused linear
+against `F.linear` + GELU. Plus the runtime options: threads, torch.compile fallback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from testing_utils import randomize_, torch_threads
+
+from napari_sam import device as D
+from napari_sam.model import Sam
+from napari_sam.model import common
+from napari_sam.model import image_encoder as ie
+from napari_sam.model.config import TEST_VIT
+from napari_sam.model.transformer import Attention as DecoderAttention
+from napari_sam.model.upscale import MaskUpscaler
+from napari_sam.predictor import Predictor
+
+TEST_VIT_W5 = TEST_VIT.with_(  # 16x16 grid in 5x5 windows: padded windows
+    name="test_vit_w5", encoder=dataclasses.replace(TEST_VIT.encoder, window_size=5,
+                                                    global_attn_indexes=(2,)))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture
+def attention_path():
+    old = ie.ATTENTION_PATH
+    yield lambda p: setattr(ie, "ATTENTION_PATH", p)
+    ie.ATTENTION_PATH = old
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+def image(cfg, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, cfg.image_size * 3 // 4, cfg.image_size, generator=g) * 255
+
+
+# --- encoder ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cfg", [TEST_VIT, TEST_VIT_W5], ids=lambda c: c.name)
+def test_augmented_attention_equals_bias_path_fp32(cfg, attention_path):
+    model = randomize_(Sam(cfg)).eval()
+    x = image(cfg)
+    with torch.no_grad():
+        attention_path("bias")
+        a = model.encode(x)
+        attention_path("augmented")
+        b = model.encode(x)
+        b2 = model.encode(x)  # reused buffers give the same result
+    assert rel(b, a) < 1e-5
+    assert torch.equal(b, b2)
+
+
+@pytest.mark.parametrize("cfg", [TEST_VIT, TEST_VIT_W5], ids=lambda c: c.name)
+def test_augmented_attention_bf16_close_to_fp32(cfg, attention_path):
+    model = randomize_(Sam(cfg)).eval()
+    x = image(cfg)
+    with torch.no_grad():
+        ref = model.encode(x)
+        out = {}
+        for path in ("bias", "augmented"):
+            attention_path(path)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out[path] = model.encode(x).float()
+    for path, o in out.items():
+        corr = torch.corrcoef(torch.stack([o.flatten(), ref.flatten()]))[0, 1].item()
+        print(f"{cfg.name} bf16 {path}: max rel diff {rel(o, ref):.3g}, corr {corr:.6f}")
+        assert rel(o, ref) < 0.05 and corr > 0.999
+    # the augmented path is no less accurate than the additive bias in bf16
+    assert rel(out["augmented"], ref) < 1.5 * rel(out["bias"], ref) + 1e-3
+
+
+def test_augmented_attention_under_autograd(attention_path):
+    """Training: fresh buffers, gradients flow to the relative-position tables."""
+    attention_path("augmented")
+    model = randomize_(Sam(TEST_VIT_W5))
+    model.image_encoder(model.preprocess(image(TEST_VIT_W5))).square().mean().backward()
+    blk = model.image_encoder.blocks[0].attn
+    assert blk.rel_pos_h.grad is not None and blk.rel_pos_h.grad.abs().sum() > 0
+    assert blk.rel_pos_w.grad.abs().sum() > 0
+
+
+def test_workspace_is_per_thread(attention_path):
+    attention_path("augmented")
+    model = randomize_(Sam(TEST_VIT)).eval()
+    x = [image(TEST_VIT, s) for s in range(2)]
+    with torch.no_grad():
+        expected = [model.encode(v) for v in x]
+    got = [None, None]
+
+    def run(i):
+        with torch.no_grad():
+            for _ in range(3):
+                got[i] = model.encode(x[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, e in zip(got, expected):
+        assert torch.equal(g, e)
+    ie.clear_workspaces()
+
+
+@pytest.mark.parametrize("h,w,ws", [(16, 16, 4), (16, 16, 5), (13, 9, 4), (7, 7, 7), (6, 11, 8)])
+def test_window_copies_match_pad_and_reshape(h, w, ws):
+    x = torch.randn(2, h, w, 6)
+    padded, hp, wp = common.pad_to_multiple(x, ws)
+    expected = common.to_windows(padded, ws)  # (B * nH * nW, ws, ws, C)
+    nH, nW = hp // ws, wp // ws
+    buf = torch.full((2 * nH * nW, ws * ws, 6), float("nan"))
+    dst = buf.unflatten(0, (2, nH, nW)).unflatten(3, (ws, ws)).permute(0, 1, 3, 2, 4, 5)
+    common.grid_to_windows(x, dst, ws, ws, fill=torch.zeros(6))
+    assert torch.equal(buf.view(-1, ws, ws, 6), expected)
+    back = common.windows_to_grid(dst, torch.empty_like(x), ws, ws)
+    assert torch.equal(back, x)
+
+
+def test_relative_tables_are_cached_and_follow_the_weights():
+    attn = Sam(TEST_VIT).image_encoder.blocks[0].attn
+    with torch.no_grad():
+        t1 = attn._table(attn.rel_pos_h, 4, torch.float32, 1.0)
+        assert attn._table(attn.rel_pos_h, 4, torch.float32, 1.0) is t1
+        attn.rel_pos_h.add_(1.0)  # an optimiser step: the version changes
+        t2 = attn._table(attn.rel_pos_h, 4, torch.float32, 1.0)
+    assert t2 is not t1
+    assert torch.allclose(t2, ie.relative_table(attn.rel_pos_h.detach(), 4))
+
+
+# --- decoder ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_small_key_attention_matches_sdpa(dtype):
+    attn = randomize_(DecoderAttention(64, 4, downsample=2))
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 256, 64, generator=g).to(dtype)
+    k = torch.randn(3, 7, 64, generator=g).to(dtype)
+    attn = attn.to(dtype)
+    with torch.no_grad():
+        fast = attn(q, k, k)
+        qh, kh, vh = (attn._heads(attn.q_proj(q)), attn._heads(attn.k_proj(k)),
+                      attn._heads(attn.v_proj(k)))
+        o = F.scaled_dot_product_attention(qh, kh, vh)
+        slow = attn.out_proj(o.transpose(1, 2).reshape(3, 256, -1))
+    assert rel(fast.float(), slow.float()) < (1e-5 if dtype == torch.float32 else 3e-2)
+
+
+def test_batched_prompts_equal_one_by_one():
+    model = randomize_(Sam(TEST_VIT)).eval()
+    pred = Predictor(model, "cpu", "fp32")
+    pred.set_image(np.random.default_rng(0).integers(0, 255, (100, 140, 3), dtype=np.uint8))
+    pts = torch.tensor([[[10.0, 20.0]], [[200.0, 100.0]], [[64.0, 64.0]]])
+    labels = torch.ones(3, 1, dtype=torch.long)
+    batch, iou = pred.predict_lowres(pts, labels)
+    for i in range(3):
+        one, iou1 = pred.predict_lowres(pts[i:i + 1], labels[i:i + 1])
+        assert rel(one[0], batch[i]) < 1e-5 and rel(iou1[0], iou[i]) < 1e-5
+
+
+# --- mask upsampling -----------------------------------------------------------------------
+
+SIZES = [((192, 256), (300, 400)), ((256, 160), (1000, 625)), ((256, 256), (256, 256)),
+         ((256, 200), (77, 60)), ((128, 256), (128, 256))]
+
+
+def lowres(m: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, 1, m, m, generator=g) * 4 - 6  # mostly background ...
+    x[0, :, m // 3:m // 2, m // 4:m // 2] += 10        # ... a blob
+    x[1, :, :3, -5:] += 12                             # a corner object
+    x[2] = torch.randn(1, m, m, generator=g)           # noise: positives everywhere
+    x[3] -= 20                                         # nothing
+    return x
+
+
+@pytest.mark.parametrize("input_hw,original_hw", SIZES)
+def test_mask_upscaler_matches_upscale_logits(input_hw, original_hw):
+    model = Sam(TEST_VIT)
+    x = lowres(TEST_VIT.mask_size)
+    ref = model.upscale_logits(x, input_hw, original_hw)
+    up = model.mask_upscaler(input_hw, original_hw)
+    assert model.mask_upscaler(input_hw, original_hw) is up  # cached
+    assert rel(up.logits(x), ref) < 1e-5
+    masks = up.masks(x)
+    expected = ref > 0
+    assert masks.shape == expected.shape and masks.dtype == torch.bool
+    # equal but for pixels whose logit is within float rounding of the threshold
+    differ = masks != expected
+    assert differ.float().mean() < 1e-4
+    assert ref[differ].abs().max().item() < 1e-4 if differ.any() else True
+    assert not masks[3].any()
+    for t in (-2.0, 1.5):
+        assert ((up.masks(x, t) != (ref > t)).float().mean()) < 1e-4
+
+
+def test_mask_upscaler_box_only_touches_the_box():
+    """Outside the computed block every pixel's support holds no positive low-res logit."""
+    model = Sam(TEST_VIT)
+    x = torch.full((1, 1, 64, 64), -5.0)
+    x[0, 0, 30:33, 40:42] = 5.0
+    up = model.mask_upscaler((256, 256), (512, 512))
+    m = up.masks(x)[0, 0]
+    rows, cols = m.any(1).nonzero(), m.any(0).nonzero()
+    assert 230 < rows.min() and rows.max() < 275 and 310 < cols.min() and cols.max() < 345
+    assert torch.equal(m, (model.upscale_logits(x, (256, 256), (512, 512)) > 0)[0, 0])
+
+
+def test_predict_masks_equal_upscaled_logits():
+    model = randomize_(Sam(TEST_VIT)).eval()
+    pred = Predictor(model, "cpu", "fp32")
+    rng = np.random.default_rng(1)
+    pred.set_image(rng.integers(0, 255, (300, 170, 3), dtype=np.uint8))
+    for pt in ([150, 80], [10, 160], [299, 0]):
+        masks, scores, logits = pred.predict(points=[pt], point_labels=[1])
+        full = pred.upscale(torch.as_tensor(logits)[None])[0]
+        assert masks.shape == (3, 300, 170) and masks.dtype == bool
+        assert (masks != (full > 0).numpy()).mean() < 1e-4
+
+
+def test_upscale_logits_skips_identity_resize():
+    model = Sam(TEST_VIT)
+    x = lowres(TEST_VIT.mask_size)
+    s = TEST_VIT.image_size
+    out = model.upscale_logits(x, (s, s), (s, s))
+    expected = F.interpolate(x, (s, s), mode="bilinear", align_corners=False)
+    assert torch.equal(out, expected)
+
+
+# --- fused linear ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("act", ["", "gelu", "relu"])
+def test_fused_linear_matches_plain(act):
+    lin = randomize_(torch.nn.Linear(48, 96))
+    x = torch.randn(2, 5, 48)
+    plain = F.linear(x, lin.weight, lin.bias)
+    plain = {"": plain, "gelu": F.gelu(plain), "relu": F.relu(plain)}[act]
+    with torch.no_grad():
+        assert rel(common.linear(x, lin, act), plain) < 1e-6  # fp32: plain F.linear
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = common.linear(x, lin, act)
+    assert fast.shape == plain.shape
+    assert rel(fast.float(), plain) < 2e-2
+
+
+# --- runtime options -------------------------------------------------------------------------
+
+def test_configure_threads(monkeypatch):
+    old = torch.get_num_threads()
+    try:
+        assert D.configure_threads(1) == 1 and torch.get_num_threads() == 1
+        # the user chose a count (differs from the one at import): left alone
+        monkeypatch.setattr(D, "_STARTUP_THREADS", 7)
+        assert D.configure_threads() == 1
+        monkeypatch.setenv("NAPARI_SAM_NUM_THREADS", "1")
+        assert D.configure_threads() == 1
+        monkeypatch.delenv("NAPARI_SAM_NUM_THREADS")
+        # nobody chose: torch's default count at import and now -> every available CPU
+        monkeypatch.setattr(D, "_STARTUP_THREADS", torch.get_num_threads())
+        monkeypatch.setattr(D, "_torch_default_threads", torch.get_num_threads)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+        assert D.configure_threads() == max(1, D.available_cores())
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_compile_failure_falls_back_with_a_warning(monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model = randomize_(Sam(TEST_VIT)).eval()
+    img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    eager = Predictor(model, "cpu", "fp32").set_image(img).features
+    pred = Predictor(model, "cpu", "fp32", compile=True)
+    with pytest.warns(RuntimeWarning, match="torch.compile"):
+        feats = pred.set_image(img).features
+    assert torch.equal(feats, eager)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred.set_image(img)  # no second warning, eager from now on
+
+
+def test_nothing_requires_a_gpu():
+    assert D.resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            D.resolve_device("cuda")
