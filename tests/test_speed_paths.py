@@ -308,3 +308,48 @@ def test_nothing_requires_a_gpu():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             D.resolve_device("cuda")
+
+
+@pytest.mark.parametrize("hw", [(256, 256), (192, 256), (256, 100)])
+def test_mask_upscaler_without_second_resize_is_exact(hw):
+    """Image = model input (no second resize): crops resized by the integer factor give the
+    whole-frame resize bit for bit, at the borders too."""
+    model = Sam(TEST_VIT)
+    m = TEST_VIT.mask_size
+    x = torch.full((5, 1, m, m), -3.0)
+    x[0, 0, 0:2, 0:3] = 4.0           # top-left corner
+    x[1, 0, -2:, -1:] = 4.0           # bottom-right corner of the frame (maybe padding)
+    x[2, 0, 20:23, 30:31] = 4.0       # inside
+    x[3] = torch.randn(1, m, m)       # everywhere
+    ref = model.upscale_logits(x, hw, hw)
+    up = model.mask_upscaler(hw, hw)
+    assert up.factor == TEST_VIT.image_size // m
+    assert torch.equal(up.logits(x), ref)
+    for i in range(5):  # one by one: each mask's own box
+        assert torch.equal(up.masks(x[i]), ref[i] > 0)
+    assert torch.equal(up.masks(x[:3, 0]), ref[:3, 0] > 0)  # together: their union box
+    assert torch.equal(up.masks(x[:, 0], 0.5), ref[:, 0] > 0.5)  # more than UNION_MAX
+
+
+def test_decoder_first_block_cache_follows_the_embedding():
+    """The first block's image-side projections are reused per embedding; an in-place change
+    of the embedding, another embedding, or new weights are not served from the cache."""
+    model = randomize_(Sam(TEST_VIT)).eval()
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(1, 64, 16, 16, generator=g)
+    pts = (torch.tensor([[[30.0, 40.0]]]), torch.ones(1, 1, dtype=torch.long))
+
+    def uncached(e):
+        with torch.enable_grad():  # no cache under autograd
+            return model.decode(e, pts)[0].detach()
+
+    with torch.no_grad():
+        first = model.decode(emb, pts)[0]
+        assert torch.equal(model.decode(emb, pts)[0], first)
+        assert rel(first, uncached(emb)) < 1e-6
+        emb.mul_(1.5)
+        assert rel(model.decode(emb, pts)[0], uncached(emb)) < 1e-6
+        other = torch.randn(1, 64, 16, 16, generator=g)
+        assert rel(model.decode(other, pts)[0], uncached(other)) < 1e-6
+        model.mask_decoder.transformer.layers[0].cross_attn_token_to_image.k_proj.weight.mul_(0.5)
+        assert rel(model.decode(other, pts)[0], uncached(other)) < 1e-6

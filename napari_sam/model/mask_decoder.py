@@ -29,30 +29,40 @@ class MaskDecoder(nn.Module):
         self.iou_prediction_head = MLP(dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
 
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
-                sparse: torch.Tensor, dense: torch.Tensor,
-                multimask: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+                sparse: torch.Tensor, dense: torch.Tensor, multimask: bool,
+                shared_dense: bool = False, cache_key=None) -> Tuple[torch.Tensor, torch.Tensor]:
         """image_embeddings: (1 or B, C, g, g); sparse (B, N, C); dense (B, C, g, g).
+
+        shared_dense: every row of `dense` is the same (no mask prompt): with one image the
+        prompts then share the image tokens until the first block mixes them in, and that
+        work runs once, not B times. cache_key: identifies the image and weights (see
+        `Sam.decode`) so the first block's image-side projections are reused across calls.
 
         Returns mask logits (B, K, 4g, 4g) and IoU predictions (B, K); K = 3 with
         `multimask`, else 1.
         """
-        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse, dense)
+        masks, iou = self.predict_masks(image_embeddings, image_pe, sparse, dense,
+                                        shared_dense, cache_key)
         if multimask:
             return masks[:, 1:], iou[:, 1:]
         return masks[:, :1], iou[:, :1]
 
-    def predict_masks(self, image_embeddings, image_pe, sparse, dense):
+    def predict_masks(self, image_embeddings, image_pe, sparse, dense, shared_dense=False,
+                      cache_key=None):
         b = sparse.shape[0]
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens[None].expand(b, -1, -1).to(sparse.dtype), sparse], dim=1)
         if image_embeddings.shape[0] not in (1, b):
             raise ValueError(f"{image_embeddings.shape[0]} image embeddings for {b} prompts")
-        src = image_embeddings + dense  # broadcasts one image over many prompts
-        if src.shape[0] != b:
-            src = src.expand(b, -1, -1, -1)
+        if shared_dense and image_embeddings.shape[0] == 1:
+            src = image_embeddings + dense[:1]  # one image for all prompts
+        else:
+            src = image_embeddings + dense  # broadcasts one image over many prompts
+            if src.shape[0] != b:
+                src = src.expand(b, -1, -1, -1)
+            cache_key = None
         _, c, h, w = src.shape
-        pos = image_pe.expand(b, -1, -1, -1)
-        hs, keys = self.transformer(src, pos, tokens)
+        hs, keys = self.transformer(src, image_pe[:1], tokens, cache_key)
         iou_out = hs[:, 0]
         mask_out = hs[:, 1:1 + self.num_mask_tokens]
         # channels-last view of the (B, hw, C) tokens: no transposing copy; the transposed

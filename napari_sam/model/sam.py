@@ -20,6 +20,35 @@ from .prompt_encoder import PromptEncoder
 from .tiny_vit import TinyViT
 
 
+class _ImageKey:
+    """Identifies one image embedding (the tensor object itself, via a weak reference, and
+    its version) together with everything the decoder's first block computes from it: the
+    no-mask embedding, the positional encoding, the first block's weights and the autocast
+    dtype. Equal keys mean the cached first-block projections are still valid."""
+
+    def __init__(self, embeddings: torch.Tensor, model: "Sam") -> None:
+        import weakref
+
+        self.ref = weakref.ref(embeddings)
+        pe = model.prompt_encoder
+        dev = embeddings.device.type
+        self.state = (
+            embeddings._version, embeddings.data_ptr(), tuple(embeddings.shape),
+            embeddings.dtype, str(embeddings.device),
+            torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev),
+            tuple((p._version, p.data_ptr()) for p in (
+                pe.no_mask_embed.weight, pe.pe_layer.positional_encoding_gaussian_matrix,
+                *model.mask_decoder.transformer.layers[0].parameters())))
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, _ImageKey):
+            return False
+        a = self.ref()
+        return a is not None and a is other.ref() and self.state == other.state
+
+    __hash__ = None
+
+
 class Sam(nn.Module):
     def __init__(self, config: SamConfig) -> None:
         super().__init__()
@@ -69,8 +98,12 @@ class Sam(nn.Module):
         mask_input: Bx1x4gx4g logits from an earlier call.
         """
         sparse, dense = self.prompt_encoder(points, boxes, mask_input)
+        shared = mask_input is None and embeddings.shape[0] == 1
+        key = None
+        if shared and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            key = _ImageKey(embeddings, self)
         return self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense,
-                                 multimask)
+                                 multimask, shared_dense=shared, cache_key=key)
 
     def upscale_logits(self, logits: torch.Tensor, input_hw: Tuple[int, int],
                        original_hw: Tuple[int, int]) -> torch.Tensor:

@@ -21,6 +21,10 @@ from typing import Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+# masks of one call (the outputs of one prompt) upsampled together inside their union box
+UNION_MAX = 4
 
 
 def _taps(n_out: int, n_in: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -53,6 +57,14 @@ class MaskUpscaler:
         self.out_hw = tuple(int(v) for v in original_hw)
         self.mask_size = mask_size
         self.device = torch.device(device)
+        # When the image is the model's input (no second resize), the upsampling is one
+        # bilinear resize by the integer factor image_size / mask_size: then a crop of the
+        # low-res logits with a margin, resized by that factor, gives exactly (bit for bit)
+        # the same values as resizing the whole frame, and F.interpolate is much cheaper
+        # than the dense matrices.
+        self.factor = 0
+        if (tuple(int(v) for v in input_hw) == self.out_hw and image_size % mask_size == 0):
+            self.factor = image_size // mask_size
         self.mats, self.lo, self.hi = [], [], []
         for n_in, n_out in zip(input_hw, original_hw):
             a = axis_matrix(mask_size, image_size, int(n_in), int(n_out))
@@ -77,6 +89,8 @@ class MaskUpscaler:
         is the (m, m) low-res array (or any (.., m, m) batch)."""
         rs, re, l0, l1 = rows
         cs, ce, m0, m1 = cols
+        if self.factor:
+            return self._interpolate_crop(logits, rs, re, cs, ce)
         a_r = self.mats[0][rs:re, l0:l1]
         a_c = self.mats[1][cs:ce, m0:m1]
         x = logits[..., l0:l1, m0:m1].float()
@@ -85,6 +99,21 @@ class MaskUpscaler:
             return (a_r @ x) @ a_c.T
         return a_r @ (x @ a_c.T)
 
+    def _interpolate_crop(self, logits: torch.Tensor, rs: int, re: int, cs: int,
+                          ce: int) -> torch.Tensor:
+        f, m = self.factor, self.mask_size
+        # low-res rows/cols with a margin of 2: inside it the resize of the crop uses the
+        # same source pixels and weights as the resize of the whole frame
+        a0, a1 = max(rs // f - 2, 0), min(-(-re // f) + 2, m)
+        b0, b1 = max(cs // f - 2, 0), min(-(-ce // f) + 2, m)
+        x = logits[..., a0:a1, b0:b1].float()
+        lead = x.shape[:-2]
+        x = x.reshape(-1, 1, a1 - a0, b1 - b0)
+        up = F.interpolate(x, ((a1 - a0) * f, (b1 - b0) * f), mode="bilinear",
+                           align_corners=False)
+        up = up[:, 0, rs - a0 * f:re - a0 * f, cs - b0 * f:ce - b0 * f]
+        return up.reshape(*lead, re - rs, ce - cs)
+
     def logits(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., m, m) -> (..., Y, X) upscaled logits of the whole image."""
         full = (0, self.out_hw[0], 0, self.mask_size)
@@ -92,7 +121,9 @@ class MaskUpscaler:
 
     def masks(self, logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
         """(..., m, m) low-res logits -> (..., Y, X) bool masks `upscaled > threshold`,
-        computed inside each mask's box only (one small host transfer of the boxes)."""
+        computed inside the box of low-res positives only (one small host transfer of the
+        box). Up to `UNION_MAX` masks (the outputs of one prompt) share the union of their
+        boxes and are upsampled together; more are done one by one."""
         m = self.mask_size
         lead = logits.shape[:-2]
         flat = logits.reshape(-1, m, m)
@@ -100,18 +131,21 @@ class MaskUpscaler:
         if flat.shape[0] == 0:
             return out.reshape(*lead, *self.out_hw)
         pos = flat > threshold
-        rows, cols = pos.any(2), pos.any(1)
+        rows, cols = pos.any(2), pos.any(1)  # (N, m)
+        groups = [slice(None)] if flat.shape[0] <= UNION_MAX else [
+            slice(i, i + 1) for i in range(flat.shape[0])]
         ar = torch.arange(m, device=flat.device)
         boxes = torch.stack([
-            rows.any(1).long(),
-            torch.where(rows, ar, m).amin(1), torch.where(rows, ar, -1).amax(1),
-            torch.where(cols, ar, m).amin(1), torch.where(cols, ar, -1).amax(1)], 1).tolist()
-        for i, (has, r0, r1, c0, c1) in enumerate(boxes):
+            torch.stack([r.any(), torch.where(r.any(0), ar, m).min(),
+                         torch.where(r.any(0), ar, -1).max(), torch.where(c.any(0), ar, m).min(),
+                         torch.where(c.any(0), ar, -1).max()])
+            for r, c in ((rows[g], cols[g]) for g in groups)]).tolist()
+        for g, (has, r0, r1, c0, c1) in zip(groups, boxes):
             if not has:
                 continue
-            rows_i, cols_i = self.region(0, r0, r1), self.region(1, c0, c1)
-            if rows_i[1] <= rows_i[0] or cols_i[1] <= cols_i[0]:
+            rows_g, cols_g = self.region(0, r0, r1), self.region(1, c0, c1)
+            if rows_g[1] <= rows_g[0] or cols_g[1] <= cols_g[0]:
                 continue
-            block = self.crop(flat[i], rows_i, cols_i)
-            out[i, rows_i[0]:rows_i[1], cols_i[0]:cols_i[1]] = block > threshold
+            block = self.crop(flat[g], rows_g, cols_g)
+            out[g, rows_g[0]:rows_g[1], cols_g[0]:cols_g[1]] = block > threshold
         return out.reshape(*lead, *self.out_hw)
