@@ -2,6 +2,7 @@
 
     python -m napari_sam.training.train --out runs/bundled --steps 6000
     python -m napari_sam.training.train --out runs/bundled --export napari_sam/weights/bundled.pt
+    python -m napari_sam.training.train --out runs/bundled --init napari_sam/weights/bundled.pt
 
 Each step embeds a batch of images and, for several objects per image, simulates a user:
 a first prompt (one click with multimask output, a jittered box, or a few positive and
@@ -52,6 +53,9 @@ class TrainConfig:
     eval_every: int = 500
     ckpt_minutes: float = 3.0
     bf16: bool = True
+    # start from exported weights (e.g. the shipped bundled.pt) when `out` has no checkpoint;
+    # the optimizer starts afresh and the step count continues from the file's trained_steps
+    init: str = ""
 
 
 def focal_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -197,6 +201,13 @@ def train(tc: TrainConfig, log=print) -> Sam:
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         log(f"resumed from {ckpt_path} at step {step}")
+    elif tc.init:
+        saved = torch.load(tc.init, map_location="cpu", weights_only=True)
+        model = Sam(config_from_dict(saved["config"]))
+        model.load_state_dict(saved["model"])
+        step = int(saved.get("trained_steps", 0))
+        state = None
+        log(f"starting from the weights in {tc.init} (step {step}, fresh optimizer)")
     else:
         model = build_model(tc.arch)
         state = None
