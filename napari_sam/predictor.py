@@ -72,8 +72,11 @@ class Predictor:
         pixels = to_model_pixels(image, channels, value_range)
         x = resize_for_model(pixels, self.model.image_size, self.device)
         with autocast(self.device, self.dtype):
-            feats = self._encode(x)
-        self._emb = ImageEmbedding(feats.float(), tuple(pixels.shape[:2]), tuple(x.shape[-2:]),
+            feats = self._encode(x).float()
+        if feats.is_inference():  # called under inference_mode: keep a normal tensor, whose
+            with torch.inference_mode(False):  # version counter lets the decoder cache
+                feats = feats.clone()  # per-image work safely
+        self._emb = ImageEmbedding(feats, tuple(pixels.shape[:2]), tuple(x.shape[-2:]),
                                    self.model.signature())
         return self._emb
 

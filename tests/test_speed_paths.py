@@ -353,3 +353,22 @@ def test_decoder_first_block_cache_follows_the_embedding():
         assert rel(model.decode(other, pts)[0], uncached(other)) < 1e-6
         model.mask_decoder.transformer.layers[0].cross_attn_token_to_image.k_proj.weight.mul_(0.5)
         assert rel(model.decode(other, pts)[0], uncached(other)) < 1e-6
+
+
+def test_cached_constants_do_not_depend_on_the_first_callers_precision():
+    """A bf16 predictor first, then an fp32 one on the same model: the fp32 results are those
+    of a fresh model (no constant cached in bf16 leaks into fp32)."""
+    model = randomize_(Sam(TEST_VIT)).eval()
+    fresh = randomize_(Sam(TEST_VIT)).eval()
+    img = np.random.default_rng(0).integers(0, 255, (120, 90, 3), dtype=np.uint8)
+    Predictor(model, "cpu", "bf16").set_image(img)
+    low = Predictor(model, "cpu", "bf16")
+    low.set_image(img)
+    low.predict(points=[[60, 40]])
+    a = Predictor(model, "cpu", "fp32")
+    a.set_image(img)
+    b = Predictor(fresh, "cpu", "fp32")
+    b.set_image(img)
+    assert torch.equal(a.get_embedding().features, b.get_embedding().features)
+    la, lb = a.predict(points=[[60, 40]])[2], b.predict(points=[[60, 40]])[2]
+    assert np.array_equal(la, lb)

@@ -25,6 +25,12 @@ class LayerNorm2d(nn.Module):
 _ONEDNN = {"ok": None}
 
 
+def version(t: torch.Tensor) -> int:
+    """`t._version`, the in-place modification counter; -1 for inference tensors, which have
+    none (they cannot be modified outside inference mode)."""
+    return -1 if t.is_inference() else t._version
+
+
 def _onednn_bf16(x: torch.Tensor) -> bool:
     """True where `linear` may call oneDNN's fused linear: CPU, bf16 autocast, no autograd."""
     if _ONEDNN["ok"] is False or x.device.type != "cpu" or torch.is_grad_enabled():
@@ -46,8 +52,8 @@ def _low_precision_params(layer: nn.Linear, dtype: torch.dtype):
     all weights and, on a busy machine, one more parallel region per layer. Inference only
     (the caller checks); `release_caches` drops them."""
     wt, bs = layer.weight, layer.bias
-    key = (dtype, wt._version, wt.data_ptr(), wt.device,
-           None if bs is None else (bs._version, bs.data_ptr()))
+    key = (dtype, version(wt), wt.data_ptr(), wt.device,
+           None if bs is None else (version(bs), bs.data_ptr()))
     hit = layer.__dict__.get("_low_precision")
     if hit is None or hit[0] != key:
         hit = (key, wt.detach().to(dtype), None if bs is None else bs.detach().to(dtype))

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, version
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -66,10 +66,13 @@ class PromptEncoder(nn.Module):
         g = self.pe_layer.positional_encoding_gaussian_matrix
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and g.requires_grad):
             return self.pe_layer.grid(self.grid, self.grid)[None]
-        key = (g._version, g.data_ptr(), g.device, g.dtype)
+        key = (version(g), g.data_ptr(), g.device, g.dtype)
         hit = getattr(self, "_dense_pe", None)
         if hit is None or hit[0] != key:
-            hit = self._dense_pe = (key, self.pe_layer.grid(self.grid, self.grid)[None])
+            # a constant: always in the buffer's precision, never in an autocast dtype that
+            # happens to be active on the first call
+            with torch.autocast(g.device.type, enabled=False):
+                hit = self._dense_pe = (key, self.pe_layer.grid(self.grid, self.grid)[None])
         return hit[1]
 
     def _points(self, xy: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:

@@ -14,6 +14,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .config import SamConfig, TinyViTConfig
+from .common import version
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -33,10 +34,10 @@ class _ImageKey:
         pe = model.prompt_encoder
         dev = embeddings.device.type
         self.state = (
-            embeddings._version, embeddings.data_ptr(), tuple(embeddings.shape),
+            version(embeddings), embeddings.data_ptr(), tuple(embeddings.shape),
             embeddings.dtype, str(embeddings.device),
             torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev),
-            tuple((p._version, p.data_ptr()) for p in (
+            tuple((version(p), p.data_ptr()) for p in (
                 pe.no_mask_embed.weight, pe.pe_layer.positional_encoding_gaussian_matrix,
                 *model.mask_decoder.transformer.layers[0].parameters())))
 
@@ -100,7 +101,9 @@ class Sam(nn.Module):
         sparse, dense = self.prompt_encoder(points, boxes, mask_input)
         shared = mask_input is None and embeddings.shape[0] == 1
         key = None
-        if shared and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # inference tensors have no version counter: an in-place change could not be seen
+        if (shared and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                and not embeddings.is_inference()):
             key = _ImageKey(embeddings, self)
         return self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense,
                                  multimask, shared_dense=shared, cache_key=key)
