@@ -152,18 +152,19 @@ def test_relative_tables_are_cached_and_follow_the_weights():
 # --- decoder ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_small_key_attention_matches_sdpa(dtype):
+@pytest.mark.parametrize("nq,nk", [(256, 7), (7, 256)], ids=["few-keys", "few-queries"])
+def test_small_attention_matches_sdpa(dtype, nq, nk):
     attn = randomize_(DecoderAttention(64, 4, downsample=2))
     g = torch.Generator().manual_seed(0)
-    q = torch.randn(3, 256, 64, generator=g).to(dtype)
-    k = torch.randn(3, 7, 64, generator=g).to(dtype)
+    q = torch.randn(3, nq, 64, generator=g).to(dtype)
+    k = torch.randn(3, nk, 64, generator=g).to(dtype)
     attn = attn.to(dtype)
     with torch.no_grad():
         fast = attn(q, k, k)
         qh, kh, vh = (attn._heads(attn.q_proj(q)), attn._heads(attn.k_proj(k)),
                       attn._heads(attn.v_proj(k)))
         o = F.scaled_dot_product_attention(qh, kh, vh)
-        slow = attn.out_proj(o.transpose(1, 2).reshape(3, 256, -1))
+        slow = attn.out_proj(o.transpose(1, 2).reshape(3, nq, -1))
     assert rel(fast.float(), slow.float()) < (1e-5 if dtype == torch.float32 else 3e-2)
 
 

@@ -41,6 +41,11 @@ class Attention(nn.Module):
             # that axis is the last one (no vectorisation), fast as the second-last
             attn = torch.softmax((k * q.shape[-1] ** -0.5) @ q.transpose(-2, -1), dim=-2)
             out = attn.to(v.dtype).transpose(-2, -1) @ v
+        elif q.shape[2] <= 32 < k.shape[2]:
+            # a few prompt tokens attending to the image: matmuls and one softmax over the
+            # long axis, cheaper than the fused kernel's blocking for so few queries
+            attn = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
+            out = attn.to(v.dtype) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v)
         b, h, n, c = out.shape
