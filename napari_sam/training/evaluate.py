@@ -35,7 +35,9 @@ def prompt_ious(predictor, image: np.ndarray, labels: np.ndarray, max_objects: i
         masks, scores, _ = predictor.predict(points=[interior_point(truth)], point_labels=[1],
                                              multimask=True)
         click.append(iou(masks[int(np.argmax(scores))], truth))
-        masks, _, _ = predictor.predict(box=bounding_box(truth), multimask=False)
+        b = bounding_box(truth)
+        b[2:] = np.maximum(b[2:], b[:2] + 1)  # a one-pixel-wide object still gets a box
+        masks, _, _ = predictor.predict(box=b, multimask=False)
         box.append(iou(masks[0], truth))
     return click, box
 
