@@ -71,6 +71,17 @@ class Sam(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    # attributes holding derived tensors for speed (see common.linear, TwoWayTransformer,
+    # mask_upscaler); they hold weak references and are rebuilt on demand
+    _TRANSIENT = ("_first_block", "_low_precision", "_upscalers")
+
+    def __getstate__(self):
+        """Pickle without the speed caches, so the model can be sent to worker processes."""
+        for m in self.modules():
+            for name in self._TRANSIENT:
+                m.__dict__.pop(name, None)
+        return super().__getstate__()
+
     @property
     def image_size(self) -> int:
         return self.config.image_size
