@@ -17,6 +17,14 @@ import reference_stub
 from testing_utils import randomize_, torch_threads  # noqa: E402,F401
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: on a shared 2-core machine, two OpenMP threads
+    competing with other processes make tiny models many times slower."""
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture(scope="session")
 def randomize():
     """`randomize_` as a fixture, for tests that prefer not to import conftest."""

@@ -23,14 +23,7 @@ from bundled_status import accuracy_goal, needs_bundled
 IOUS = (0.95, 0.8, 0.6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, two spinning OpenMP threads
-    competing with other processes make these tiny models ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- oracle

@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 import tifffile
 
 from napari_sam import AutoMaskGenerator
@@ -18,14 +17,7 @@ from test_automask import OraclePredictor, disc_image, match_f1
 CENTRES = ((30, 30), (30, 90), (90, 40), (95, 100))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, two spinning OpenMP threads
-    competing with other processes make these tiny models ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import tifffile
 
 from testing_utils import randomize_
@@ -21,14 +20,7 @@ ARGS = ["--points-per-side", "6", "--pred-iou-thresh", "0", "--stability-thresh"
         "--device", "cpu", "--precision", "fp32", "-q"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, two spinning OpenMP threads
-    competing with other processes make these tiny models ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
