@@ -28,28 +28,61 @@ class Attention(nn.Module):
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._heads(linear(q, self.q_proj))
-        k = self._heads(linear(k, self.k_proj))
-        v = self._heads(linear(v, self.v_proj))
-        return self._combine(q, k, v)
+        return self._combine(linear(q, self.q_proj), linear(k, self.k_proj),
+                             linear(v, self.v_proj))
 
-    def _combine(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if k.shape[2] <= 32 < q.shape[2]:
-            # image tokens attending to a few prompt tokens: plain matmuls beat the fused
-            # kernel's blocking by far for a handful of keys
-            # scores as (keys, queries): softmax over a short axis of size n_k is slow when
-            # that axis is the last one (no vectorisation), fast as the second-last
-            attn = torch.softmax((k * q.shape[-1] ** -0.5) @ q.transpose(-2, -1), dim=-2)
-            out = attn.to(v.dtype).transpose(-2, -1) @ v
-        elif q.shape[2] <= 32 < k.shape[2]:
-            # a few prompt tokens attending to the image: matmuls and one softmax over the
-            # long axis, cheaper than the fused kernel's blocking for so few queries
-            attn = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
-            out = attn.to(v.dtype) @ v
+    def _combine(self, qp: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor) -> torch.Tensor:
+        """Attention of projected queries (Bq, nq, C') over projected keys / values
+        (Bk, nk, C'), then the output projection. Bq and Bk are B or 1 (one image's tokens
+        shared by B prompts; never copied B times).
+
+        Between the image (thousands of tokens) and the prompt tokens (a handful) the heads
+        are handled as one block-diagonal matrix of the few tokens: each product is then a
+        single matmul with the image tokens in their natural (n, C') layout, where splitting
+        heads would copy (transpose) every image-side tensor, and softmax runs over rows or
+        a second-last axis that vectorise."""
+        h = self.num_heads
+        b = max(qp.shape[0], kp.shape[0])
+        nq, nk, c = qp.shape[1], kp.shape[1], qp.shape[2]
+        scale = (c // h) ** -0.5
+        if nk <= 32 < nq:  # image tokens attending to the prompt tokens
+            kb = _block_diag(kp * scale, h)  # (B, h*nk, C')
+            vb = _block_diag(vp, h)
+            if qp.shape[0] == 1 and b > 1:
+                s = kb.reshape(-1, c) @ qp[0].transpose(0, 1)
+            else:
+                s = kb @ qp.transpose(-2, -1)
+            p = torch.softmax(s.view(b, h, nk, nq), dim=-2).view(b, h * nk, nq)
+            out = p.to(vb.dtype).transpose(-2, -1) @ vb  # (B, nq, C'), token-major
+        elif nq <= 32 < nk:  # prompt tokens attending to the image
+            qb = _block_diag(qp * scale, h)  # (B, h*nq, C')
+            if kp.shape[0] == 1 and b > 1:
+                p = torch.softmax(qb.reshape(-1, c) @ kp[0].transpose(0, 1), dim=-1)
+                ob = (p.to(vp.dtype) @ vp[0]).view(b, h * nq, c)
+            else:
+                p = torch.softmax(qb @ kp.transpose(-2, -1), dim=-1)
+                ob = p.to(vp.dtype) @ vp
+            out = _diagonal_blocks(ob, h)  # (B, nq, C')
         else:
+            q, k, v = (self._heads(t.expand(b, -1, -1)) for t in (qp, kp, vp))
             out = F.scaled_dot_product_attention(q, k, v)
-        b, h, n, c = out.shape
-        return linear(out.transpose(1, 2).reshape(b, n, h * c), self.out_proj)
+            out = out.transpose(1, 2).reshape(b, nq, c)
+        return linear(out, self.out_proj)
+
+
+def _block_diag(x: torch.Tensor, h: int) -> torch.Tensor:
+    """(B, n, h*d) -> (B, h*n, h*d): row block i holds head i's slice of x, zeros elsewhere."""
+    b, n, c = x.shape
+    out = x.new_zeros(b, h, n, h, c // h)
+    out.diagonal(0, 1, 3).copy_(x.view(b, n, h, c // h).permute(0, 1, 3, 2))
+    return out.view(b, h * n, c)
+
+
+def _diagonal_blocks(x: torch.Tensor, h: int) -> torch.Tensor:
+    """(B, h*n, h*d) -> (B, n, h*d): for each head i, row block i's column block i."""
+    b, hn, c = x.shape
+    n = hn // h
+    return x.view(b, h, n, h, c // h).diagonal(0, 1, 3).permute(0, 1, 3, 2).reshape(b, n, c)
 
 
 def _autocast_dtype(x: torch.Tensor):
@@ -87,8 +120,7 @@ class TwoWayBlock(nn.Module):
         if dt is not None:
             k, kv = k.to(dt), keys.to(dt)
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        return (t2i._heads(linear(k, t2i.k_proj)), t2i._heads(linear(kv, t2i.v_proj)),
-                i2t._heads(linear(k, i2t.q_proj)))
+        return linear(k, t2i.k_proj), linear(kv, t2i.v_proj), linear(k, i2t.q_proj)
 
     def forward(self, queries, keys, query_pe, key_pe,
                 image_side: tuple | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -101,22 +133,16 @@ class TwoWayBlock(nn.Module):
             q = queries + query_pe
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
-        b = queries.shape[0]
         k_t2i, v_t2i, q_i2t = image_side if image_side is not None else self.image_side(
             keys, key_pe)
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        q = t2i._heads(linear(queries + query_pe, t2i.q_proj))
-        queries = self.norm2(queries + t2i._combine(q, _batch(k_t2i, b), _batch(v_t2i, b)))
+        q = linear(queries + query_pe, t2i.q_proj)
+        queries = self.norm2(queries + t2i._combine(q, k_t2i, v_t2i))
         queries = self.norm3(queries + self.mlp(queries))
         q = queries + query_pe
-        attn = i2t._combine(_batch(q_i2t, b), i2t._heads(linear(q, i2t.k_proj)),
-                            i2t._heads(linear(queries, i2t.v_proj)))
+        attn = i2t._combine(q_i2t, linear(q, i2t.k_proj), linear(queries, i2t.v_proj))
         keys = self.norm4(keys + attn)  # broadcasts a shared (1, hw, C) to (B, hw, C)
         return queries, keys
-
-
-def _batch(x: torch.Tensor, b: int) -> torch.Tensor:
-    return x if x.shape[0] == b else x.expand(b, *x.shape[1:])
 
 
 class TwoWayTransformer(nn.Module):
