@@ -6,9 +6,17 @@ from typing import Tuple
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
-from .common import MLP, LayerNorm2d
+from .common import MLP, LayerNorm2d, linear, version
 from .transformer import TwoWayTransformer
+
+
+class _Linear:
+    """Weight and bias of a linear layer derived from other parameters (for `linear`)."""
+
+    def __init__(self, weight: torch.Tensor, bias) -> None:
+        self.weight, self.bias = weight, bias
 
 
 class MaskDecoder(nn.Module):
@@ -65,15 +73,64 @@ class MaskDecoder(nn.Module):
         hs, keys = self.transformer(src, image_pe[:1], tokens, cache_key)
         iou_out = hs[:, 0]
         mask_out = hs[:, 1:1 + self.num_mask_tokens]
-        # channels-last view of the (B, hw, C) tokens: no transposing copy; the transposed
-        # convolutions keep that layout, so the upscaled features are read as (B, HW, C')
-        up = self.output_upscaling(keys.view(b, h, w, c).permute(0, 3, 1, 2))
         hyper = torch.stack(
             [mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
-        _, cu, hu, wu = up.shape
-        if up.is_contiguous(memory_format=torch.channels_last):
-            masks = (up.permute(0, 2, 3, 1).reshape(b, hu * wu, cu) @ hyper.transpose(1, 2))
-            masks = masks.transpose(1, 2).reshape(b, -1, hu, wu)
+        if self._plain_upscaling():
+            masks = self._upscale(keys, h, w, hyper)
         else:
+            up = self.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
+            _, cu, hu, wu = up.shape
             masks = (hyper @ up.reshape(b, cu, hu * wu)).reshape(b, -1, hu, wu)
         return masks, self.iou_prediction_head(iou_out)
+
+    def _plain_upscaling(self) -> bool:
+        """True for SAM's upscaling: two 2x2 stride-2 transposed convolutions, LayerNorm2d
+        and GELU between them, GELU after."""
+        seq = self.output_upscaling
+        return (len(seq) == 5 and isinstance(seq[1], LayerNorm2d)
+                and all(isinstance(seq[i], nn.ConvTranspose2d) and seq[i].kernel_size == (2, 2)
+                        and seq[i].stride == (2, 2) and seq[i].padding == (0, 0)
+                        and seq[i].groups == 1 for i in (0, 3))
+                and all(isinstance(seq[i], nn.GELU) and seq[i].approximate == "none"
+                        for i in (2, 4)))
+
+    def _upscale(self, keys: torch.Tensor, h: int, w: int, hyper: torch.Tensor) -> torch.Tensor:
+        """`output_upscaling` followed by the hypernetwork product, on the token-major
+        (B, hw, C) keys without leaving that layout.
+
+        A 2x2 stride-2 transposed convolution maps each input pixel to its own 2x2 block:
+        it is a linear layer C -> 4 C' per pixel. So both convolutions run as linear layers
+        (GELU fused into the second) on pixels kept in (B, h, w, 2, 2, 2, 2, C') order, the
+        norm is a LayerNorm over the last axis, the hypernetwork product reduces C'' to the
+        K mask channels per pixel, and only those K channels are shuffled to (B, K, 4h, 4w).
+        """
+        b = keys.shape[0]
+        seq = self.output_upscaling
+        lin1, lin2 = self._conv_as_linear(0), self._conv_as_linear(3)
+        c1, c2 = seq[0].out_channels, seq[3].out_channels
+        x = linear(keys, lin1).view(b, h, w, 2, 2, c1)
+        x = F.gelu(F.layer_norm(x, (c1,), seq[1].weight, seq[1].bias, seq[1].eps))
+        x = linear(x, lin2, "gelu")  # (b, h, w, 2, 2, 4 * c2)
+        k = hyper.shape[1]
+        m = x.reshape(b, -1, c2) @ hyper.transpose(1, 2).to(x.dtype)  # (b, h*w*16, K)
+        m = m.view(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return m.reshape(b, k, 4 * h, 4 * w)
+
+    def _conv_as_linear(self, i: int):
+        """Transposed conv `output_upscaling[i]` as a linear layer C -> (2, 2, C')."""
+        conv = self.output_upscaling[i]
+        wt, bs = conv.weight, conv.bias  # (C, C', 2, 2), (C',)
+
+        def make():
+            weight = wt.permute(2, 3, 1, 0).reshape(-1, wt.shape[0])  # (4 C', C)
+            bias = None if bs is None else bs.repeat(4)
+            return _Linear(weight, bias)
+
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return make()
+        key = (version(wt), wt.data_ptr(), None if bs is None else (version(bs), bs.data_ptr()))
+        hit = conv.__dict__.get("_as_linear")
+        if hit is None or hit[0] != key:
+            with torch.no_grad():
+                hit = conv.__dict__["_as_linear"] = (key, make())
+        return hit[1]
