@@ -146,7 +146,6 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
-        self._tables: dict = {}
 
     def _table(self, param, size, dtype: torch.dtype, factor: float):
         """`relative_table(param, size) * factor` in `dtype`, cached while the weights do not
@@ -159,12 +158,13 @@ class Attention(nn.Module):
         if (torch.is_grad_enabled() and ph.requires_grad) or torch.compiler.is_compiling():
             return self._make_table(param, size, dtype, factor)
         key = (param is pw, size, dtype, factor)
-        hit = self._tables.get(key)
+        tables = self.__dict__.setdefault("_tables", {})  # not in the state dict
+        hit = tables.get(key)
         if hit is not None and hit[0] == state:
             return hit[1]
         with torch.no_grad():
             t = self._make_table(param, size, dtype, factor)
-        self._tables[key] = (state, t)
+        tables[key] = (state, t)
         return t
 
     def _make_table(self, param, size, dtype, factor):

@@ -73,7 +73,8 @@ class Sam(nn.Module):
 
     # attributes holding derived tensors for speed (see common.linear, TwoWayTransformer,
     # mask_upscaler); they hold weak references and are rebuilt on demand
-    _TRANSIENT = ("_first_block", "_low_precision", "_upscalers")
+    _TRANSIENT = ("_first_block", "_low_precision", "_upscalers", "_as_linear", "_tables",
+                  "_dense_pe")
 
     def __getstate__(self):
         """Pickle without the speed caches, so the model can be sent to worker processes."""
