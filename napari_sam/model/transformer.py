@@ -94,12 +94,6 @@ def _autocast_dtype(x: torch.Tensor):
     return None
 
 
-def _low(x: torch.Tensor) -> torch.Tensor:
-    """`x` in the autocast dtype (if autocast is on), i.e. as the next matmul reads it."""
-    dt = _autocast_dtype(x)
-    return x if dt is None else x.to(dt)
-
-
 class TwoWayBlock(nn.Module):
     """Token self-attention, token->image, MLP, image->token; post-norm after each step."""
 
@@ -121,7 +115,10 @@ class TwoWayBlock(nn.Module):
 
         keys + key_pe feeds two of them: it is computed once and cast once (under autocast
         every projection would cast its (hw, C) input again)."""
-        k, kv = _low(keys + key_pe), _low(keys)
+        k, kv = keys + key_pe, keys
+        dt = _autocast_dtype(keys)
+        if dt is not None:
+            k, kv = k.to(dt), keys.to(dt)
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
         return linear(k, t2i.k_proj), linear(kv, t2i.v_proj), linear(k, i2t.q_proj)
 
@@ -165,26 +162,28 @@ class TwoWayTransformer(nn.Module):
         cache_key: identifies the image (see `MaskDecoder`): the first block's image-side
         projections are then kept and reused by later calls with the same key (inference
         only), e.g. every click on one embedded image."""
+        key_pe = image_pe.flatten(2).transpose(1, 2)
+        if key_pe.stride(-1) != 1:
+            key_pe = key_pe.contiguous()
         first = None
         hit = self.__dict__.get("_first_block")
         if cache_key is not None and hit is not None and hit[0] == cache_key:
-            keys, key_pe, first = hit[1:]
+            keys, first = hit[1], hit[2]
         else:
             # token-major (B, hw, C): in the (B, C, h, w) layout's transposed view every add
-            # and projection of the first layer reads memory with a stride of hw. Under
-            # autocast the image tokens and their positional encoding go to the autocast
-            # dtype once, here: they are the decoder's big tensors, and in bf16 every add,
-            # norm (accumulating in fp32) and projection of them moves half the bytes with
-            # nothing casting them again.
-            keys = _low(image.flatten(2).transpose(1, 2).contiguous())
-            key_pe = _low(image_pe.flatten(2).transpose(1, 2).contiguous())
+            # and projection of the first layer reads memory with a stride of hw
+            keys = image.flatten(2).transpose(1, 2).contiguous()
             if cache_key is not None:
                 first = self.layers[0].image_side(keys, key_pe)
-                self.__dict__["_first_block"] = (cache_key, keys, key_pe, first)
+                self.__dict__["_first_block"] = (cache_key, keys, first)
         queries = tokens
         for i, layer in enumerate(self.layers):
             queries, keys = layer(queries, keys, tokens, key_pe, first if i == 0 else None)
         if keys.shape[0] != queries.shape[0]:  # no blocks
             keys = keys.expand(queries.shape[0], -1, -1)
-        attn = self.final_attn_token_to_image(queries + tokens, _low(keys + key_pe), _low(keys))
+        k, kv = keys + key_pe, keys
+        dt = _autocast_dtype(keys)
+        if dt is not None:
+            k, kv = k.to(dt), keys.to(dt)
+        attn = self.final_attn_token_to_image(queries + tokens, k, kv)
         return self.norm_final_attn(queries + attn), keys
