@@ -47,6 +47,8 @@ class Predictor:
         self.dtype = resolve_precision(precision, self.device)
         if self.device.type == "cpu":
             configure_threads(num_threads)
+        # prompts decoded per call of the model in `predict_lowres` (None: all at once)
+        self.decode_chunk: Optional[int] = 64 if self.device.type == "cpu" else None
         self.compile = bool(compile)
         self._compiled = None  # the compiled encoder; False once compiling has failed
         self._emb: Optional[ImageEmbedding] = None
@@ -152,12 +154,27 @@ class Predictor:
     def predict_lowres(self, xy: Optional[torch.Tensor], labels: Optional[torch.Tensor],
                        boxes: Optional[torch.Tensor] = None, mask_input=None, multimask=True
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Batched prompts in the input frame -> low-res logits (B, K, m, m), scores (B, K)."""
+        """Batched prompts in the input frame -> low-res logits (B, K, m, m), scores (B, K).
+
+        On CPU the prompts are decoded `decode_chunk` (64) at a time: every prompt carries
+        its own (hw, C) copy of the image tokens through the decoder, so this bounds the
+        memory of large batches."""
         emb = self.get_embedding()
-        pts = None if xy is None else (xy, labels)
+        n = next((t.shape[0] for t in (xy, boxes, mask_input) if t is not None), 1)
+        step = self.decode_chunk or n
+
+        def part(t, s):  # a batch-1 tensor is shared by all prompts (broadcast), as before
+            return None if t is None else t if t.shape[0] == 1 else t[s:s + step]
+
+        outs = []
         with autocast(self.device, self.dtype):
-            logits, iou = self.model.decode(emb.features, pts, boxes, mask_input, multimask)
-        return logits.float(), iou.float()
+            for s in range(0, n, step):
+                pts = None if xy is None else (part(xy, s), part(labels, s))
+                outs.append(self.model.decode(emb.features, pts, part(boxes, s),
+                                              part(mask_input, s), multimask))
+        if len(outs) == 1:
+            return outs[0][0].float(), outs[0][1].float()
+        return torch.cat([o[0] for o in outs]).float(), torch.cat([o[1] for o in outs]).float()
 
     def upscale(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, K, m, m) low-res logits -> (B, K, Y, X) logits at the image's size."""

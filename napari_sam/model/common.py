@@ -122,9 +122,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < last:
-                x = F.relu(x)
+            x = linear(x, layer, "relu" if i < last else "")
         return x
 
 

@@ -48,17 +48,17 @@ class Attention(nn.Module):
         if nk <= 32 < nq:  # image tokens attending to the prompt tokens
             kb = _block_diag(kp * scale, h)  # (B, h*nk, C')
             vb = _block_diag(vp, h)
-            if qp.shape[0] == 1 and b > 1:
-                s = kb.reshape(-1, c) @ qp[0].transpose(0, 1)
+            if qp.shape[0] == 1:  # x @ W.T natively: no transposed copy of the image side
+                s = F.linear(kb, qp[0])
             else:
                 s = kb @ qp.transpose(-2, -1)
             p = torch.softmax(s.view(b, h, nk, nq), dim=-2).view(b, h * nk, nq)
             out = p.to(vb.dtype).transpose(-2, -1) @ vb  # (B, nq, C'), token-major
         elif nq <= 32 < nk:  # prompt tokens attending to the image
             qb = _block_diag(qp * scale, h)  # (B, h*nq, C')
-            if kp.shape[0] == 1 and b > 1:
-                p = torch.softmax(qb.reshape(-1, c) @ kp[0].transpose(0, 1), dim=-1)
-                ob = (p.to(vp.dtype) @ vp[0]).view(b, h * nq, c)
+            if kp.shape[0] == 1:
+                p = torch.softmax(F.linear(qb, kp[0]), dim=-1)
+                ob = p.to(vp.dtype) @ vp[0]
             else:
                 p = torch.softmax(qb @ kp.transpose(-2, -1), dim=-1)
                 ob = p.to(vp.dtype) @ vp
@@ -94,6 +94,12 @@ def _autocast_dtype(x: torch.Tensor):
     return None
 
 
+def _low(x: torch.Tensor) -> torch.Tensor:
+    """`x` in the autocast dtype (if autocast is on), i.e. as the next matmul reads it."""
+    dt = _autocast_dtype(x)
+    return x if dt is None else x.to(dt)
+
+
 class TwoWayBlock(nn.Module):
     """Token self-attention, token->image, MLP, image->token; post-norm after each step."""
 
@@ -115,10 +121,7 @@ class TwoWayBlock(nn.Module):
 
         keys + key_pe feeds two of them: it is computed once and cast once (under autocast
         every projection would cast its (hw, C) input again)."""
-        k, kv = keys + key_pe, keys
-        dt = _autocast_dtype(keys)
-        if dt is not None:
-            k, kv = k.to(dt), keys.to(dt)
+        k, kv = _low(keys + key_pe), _low(keys)
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
         return linear(k, t2i.k_proj), linear(kv, t2i.v_proj), linear(k, i2t.q_proj)
 
@@ -162,28 +165,26 @@ class TwoWayTransformer(nn.Module):
         cache_key: identifies the image (see `MaskDecoder`): the first block's image-side
         projections are then kept and reused by later calls with the same key (inference
         only), e.g. every click on one embedded image."""
-        key_pe = image_pe.flatten(2).transpose(1, 2)
-        if key_pe.stride(-1) != 1:
-            key_pe = key_pe.contiguous()
         first = None
         hit = self.__dict__.get("_first_block")
         if cache_key is not None and hit is not None and hit[0] == cache_key:
-            keys, first = hit[1], hit[2]
+            keys, key_pe, first = hit[1:]
         else:
             # token-major (B, hw, C): in the (B, C, h, w) layout's transposed view every add
-            # and projection of the first layer reads memory with a stride of hw
-            keys = image.flatten(2).transpose(1, 2).contiguous()
+            # and projection of the first layer reads memory with a stride of hw. Under
+            # autocast the image tokens and their positional encoding go to the autocast
+            # dtype once, here: they are the decoder's big tensors, and in bf16 every add,
+            # norm (accumulating in fp32) and projection of them moves half the bytes with
+            # nothing casting them again.
+            keys = _low(image.flatten(2).transpose(1, 2).contiguous())
+            key_pe = _low(image_pe.flatten(2).transpose(1, 2).contiguous())
             if cache_key is not None:
                 first = self.layers[0].image_side(keys, key_pe)
-                self.__dict__["_first_block"] = (cache_key, keys, first)
+                self.__dict__["_first_block"] = (cache_key, keys, key_pe, first)
         queries = tokens
         for i, layer in enumerate(self.layers):
             queries, keys = layer(queries, keys, tokens, key_pe, first if i == 0 else None)
         if keys.shape[0] != queries.shape[0]:  # no blocks
             keys = keys.expand(queries.shape[0], -1, -1)
-        k, kv = keys + key_pe, keys
-        dt = _autocast_dtype(keys)
-        if dt is not None:
-            k, kv = k.to(dt), keys.to(dt)
-        attn = self.final_attn_token_to_image(queries + tokens, k, kv)
+        attn = self.final_attn_token_to_image(queries + tokens, _low(keys + key_pe), _low(keys))
         return self.norm_final_attn(queries + attn), keys
