@@ -88,3 +88,22 @@ def test_bundled_model_segments_a_synthetic_nucleus():
         masks, scores, _ = pred.predict(points=[prompts.interior_point(truth)], point_labels=[1])
         ious.append(iou(masks[scores.argmax()], truth))
     assert np.median(ious) > 0.8, ious
+
+
+def test_sweep_automask_matches_separate_runs(one_thread):
+    from napari_sam.automask import automask
+    from napari_sam.training.evaluate import sweep_automask
+    from napari_sam.training.synthetic import nuclei_image
+
+    torch.manual_seed(0)
+    model = build_model("test_vit").eval()
+    image, labels = nuclei_image(seed=5, size=(96, 96))
+    rows = sweep_automask([(image, labels)], model, pred_iou=(-1.0, 0.0), stability=(0.0, 0.5),
+                          points_per_side=4, device="cpu", precision="fp32")
+    assert len(rows) == 4
+    f1 = [r["f1@0.5"] for r in rows]
+    assert f1 == sorted(f1, reverse=True)
+    for r in rows:  # re-filtering the cached candidates == a fresh run at those thresholds
+        pred = automask(image, model, points_per_side=4, pred_iou_thresh=r["pred_iou_thresh"],
+                        stability_thresh=r["stability_thresh"], device="cpu", precision="fp32")
+        assert match_f1(pred, labels)["f1@0.5"] == pytest.approx(r["f1@0.5"])

@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="also evaluate on N held-out synthetic images")
     p.add_argument("--automask", action="store_true", help="also measure automask F1")
+    p.add_argument("--sweep", action="store_true",
+                   help="with --automask: F1 over a grid of IoU / stability thresholds "
+                        "(each image decoded once), best first")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
@@ -41,7 +44,8 @@ def _pairs(images, masks):
 def run(args) -> int:
     from ..predictor import Predictor
     from ..progress import tqdm_progress
-    from ..training.evaluate import evaluate_automask, evaluate_prompts, heldout_set
+    from ..training.evaluate import (evaluate_automask, evaluate_prompts, heldout_set,
+                                     sweep_automask)
 
     if not args.images and not args.synthetic:
         raise ValueError("give annotated images with --masks, or --synthetic N")
@@ -56,9 +60,16 @@ def run(args) -> int:
         res = evaluate_prompts(pred, pairs, progress=tqdm_progress(f"{name}: prompts"))
         if args.automask:
             res.update(evaluate_automask(pairs, pred.model, progress=tqdm_progress(f"{name}: automask")))
+        if args.automask and args.sweep:
+            rows = sweep_automask(pairs, pred, progress=tqdm_progress(f"{name}: sweep"))
+            res["sweep"] = rows
+            print(f"{name}: automask F1 by threshold (pred IoU, stability), best first")
+            for r in rows[:10]:
+                print(f"  {r['pred_iou_thresh']:.2f} {r['stability_thresh']:.2f}  "
+                      f"f1@0.5={r['f1@0.5']:.3f} f1@0.75={r['f1@0.75']:.3f}")
         results[name] = res
         print(f"{name}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                      for k, v in res.items()))
+                                      for k, v in res.items() if k != "sweep"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -103,6 +103,37 @@ def evaluate_automask(pairs, model, progress=null_progress, **automask_kw) -> di
     return {k: float(np.mean([s[k] for s in scores])) for k in ("f1@0.5", "f1@0.75")}
 
 
+SWEEP_IOU = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.88)
+SWEEP_STABILITY = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def sweep_automask(pairs, model, pred_iou=SWEEP_IOU, stability=SWEEP_STABILITY,
+                   progress=null_progress, **generator_kw) -> list:
+    """Automask F1 for every (pred_iou_thresh, stability_thresh) pair, best first.
+
+    Each image is embedded and its point grid decoded once (with the candidate floors at
+    zero); every pair of thresholds then only re-filters, as the widget's sliders do.
+    Use it to choose thresholds for a model whose IoU head is calibrated differently
+    from SAM's (the defaults 0.88 / 0.95 are SAM's).
+    """
+    from ..automask import AutoMaskGenerator
+
+    generator_kw.setdefault("min_candidate_iou", 0.0)
+    generator_kw.setdefault("min_candidate_stability", 0.0)
+    gen = AutoMaskGenerator(model, **generator_kw)
+    pairs = list(pairs)
+    scores = {(a, b): [] for a in pred_iou for b in stability}
+    for n, (image, labels) in enumerate(pairs):
+        gen.initialize(image)
+        for (a, b), found in scores.items():
+            found.append(match_f1(gen.generate(a, b).labels, labels))
+        progress(n + 1, len(pairs), "")
+    rows = [{"pred_iou_thresh": a, "stability_thresh": b,
+             **{k: float(np.mean([s[k] for s in found])) for k in ("f1@0.5", "f1@0.75")}}
+            for (a, b), found in scores.items()]
+    return sorted(rows, key=lambda r: (-r["f1@0.5"], -r["f1@0.75"]))
+
+
 def heldout_set(n: int = 20, size: int = 256, seed: int = 10_000_019):
     """Synthetic test images from seeds disjoint from training (training uses seed < 10**6)."""
     from .synthetic import generate_sample, sample_rng, to_dtype
