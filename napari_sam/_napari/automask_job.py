@@ -1,0 +1,214 @@
+"""The automask widget's computation, without Qt: check the input, run, re-filter.
+
+`run_job(request, progress, cancelled)` is what the worker thread runs: it loads the model
+(unless one is given), embeds the image and decodes the point grid -- the expensive
+`AutoMaskGenerator.initialize` -- and returns a `Session`. `Session.result(thresholds)` then
+re-filters the kept candidates (`generate`, no model call), as often as a slider moves.
+
+Stacks, "all slices": `napari_sam.batch.automask_stack` does the slicing, the common
+intensity range and the ids unique across the stack. It is given a `SliceGenerators` in place
+of a generator: the first pass keeps one initialised generator per slice, later passes
+replay them, so re-filtering a stack runs the same stack code again without the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..automask import AutoMaskGenerator, AutoMaskResult
+from ..batch import automask_stack
+from ..progress import null_progress
+from .embedding import EXPECTED_ERRORS, _text
+
+CURRENT, ALL, CHANNELS = "current slice", "all slices", "channels (first axis)"
+STACK_MODES = (CURRENT, ALL, CHANNELS)
+
+_INIT = inspect.signature(AutoMaskGenerator.__init__).parameters
+_GEN = inspect.signature(AutoMaskGenerator.generate).parameters
+#: slider defaults and lower ends, and the grid size: the core's own defaults
+DEFAULTS = {"pred_iou_thresh": _GEN["pred_iou_thresh"].default,
+            "stability_thresh": _GEN["stability_thresh"].default,
+            "min_area": _GEN["min_area"].default,
+            "points_per_side": _INIT["points_per_side"].default}
+FLOORS = {"pred_iou_thresh": _INIT["min_candidate_iou"].default,
+          "stability_thresh": _INIT["min_candidate_stability"].default}
+
+
+class Cancelled(Exception):
+    """Raised from the progress callback when the user pressed Cancel."""
+
+
+@dataclass
+class Request:
+    """What to segment and how. `data` is the layer's full-resolution array; `index` the
+    displayed slice of a stack's leading axes (() for 2D); `mode` one of STACK_MODES."""
+
+    data: object
+    rgb: bool = False
+    index: Tuple[int, ...] = ()
+    mode: str = CURRENT
+    channels: Optional[Sequence[int]] = None
+    model: object = None          # a loaded Sam, else `model_name` is loaded
+    model_name: str = "bundled"
+    device: str = "auto"
+    points_per_side: int = DEFAULTS["points_per_side"]
+    thresholds: dict = field(default_factory=lambda: {k: DEFAULTS[k] for k in (
+        "pred_iou_thresh", "stability_thresh", "min_area")})
+
+
+def check_request(shape: Sequence[int], rgb: bool, mode: str,
+                  channels: Optional[Sequence[int]]) -> Optional[str]:
+    """None if `run_job` can segment an array of `shape`, else what to do instead."""
+    ndim = len(shape) - (1 if rgb else 0)
+    if ndim not in (2, 3) and not (ndim > 3 and mode != CHANNELS):
+        return (f"the image has {ndim} dimensions; automask takes 2D images and stacks "
+                "(Z or T, Y, X)")
+    n_channels = shape[-1] if rgb else (shape[0] if ndim == 3 and mode == CHANNELS else 1)
+    if channels is not None:
+        bad = [c for c in channels if not -n_channels <= c < n_channels]
+        if bad:
+            return (f"channel(s) {bad} do not exist: the image has {n_channels} channel(s), "
+                    f"numbered 0 to {n_channels - 1}")
+    elif n_channels > 4 or (n_channels == 4 and not rgb):
+        return (f"the image has {n_channels} channels and the model takes up to 3: type the "
+                "channels to use in 'channels', e.g. 0 or 0,1,2")
+    return None
+
+
+class SliceGenerators:
+    """Stands in for an AutoMaskGenerator in `batch.automask_stack`.
+
+    Recording (the first pass): every `initialize` makes a new generator over the shared
+    predictor and initialises it. Replaying (`replay()`, then another automask_stack pass):
+    `initialize` takes the next recorded generator instead, so only `generate` runs.
+    """
+
+    def __init__(self, make: Callable[[], AutoMaskGenerator]) -> None:
+        self._make = make
+        self.generators: List[AutoMaskGenerator] = []
+        self._replaying = False
+        self._next = 0
+        self._current: Optional[AutoMaskGenerator] = None
+
+    def replay(self) -> "SliceGenerators":
+        self._replaying, self._next = True, 0
+        return self
+
+    def initialize(self, image, progress=null_progress, channels=None, value_range=None,
+                   **kw):
+        if self._replaying:
+            self._current = self.generators[self._next]
+            self._next += 1
+        else:
+            self._current = self._make().initialize(image, progress, channels, value_range, **kw)
+            self.generators.append(self._current)
+        return self._current
+
+    def generate(self, **kw) -> AutoMaskResult:
+        return self._current.generate(**kw)
+
+
+class Session:
+    """The kept candidates of one run; `result` re-filters them into full-size labels."""
+
+    def __init__(self, shape: Tuple[int, ...], index: Tuple[int, ...] = (),
+                 generator: Optional[AutoMaskGenerator] = None,
+                 stack: Optional[np.ndarray] = None, slices: Optional[SliceGenerators] = None,
+                 axes: Optional[str] = None) -> None:
+        self.shape = tuple(shape)      # of the labels: the image's spatial shape
+        self.index = tuple(index)      # the segmented slice, for CURRENT on stacks
+        self.generator, self.stack, self.slices, self.axes = generator, stack, slices, axes
+        self.last: Optional[AutoMaskResult] = None
+
+    def result(self, pred_iou_thresh: float, stability_thresh: float, min_area: int,
+               first: Optional[AutoMaskResult] = None) -> AutoMaskResult:
+        kw = dict(pred_iou_thresh=float(pred_iou_thresh),
+                  stability_thresh=float(stability_thresh), min_area=int(min_area))
+        if first is not None:
+            res = first
+        elif self.slices is not None:  # the stack code again, replaying the kept slices
+            res = automask_stack(self.stack, self.slices.replay(), self.axes,
+                                 value_range=(0.0, 1.0), **kw)
+        else:
+            res = self.generator.generate(**kw)
+            if self.index:
+                full = np.zeros(self.shape, np.uint32)
+                full[self.index] = res.labels
+                records = [dict(r, index=list(self.index)) for r in res.records]
+                res = AutoMaskResult(full, records)
+        self.last = res
+        return res
+
+
+@dataclass
+class JobResult:
+    model: object = None
+    session: Optional[Session] = None
+    result: Optional[AutoMaskResult] = None
+    error: str = ""
+    cancelled: bool = False
+
+
+def cancellable(progress: Callable, cancelled: Callable[[], bool]) -> Callable:
+    """A progress callback that raises `Cancelled` once `cancelled()` is true."""
+    def report(done, total, message=""):
+        if cancelled():
+            raise Cancelled()
+        progress(done, total, message)
+    return report
+
+
+def _plane(req: Request) -> Tuple[np.ndarray, Tuple[int, ...]]:
+    """The 2D image to segment (Y, X[, C]) and the labels' shape."""
+    data = req.data
+    lead = np.ndim(data) - (3 if req.rgb else 2)
+    if req.mode == CHANNELS and lead == 1:
+        plane = np.moveaxis(np.asarray(data), 0, -1)
+        return plane, plane.shape[:2]
+    plane = np.asarray(data[req.index] if lead else data)
+    return plane, tuple(np.shape(data)[:lead]) + plane.shape[:2]
+
+
+def run_job(req: Request, progress: Callable = null_progress,
+            cancelled: Callable[[], bool] = lambda: False) -> JobResult:
+    """Load the model, embed and decode the grid; returns the session and the first result.
+
+    Expected failures come back as `error` text and a cancel as `cancelled`, so the worker
+    never raises for them.
+    """
+    from ..model import load_model
+    from ..predictor import Predictor
+
+    report = cancellable(progress, cancelled)
+    model = req.model
+    try:
+        if model is None:
+            report(0, 1, f"loading model {req.model_name}")
+            model = load_model(req.model_name, req.device)
+        predictor = Predictor(model, req.device)
+        make = lambda: AutoMaskGenerator(predictor, points_per_side=req.points_per_side)  # noqa: E731
+        lead = np.ndim(req.data) - (3 if req.rgb else 2)
+        if req.mode == ALL and lead > 0:
+            slices = SliceGenerators(make)
+            stack = np.asarray(req.data)
+            axes = "Z" * lead + "YX" + ("C" if req.rgb else "")
+            first = automask_stack(stack, slices, axes, progress=report, channels=req.channels,
+                                   **req.thresholds)
+            session = Session(first.labels.shape, stack=stack, slices=slices, axes=axes)
+        else:
+            plane, shape = _plane(req)
+            generator = make().initialize(plane, report, req.channels)
+            session = Session(shape, req.index if lead and req.mode != CHANNELS else (),
+                              generator=generator)
+            first = None
+        report(1, 1, "filtering")
+        return JobResult(model, session, session.result(**req.thresholds, first=first))
+    except Cancelled:
+        return JobResult(model, cancelled=True)
+    except EXPECTED_ERRORS as err:
+        what = "load the model" if model is None else "segment the image"
+        return JobResult(model, error=f"could not {what}: {_text(err)}")

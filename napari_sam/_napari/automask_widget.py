@@ -1,0 +1,259 @@
+"""Automask dock widget: segment everything in an image layer, then tune with sliders.
+
+Run embeds the image and decodes the point grid in a worker thread (progress bar, Cancel);
+the result goes into a new uint32 Labels layer with the image's scale and translate. The
+threshold sliders re-filter the kept candidates on the GUI thread (`automask_job.Session`:
+no model call) and update that same layer. The computation is in `automask_job.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit,
+                              ProgressBar, PushButton, Slider, SpinBox)
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QObject, Signal
+
+from . import layers as L
+from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, Request,
+                           check_request, run_job)
+from .controls import _expanding_text, _row
+from .keys import on_close
+from .options import DEVICES, FILE_CHOICE, GIVEN_CHOICE, model_choices, parse_channels
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+_META_KEYS = ("source", "pixel_size", "z_size", "geo", "axes")
+
+
+class _Relay(QObject):
+    """Carries progress from the worker thread to the GUI thread (queued signal)."""
+
+    progressed = Signal(int, int, str)
+
+
+class AutomaskWidget(Container):
+    """Automatic mask generation on an Image layer with live threshold sliders.
+
+    model: None (the bundled model), a registry name, a checkpoint path, or a loaded Sam.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer, model=None, device: str = "auto") -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        model = os.fspath(model) if isinstance(model, os.PathLike) else model
+        self._given = None if model is None or isinstance(model, str) else model
+        self._loaded = {}          # (model name, device) -> Sam, so Run does not reload
+        self._worker = None
+        self._stop = threading.Event()
+        self.session = None        # automask_job.Session of the last run
+        self.result_layer = None   # the Labels layer the sliders update
+        self._source = None        # the image layer of the last run
+        self._key = None           # (model name, device) of the last run
+        self._closed = False
+        self._relay = _Relay()
+        self._relay.progressed.connect(self._on_progress)
+        self._build(model, device)
+        active = viewer.layers.selection.active
+        if active is not None and _is(active, "Image"):
+            self.image.value = active
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+        on_close(self.native, self.release)
+        self._on_image_changed()
+
+    # ---- layout --------------------------------------------------------------------------
+    def _build(self, model, device: str) -> None:
+        choices = model_choices(given=self._given is not None)
+        start = GIVEN_CHOICE if self._given is not None else "bundled"
+        if isinstance(model, str):
+            start = model if model in choices else FILE_CHOICE
+        self.image = ComboBox(label="image", choices=self._image_choices)
+        self.slices = ComboBox(label="stack", choices=list(STACK_MODES), value=CURRENT,
+                               tooltip="for (Z or T, Y, X) layers: segment the displayed slice, "
+                               "every slice (ids unique across the stack), or read the first "
+                               "axis as channels")
+        self.channels = LineEdit(label="channels", tooltip="up to 3 channel indices, e.g. 0 or "
+                                 "0,1,2 (empty: the image as it is)")
+        self.model = ComboBox(label="model", choices=choices, value=start)
+        self.model_file = FileEdit(label="model file", mode="r", filter="*.pt *.pth",
+                                   visible=start == FILE_CHOICE,
+                                   value=model if start == FILE_CHOICE else "")
+        self.device = ComboBox(label="device", choices=DEVICES,
+                               value=device if device in DEVICES else "auto")
+        self.points_per_side = SpinBox(label="points per side", min=1, max=128,
+                                       value=DEFAULTS["points_per_side"],
+                                       tooltip="the prompt grid: N x N points (N^2 prompts)")
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="", value=0, max=1, visible=False)
+        self.status = Label(label="status", value="")
+        self.pred_iou = FloatSlider(label="pred IoU", min=FLOORS["pred_iou_thresh"], max=1.0,
+                                    step=0.01, value=DEFAULTS["pred_iou_thresh"],
+                                    tooltip="keep masks whose predicted quality is at least this")
+        self.stability = FloatSlider(label="stability", min=FLOORS["stability_thresh"],
+                                     max=1.0, step=0.01, value=DEFAULTS["stability_thresh"],
+                                     tooltip="keep masks that barely change with the cut-off")
+        self.min_area = Slider(label="min area", min=0, max=2000, value=DEFAULTS["min_area"],
+                               tooltip="drop objects smaller than this many pixels")
+        self.extend([self.image, self.slices, self.channels, self.model, self.model_file,
+                     self.device, self.points_per_side,
+                     _row(self.run_button, self.cancel_button), self.progress, self.status,
+                     self.pred_iou, self.stability, self.min_area])
+        _expanding_text(self.status.native)
+        self.image.changed.connect(self._on_image_changed)
+        self.model.changed.connect(self._on_model_changed)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        for slider in (self.pred_iou, self.stability, self.min_area):
+            slider.changed.connect(self.refilter)
+
+    def _image_choices(self, *_):
+        return [(ly.name, ly) for ly in self.viewer.layers if _is(ly, "Image")]
+
+    def reset_choices(self, *_) -> None:
+        if not self._closed:  # napari may call this after the widget closed
+            super().reset_choices()
+
+    def _on_image_changed(self, *_) -> None:
+        image = self.image.value
+        self.slices.visible = image is not None and image.ndim > 2
+        if image is not None:
+            area = L.plane_shape(image)[0] * L.plane_shape(image)[1]
+            self.min_area.max = max(100, area // 20)
+
+    def _on_model_changed(self, *_) -> None:
+        self.model_file.visible = self.model.value == FILE_CHOICE
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    # ---- run -----------------------------------------------------------------------------
+    def _thresholds(self) -> dict:
+        return {"pred_iou_thresh": float(self.pred_iou.value),
+                "stability_thresh": float(self.stability.value),
+                "min_area": int(self.min_area.value)}
+
+    def _request(self):
+        """A Request for the chosen image and options, or a message saying what is wrong."""
+        image = self.image.value
+        if image is None:
+            return "no image layer: open or add an image first"
+        try:
+            channels = parse_channels(self.channels.value)
+        except ValueError as err:
+            return str(err)
+        data = L.image_data(image)
+        mode = self.slices.value if image.ndim > 2 else CURRENT
+        error = check_request(data.shape, image.rgb, mode, channels)
+        if error:
+            return f"{image.name!r}: {error}"
+        choice = self.model.value
+        name = str(self.model_file.value) if choice == FILE_CHOICE else choice
+        if choice == FILE_CHOICE and not self.model_file.value.is_file():
+            return "choose a model file (.pt / .pth)"
+        model = self._given if choice == GIVEN_CHOICE else self._loaded.get(
+            (name, self.device.value))
+        index = L.slice_index(self.viewer, image) if mode == CURRENT else ()
+        return Request(data, image.rgb, index, mode, channels, model, name, self.device.value,
+                       int(self.points_per_side.value), self._thresholds())
+
+    def run(self, *_) -> None:
+        """Segment the chosen image in a worker thread; the result becomes a new layer."""
+        if self.busy:
+            return
+        req = self._request()
+        if isinstance(req, str):
+            self.status.value = req
+            return
+        self._stop.clear()
+        self._source = self.image.value
+        self._key = (req.model_name, req.device)
+        relay = self._relay
+        self._worker = create_worker(
+            run_job, req, lambda d, t, m="": relay.progressed.emit(int(d), int(t), str(m)),
+            self._stop.is_set,
+            _connect={"returned": self._on_done, "errored": self._on_error,
+                      "finished": self._on_finished},
+            _start_thread=False)
+        self._set_busy(True)
+        self.status.value = "starting"
+        self._worker.start()
+
+    def cancel(self, *_) -> None:
+        """Stop the running segmentation (nothing is added)."""
+        if self._worker is not None:
+            self._stop.set()
+            self._worker.quit()
+            self.status.value = "cancelling..."
+
+    def _set_busy(self, busy: bool) -> None:
+        self.cancel_button.enabled = self.progress.visible = busy
+        self.run_button.enabled = not busy
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        if self._worker is not None and not self._stop.is_set():
+            self.progress.max, self.progress.value = max(total, 1), done
+            self.status.value = message
+
+    def _on_done(self, out) -> None:
+        if out.model is not None and self._given is None:
+            self._loaded = {self._key: out.model}  # keep one loaded model
+        if out.cancelled:
+            self.status.value = "cancelled; press Run to start again"
+        elif out.error:
+            self.status.value = out.error
+        else:
+            self.session = out.session
+            self._show(out.result, new_layer=True)
+
+    def _on_error(self, err) -> None:
+        self.status.value = f"failed: {type(err).__name__}: {err}"
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._set_busy(False)
+        if self._stop.is_set():  # after quit() the worker drops its result
+            self.status.value = "cancelled; press Run to start again"
+
+    # ---- results -------------------------------------------------------------------------
+    def refilter(self, *_) -> None:
+        """Apply the sliders to the last run's candidates (no model call)."""
+        if self.session is None or self.busy:
+            return
+        self._show(self.session.result(**self._thresholds()))
+
+    def _show(self, result, new_layer: bool = False) -> None:
+        layer = self.result_layer
+        if new_layer or layer is None or layer not in self.viewer.layers:
+            image = self._source
+            meta = {k: image.metadata[k] for k in _META_KEYS if k in image.metadata}
+            layer = self.viewer.add_labels(result.labels, name=f"{image.name} automask",
+                                           metadata=meta, **L.transform(image, result.labels.ndim))
+            self.result_layer = layer
+        else:
+            layer.data = result.labels
+        layer.metadata["records"] = result.records
+        n = len(result.records)
+        hint = "" if n else ": none pass the thresholds; lower pred IoU / stability"
+        self.status.value = f"{n} objects in {layer.name!r}{hint}"
+
+    def release(self) -> None:
+        """Stop the worker and disconnect from the viewer (the widget is closing)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.cancel()
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.disconnect(self.reset_choices)
+
+
+def _is(layer, kind: str) -> bool:
+    import napari.layers
+
+    return isinstance(layer, getattr(napari.layers, kind))
