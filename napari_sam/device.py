@@ -49,6 +49,9 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The image encoder's dtype: "fp32", "bf16", "fp16" as named; "auto" picks bf16 on CUDA
+    (fp16 where bf16 is unsupported) and on CPUs with AMX / AVX-512 bf16, else fp32. The
+    decoder's dtype may differ under "auto": see `resolve_decoder_precision`."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp32":
@@ -62,6 +65,28 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+# "auto" on CPU runs the mask decoder in bf16 only when its image tokens (embedding grid^2 x
+# channels) number at least this many: SAM ViT-B/L/H and MobileSAM (64^2 x 256 = 2^20), where
+# bf16 halves the click time. Smaller decoders (the bundled model: 32^2 x 128 = 2^17) spend
+# their time in per-op overhead, run as fast in fp32 (9 ms vs 11 ms per click) and agree with
+# the fp32 reference far better: bf16 in the decoder caused most of the bf16-vs-fp32 mask
+# disagreement of the bundled model (benchmarks/README.md).
+DECODER_BF16_MIN_TOKENS = 2 ** 19
+
+
+def resolve_decoder_precision(precision: str, device: torch.device, config) -> torch.dtype:
+    """The mask decoder's dtype for `precision` and a model `config` (`SamConfig`).
+
+    "fp32", "bf16", "fp16": that dtype, as for the encoder. "auto": the encoder's dtype
+    (`resolve_precision`), except on CPU where a decoder with fewer image-token elements
+    than `DECODER_BF16_MIN_TOKENS` runs in fp32."""
+    dtype = resolve_precision(precision, device)
+    if precision == "auto" and device.type == "cpu" and dtype != torch.float32:
+        if config.embed_grid ** 2 * config.prompt_embed_dim < DECODER_BF16_MIN_TOKENS:
+            return torch.float32
+    return dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

@@ -16,7 +16,8 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .device import autocast, configure_threads, resolve_device, resolve_precision
+from .device import (autocast, configure_threads, resolve_decoder_precision, resolve_device,
+                     resolve_precision)
 from .model import Sam, load_model
 from .transforms import box_rc_to_xyxy, rc_to_xy, resize_for_model, to_model_pixels
 
@@ -32,8 +33,11 @@ class ImageEmbedding:
 
 
 class Predictor:
-    """precision: "auto" (bf16 on CUDA and on CPUs with AMX / AVX-512 bf16, else fp32), "fp32",
-    "bf16" or "fp16"; encoder and decoder run under autocast to it, embeddings are stored as
+    """precision: "fp32", "bf16" or "fp16": encoder and decoder run under autocast to it;
+    "auto": the encoder in bf16 on CUDA and on CPUs with AMX / AVX-512 bf16 (else fp32), the
+    decoder likewise except on CPU for small decoders (the bundled model's), which run in fp32,
+    as fast there and closer to the fp32 results (`device.resolve_decoder_precision`).
+    `dtype` (the encoder's) and `decoder_dtype` say what was chosen; embeddings are stored as
     float32. compile: run the image encoder through `torch.compile` (the first `set_image`
     compiles, minutes on a small CPU; on failure a warning and the eager encoder). On CPU the
     thread count is set by `device.configure_threads(num_threads)` (all cores unless the user
@@ -44,7 +48,8 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = model.to(self.device) if isinstance(model, Sam) else load_model(model, self.device)
         self.model.eval()
-        self.dtype = resolve_precision(precision, self.device)
+        self.dtype = resolve_precision(precision, self.device)  # the encoder's
+        self.decoder_dtype = resolve_decoder_precision(precision, self.device, self.model.config)
         if self.device.type == "cpu":
             configure_threads(num_threads)
         # prompts decoded per call of the model in `predict_lowres` (None: all at once)
@@ -167,7 +172,7 @@ class Predictor:
             return None if t is None else t if t.shape[0] == 1 else t[s:s + step]
 
         outs = []
-        with autocast(self.device, self.dtype):
+        with autocast(self.device, self.decoder_dtype):
             for s in range(0, n, step):
                 pts = None if xy is None else (part(xy, s), part(labels, s))
                 outs.append(self.model.decode(emb.features, pts, part(boxes, s),
