@@ -2,7 +2,7 @@
 
     gen = AutoMaskGenerator(load_model("bundled"), points_per_side=32)
     gen.initialize(image, progress)                     # expensive: embed + decode the grid
-    result = gen.generate(pred_iou_thresh=0.88)         # cheap: filter, NMS, paint
+    result = gen.generate()                             # cheap: filter, NMS, paint
     result = gen.generate(pred_iou_thresh=0.8)          # again, nothing is recomputed
     result.labels, result.records
 
@@ -14,6 +14,10 @@ masks, as the reference does, inside each mask's box, for candidates past the Io
 the prompt point, and the low-res logits cut to the mask's box. Candidates below the loose
 floors `min_candidate_iou` / `min_candidate_stability` are dropped there; they are the lowest
 thresholds `generate` can use.
+
+Thresholds left out (None) are the model's: `default_thresholds(model)` -- SAM's 0.88 (predicted
+IoU) and 0.95 (stability), unless the checkpoint carries thresholds calibrated for its weights
+(the bundled model does: its IoU head is calibrated differently from SAM's).
 
 `generate` filters by thresholds, removes duplicates by box NMS, and only then upsamples the
 survivors to full resolution, each inside its own box: the model's upsampling (bilinear to
@@ -42,6 +46,16 @@ from .postprocess import (Candidates, boxes_from_masks, clean_mask, label_boxes,
 from .predictor import Predictor
 from .progress import null_progress
 from .transforms import intensity_range, select_channels
+
+
+SAM_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_thresh": 0.95}
+
+
+def default_thresholds(model) -> Dict[str, float]:
+    """The automask thresholds for a model (a Sam or a Predictor): those stored with its
+    weights (`Sam.automask_defaults`), else SAM's."""
+    model = getattr(model, "model", model)
+    return {**SAM_THRESHOLDS, **(getattr(model, "automask_defaults", None) or {})}
 
 
 @dataclass
@@ -282,17 +296,25 @@ class AutoMaskGenerator:
         return stab
 
     # ---- the cheap step ----------------------------------------------------------------
+    def thresholds(self, pred_iou_thresh: Optional[float] = None,
+                   stability_thresh: Optional[float] = None) -> Tuple[float, float]:
+        """The given thresholds, with the model's defaults for those left as None."""
+        d = default_thresholds(self.predictor.model)
+        return (d["pred_iou_thresh"] if pred_iou_thresh is None else float(pred_iou_thresh),
+                d["stability_thresh"] if stability_thresh is None else float(stability_thresh))
+
     def _require(self) -> Candidates:
         if self.candidates is None:
             raise RuntimeError("call initialize(image) before generate()")
         return self.candidates
 
-    def select(self, pred_iou_thresh: float = 0.88, stability_thresh: float = 0.95,
-               nms_thresh: float = 0.7) -> torch.Tensor:
+    def select(self, pred_iou_thresh: Optional[float] = None,
+               stability_thresh: Optional[float] = None, nms_thresh: float = 0.7) -> torch.Tensor:
         """Rows of `candidates` passing the thresholds and NMS, best first (memoised: a
         slider for another parameter does not redo the NMS)."""
         c = self._require()
-        key = ("select", float(pred_iou_thresh), float(stability_thresh), float(nms_thresh))
+        pred_iou_thresh, stability_thresh = self.thresholds(pred_iou_thresh, stability_thresh)
+        key = ("select", pred_iou_thresh, stability_thresh, float(nms_thresh))
         if key not in self._cache:
             self._cache[key] = self._select(c, *key[1:])
         return self._cache[key]
@@ -310,8 +332,8 @@ class AutoMaskGenerator:
             return idx[torch.argsort(c.iou[idx], descending=True, stable=True)]
         return idx[nms(c.box[idx], c.iou[idx], nms_thresh)]
 
-    def select_masks(self, pred_iou_thresh: float = 0.88, stability_thresh: float = 0.95,
-                     nms_thresh: float = 0.7, min_region_area: int = 16,
+    def select_masks(self, pred_iou_thresh: Optional[float] = None,
+                     stability_thresh: Optional[float] = None, nms_thresh: float = 0.7, min_region_area: int = 16,
                      min_area: int = 0) -> MaskSet:
         """Survivors of `select`, upsampled inside their boxes and cleaned (cached)."""
         c = self._require()
@@ -343,8 +365,8 @@ class AutoMaskGenerator:
                 out.index.append(i)
         return out
 
-    def generate(self, pred_iou_thresh: float = 0.88, stability_thresh: float = 0.95,
-                 min_area: int = 0, nms_thresh: float = 0.7, min_region_area: int = 16,
+    def generate(self, pred_iou_thresh: Optional[float] = None,
+                 stability_thresh: Optional[float] = None, min_area: int = 0, nms_thresh: float = 0.7, min_region_area: int = 16,
                  min_visible: float = 0.5, offset: Sequence[int] = (0, 0)) -> AutoMaskResult:
         """Filter, de-duplicate, clean and paint the candidates (re-callable, cheap).
 
@@ -388,26 +410,31 @@ def split_kwargs(kw: dict) -> Tuple[dict, dict, dict]:
     return pick(_INIT_KEYS), pick(_RUN_KEYS), pick(_GEN_KEYS)
 
 
-def floors_from_thresholds(init: dict, pred_iou_thresh: float, stability_thresh: float) -> dict:
-    """When the thresholds are known before `initialize` (no sliders), keep only candidates
-    that can pass them: the candidate floors default to the thresholds."""
-    init.setdefault("min_candidate_iou", pred_iou_thresh)
-    init.setdefault("min_candidate_stability", stability_thresh)
-    return init
+def fixed_thresholds(generator: AutoMaskGenerator, init: dict, pred_iou_thresh=None,
+                     stability_thresh=None) -> AutoMaskGenerator:
+    """For runs whose thresholds are known up front (no sliders): the candidate floors
+    become the thresholds, unless `init` (the constructor's keywords) set them."""
+    a, b = generator.thresholds(pred_iou_thresh, stability_thresh)
+    if "min_candidate_iou" not in init:
+        generator.min_candidate_iou = a
+    if "min_candidate_stability" not in init:
+        generator.min_candidate_stability = b
+    return generator
 
 
 def automask(image: np.ndarray, model=None, points_per_side: int = 32,
-             pred_iou_thresh: float = 0.88, stability_thresh: float = 0.95, min_area: int = 0,
-             progress=null_progress, device="auto", **kw) -> np.ndarray:
+             pred_iou_thresh: Optional[float] = None, stability_thresh: Optional[float] = None,
+             min_area: int = 0, progress=null_progress, device="auto", **kw) -> np.ndarray:
     """Segment everything in a 2D image: a uint32 label image of the same (Y, X) shape.
 
     model: a Sam, a Predictor, a registry name or checkpoint path; None = the bundled model.
+    pred_iou_thresh, stability_thresh: None = the model's (`default_thresholds`).
     Other keywords go to `AutoMaskGenerator` (e.g. points_per_batch, crop_n_layers,
     precision), to `initialize` (channels, value_range) or to `generate` (nms_thresh,
     min_region_area, min_visible).
     """
     init, run, gen = split_kwargs(kw)
-    floors_from_thresholds(init, pred_iou_thresh, stability_thresh)
     generator = AutoMaskGenerator(model, points_per_side=points_per_side, device=device, **init)
+    fixed_thresholds(generator, init, pred_iou_thresh, stability_thresh)
     generator.initialize(image, progress, **run)
     return generator.generate(pred_iou_thresh, stability_thresh, min_area, **gen).labels

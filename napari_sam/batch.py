@@ -28,7 +28,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .automask import AutoMaskGenerator, AutoMaskResult, floors_from_thresholds, split_kwargs
+from .automask import AutoMaskGenerator, AutoMaskResult, fixed_thresholds, split_kwargs
 from .progress import null_progress
 from .transforms import intensity_range, select_channels
 
@@ -314,8 +314,6 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
     outdir.mkdir(parents=True, exist_ok=True)
     files, problems = expand_inputs(inputs)
     init_kw, run_kw, gen_kw = split_kwargs(kw)
-    floors_from_thresholds(init_kw, gen_kw.get("pred_iou_thresh", 0.88),
-                           gen_kw.get("stability_thresh", 0.95))
     if run_kw.get("channels") is not None:
         channels = run_kw["channels"]
     stems: Dict[str, Path] = {}
@@ -326,6 +324,8 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
             is_complete(q) for q in output_paths(outdir, output_stem(p), formats,
                                                  overlay).values()) for p in files):
         generator = AutoMaskGenerator(model, device=device, **init_kw)  # once for the batch
+        fixed_thresholds(generator, init_kw, gen_kw.get("pred_iou_thresh"),
+                         gen_kw.get("stability_thresh"))
     for i, path in enumerate(files):
         stem = output_stem(path)
         if stem in stems:

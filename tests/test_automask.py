@@ -381,6 +381,29 @@ def test_automask_function_and_options():
         automask(np.zeros((5, 64, 64)), model, device="cpu")
 
 
+def test_thresholds_travel_with_the_checkpoint(tmp_path):
+    from napari_sam.automask import SAM_THRESHOLDS, default_thresholds
+    from napari_sam.model import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("test_vit")
+    assert default_thresholds(model) == SAM_THRESHOLDS
+    path = tmp_path / "calibrated.pt"
+    save_checkpoint(path, model, {"automask": {"pred_iou_thresh": -1e9, "stability_thresh": 0.0}})
+    loaded = load_model(str(path))
+    assert default_thresholds(loaded) == {"pred_iou_thresh": -1e9, "stability_thresh": 0.0}
+    gen = AutoMaskGenerator(loaded, device="cpu", precision="fp32")
+    assert gen.thresholds() == (-1e9, 0.0) and gen.thresholds(0.5) == (0.5, 0.0)
+    # None = the checkpoint's thresholds, for the function and the generator alike
+    image = np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    kw = dict(points_per_side=4, device="cpu", precision="fp32")
+    by_default = automask(image, loaded, **kw)
+    explicit = automask(image, model, pred_iou_thresh=-1e9, stability_thresh=0.0, **kw)
+    sam_default = automask(image, model, **kw)
+    assert np.array_equal(by_default, explicit)
+    assert by_default.max() > sam_default.max()  # the loose thresholds keep more masks
+
+
 # --------------------------------------------------------------------------- bundled model
 @needs_bundled
 @accuracy_goal

@@ -54,8 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--points-per-batch", type=int, default=64, metavar="N")
     g.add_argument("--crop-n-layers", type=int, default=0, metavar="N",
                    help="extra layers of overlapping crops, for small objects (slower)")
-    g.add_argument("--pred-iou-thresh", type=float, default=0.88, metavar="F")
-    g.add_argument("--stability-thresh", type=float, default=0.95, metavar="F")
+    g.add_argument("--pred-iou-thresh", type=float, default=None, metavar="F",
+                   help="keep masks whose predicted IoU is at least F (default: the model's; "
+                        "0.88 for SAM checkpoints, calibrated for the bundled model)")
+    g.add_argument("--stability-thresh", type=float, default=None, metavar="F",
+                   help="keep masks whose stability score is at least F (default: the "
+                        "model's; 0.95 for SAM checkpoints)")
     g.add_argument("--nms-thresh", type=float, default=0.7, metavar="F")
     g.add_argument("--min-area", type=int, default=0, metavar="N",
                    help="drop objects smaller than N pixels")

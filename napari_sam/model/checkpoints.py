@@ -29,6 +29,9 @@ class Checkpoint:
     state_dict: Dict[str, torch.Tensor]
     config: Optional[dict] = None  # only napari-sam's own files carry one
     notes: List[str] = field(default_factory=list)
+    # napari-sam's own files: the entries besides format/config/model (trained_steps,
+    # automask thresholds, ...)
+    extra: Dict[str, object] = field(default_factory=dict)
 
 
 def _strip(sd: dict, prefix: str) -> dict:
@@ -55,9 +58,10 @@ def read_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
 
     notes: List[str] = []
-    config = None
+    config, extra = None, {}
     if obj.get("format") == "napari-sam":
         sd, config = obj["model"], obj.get("config")
+        extra = {k: v for k, v in obj.items() if k not in ("format", "config", "model")}
     elif "model_state" in obj:  # micro-sam
         sd = obj["model_state"]
         if "decoder_state" in obj:
@@ -80,7 +84,7 @@ def read_checkpoint(path) -> Checkpoint:
         raise CheckpointError(
             f"{path} does not look like a Segment Anything checkpoint: expected keys starting "
             f"with {', '.join(_PARTS)}; found {example}")
-    return Checkpoint(dict(sd), config, notes)
+    return Checkpoint(dict(sd), config, notes, extra)
 
 
 def save_checkpoint(path, model, extra: Optional[dict] = None) -> None:

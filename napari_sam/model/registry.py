@@ -118,6 +118,10 @@ def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> Sam:
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
             f"(e.g. {unexpected[:3]}). Is it a Segment Anything checkpoint?")
     model.checkpoint_notes = list(ckpt.notes)
+    thresholds = ckpt.extra.get("automask", {})
+    if isinstance(thresholds, dict):
+        model.automask_defaults = {k: float(v) for k, v in thresholds.items()
+                                   if k in ("pred_iou_thresh", "stability_thresh")}
     return model.eval()
 
 

@@ -66,6 +66,9 @@ class Sam(nn.Module):
             config.num_multimask_outputs, config.iou_head_hidden_dim)
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), False)
+        # automask thresholds calibrated for these weights (napari-sam checkpoints may carry
+        # them, see `napari_sam.automask.default_thresholds`); empty = SAM's
+        self.automask_defaults: dict = {}
 
     @property
     def device(self) -> torch.device:

@@ -46,13 +46,11 @@ class AutomaskSegmenter:
     thread, so it can run in a thread pool.
     """
 
-    def __init__(self, points_per_side: int = 32, pred_iou_thresh: float = 0.88,
-                 stability_thresh: float = 0.95, min_area: int = 0, **kw) -> None:
-        from ..automask import floors_from_thresholds, split_kwargs
+    def __init__(self, points_per_side: int = 32, pred_iou_thresh: Optional[float] = None,
+                 stability_thresh: Optional[float] = None, min_area: int = 0, **kw) -> None:
+        from ..automask import split_kwargs
 
         init, run, gen = split_kwargs(kw)
-        # thresholds are fixed for a tiled run: keep only candidates that can pass them
-        floors_from_thresholds(init, pred_iou_thresh, stability_thresh)
         if run:
             raise TypeError(f"{', '.join(run)}: set these on the tiled run, not per tile")
         self.init_kw = dict(init, points_per_side=points_per_side)
@@ -73,7 +71,7 @@ class AutomaskSegmenter:
         self._local = threading.local()
 
     def _generator(self, emb: TiledEmbeddings):
-        from ..automask import AutoMaskGenerator
+        from ..automask import AutoMaskGenerator, fixed_thresholds
         from ..predictor import Predictor
         from .embed import _precision_name
 
@@ -85,6 +83,10 @@ class AutomaskSegmenter:
             pred = Predictor(emb.model, emb.device, _precision_name(emb.dtype))
             kw = {k: v for k, v in self.init_kw.items() if k not in ("device", "precision")}
             gen = gens[id(emb)] = AutoMaskGenerator(pred, **kw)
+            # thresholds are fixed for a tiled run (None: the model's): keep only the
+            # candidates that can pass them
+            fixed_thresholds(gen, kw, self.gen_kw["pred_iou_thresh"],
+                             self.gen_kw["stability_thresh"])
         return gen
 
     def __call__(self, emb: TiledEmbeddings, tile: Tile):

@@ -1,7 +1,8 @@
 """Train a small promptable segmentation model on synthetic microscopy (the bundled model).
 
     python -m napari_sam.training.train --out runs/bundled --steps 6000
-    python -m napari_sam.training.train --out runs/bundled --export napari_sam/weights/bundled.pt
+    python -m napari_sam.training.train --out runs/bundled --export napari_sam/weights/bundled.pt \
+        --calibrate 20
     python -m napari_sam.training.train --out runs/bundled --init napari_sam/weights/bundled.pt
 
 Each step embeds a batch of images and, for several objects per image, simulates a user:
@@ -246,12 +247,39 @@ def train(tc: TrainConfig, log=print) -> Sam:
     return model.eval()
 
 
-def export(ckpt: Path, dest: Path) -> None:
+CALIBRATION_SEED = 20_000_003  # disjoint from training (< 10**6) and the held-out test set
+
+
+def calibrate_automask(model: Sam, n_images: int, log=print) -> dict:
+    """Automask thresholds for these weights: the best F1@0.5 over a threshold grid on
+    synthetic validation images (not the held-out test set, whose figures stay honest)."""
+    from ..predictor import Predictor
+    from .evaluate import heldout_set, sweep_automask
+
+    rows = sweep_automask(heldout_set(n_images, seed=CALIBRATION_SEED),
+                          Predictor(model, device="cpu"))
+    best = rows[0]
+    log(f"automask thresholds: predicted IoU {best['pred_iou_thresh']}, stability "
+        f"{best['stability_thresh']} (validation F1@0.5 {best['f1@0.5']:.3f}, "
+        f"F1@0.75 {best['f1@0.75']:.3f}, {n_images} images)")
+    return {"automask": {"pred_iou_thresh": best["pred_iou_thresh"],
+                         "stability_thresh": best["stability_thresh"]},
+            "automask_calibration": {"images": n_images, "seed": CALIBRATION_SEED,
+                                     "f1@0.5": best["f1@0.5"], "f1@0.75": best["f1@0.75"]}}
+
+
+def export(ckpt: Path, dest: Path, calibrate: int = 0) -> None:
+    """Write the weights of a training checkpoint as a napari-sam model file; with
+    `calibrate` > 0, automask thresholds chosen on that many validation images go with them."""
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     model = Sam(config_from_dict(state["config"]))
     model.load_state_dict(state["model"])
+    model.eval()
+    extra = {"trained_steps": int(state["step"])}
+    if calibrate:
+        extra.update(calibrate_automask(model, calibrate))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(dest, model, {"trained_steps": int(state["step"])})
+    save_checkpoint(dest, model, extra)
 
 
 def main(argv=None) -> int:
@@ -261,13 +289,15 @@ def main(argv=None) -> int:
         ap.add_argument("--" + f.replace("_", "-"), type=kind, default=v)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--export", metavar="DEST", help="write the last checkpoint's weights to DEST")
+    ap.add_argument("--calibrate", type=int, default=0, metavar="N",
+                    help="with --export: choose automask thresholds on N validation images")
     a = vars(ap.parse_args(argv))
-    threads, dest = a.pop("threads"), a.pop("export")
+    threads, dest, calibrate = a.pop("threads"), a.pop("export"), a.pop("calibrate")
     if threads:
         torch.set_num_threads(threads)
     tc = TrainConfig(**a)
     if dest:
-        export(Path(tc.out) / "last.pt", Path(dest))
+        export(Path(tc.out) / "last.pt", Path(dest), calibrate)
         return 0
     train(tc)
     return 0
