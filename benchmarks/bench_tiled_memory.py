@@ -71,7 +71,8 @@ def write_scene(path: Path, size: int, tile: int = 512) -> None:
                      bigtiff=True, compression="zlib")
 
 
-def segment(path: Path, out: Path, arch: str, points: int, tile_size, overlap) -> dict:
+def segment(path: Path, out: Path, arch: str, points: int, tile_size, overlap,
+            model_name: str = "") -> dict:
     sys.path.insert(0, str(ROOT))
     import torch
 
@@ -79,17 +80,17 @@ def segment(path: Path, out: Path, arch: str, points: int, tile_size, overlap) -
     from napari_sam.model.registry import BUNDLED_PATH, build_model
     from napari_sam.tiling import tiled_automask
 
-    trained = BUNDLED_PATH.is_file()
+    trained = bool(model_name) or BUNDLED_PATH.is_file()
     torch.manual_seed(0)
-    model = load_model("bundled") if trained else build_model(arch)
+    model = load_model(model_name or "bundled") if trained else build_model(arch)
     # a random model's scores are not calibrated: thresholds 0 keep its masks, so painting
     # and stitching are measured too
     thresholds = {} if trained else dict(pred_iou_thresh=0.0, stability_thresh=0.0)
     t = time.perf_counter()
     res = tiled_automask(str(path), model, out=out, tile_size=tile_size, overlap=overlap,
                          points_per_side=points, overwrite=True, **thresholds)
-    return {"model": model.config.name, "weights": "trained" if BUNDLED_PATH.is_file()
-            else "random", "tiles": res.tiles_run, "grid": list(res.grid_shape),
+    return {"model": model.config.name, "weights": "trained" if trained else "random",
+            "source": model_name or ("bundled" if trained else arch), "tiles": res.tiles_run, "grid": list(res.grid_shape),
             "objects": len(res.records), "seconds": round(time.perf_counter() - t, 1),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -98,6 +99,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
     ap.add_argument("--arch", default="test_vit", help="model when bundled weights are missing")
+    ap.add_argument("--model", default="", help="a model name or checkpoint file (default: "
+                    "the bundled model; its automask thresholds are used)")
+    ap.add_argument("--json", default="", help="also write the rows to this JSON file")
     ap.add_argument("--points-per-side", type=int, default=8)
     ap.add_argument("--tile-size", type=int, default=None)
     ap.add_argument("--overlap", type=int, default=None)
@@ -112,11 +116,11 @@ def main(argv=None) -> int:
         return 0
     if a._segment:
         print(json.dumps(segment(Path(a._segment[0]), Path(a._segment[1]), a.arch,
-                                 a.points_per_side, a.tile_size, a.overlap)))
+                                 a.points_per_side, a.tile_size, a.overlap, a.model)))
         return 0
     scratch = Path(a.scratch or tempfile.mkdtemp(prefix="napari-sam-bench-", dir="/tmp"))
     me = [sys.executable, __file__, "--arch", a.arch, "--points-per-side",
-          str(a.points_per_side)]
+          str(a.points_per_side), "--model", a.model]
     if a.tile_size:
         me += ["--tile-size", str(a.tile_size)]
     if a.overlap is not None:
@@ -144,6 +148,8 @@ def main(argv=None) -> int:
 
             img.unlink()
             shutil.rmtree(scratch / f"labels_{size}.zarr", ignore_errors=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1))
     if len(rows) > 1:
         r = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
         print(f"peak RSS ratio {rows[-1]['size']} / {rows[0]['size']}: {r:.2f} "
