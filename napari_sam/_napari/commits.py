@@ -1,13 +1,19 @@
-"""Committing the current object into a Labels layer, and undoing commits."""
+"""Committing the current object into a Labels layer, and undoing commits.
+
+Whole-plane masks (`commit`) go through `prompts.commit_mask`; answers on large images
+(`commit_tiled`, a `TiledMask`) are written inside their bounding box only, into level 0 of
+a numpy or zarr labels layer.
+"""
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
 from ..prompts import CommitRecord, commit_mask, undo_commit
 from . import layers as L
+from .tiled_jobs import CropRecord, commit_crop
 
 
 class CommitError(ValueError):
@@ -20,7 +26,8 @@ class Committer:
     def __init__(self, viewer, max_undo: int = 20) -> None:
         self.viewer = viewer
         self.max_undo = max_undo
-        self.history: List[Tuple[object, CommitRecord]] = []
+        self.history: List[Tuple[object, object]] = []   # (layer, CommitRecord | CropRecord)
+        self._top_ids: Dict[object, int] = {}  # highest id of lazy (zarr) labels, per layer
 
     def commit(self, labels, image, index: Tuple[int, ...], mask: np.ndarray,
                overwrite: bool = False) -> CommitRecord:
@@ -39,6 +46,38 @@ class Committer:
         self.history = (self.history + [(labels, record)])[-self.max_undo:]
         return record
 
+    def commit_tiled(self, labels, image, answer, overwrite: bool = False) -> CropRecord:
+        """Commit a TiledMask (a large 2D image's answer) into level 0 of `labels`, touching
+        only its bounding box; raises CommitError."""
+        target, error = L.writable_level0(labels, image)
+        if error:
+            raise CommitError(error)
+        new_id = self._next_id(labels, target)
+        try:
+            record = commit_crop(target, answer, new_id, overwrite)
+        except ValueError as err:
+            raise CommitError(str(err)) from None
+        if record is None:
+            raise CommitError("the object lies on existing objects only; tick 'overwrite "
+                              "existing objects' to replace them")
+        if not isinstance(target, np.ndarray):
+            self._top_ids[labels.unique_id] = new_id
+        labels.refresh()
+        self.history = (self.history + [(labels, record)])[-self.max_undo:]
+        return record
+
+    def _next_id(self, labels, target) -> int:
+        """max + 1; a zarr level 0 is scanned (chunk by chunk) at its first commit only."""
+        if isinstance(target, np.ndarray):
+            return int(target.max()) + 1
+        top = self._top_ids.get(labels.unique_id)
+        if top is None:
+            import dask.array as da
+
+            top = int(da.from_array(target, chunks=getattr(target, "chunks", "auto"))
+                      .max().compute())
+        return top + 1
+
     def undo(self) -> str:
         """Undo the newest commit; returns what happened, for the status line."""
         if not self.history:
@@ -46,6 +85,9 @@ class Committer:
         labels, record = self.history.pop()
         if labels not in self.viewer.layers:
             return f"{labels.name!r} was removed; nothing to undo"
-        undo_commit(labels.data, record)
+        if isinstance(record, CropRecord):
+            record.undo(labels.data[0] if labels.multiscale else labels.data)
+        else:
+            undo_commit(labels.data, record)
         labels.refresh()
         return f"removed object {record.label_id} from {labels.name!r}"

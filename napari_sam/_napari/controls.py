@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, Label, LineEdit,
-                              ProgressBar, PushButton)
+                              ProgressBar, PushButton, SpinBox)
 
 from .options import DEVICES, FILE_CHOICE, GIVEN_CHOICE, model_choices
+from .tiled_jobs import TILING_CHOICES
 
 KEYS = {"commit": "Shift-C", "next_mask": "Shift-M", "undo": "U", "negative": "N",
         "clear": "Shift-X"}
 
 
-def build_controls(w: Container, model, device: str, given: bool) -> None:
+def build_controls(w: Container, model, device: str, given: bool, tiling: str = "auto",
+                   tile_above: int = 0) -> None:
     """Create the controls as attributes of the widget `w` and add them to it, in order."""
     choices = model_choices(given=given)
     start = GIVEN_CHOICE if given else "bundled"
@@ -26,6 +28,16 @@ def build_controls(w: Container, model, device: str, given: bool) -> None:
                         value=device if device in DEVICES else "auto")
     w.channels = LineEdit(label="channels", tooltip="RGB/multichannel: up to 3 channel "
                           "indices, e.g. 0 or 0,1,2 (empty: as the image is)")
+    w.tiling = ComboBox(choices=TILING_CHOICES,
+                        value=tiling if tiling in TILING_CHOICES else "auto",
+                        tooltip="large 2D images: answer prompts tile by tile at native "
+                        "resolution, embedding only the tiles under the prompts.\nauto: "
+                        "multiscale/lazy layers and planes longer than 'above'; on: every 2D "
+                        "image; off: embed the whole plane (shrunk to the model's input)")
+    w.tile_above = SpinBox(value=max(0, int(tile_above)), min=0, max=1_000_000, step=256,
+                           tooltip="longer side (pixels) above which auto tiles a plane; "
+                           "0: twice the model's input side (512 for the bundled model, "
+                           "2048 for SAM)")
     w.embed_button = PushButton(text="Embed", tooltip="compute the image embedding again")
     w.cancel_button = PushButton(text="Cancel", enabled=False)
     w.progress = ProgressBar(label="", value=0, max=3, visible=False)
@@ -40,7 +52,8 @@ def build_controls(w: Container, model, device: str, given: bool) -> None:
     w.undo_button = PushButton(text=f"Undo [{KEYS['undo']}]")
     w.clear_button = PushButton(text=f"Clear [{KEYS['clear']}]")
     w.extend([w.image, w.model, w.model_file, w.device, w.channels,
-              _row(w.embed_button, w.cancel_button), w.progress, w.status,
+              _row(w.tiling, Label(value="above px (0: 2x input)"), w.tile_above,
+                   label="tiling"), _row(w.embed_button, w.cancel_button), w.progress, w.status,
               w.negative, _row(w.candidate, w.next_button, label="mask"),
               w.labels_layer, w.overwrite,
               _row(w.commit_button, w.undo_button, w.clear_button)])

@@ -2,7 +2,10 @@
 
 Qt-free: `embed_job` is a generator run by a napari worker (it yields progress and is
 cancelled between steps); the cache keeps one embedding per (layer, slice, model, channels)
-so going back to a slice is instant.
+so going back to a slice is instant. For a large 2D layer (`TiledSetup`, see
+`tiled_jobs.TilingRule`) the job embeds nothing: it prepares an `OnDemandPredictor` (the
+whole image's contrast range, the on-disk cache beside the layer's file) whose tiles are
+embedded later, under the prompts.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 
 from ..model import load_model
 from ..predictor import ImageEmbedding, Predictor
+from .tiled_jobs import OnDemandPredictor, TilingRule
 
 
 EXPECTED_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
@@ -25,11 +29,27 @@ class EmbedResult:
     model: Optional[object] = None         # the Sam model (loaded here if it was not given)
     embedding: Optional[ImageEmbedding] = None
     error: str = ""                        # what went wrong, for a notification
+    tiled: Optional[OnDemandPredictor] = None  # instead of `embedding`, for a large layer
+
+
+@dataclass(frozen=True)
+class TiledSetup:
+    """What decides whether a layer is tiled, known before the model is loaded."""
+
+    rule: TilingRule
+    plane_shape: Tuple[int, int]
+    lazy: bool                  # multiscale, dask, zarr...: never read whole
+    ndim: int                   # the layer's (2 for 2D and RGB images)
+    path: Optional[str] = None  # the layer's source file: the embedding cache goes beside it
+
+    def wanted(self, model) -> bool:
+        return self.rule.applies(self.plane_shape, self.lazy, self.ndim, model.image_size)
 
 
 def embed_job(model, model_name: str, device: str, data, index: Tuple[int, ...],
-              channels: Optional[Sequence[int]] = None):
-    """Load the model if needed, then embed `data[index]`.
+              channels: Optional[Sequence[int]] = None, tiled: Optional[TiledSetup] = None):
+    """Load the model if needed, then embed `data[index]`, or, when `tiled` wants the layer
+    tiled, prepare a predictor that embeds tiles on demand.
 
     Yields (done, total, message); returns an EmbedResult. Expected failures (a missing or
     broken model file, an unknown name, an unsupported image) come back as `error` text.
@@ -40,6 +60,17 @@ def embed_job(model, model_name: str, device: str, data, index: Tuple[int, ...],
             model = load_model(model_name, device)
         except EXPECTED_ERRORS as err:
             return EmbedResult(error=f"could not load the model {model_name!r}: {_text(err)}")
+    if tiled is not None and tiled.wanted(model):
+        yield 1, 3, "large image: whole-image contrast (tiles are embedded under the prompts)"
+        from .large_image import tiled_predictor
+
+        try:
+            tp = tiled_predictor(data, model, path=tiled.path, channels=channels,
+                                 device=device, predictor_class=OnDemandPredictor)
+        except EXPECTED_ERRORS as err:
+            return EmbedResult(model, error=f"could not prepare the tiled image: {_text(err)}")
+        yield 3, 3, "ready (tiled)"
+        return EmbedResult(model, tiled=tp)
     yield 1, 3, f"reading slice {index}" if index else "reading image"
     plane = np.asarray(data[index] if index else data)
     yield 2, 3, "embedding (runs the image encoder)"

@@ -12,8 +12,8 @@ slide opens at once and stays responsive: only the visible tiles of one level ar
 - `reader(path)`: an npe2 reader for TIFFs above `LARGE` pixels on a side (images, and
   `*_labels.tif` as labels), else None.
 - `tiled_predictor(layer_data, model, ...)`: a `TiledPredictor` on level 0 of such a
-  layer, for prompts in the widget (`TiledMask.paint` writes the answer into a labels
-  layer's level 0 without a full-size mask).
+  layer, the widget's answer to prompts on large layers (`TiledMask.paint` writes the
+  answer into a labels layer's level 0 without a full-size mask).
 """
 
 from __future__ import annotations
@@ -110,14 +110,32 @@ def label_file_layer_data(path):
     return data, kwargs, kind
 
 
-def tiled_predictor(layer_data, model, path=None, channels=None, cache="auto", **kwargs):
+def tiled_predictor(layer_data, model, path=None, channels=None, cache="auto",
+                    predictor_class=None, **kwargs):
     """A TiledPredictor on level 0 of an image layer's data (array or list of levels).
 
-    Give `path` (the layer's source file) to keep embeddings beside it or reuse them
-    (cache="auto"); without a path the embeddings live in memory."""
+    The pixels always come from the layer (what the user sees), never from re-reading
+    `path`: a file opened as one layer per channel shows other pixels than the file. `path`
+    (the layer's source file) only says where the embedding cache goes: beside the file
+    with cache="auto" (or the per-user cache folder when that folder is read-only); a cache
+    there made from other pixels (another channel of the same file, an edited layer) makes
+    it fall back to the per-user cache, whose folder name holds a hash of the pixels.
+    Without a path the embeddings live in memory. `predictor_class`: a TiledPredictor
+    subclass (the widget's on-demand one); the other keyword arguments go to it.
+    """
+    from napari_sam.tiled.cache import CacheMismatchError
+    from napari_sam.tiled.source import ImageSource
     from napari_sam.tiling import TiledPredictor
 
+    cls = predictor_class or TiledPredictor
     level0 = layer_data[0] if isinstance(layer_data, (list, tuple)) else layer_data
-    image = str(path) if path is not None else level0
-    return TiledPredictor(model, image, channels=channels,
-                          cache=cache if path is not None else None, **kwargs)
+    source = ImageSource(level0, channels)
+    if path is None:
+        return cls(model, source, cache=None, **kwargs)
+    source.path = Path(path)
+    try:
+        return cls(model, source, cache=cache, **kwargs)
+    except CacheMismatchError:
+        if cache not in ("auto", "beside"):
+            raise
+        return cls(model, source, cache="user", **kwargs)

@@ -36,6 +36,11 @@ def image_data(image):
     return image.data[0] if image.multiscale else image.data
 
 
+def is_lazy(image) -> bool:
+    """True for multiscale layers and layers on dask, zarr...: data never to be read whole."""
+    return image.multiscale or not isinstance(image.data, np.ndarray)
+
+
 def slice_index(viewer: "napari.Viewer", image) -> Tuple[int, ...]:
     """The displayed slice of `image` as data indices of its leading axes (() for 2D)."""
     lead = image.ndim - 2
@@ -62,8 +67,10 @@ def add_prompt_layers(viewer, image, name: str):
     """Preview (2D Labels), Shapes and Points layers overlaying `image`, top to bottom."""
     from napari.utils.colormaps import DirectLabelColormap
 
+    # a lazy layer may be huge: its (tiled) answers come as crops, placed by `translate`
+    size = (1, 1) if is_lazy(image) else plane_shape(image)
     preview = viewer.add_labels(
-        np.zeros(plane_shape(image), np.uint8), name=f"{name} preview", opacity=0.55,
+        np.zeros(size, np.uint8), name=f"{name} preview", opacity=0.55,
         colormap=DirectLabelColormap(color_dict={None: "transparent", 1: PREVIEW_COLOUR}),
         **transform(image, 2))
     shapes = viewer.add_shapes(
@@ -84,11 +91,13 @@ def to_image(layer, image):
     return lambda p: image.world_to_data(layer.data_to_world(p))
 
 
-def read_prompt(points, shapes, image, index: Tuple[int, ...]) -> Tuple[Prompt, int]:
+def read_prompt(points, shapes, image, index: Tuple[int, ...],
+                regions: bool = True) -> Tuple[Prompt, int]:
     """The prompt on slice `index` from the prompt layers -> (Prompt, number of ignored items).
 
     Points outside the image are ignored; the newest rectangle is the box; polygons and
-    ellipses are united into one region mask.
+    ellipses are united into one region mask, or, with `regions=False` (large images: no
+    image-sized mask), their joint bounding box is the box when there is no rectangle.
     """
     shape = plane_shape(image)
     lead = len(index)
@@ -101,6 +110,7 @@ def read_prompt(points, shapes, image, index: Tuple[int, ...]) -> Tuple[Prompt, 
     ignored += int((~ok).sum())
     prompt = Prompt(pts[ok], labels[ok])
     conv = to_image(shapes, image)
+    extent = None  # bounding box of the polygons and ellipses (regions=False)
     for kind, verts in zip(shapes.shape_type, shapes.data):
         v = to_image_coords(verts, conv)
         if not on_slice(v, index).all():
@@ -108,11 +118,17 @@ def read_prompt(points, shapes, image, index: Tuple[int, ...]) -> Tuple[Prompt, 
         v = v[:, lead:]
         if kind == "rectangle":
             prompt.box = np.clip(rectangle_to_box(v), -0.5, np.tile(shape, 2) - 0.5)
+        elif kind in ("polygon", "ellipse") and not regions:
+            b = rectangle_to_box(v)
+            extent = b if extent is None else np.r_[np.minimum(extent[:2], b[:2]),
+                                                    np.maximum(extent[2:], b[2:])]
         elif kind in ("polygon", "ellipse"):
             m = region_mask(kind, v, shape)
             prompt.region = m if prompt.region is None else prompt.region | m
         else:
             ignored += 1
+    if prompt.box is None and extent is not None:
+        prompt.box = np.clip(extent, -0.5, np.tile(shape, 2) - 0.5)
     if prompt.box is not None and (prompt.box[2] <= prompt.box[0] or prompt.box[3] <= prompt.box[1]):
         prompt.box, ignored = None, ignored + 1
     return prompt, ignored
@@ -139,6 +155,50 @@ def new_labels_layer(viewer, image, name: str):
     lead = image_data(image).shape[: image.ndim - 2]
     data = np.zeros(tuple(lead) + plane_shape(image), np.uint32)
     return viewer.add_labels(data, name=name, **transform(image))
+
+
+MAX_LABELS_PIXELS = 2 ** 27   # 512 MiB of uint32: the largest labels layer made in memory
+SMALLEST_LEVEL = 1024         # multiscale labels: halve down to about this many pixels
+
+
+def new_large_labels_layer(viewer, image, name: str):
+    """A uint32 Labels layer for a large 2D image: in memory, multiscale when it is big (the
+    lower levels are strided views of level 0, so writing level 0 updates them all).
+    Raises ValueError, with what to do, above MAX_LABELS_PIXELS."""
+    shape = plane_shape(image)
+    if shape[0] * shape[1] > MAX_LABELS_PIXELS:
+        gib = shape[0] * shape[1] * 4 / 2 ** 30
+        raise ValueError(
+            f"the image is {shape[0]} x {shape[1]} pixels: a labels layer in memory would take "
+            f"{gib:.1f} GiB. Add a Labels layer whose full-resolution level is a zarr array on "
+            "disk (see docs/large_images.md, napari) and choose it under 'labels'")
+    base = np.zeros(shape, np.uint32)
+    levels, step = [base], 2
+    while max(shape) // step >= SMALLEST_LEVEL:
+        levels.append(base[::step, ::step])
+        step *= 2
+    data = levels if len(levels) > 1 else base
+    return viewer.add_labels(data, name=name, multiscale=len(levels) > 1, **transform(image))
+
+
+def writable_level0(labels, image):
+    """(level-0 array, None) of a labels layer a tiled commit can write into, or
+    (None, message): level 0 must have the image's 2D shape and be numpy or zarr."""
+    level0 = labels.data[0] if labels.multiscale else labels.data
+    want = plane_shape(image)
+    if tuple(level0.shape) != want:
+        return None, (f"labels layer {labels.name!r} has shape {tuple(level0.shape)}, but the "
+                      f"image needs {want}; choose another labels layer or 'new layer'")
+    if isinstance(level0, np.ndarray):
+        ok = level0.flags.writeable
+    else:
+        ok = type(level0).__module__.split(".")[0] == "zarr" and not getattr(
+            level0, "read_only", False)
+    if not ok:
+        return None, (f"labels layer {labels.name!r} cannot be written: its full-resolution "
+                      f"data is a read-only {type(level0).__name__}. Commits need a numpy or a "
+                      "writable zarr array there; choose 'new layer' or such a layer")
+    return level0, None
 
 
 def check_labels(labels, image) -> Optional[str]:

@@ -5,6 +5,10 @@ Thin: the prompt layers are `prompt_layers.PromptLayers`, prompts are decoded by
 embeddings come from `workers.Embedder` (a napari worker, cached per layer and slice).
 Decoding (a few ms to tens of ms) runs on the GUI thread, once per prompt change; encoding
 never does. The controls are laid out in `controls.py`.
+
+Large 2D layers (multiscale, lazy, or more than twice the model's input side; see
+`tiled_jobs.TilingRule`) are not embedded up front: `tiled_mode.TiledMode` answers their
+prompts in a worker that embeds the tiles under them, and commits only the answer's box.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from . import layers as L
 from .commits import CommitError, Committer
 from .keys import KeyBindings, on_close
 from .controls import KEYS, build_controls
+from .embedding import TiledSetup
 from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
 from .prompt_layers import PromptLayers
+from .tiled_jobs import TilingRule
+from .tiled_mode import TiledMode
 from .workers import Embedder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,9 +42,12 @@ class SamWidget(Container):
     """Segment Anything on the displayed image slice from Points and Shapes prompts.
 
     model: None (the bundled model), a registry name, a checkpoint path, or a loaded Sam.
+    tiling: "auto", "on" or "off" and tile_above (pixels, 0: twice the model's input side):
+    which 2D layers are answered tile by tile (the `tiling` controls).
     """
 
-    def __init__(self, viewer: napari.viewer.Viewer, model=None, device: str = "auto") -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, model=None, device: str = "auto",
+                 tiling: str = "auto", tile_above: int = 0) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
         model = os.fspath(model) if isinstance(model, os.PathLike) else model
@@ -52,7 +62,9 @@ class SamWidget(Container):
         self.decode_ms = deque(maxlen=1000)  # prompt change -> preview shown, per update
         self._embedder = Embedder(self._on_progress, self._on_embedded, self._on_failed,
                                   self._on_busy)
-        self._build(model, device)
+        self._tiled = TiledMode(self._on_progress, self._on_prompt_failed, self._on_busy,
+                                self._set_candidate, self._set_status)
+        self._build(model, device, tiling, tile_above)
         self._set_model()
         self._keys = KeyBindings(viewer, {
             KEYS["commit"]: self.commit, KEYS["next_mask"]: self.next_mask,
@@ -79,6 +91,11 @@ class SamWidget(Container):
         return self._ready and not self._embedder.busy
 
     @property
+    def tiled(self) -> TiledMode:
+        """The tiled mode: `tiled.active` on large layers, `tiled.answer` the newest object."""
+        return self._tiled
+
+    @property
     def prompt_layers(self):
         return self._prompts
 
@@ -95,12 +112,15 @@ class SamWidget(Container):
         return self._prompts and self._prompts.points
 
     # ---- layout --------------------------------------------------------------------------
-    def _build(self, model, device: str) -> None:
-        build_controls(self, model, device, given=self._given_model is not None)
+    def _build(self, model, device: str, tiling: str, tile_above: int) -> None:
+        build_controls(self, model, device, given=self._given_model is not None,
+                       tiling=tiling, tile_above=tile_above)
         self.image.changed.connect(self._on_image_changed)
         for w in (self.model, self.model_file, self.device):
             w.changed.connect(self._on_model_changed)
         self.channels.changed.connect(self._on_channels_changed)
+        for w in (self.tiling, self.tile_above):
+            w.changed.connect(lambda *_: self._ensure_embedding())
         self.embed_button.changed.connect(lambda *_: self._ensure_embedding(force=True))
         self.cancel_button.changed.connect(self.cancel)
         self.negative.changed.connect(self._set_default_sign)
@@ -178,7 +198,16 @@ class SamWidget(Container):
     def _target_key(self):
         model_key = (self.model.value, str(self.model_file.value), self.device.value)
         return (self._image.unique_id, L.slice_index(self.viewer, self._image), model_key,
-                self._channels())
+                self._channels(), self._rule())
+
+    def _rule(self) -> TilingRule:
+        return TilingRule(self.tiling.value, int(self.tile_above.value))
+
+    def _tiled_setup(self) -> TiledSetup:
+        image = self._image
+        path = getattr(getattr(image, "source", None), "path", None)
+        return TiledSetup(self._rule(), L.plane_shape(image), L.is_lazy(image), image.ndim,
+                          None if path is None else str(path))
 
     def _on_slice(self, *_) -> None:
         if self._prompts is not None and self._target_key() != self._key:
@@ -198,35 +227,65 @@ class SamWidget(Container):
         if key == self._key and (self._ready or self._embedder.busy) and not force:
             return
         self._key, self._ready = key, False
+        self._tiled.stop()
         if self.model.value == "bundled" and not BUNDLED_PATH.is_file():
             self.status.value = "the bundled model is missing: choose another model"
         elif self.model.value == FILE_CHOICE and not self.model_file.value.is_file():
             self.status.value = "choose a model file (.pt / .pth)"
-        elif self._embedder.request(key, L.image_data(image), key[1], key[3], force):
+        elif self._embedder.request(key, L.image_data(image), key[1], key[3], force,
+                                    self._tiled_setup()):
             self._use_embedding()
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
+        if self._closed:  # a worker's last signals after the widget closed
+            return
         self.progress.max, self.progress.value = total, done
         self.status.value = message
 
-    def _on_busy(self, busy: bool) -> None:
+    def _on_busy(self, *_) -> None:
+        if self._closed:
+            return
+        busy = self._embedder.busy or self._tiled.busy
         self.cancel_button.enabled = self.progress.visible = busy
+
+    def _set_status(self, text: str) -> None:
+        self.status.value = text
+
+    def _set_candidate(self, text: str) -> None:
+        self.candidate.value = text
+
+    def _on_prompt_failed(self, message: str) -> None:
+        if self._closed:
+            return
+        show_error(f"napari-sam: {message}")
+        self.status.value = f"failed: {message}"
 
     def _on_embedded(self, key) -> None:
         if key == self._key:
             self._use_embedding()
 
     def _on_failed(self, message: str) -> None:
+        if self._closed:
+            return
         show_error(f"napari-sam {message}. Choose another model or image, then press Embed.")
         self.status.value = f"failed: {message}"
 
     def cancel(self, *_) -> None:
-        """Stop the running embedding (its result is discarded)."""
+        """Stop the running embedding (its result is discarded), or the tiles being embedded
+        for a prompt on a large image (the ones done stay cached)."""
         if self._embedder.busy:
             self._embedder.cancel()
             self.status.value = "embedding cancelled; press Embed to start again"
+        elif self._tiled.cancel():
+            self.status.value = "cancelled; change the prompts to try again"
 
     def _use_embedding(self) -> None:
+        if self._embedder.tiled is not None:  # a large layer: tiles come with the prompts
+            self._ready = True
+            self.status.value = self._tiled.start(self._embedder.tiled, self._image,
+                                                  self._prompts)
+            return self.update_preview()
+        self._tiled.stop(self._prompts, self._image)
         predictor = self._embedder.predictor
         if self._segmenter is None or self._segmenter.predictor is not predictor:
             self._segmenter = Segmenter(predictor)
@@ -249,6 +308,8 @@ class SamWidget(Container):
         """Decode the prompts of the displayed slice and show the chosen mask."""
         if not (self._ready and self._prompts is not None):
             return
+        if self._tiled.active:
+            return self._tiled.update(self._key[1])
         start = time.perf_counter()
         prompt, ignored = self._prompts.read(self._key[1])
         try:
@@ -274,6 +335,8 @@ class SamWidget(Container):
     # ---- actions (buttons and keys) ------------------------------------------------------
     def next_mask(self, *_) -> None:
         """Show the next candidate mask of an ambiguous single click."""
+        if self._tiled.active:
+            return self._tiled.next_mask()
         if self._segmenter is not None and self._segmenter.result is not None:
             self._segmenter.cycle()
             self._show_mask(self._segmenter.mask())
@@ -287,25 +350,43 @@ class SamWidget(Container):
         if self._prompts is not None and self._key is not None:
             self._prompts.clear(self._key[1])
             self._show_mask(None)
+            if self._tiled.active:
+                self._tiled.clear_preview()
 
     def commit(self, *_) -> None:
         """Write the current object into the labels layer with a new id."""
-        mask = self._segmenter.mask() if self._ready and self._segmenter else None
-        if mask is None or not mask.any():
+        tiled = self._tiled.active
+        if tiled:
+            mask = self._tiled.answer.mask if self._ready and self._tiled.answer else None
+            empty = mask is None or mask.area == 0
+        else:
+            mask = self._segmenter.mask() if self._ready and self._segmenter else None
+            empty = mask is None or not mask.any()
+        if empty:
             return show_info("napari-sam: nothing to commit; click on an object first")
         labels = self.labels_layer.value
-        if labels is None:
-            labels = L.new_labels_layer(self.viewer, self._image, f"{self._image.name} labels")
-            self.reset_choices()
-            self.labels_layer.value = labels
-            self.viewer.layers.selection.active = self.points_layer
         try:
-            record = self._committer.commit(labels, self._image, self._key[1], mask,
-                                            self.overwrite.value)
-        except CommitError as err:
+            if labels is None:
+                labels = self._new_labels_layer(tiled)
+            if tiled:
+                record = self._committer.commit_tiled(labels, self._image, mask,
+                                                      self.overwrite.value)
+            else:
+                record = self._committer.commit(labels, self._image, self._key[1], mask,
+                                                self.overwrite.value)
+        except (CommitError, ValueError) as err:
             return show_error(f"napari-sam: {err}")
         self.clear()
         self.status.value = f"committed object {record.label_id} to {labels.name!r}"
+
+    def _new_labels_layer(self, tiled: bool):
+        name = f"{self._image.name} labels"
+        make = L.new_large_labels_layer if tiled else L.new_labels_layer
+        labels = make(self.viewer, self._image, name)  # ValueError: too large for memory
+        self.reset_choices()
+        self.labels_layer.value = labels
+        self.viewer.layers.selection.active = self.points_layer
+        return labels
 
     def undo(self, *_) -> None:
         """Restore the pixels changed by the last commit."""
@@ -323,6 +404,7 @@ class SamWidget(Container):
         if self._image is not None:
             self._image.events.data.disconnect(self._on_image_data)
         self._embedder.cancel()
+        self._tiled.cancel()
         self._remove_prompt_layers()
 
 
