@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..automask import AutoMaskGenerator, AutoMaskResult
+from ..automask import AutoMaskGenerator, AutoMaskResult, default_thresholds
 from ..batch import automask_stack
 from ..progress import null_progress
 from .embedding import EXPECTED_ERRORS, _text
@@ -29,13 +29,18 @@ STACK_MODES = (CURRENT, ALL, CHANNELS)
 
 _INIT = inspect.signature(AutoMaskGenerator.__init__).parameters
 _GEN = inspect.signature(AutoMaskGenerator.generate).parameters
-#: slider defaults and lower ends, and the grid size: the core's own defaults
-DEFAULTS = {"pred_iou_thresh": _GEN["pred_iou_thresh"].default,
-            "stability_thresh": _GEN["stability_thresh"].default,
-            "min_area": _GEN["min_area"].default,
+#: the core's defaults; the thresholds' defaults are the model's (`default_thresholds`)
+DEFAULTS = {"min_area": _GEN["min_area"].default,
             "points_per_side": _INIT["points_per_side"].default}
+#: candidates below these are not kept (lowered for a model whose defaults are lower)
 FLOORS = {"pred_iou_thresh": _INIT["min_candidate_iou"].default,
           "stability_thresh": _INIT["min_candidate_stability"].default}
+THRESHOLDS = tuple(FLOORS)
+
+
+def floors_for(defaults: dict) -> dict:
+    """Candidate floors that let the sliders reach the model's default thresholds."""
+    return {k: min(FLOORS[k], defaults[k]) for k in THRESHOLDS}
 
 
 class Cancelled(Exception):
@@ -56,8 +61,9 @@ class Request:
     model_name: str = "bundled"
     device: str = "auto"
     points_per_side: int = DEFAULTS["points_per_side"]
-    thresholds: dict = field(default_factory=lambda: {k: DEFAULTS[k] for k in (
-        "pred_iou_thresh", "stability_thresh", "min_area")})
+    #: pred_iou_thresh, stability_thresh (None: the model's default) and min_area
+    thresholds: dict = field(default_factory=lambda: {
+        "pred_iou_thresh": None, "stability_thresh": None, "min_area": DEFAULTS["min_area"]})
 
 
 def check_request(shape: Sequence[int], rgb: bool, mode: str,
@@ -124,10 +130,11 @@ class Session:
         self.generator, self.stack, self.slices, self.axes = generator, stack, slices, axes
         self.last: Optional[AutoMaskResult] = None
 
-    def result(self, pred_iou_thresh: float, stability_thresh: float, min_area: int,
-               first: Optional[AutoMaskResult] = None) -> AutoMaskResult:
-        kw = dict(pred_iou_thresh=float(pred_iou_thresh),
-                  stability_thresh=float(stability_thresh), min_area=int(min_area))
+    def result(self, pred_iou_thresh: Optional[float], stability_thresh: Optional[float],
+               min_area: int, first: Optional[AutoMaskResult] = None) -> AutoMaskResult:
+        """Labels and records for these thresholds (None: the model's default)."""
+        kw = dict(pred_iou_thresh=pred_iou_thresh, stability_thresh=stability_thresh,
+                  min_area=int(min_area))
         if first is not None:
             res = first
         elif self.slices is not None:  # the stack code again, replaying the kept slices
@@ -149,6 +156,8 @@ class JobResult:
     model: object = None
     session: Optional[Session] = None
     result: Optional[AutoMaskResult] = None
+    thresholds: dict = field(default_factory=dict)  # those of `result`, None resolved
+    floors: dict = field(default_factory=dict)      # the generators' candidate floors
     error: str = ""
     cancelled: bool = False
 
@@ -190,14 +199,20 @@ def run_job(req: Request, progress: Callable = null_progress,
             report(0, 1, f"loading model {req.model_name}")
             model = load_model(req.model_name, req.device)
         predictor = Predictor(model, req.device)
-        make = lambda: AutoMaskGenerator(predictor, points_per_side=req.points_per_side)  # noqa: E731
+        defaults = default_thresholds(model)
+        floors = floors_for(defaults)
+        thresholds = {k: defaults[k] if v is None else v for k, v in req.thresholds.items()}
+        make = lambda: AutoMaskGenerator(  # noqa: E731
+            predictor, points_per_side=req.points_per_side,
+            min_candidate_iou=floors["pred_iou_thresh"],
+            min_candidate_stability=floors["stability_thresh"])
         lead = np.ndim(req.data) - (3 if req.rgb else 2)
         if req.mode == ALL and lead > 0:
             slices = SliceGenerators(make)
             stack = np.asarray(req.data)
             axes = "Z" * lead + "YX" + ("C" if req.rgb else "")
             first = automask_stack(stack, slices, axes, progress=report, channels=req.channels,
-                                   **req.thresholds)
+                                   **thresholds)
             session = Session(first.labels.shape, stack=stack, slices=slices, axes=axes)
         else:
             plane, shape = _plane(req)
@@ -206,7 +221,8 @@ def run_job(req: Request, progress: Callable = null_progress,
                               generator=generator)
             first = None
         report(1, 1, "filtering")
-        return JobResult(model, session, session.result(**req.thresholds, first=first))
+        return JobResult(model, session, session.result(**thresholds, first=first),
+                         thresholds, floors)
     except Cancelled:
         return JobResult(model, cancelled=True)
     except EXPECTED_ERRORS as err:

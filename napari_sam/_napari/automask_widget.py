@@ -17,9 +17,10 @@ from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSlider, Label,
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
+from ..automask import default_thresholds
 from . import layers as L
-from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, Request,
-                           check_request, run_job)
+from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, THRESHOLDS, Request,
+                           check_request, floors_for, run_job)
 from .controls import _expanding_text, _row
 from .keys import on_close
 from .options import DEVICES, FILE_CHOICE, GIVEN_CHOICE, model_choices, parse_channels
@@ -55,6 +56,7 @@ class AutomaskWidget(Container):
         self._source = None        # the image layer of the last run
         self._key = None           # (model name, device) of the last run
         self._closed = False
+        self._follow = True        # thresholds follow the model's defaults until moved
         self._relay = _Relay()
         self._relay.progressed.connect(self._on_progress)
         self._build(model, device)
@@ -93,11 +95,13 @@ class AutomaskWidget(Container):
         self.progress = ProgressBar(label="", value=0, max=1, visible=False)
         self.status = Label(label="status", value="")
         self.pred_iou = FloatSlider(label="pred IoU", min=FLOORS["pred_iou_thresh"], max=1.0,
-                                    step=0.01, value=DEFAULTS["pred_iou_thresh"],
-                                    tooltip="keep masks whose predicted quality is at least this")
+                                    step=0.01, tooltip="keep masks whose predicted quality is "
+                                    "at least this (default: the model's)")
         self.stability = FloatSlider(label="stability", min=FLOORS["stability_thresh"],
-                                     max=1.0, step=0.01, value=DEFAULTS["stability_thresh"],
-                                     tooltip="keep masks that barely change with the cut-off")
+                                     max=1.0, step=0.01, tooltip="keep masks that barely "
+                                     "change with the cut-off (default: the model's)")
+        defaults = default_thresholds(self._given)  # SAM's until a model is loaded
+        self._set_sliders(defaults, floors_for(defaults))
         self.min_area = Slider(label="min area", min=0, max=2000, value=DEFAULTS["min_area"],
                                tooltip="drop objects smaller than this many pixels")
         self.extend([self.image, self.slices, self.channels, self.model, self.model_file,
@@ -109,8 +113,9 @@ class AutomaskWidget(Container):
         self.model.changed.connect(self._on_model_changed)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        for slider in (self.pred_iou, self.stability, self.min_area):
-            slider.changed.connect(self.refilter)
+        for slider in (self.pred_iou, self.stability):
+            slider.changed.connect(self._on_threshold_moved)
+        self.min_area.changed.connect(self.refilter)
 
     def _image_choices(self, *_):
         return [(ly.name, ly) for ly in self.viewer.layers if _is(ly, "Image")]
@@ -128,15 +133,29 @@ class AutomaskWidget(Container):
 
     def _on_model_changed(self, *_) -> None:
         self.model_file.visible = self.model.value == FILE_CHOICE
+        self._follow = True  # the next run shows the new model's default thresholds
+
+    def _on_threshold_moved(self, *_) -> None:
+        self._follow = False
+        self.refilter()
+
+    def _set_sliders(self, thresholds: dict, floors: dict) -> None:
+        """Show `thresholds` on the sliders (clipped to their range) without re-filtering."""
+        for key, slider in zip(THRESHOLDS, (self.pred_iou, self.stability)):
+            with slider.changed.blocked():
+                slider.min = min(max(floors[key], 0.0), FLOORS[key])
+                slider.value = min(max(thresholds[key], slider.min), slider.max)
 
     @property
     def busy(self) -> bool:
         return self._worker is not None
 
     # ---- run -----------------------------------------------------------------------------
-    def _thresholds(self) -> dict:
-        return {"pred_iou_thresh": float(self.pred_iou.value),
-                "stability_thresh": float(self.stability.value),
+    def _thresholds(self, defaults: bool = False) -> dict:
+        """The sliders' values; with `defaults`, None (the model's) for untouched ones."""
+        follow = defaults and self._follow
+        return {"pred_iou_thresh": None if follow else float(self.pred_iou.value),
+                "stability_thresh": None if follow else float(self.stability.value),
                 "min_area": int(self.min_area.value)}
 
     def _request(self):
@@ -161,7 +180,7 @@ class AutomaskWidget(Container):
             (name, self.device.value))
         index = L.slice_index(self.viewer, image) if mode == CURRENT else ()
         return Request(data, image.rgb, index, mode, channels, model, name, self.device.value,
-                       int(self.points_per_side.value), self._thresholds())
+                       int(self.points_per_side.value), self._thresholds(defaults=True))
 
     def run(self, *_) -> None:
         """Segment the chosen image in a worker thread; the result becomes a new layer."""
@@ -210,6 +229,8 @@ class AutomaskWidget(Container):
             self.status.value = out.error
         else:
             self.session = out.session
+            self._set_sliders(out.thresholds if self._follow else self._thresholds(),
+                              out.floors)
             self._show(out.result, new_layer=True)
 
     def _on_error(self, err) -> None:
@@ -226,7 +247,7 @@ class AutomaskWidget(Container):
         """Apply the sliders to the last run's candidates (no model call)."""
         if self.session is None or self.busy:
             return
-        self._show(self.session.result(**self._thresholds()))
+        self._show(self.session.result(**self._thresholds(defaults=True)))
 
     def _show(self, result, new_layer: bool = False) -> None:
         layer = self.result_layer

@@ -5,7 +5,8 @@ stacks, errors.
 whose decoder answers a point with the bright blob under it: the blob, the blob grown by a
 pixel, and all foreground, with predicted IoUs that depend on the blob's size (large blobs
 0.95, small ones 0.75). So the expected objects are known, and a threshold between 0.75 and
-0.95 keeps only the large ones.
+0.95 keeps only the large ones. Its calibrated automask thresholds (what a checkpoint may
+carry) are 0.7 / 0.9: every blob passes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from scipy import ndimage as ndi
 
 from napari_sam import build_model
-from napari_sam._napari.automask_job import ALL, CHANNELS, CURRENT, DEFAULTS, FLOORS
+from napari_sam.automask import SAM_THRESHOLDS
+from napari_sam._napari.automask_job import ALL, CHANNELS, CURRENT, FLOORS
 from napari_sam._napari.automask_widget import AutomaskWidget
 from napari_sam.model.sam import Sam
 
@@ -58,6 +60,7 @@ def blob_model():
     tiny = build_model("test_vit")
     model = BlobSam(tiny.config)
     model.load_state_dict(tiny.state_dict())
+    model.automask_defaults = {"pred_iou_thresh": 0.7, "stability_thresh": 0.9}
     return model.eval()
 
 
@@ -109,8 +112,9 @@ def test_run_scale_translate_and_live_sliders(make_napari_viewer, qtbot):
     viewer.add_image(data, name="blobs", scale=(0.5, 2.0), translate=(10.0, -5.0))
     model = blob_model()
     calls = count_calls(model)
-    w = make_widget(viewer, model, pred_iou=0.7, stability=0.9)
+    w = make_widget(viewer, model)
     assert w.pred_iou.min == FLOORS["pred_iou_thresh"] and w.model.value == "given model"
+    assert (w.pred_iou.value, w.stability.value) == (0.7, 0.9)  # the model's defaults
     assert w.slices.native.isHidden()  # a 2D image: no stack choice
     run(qtbot, w)
     labels = viewer.layers["blobs automask"]
@@ -239,10 +243,35 @@ def test_model_errors_are_messages(make_napari_viewer, qtbot, tmp_path):
     w = AutomaskWidget(viewer)
     viewer.window.add_dock_widget(w)
     assert w.model.value == "bundled"
-    assert w.pred_iou.value == DEFAULTS["pred_iou_thresh"]
+    assert w.pred_iou.value == SAM_THRESHOLDS["pred_iou_thresh"]  # until a model is loaded
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
     w.model_file.value = bad
     w.model.value = "file..."
     run(qtbot, w)
     assert w.status.value.startswith("could not load the model") and w.result_layer is None
+
+
+def test_thresholds_follow_the_loaded_model(make_napari_viewer, qtbot, tmp_path):
+    """A checkpoint's calibrated thresholds become the sliders' values after the run that
+    loads it; candidate floors are lowered to reach them; a moved slider is kept."""
+    from napari_sam.model import save_checkpoint
+
+    path = tmp_path / "calibrated.pt"
+    save_checkpoint(path, build_model("test_vit"),
+                    {"automask": {"pred_iou_thresh": 0.3, "stability_thresh": 0.6}})
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs(shape=(64, 64))[0], name="img")
+    w = make_widget(viewer, str(path), points_per_side=4)
+    assert w.model.value == "file..."
+    assert (w.pred_iou.value, w.stability.value) == (SAM_THRESHOLDS["pred_iou_thresh"],
+                                                     SAM_THRESHOLDS["stability_thresh"])
+    run(qtbot, w)
+    assert w.session is not None, w.status.value
+    assert (w.pred_iou.value, w.stability.value) == (0.3, 0.6) and w.pred_iou.min == 0.3
+    assert w.session.generator.min_candidate_iou == 0.3
+    assert all(r["predicted_iou"] >= 0.3 for r in w.result_layer.metadata["records"])
+    w.pred_iou.value = 0.45  # the user's choice is kept for the next run
+    run(qtbot, w)
+    assert w.pred_iou.value == 0.45
+    assert all(r["predicted_iou"] >= 0.45 for r in w.result_layer.metadata["records"])
