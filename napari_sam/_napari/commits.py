@@ -46,6 +46,16 @@ class Committer:
         self.history = (self.history + [(labels, record)])[-self.max_undo:]
         return record
 
+    def new_layer(self, image, tiled: bool, then_select=None):
+        """A new uint32 labels layer for `image` (multiscale for a large one), named after
+        it; `then_select` (the prompt points) stays the active layer. ValueError when a large
+        image's labels would not fit in memory."""
+        make = L.new_large_labels_layer if tiled else L.new_labels_layer
+        labels = make(self.viewer, image, f"{image.name} labels")
+        if then_select is not None:
+            self.viewer.layers.selection.active = then_select
+        return labels
+
     def commit_tiled(self, labels, image, answer, overwrite: bool = False) -> CropRecord:
         """Commit a TiledMask (a large 2D image's answer) into level 0 of `labels`, touching
         only its bounding box; raises CommitError."""

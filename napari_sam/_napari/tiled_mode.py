@@ -13,8 +13,17 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import layers as L
-from .tiled_jobs import TiledAnswer, prompt_args
+from .embedding import TiledSetup
+from .tiled_jobs import TiledAnswer, TilingRule, prompt_args
 from .workers import TiledPrompter
+
+
+def tiled_setup(image, rule: TilingRule) -> TiledSetup:
+    """What decides whether the Image layer `image` is tiled; its source file, if any, is
+    where the embedding cache goes."""
+    path = getattr(getattr(image, "source", None), "path", None)
+    return TiledSetup(rule, L.plane_shape(image), L.is_lazy(image), image.ndim,
+                      None if path is None else str(path))
 
 
 def place_preview(preview, image, mask: Optional[np.ndarray] = None, origin=(0, 0)) -> None:
@@ -28,12 +37,12 @@ def place_preview(preview, image, mask: Optional[np.ndarray] = None, origin=(0, 
 
 class TiledMode:
     """Holds the OnDemandPredictor of the shown layer (`tp`; None: not tiled) and the
-    newest answer. `show_candidate(text)` and `status(text)` report to the widget."""
+    newest answer; writes to the widget's `candidate` and `status` labels."""
 
     def __init__(self, progress: Callable, failed: Callable, busy: Callable,
-                 show_candidate: Callable[[str], None], status: Callable[[str], None]) -> None:
+                 candidate, status) -> None:
         self.prompter = TiledPrompter(progress, self._on_answer, failed, busy)
-        self._show_candidate, self._status = show_candidate, status
+        self._candidate, self._status_label = candidate, status
         self.tp = None
         self.image = self.prompts = None
         self.answer: Optional[TiledAnswer] = None
@@ -95,6 +104,12 @@ class TiledMode:
     def clear_preview(self) -> None:
         self.prompter.drop()
         self._on_answer(None)
+
+    def _show_candidate(self, text: str) -> None:
+        self._candidate.value = text
+
+    def _status(self, text: str) -> None:
+        self._status_label.value = text
 
     def _on_answer(self, answer: Optional[TiledAnswer]) -> None:
         self.answer = answer

@@ -27,11 +27,10 @@ from . import layers as L
 from .commits import CommitError, Committer
 from .keys import KeyBindings, on_close
 from .controls import KEYS, build_controls
-from .embedding import TiledSetup
 from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
 from .prompt_layers import PromptLayers
 from .tiled_jobs import TilingRule
-from .tiled_mode import TiledMode
+from .tiled_mode import TiledMode, tiled_setup
 from .workers import Embedder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,9 +61,9 @@ class SamWidget(Container):
         self.decode_ms = deque(maxlen=1000)  # prompt change -> preview shown, per update
         self._embedder = Embedder(self._on_progress, self._on_embedded, self._on_failed,
                                   self._on_busy)
-        self._tiled = TiledMode(self._on_progress, self._on_prompt_failed, self._on_busy,
-                                self._set_candidate, self._set_status)
         self._build(model, device, tiling, tile_above)
+        self._tiled = TiledMode(self._on_progress, self._on_prompt_failed, self._on_busy,
+                                self.candidate, self.status)
         self._set_model()
         self._keys = KeyBindings(viewer, {
             KEYS["commit"]: self.commit, KEYS["next_mask"]: self.next_mask,
@@ -197,17 +196,9 @@ class SamWidget(Container):
 
     def _target_key(self):
         model_key = (self.model.value, str(self.model_file.value), self.device.value)
+        rule = TilingRule(self.tiling.value, int(self.tile_above.value))
         return (self._image.unique_id, L.slice_index(self.viewer, self._image), model_key,
-                self._channels(), self._rule())
-
-    def _rule(self) -> TilingRule:
-        return TilingRule(self.tiling.value, int(self.tile_above.value))
-
-    def _tiled_setup(self) -> TiledSetup:
-        image = self._image
-        path = getattr(getattr(image, "source", None), "path", None)
-        return TiledSetup(self._rule(), L.plane_shape(image), L.is_lazy(image), image.ndim,
-                          None if path is None else str(path))
+                self._channels(), rule)
 
     def _on_slice(self, *_) -> None:
         if self._prompts is not None and self._target_key() != self._key:
@@ -233,7 +224,7 @@ class SamWidget(Container):
         elif self.model.value == FILE_CHOICE and not self.model_file.value.is_file():
             self.status.value = "choose a model file (.pt / .pth)"
         elif self._embedder.request(key, L.image_data(image), key[1], key[3], force,
-                                    self._tiled_setup()):
+                                    tiled_setup(image, key[4])):
             self._use_embedding()
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
@@ -247,12 +238,6 @@ class SamWidget(Container):
             return
         busy = self._embedder.busy or self._tiled.busy
         self.cancel_button.enabled = self.progress.visible = busy
-
-    def _set_status(self, text: str) -> None:
-        self.status.value = text
-
-    def _set_candidate(self, text: str) -> None:
-        self.candidate.value = text
 
     def _on_prompt_failed(self, message: str) -> None:
         if self._closed:
@@ -366,8 +351,10 @@ class SamWidget(Container):
             return show_info("napari-sam: nothing to commit; click on an object first")
         labels = self.labels_layer.value
         try:
-            if labels is None:
-                labels = self._new_labels_layer(tiled)
+            if labels is None:  # ValueError: too large to hold in memory
+                labels = self._committer.new_layer(self._image, tiled, self.points_layer)
+                self.reset_choices()
+                self.labels_layer.value = labels
             if tiled:
                 record = self._committer.commit_tiled(labels, self._image, mask,
                                                       self.overwrite.value)
@@ -378,15 +365,6 @@ class SamWidget(Container):
             return show_error(f"napari-sam: {err}")
         self.clear()
         self.status.value = f"committed object {record.label_id} to {labels.name!r}"
-
-    def _new_labels_layer(self, tiled: bool):
-        name = f"{self._image.name} labels"
-        make = L.new_large_labels_layer if tiled else L.new_labels_layer
-        labels = make(self.viewer, self._image, name)  # ValueError: too large for memory
-        self.reset_choices()
-        self.labels_layer.value = labels
-        self.viewer.layers.selection.active = self.points_layer
-        return labels
 
     def undo(self, *_) -> None:
         """Restore the pixels changed by the last commit."""

@@ -216,3 +216,31 @@ def test_small_image_and_tiling_off_use_the_plain_predictor(make_napari_viewer, 
     assert not w.tiled.active
     click(w, big, (300, 300))
     assert w.preview_layer.data.shape == (SIZE, SIZE) and w.preview_layer.data[300, 300]
+
+
+def test_rule_and_cropped_commits_without_a_viewer():
+    import zarr
+
+    from napari_sam._napari.tiled_jobs import TilingRule, commit_crop
+    from napari_sam.tiling import TiledMask
+
+    auto = TilingRule()
+    assert not auto.applies((512, 512), False, 2, 256)        # twice the input: whole
+    assert auto.applies((513, 200), False, 2, 256)
+    assert auto.applies((100, 100), True, 2, 256)             # lazy data is never read whole
+    assert not auto.applies((4000, 4000), True, 3, 256)       # stacks: slice by slice
+    assert not TilingRule("off").applies((9000, 9000), True, 2, 1024)
+    assert TilingRule("on").applies((64, 64), False, 2, 1024)
+    assert not TilingRule("auto", 2048).applies((2048, 10), False, 2, 256)
+    z = zarr.zeros((300, 400), chunks=(100, 100), dtype="uint32")
+    z[10, 20] = 5
+    m = np.zeros((4, 5), bool)
+    m[1:3, 1:4] = True
+    m[0, 0] = True                                            # on the existing object
+    rec = commit_crop(z, TiledMask((10, 20, 14, 25), m, 0.9), 6)
+    assert int(z[10, 20]) == 5 and (z[:] == 6).sum() == 6     # background only
+    assert (z[11:13, 21:24] == 6).all()
+    rec.undo(z)
+    assert (z[:] == 6).sum() == 0 and int(z[10, 20]) == 5
+    with pytest.raises(ValueError, match="no free label id"):
+        commit_crop(np.zeros((300, 400), np.uint8), TiledMask((0, 0, 4, 5), m, 0.9), 256)
