@@ -67,31 +67,50 @@ def release_caches(module: nn.Module) -> None:
         m.__dict__.pop("_low_precision", None)
 
 
-def linear(x: torch.Tensor, layer: nn.Linear, act: str = "") -> torch.Tensor:
-    """`layer(x)`, followed by `act` ("gelu": exact GELU, "relu", "": none).
+# `linear` inputs with at most this many rows (prompt tokens) run in fp32 under bf16 autocast
+SMALL_ROWS = 64
+
+
+def linear(x: torch.Tensor, layer: nn.Linear, act: str = "",
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """`residual + act(layer(x))` ("gelu": exact GELU, "relu", "": none; no residual: None).
 
     Under bf16 autocast on CPU (inference) this is one oneDNN call with the bias and the
-    activation fused into the matmul (`torch.ops.mkldnn._linear_pointwise`, what inductor
-    uses): the activation runs in fp32 on the accumulator and is rounded to bf16 once, and
-    the output is written once instead of three times (bias broadcast, matmul, activation).
-    Everywhere else, and if that operator is missing or fails, plain `F.linear` + activation.
+    activation (or the residual) fused into the matmul (`torch.ops.mkldnn._linear_pointwise`,
+    what inductor uses): the activation runs in fp32 on the accumulator and is rounded to bf16
+    once, and the output is written once instead of three times (bias broadcast, matmul,
+    activation). An input of at most `SMALL_ROWS` rows (the prompt tokens) runs in fp32
+    instead, outside autocast: a matmul that small costs less than the casts and the oneDNN
+    call around it, and the tokens keep fp32 precision. Everywhere else, and if that operator
+    is missing or fails, plain `F.linear` + activation + residual.
     """
     if _onednn_bf16(x):
+        if x.numel() <= SMALL_ROWS * x.shape[-1]:
+            with torch.autocast("cpu", enabled=False):
+                return _finish(F.linear(x.float(), layer.weight, layer.bias), act, residual)
         dt = torch.bfloat16
         w, b = _low_precision_params(layer, dt)
+        x2 = x.reshape(-1, x.shape[-1]).to(dt)
         try:
-            y = torch.ops.mkldnn._linear_pointwise(
-                x.reshape(-1, x.shape[-1]).to(dt), w, b, act or "none", [],
-                "none" if act else "")
-            return y.view(*x.shape[:-1], y.shape[-1])
+            if residual is not None and not act and residual.dtype == dt and (
+                    residual.shape[:-1] == x.shape[:-1]):
+                y = torch.ops.mkldnn._linear_pointwise.binary(
+                    x2, residual.reshape(x2.shape[0], -1), w, b, "add")
+                return y.view(*x.shape[:-1], y.shape[-1])
+            y = torch.ops.mkldnn._linear_pointwise(x2, w, b, act or "none", [],
+                                                   "none" if act else "")
+            return _finish(y.view(*x.shape[:-1], y.shape[-1]), "", residual)
         except (RuntimeError, NotImplementedError, TypeError):
             _ONEDNN["ok"] = False
-    y = F.linear(x, layer.weight, layer.bias)
+    return _finish(F.linear(x, layer.weight, layer.bias), act, residual)
+
+
+def _finish(y: torch.Tensor, act: str, residual: torch.Tensor | None) -> torch.Tensor:
     if act == "gelu":
-        return F.gelu(y)
-    if act == "relu":
-        return F.relu(y)
-    return y
+        y = F.gelu(y)
+    elif act == "relu":
+        y = F.relu(y)
+    return y if residual is None else residual + y
 
 
 class MLPBlock(nn.Module):

@@ -31,10 +31,12 @@ class Attention(nn.Module):
         return self._combine(linear(q, self.q_proj), linear(k, self.k_proj),
                              linear(v, self.v_proj))
 
-    def _combine(self, qp: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor) -> torch.Tensor:
+    def _combine(self, qp: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor,
+                 residual: torch.Tensor | None = None) -> torch.Tensor:
         """Attention of projected queries (Bq, nq, C') over projected keys / values
-        (Bk, nk, C'), then the output projection. Bq and Bk are B or 1 (one image's tokens
-        shared by B prompts; never copied B times).
+        (Bk, nk, C'), then the output projection (plus `residual`, fused into it where
+        possible). Bq and Bk are B or 1 (one image's tokens shared by B prompts; never copied
+        B times).
 
         Between the image (thousands of tokens) and the prompt tokens (a handful) the heads
         are handled as one block-diagonal matrix of the few tokens: each product is then a
@@ -53,21 +55,28 @@ class Attention(nn.Module):
             else:
                 s = kb @ qp.transpose(-2, -1)
             p = torch.softmax(s.view(b, h, nk, nq), dim=-2).view(b, h * nk, nq)
-            out = p.to(vb.dtype).transpose(-2, -1) @ vb  # (B, nq, C'), token-major
+            out = _like(p, vb).transpose(-2, -1) @ vb  # (B, nq, C'), token-major
         elif nq <= 32 < nk:  # prompt tokens attending to the image
             qb = _block_diag(qp * scale, h)  # (B, h*nq, C')
             if kp.shape[0] == 1:
                 p = torch.softmax(F.linear(qb, kp[0]), dim=-1)
-                ob = p.to(vp.dtype) @ vp[0]
+                ob = _like(p, vp) @ vp[0]
             else:
                 p = torch.softmax(qb @ kp.transpose(-2, -1), dim=-1)
-                ob = p.to(vp.dtype) @ vp
+                ob = _like(p, vp) @ vp
             out = _diagonal_blocks(ob, h)  # (B, nq, C')
-        else:
-            q, k, v = (self._heads(t.expand(b, -1, -1)) for t in (qp, kp, vp))
-            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # among the prompt tokens: a few rows, fp32 (see `common.linear`)
+            q, k, v = (self._heads(t.expand(b, -1, -1).float()) for t in (qp, kp, vp))
+            with torch.autocast(q.device.type, enabled=False):
+                out = F.scaled_dot_product_attention(q, k, v)
             out = out.transpose(1, 2).reshape(b, nq, c)
-        return linear(out, self.out_proj)
+        return linear(out, self.out_proj, residual=residual)
+
+
+def _like(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`p` ready to multiply `v`: as it is under autocast (the matmul casts both), else in
+    `v`'s dtype."""
+    return p if _autocast_dtype(p) is not None or p.dtype == v.dtype else p.to(v.dtype)
 
 
 def _block_diag(x: torch.Tensor, h: int) -> torch.Tensor:
@@ -143,8 +152,9 @@ class TwoWayBlock(nn.Module):
         queries = self.norm2(queries + t2i._combine(q, k_t2i, v_t2i))
         queries = self.norm3(queries + self.mlp(queries))
         q = queries + query_pe
-        attn = i2t._combine(q_i2t, linear(q, i2t.k_proj), linear(queries, i2t.v_proj))
-        keys = self.norm4(keys + attn)  # broadcasts a shared (1, hw, C) to (B, hw, C)
+        # keys + attention: a shared (1, hw, C) keys broadcasts to (B, hw, C)
+        keys = self.norm4(i2t._combine(q_i2t, linear(q, i2t.k_proj), linear(queries, i2t.v_proj),
+                                       residual=keys))
         return queries, keys
 
 
@@ -156,7 +166,13 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = Attention(dim, heads, downsample=2)
         self.norm_final_attn = nn.LayerNorm(dim)
 
-    def forward(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor,
+    def cached(self, cache_key) -> bool:
+        """True when `forward` with this `cache_key` will reuse the cached image tokens
+        (then `image` may be None)."""
+        hit = self.__dict__.get("_first_block")
+        return cache_key is not None and hit is not None and hit[0] == cache_key
+
+    def forward(self, image: torch.Tensor | None, image_pe: torch.Tensor, tokens: torch.Tensor,
                 cache_key: tuple | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """image: (1 or B, C, h, w) -- batch 1 when all prompts share one image and dense
         embedding; image_pe: (1, C, h, w); tokens: (B, N, C) -> (tokens, image tokens
@@ -166,9 +182,8 @@ class TwoWayTransformer(nn.Module):
         projections are then kept and reused by later calls with the same key (inference
         only), e.g. every click on one embedded image."""
         first = None
-        hit = self.__dict__.get("_first_block")
-        if cache_key is not None and hit is not None and hit[0] == cache_key:
-            keys, key_pe, first = hit[1:]
+        if self.cached(cache_key):
+            keys, key_pe, first = self.__dict__["_first_block"][1:]
         else:
             # token-major (B, hw, C): in the (B, C, h, w) layout's transposed view every add
             # and projection of the first layer reads memory with a stride of hw. Under
