@@ -52,7 +52,7 @@ def build_controls(w: Container, model, device: str, given: bool, tiling: str = 
     w.undo_button = PushButton(text=f"Undo [{KEYS['undo']}]")
     w.clear_button = PushButton(text=f"Clear [{KEYS['clear']}]")
     w.extend([w.image, w.model, w.model_file, w.device, w.channels,
-              _row(w.tiling, Label(value="above px (0: 2x input)"), w.tile_above,
+              _row(w.tiling, Label(value="above px"), w.tile_above,
                    label="tiling"), _row(w.embed_button, w.cancel_button), w.progress, w.status,
               w.negative, _row(w.candidate, w.next_button, label="mask"),
               w.labels_layer, w.overwrite,

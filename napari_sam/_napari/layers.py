@@ -76,8 +76,11 @@ def add_prompt_layers(viewer, image, name: str):
     shapes = viewer.add_shapes(
         ndim=image.ndim, name=f"{name} boxes", edge_color="yellow", face_color="transparent",
         edge_width=max(1.0, min(plane_shape(image)) / 256), **transform(image))
+    size = max(4.0, min(plane_shape(image)) / 48)
+    if is_lazy(image):  # a huge layer: a marker about a nucleus wide, not 1/48 of the image
+        size = min(size, 12.0)
     points = viewer.add_points(
-        ndim=image.ndim, name=f"{name} points", size=max(4.0, min(plane_shape(image)) / 48),
+        ndim=image.ndim, name=f"{name} points", size=size,
         features={"sign": pd.Categorical([], categories=[POSITIVE, NEGATIVE])},
         feature_defaults={"sign": POSITIVE},
         face_color="sign", face_color_cycle=POINT_COLOURS, border_color="white",
