@@ -244,3 +244,29 @@ def test_rule_and_cropped_commits_without_a_viewer():
     assert (z[:] == 6).sum() == 0 and int(z[10, 20]) == 5
     with pytest.raises(ValueError, match="no free label id"):
         commit_crop(np.zeros((300, 400), np.uint8), TiledMask((0, 0, 4, 5), m, 0.9), 256)
+
+
+def test_commit_into_a_zarr_multiscale_labels_layer(make_napari_viewer, qtbot, wait,
+                                                    disk_model, tmp_path):
+    # the recipe of docs/large_images.md for labels too large for memory
+    import zarr
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(da.zeros((2048, 2048), dtype=np.uint16, chunks=512) + 7,
+                             name="huge")
+    z = zarr.open(str(tmp_path / "labels.zarr"), mode="w", shape=(2048, 2048),
+                  chunks=(512, 512), dtype="uint32")
+    z[0, 0] = 41                                              # an earlier object
+    labels = viewer.add_labels([z] + large_image.levels_for(z)[1:], multiscale=True,
+                               name="on disk")
+    viewer.layers.selection.active = image
+    w = make_widget(viewer, qtbot, wait, disk_model)
+    w.labels_layer.value = labels
+    click(w, image, (1500, 333))
+    answer = wait_answer(qtbot, w)
+    assert len(w.tiled.tp.embeddings.store.done()) == 1
+    w.commit()
+    np.testing.assert_array_equal(z[:] == 42, full_mask(answer, (2048, 2048)))
+    assert int(labels.data[1][750, 166]) == 42                # the lower level follows
+    w.undo()
+    assert int(z[:].max()) == 41 and (z[:] > 0).sum() == 1
