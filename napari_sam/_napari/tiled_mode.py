@@ -60,7 +60,8 @@ class TiledMode:
         """Answer the prompts on `image` with `tp`; returns the status line to show."""
         self.prompter.drop()
         self.tp, self.image, self.prompts, self.answer = tp, image, prompts, None
-        place_preview(prompts.preview, image)
+        if prompts is not None:
+            place_preview(prompts.preview, image)
         emb = tp.embeddings
         ny, nx = tp.grid.grid_shape
         where = f", cache {emb.cache_dir}" if emb.cache_dir is not None else ""
@@ -82,7 +83,7 @@ class TiledMode:
 
     def update(self, index) -> None:
         """Read the prompts of the shown layer and ask for their object."""
-        if not self.active:
+        if not self.active or self.prompts is None or not self.prompts.alive():
             return
         prompt, ignored = L.read_prompt(self.prompts.points, self.prompts.shapes, self.image,
                                         index, regions=False)
