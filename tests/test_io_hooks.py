@@ -62,6 +62,10 @@ def test_tif_writer_carries_scale_and_geo(tmp_path):
     back, meta = labels_io.read_labels(written[0])
     assert np.array_equal(back, lab) and meta.pixel_size == pytest.approx((0.5, 0.25))
     assert meta.geo == GEO
+    # napari's Layer.scale is a numpy array: the writer takes it as well as a tuple
+    again = io_hooks.write_labels_tif(str(tmp_path / "arr_labels.tif"), lab,
+                                      layer_meta(scale=np.array([0.5, 0.25])))
+    assert labels_io.read_labels(again[0])[1].pixel_size == pytest.approx((0.5, 0.25))
 
 
 def test_writer_units_extension_and_overwrite(tmp_path):

@@ -55,7 +55,8 @@ def meta_from_layer(meta: Dict[str, Any], ndim: int):
     from napari_sam.io.labels import labels_axes
 
     extra = dict(meta.get("metadata") or {})
-    scale = list(meta.get("scale") or [1.0] * ndim)[-ndim:]
+    scale = meta.get("scale")
+    scale = list(scale if scale is not None else [1.0] * ndim)[-ndim:]
     units = meta.get("units")
     units = list(units)[-ndim:] if units is not None and not isinstance(units, str) else \
         [units] * ndim
