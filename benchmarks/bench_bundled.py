@@ -88,6 +88,11 @@ def reference_side(model, image_rgb):
     return embed, click
 
 
+def precision_label(pred) -> str:
+    """"bfloat16", or "bfloat16, decoder float32" where the decoder runs in another dtype."""
+    enc, dec = (str(d).replace("torch.", "") for d in (pred.dtype, pred.decoder_dtype))
+    return enc if dec == enc else f"{enc}, decoder {dec}"
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=512)
@@ -128,7 +133,7 @@ def main(argv=None) -> int:
     embeds, clicks, preds = [], {}, {}
     for prec in args.precisions.split(","):
         p = preds[prec] = Predictor(model, "cpu", prec)
-        name = f"ours {prec} ({str(p.dtype).replace('torch.', '')})"
+        name = f"ours {prec} ({precision_label(p)})"
         embeds.append(C.Timer(name, lambda p=p: p.set_image(rgb)))
         embeds.append(C.Timer(name + " uint16 gray", lambda p=p: p.set_image(gray)))
         clicks[name] = lambda pt, p=p: p.predict(points=[pt], point_labels=[1])[0]

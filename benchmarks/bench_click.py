@@ -26,6 +26,11 @@ import torch
 
 
 
+def precision_label(pred) -> str:
+    """"bfloat16", or "bfloat16, decoder float32" where the decoder runs in another dtype."""
+    enc, dec = (str(d).replace("torch.", "") for d in (pred.dtype, pred.decoder_dtype))
+    return enc if dec == enc else f"{enc}, decoder {dec}"
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", default="vit_b")
@@ -61,7 +66,7 @@ def main(argv=None) -> int:
         for prec in args.precisions.split(","):
             p = Predictor(ours, "cpu", prec)
             p.set_image(image)
-            sides[f"ours {prec} ({str(p.dtype).replace('torch.', '')})"] = (
+            sides[f"ours {prec} ({precision_label(p)})"] = (
                 lambda pt, p=p: p.predict(points=[pt], point_labels=[1])[0])
         if not args.skip_reference:
             from segment_anything import SamPredictor

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .common import MLPBlock, linear
+from .common import MLPBlock, _onednn_bf16, _low_precision_params, linear, version
 
 
 class Attention(nn.Module):
@@ -124,18 +124,24 @@ class TwoWayBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(dim, heads, downsample=2)
         self.skip_first_pe = skip_first_pe
 
-    def image_side(self, keys: torch.Tensor, key_pe: torch.Tensor) -> tuple:
+    def image_side(self, keys: torch.Tensor, key_pe: torch.Tensor,
+                   image_pe: torch.Tensor | None = None) -> tuple:
         """The projections of this block that read only the image tokens: keys and values of
         token->image, queries of image->token (heads split), at the batch size of `keys`.
 
         keys + key_pe feeds two of them: it is computed once and cast once (under autocast
-        every projection would cast its (hw, C) input again)."""
-        k, kv = _low(keys + key_pe), _low(keys)
+        every projection would cast its (hw, C) input again). With `image_pe` (the fp32
+        (1, C, h, w) encoding that key_pe comes from) all three may run as one matmul, see
+        `_image_projections`."""
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        fused = _image_projections(self, keys, image_pe, (t2i.k_proj, i2t.q_proj), (t2i.v_proj,))
+        if fused is not None:
+            return fused[0], fused[2], fused[1]
+        k, kv = _low(keys + key_pe), _low(keys)
         return linear(k, t2i.k_proj), linear(kv, t2i.v_proj), linear(k, i2t.q_proj)
 
-    def forward(self, queries, keys, query_pe, key_pe,
-                image_side: tuple | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, queries, keys, query_pe, key_pe, image_side: tuple | None = None,
+                image_pe: torch.Tensor | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """queries (B, N, C); keys (1 or B, hw, C): one image's tokens are shared by all B
         prompts until this block mixes the prompts in, so its image-side projections run
         once (or come precomputed in `image_side`)."""
@@ -146,7 +152,7 @@ class TwoWayBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
         k_t2i, v_t2i, q_i2t = image_side if image_side is not None else self.image_side(
-            keys, key_pe)
+            keys, key_pe, image_pe)
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
         q = linear(queries + query_pe, t2i.q_proj)
         queries = self.norm2(queries + t2i._combine(q, k_t2i, v_t2i))
@@ -156,6 +162,42 @@ class TwoWayBlock(nn.Module):
         keys = self.norm4(i2t._combine(q_i2t, linear(q, i2t.k_proj), linear(queries, i2t.v_proj),
                                        residual=keys))
         return queries, keys
+
+
+def _image_projections(owner: nn.Module, keys: torch.Tensor, image_pe: torch.Tensor | None,
+                       with_pe: tuple, plain: tuple):
+    """[l(keys + pe) for l in with_pe] + [l(keys) for l in plain] as one oneDNN matmul of the
+    keys with the stacked weights plus a table of the positional terms, pe @ W.T + bias
+    (computed in fp32 from `image_pe`, rounded to bf16 once, cached on `owner` while weights
+    and encoding are unchanged), added in the matmul's epilogue: no keys + pe pass, no
+    casts, one call instead of three. Only under bf16 autocast on CPU (inference) with one
+    image's keys (1, hw, C) in bf16; otherwise None."""
+    layers = with_pe + plain
+    if (image_pe is None or keys.shape[0] != 1 or keys.dtype != torch.bfloat16
+            or any(layer.bias is None for layer in layers) or not _onednn_bf16(keys)):
+        return None
+    pe_key = (image_pe.untyped_storage().data_ptr(), image_pe.storage_offset(),
+              tuple(image_pe.shape), image_pe.stride(), version(image_pe))
+    key = (pe_key, tuple((version(layer.weight), layer.weight.data_ptr(), version(layer.bias),
+                          layer.bias.data_ptr()) for layer in layers))
+    hit = owner.__dict__.get("_low_precision")
+    if hit is None or hit[0] != key:
+        pe = image_pe.flatten(2)[0].t().float()  # (hw, C)
+        with torch.autocast(keys.device.type, enabled=False):
+            table = torch.cat([F.linear(pe, layer.weight, layer.bias) for layer in with_pe]
+                              + [layer.bias.float().expand(pe.shape[0], -1) for layer in plain],
+                              dim=1)
+        weight = torch.cat([_low_precision_params(layer, torch.bfloat16)[0] for layer in layers])
+        # the table holds `image_pe`: its memory cannot be reused while the key is kept
+        hit = owner.__dict__["_low_precision"] = (key, weight, table.to(torch.bfloat16),
+                                                  image_pe)
+    _, weight, table, _ = hit
+    try:
+        y = torch.ops.mkldnn._linear_pointwise.binary(keys[0], table, weight, None, "add")
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+    sizes = [layer.out_features for layer in layers]
+    return [t[None] for t in y.split(sizes, dim=1)]
 
 
 class TwoWayTransformer(nn.Module):
@@ -194,12 +236,18 @@ class TwoWayTransformer(nn.Module):
             keys = _low(image.flatten(2).transpose(1, 2).contiguous())
             key_pe = _low(image_pe.flatten(2).transpose(1, 2).contiguous())
             if cache_key is not None:
-                first = self.layers[0].image_side(keys, key_pe)
+                first = self.layers[0].image_side(keys, key_pe, image_pe)
                 self.__dict__["_first_block"] = (cache_key, keys, key_pe, first)
         queries = tokens
         for i, layer in enumerate(self.layers):
-            queries, keys = layer(queries, keys, tokens, key_pe, first if i == 0 else None)
+            queries, keys = layer(queries, keys, tokens, key_pe,
+                                  first if i == 0 else None, image_pe)
         if keys.shape[0] != queries.shape[0]:  # no blocks
             keys = keys.expand(queries.shape[0], -1, -1)
-        attn = self.final_attn_token_to_image(queries + tokens, _low(keys + key_pe), _low(keys))
+        final = self.final_attn_token_to_image
+        kv = _image_projections(self, keys, image_pe, (final.k_proj,), (final.v_proj,))
+        if kv is None:
+            attn = final(queries + tokens, _low(keys + key_pe), _low(keys))
+        else:
+            attn = final._combine(linear(queries + tokens, final.q_proj), *kv)
         return self.norm_final_attn(queries + attn), keys

@@ -1,0 +1,114 @@
+"""Predictor and decoder fast paths of the click: each gives what the plain computation gives.
+
+- `predict`'s masks (thresholded by numpy inside the box of positives) equal
+  `upscale_masks` and, when the image is the model input, `upscale_logits(...) > 0` bit for bit.
+- The decoder computes only the masks it returns: the values of computing all of them
+  (up to float rounding).
+- bf16 on CPU: the fused image-side projections (positional terms from a cached table) and
+  the fused residual agree with the plain bf16 computation, and their cache follows in-place
+  changes of the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from testing_utils import randomize_, torch_threads
+
+import napari_sam.model.transformer as T
+from napari_sam.model import Sam
+from napari_sam.model.config import TEST_VIT
+from napari_sam.predictor import Predictor
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
+
+
+def lowres(n: int, m: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, m, m, generator=g) * 3 - 4
+    x[0, m // 3:m // 2, m // 4:m // 2] += 12  # a blob
+    if n > 1:
+        x[1] = torch.randn(m, m, generator=g)  # noise: positives everywhere
+    if n > 2:
+        x[2] -= 30  # nothing
+    return x
+
+
+@pytest.mark.parametrize("hw", [(256, 256), (192, 256), (300, 170), (90, 600)])
+@pytest.mark.parametrize("n", [3, 6])
+def test_masks_numpy_equal_upscale_masks(hw, n):
+    pred = Predictor(randomize_(Sam(TEST_VIT)).eval(), "cpu", "fp32")
+    pred.set_image(np.random.default_rng(0).integers(0, 255, hw + (3,), dtype=np.uint8))
+    x = lowres(n, TEST_VIT.mask_size)
+    for t in (0.0, -1.5, 2.0):
+        got = pred._masks_numpy(x, t)
+        assert got.dtype == bool and got.shape == (n,) + hw
+        assert np.array_equal(got, pred.upscale_masks(x, t).numpy())
+    if hw[0] <= 256 and hw[1] <= 256 and max(hw) == 256:  # image = model input: exact
+        assert np.array_equal(pred._masks_numpy(x), (pred.upscale(x[None])[0] > 0).numpy())
+
+
+def test_predict_returns_the_thresholded_upscaled_logits():
+    pred = Predictor(randomize_(Sam(TEST_VIT)).eval(), "cpu", "fp32")
+    pred.set_image(np.random.default_rng(1).integers(0, 255, (256, 192, 3), dtype=np.uint8))
+    for pt in ([128, 96], [5, 180], [255, 0]):
+        masks, _, logits = pred.predict(points=[pt], point_labels=[1])
+        full = pred.upscale(torch.as_tensor(logits)[None])[0]
+        assert np.array_equal(masks, (full > 0).numpy())
+
+
+def test_decoder_computes_only_the_returned_masks():
+    model = randomize_(Sam(TEST_VIT)).eval()
+    emb = torch.randn(1, 64, 16, 16, generator=torch.Generator().manual_seed(2))
+    sparse, dense = model.prompt_encoder((torch.tensor([[[30.0, 40.0]]]), torch.ones(1, 1)))
+    pe = model.prompt_encoder.get_dense_pe()
+    dec = model.mask_decoder
+    with torch.no_grad():
+        masks, iou = dec.predict_masks(emb, pe, sparse, dense)
+        for multimask, which in ((True, slice(1, None)), (False, slice(0, 1))):
+            m, s = dec(emb, pe, sparse, dense, multimask)
+            # a matmul with fewer output columns may round differently, nothing more
+            torch.testing.assert_close(m, masks[:, which], rtol=1e-5, atol=1e-5)
+            assert torch.equal(s, iou[:, which])
+
+
+def _bf16_decode(model, emb, pts):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return model.decode(emb, pts)[0].float()
+
+
+def test_bf16_fused_paths_agree_with_the_plain_bf16_decoder(monkeypatch):
+    model = randomize_(Sam(TEST_VIT), seed=4).eval()
+    emb = torch.randn(1, 64, 16, 16, generator=torch.Generator().manual_seed(3))
+    pts = (torch.tensor([[[100.0, 60.0]]]), torch.ones(1, 1, dtype=torch.long))
+    with torch.no_grad():
+        ref = model.decode(emb, pts)[0]  # fp32
+    fused = _bf16_decode(model, emb, pts)
+    monkeypatch.setattr(T, "_image_projections", lambda *a: None)
+    plain = _bf16_decode(copy.deepcopy(model), emb, pts)
+    scale = ref.abs().max()
+    assert (fused - plain).abs().max() / scale < 0.03
+    assert (fused - ref).abs().max() <= 1.5 * (plain - ref).abs().max() + 1e-3 * scale
+
+
+def test_cached_image_projections_follow_the_weights():
+    model = randomize_(Sam(TEST_VIT), seed=5).eval()
+    emb = torch.randn(1, 64, 16, 16, generator=torch.Generator().manual_seed(6))
+    pts = (torch.tensor([[[80.0, 120.0]]]), torch.ones(1, 1, dtype=torch.long))
+    _bf16_decode(model, emb, pts)  # fills the caches
+    tr = model.mask_decoder.transformer
+    with torch.no_grad():
+        tr.final_attn_token_to_image.k_proj.weight.mul_(0.5)
+        tr.layers[1].cross_attn_image_to_token.q_proj.bias.add_(0.3)
+    fresh = copy.deepcopy(model)
+    for m in fresh.modules():  # a copy without any cached state
+        for name in Sam._TRANSIENT:
+            m.__dict__.pop(name, None)
+    assert torch.equal(_bf16_decode(model, emb, pts), _bf16_decode(fresh, emb, pts))
