@@ -76,7 +76,9 @@ class Attention(nn.Module):
 def _like(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """`p` ready to multiply `v`: as it is under autocast (the matmul casts both), else in
     `v`'s dtype."""
-    return p if _autocast_dtype(p) is not None or p.dtype == v.dtype else p.to(v.dtype)
+    if p.dtype == v.dtype or torch.is_autocast_enabled(p.device.type):
+        return p
+    return p.to(v.dtype)
 
 
 def _block_diag(x: torch.Tensor, h: int) -> torch.Tensor:
