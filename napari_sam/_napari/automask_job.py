@@ -9,6 +9,10 @@ Stacks, "all slices": `napari_sam.batch.automask_stack` does the slicing, the co
 intensity range and the ids unique across the stack. It is given a `SliceGenerators` in place
 of a generator: the first pass keeps one initialised generator per slice, later passes
 replay them, so re-filtering a stack runs the same stack code again without the model.
+
+Large 2D layers (`Request.tiled`, the interactive widget's rule) go through
+`automask_tiled.run_tiled` instead: tile by tile at native resolution, no Session (their
+thresholds apply at the next run).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 from ..automask import AutoMaskGenerator, AutoMaskResult, default_thresholds
 from ..batch import automask_stack
 from ..progress import null_progress
-from .embedding import EXPECTED_ERRORS, _text
+from .embedding import EXPECTED_ERRORS, TiledSetup, _text
 
 CURRENT, ALL, CHANNELS = "current slice", "all slices", "channels (first axis)"
 STACK_MODES = (CURRENT, ALL, CHANNELS)
@@ -64,6 +68,8 @@ class Request:
     #: pred_iou_thresh, stability_thresh (None: the model's default) and min_area
     thresholds: dict = field(default_factory=lambda: {
         "pred_iou_thresh": None, "stability_thresh": None, "min_area": DEFAULTS["min_area"]})
+    #: the layer's tiling rule and file; large 2D layers are segmented tile by tile
+    tiled: Optional[TiledSetup] = None
 
 
 def check_request(shape: Sequence[int], rgb: bool, mode: str,
@@ -160,6 +166,7 @@ class JobResult:
     floors: dict = field(default_factory=dict)      # the generators' candidate floors
     error: str = ""
     cancelled: bool = False
+    tiled: object = None  # automask_tiled.TiledOutput of a tiled run (then no session)
 
 
 def cancellable(progress: Callable, cancelled: Callable[[], bool]) -> Callable:
@@ -207,6 +214,11 @@ def run_job(req: Request, progress: Callable = null_progress,
             min_candidate_iou=floors["pred_iou_thresh"],
             min_candidate_stability=floors["stability_thresh"])
         lead = np.ndim(req.data) - (3 if req.rgb else 2)
+        if lead == 0 and req.tiled is not None and req.tiled.wanted(model):
+            from .automask_tiled import run_tiled
+
+            out = run_tiled(req, model, report, thresholds)
+            return JobResult(model, thresholds=thresholds, floors=floors, tiled=out)
         if req.mode == ALL and lead > 0:
             slices = SliceGenerators(make)
             stack = np.asarray(req.data)

@@ -4,6 +4,11 @@ Run embeds the image and decodes the point grid in a worker thread (progress bar
 the result goes into a new uint32 Labels layer with the image's scale and translate. The
 threshold sliders re-filter the kept candidates on the GUI thread (`automask_job.Session`:
 no model call) and update that same layer. The computation is in `automask_job.py`.
+
+Large 2D layers (the interactive widget's rule: the `tiling` row, `tiled_jobs.TilingRule`)
+are segmented tile by tile at native resolution (`automask_tiled.py`); their result is in
+memory or, when very large, a zarr label image on disk, and the sliders apply at the next
+Run (a tiled run keeps no candidates to re-filter).
 """
 
 from __future__ import annotations
@@ -21,14 +26,19 @@ from ..automask import default_thresholds
 from . import layers as L
 from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, THRESHOLDS, Request,
                            check_request, floors_for, run_job)
+from .automask_tiled import labels_levels
 from .controls import _expanding_text, _row
 from .keys import on_close
 from .options import DEVICES, FILE_CHOICE, GIVEN_CHOICE, model_choices, parse_channels
+from .tiled_jobs import TILING_CHOICES, TilingRule
+from .tiled_mode import tiled_setup
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 _META_KEYS = ("source", "pixel_size", "z_size", "geo", "axes")
+TILED_NOTE = ("large image, run tile by tile: the sliders apply at the next Run "
+              "(re-filtering would run every tile's decoder again)")
 
 
 class _Relay(QObject):
@@ -41,9 +51,12 @@ class AutomaskWidget(Container):
     """Automatic mask generation on an Image layer with live threshold sliders.
 
     model: None (the bundled model), a registry name, a checkpoint path, or a loaded Sam.
+    tiling ("auto", "on", "off") and tile_above (pixels, 0: twice the model's input side):
+    which 2D layers are segmented tile by tile, as in the interactive widget.
     """
 
-    def __init__(self, viewer: napari.viewer.Viewer, model=None, device: str = "auto") -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, model=None, device: str = "auto",
+                 tiling: str = "auto", tile_above: int = 0) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
         model = os.fspath(model) if isinstance(model, os.PathLike) else model
@@ -53,13 +66,14 @@ class AutomaskWidget(Container):
         self._stop = threading.Event()
         self.session = None        # automask_job.Session of the last run
         self.result_layer = None   # the Labels layer the sliders update
+        self.tiled_result = None   # automask_tiled.TiledOutput when the last run was tiled
         self._source = None        # the image layer of the last run
         self._key = None           # (model name, device) of the last run
         self._closed = False
         self._follow = True        # thresholds follow the model's defaults until moved
         self._relay = _Relay()
         self._relay.progressed.connect(self._on_progress)
-        self._build(model, device)
+        self._build(model, device, tiling, tile_above)
         active = viewer.layers.selection.active
         if active is not None and _is(active, "Image"):
             self.image.value = active
@@ -69,7 +83,7 @@ class AutomaskWidget(Container):
         self._on_image_changed()
 
     # ---- layout --------------------------------------------------------------------------
-    def _build(self, model, device: str) -> None:
+    def _build(self, model, device: str, tiling: str = "auto", tile_above: int = 0) -> None:
         choices = model_choices(given=self._given is not None)
         start = GIVEN_CHOICE if self._given is not None else "bundled"
         if isinstance(model, str):
@@ -90,10 +104,20 @@ class AutomaskWidget(Container):
         self.points_per_side = SpinBox(label="points per side", min=1, max=128,
                                        value=DEFAULTS["points_per_side"],
                                        tooltip="the prompt grid: N x N points (N^2 prompts)")
+        self.tiling = ComboBox(choices=TILING_CHOICES,
+                               value=tiling if tiling in TILING_CHOICES else "auto",
+                               tooltip="large 2D images: segment tile by tile at native "
+                               "resolution, stitched across the seams.\nauto: multiscale/lazy "
+                               "layers and planes longer than 'above'; on: every 2D image; "
+                               "off: the whole plane, shrunk to the model's input")
+        self.tile_above = SpinBox(value=max(0, int(tile_above)), min=0, max=1_000_000,
+                                  step=256, tooltip="longer side (pixels) above which auto "
+                                  "tiles a plane; 0: twice the model's input side")
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="", value=0, max=1, visible=False)
         self.status = Label(label="status", value="")
+        self.note = Label(value=TILED_NOTE, visible=False)
         self.pred_iou = FloatSlider(label="pred IoU", min=FLOORS["pred_iou_thresh"], max=1.0,
                                     step=0.01, tooltip="keep masks whose predicted quality is "
                                     "at least this (default: the model's)")
@@ -106,9 +130,12 @@ class AutomaskWidget(Container):
                                tooltip="drop objects smaller than this many pixels")
         self.extend([self.image, self.slices, self.channels, self.model, self.model_file,
                      self.device, self.points_per_side,
+                     _row(self.tiling, Label(value="above px"), self.tile_above,
+                          label="tiling"),
                      _row(self.run_button, self.cancel_button), self.progress, self.status,
-                     self.pred_iou, self.stability, self.min_area])
+                     self.note, self.pred_iou, self.stability, self.min_area])
         _expanding_text(self.status.native)
+        _expanding_text(self.note.native)
         self.image.changed.connect(self._on_image_changed)
         self.model.changed.connect(self._on_model_changed)
         self.run_button.changed.connect(self.run)
@@ -179,8 +206,10 @@ class AutomaskWidget(Container):
         model = self._given if choice == GIVEN_CHOICE else self._loaded.get(
             (name, self.device.value))
         index = L.slice_index(self.viewer, image) if mode == CURRENT else ()
+        rule = TilingRule(self.tiling.value, int(self.tile_above.value))
         return Request(data, image.rgb, index, mode, channels, model, name, self.device.value,
-                       int(self.points_per_side.value), self._thresholds(defaults=True))
+                       int(self.points_per_side.value), self._thresholds(defaults=True),
+                       tiled_setup(image, rule))
 
     def run(self, *_) -> None:
         """Segment the chosen image in a worker thread; the result becomes a new layer."""
@@ -228,10 +257,14 @@ class AutomaskWidget(Container):
         elif out.error:
             self.status.value = out.error
         else:
-            self.session = out.session
+            self.session, self.tiled_result = out.session, out.tiled
             self._set_sliders(out.thresholds if self._follow else self._thresholds(),
                               out.floors)
-            self._show(out.result, new_layer=True)
+            if out.tiled is not None:
+                self._show_tiled(out.tiled)
+            else:
+                self._show(out.result, new_layer=True)
+            self.note.visible = out.tiled is not None
 
     def _on_error(self, err) -> None:
         self.status.value = f"failed: {type(err).__name__}: {err}"
@@ -245,6 +278,8 @@ class AutomaskWidget(Container):
     # ---- results -------------------------------------------------------------------------
     def refilter(self, *_) -> None:
         """Apply the sliders to the last run's candidates (no model call)."""
+        if self.tiled_result is not None and self.session is None and not self.busy:
+            self.status.value = "tiled run: the thresholds apply at the next Run"
         if self.session is None or self.busy:
             return
         self._show(self.session.result(**self._thresholds(defaults=True)))
@@ -263,6 +298,27 @@ class AutomaskWidget(Container):
         n = len(result.records)
         hint = "" if n else ": none pass the thresholds; lower pred IoU / stability"
         self.status.value = f"{n} objects in {layer.name!r}{hint}"
+
+    def _show_tiled(self, out) -> None:
+        """A new Labels layer for a tiled run's result (numpy, or zarr on disk), with the
+        image's scale and translate; multiscale when it is large."""
+        image = self._source
+        meta = {k: image.metadata[k] for k in _META_KEYS if k in image.metadata}
+        meta["records"] = out.records
+        meta["tiling"] = {"grid": list(out.grid_shape), "tiles_run": out.tiles_run,
+                          "labels_path": None if out.path is None else str(out.path)}
+        levels = labels_levels(out.labels)
+        layer = self.viewer.add_labels(levels if len(levels) > 1 else levels[0],
+                                       multiscale=len(levels) > 1,
+                                       name=f"{image.name} automask", metadata=meta,
+                                       **L.transform(image, 2))
+        self.result_layer = layer
+        ny, nx = out.grid_shape
+        where = "" if out.path is None else f", on disk: {out.path}"
+        resumed = f", {out.resumed} from an earlier run" if out.resumed else ""
+        hint = "" if out.records else "; none pass the thresholds: lower them and Run again"
+        self.status.value = (f"{len(out.records)} objects in {layer.name!r} ({ny} x {nx} "
+                             f"tiles{resumed}{where}){hint}")
 
     def release(self) -> None:
         """Stop the worker and disconnect from the viewer (the widget is closing)."""
