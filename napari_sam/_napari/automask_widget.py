@@ -17,7 +17,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit,
+from magicgui.widgets import (ComboBox, Container, FloatSlider, Label, LineEdit,
                               ProgressBar, PushButton, Slider, SpinBox)
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
@@ -27,9 +27,9 @@ from . import layers as L
 from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, THRESHOLDS, Request,
                            check_request, floors_for, run_job)
 from .automask_tiled import labels_levels
-from .controls import _expanding_text, _row
+from .controls import _expanding_text, _row, model_controls
 from .keys import on_close
-from .options import DEVICES, FILE_CHOICE, GIVEN_CHOICE, model_choices, parse_channels
+from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
 from .tiled_jobs import TILING_CHOICES, TilingRule
 from .tiled_mode import tiled_setup
 
@@ -84,10 +84,6 @@ class AutomaskWidget(Container):
 
     # ---- layout --------------------------------------------------------------------------
     def _build(self, model, device: str, tiling: str = "auto", tile_above: int = 0) -> None:
-        choices = model_choices(given=self._given is not None)
-        start = GIVEN_CHOICE if self._given is not None else "bundled"
-        if isinstance(model, str):
-            start = model if model in choices else FILE_CHOICE
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.slices = ComboBox(label="stack", choices=list(STACK_MODES), value=CURRENT,
                                tooltip="for (Z or T, Y, X) layers: segment the displayed slice, "
@@ -95,12 +91,8 @@ class AutomaskWidget(Container):
                                "axis as channels")
         self.channels = LineEdit(label="channels", tooltip="up to 3 channel indices, e.g. 0 or "
                                  "0,1,2 (empty: the image as it is)")
-        self.model = ComboBox(label="model", choices=choices, value=start)
-        self.model_file = FileEdit(label="model file", mode="r", filter="*.pt *.pth",
-                                   visible=start == FILE_CHOICE,
-                                   value=model if start == FILE_CHOICE else "")
-        self.device = ComboBox(label="device", choices=DEVICES,
-                               value=device if device in DEVICES else "auto")
+        self.model, self.model_file, self.device = model_controls(model, device,
+                                                                  self._given is not None)
         self.points_per_side = SpinBox(label="points per side", min=1, max=128,
                                        value=DEFAULTS["points_per_side"],
                                        tooltip="the prompt grid: N x N points (N^2 prompts)")

@@ -12,20 +12,25 @@ KEYS = {"commit": "Shift-C", "next_mask": "Shift-M", "undo": "U", "negative": "N
         "clear": "Shift-X"}
 
 
-def build_controls(w: Container, model, device: str, given: bool, tiling: str = "auto",
-                   tile_above: int = 0) -> None:
-    """Create the controls as attributes of the widget `w` and add them to it, in order."""
+def model_controls(model, device: str, given: bool):
+    """(model, model file, device) choosers shared by the widgets: `model` is a registry
+    name, a checkpoint path (shown as "file...") or anything else (a given model)."""
     choices = model_choices(given=given)
     start = GIVEN_CHOICE if given else "bundled"
     if isinstance(model, str):
         start = model if model in choices else FILE_CHOICE
+    return (ComboBox(label="model", choices=choices, value=start),
+            FileEdit(label="model file", mode="r", filter="*.pt *.pth",
+                     visible=start == FILE_CHOICE, value=model if start == FILE_CHOICE else ""),
+            ComboBox(label="device", choices=DEVICES,
+                     value=device if device in DEVICES else "auto"))
+
+
+def build_controls(w: Container, model, device: str, given: bool, tiling: str = "auto",
+                   tile_above: int = 0) -> None:
+    """Create the controls as attributes of the widget `w` and add them to it, in order."""
     w.image = ComboBox(label="image", choices=w._image_choices)
-    w.model = ComboBox(label="model", choices=choices, value=start)
-    w.model_file = FileEdit(label="model file", mode="r", filter="*.pt *.pth",
-                            visible=start == FILE_CHOICE,
-                            value=model if start == FILE_CHOICE else "")
-    w.device = ComboBox(label="device", choices=DEVICES,
-                        value=device if device in DEVICES else "auto")
+    w.model, w.model_file, w.device = model_controls(model, device, given)
     w.channels = LineEdit(label="channels", tooltip="RGB/multichannel: up to 3 channel "
                           "indices, e.g. 0 or 0,1,2 (empty: as the image is)")
     w.tiling = ComboBox(choices=TILING_CHOICES,
