@@ -54,7 +54,7 @@ def timing(args) -> dict:
     from testing_utils import randomize_
     from reference_stub import build_reference
 
-    from napari_sam.device import configure_threads, resolve_precision
+    from napari_sam.device import configure_threads
     from napari_sam.model import build_model
     from napari_sam.predictor import Predictor
 

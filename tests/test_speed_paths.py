@@ -26,7 +26,6 @@ from napari_sam.model import common
 from napari_sam.model import image_encoder as ie
 from napari_sam.model.config import TEST_VIT
 from napari_sam.model.transformer import Attention as DecoderAttention
-from napari_sam.model.upscale import MaskUpscaler
 from napari_sam.predictor import Predictor
 
 TEST_VIT_W5 = TEST_VIT.with_(  # 16x16 grid in 5x5 windows: padded windows

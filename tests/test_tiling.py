@@ -284,3 +284,14 @@ def test_rgb_and_multichannel_images(model):
     emb = TiledEmbeddings(model, five, channels=[4, 0], tile_size=256, overlap=64)
     px = emb.source.pixels(t.window, emb.value_range)
     assert px.shape == (256, 256, 3) and len(emb.value_range[0]) == 2 and not px[..., 2].any()
+
+
+def test_tiled_predictor_keeps_the_precision_policy(one_thread):
+    """precision="auto" reaches the tiles' Predictor as "auto" (the decoder dtype is chosen
+    per model there), not as the encoder's resolved dtype."""
+    image = np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)
+    emb = TiledEmbeddings(build_model("test_tiny_vit"), image, device="cpu", precision="auto")
+    pred = emb.predictor(next(iter(emb.grid)))
+    assert pred.decoder_dtype == Predictor(emb.model, "cpu", "auto").decoder_dtype
+    if emb.dtype == torch.bfloat16:  # a CPU with fast bf16: small decoders stay in fp32
+        assert pred.decoder_dtype == torch.float32

@@ -73,14 +73,13 @@ class AutomaskSegmenter:
     def _generator(self, emb: TiledEmbeddings):
         from ..automask import AutoMaskGenerator, fixed_thresholds
         from ..predictor import Predictor
-        from .embed import _precision_name
 
         gens = getattr(self._local, "gens", None)
         if gens is None:
             gens = self._local.gens = {}
         gen = gens.get(id(emb))
         if gen is None:
-            pred = Predictor(emb.model, emb.device, _precision_name(emb.dtype))
+            pred = Predictor(emb.model, emb.device, emb.precision)
             kw = {k: v for k, v in self.init_kw.items() if k not in ("device", "precision")}
             gen = gens[id(emb)] = AutoMaskGenerator(pred, **kw)
             # thresholds are fixed for a tiled run (None: the model's): keep only the

@@ -58,7 +58,8 @@ class TiledEmbeddings:
         self.device = resolve_device(device)
         self.model = model.to(self.device) if isinstance(model, Sam) else load_model(model, self.device)
         self.model.eval()
-        self.dtype = resolve_precision(precision, self.device)
+        self.dtype = resolve_precision(precision, self.device)  # the encoder's
+        self.precision = precision  # as given: "auto" may decode in another dtype (Predictor)
         self.source = image if isinstance(image, ImageSource) else ImageSource(image, channels)
         t0, o0 = default_tiling(self.model)
         self.grid = TileGrid(self.source.shape2d, tile_size or t0, o0 if overlap is None else overlap)
@@ -140,10 +141,6 @@ class TiledEmbeddings:
     def predictor(self, tile: Tile) -> Predictor:
         """A Predictor (shared, reused) holding `tile`'s embedding; prompts in tile pixels."""
         if self._predictor is None:
-            self._predictor = Predictor(self.model, self.device, _precision_name(self.dtype))
+            self._predictor = Predictor(self.model, self.device, self.precision)
         self._predictor.set_embedding(self.embedding(tile))
         return self._predictor
-
-
-def _precision_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
