@@ -29,8 +29,7 @@ system-deps:
 
 demo: $(STAMP)
 	$(VENV)/bin/napari-sam automask sample_data/nuclei_stack.tif sample_data/nuclei.tif \
-		-o demo_output --format tif,coco,csv --overlay --overwrite \
-		--pred-iou-thresh 0.7 --stability-thresh 0.8 --tiling-above 300
+		-o demo_output --format tif,coco,csv --overlay --overwrite --tiling-above 300
 	@echo "demo outputs written to demo_output/"
 
 test: $(STAMP) system-deps

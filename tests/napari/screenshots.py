@@ -9,9 +9,9 @@ times 2 x `--clicks` prompt changes (a first click on a new nucleus, then a refi
 from adding the point to the preview layer holding the new mask (the widget's own
 `decode_ms`), and to the redrawn canvas (add + Qt event processing).
 
-Automask: runs the automask widget on the same image, with thresholds below the core's
-defaults (the shipped bundled model's IoU head is under-confident, docs/models.md; on this
-image 0.55 / 0.8 gave the best F1 of the values tried), and saves docs/napari_automask.png.
+Automask: runs the automask widget on the same image with the model's own thresholds (the
+bundled model's are calibrated at export, docs/models.md; `--pred-iou` / `--stability`
+override them) and saves docs/napari_automask.png.
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--only", choices=("interactive", "automask"), default=None,
                     help="take only these screenshots (default: both)")
-    ap.add_argument("--pred-iou", type=float, default=0.55, help="automask threshold")
-    ap.add_argument("--stability", type=float, default=0.8, help="automask threshold")
+    ap.add_argument("--pred-iou", type=float, default=None,
+                    help="automask threshold (default: the model's)")
+    ap.add_argument("--stability", type=float, default=None,
+                    help="automask threshold (default: the model's)")
     args = ap.parse_args(argv)
     if args.only != "automask":
         interactive(args)
@@ -100,7 +102,10 @@ def automask(args) -> None:
     viewer.add_image(data, **kwargs)
     widget = AutomaskWidget(viewer, model=env.model)
     viewer.window.add_dock_widget(widget, name="Automatic segmentation", area="right")
-    widget.pred_iou.value, widget.stability.value = args.pred_iou, args.stability
+    if args.pred_iou is not None:
+        widget.pred_iou.value = args.pred_iou
+    if args.stability is not None:
+        widget.stability.value = args.stability
     t0 = time.perf_counter()
     widget.run()
     end = time.time() + 300
@@ -110,8 +115,9 @@ def automask(args) -> None:
         raise SystemExit(f"automask did not finish: {widget.status.value}")
     print(f"automask: {widget.status.value} in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
-    widget.pred_iou.value = args.pred_iou + 0.05  # a slider move: re-filter only
-    widget.pred_iou.value = args.pred_iou
+    chosen = widget.pred_iou.value
+    widget.pred_iou.value = chosen + 0.05  # a slider move: re-filter only
+    widget.pred_iou.value = chosen
     print(f"two slider moves: {(time.perf_counter() - t0) * 1000:.0f} ms")
     viewer.reset_view()
     env.close_toasts()
