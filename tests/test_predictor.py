@@ -112,3 +112,26 @@ def test_cached_image_projections_follow_the_weights():
         for name in Sam._TRANSIENT:
             m.__dict__.pop(name, None)
     assert torch.equal(_bf16_decode(model, emb, pts), _bf16_decode(fresh, emb, pts))
+
+
+def test_prompts_decoded_in_chunks_equal_one_batch():
+    """The CPU decodes a few prompts per model call (cache-sized chunks); the answers are
+    those of one call with every prompt, and SAM-sized decoders get small chunks."""
+    from napari_sam.model.registry import build_model
+    from napari_sam.predictor import cpu_decode_chunk
+
+    assert cpu_decode_chunk(build_model("vit_b").config) == 8
+    assert cpu_decode_chunk(build_model("bundled").config) == 64
+    torch.manual_seed(0)
+    model = Sam(TEST_VIT)
+    randomize_(model)
+    pred = Predictor(model, device="cpu", precision="fp32")
+    pred.set_image(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    xy = torch.rand(13, 1, 2) * 60
+    labels = torch.ones(13, 1, dtype=torch.long)
+    pred.decode_chunk = None
+    whole = pred.predict_lowres(xy, labels, multimask=True)
+    pred.decode_chunk = 5
+    chunked = pred.predict_lowres(xy, labels, multimask=True)
+    for a, b in zip(whole, chunked):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
