@@ -40,7 +40,7 @@ def test_cli_tiles_a_large_image(files, tmp_path, capsys):
     model, big, small = files
     out = tmp_path / "out"
     rc = main(["automask", str(big), str(small), "-o", str(out), "--model", str(model),
-               "--tile-size", "256", "--overlap", "64", *ARGS])
+               "--tile-size", "256", "--overlap", "64", "--overlay", *ARGS])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "2 inputs: 2 processed" in text
@@ -55,6 +55,12 @@ def test_cli_tiles_a_large_image(files, tmp_path, capsys):
     assert table["label"].tolist() == ids.tolist()
     assert table["area"].tolist() == np.bincount(lab.ravel())[1:].tolist()
     assert (out / "scene_coco.json").is_file() and (out / "small_labels.tif").is_file()
+    from PIL import Image  # the overlay of the tiled image: the image with coloured outlines
+
+    overlay = np.asarray(Image.open(out / "scene_overlay.png"))
+    assert overlay.shape[:2] == (1100, 700) and (out / "small_overlay.png").is_file()
+    outline = overlay[..., 0] != overlay[..., 1]  # grey pixels have R == G; outlines are coloured
+    assert outline.any() and (lab[outline] > 0).all()  # outlines lie inside objects
     assert not list(out.glob(".*tiling"))  # the work folder is gone
     rc = main(["automask", str(big), "-o", str(out), "--model", str(model), *ARGS])
     assert rc == 0 and "1 skipped" in capsys.readouterr().out

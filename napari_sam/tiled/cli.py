@@ -62,7 +62,7 @@ def _plan(files, args, tile: int):
 
 
 def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
-    from ..batch import is_complete, output_paths, output_stem
+    from ..batch import is_complete, output_paths, output_stem, write_overlay
     from ..io.coco import write_coco
     from ..io.tables import write_csv
     from .automask import tiled_automask
@@ -70,7 +70,7 @@ def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
 
     outdir = Path(args.output)
     formats = [f for f in opts["formats"]]
-    paths = output_paths(outdir, output_stem(path), formats)
+    paths = output_paths(outdir, output_stem(path), formats, bool(opts.get("overlay")))
     info = {"path": str(path), "outputs": [str(p) for p in paths.values()], "objects": 0,
             "tiled": True}
     todo = paths if opts["overwrite"] else {k: p for k, p in paths.items() if not is_complete(p)}
@@ -102,6 +102,17 @@ def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
         else:
             info["note"] = (f"COCO not written: {h} x {w} is above {COCO_MAX_PIXELS} pixels; "
                             "use the label TIFF or the CSV")
+    if "overlay" in todo:
+        h, w = res.labels.shape
+        if h * w <= COCO_MAX_PIXELS:  # the overlay holds the image and labels in memory
+            from ..io.images import read_image
+
+            image, image_meta = read_image(path, opts.get("channels"))
+            write_overlay(todo["overlay"], image, res.labels[:], opts["overwrite"],
+                          getattr(image_meta, "axes", None))
+        else:
+            info["note"] = ((info.get("note", "") + "; ") if "note" in info else "") + (
+                f"overlay not written: {h} x {w} is above {COCO_MAX_PIXELS} pixels")
     shutil.rmtree(work, ignore_errors=True)
     info["objects"] = len(res.records)
     info["status"] = "processed"
