@@ -306,6 +306,7 @@ def test_oracle_crop_layers_no_duplicates(oracle):
 
 def test_generate_is_cheap_and_rerunnable(oracle):
     """generate with other thresholds recomputes nothing: no encoder, no decoder calls."""
+    torch.manual_seed(0)
     model = build_model("test_vit")
     calls = {"encoder": 0, "decoder": 0}
 
@@ -332,7 +333,10 @@ def test_generate_is_cheap_and_rerunnable(oracle):
     lo = gen.generate(pred_iou_thresh=-1e9, stability_thresh=0, nms_thresh=1.0, min_visible=0)
     hi = gen.generate(pred_iou_thresh=float(c.iou.median()), stability_thresh=0,
                       nms_thresh=1.0, min_visible=0)
-    assert len(hi.records) < len(lo.records)
+    # a higher threshold keeps fewer candidates (painting may hide some in both cases)
+    median = float(c.iou.median())
+    assert len(gen.select(median, 0, 1.0)) < len(gen.select(-1e9, 0, 1.0))
+    assert len(hi.records) <= len(lo.records)
     assert all(r["predicted_iou"] >= float(c.iou.median()) for r in hi.records)
     assert calls == decoded
     with pytest.raises(RuntimeError, match="initialize"):
