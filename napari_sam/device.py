@@ -84,7 +84,7 @@ def resolve_decoder_precision(precision: str, device: torch.device, config) -> t
     than `DECODER_BF16_MIN_TOKENS` runs in fp32."""
     dtype = resolve_precision(precision, device)
     if precision == "auto" and device.type == "cpu" and dtype != torch.float32:
-        if config.embed_grid ** 2 * config.prompt_embed_dim < DECODER_BF16_MIN_TOKENS:
+        if config.image_token_values < DECODER_BF16_MIN_TOKENS:
             return torch.float32
     return dtype
 

@@ -19,7 +19,6 @@ import torch
 from .device import (autocast, configure_threads, resolve_decoder_precision, resolve_device,
                      resolve_precision)
 from .model import Sam, load_model
-from .model.upscale import UNION_MAX
 from .transforms import box_rc_to_xyxy, rc_to_xy, resize_for_model, to_model_pixels
 
 
@@ -43,8 +42,7 @@ DECODE_CHUNK_VALUES = 2 ** 23
 
 def cpu_decode_chunk(config) -> int:
     """Prompts decoded per model call on CPU for a model `config` (`SamConfig`)."""
-    per_prompt = config.embed_grid ** 2 * config.prompt_embed_dim
-    return max(1, min(64, DECODE_CHUNK_VALUES // per_prompt))
+    return max(1, min(64, DECODE_CHUNK_VALUES // config.image_token_values))
 
 
 class Predictor:
@@ -239,18 +237,7 @@ class Predictor:
         intermediate is copied into the frame afterwards."""
         emb = self.get_embedding()
         up = self.model.mask_upscaler(emb.input_size, emb.original_size)
-        k = logits.shape[0]
-        out = np.zeros((k,) + tuple(up.out_hw), dtype=bool)
-        pos = (logits > threshold).numpy()
-        # the outputs of one prompt share their union box, as in `MaskUpscaler.masks`
-        for g in [slice(None)] if k <= UNION_MAX else [slice(i, i + 1) for i in range(k)]:
-            rows = np.flatnonzero(pos[g].any(axis=(0, 2)))
-            cols = np.flatnonzero(pos[g].any(axis=(0, 1)))
-            if rows.size == 0:
-                continue
-            rr, cc = up.region(0, rows[0], rows[-1]), up.region(1, cols[0], cols[-1])
-            if rr[1] <= rr[0] or cc[1] <= cc[0]:
-                continue
-            block = up.crop(logits[g], rr, cc).numpy()
-            np.greater(block, threshold, out=out[g, rr[0]:rr[1], cc[0]:cc[1]])
+        out = np.zeros((logits.shape[0],) + tuple(up.out_hw), dtype=bool)
+        for g, (r0, r1), (c0, c1), block in up.blocks(logits, threshold):
+            np.greater(block.numpy(), threshold, out=out[g, r0:r1, c0:c1])
         return out

@@ -31,6 +31,26 @@ def version(t: torch.Tensor) -> int:
     return -1 if t.is_inference() else t._version
 
 
+def tensor_state(*tensors) -> tuple:
+    """What identifies the current values of `tensors` (None allowed): version counter,
+    storage address, device and dtype of each. Equal states: nothing was changed in place
+    or replaced."""
+    return tuple(None if t is None else (version(t), t.data_ptr(), t.device, t.dtype)
+                 for t in tensors)
+
+
+def derived(owner: nn.Module, name: str, state, make):
+    """`make()`, kept on `owner` as `owner.__dict__[name]` (not in its state dict, dropped
+    when the model is pickled: see `Sam._TRANSIENT`) and made again when `state` (e.g. a
+    `tensor_state` of the parameters it comes from) differs from the stored one.
+    Inference only: callers compute afresh while autograd or compilation is on."""
+    hit = owner.__dict__.get(name)
+    if hit is None or hit[0] != state:
+        with torch.no_grad():
+            hit = owner.__dict__[name] = (state, make())
+    return hit[1]
+
+
 def _onednn_bf16(x: torch.Tensor) -> bool:
     """True where `linear` may call oneDNN's fused linear: CPU, bf16 autocast, no autograd."""
     if _ONEDNN["ok"] is False or x.device.type != "cpu" or torch.is_grad_enabled():
@@ -52,13 +72,8 @@ def _low_precision_params(layer: nn.Linear, dtype: torch.dtype):
     all weights and, on a busy machine, one more parallel region per layer. Inference only
     (the caller checks); `release_caches` drops them."""
     wt, bs = layer.weight, layer.bias
-    key = (dtype, version(wt), wt.data_ptr(), wt.device,
-           None if bs is None else (version(bs), bs.data_ptr()))
-    hit = layer.__dict__.get("_low_precision")
-    if hit is None or hit[0] != key:
-        hit = (key, wt.detach().to(dtype), None if bs is None else bs.detach().to(dtype))
-        layer.__dict__["_low_precision"] = hit
-    return hit[1], hit[2]
+    return derived(layer, "_low_precision", (dtype, tensor_state(wt, bs)),
+                   lambda: (wt.to(dtype), None if bs is None else bs.to(dtype)))
 
 
 def release_caches(module: nn.Module) -> None:

@@ -74,6 +74,12 @@ class SamConfig:
         return self.image_size // self.encoder.stride
 
     @property
+    def image_token_values(self) -> int:
+        """Values in one prompt's copy of the image tokens in the decoder (grid^2 x width:
+        2^20 for SAM, 2^17 for the bundled model)."""
+        return self.embed_grid ** 2 * self.prompt_embed_dim
+
+    @property
     def mask_size(self) -> int:
         """Side of the low-resolution mask logits (256 for SAM)."""
         return 4 * self.embed_grid

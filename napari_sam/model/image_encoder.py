@@ -13,7 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .common import MLPBlock, linear, neck, version
+from .common import MLPBlock, linear, neck, tensor_state
 from .config import ViTConfig
 
 # Above this many query x key pairs per head, the additive-bias path of global attention runs
@@ -154,7 +154,7 @@ class Attention(nn.Module):
         param None, size (wh, ww): the combined (wh*ww, head_dim, wh + ww) table of cell
         t = (y, x): [Rh[y].T | Rw[x].T], for computing both terms in one batched matmul."""
         ph, pw = self.rel_pos_h, self.rel_pos_w
-        state = (version(ph), ph.data_ptr(), version(pw), pw.data_ptr(), ph.device)
+        state = tensor_state(ph, pw)
         if (torch.is_grad_enabled() and ph.requires_grad) or torch.compiler.is_compiling():
             return self._make_table(param, size, dtype, factor)
         key = (param is pw, size, dtype, factor)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .common import MLP, LayerNorm2d, linear, version
+from .common import MLP, LayerNorm2d, derived, linear, tensor_state
 from .transformer import TwoWayTransformer
 
 
@@ -134,9 +134,4 @@ class MaskDecoder(nn.Module):
 
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return make()
-        key = (version(wt), wt.data_ptr(), None if bs is None else (version(bs), bs.data_ptr()))
-        hit = conv.__dict__.get("_as_linear")
-        if hit is None or hit[0] != key:
-            with torch.no_grad():
-                hit = conv.__dict__["_as_linear"] = (key, make())
-        return hit[1]
+        return derived(conv, "_as_linear", tensor_state(wt, bs), make)

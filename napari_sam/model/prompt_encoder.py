@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .common import LayerNorm2d, version
+from .common import LayerNorm2d, derived, tensor_state
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -66,14 +66,14 @@ class PromptEncoder(nn.Module):
         g = self.pe_layer.positional_encoding_gaussian_matrix
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and g.requires_grad):
             return self.pe_layer.grid(self.grid, self.grid)[None]
-        key = (version(g), g.data_ptr(), g.device, g.dtype)
-        hit = getattr(self, "_dense_pe", None)
-        if hit is None or hit[0] != key:
+
+        def make():
             # a constant: always in the buffer's precision, never in an autocast dtype that
             # happens to be active on the first call
             with torch.autocast(g.device.type, enabled=False):
-                hit = self._dense_pe = (key, self.pe_layer.grid(self.grid, self.grid)[None])
-        return hit[1]
+                return self.pe_layer.grid(self.grid, self.grid)[None]
+
+        return derived(self, "_dense_pe", tensor_state(g), make)
 
     def _points(self, xy: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         if pad:  # without a box the decoder expects one "not a point" token

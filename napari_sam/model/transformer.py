@@ -8,7 +8,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .common import MLPBlock, _onednn_bf16, _low_precision_params, linear, version
+from .common import (MLPBlock, _low_precision_params, _onednn_bf16, derived, linear,
+                     tensor_state, version)
 
 
 class Attention(nn.Module):
@@ -180,10 +181,9 @@ def _image_projections(owner: nn.Module, keys: torch.Tensor, image_pe: torch.Ten
         return None
     pe_key = (image_pe.untyped_storage().data_ptr(), image_pe.storage_offset(),
               tuple(image_pe.shape), image_pe.stride(), version(image_pe))
-    key = (pe_key, tuple((version(layer.weight), layer.weight.data_ptr(), version(layer.bias),
-                          layer.bias.data_ptr()) for layer in layers))
-    hit = owner.__dict__.get("_low_precision")
-    if hit is None or hit[0] != key:
+    key = (pe_key, tensor_state(*(t for layer in layers for t in (layer.weight, layer.bias))))
+
+    def make():
         pe = image_pe.flatten(2)[0].t().float()  # (hw, C)
         with torch.autocast(keys.device.type, enabled=False):
             table = torch.cat([F.linear(pe, layer.weight, layer.bias) for layer in with_pe]
@@ -191,9 +191,9 @@ def _image_projections(owner: nn.Module, keys: torch.Tensor, image_pe: torch.Ten
                               dim=1)
         weight = torch.cat([_low_precision_params(layer, torch.bfloat16)[0] for layer in layers])
         # the table holds `image_pe`: its memory cannot be reused while the key is kept
-        hit = owner.__dict__["_low_precision"] = (key, weight, table.to(torch.bfloat16),
-                                                  image_pe)
-    _, weight, table, _ = hit
+        return weight, table.to(torch.bfloat16), image_pe
+
+    weight, table, _ = derived(owner, "_low_precision", key, make)
     try:
         y = torch.ops.mkldnn._linear_pointwise.binary(keys[0], table, weight, None, "add")
     except (RuntimeError, NotImplementedError, TypeError):

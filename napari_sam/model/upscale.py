@@ -128,8 +128,18 @@ class MaskUpscaler:
         lead = logits.shape[:-2]
         flat = logits.reshape(-1, m, m)
         out = torch.zeros((flat.shape[0],) + self.out_hw, dtype=torch.bool, device=flat.device)
+        for g, (r0, r1), (c0, c1), block in self.blocks(flat, threshold):
+            out[g, r0:r1, c0:c1] = block > threshold
+        return out.reshape(*lead, *self.out_hw)
+
+    def blocks(self, flat: torch.Tensor, threshold: float = 0.0):
+        """For (N, m, m) low-res logits: (masks, rows, cols, upscaled logits) per group of
+        masks -- all N when N <= `UNION_MAX`, else one at a time -- where rows and cols are
+        the full-resolution [start, stop) of the union box of the group's low-res positives
+        and the logits are `crop`'s inside it. Groups without positives are left out."""
+        m = self.mask_size
         if flat.shape[0] == 0:
-            return out.reshape(*lead, *self.out_hw)
+            return
         pos = flat > threshold
         rows, cols = pos.any(2), pos.any(1)  # (N, m)
         groups = [slice(None)] if flat.shape[0] <= UNION_MAX else [
@@ -146,6 +156,4 @@ class MaskUpscaler:
             rows_g, cols_g = self.region(0, r0, r1), self.region(1, c0, c1)
             if rows_g[1] <= rows_g[0] or cols_g[1] <= cols_g[0]:
                 continue
-            block = self.crop(flat[g], rows_g, cols_g)
-            out[g, rows_g[0]:rows_g[1], cols_g[0]:cols_g[1]] = block > threshold
-        return out.reshape(*lead, *self.out_hw)
+            yield g, rows_g[:2], cols_g[:2], self.crop(flat[g], rows_g, cols_g)
