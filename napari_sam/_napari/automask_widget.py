@@ -27,10 +27,10 @@ from . import layers as L
 from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, THRESHOLDS, Request,
                            check_request, floors_for, run_job)
 from .automask_tiled import labels_levels
-from .controls import _expanding_text, _row, model_controls
+from .controls import _expanding_text, _row, model_controls, tiling_controls
 from .keys import on_close
 from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
-from .tiled_jobs import TILING_CHOICES, TilingRule
+from .tiled_jobs import TilingRule
 from .tiled_mode import tiled_setup
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,15 +96,9 @@ class AutomaskWidget(Container):
         self.points_per_side = SpinBox(label="points per side", min=1, max=128,
                                        value=DEFAULTS["points_per_side"],
                                        tooltip="the prompt grid: N x N points (N^2 prompts)")
-        self.tiling = ComboBox(choices=TILING_CHOICES,
-                               value=tiling if tiling in TILING_CHOICES else "auto",
-                               tooltip="large 2D images: segment tile by tile at native "
-                               "resolution, stitched across the seams.\nauto: multiscale/lazy "
-                               "layers and planes longer than 'above'; on: every 2D image; "
-                               "off: the whole plane, shrunk to the model's input")
-        self.tile_above = SpinBox(value=max(0, int(tile_above)), min=0, max=1_000_000,
-                                  step=256, tooltip="longer side (pixels) above which auto "
-                                  "tiles a plane; 0: twice the model's input side")
+        self.tiling, self.tile_above = tiling_controls(
+            tiling, tile_above, "segment tile by tile at native resolution, stitched across "
+            "the seams")
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="", value=0, max=1, visible=False)

@@ -26,6 +26,19 @@ def model_controls(model, device: str, given: bool):
                      value=device if device in DEVICES else "auto"))
 
 
+def tiling_controls(tiling: str, tile_above: int, what: str):
+    """(tiling mode, "above px") controls shared by the widgets; `what` says what tiling
+    does in the widget."""
+    return (ComboBox(choices=TILING_CHOICES,
+                     value=tiling if tiling in TILING_CHOICES else "auto",
+                     tooltip=f"large 2D images: {what}.\nauto: multiscale/lazy layers and "
+                     "planes longer than 'above'; on: every 2D image; off: the whole plane, "
+                     "shrunk to the model's input"),
+            SpinBox(value=max(0, int(tile_above)), min=0, max=1_000_000, step=256,
+                    tooltip="longer side (pixels) above which auto tiles a plane; 0: twice "
+                    "the model's input side (512 for the bundled model, 2048 for SAM)"))
+
+
 def build_controls(w: Container, model, device: str, given: bool, tiling: str = "auto",
                    tile_above: int = 0) -> None:
     """Create the controls as attributes of the widget `w` and add them to it, in order."""
@@ -33,16 +46,9 @@ def build_controls(w: Container, model, device: str, given: bool, tiling: str = 
     w.model, w.model_file, w.device = model_controls(model, device, given)
     w.channels = LineEdit(label="channels", tooltip="RGB/multichannel: up to 3 channel "
                           "indices, e.g. 0 or 0,1,2 (empty: as the image is)")
-    w.tiling = ComboBox(choices=TILING_CHOICES,
-                        value=tiling if tiling in TILING_CHOICES else "auto",
-                        tooltip="large 2D images: answer prompts tile by tile at native "
-                        "resolution, embedding only the tiles under the prompts.\nauto: "
-                        "multiscale/lazy layers and planes longer than 'above'; on: every 2D "
-                        "image; off: embed the whole plane (shrunk to the model's input)")
-    w.tile_above = SpinBox(value=max(0, int(tile_above)), min=0, max=1_000_000, step=256,
-                           tooltip="longer side (pixels) above which auto tiles a plane; "
-                           "0: twice the model's input side (512 for the bundled model, "
-                           "2048 for SAM)")
+    w.tiling, w.tile_above = tiling_controls(
+        tiling, tile_above, "answer prompts tile by tile at native resolution, embedding only "
+        "the tiles under the prompts")
     w.embed_button = PushButton(text="Embed", tooltip="compute the image embedding again")
     w.cancel_button = PushButton(text="Cancel", enabled=False)
     w.progress = ProgressBar(label="", value=0, max=3, visible=False)

@@ -11,14 +11,16 @@ is one object only if its pieces are stitched.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import tifffile
-from test_automask_widget import blob_model, count_calls
+from test_automask_widget import blob_model, count_calls, make_widget
+from test_automask_widget import run as run_widget
 
 from napari_sam._napari import automask_tiled, large_image
 from napari_sam._napari.automask_job import Request, run_job
-from napari_sam._napari.automask_widget import AutomaskWidget
 from napari_sam._napari.embedding import TiledSetup
 from napari_sam._napari.tiled_jobs import TilingRule
 
@@ -49,18 +51,7 @@ def user_cache(tmp_path, monkeypatch):
     return root.parent / "automask"
 
 
-def make_widget(viewer, model, **options):
-    w = AutomaskWidget(viewer, model=model)
-    viewer.window.add_dock_widget(w)
-    w.points_per_side.value = 8
-    for name, value in options.items():
-        getattr(w, name).value = value
-    return w
-
-
-def run(qtbot, w, timeout=120_000):
-    w.run()
-    qtbot.waitUntil(lambda: not w.busy, timeout=timeout)
+run = partial(run_widget, timeout=120_000)  # tiled runs take longer
 
 
 def assert_one_id_per_disc(labels, truth):
