@@ -77,26 +77,36 @@ def loads(r) -> str:
     return f"{before:.2f}" + (f" / {after:.2f}" if after is not None else "")
 
 
+def verdict(ok) -> str:
+    return "**met**" if ok else "not met"
+
+
+def timing_rows(timings: dict, label: str, goal, load: str) -> list:
+    """Table rows for every entry of a result's `timings` but the reference: label and name,
+    ours, reference, ratio, `goal(name, timing)` (the goal column) and the load."""
+    ref = timings.get("reference")
+    rows = []
+    for name, t in timings.items():
+        if name == "reference":
+            continue
+        sp = t.get("speedup_wall")
+        rows.append((f"{label}, {name}", ms(t["median_s"]), ms(ref["median_s"]) if ref else "-",
+                     f"{sp:.2f}x" if sp else "-", goal(name, t), load))
+    return rows
+
+
 def figures() -> str:
     rows, notes, machine = [], [], None
-
-    def verdict(ok):
-        return "**met**" if ok else "not met"
-
     enc = load("encoder_vit_b")
     if enc:
         machine = enc["machine"]
-        ref = enc["timings"].get("reference")
-        for name, t in enc["timings"].items():
-            if name == "reference":
-                continue
+
+        def vit_b_goal(name, t):
             sp = t.get("speedup_wall")
-            goal = "auto" in name
-            rows.append((f"ViT-B `set_image` 1024 x 1024, {name}", ms(t["median_s"]),
-                         ms(ref["median_s"]) if ref else "-",
-                         f"{sp:.2f}x" if sp else "-",
-                         ("ratio >= 6x: " + verdict(sp >= 6)) if goal and sp else "",
-                         loads(enc)))
+            return ("ratio >= 6x: " + verdict(sp >= 6)) if "auto" in name and sp else ""
+
+        rows += timing_rows(enc["timings"], "ViT-B `set_image` 1024 x 1024", vit_b_goal,
+                            loads(enc))
         for k, a in enc.get("agreement", {}).items():
             if "embedding" in a and "mask_logits" in a:
                 e, lg = a["embedding"], a["mask_logits"]
@@ -117,16 +127,10 @@ def figures() -> str:
                      f"{t.get('speedup_wall', 0):.2f}x", "", loads(one)))
     clk = load("click_vit_b")
     if clk:
-        ref = clk["timings"].get("reference")
-        for name, t in clk["timings"].items():
-            if name == "reference":
-                continue
-            sp = t.get("speedup_wall")
-            rows.append((f"click -> 3 full-res masks, 1024 x 1024, ViT-B, {name}",
-                         ms(t["median_s"]), ms(ref["median_s"]) if ref else "-",
-                         f"{sp:.2f}x" if sp else "-",
-                         "< 50 ms: " + verdict(t["median_s"] < 0.05) if "auto" in name else "",
-                         loads(clk)))
+        rows += timing_rows(
+            clk["timings"], "click -> 3 full-res masks, 1024 x 1024, ViT-B",
+            lambda name, t: "< 50 ms: " + verdict(t["median_s"] < 0.05) if "auto" in name else "",
+            loads(clk))
         for k, a in clk.get("agreement", {}).items():
             notes.append(f"Click masks, {k} vs reference: mean IoU {a['mean_iou']:.4f} (min "
                          f"{a['min_iou']:.4f}); random weights give masks of "
@@ -148,14 +152,8 @@ def figures() -> str:
                          else "", lm.group(1) if lm else ""))
     vh = load("encoder_vit_h")
     if vh:
-        ref = vh["timings"].get("reference")
-        for name, t in vh["timings"].items():
-            if name == "reference":
-                continue
-            sp = t.get("speedup_wall")
-            rows.append((f"ViT-H `set_image` 1024 x 1024, {name}", ms(t["median_s"]),
-                         ms(ref["median_s"]) if ref else "-", f"{sp:.2f}x" if sp else "-", "",
-                         loads(vh)))
+        rows += timing_rows(vh["timings"], "ViT-H `set_image` 1024 x 1024",
+                            lambda name, t: "", loads(vh))
     mem = load("encoder_vit_h_memory")
     if mem:
         peaks = mem["peak_rss_mb"]
@@ -172,23 +170,12 @@ def figures() -> str:
     bun = load("bundled")
     if bun:
         notes.append(f"Bundled model: {bun['weights']}.")
-        ref = bun["embed"].get("reference")
-        for name, t in bun["embed"].items():
-            if name == "reference":
-                continue
-            sp = t.get("speedup_wall")
-            rows.append((f"bundled model, embed 512 x 512, {name}", ms(t["median_s"]),
-                         ms(ref["median_s"]) if ref else "-", f"{sp:.2f}x" if sp else "-",
-                         "< 0.5 s: " + verdict(t["median_s"] < 0.5), loads(bun)))
-        refc = bun["click"].get("reference")
-        for name, t in bun["click"].items():
-            if name == "reference":
-                continue
-            sp = t.get("speedup_wall")
-            rows.append((f"bundled model, click -> 3 masks at 512 x 512, {name}",
-                         ms(t["median_s"]), ms(refc["median_s"]) if refc else "-",
-                         f"{sp:.2f}x" if sp else "-",
-                         "< 50 ms: " + verdict(t["median_s"] < 0.05), loads(bun)))
+        rows += timing_rows(bun["embed"], "bundled model, embed 512 x 512",
+                            lambda name, t: "< 0.5 s: " + verdict(t["median_s"] < 0.5),
+                            loads(bun))
+        rows += timing_rows(bun["click"], "bundled model, click -> 3 masks at 512 x 512",
+                            lambda name, t: "< 50 ms: " + verdict(t["median_s"] < 0.05),
+                            loads(bun))
         for k, a in bun.get("agreement", {}).items():
             notes.append(f"Bundled model, clicks on nuclei, {k} vs MobileSAM's code: mask IoU "
                          f"mean {a['mean_iou']:.4f}, min {a['min_iou']:.4f}.")
