@@ -70,6 +70,11 @@ def main(argv=None) -> int:
     ap.add_argument("--stability-thresh", type=float, default=0.95, help="both sides")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reference-allocator", choices=("default", "tuned"), default="default",
+                    help="glibc settings the reference runs under: 'default' (as a user runs "
+                         "it; our Predictor tunes the allocator only when it is created, "
+                         "after the reference's runs) or 'tuned' (napari_sam.allocator.tune() "
+                         "first, so both sides run under the same allocator settings)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,15 +84,19 @@ def main(argv=None) -> int:
 
     install()  # the torchvision stand-in, before segment_anything is imported
 
-    from napari_sam import AutoMaskGenerator, build_model
+    from napari_sam import AutoMaskGenerator, allocator, build_model
     from napari_sam.device import resolve_precision
+
+    if args.reference_allocator == "tuned":
+        allocator.tune()
 
     ours = randomize_(build_model(args.arch), seed=args.seed).eval()
     image = test_image(args.size, args.seed)
     warm = 0 if args.no_warmup else 1
     print(f"automask benchmark: {args.arch}, image {image.shape}, points_per_side "
           f"{args.points_per_side}, batch {args.points_per_batch}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads; reference allocator: {args.reference_allocator} "
+          f"(tuned now: {allocator.tuned()})")
 
     ref_t = None
     if not args.skip_reference:

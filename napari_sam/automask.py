@@ -235,6 +235,11 @@ class AutoMaskGenerator:
         logits, iou = self.predictor.predict_lowres(xy[:, None], labels, multimask=True)
         k = logits.shape[1]
         logits, iou = logits.flatten(0, 1), iou.flatten()
+        # only masks above the IoU floor are looked at (boxes, stability): one gather of
+        # those, instead of passes over every mask
+        first = (iou >= self.min_candidate_iou).nonzero().flatten()
+        if len(first) < len(iou):
+            logits, iou = logits[first], iou[first]
         vh, vw = up.valid
         valid = logits[:, :vh, :vw]
         box = boxes_from_masks(valid > self.mask_threshold)  # low-res, exclusive ends
@@ -266,7 +271,7 @@ class AutoMaskGenerator:
         # one transfer for the whole batch, then views (no per-candidate device sync)
         cuts = cut.cpu().tolist()
         kept = [store[i, a:b_, c:d].clone() for i, (a, b_, c, d) in enumerate(cuts)]
-        point = pts.repeat_interleave(k, 0)[idx] + torch.tensor(
+        point = pts.repeat_interleave(k, 0)[first][idx] + torch.tensor(
             [r0, c0], dtype=torch.float32, device=self.device)
         return Candidates(iou[idx], stab[idx], img_box, point,
                           torch.full((len(idx),), ci, dtype=torch.long, device=self.device),

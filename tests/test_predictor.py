@@ -116,12 +116,16 @@ def test_cached_image_projections_follow_the_weights():
 
 def test_prompts_decoded_in_chunks_equal_one_batch():
     """The CPU decodes a few prompts per model call (cache-sized chunks); the answers are
-    those of one call with every prompt, and SAM-sized decoders get small chunks."""
+    those of one call with every prompt, and SAM-sized decoders get smaller chunks (larger
+    ones once the allocator keeps freed blocks)."""
     from napari_sam.model.registry import build_model
     from napari_sam.predictor import cpu_decode_chunk
 
-    assert cpu_decode_chunk(build_model("vit_b").config) == 8
-    assert cpu_decode_chunk(build_model("bundled").config) == 64
+    vit_b, bundled = build_model("vit_b").config, build_model("bundled").config
+    assert cpu_decode_chunk(vit_b, tuned_allocator=False) == 8
+    assert cpu_decode_chunk(vit_b, tuned_allocator=True) == 32
+    assert cpu_decode_chunk(bundled, tuned_allocator=False) == 64
+    assert cpu_decode_chunk(bundled, tuned_allocator=True) == 64
     torch.manual_seed(0)
     model = Sam(TEST_VIT)
     randomize_(model)
