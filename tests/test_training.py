@@ -106,3 +106,34 @@ def test_sweep_automask_matches_separate_runs(one_thread):
         pred = automask(image, model, points_per_side=4, pred_iou_thresh=r["pred_iou_thresh"],
                         stability_thresh=r["stability_thresh"], device="cpu", precision="fp32")
         assert match_f1(pred, labels)["f1@0.5"] == pytest.approx(r["f1@0.5"])
+
+
+@needs_bundled
+def test_calibration_weighs_the_mix_and_nuclei_alike(monkeypatch, one_thread):
+    """Export's threshold calibration scores each grid pair on both validation sets and
+    picks the pair with the best summed F1@0.5 (checked against the per-set sweeps)."""
+    from napari_sam import load_model
+    from napari_sam.training import evaluate, train
+
+    monkeypatch.setattr(evaluate, "SWEEP_IOU", (0.5, 0.7))
+    monkeypatch.setattr(evaluate, "SWEEP_STABILITY", (0.8, 0.9))
+    seen = []
+    real = evaluate.sweep_automask
+
+    def sweep(pairs, model, **kw):
+        rows = real(pairs, model, pred_iou=(0.5, 0.7), stability=(0.8, 0.9), **kw)
+        seen.append(rows)
+        return rows
+
+    monkeypatch.setattr(evaluate, "sweep_automask", sweep)
+    out = train.calibrate_automask(load_model("bundled"), 1, log=lambda *_: None)
+    assert len(seen) == 2 and out["automask_calibration"]["sets"] == ["mix", "nuclei"]
+    total = {}
+    for rows in seen:
+        for r in rows:
+            key = (r["pred_iou_thresh"], r["stability_thresh"])
+            total[key] = total.get(key, 0.0) + r["f1@0.5"]
+    chosen = (out["automask"]["pred_iou_thresh"], out["automask"]["stability_thresh"])
+    assert total[chosen] == pytest.approx(max(total.values()))
+    assert out["automask_calibration"]["nuclei f1@0.5"] == pytest.approx(
+        next(r["f1@0.5"] for r in seen[1] if (r["pred_iou_thresh"], r["stability_thresh"]) == chosen))
