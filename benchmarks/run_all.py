@@ -83,7 +83,8 @@ def automask_rows(txt: Path, whose: str) -> list:
         rows.append((f"automask 16 x 16 points, 512 x 512, ViT-B, {m.group(1)}; {whose}",
                      f"{float(m.group(2)):.2f} s",
                      f"{float(ref.group(1)):.2f} s" if ref else "-",
-                     f"{sp:.2f}x" if sp else "-", goal, lm.group(1) if lm else ""))
+                     f"{sp:.2f}x" if sp else "-", goal,
+                     f"{float(lm.group(1)):.2f}" if lm else ""))
     return rows
 
 
