@@ -343,6 +343,25 @@ def test_generate_is_cheap_and_rerunnable(oracle):
         AutoMaskGenerator(model, device="cpu").generate()
 
 
+def test_iou_floor_keeps_the_same_candidates_as_filtering_afterwards():
+    """Masks below min_candidate_iou are dropped before boxes and stability are computed;
+    the candidates left (scores, prompts, boxes, logits) are those of a run without the
+    floor, filtered afterwards."""
+    from testing_utils import randomize_
+
+    pred = Predictor(randomize_(build_model("test_vit"), seed=4), device="cpu", precision="fp32")
+    image = np.random.default_rng(2).random((80, 100)).astype(np.float32)
+    kw = dict(points_per_side=5, points_per_batch=7, min_candidate_stability=0)
+    every = AutoMaskGenerator(pred, min_candidate_iou=-1e9, **kw).initialize(image).candidates
+    floor = float(every.iou.median())
+    some = AutoMaskGenerator(pred, min_candidate_iou=floor, **kw).initialize(image).candidates
+    keep = (every.iou >= floor).nonzero().flatten()
+    assert 0 < len(keep) < len(every.iou) and len(some.iou) == len(keep)
+    for name in ("iou", "stability", "box", "point", "region"):
+        assert torch.equal(getattr(some, name), getattr(every, name)[keep]), name
+    assert all(torch.equal(a, every.logits[i]) for a, i in zip(some.logits, keep.tolist()))
+
+
 def test_initialize_from_a_cached_embedding(oracle):
     image, truth = disc_image()
     emb = oracle.set_image(image)
