@@ -41,6 +41,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .automask_grid import GridUpscaler, crop_boxes, point_grid  # noqa: F401 (public)
 from .postprocess import (Candidates, boxes_from_masks, clean_mask, label_boxes, nms,
                           paint_labels, stability_score, trim)
 from .predictor import Predictor
@@ -76,73 +77,6 @@ class MaskSet:
     index: List[int]  # rows of the generator's candidates
 
 
-def interp_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """(n_out, n_in) matrix of 1D bilinear resizing as `F.interpolate(align_corners=False)`."""
-    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    w1 = src - i0
-    out = np.zeros((n_out, n_in))
-    np.add.at(out, (np.arange(n_out), i0), 1.0 - w1)
-    np.add.at(out, (np.arange(n_out), i1), w1)
-    return out
-
-
-class _Upscaler:
-    """Low-res logits (m, m) -> logits of a crop (h, w) as `rows @ L @ cols.T` (1D each)."""
-
-    def __init__(self, size: int, m: int, input_hw, out_hw, device) -> None:
-        self.tables = []
-        for n_in, n_out in zip(input_hw, out_hw):
-            a = interp_matrix(n_out, n_in) @ interp_matrix(size, m)[:n_in]  # (n_out, m)
-            nz = a > 0
-            lo = nz.argmax(1)
-            hi = m - 1 - nz[:, ::-1].argmax(1)
-            self.tables.append(tuple(torch.as_tensor(t, device=device) for t in
-                                     (a.astype(np.float32), lo, hi)))
-        self.valid = tuple(min(m, math.ceil(n * m / size)) for n in input_hw)
-
-    def regions(self, first: torch.Tensor, last: torch.Tensor, axis: int):
-        """Low-res positives in [first, last] (inclusive) -> full-res [start, stop) and the
-        low-res [l0, l1) that those full-res pixels read from."""
-        _, lo, hi = self.tables[axis]
-        start = torch.searchsorted(hi, first.contiguous())
-        stop = torch.searchsorted(lo, last.contiguous(), right=True)
-        n = lo.shape[0]
-        l0 = lo[start.clamp(max=n - 1)]
-        l1 = hi[(stop - 1).clamp(min=0)] + 1
-        return start, stop, l0, l1
-
-    def crop(self, logits: torch.Tensor, region, origin) -> torch.Tensor:
-        rs, re, cs, ce = region
-        a_r = self.tables[0][0][rs:re, origin[0]:origin[0] + logits.shape[0]]
-        a_c = self.tables[1][0][cs:ce, origin[1]:origin[1] + logits.shape[1]]
-        return a_r @ logits.float() @ a_c.T
-
-
-def crop_boxes(shape: Tuple[int, int], n_layers: int, overlap_ratio: float):
-    """[(layer, (row0, col0, row1, col1))]: the whole image, then per layer i 2**i x 2**i
-    evenly spaced crops, each `1 + overlap_ratio` times the size of a plain tiling's cell."""
-    h, w = shape
-    out = [(0, (0, 0, h, w))]
-    for layer in range(1, n_layers + 1):
-        n = 2 ** layer
-        spans = []
-        for length in (h, w):
-            size = min(length, math.ceil(length / n * (1 + overlap_ratio)))
-            starts = np.round(np.linspace(0, length - size, n)).astype(int)
-            spans.append([(int(s), int(s) + size) for s in starts])
-        out += [(layer, (r0, c0, r1, c1)) for r0, r1 in spans[0] for c0, c1 in spans[1]]
-    return out
-
-
-def point_grid(h: int, w: int, n: int) -> np.ndarray:
-    """(n*n, 2) (row, col) at the centres of an n x n grid of cells over an (h, w) image."""
-    rows = (np.arange(n) + 0.5) * h / n
-    cols = (np.arange(n) + 0.5) * w / n
-    return np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
-
-
 class AutoMaskGenerator:
     def __init__(self, model_or_predictor=None, points_per_side: int = 32,
                  points_per_batch: int = 64, crop_n_layers: int = 0,
@@ -171,7 +105,7 @@ class AutoMaskGenerator:
         self.candidates: Optional[Candidates] = None
         self.image_shape: Optional[Tuple[int, int]] = None
         self.crops: List[Tuple[int, Tuple[int, int, int, int]]] = []
-        self._up: List[_Upscaler] = []
+        self._up: List[GridUpscaler] = []
         self._cache: Dict[tuple, object] = {}  # upsampled masks and selections
 
     @property
@@ -213,7 +147,7 @@ class AutoMaskGenerator:
                 self.predictor.set_image(image[r0:r1, c0:c1], channels, value_range)
             emb = self.predictor.get_embedding()
             model = self.predictor.model
-            up = _Upscaler(model.image_size, model.config.mask_size, emb.input_size,
+            up = GridUpscaler(model.image_size, model.config.mask_size, emb.input_size,
                            (r1 - r0, c1 - c0), self.device)
             self._up.append(up)
             done += 1
@@ -229,7 +163,7 @@ class AutoMaskGenerator:
         self.candidates = Candidates.cat(parts)
         return self
 
-    def _decode_batch(self, xy, pts, ci: int, up: _Upscaler) -> Candidates:
+    def _decode_batch(self, xy, pts, ci: int, up: GridUpscaler) -> Candidates:
         b = xy.shape[0]
         labels = torch.ones(b, 1, dtype=torch.long, device=self.device)
         logits, iou = self.predictor.predict_lowres(xy[:, None], labels, multimask=True)
@@ -277,7 +211,7 @@ class AutoMaskGenerator:
                           torch.full((len(idx),), ci, dtype=torch.long, device=self.device),
                           region, cut[:, [0, 2]], kept)
 
-    def _full_stability(self, logits, valid, keep, up: _Upscaler) -> torch.Tensor:
+    def _full_stability(self, logits, valid, keep, up: GridUpscaler) -> torch.Tensor:
         """Stability of the full-resolution masks, exactly, for the `keep` candidates.
 
         Upsampled logits are convex combinations of low-res ones, so outside the box of

@@ -14,7 +14,8 @@ import torch
 from scipy import ndimage as ndi
 
 from napari_sam import AutoMaskGenerator, Predictor, automask, build_model
-from napari_sam.automask import crop_boxes, interp_matrix, point_grid
+from napari_sam.automask import crop_boxes, point_grid
+from napari_sam.model.upscale import axis_matrix
 from napari_sam.postprocess import (box_iou, boxes_from_masks, clean_mask, greedy_keep, nms,
                                     paint_labels, remove_small_regions, stability_score)
 from napari_sam.transforms import select_channels
@@ -206,12 +207,18 @@ def test_overlap_rule_drops_mostly_covered_masks():
 
 
 # --------------------------------------------------------------------------- geometry
-def test_interp_matrix_is_torch_bilinear():
+def test_axis_matrix_is_torch_bilinear():
+    """One resize (the padded square is the low-res grid itself) and the full chain
+    (low-res -> square, keep the unpadded rows, -> image) against F.interpolate."""
     x = torch.randn(1, 1, 7, 5, dtype=torch.float64)
+    interp = torch.nn.functional.interpolate
     for n_out in (3, 7, 16, 23):
-        ref = torch.nn.functional.interpolate(x, (n_out, 5), mode="bilinear",
-                                              align_corners=False)[0, 0]
-        mine = torch.as_tensor(interp_matrix(n_out, 7)) @ x[0, 0]
+        ref = interp(x, (n_out, 5), mode="bilinear", align_corners=False)[0, 0]
+        mine = torch.as_tensor(axis_matrix(7, 7, 7, n_out)) @ x[0, 0]
+        assert torch.allclose(mine, ref, atol=1e-12)
+        square = interp(x, (28, 5), mode="bilinear", align_corners=False)[:, :, :19]
+        ref = interp(square, (n_out, 5), mode="bilinear", align_corners=False)[0, 0]
+        mine = torch.as_tensor(axis_matrix(7, 28, 19, n_out)) @ x[0, 0]
         assert torch.allclose(mine, ref, atol=1e-12)
 
 

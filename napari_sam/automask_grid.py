@@ -1,0 +1,68 @@
+"""The geometry of automatic mask generation: the point grid, the crop boxes, and the
+batched full-resolution regions of low-res masks (on `model.upscale.axis_matrix`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import numpy as np
+import torch
+
+from .model.upscale import axis_matrix
+
+
+class GridUpscaler:
+    """Low-res logits (m, m) -> logits of a crop (h, w) as `rows @ L @ cols.T` (1D each),
+    for whole batches of masks at once (`MaskUpscaler` does one prompt's masks)."""
+
+    def __init__(self, size: int, m: int, input_hw, out_hw, device) -> None:
+        self.tables = []
+        for n_in, n_out in zip(input_hw, out_hw):
+            a = axis_matrix(m, size, int(n_in), int(n_out))  # (n_out, m)
+            nz = a > 0
+            lo = nz.argmax(1)
+            hi = m - 1 - nz[:, ::-1].argmax(1)
+            self.tables.append(tuple(torch.as_tensor(t, device=device) for t in
+                                     (a.astype(np.float32), lo, hi)))
+        self.valid = tuple(min(m, math.ceil(n * m / size)) for n in input_hw)
+
+    def regions(self, first: torch.Tensor, last: torch.Tensor, axis: int):
+        """Low-res positives in [first, last] (inclusive) -> full-res [start, stop) and the
+        low-res [l0, l1) that those full-res pixels read from."""
+        _, lo, hi = self.tables[axis]
+        start = torch.searchsorted(hi, first.contiguous())
+        stop = torch.searchsorted(lo, last.contiguous(), right=True)
+        n = lo.shape[0]
+        l0 = lo[start.clamp(max=n - 1)]
+        l1 = hi[(stop - 1).clamp(min=0)] + 1
+        return start, stop, l0, l1
+
+    def crop(self, logits: torch.Tensor, region, origin) -> torch.Tensor:
+        rs, re, cs, ce = region
+        a_r = self.tables[0][0][rs:re, origin[0]:origin[0] + logits.shape[0]]
+        a_c = self.tables[1][0][cs:ce, origin[1]:origin[1] + logits.shape[1]]
+        return a_r @ logits.float() @ a_c.T
+
+
+def crop_boxes(shape: Tuple[int, int], n_layers: int, overlap_ratio: float):
+    """[(layer, (row0, col0, row1, col1))]: the whole image, then per layer i 2**i x 2**i
+    evenly spaced crops, each `1 + overlap_ratio` times the size of a plain tiling's cell."""
+    h, w = shape
+    out = [(0, (0, 0, h, w))]
+    for layer in range(1, n_layers + 1):
+        n = 2 ** layer
+        spans = []
+        for length in (h, w):
+            size = min(length, math.ceil(length / n * (1 + overlap_ratio)))
+            starts = np.round(np.linspace(0, length - size, n)).astype(int)
+            spans.append([(int(s), int(s) + size) for s in starts])
+        out += [(layer, (r0, c0, r1, c1)) for r0, r1 in spans[0] for c0, c1 in spans[1]]
+    return out
+
+
+def point_grid(h: int, w: int, n: int) -> np.ndarray:
+    """(n*n, 2) (row, col) at the centres of an n x n grid of cells over an (h, w) image."""
+    rows = (np.arange(n) + 0.5) * h / n
+    cols = (np.arange(n) + 0.5) * w / n
+    return np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
