@@ -147,8 +147,8 @@ class AutoMaskGenerator:
                 self.predictor.set_image(image[r0:r1, c0:c1], channels, value_range)
             emb = self.predictor.get_embedding()
             model = self.predictor.model
-            up = GridUpscaler(model.image_size, model.config.mask_size, emb.input_size,
-                           (r1 - r0, c1 - c0), self.device)
+            up = GridUpscaler(model.mask_upscaler(emb.input_size, (r1 - r0, c1 - c0)),
+                              emb.input_size)
             self._up.append(up)
             done += 1
             progress(done, total, f"decoding {len(points)} points" +
@@ -177,7 +177,7 @@ class AutoMaskGenerator:
         vh, vw = up.valid
         valid = logits[:, :vh, :vw]
         box = boxes_from_masks(valid > self.mask_threshold)  # low-res, exclusive ends
-        keep = (iou >= self.min_candidate_iou) & (box[:, 2] > box[:, 0])
+        keep = box[:, 2] > box[:, 0]  # the IoU floor is applied above
         layer, (r0, c0, r1, c1) = self.crops[ci]
         if ci:  # a mask cut by an inner crop edge is incomplete: another crop has it whole
             h, w = self.image_shape

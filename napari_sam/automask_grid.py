@@ -1,5 +1,5 @@
 """The geometry of automatic mask generation: the point grid, the crop boxes, and the
-batched full-resolution regions of low-res masks (on `model.upscale.axis_matrix`)."""
+batched full-resolution regions of low-res masks (on the model's `MaskUpscaler`)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,18 @@ from typing import Tuple
 import numpy as np
 import torch
 
-from .model.upscale import axis_matrix
-
 
 class GridUpscaler:
     """Low-res logits (m, m) -> logits of a crop (h, w) as `rows @ L @ cols.T` (1D each),
-    for whole batches of masks at once (`MaskUpscaler` does one prompt's masks)."""
+    for whole batches of masks at once: the matrices and supports of `up` (a
+    `model.upscale.MaskUpscaler`, which does one prompt's masks), with the supports as
+    tensors for batched lookups."""
 
-    def __init__(self, size: int, m: int, input_hw, out_hw, device) -> None:
-        self.tables = []
-        for n_in, n_out in zip(input_hw, out_hw):
-            a = axis_matrix(m, size, int(n_in), int(n_out))  # (n_out, m)
-            nz = a > 0
-            lo = nz.argmax(1)
-            hi = m - 1 - nz[:, ::-1].argmax(1)
-            self.tables.append(tuple(torch.as_tensor(t, device=device) for t in
-                                     (a.astype(np.float32), lo, hi)))
+    def __init__(self, up, input_hw) -> None:
+        self.tables = [(mat, torch.as_tensor(lo, device=mat.device),
+                        torch.as_tensor(hi, device=mat.device))
+                       for mat, lo, hi in zip(up.mats, up.lo, up.hi)]
+        m, size = up.mask_size, up.image_size
         self.valid = tuple(min(m, math.ceil(n * m / size)) for n in input_hw)
 
     def regions(self, first: torch.Tensor, last: torch.Tensor, axis: int):

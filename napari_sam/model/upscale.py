@@ -55,7 +55,7 @@ class MaskUpscaler:
 
     def __init__(self, image_size: int, mask_size: int, input_hw, original_hw, device) -> None:
         self.out_hw = tuple(int(v) for v in original_hw)
-        self.mask_size = mask_size
+        self.mask_size, self.image_size = mask_size, image_size
         self.device = torch.device(device)
         # When the image is the model's input (no second resize), the upsampling is one
         # bilinear resize by the integer factor image_size / mask_size: then a crop of the
