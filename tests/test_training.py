@@ -152,3 +152,30 @@ def test_calibration_weighs_the_mix_and_nuclei_alike(monkeypatch, one_thread):
     assert total[chosen] == pytest.approx(max(total.values()))
     assert out["automask_calibration"]["nuclei f1@0.5"] == pytest.approx(
         next(r["f1@0.5"] for r in seen[1] if (r["pred_iou_thresh"], r["stability_thresh"]) == chosen))
+
+
+def test_lr_restart_warms_up_again():
+    from napari_sam.training.train import lr_at
+
+    tc = TrainConfig(steps=1000, warmup=100, lr=1e-3, restart=600)
+    assert lr_at(600, tc) == pytest.approx(1e-5)  # the warm-up starts again at the restart
+    assert lr_at(700, tc) == pytest.approx(1e-3)  # peak after it
+    assert lr_at(850, tc) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))  # half-way down
+    assert lr_at(1000, tc) == pytest.approx(5e-5)  # the floor at `steps`
+    plain = TrainConfig(steps=1000, warmup=100, lr=1e-3)
+    assert lr_at(550, plain) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+
+
+def test_headroom_oracle_threshold():
+    from napari_sam.training.headroom import oracle_threshold_iou, table
+
+    yy, xx = np.mgrid[:40, :40]
+    disk = (yy - 20) ** 2 + (xx - 18) ** 2 <= 64
+    image = disk * 1.0 + 0.3 * ((yy - 20) ** 2 + (xx - 30) ** 2 <= 16)  # a dimmer neighbour
+    assert oracle_threshold_iou(image, disk) == 1.0
+    # a threshold cannot recover a mask that the image does not show
+    shifted = np.roll(disk, 5, axis=1)
+    assert oracle_threshold_iou(image, shifted) < 0.7
+    text = table([(50, False, 0.5, 0.9), (500, True, 0.7, 0.6), (2000, False, 0.9, 0.95)])
+    assert "| 4-99 | 1 | 0.500 | 0.900 | 0 | - |" in text
+    assert "| all | 2 | 0.700 | 0.925 | 1 | 0.700 |" in text

@@ -57,6 +57,9 @@ class TrainConfig:
     # start from exported weights (e.g. the shipped bundled.pt) when `out` has no checkpoint;
     # the optimizer starts afresh and the step count continues from the file's trained_steps
     init: str = ""
+    # step at which the learning-rate schedule (warm-up, cosine decay to `steps`) starts
+    # again: a warm restart, e.g. when continuing from `init`
+    restart: int = 0
 
 
 def focal_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -161,9 +164,11 @@ def train_step(model, opt, rng, pool: SamplePool, tc: TrainConfig):
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
+    if step >= tc.restart:
+        step -= tc.restart
     if step < tc.warmup:
         return tc.lr * (step + 1) / tc.warmup
-    t = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
+    t = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.restart - tc.warmup))
     return tc.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
