@@ -179,3 +179,13 @@ def test_headroom_oracle_threshold():
     text = table([(50, False, 0.5, 0.9), (500, True, 0.7, 0.6), (2000, False, 0.9, 0.95)])
     assert "| 4-99 | 1 | 0.500 | 0.900 | 0 | - |" in text
     assert "| all | 2 | 0.700 | 0.925 | 1 | 0.700 |" in text
+
+
+def test_headroom_replays_the_kind_of_each_heldout_scene():
+    from napari_sam.training.evaluate import heldout_set
+    from napari_sam.training.headroom import heldout_kind
+
+    kinds = [heldout_kind(i) for i in range(10)]
+    for kind, (image, _) in zip(kinds, heldout_set(10)):
+        assert (kind == "shapes") == (image.ndim == 3)
+    assert {"nuclei", "shapes"} <= set(kinds)

@@ -8,7 +8,8 @@ image reaches inside the object's box (the component under the object's most int
 point), chosen per object with the true mask in hand. No method could pick that threshold
 blindly, so it is an optimistic bar for boundary placement on isolated objects; on touching
 objects a threshold cannot separate neighbours and the bar means little. The table splits
-objects by size and by whether they touch another object.
+objects by size and by whether they touch another object. A second table gives 1-click and
+box mean IoU (the rules of `napari-sam evaluate`) by kind of synthetic scene.
 """
 
 from __future__ import annotations
@@ -84,6 +85,34 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def heldout_kind(index: int, seed: int = 10_000_019) -> str:
+    """The kind of scene of held-out image `index`: generate_sample's first draw, replayed
+    on a fresh copy of that image's rng."""
+    from .synthetic import KIND_WEIGHTS, KINDS, sample_rng
+
+    return KINDS[sample_rng(seed, index).choice(len(KINDS), p=KIND_WEIGHTS)]
+
+
+def kind_table(predictor, n_images: int, seed: int = 10_000_019) -> str:
+    """1-click and box mean IoU per kind of held-out scene (nuclei, cells, shapes)."""
+    from .evaluate import heldout_set, prompt_ious
+    from .synthetic import KINDS
+
+    per: dict = {}
+    for i, (image, labels) in enumerate(heldout_set(n_images, seed=seed)):
+        kind = heldout_kind(i, seed)
+        click, box = prompt_ious(predictor, image, labels)
+        per.setdefault(kind, ([], []))
+        per[kind][0].extend(click)
+        per[kind][1].extend(box)
+    lines = ["| scene kind | objects | 1-click mean IoU | box mean IoU |", "|---|---|---|---|"]
+    for kind in KINDS:
+        if kind in per:
+            c, b = per[kind]
+            lines.append(f"| {kind} | {len(c)} | {np.mean(c):.3f} | {np.mean(b):.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="bundled")
@@ -91,7 +120,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from ..predictor import Predictor
 
-    print(table(object_rows(Predictor(args.model), args.images)))
+    predictor = Predictor(args.model)
+    print(table(object_rows(predictor, args.images)))
+    print()
+    print(kind_table(predictor, args.images))
     return 0
 
 
