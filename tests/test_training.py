@@ -164,6 +164,7 @@ def test_lr_restart_warms_up_again():
     assert lr_at(1000, tc) == pytest.approx(5e-5)  # the floor at `steps`
     plain = TrainConfig(steps=1000, warmup=100, lr=1e-3)
     assert lr_at(550, plain) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    assert lr_at(550, tc) == lr_at(550, plain)  # before the restart: the first schedule
 
 
 def test_headroom_oracle_threshold():

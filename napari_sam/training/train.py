@@ -164,11 +164,12 @@ def train_step(model, opt, rng, pool: SamplePool, tc: TrainConfig):
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
-    if step >= tc.restart:
-        step -= tc.restart
+    span = tc.steps
+    if tc.restart and step >= tc.restart:  # a new schedule over the steps from `restart` on
+        step, span = step - tc.restart, span - tc.restart
     if step < tc.warmup:
         return tc.lr * (step + 1) / tc.warmup
-    t = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.restart - tc.warmup))
+    t = min(1.0, (step - tc.warmup) / max(1, span - tc.warmup))
     return tc.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
