@@ -39,30 +39,31 @@ def oracle_threshold_iou(image: np.ndarray, truth: np.ndarray, steps: int = 40) 
     return best
 
 
-def object_rows(predictor, n_images: int, seed: int = 10_000_019):
-    """(area, touches another object, model box IoU, oracle IoU) per grayscale object."""
-    from .evaluate import heldout_set
+def object_records(predictor, n_images: int, seed: int = 10_000_019) -> list:
+    """One pass over the held-out set: (kind, area, touches another object, 1-click IoU,
+    box IoU, oracle IoU) per object, with the prompts of `napari-sam evaluate`
+    (`evaluate.prompt_ious`); touch and oracle are None on RGB (shapes) scenes."""
+    from .evaluate import heldout_set, prompt_ious
 
-    rows = []
-    for image, labels in heldout_set(n_images, seed=seed):
-        if image.ndim == 3:
-            continue
-        smooth = ndi.gaussian_filter(image.astype(np.float32), 1.0)
-        if np.median(smooth) > 0.5 * (smooth.min() + smooth.max()):
-            smooth = -smooth  # inverted (dark objects on a bright background)
-        predictor.set_image(image)
-        for i in [i for i in np.unique(labels) if i]:
+    records = []
+    for n, (image, labels) in enumerate(heldout_set(n_images, seed=seed)):
+        kind = heldout_kind(n, seed)
+        click, box = prompt_ious(predictor, image, labels)
+        ids = [i for i in np.unique(labels) if i and (labels == i).sum() >= 4]  # prompt_ious's
+        smooth = None
+        if image.ndim == 2:
+            smooth = ndi.gaussian_filter(image.astype(np.float32), 1.0)
+            if np.median(smooth) > 0.5 * (smooth.min() + smooth.max()):
+                smooth = -smooth  # inverted (dark objects on a bright background)
+        for i, c, b in zip(ids, click, box):
             truth = labels == i
-            if truth.sum() < 4:
-                continue
-            b = bounding_box(truth)
-            b[2:] = np.maximum(b[2:], b[:2] + 1)
-            mask = predictor.predict(box=b, multimask=False)[0][0]
-            ring = ndi.binary_dilation(truth, iterations=2) & ~truth
-            touch = bool(((labels[ring] != 0) & (labels[ring] != i)).mean() > 0.1)
-            rows.append((int(truth.sum()), touch, iou(mask, truth),
-                         oracle_threshold_iou(smooth, truth)))
-    return rows
+            touch = oracle = None
+            if smooth is not None:
+                ring = ndi.binary_dilation(truth, iterations=2) & ~truth
+                touch = bool(((labels[ring] != 0) & (labels[ring] != i)).mean() > 0.1)
+                oracle = oracle_threshold_iou(smooth, truth)
+            records.append((kind, int(truth.sum()), touch, c, b, oracle))
+    return records
 
 
 def _mean(x: np.ndarray) -> str:
@@ -70,6 +71,7 @@ def _mean(x: np.ndarray) -> str:
 
 
 def table(rows) -> str:
+    """Box IoU by size, isolated vs touching; rows: (area, touch, box IoU, oracle IoU)."""
     a = np.array([r[0] for r in rows])
     touch = np.array([r[1] for r in rows])
     model = np.array([r[2] for r in rows])
@@ -93,22 +95,15 @@ def heldout_kind(index: int, seed: int = 10_000_019) -> str:
     return KINDS[sample_rng(seed, index).choice(len(KINDS), p=KIND_WEIGHTS)]
 
 
-def kind_table(predictor, n_images: int, seed: int = 10_000_019) -> str:
+def kind_table(records) -> str:
     """1-click and box mean IoU per kind of held-out scene (nuclei, cells, shapes)."""
-    from .evaluate import heldout_set, prompt_ious
     from .synthetic import KINDS
 
-    per: dict = {}
-    for i, (image, labels) in enumerate(heldout_set(n_images, seed=seed)):
-        kind = heldout_kind(i, seed)
-        click, box = prompt_ious(predictor, image, labels)
-        per.setdefault(kind, ([], []))
-        per[kind][0].extend(click)
-        per[kind][1].extend(box)
     lines = ["| scene kind | objects | 1-click mean IoU | box mean IoU |", "|---|---|---|---|"]
     for kind in KINDS:
-        if kind in per:
-            c, b = per[kind]
+        c = [r[3] for r in records if r[0] == kind]
+        b = [r[4] for r in records if r[0] == kind]
+        if c:
             lines.append(f"| {kind} | {len(c)} | {np.mean(c):.3f} | {np.mean(b):.3f} |")
     return "\n".join(lines)
 
@@ -120,10 +115,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from ..predictor import Predictor
 
-    predictor = Predictor(args.model)
-    print(table(object_rows(predictor, args.images)))
+    records = object_records(Predictor(args.model), args.images)
+    print(table([(a, t, b, o) for _, a, t, _, b, o in records if o is not None]))
     print()
-    print(kind_table(predictor, args.images))
+    print(kind_table(records))
     return 0
 
 
