@@ -110,7 +110,23 @@ class Predictor:
                 feats = feats.clone()  # per-image work safely
         self._emb = ImageEmbedding(feats, tuple(pixels.shape[:2]), tuple(x.shape[-2:]),
                                    self.model.signature())
+        # the input pixels, for the instance head (cheap: (1, 3, h, w) floats)
+        self._input = x if self.model.has_instance_head else None
         return self._emb
+
+    @torch.no_grad()
+    def instance_maps(self) -> dict:
+        """The instance head's maps for the image set by `set_image`: dict of (Y, X)
+        float32 arrays in 0..1 (`foreground`, `center_distances`, `boundary_distances`)."""
+        from .ais import maps_from_logits
+
+        emb = self.get_embedding()
+        if getattr(self, "_input", None) is None:
+            raise RuntimeError("instance maps need the image: call set_image(image) (an "
+                               "embedding restored with set_embedding has no pixels)")
+        with autocast(self.device, self.dtype):
+            logits = self.model.instance_logits(emb.features, self._input)
+        return maps_from_logits(logits, emb.input_size, emb.original_size)
 
     def get_embedding(self) -> ImageEmbedding:
         if self._emb is None:
@@ -123,6 +139,7 @@ class Predictor:
                              "call set_image again with the current model")
         self._emb = ImageEmbedding(emb.features.to(self.device), tuple(emb.original_size),
                                    tuple(emb.input_size), emb.model_signature)
+        self._input = None
 
     @property
     def is_image_set(self) -> bool:

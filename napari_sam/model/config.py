@@ -67,6 +67,9 @@ class SamConfig:
     num_multimask_outputs: int = 3
     pixel_mean: Tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: Tuple[float, float, float] = (58.395, 57.12, 57.375)
+    # channels of the bundled model's instance head at strides 8, 4, 2, 1 (see
+    # instance_head.InstanceHead); empty: no head
+    instance_head: Tuple[int, ...] = ()
 
     @property
     def embed_grid(self) -> int:
@@ -105,6 +108,7 @@ BUNDLED = SamConfig(
     decoder_mlp_dim=512,
     decoder_heads=4,
     iou_head_hidden_dim=128,
+    instance_head=(64, 48, 32, 16),
 )
 
 # Tiny configurations for tests: the same code paths, seconds instead of minutes.

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .config import SamConfig, TinyViTConfig
 from .common import version
 from .image_encoder import ImageEncoderViT
+from .instance_head import InstanceHead
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .tiny_vit import TinyViT
@@ -64,6 +65,8 @@ class Sam(nn.Module):
         self.mask_decoder = MaskDecoder(
             d, config.decoder_depth, config.decoder_heads, config.decoder_mlp_dim,
             config.num_multimask_outputs, config.iou_head_hidden_dim)
+        if config.instance_head:
+            self.instance_head = InstanceHead(d, config.instance_head, enc.stride)
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), False)
         # automask thresholds calibrated for these weights (napari-sam checkpoints may carry
@@ -99,6 +102,18 @@ class Sam(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) 0-255 pixels -> (B, C, g, g) image embeddings."""
         return self.image_encoder(self.preprocess(x))
+
+    @property
+    def has_instance_head(self) -> bool:
+        return hasattr(self, "instance_head")
+
+    def instance_logits(self, embeddings: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Instance-head logits (B, 3, S, S) (foreground, centre and boundary distances;
+        see `instance_head`) from embeddings (B, C, g, g) and the (B, 3, h, w) 0-255 pixels
+        that `encode` was given."""
+        if not self.has_instance_head:
+            raise ValueError(f"the model {self.config.name!r} has no instance head")
+        return self.instance_head(embeddings, self.preprocess(x))
 
     def decode(
         self,

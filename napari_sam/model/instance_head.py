@@ -1,0 +1,73 @@
+"""A small instance head for the bundled model: three maps from one pass.
+
+The head reads the image embedding (B, C, g, g) and the normalised, padded model input
+(B, 3, S, S), and predicts three maps at input resolution (B, 3, S, S), each in 0..1 after
+a sigmoid, with the meaning micro-sam's instance decoders give them:
+
+- channel 0, ``foreground``: probability that a pixel belongs to any object;
+- channel 1, ``center_distances``: distance to the object's centre, divided by the largest
+  such distance inside the object (0 at the centre, about 1 at the far edge; 1 outside);
+- channel 2, ``boundary_distances``: 1 - distance to the object's edge divided by the
+  largest such distance inside the object (0 deepest inside, 1 at the edge and outside).
+
+Seeds are where both distances are small; a watershed on the boundary distances grows them
+within the foreground (`napari_sam.automask.ais`). The layout is a light U-Net decoder: the
+embedding is upsampled three times (stride 8 -> 1) and joined at each scale with features
+computed from the input image by a few strided convolutions, so edges stay sharp.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+MAP_NAMES = ("foreground", "center_distances", "boundary_distances")
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    groups = 8 if cout % 8 == 0 else 1
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                         nn.GroupNorm(groups, cout), nn.GELU())
+
+
+class InstanceHead(nn.Module):
+    """widths: channels at strides 8, 4, 2, 1 (e.g. (64, 48, 32, 16)); embed_dim: the image
+    embedding's channels; stride: the encoder's (8 for the bundled model, a power of 2)."""
+
+    def __init__(self, embed_dim: int, widths: Sequence[int], stride: int = 8) -> None:
+        super().__init__()
+        levels = stride.bit_length() - 1  # 3 upsampling steps for stride 8
+        if 2 ** levels != stride or len(widths) != levels + 1:
+            raise ValueError(f"need a power-of-two stride and {levels + 1} widths, got "
+                             f"stride {stride}, widths {tuple(widths)}")
+        w = list(widths)
+        self.bottom = nn.Sequential(_conv(embed_dim, w[0]), _conv(w[0], w[0]))
+        # image features at strides 1, 2, 4, ... (finest first), widths from the finest level
+        skip_w = w[::-1][: levels]
+        skips, cin = [], 3
+        for i, cout in enumerate(skip_w):
+            skips.append(_conv(cin, cout, 1 if i == 0 else 2))
+            cin = cout
+        self.skips = nn.ModuleList(skips)
+        # decoder steps from stride `stride` down to 1
+        ups = []
+        for i in range(levels):
+            cin, cskip, cout = w[i], skip_w[levels - 1 - i], w[i + 1]
+            ups.append(nn.Sequential(_conv(cin + cskip, cout), _conv(cout, cout)))
+        self.ups = nn.ModuleList(ups)
+        self.out = nn.Conv2d(w[-1], len(MAP_NAMES), 1)
+
+    def forward(self, embeddings: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """embeddings (B, C, g, g), image (B, 3, S, S) normalised -> logits (B, 3, S, S)."""
+        feats, x = [], image
+        for conv in self.skips:
+            x = conv(x)
+            feats.append(x)
+        y = self.bottom(embeddings)
+        for up, skip in zip(self.ups, reversed(feats)):
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = up(torch.cat([y, skip.to(y.dtype)], 1))
+        return self.out(y)

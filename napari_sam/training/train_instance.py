@@ -1,0 +1,256 @@
+"""Train the bundled model's instance head on synthetic microscopy (encoder frozen).
+
+    python -m napari_sam.training.train_instance --out runs/ais --init napari_sam/weights/bundled.pt \
+        --steps 6000
+    python -m napari_sam.training.train_instance --out runs/ais --export napari_sam/weights/bundled.pt \
+        --calibrate 16
+
+Each step embeds a batch of pool images with the frozen encoder (no gradients) and trains
+the head (`model.instance_head`) to predict foreground, centre and boundary distances
+(`instance_targets`). Loss: BCE + dice on the foreground, L1 on both distance maps
+(weighted towards object pixels). Running the same command again resumes from
+`OUT/last.pt`; `--export` writes the init weights plus the head, with AIS parameters
+chosen on validation images apart from the held-out test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model import Sam, save_checkpoint
+from ..model.checkpoints import read_checkpoint
+from ..model.config import BUNDLED, config_from_dict
+from .instance_targets import instance_targets
+from .pool import model_sample
+
+CALIBRATION_SEED = 20_000_003  # as train.CALIBRATION_SEED: apart from training and test seeds
+
+
+class TargetPool:
+    """Synthetic (pixels, targets) pairs, refreshed as they are used; copies are flipped and
+    rotated (the targets' meaning is unchanged by both)."""
+
+    def __init__(self, rng: np.random.Generator, n: int, size: int) -> None:
+        self.rng, self.size = rng, size
+        self.items = [self._new() for _ in range(n)]
+
+    def _new(self):
+        px, lab = model_sample(self.rng, self.size)
+        return px, instance_targets(lab)
+
+    def refresh(self, k: int) -> None:
+        for _ in range(k):
+            self.items[self.rng.integers(len(self.items))] = self._new()
+
+    def batch(self, b: int):
+        xs, ts = [], []
+        for i in self.rng.integers(len(self.items), size=b):
+            px, tg = self.items[i]
+            k = int(self.rng.integers(4))
+            px, tg = np.rot90(px, k, (0, 1)), np.rot90(tg, k, (1, 2))
+            if self.rng.random() < 0.5:
+                px, tg = px[:, ::-1], tg[:, :, ::-1]
+            xs.append(np.ascontiguousarray(px))
+            ts.append(np.ascontiguousarray(tg))
+        x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float()
+        return x, torch.from_numpy(np.stack(ts))
+
+
+def head_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """logits, target (B, 3, S, S) -> scalar loss."""
+    logits = logits.float()
+    fg_t = target[:, 0]
+    p = logits.sigmoid()
+    bce = F.binary_cross_entropy_with_logits(logits[:, 0], fg_t)
+    inter = (p[:, 0] * fg_t).sum((1, 2))
+    dice = 1 - (2 * inter + 1) / (p[:, 0].sum((1, 2)) + fg_t.sum((1, 2)) + 1)
+    w = 0.1 + fg_t  # distances matter mostly on objects
+    dist = ((p[:, 1:] - target[:, 1:]).abs() * w[:, None]).sum((2, 3)) / w.sum((1, 2))[:, None]
+    return bce + dice.mean() + 2 * dist.mean()
+
+
+def with_head(model: Sam) -> Sam:
+    """A copy of `model` with the bundled instance head added (random), weights shared."""
+    cfg = model.config.with_(instance_head=model.config.instance_head or BUNDLED.instance_head)
+    out = Sam(cfg)
+    missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("instance_head.") for k in missing)
+    out.automask_defaults = dict(model.automask_defaults)
+    return out
+
+
+def load_init(path: str) -> Sam:
+    ck = read_checkpoint(path)
+    model = Sam(config_from_dict(ck.config))
+    model.load_state_dict(ck.state_dict)
+    return with_head(model)
+
+
+def validation_sets(n: int):
+    from .evaluate import heldout_set
+    from .synthetic import nuclei_image
+
+    return {"mix": heldout_set(n, seed=CALIBRATION_SEED),
+            "nuclei": [nuclei_image(CALIBRATION_SEED + i, (256, 256)) for i in range(n)]}
+
+
+def validation_maps(model: Sam, sets: dict) -> dict:
+    from ..predictor import Predictor
+
+    pred = Predictor(model, device="cpu", precision="bf16")
+    out = {}
+    for name, pairs in sets.items():
+        out[name] = []
+        for image, labels in pairs:
+            pred.set_image(image)
+            out[name].append((pred.instance_maps(), labels))
+    return out
+
+
+def score(maps_by_set: dict, **params) -> dict:
+    from ..ais import watershed_from_maps
+    from .evaluate import match_f1
+
+    res = {}
+    for name, items in maps_by_set.items():
+        f = [match_f1(watershed_from_maps(**m, **params), lab) for m, lab in items]
+        for t in ("0.5", "0.75"):
+            res[f"{name} f1@{t}"] = round(float(np.mean([x[f"f1@{t}"] for x in f])), 4)
+    return res
+
+
+def train(a) -> Sam:
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "last.pt"
+    rng = np.random.default_rng(a.seed)
+    torch.manual_seed(a.seed)
+    model = load_init(a.init)
+    step = 0
+    opt = torch.optim.AdamW(model.instance_head.parameters(), lr=a.lr, weight_decay=0.01)
+    if ckpt.is_file():
+        st = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.instance_head.load_state_dict(st["head"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        rng.bit_generator.state = st["rng"]
+        print(f"resumed from {ckpt} at step {step}", flush=True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.instance_head.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    model.instance_head.train()
+    pool = TargetPool(rng, a.pool, model.config.image_size)
+    val = validation_sets(6)
+    logf = open(out / "log.jsonl", "a")
+    t0, last, hist = time.time(), time.time(), []
+    while step < a.steps:
+        t = step / max(1, a.steps)
+        lr = a.lr * min(1.0, (step + 1) / 200) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, tgt = pool.batch(a.batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.no_grad():
+                emb = model.encode(x)
+            loss = head_loss(model.instance_logits(emb, x), tgt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        pool.refresh(a.refresh)
+        step += 1
+        hist.append(loss.item())
+        if step % 25 == 0:
+            rec = {"step": step, "loss": round(float(np.mean(hist)), 4), "lr": lr,
+                   "s_per_step": round((time.time() - t0) / len(hist), 3)}
+            print(rec, flush=True)
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+            hist, t0 = [], time.time()
+        if step % a.eval_every == 0 or step == a.steps:
+            model.instance_head.eval()
+            rec = {"step": step, "eval": score(validation_maps(model, val))}
+            model.instance_head.train()
+            print(rec, flush=True)
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+        if time.time() - last > 120 or step == a.steps:
+            tmp = ckpt.with_name("last.pt.partial")
+            torch.save({"head": model.instance_head.state_dict(), "opt": opt.state_dict(),
+                        "step": step, "rng": rng.bit_generator.state}, tmp)
+            tmp.replace(ckpt)
+            last = time.time()
+    return model
+
+
+PARAM_GRID = {"center_distance_threshold": (0.3, 0.4, 0.5, 0.6),
+              "boundary_distance_threshold": (0.4, 0.5, 0.6, 0.7),
+              "foreground_threshold": (0.4, 0.5, 0.6),
+              "distance_smoothing": (0.0, 1.0, 1.6)}
+
+
+def calibrate(model: Sam, n: int) -> dict:
+    """AIS parameters with the best summed F1@0.5 (then F1@0.75) on validation images."""
+    import itertools
+
+    maps = validation_maps(model, validation_sets(n))
+    best = None
+    for values in itertools.product(*PARAM_GRID.values()):
+        params = dict(zip(PARAM_GRID, values))
+        res = score(maps, **params)
+        key = (sum(v for k, v in res.items() if k.endswith("@0.5")),
+               sum(v for k, v in res.items() if k.endswith("@0.75")))
+        if best is None or key > best[0]:
+            best = (key, params, res)
+    print(f"AIS parameters {best[1]} (validation: {best[2]})", flush=True)
+    return {"ais": best[1], "ais_calibration": {"images": n, "seed": CALIBRATION_SEED, **best[2]}}
+
+
+def export(a) -> None:
+    model = load_init(a.init)
+    st = torch.load(Path(a.out) / "last.pt", map_location="cpu", weights_only=True)
+    model.instance_head.load_state_dict(st["head"])
+    model.eval()
+    extra = dict(read_checkpoint(a.init).extra)
+    extra["instance_head_steps"] = int(st["step"])
+    if a.calibrate:
+        extra.update(calibrate(model, a.calibrate))
+    save_checkpoint(a.export, model, extra)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/ais")
+    ap.add_argument("--init", default=str(Path(__file__).resolve().parents[1] / "weights"
+                                          / "bundled.pt"))
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--pool", type=int, default=600)
+    ap.add_argument("--refresh", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--export", metavar="DEST")
+    ap.add_argument("--calibrate", type=int, default=0, metavar="N")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.export:
+        export(a)
+    else:
+        train(a)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
