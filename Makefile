@@ -10,11 +10,13 @@ DEBIAN_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 lib
 
 .PHONY: demo test test-fast setup system-deps clean benchmarks
 
-$(STAMP): setup.cfg pyproject.toml constraints.txt
+$(STAMP): setup.cfg pyproject.toml constraints.txt tests/oracles.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[testing]"
+	# reference packages used only as test oracles, without their dependency trees
+	$(PIP) install -q -c constraints.txt --no-deps -r tests/oracles.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
