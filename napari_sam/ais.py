@@ -4,8 +4,10 @@
 bundled model's, see `model.instance_head`) and returns the maps at the image's size;
 `watershed_from_maps` turns them into labels: seeds where both distances are small inside
 the foreground, grown over the boundary distances by a watershed within the foreground.
-The parameters and their defaults follow micro-sam's `InstanceSegmentationWithDecoder`
-(centre / boundary distance thresholds 0.5, foreground threshold 0.5, smoothing 1.6 px).
+The parameters, defaults and steps are micro-sam 1.8's `InstanceSegmentationWithDecoder`
+(centre / boundary distance thresholds 0.5, foreground threshold 0.5, foreground smoothing
+1.0 px, distance smoothing 1.6 px, no minimum size); the labels are micro-sam's, up to
+their numbering (tests/test_ais_parity.py).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# micro-sam 1.8's `InstanceSegmentationWithDecoder.generate` defaults
 AIS_DEFAULTS = {"center_distance_threshold": 0.5, "boundary_distance_threshold": 0.5,
-                "foreground_threshold": 0.5, "distance_smoothing": 1.6, "min_size": 0}
+                "foreground_threshold": 0.5, "foreground_smoothing": 1.0,
+                "distance_smoothing": 1.6, "min_size": 0}
 
 
 def maps_from_logits(logits: torch.Tensor, input_hw, original_hw) -> Dict[str, np.ndarray]:
@@ -35,9 +39,13 @@ def maps_from_logits(logits: torch.Tensor, input_hw, original_hw) -> Dict[str, n
 
 def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channels=None,
                   predictor=None) -> Dict[str, np.ndarray]:
-    """The instance head's three maps for a (Y, X) or (Y, X, C) image, each (Y, X) float32
-    in 0..1 at the image's size. `predictor`: a `Predictor` to reuse (its image embedding is
-    used when it holds this image's; otherwise `set_image` runs)."""
+    """The instance decoder's three maps for a (Y, X) or (Y, X, C) image: a dict with
+    `foreground`, `center_distances` and `boundary_distances`, each (Y, X) float32 in 0..1
+    at the image's size (the arrays micro-sam's `InstanceSegmentationWithDecoder.initialize`
+    computes). model: a `Sam`, a name or a checkpoint path with an instance decoder (the
+    bundled model, or a micro-sam checkpoint with `decoder_state`); precision: as for
+    `Predictor` ("auto", "fp32", "bf16", ...); channels: which channels make the RGB input;
+    predictor: a `Predictor` to use instead of a new one (`set_image` runs on it)."""
     from .predictor import Predictor
 
     pred = predictor or Predictor(model, precision=precision)
@@ -52,47 +60,64 @@ def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channe
 def watershed_from_maps(foreground: np.ndarray, center_distances: np.ndarray,
                         boundary_distances: np.ndarray, center_distance_threshold=0.5,
                         boundary_distance_threshold=0.5, foreground_threshold=0.5,
-                        distance_smoothing=1.6, min_size=0) -> np.ndarray:
+                        distance_smoothing=1.6, min_size=0,
+                        foreground_smoothing=1.0) -> np.ndarray:
     """Seeded watershed: three (Y, X) float maps -> (Y, X) uint32 labels, 0 = background.
 
-    The distance maps are Gaussian-smoothed (sigma `distance_smoothing` px); seeds are the
-    connected regions where centre distance < `center_distance_threshold`, boundary distance
-    < `boundary_distance_threshold` and foreground > `foreground_threshold`; they grow over
-    the smoothed boundary distances within the foreground. Objects under `min_size` pixels
-    are removed."""
+    micro-sam 1.8's `InstanceSegmentationWithDecoder.generate` (torch-em's
+    `watershed_from_center_and_boundary_distances`), step by step, with its defaults: the
+    foreground is Gaussian-smoothed (sigma `foreground_smoothing` px, 0 = off) and
+    thresholded (> `foreground_threshold`); both distance maps are smoothed (sigma
+    `distance_smoothing`); seeds are the 8-connected regions where centre distance <
+    `center_distance_threshold` and boundary distance < `boundary_distance_threshold`
+    inside the foreground; they flood the smoothed boundary distances within the foreground
+    (`watershed.seeded_watershed`); objects under `min_size` pixels are removed and the
+    labels renumbered 1..n. The same labels as micro-sam's, up to their numbering.
+    """
     from scipy import ndimage as ndi
-    from skimage.segmentation import watershed
 
-    fg = np.asarray(foreground) > foreground_threshold
-    if distance_smoothing > 0:
-        center = ndi.gaussian_filter(np.asarray(center_distances, np.float32), distance_smoothing)
-        boundary = ndi.gaussian_filter(np.asarray(boundary_distances, np.float32),
-                                       distance_smoothing)
-    else:
-        center, boundary = center_distances, boundary_distances
+    from .watershed import gaussian_smoothing, seeded_watershed
+
+    shape = np.shape(foreground)
+    if np.shape(center_distances) != shape or np.shape(boundary_distances) != shape:
+        raise ValueError("foreground, center_distances and boundary_distances must have one "
+                         f"(Y, X) shape, got {shape}, {np.shape(center_distances)}, "
+                         f"{np.shape(boundary_distances)}")
+    fg = gaussian_smoothing(foreground, foreground_smoothing) > foreground_threshold
+    center = gaussian_smoothing(center_distances, distance_smoothing)
+    boundary = gaussian_smoothing(boundary_distances, distance_smoothing)
     seeds = (center < center_distance_threshold) & (boundary < boundary_distance_threshold) & fg
-    markers, n = ndi.label(seeds)
+    markers, n = ndi.label(seeds, structure=np.ones((3, 3), bool))
     if n == 0:
-        return np.zeros(fg.shape, np.uint32)
-    labels = watershed(boundary, markers=markers, mask=fg)
-    if min_size > 0:
-        sizes = np.bincount(labels.ravel())
-        small = sizes < min_size
-        small[0] = False
-        labels[small[labels]] = 0
-    from skimage.segmentation import relabel_sequential
-
-    return relabel_sequential(labels)[0].astype(np.uint32)
+        return np.zeros(shape, np.uint32)
+    labels = seeded_watershed(boundary, markers, fg)
+    return _size_filter(labels, min_size)
 
 
-def ais(image: np.ndarray, model=None, precision: str = "auto", channels=None,
-        predictor=None, maps: Optional[Dict[str, np.ndarray]] = None, **params) -> np.ndarray:
-    """Labels (Y, X) uint32 of a (Y, X[, C]) image from the instance head and the seeded
-    watershed. Parameters left out are the model's calibrated ones (`ais_defaults`)."""
+def _size_filter(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Objects under `min_size` pixels -> 0; labels renumbered 1..n in order of first
+    appearance of the old numbers (sorted old ids), as uint32."""
+    ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    keep = (counts >= min_size) & (ids != 0)
+    new = np.zeros(len(ids), np.uint32)
+    new[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    return new[inverse.reshape(labels.shape)]
+
+
+def ais(predictor, maps: Optional[Dict[str, np.ndarray]] = None, **params) -> np.ndarray:
+    """Automatic instance segmentation of the image a `Predictor` holds: (Y, X) uint32
+    labels, 0 = background.
+
+    predictor: a `Predictor` whose model has an instance decoder (`has_instance_head`),
+    after `set_image` (micro-sam's decoder also works after `set_embedding`); the decoder
+    reads the embedding it holds, the encoder does not run again. maps: the decoder's maps
+    if already computed (`predictor.instance_maps()`), e.g. to re-threshold without running
+    the decoder. params: `watershed_from_maps` keywords; those left out are the model's
+    calibrated ones (`ais_defaults`), else micro-sam's defaults.
+    """
     if maps is None:
-        maps = instance_maps(image, model, precision, channels, predictor)
-        model = predictor.model if predictor is not None else model
-    kw = {**ais_defaults(model), **params}
+        maps = predictor.instance_maps()
+    kw = {**ais_defaults(predictor), **params}
     return watershed_from_maps(maps["foreground"], maps["center_distances"],
                                maps["boundary_distances"], **kw)
 

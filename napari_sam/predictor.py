@@ -116,16 +116,20 @@ class Predictor:
 
     @torch.no_grad()
     def instance_maps(self) -> dict:
-        """The instance head's maps for the image set by `set_image`: dict of (Y, X)
-        float32 arrays in 0..1 (`foreground`, `center_distances`, `boundary_distances`)."""
+        """The instance decoder's maps for the image set by `set_image` (or, for micro-sam's
+        decoder, restored by `set_embedding`): dict of (Y, X) float32 arrays in 0..1
+        (`foreground`, `center_distances`, `boundary_distances`); no second encoder pass."""
         from .ais import maps_from_logits
 
         emb = self.get_embedding()
-        if getattr(self, "_input", None) is None:
+        x = getattr(self, "_input", None)
+        if not self.model.has_instance_head:
+            raise ValueError(f"the model {self.model.config.name!r} has no instance decoder")
+        if x is None and self.model.instance_decoder_kind == "head":
             raise RuntimeError("instance maps need the image: call set_image(image) (an "
                                "embedding restored with set_embedding has no pixels)")
         with autocast(self.device, self.dtype):
-            logits = self.model.instance_logits(emb.features, self._input)
+            logits = self.model.instance_logits(emb.features, x)
         return maps_from_logits(logits, emb.input_size, emb.original_size)
 
     def get_embedding(self) -> ImageEmbedding:

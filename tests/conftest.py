@@ -41,6 +41,14 @@ def segment_anything():
 
 
 @pytest.fixture(scope="session")
+def micro_sam():
+    """micro-sam's instance segmentation module (oracle; tests/oracles.txt), importable
+    through the stand-ins of `reference_stub.install_micro_sam`."""
+    reference_stub.install_micro_sam()
+    return pytest.importorskip("micro_sam.instance_segmentation")
+
+
+@pytest.fixture(scope="session")
 def mobile_sam():
     """MobileSAM's reference package (`pip install mobilesam-mirror`), or skip.
 

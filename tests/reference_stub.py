@@ -76,6 +76,57 @@ def install() -> None:
     })
 
 
+def _stub_module(name: str, **attrs) -> types.ModuleType:
+    """Register `name` (and its missing parents) as empty packages with `attrs`."""
+    import importlib.machinery
+
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        full = ".".join(parts[:i])
+        if full not in sys.modules:
+            mod = types.ModuleType(full)
+            mod.__path__ = []
+            mod.__spec__ = importlib.machinery.ModuleSpec(full, None, is_package=True)
+            mod._stub = True
+            sys.modules[full] = mod
+            if i > 1:
+                setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], mod)
+    mod = sys.modules[name]
+    for key, value in attrs.items():
+        setattr(mod, key, value)
+    return mod
+
+
+def _unused(name: str) -> type:
+    """A class that only has to exist for an import or an annotation."""
+    def fail(*args, **kwargs):
+        raise RuntimeError(f"{name} is a test stand-in: the oracle path used it")
+
+    return type(name, (), {"__init__": fail})
+
+
+def install_micro_sam() -> None:
+    """Stand-ins for what `micro_sam.instance_segmentation` (and torch-em, python-elf) import
+    but never use on the paths the tests call: torchvision (above, plus `utils.make_grid`),
+    `matplotlib.colors.ListedColormap` (an annotation in torch-em) and three scikit-learn
+    estimators (python-elf's learning and embedding helpers). Only stubbed when the real
+    package is absent."""
+    install()
+    sys.modules["torchvision"].utils = _stub_module(
+        "torchvision.utils", make_grid=lambda *a, **k: _unused("make_grid")())
+    for name, attrs in (("matplotlib.colors", ("ListedColormap",)),
+                        ("sklearn.ensemble", ("RandomForestClassifier",)),
+                        ("sklearn.cluster", ("MeanShift",)),
+                        ("sklearn.decomposition", ("PCA",))):
+        if not getattr(sys.modules.get(name.split(".")[0]), "_stub", False):
+            try:
+                __import__(name)
+                continue
+            except ImportError:
+                pass
+        _stub_module(name, **{a: _unused(a) for a in attrs})
+
+
 def build_reference(cfg):
     """The reference model for one of our configs, with its own random init."""
     install()

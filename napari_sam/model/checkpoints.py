@@ -4,7 +4,8 @@ Understood layouts:
 - Meta's SAM and MobileSAM files: a plain state dict (`image_encoder.*`, `prompt_encoder.*`,
   `mask_decoder.*`).
 - micro-sam's fine-tuned models: `{"model_state": {"sam.image_encoder...": ...},
-  "decoder_state": ...}`; the `sam.` prefix is dropped and the extra decoder is reported.
+  "decoder_state": ...}`; the `sam.` prefix is dropped, and the instance decoder's tensors
+  (`decoder_state`, see `unetr_decoder`) join the state dict under `instance_decoder.`.
 - napari-sam's own files: `{"format": "napari-sam", "config": {...}, "model": state_dict}`.
 Everything is read with `torch.load(..., weights_only=True)`: no code runs from a file.
 """
@@ -18,6 +19,7 @@ from typing import Dict, List, Optional
 import torch
 
 _PARTS = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+DECODER_PREFIX = "instance_decoder."
 
 
 class CheckpointError(ValueError):
@@ -58,16 +60,15 @@ def read_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
 
     notes: List[str] = []
-    config, extra = None, {}
+    config, extra, decoder = None, {}, None
     if obj.get("format") == "napari-sam":
         sd, config = obj["model"], obj.get("config")
         extra = {k: v for k, v in obj.items() if k not in ("format", "config", "model")}
     elif "model_state" in obj:  # micro-sam
         sd = obj["model_state"]
-        if "decoder_state" in obj:
-            notes.append(
-                f"ignored 'decoder_state' ({len(obj['decoder_state'])} tensors: micro-sam's "
-                "instance-segmentation decoder, which napari-sam does not use)")
+        decoder = obj.get("decoder_state")
+        if decoder is not None:
+            decoder = _decoder_state(decoder, path, notes)
         other = sorted(set(obj) - {"model_state", "decoder_state"})
         if other:
             notes.append(f"ignored extra entries: {', '.join(other)}")
@@ -79,12 +80,36 @@ def read_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{path} is a dict but not a state dict of tensors")
     for prefix in ("module.", "sam.", "model."):
         sd = _strip(sd, prefix)
+    if decoder:
+        sd = {**sd, **{DECODER_PREFIX + k: v for k, v in decoder.items()}}
     if not any(k.startswith(_PARTS) for k in sd):
         example = ", ".join(list(sd)[:3]) or "no keys"
         raise CheckpointError(
             f"{path} does not look like a Segment Anything checkpoint: expected keys starting "
             f"with {', '.join(_PARTS)}; found {example}")
     return Checkpoint(dict(sd), config, notes, extra)
+
+
+def _decoder_state(decoder, path: Path, notes: List[str]) -> Dict[str, torch.Tensor]:
+    """micro-sam's `decoder_state` without the image encoder's tensors (a UNETR state dict
+    may repeat them under `encoder.`; the SAM image encoder already has its own)."""
+    from .unetr_decoder import decoder_kind
+
+    if not isinstance(decoder, dict) or not all(isinstance(v, torch.Tensor)
+                                                for v in decoder.values()):
+        raise CheckpointError(f"{path}: 'decoder_state' is not a state dict of tensors")
+    kept = {k: v for k, v in decoder.items() if not k.startswith("encoder.")}
+    if "out_conv.weight" not in kept:
+        raise CheckpointError(
+            f"{path}: 'decoder_state' is not micro-sam's UNETR instance decoder (no "
+            f"out_conv.weight among {', '.join(list(kept)[:3]) or 'no keys'})")
+    kind = decoder_kind(kept)
+    notes.append(f"loaded 'decoder_state' ({len(kept)} tensors): micro-sam's instance "
+                 f"decoder, {'transposed-convolution' if kind == 'unetr_transpose' else 'bilinear'}"
+                 " upsampling")
+    if len(kept) != len(decoder):
+        notes.append(f"ignored {len(decoder) - len(kept)} 'encoder.' tensors in 'decoder_state'")
+    return kept
 
 
 def save_checkpoint(path, model, extra: Optional[dict] = None) -> None:

@@ -70,6 +70,10 @@ class SamConfig:
     # channels of the bundled model's instance head at strides 8, 4, 2, 1 (see
     # instance_head.InstanceHead); empty: no head
     instance_head: Tuple[int, ...] = ()
+    # micro-sam's UNETR instance decoder (`unetr_decoder`): "" (none), "unetr" (bilinear
+    # upsampling) or "unetr_transpose" (transposed convolutions), and its initial features
+    instance_decoder: str = ""
+    instance_decoder_features: int = 64
 
     @property
     def embed_grid(self) -> int:

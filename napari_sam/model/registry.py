@@ -85,7 +85,13 @@ def infer_config(sd: Dict[str, torch.Tensor]) -> SamConfig:
     )
     for known in CONFIGS.values():
         if _weights_view(known) == _weights_view(cfg):
-            return known
+            cfg = known
+            break
+    if "instance_decoder.out_conv.weight" in sd:  # micro-sam's UNETR (`unetr_decoder`)
+        from .unetr_decoder import decoder_features, decoder_kind
+
+        cfg = cfg.with_(instance_decoder=decoder_kind(sd, "instance_decoder."),
+                        instance_decoder_features=decoder_features(sd, "instance_decoder."))
     return cfg
 
 
@@ -93,7 +99,7 @@ def _weights_view(cfg: SamConfig) -> SamConfig:
     """The part of a config that the weights determine: not the name nor the decoder's head
     count; for TinyViT (no position embedding) not the input size nor the merge strides, and
     not the heads and window of its first stage, which is convolutional."""
-    cfg = cfg.with_(name="", decoder_heads=0)
+    cfg = cfg.with_(name="", decoder_heads=0, instance_decoder="", instance_decoder_features=0)
     enc = cfg.encoder
     if isinstance(enc, TinyViTConfig):
         enc = replace(enc, num_heads=(0,) + enc.num_heads[1:],

@@ -20,6 +20,7 @@ from .instance_head import InstanceHead
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .tiny_vit import TinyViT
+from .unetr_decoder import UNETRDecoder
 
 
 class _ImageKey:
@@ -67,6 +68,9 @@ class Sam(nn.Module):
             config.num_multimask_outputs, config.iou_head_hidden_dim)
         if config.instance_head:
             self.instance_head = InstanceHead(d, config.instance_head, enc.stride)
+        if config.instance_decoder:
+            self.instance_decoder = UNETRDecoder(d, config.instance_decoder_features,
+                                                 config.instance_decoder)
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), False)
         # automask thresholds calibrated for these weights (napari-sam checkpoints may carry
@@ -105,12 +109,30 @@ class Sam(nn.Module):
 
     @property
     def has_instance_head(self) -> bool:
-        return hasattr(self, "instance_head")
+        """Whether the model predicts instance maps: the bundled model's own head or
+        micro-sam's UNETR decoder (see `instance_decoder_kind`)."""
+        return hasattr(self, "instance_head") or hasattr(self, "instance_decoder")
+
+    @property
+    def instance_decoder_kind(self) -> str:
+        """Which instance decoder the model carries: "head" (the bundled model's),
+        "unetr" / "unetr_transpose" (micro-sam's, bilinear or transposed-conv upsampling), or
+        "" (none)."""
+        if hasattr(self, "instance_decoder"):
+            return self.config.instance_decoder
+        return "head" if hasattr(self, "instance_head") else ""
 
     def instance_logits(self, embeddings: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Instance-head logits (B, 3, S, S) (foreground, centre and boundary distances;
-        see `instance_head`) from embeddings (B, C, g, g) and the (B, 3, h, w) 0-255 pixels
-        that `encode` was given."""
+        """Instance logits (B, 3, S, S) in the padded model-input frame (foreground, centre
+        and boundary distances, before the sigmoid; see `instance_head`) from embeddings
+        (B, C, g, g) and the (B, 3, h, w) 0-255 pixels that `encode` was given (micro-sam's
+        decoder reads only the embeddings)."""
+        if hasattr(self, "instance_decoder"):
+            y = self.instance_decoder(embeddings)
+            s = self.config.image_size
+            if tuple(y.shape[-2:]) != (s, s):  # never for SAM / MobileSAM (16 g == S)
+                y = F.interpolate(y, (s, s), mode="bilinear", align_corners=False)
+            return y
         if not self.has_instance_head:
             raise ValueError(f"the model {self.config.name!r} has no instance head")
         return self.instance_head(embeddings, self.preprocess(x))
