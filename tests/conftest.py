@@ -45,6 +45,10 @@ def micro_sam():
     """micro-sam's instance segmentation module (oracle; tests/oracles.txt), importable
     through the stand-ins of `reference_stub.install_micro_sam`."""
     reference_stub.install_micro_sam()
+    try:  # so that micro-sam finds MobileSAM (vit_t) when mobilesam-mirror is installed
+        import timm.models.layers  # noqa: F401
+    except ImportError:
+        _install_timm_shim()
     return pytest.importorskip("micro_sam.instance_segmentation")
 
 

@@ -147,7 +147,9 @@ def test_instance_maps_entry_point_and_no_second_encoder_pass(tiny_ref, tmp_path
 
 
 def _check_full_model(micro_sam, tmp_path, model_type, ref_sam, image_hw):
-    """micro-sam's own loader and AIS initialisation against ours on one checkpoint."""
+    """micro-sam's own loader and AIS initialisation against ours on one checkpoint. The
+    image's long side is the model's input size: no resize, whose rounding differs (SAM
+    resizes uint8 pixels with PIL, napari-sam resizes floats)."""
     unetr = reference_unetr(ref_sam.image_encoder, model_type == "vit_t")
     write_micro_sam_checkpoint(tmp_path / "m.pt", ref_sam.state_dict(), unetr)
     predictor, decoder = micro_sam.get_predictor_and_decoder(
@@ -172,11 +174,11 @@ def test_vit_b_matches_micro_sam(micro_sam, tmp_path):
 
     torch.manual_seed(1)
     _check_full_model(micro_sam, tmp_path, "vit_b", reference_stub.build_reference(SAM_VIT_B),
-                      (384, 512))
+                      (768, 1024))
 
 
 @pytest.mark.slow
 def test_vit_t_matches_micro_sam(micro_sam, mobile_sam, tmp_path):
     torch.manual_seed(2)
     _check_full_model(micro_sam, tmp_path, "vit_t", mobile_sam.build_sam_vit_t().eval(),
-                      (384, 512))
+                      (768, 1024))
