@@ -236,6 +236,10 @@ def test_cli_models_list(cache, capsys):
     for name in KNOWN_CHECKPOINTS:
         assert name in out
     assert "bundled" in out and str(cache) in out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert "DECODER" in lines["NAME"]
+    col = lines["NAME"].index("DECODER") - 1  # "SIZE MB" is two words
+    assert lines["vit_b_lm"][col] == "unetr" and lines["vit_b"][col] == "-"
 
 
 def test_cli_models_download(server, payload, cache, capsys, monkeypatch):

@@ -9,25 +9,39 @@ def _mb(n) -> str:
     return "-" if n is None else f"{n / 1e6:.1f}"
 
 
+def _bundled_decoder(path) -> str:
+    try:
+        from ..model.checkpoints import read_checkpoint
+
+        return "head" if (read_checkpoint(path).config or {}).get("instance_head") else "-"
+    except Exception:  # a broken install is reported by the SIZE/CACHED columns
+        return "?"
+
+
 def _list(args) -> int:
     from ..model.hub import cache_dir, list_checkpoints
     from ..model.registry import BUNDLED_PATH
 
+    decoders = {"unetr": "unetr", "": "-"}
     rows = [(r["name"], r["arch"], _mb(r["size"]), "yes" if r["cached"] else "no",
-             r["description"]) for r in list_checkpoints(args.cache)]
+             decoders.get(r["instance_decoder"], r["instance_decoder"]), r["description"])
+            for r in list_checkpoints(args.cache)]
     if BUNDLED_PATH.is_file():
         rows.insert(0, ("bundled", "-", _mb(BUNDLED_PATH.stat().st_size), "yes",
+                        _bundled_decoder(BUNDLED_PATH),
                         f"shipped with napari-sam ({BUNDLED_PATH})"))
     else:
-        rows.insert(0, ("bundled", "-", "-", "missing",
+        rows.insert(0, ("bundled", "-", "-", "missing", "-",
                         f"shipped with napari-sam; not found at {BUNDLED_PATH}"))
-    head = ("NAME", "ARCH", "SIZE MB", "CACHED", "DESCRIPTION")
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+    head = ("NAME", "ARCH", "SIZE MB", "CACHED", "DECODER", "DESCRIPTION")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
     for r in [head] + rows:
         cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].rjust(widths[2]),
-                 r[3].ljust(widths[3]), r[4]]
+                 r[3].ljust(widths[3]), r[4].ljust(widths[4]), r[5]]
         print("  ".join(cells).rstrip())
-    print(f"\ncache folder: {args.cache or cache_dir()}")
+    print("\nDECODER: the instance decoder for automatic instance segmentation (AIS, APG): "
+          "unetr = micro-sam's, head = the bundled model's, - = none (grid automask only)")
+    print(f"cache folder: {args.cache or cache_dir()}")
     return 0
 
 

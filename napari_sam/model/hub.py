@@ -50,6 +50,9 @@ class KnownCheckpoint:
     filename: str
     description: str = ""
     xxh128: Optional[str] = None  # micro-sam's own hash, checked only if `xxhash` is installed
+    # instance decoder in the file: "unetr" (micro-sam's `decoder_state`, see
+    # model/unetr_decoder.py) or "" (none: grid automask only)
+    instance_decoder: str = ""
 
 
 _MICRO_SAM = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io"
@@ -90,15 +93,15 @@ KNOWN_CHECKPOINTS: Dict[str, KnownCheckpoint] = {k.name: k for k in (
     KnownCheckpoint(
         "vit_b_lm", f"{_MICRO_SAM}/diplomatic-bug/1.2/files/vit_b.pt", None, None, "vit_b",
         "micro_sam_vit_b_lm.pt", "micro-sam ViT-B, light microscopy (cells, nuclei)",
-        xxh128="fe9252a29f3f4ea53c15a06de471e186"),
+        xxh128="fe9252a29f3f4ea53c15a06de471e186", instance_decoder="unetr"),
     KnownCheckpoint(
         "vit_l_lm", f"{_MICRO_SAM}/idealistic-rat/1.2/files/vit_l.pt", None, None, "vit_l",
         "micro_sam_vit_l_lm.pt", "micro-sam ViT-L, light microscopy (cells, nuclei)",
-        xxh128="017f20677997d628426dec80a8018f9d"),
+        xxh128="017f20677997d628426dec80a8018f9d", instance_decoder="unetr"),
     KnownCheckpoint(
         "vit_b_em_organelles", f"{_MICRO_SAM}/noisy-ox/1.2/files/vit_b.pt", None, None, "vit_b",
         "micro_sam_vit_b_em_organelles.pt", "micro-sam ViT-B, electron microscopy organelles",
-        xxh128="f3bf2ed83d691456bae2c3f9a05fb438"),
+        xxh128="f3bf2ed83d691456bae2c3f9a05fb438", instance_decoder="unetr"),
 )}
 
 
@@ -280,11 +283,13 @@ def fetch(name_or_known: Union[str, KnownCheckpoint], *, progress: bool = True, 
 
 
 def list_checkpoints(cache=None) -> List[dict]:
-    """One dict per known checkpoint: name, arch, size, description, cached, path."""
+    """One dict per known checkpoint: name, arch, size, description, cached, path and
+    instance_decoder ("unetr" or "")."""
     rows = []
     for k in KNOWN_CHECKPOINTS.values():
         final = _paths(k, cache)[0]
         cached = final.is_file() and (k.size is None or final.stat().st_size == k.size)
         rows.append({"name": k.name, "arch": k.arch, "size": k.size,
-                     "description": k.description, "cached": cached, "path": str(final)})
+                     "description": k.description, "cached": cached, "path": str(final),
+                     "instance_decoder": k.instance_decoder})
     return rows
