@@ -25,7 +25,8 @@ def rel(a, b) -> float:
 
 def reference_unetr(encoder, transpose: bool, features: int = 64):
     """torch-em's UNETR as micro-sam's `get_unetr` builds it (initial features made small
-    for the tiny tests), with random batch-norm statistics."""
+    for the tiny tests), with random batch-norm weights and statistics, left in training
+    mode as micro-sam leaves it."""
     from torch_em.model import UNETR
 
     unetr = UNETR(backbone="sam", encoder=encoder, out_channels=3, use_sam_stats=True,
@@ -38,7 +39,7 @@ def reference_unetr(encoder, transpose: bool, features: int = 64):
                 for t, lo, hi in ((m.running_mean, -0.3, 0.3), (m.running_var, 0.5, 2.0),
                                   (m.weight, 0.5, 1.5), (m.bias, -0.3, 0.3)):
                     t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
-    return unetr.eval()
+    return unetr
 
 
 def write_micro_sam_checkpoint(path, sam_state, unetr) -> dict:
@@ -77,14 +78,26 @@ def test_tiny_decoder_matches_micro_sam(micro_sam, tiny_ref, tmp_path, transpose
     ours_sd = model.instance_decoder.state_dict()
     assert {k: v.shape for k, v in ours_sd.items()} == {k: v.shape for k, v in decoder.items()}
 
-    adapter = micro_sam.DecoderAdapter(unetr).eval()
+    import copy
+
+    # micro-sam's train-mode calls update the running statistics: keep a copy for eval mode
+    adapter_eval = micro_sam.DecoderAdapter(copy.deepcopy(unetr)).eval()
+    adapter = micro_sam.DecoderAdapter(unetr)  # in training mode, as micro-sam uses it
+    assert adapter.training
     emb = torch.randn(1, TEST_VIT.prompt_embed_dim, 16, 16)
+
+    def ours_at(h, w):
+        y = torch.sigmoid(model.instance_logits(emb, None))[..., :200, :256]
+        return torch.nn.functional.interpolate(y, (h, w), mode="bilinear", align_corners=False)
+
     with torch.no_grad():  # the decoder alone, on one embedding
         ref = adapter(emb, (200, 256), (150, 192))
-        ours = torch.sigmoid(model.instance_logits(emb, None))[..., :200, :256]
-        ours = torch.nn.functional.interpolate(ours, (150, 192), mode="bilinear",
-                                               align_corners=False)
-    assert rel(ours, ref) <= RTOL
+        assert rel(ours_at(150, 192), ref) <= RTOL
+        # with the stored running statistics: micro-sam's decoder in eval mode
+        model.instance_decoder.use_running_statistics(True)
+        ref_eval = adapter_eval(emb, (200, 256), (150, 192))
+        assert rel(ours_at(150, 192), ref_eval) <= RTOL and rel(ref_eval, ref) > 1e-2
+        model.instance_decoder.use_running_statistics(False)
 
     img = full_range_image((200, 256))
     pred = Predictor(model, precision="fp32")

@@ -22,6 +22,8 @@ widths F*8, F*4, F*2, F from coarse to fine; g = the embedding grid):
   values before it (logits), which `napari_sam.ais.maps_from_logits` turns into maps.
 
 Conv blocks are (instance norm, 3x3 conv, ReLU) twice; the instance norms have no weights.
+The upsampling blocks' batch norms use each image's statistics, as micro-sam runs them
+(see `UNETRDecoder`).
 """
 
 from __future__ import annotations
@@ -93,15 +95,26 @@ class _ConvBlock(nn.Module):
 
 
 class _UpBlock(nn.Module):
-    """Upsampler, 3x3 conv, batch norm, ReLU (torch-em's Deconv2DBlock)."""
+    """Upsampler, 3x3 conv, batch norm, ReLU (torch-em's Deconv2DBlock). The batch norm
+    normalises with each image's own statistics when `batch_statistics` (see
+    `UNETRDecoder`), else with the stored running statistics."""
 
     def __init__(self, cin: int, cout: int, up: type) -> None:
         super().__init__()
         self.block = nn.Sequential(up(cin, cout), _Conv3(cout, cout), nn.BatchNorm2d(cout),
                                    nn.ReLU(inplace=True))
+        self.batch_statistics = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
+        up, conv, bn, act = self.block
+        x = conv(up(x))
+        if not self.batch_statistics:
+            return act(bn(x))
+        if x.shape[0] == 1:  # exactly what batch norm in training mode computes
+            x = F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+        else:  # per image, so that tiles do not depend on each other
+            x = F.instance_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+        return act(x)
 
 
 class _Levels(nn.Module):
@@ -124,7 +137,15 @@ class _Levels(nn.Module):
 
 class UNETRDecoder(nn.Module):
     """embed_dim: the embedding's channels (256 for SAM); features: F (64 in micro-sam);
-    kind: "unetr" (bilinear) or "unetr_transpose"; out_channels: 3."""
+    kind: "unetr" (bilinear) or "unetr_transpose"; out_channels: 3.
+
+    Batch norm: micro-sam 1.8 never puts its decoder in eval mode (`get_unetr`,
+    `get_decoder` and the segmenters leave it in training mode), so its four batch norms
+    normalise with the statistics of the image being segmented, and the running statistics
+    stored in `decoder_state` go unused. This module does the same by default, per image
+    (`batch_statistics = True`, identical to micro-sam for its batch of one); set
+    `use_running_statistics(True)` to normalise with the stored statistics instead.
+    """
 
     def __init__(self, embed_dim: int, features: int = 64, kind: str = "unetr",
                  out_channels: int = 3) -> None:
@@ -142,6 +163,13 @@ class UNETRDecoder(nn.Module):
         self.deconv_out = up(w[3], w[3])
         self.decoder_head = _ConvBlock(2 * w[3], w[3])
         self.out_conv = nn.Conv2d(w[3], out_channels, 1)
+
+    def use_running_statistics(self, on: bool = True) -> "UNETRDecoder":
+        """Batch norm with the stored running statistics (on) or, as micro-sam, with each
+        image's own (off, the default)."""
+        for m in (self.deconv1, self.deconv2, self.deconv3, self.deconv4):
+            m.batch_statistics = not on
+        return self
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """embeddings (B, C, g, g) -> logits (B, 3, 16g, 16g) (before micro-sam's sigmoid)."""

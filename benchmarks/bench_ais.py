@@ -1,0 +1,173 @@
+"""AIS, APG and AMG side by side with micro-sam's implementations, one run each.
+
+One random ViT-B and one random UNETR instance decoder (micro-sam's `get_unetr` layout,
+random batch-norm statistics) are written as a micro-sam checkpoint; micro-sam loads it
+with `get_predictor_and_decoder`, napari-sam with `load_model`. Both segment the same
+512 x 512 uint8 RGB image:
+
+- AIS: micro-sam `InstanceSegmentationWithDecoder.initialize(image)` + `generate()`;
+  ours `Predictor.set_image` + `ais(predictor)` (instance maps + seeded watershed);
+- APG: micro-sam `AutomaticPromptGenerator` (initialize + generate); ours `set_image` +
+  `apg(predictor)`;
+- AMG: micro-sam `AutomaticMaskGenerator(points_per_side=16)` (initialize + generate);
+  ours `automask(image, points_per_side=16)`.
+
+Every timing includes the image embedding (each side computes it once per mode). One timed
+run per side after one warm-up of ours (micro-sam's side is not warmed up: one AMG run
+alone takes about a minute here). With random weights the labels mean nothing; the object
+counts and the fp32 map agreement are printed as a sanity check.
+
+    .venv/bin/python benchmarks/bench_ais.py                      # ViT-B, several minutes
+    .venv/bin/python benchmarks/bench_ais.py --arch test_vit --size 128   # smoke (no AMG ref)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import _common  # noqa: F401  (paths; napari_sam first)
+from _common import agreement, fmt_s, machine, make_image, save
+
+
+def build_checkpoint(arch: str, path: Path):
+    import reference_stub
+    from napari_sam.model.registry import get_config
+
+    reference_stub.install_micro_sam()
+    from torch_em.model import UNETR
+
+    torch.manual_seed(0)
+    ref = reference_stub.build_reference(get_config(arch))
+    unetr = UNETR(backbone="sam", encoder=ref.image_encoder, out_channels=3,
+                  use_sam_stats=True, final_activation="Sigmoid", use_skip_connection=False,
+                  resize_input=True, use_conv_transpose=False)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in unetr.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.6 - 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+    torch.save({"model_state": {"sam." + k: v for k, v in ref.state_dict().items()},
+                "decoder_state": {k: v for k, v in unetr.state_dict().items()
+                                  if not k.startswith("encoder")}}, path)
+
+
+def once(fn):
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default="vit_b")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--points-per-side", type=int, default=16)
+    ap.add_argument("--precisions", default="auto,fp32")
+    ap.add_argument("--skip-reference-amg", action="store_true")
+    ap.add_argument("--save", default="ais")
+    args = ap.parse_args(argv)
+
+    from napari_sam import Predictor, automask, load_model
+    from napari_sam.ais import ais
+    from napari_sam.apg import apg
+
+    m0 = machine()
+    print(_common.describe(m0), flush=True)
+    image = make_image(args.size)
+    res = {"machine": m0, "arch": args.arch, "size": args.size, "timings": {}, "counts": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "model.pt"
+        build_checkpoint(args.arch, ckpt)
+        import micro_sam.instance_segmentation as mis
+
+        model = load_model(str(ckpt))
+        ours_maps = None
+        for prec in args.precisions.split(","):
+            pred = Predictor(model, precision=prec)
+
+            def run_ais():
+                pred.set_image(image)
+                return ais(pred)
+
+            def run_apg():
+                pred.set_image(image)
+                return apg(pred)
+
+            def run_amg():
+                return automask(image, pred, points_per_side=args.points_per_side)
+
+            for mode, fn in (("ais", run_ais), ("apg", run_apg), ("amg", run_amg)):
+                fn()  # warm-up
+                labels, wall, cpu = once(fn)
+                res["timings"][f"{mode} ours {prec}"] = {"wall_s": wall, "cpu_s": cpu}
+                res["counts"][f"{mode} ours {prec}"] = int(labels.max())
+                print(f"{mode} ours {prec}: {fmt_s(wall)} (cpu {fmt_s(cpu)}), "
+                      f"{labels.max()} objects", flush=True)
+            if prec == "fp32":
+                ours_maps = pred.instance_maps()
+
+        predictor, decoder = mis.get_predictor_and_decoder(
+            args.arch if args.arch.startswith("vit") else "vit_b", str(ckpt), device="cpu") \
+            if args.arch.startswith("vit") else (None, None)
+        if predictor is None:  # tiny smoke configs: micro-sam cannot build them by name
+            import reference_stub
+            from segment_anything import SamPredictor
+
+            sd = torch.load(ckpt, weights_only=True)
+            ref = reference_stub.build_reference(model.config)
+            ref.load_state_dict({k[4:]: v for k, v in sd["model_state"].items()})
+            predictor = SamPredictor(ref)
+            decoder = mis.get_decoder(ref.image_encoder, sd["decoder_state"], "cpu")
+
+        def ref_ais():
+            seg = mis.InstanceSegmentationWithDecoder(predictor, decoder)
+            seg.initialize(image)
+            return seg.generate(), seg.get_state()
+
+        def ref_apg():
+            gen = mis.AutomaticPromptGenerator(predictor, decoder)
+            gen.initialize(image)
+            return gen.generate()
+
+        def ref_amg():
+            gen = mis.AutomaticMaskGenerator(predictor, points_per_side=args.points_per_side)
+            gen.initialize(image)
+            return gen.generate(output_mode="instance_segmentation")
+
+        steps = [("ais", ref_ais), ("apg", ref_apg)]
+        if not args.skip_reference_amg:
+            steps.append(("amg", ref_amg))
+        for mode, fn in steps:
+            out, wall, cpu = once(fn)
+            if mode == "ais":
+                out, state = out
+                if ours_maps is not None:
+                    res["map_agreement_fp32"] = {
+                        k: agreement(ours_maps[k], state[k], 0.5) for k in state}
+            res["timings"][f"{mode} micro-sam"] = {"wall_s": wall, "cpu_s": cpu}
+            res["counts"][f"{mode} micro-sam"] = int(np.max(out)) if np.size(out) else 0
+            print(f"{mode} micro-sam: {fmt_s(wall)} (cpu {fmt_s(cpu)}), "
+                  f"{res['counts'][f'{mode} micro-sam']} objects", flush=True)
+    for mode in ("ais", "apg", "amg"):
+        ref = res["timings"].get(f"{mode} micro-sam")
+        for k, t in res["timings"].items():
+            if k.startswith(f"{mode} ours") and ref:
+                t["speedup_wall"] = ref["wall_s"] / t["wall_s"]
+                print(f"{k}: {t['speedup_wall']:.2f}x micro-sam", flush=True)
+    if "map_agreement_fp32" in res:
+        for k, a in res["map_agreement_fp32"].items():
+            print(f"fp32 maps {k}: max rel diff {a['max_rel_diff']:.2e}", flush=True)
+    res["machine_after"] = machine()
+    print(f"saved {save(args.save, res)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
