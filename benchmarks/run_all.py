@@ -36,6 +36,7 @@ STEPS = [  # name, script and arguments, heavy (skipped by --quick)
     ("automask_tuned_ref", ["bench_automask.py", "--reference-allocator", "tuned",
                             "--variants", "auto:lowres", "--ref-runs", "3", "--runs", "5"],
      False),
+    ("ais", ["bench_ais.py"], False),
     ("encoder_vit_h", ["bench_encoder.py", "--arch", "vit_h", "--runs", "2",
                        "--precisions", "auto"], True),
     ("encoder_vit_h_memory", ["bench_encoder.py", "--arch", "vit_h", "--memory"], True),
@@ -122,6 +123,32 @@ def timing_rows(timings: dict, label: str, goal, load: str) -> list:
     return rows
 
 
+def ais_rows(r) -> list:
+    """AIS / APG / AMG against micro-sam (bench_ais.py): one run each, wall time (CPU time
+    in brackets: the machine is shared)."""
+    if not r:
+        return []
+    rows, load = [], loads(r)
+    label = {"ais": "AIS (decoder + watershed)", "apg": "APG (AIS seeds -> prompts)",
+             "amg": "AMG (16 x 16 points)"}
+    for mode in ("ais", "apg", "amg"):
+        ref = r["timings"].get(f"{mode} micro-sam")
+        for name, t in r["timings"].items():
+            if not name.startswith(f"{mode} ours"):
+                continue
+            goal = ""
+            if mode == "ais":
+                goal = (f"<= 1.3 s: {verdict(t['wall_s'] <= 1.3)}; >= 5x: "
+                        f"{verdict((t.get('speedup_wall') or 0) >= 5)}")
+            rows.append((f"{label[mode]}, {r['size']} x {r['size']}, ViT-B + random decoder, "
+                         f"{name.split()[-1]}; vs micro-sam 1.8.14",
+                         f"{ms(t['wall_s'])} (cpu {ms(t['cpu_s'])})",
+                         f"{ms(ref['wall_s'])} (cpu {ms(ref['cpu_s'])})" if ref else "-",
+                         f"{t['speedup_wall']:.2f}x" if t.get("speedup_wall") else "-",
+                         goal, load))
+    return rows
+
+
 def figures() -> str:
     rows, notes, machine = [], [], None
     enc = load("encoder_vit_b")
@@ -195,6 +222,7 @@ def figures() -> str:
         for k, a in bun.get("agreement", {}).items():
             notes.append(f"Bundled model, clicks on nuclei, {k} vs MobileSAM's code: mask IoU "
                          f"mean {a['mean_iou']:.4f}, min {a['min_iou']:.4f}.")
+    rows += ais_rows(load("ais"))
     out = []
     if machine:
         out.append(f"Measured {machine['date']} on {machine['cpu']} ({machine['cores']} CPUs, "

@@ -122,3 +122,29 @@ def test_same_partition_detects_differences():
     b = a.copy()
     b[0, 1] = 2
     assert not same_partition(a, b)
+
+
+def test_ais_and_apg_run_on_the_held_embedding(one_thread):
+    import torch
+
+    from napari_sam import Predictor, build_model
+    from napari_sam.ais import ais
+    from napari_sam.apg import apg
+    from napari_sam.model.config import TEST_VIT
+
+    torch.manual_seed(0)
+    model = build_model(TEST_VIT.with_(name="t", instance_decoder="unetr",
+                                       instance_decoder_features=8))
+    assert model.has_instance_head and model.instance_decoder_kind == "unetr"
+    calls = []
+    model.image_encoder.register_forward_hook(lambda *a: calls.append(1))
+    pred = Predictor(model, precision="fp32")
+    img = (np.random.default_rng(1).random((96, 128, 3)) * 255).astype(np.uint8)
+    pred.set_image(img)
+    maps = pred.instance_maps()
+    labels = ais(pred)
+    assert labels.shape == (96, 128) and labels.dtype == np.uint32
+    np.testing.assert_array_equal(labels, watershed_from_maps(**maps))
+    np.testing.assert_array_equal(labels, ais(pred, maps=maps))
+    assert apg(pred).shape == (96, 128)
+    assert len(calls) == 1  # set_image only
