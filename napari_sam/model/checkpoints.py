@@ -92,17 +92,21 @@ def read_checkpoint(path) -> Checkpoint:
 
 def _decoder_state(decoder, path: Path, notes: List[str]) -> Dict[str, torch.Tensor]:
     """micro-sam's `decoder_state` without the image encoder's tensors (a UNETR state dict
-    may repeat them under `encoder.`; the SAM image encoder already has its own)."""
+    may repeat them under `encoder.`; the SAM image encoder already has its own); {} with a
+    note when it is not micro-sam's UNETR decoder."""
     from .unetr_decoder import decoder_kind
 
     if not isinstance(decoder, dict) or not all(isinstance(v, torch.Tensor)
                                                 for v in decoder.values()):
-        raise CheckpointError(f"{path}: 'decoder_state' is not a state dict of tensors")
+        notes.append("ignored 'decoder_state': not a state dict of tensors")
+        return {}
     kept = {k: v for k, v in decoder.items() if not k.startswith("encoder.")}
-    if "out_conv.weight" not in kept:
-        raise CheckpointError(
-            f"{path}: 'decoder_state' is not micro-sam's UNETR instance decoder (no "
-            f"out_conv.weight among {', '.join(list(kept)[:3]) or 'no keys'})")
+    if "out_conv.weight" not in kept:  # another decoder: the SAM model still loads
+        notes.append(
+            f"ignored 'decoder_state' ({len(decoder)} tensors): not micro-sam's UNETR "
+            f"instance decoder (no out_conv.weight among {', '.join(list(kept)[:3]) or 'no keys'})"
+            "; automatic instance segmentation is not available with this file")
+        return {}
     kind = decoder_kind(kept)
     notes.append(f"loaded 'decoder_state' ({len(kept)} tensors): micro-sam's instance "
                  f"decoder, {'transposed-convolution' if kind == 'unetr_transpose' else 'bilinear'}"
