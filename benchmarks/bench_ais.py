@@ -13,8 +13,9 @@ with `get_predictor_and_decoder`, napari-sam with `load_model`. Both segment the
   ours `automask(image, points_per_side=16)`.
 
 Every timing includes the image embedding (each side computes it once per mode). One timed
-run per side after one warm-up of ours (micro-sam's side is not warmed up: one AMG run
-alone takes about a minute here). With random weights the labels mean nothing; the object
+run per side after `--warmup` warm-ups of ours (micro-sam's side is not warmed up: one AMG
+run alone takes about a minute here). Wall and process CPU time are recorded: on a shared
+machine the CPU time is the steadier figure. With random weights the labels mean nothing; the object
 counts and the fp32 map agreement are printed as a sanity check.
 
     .venv/bin/python benchmarks/bench_ais.py                      # ViT-B, several minutes
@@ -71,6 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--points-per-side", type=int, default=16)
     ap.add_argument("--precisions", default="auto,fp32")
     ap.add_argument("--skip-reference-amg", action="store_true")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up runs of ours per mode")
     ap.add_argument("--save", default="ais")
     args = ap.parse_args(argv)
 
@@ -104,12 +106,14 @@ def main(argv=None) -> int:
                 return automask(image, pred, points_per_side=args.points_per_side)
 
             for mode, fn in (("ais", run_ais), ("apg", run_apg), ("amg", run_amg)):
-                fn()  # warm-up
+                for _ in range(args.warmup):
+                    fn()
                 labels, wall, cpu = once(fn)
                 res["timings"][f"{mode} ours {prec}"] = {"wall_s": wall, "cpu_s": cpu}
                 res["counts"][f"{mode} ours {prec}"] = int(labels.max())
                 print(f"{mode} ours {prec}: {fmt_s(wall)} (cpu {fmt_s(cpu)}), "
                       f"{labels.max()} objects", flush=True)
+                save(args.save, res)  # partial results survive an interrupted run
             if prec == "fp32":
                 ours_maps = pred.instance_maps()
 
@@ -155,6 +159,7 @@ def main(argv=None) -> int:
             res["counts"][f"{mode} micro-sam"] = int(np.max(out)) if np.size(out) else 0
             print(f"{mode} micro-sam: {fmt_s(wall)} (cpu {fmt_s(cpu)}), "
                   f"{res['counts'][f'{mode} micro-sam']} objects", flush=True)
+            save(args.save, res)
     for mode in ("ais", "apg", "amg"):
         ref = res["timings"].get(f"{mode} micro-sam")
         for k, t in res["timings"].items():
