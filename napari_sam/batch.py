@@ -33,9 +33,10 @@ from .progress import null_progress
 from .transforms import intensity_range, select_channels
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-FORMATS = ("tif", "coco", "csv")
+FORMATS = ("tif", "coco", "csv", "geojson", "gpkg")
 SUFFIX = {"tif": "_labels.tif", "coco": "_coco.json", "csv": "_objects.csv",
-          "overlay": "_overlay.png"}
+          "geojson": "_objects.geojson", "gpkg": "_objects.gpkg", "overlay": "_overlay.png"}
+VECTOR_FORMATS = ("geojson", "gpkg")  # polygons in the image's CRS (napari_sam.io.vectors)
 
 
 # --------------------------------------------------------------------------- stacks
@@ -247,7 +248,7 @@ def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, overwrite: 
 
 
 def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: str,
-                   overwrite: bool) -> None:
+                   overwrite: bool, vectors: Optional[dict] = None, every_band=None) -> None:
     from .io.coco import write_coco
     from .io.labels import write_labels_tif
     from .io.tables import object_table, write_csv
@@ -265,13 +266,24 @@ def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: st
         write_csv(todo["csv"], object_table(flat, image=intensity), overwrite=overwrite)
     if "overlay" in todo and image is not None:
         write_overlay(todo["overlay"], image, labels, overwrite, getattr(meta, "axes", None))
+    wanted = {k: p for k, p in todo.items() if k in VECTOR_FORMATS}
+    if wanted:
+        from .io.vectors import write_label_vectors
+
+        write_label_vectors(wanted, labels, meta, records,
+                            image if every_band is None else every_band, overwrite=overwrite,
+                            **(vectors or {}))
 
 
 def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
                  formats: Sequence[str] = FORMATS, overwrite: bool = False, overlay: bool = False,
                  link: bool = False, link_iou: float = 0.5, channels=None,
-                 progress=null_progress, **generate_kw) -> dict:
-    """Segment one file and write its outputs -> {"path", "status", "objects", "outputs"}."""
+                 progress=null_progress, vectors: Optional[dict] = None, **generate_kw) -> dict:
+    """Segment one file and write its outputs -> {"path", "status", "objects", "outputs"}.
+
+    Pixels equal to the file's nodata value (in every band) never become objects, and are
+    left out of the contrast range. vectors: options of the GeoJSON/GPKG outputs (crs,
+    simplify, simplify_units; see `napari_sam.io.vectors.write_label_vectors`)."""
     from .io.images import read_image
 
     paths = output_paths(outdir, output_stem(path), formats, overlay)
@@ -282,7 +294,17 @@ def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
         return info
     image, meta = read_image(path, channels=channels)
     image = np.asarray(image)
+    every_band = image  # vectors carry the mean of every band
+    if set(todo) & set(VECTOR_FORMATS) and channels is not None:
+        every_band = np.asarray(read_image(path)[0])
     axes = getattr(meta, "axes", None) or guess_axes(image.shape)
+    valid = None
+    if axes in ("YX", "YXC"):
+        from .io.bands import valid_mask, value_range_valid
+
+        valid = valid_mask(image, getattr(meta, "nodata", None))
+        if valid is not None and generate_kw.get("value_range") is None:
+            generate_kw["value_range"] = value_range_valid(image, valid)
     if not overwrite and "tif" in paths and "tif" not in todo:
         from .io.labels import read_labels  # they exist: derive the missing outputs from them
 
@@ -290,8 +312,13 @@ def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
     else:
         res = automask_stack(image, generator, axes, link, link_iou, progress, **generate_kw)
         labels, records = res.labels, res.records
+        if valid is not None:
+            from .io.bands import mask_nodata
+
+            labels, records = mask_nodata(labels, records, valid)
     info["objects"] = len(np.unique(labels[labels > 0]))
-    _write_outputs(todo, image, meta, labels, records, path.name, overwrite)
+    _write_outputs(todo, image, meta, labels, records, path.name, overwrite, vectors,
+                   every_band)
     info["status"] = "processed" if len(todo) == len(paths) else "completed"
     return info
 
@@ -300,7 +327,7 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
               overwrite: bool = False, overlay: bool = False, link_slices: bool = False,
               link_iou: float = 0.5, channels=None, progress=null_progress,
               log: Optional[Callable[[str], None]] = None, generator=None, device="auto",
-              **kw) -> dict:
+              vectors: Optional[dict] = None, **kw) -> dict:
     """Automask every input image into `outdir`; returns a summary (see module doc).
 
     model: as for `automask` (None = bundled); or pass a ready `generator`. Other keywords
@@ -341,7 +368,7 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
 
         try:
             info = process_file(path, generator, outdir, formats, overwrite, overlay,
-                                link_slices, link_iou, channels, sub, **gen_kw)
+                                link_slices, link_iou, channels, sub, vectors, **gen_kw)
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as err:  # one bad file must not stop the batch
