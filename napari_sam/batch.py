@@ -34,6 +34,7 @@ from .transforms import intensity_range, select_channels
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 FORMATS = ("tif", "coco", "csv", "geojson", "gpkg")
+DEFAULT_FORMATS = ("tif", "coco", "csv")
 SUFFIX = {"tif": "_labels.tif", "coco": "_coco.json", "csv": "_objects.csv",
           "geojson": "_objects.geojson", "gpkg": "_objects.gpkg", "overlay": "_overlay.png"}
 VECTOR_FORMATS = ("geojson", "gpkg")  # polygons in the image's CRS (napari_sam.io.vectors)
@@ -276,7 +277,7 @@ def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: st
 
 
 def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
-                 formats: Sequence[str] = FORMATS, overwrite: bool = False, overlay: bool = False,
+                 formats: Sequence[str] = DEFAULT_FORMATS, overwrite: bool = False, overlay: bool = False,
                  link: bool = False, link_iou: float = 0.5, channels=None,
                  progress=null_progress, vectors: Optional[dict] = None, **generate_kw) -> dict:
     """Segment one file and write its outputs -> {"path", "status", "objects", "outputs"}.
@@ -323,7 +324,8 @@ def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
     return info
 
 
-def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] = FORMATS,
+def run_batch(inputs: Iterable[str], outdir, model=None,
+              formats: Sequence[str] = DEFAULT_FORMATS,
               overwrite: bool = False, overlay: bool = False, link_slices: bool = False,
               link_iou: float = 0.5, channels=None, progress=null_progress,
               log: Optional[Callable[[str], None]] = None, generator=None, device="auto",

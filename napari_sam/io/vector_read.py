@@ -86,3 +86,36 @@ def vectors_to_labels(source, shape: Tuple[int, int], georef: Optional[GeoRef] =
         if g is not None:
             _fill(out, g, np.uint32(k), tuple(shape))
     return out
+
+
+def read_grid(path):
+    """(shape (rows, cols), GeoRef or None) of the label grid a napari-sam vector file was
+    made from, or None when the file does not say (written by other software)."""
+    import json
+
+    path = Path(path)
+    raw = None
+    if path.suffix.lower() in (".geojson", ".json"):
+        with open(path, "r", encoding="utf-8") as f:
+            head = f.read(4096)
+        key = '"napari_sam_grid": '
+        at = head.find(key)
+        if at >= 0:
+            try:
+                raw, _ = json.JSONDecoder().raw_decode(head[at + len(key):])
+            except ValueError:
+                raw = None
+    else:
+        require("pyogrio")
+        import pyogrio
+
+        try:
+            text = (pyogrio.read_info(str(path)).get("layer_metadata") or {}).get(
+                "napari_sam_grid")
+            raw = json.loads(text) if text else None
+        except Exception:  # noqa: BLE001 - not ours, or unreadable metadata
+            raw = None
+    if not raw or "shape" not in raw:
+        return None
+    georef = GeoRef.from_dict(raw) if "transform" in raw else None
+    return tuple(int(v) for v in raw["shape"]), georef

@@ -232,10 +232,15 @@ def _is_4326(crs) -> bool:
     return str(crs).upper() in ("EPSG:4326", "OGC:CRS84")
 
 
+GRID_KEY = "napari_sam_grid"  # the label grid the polygons came from (see vector_read)
+
+
 class _GeoJSONSink:
-    def __init__(self, tmp, crs) -> None:
+    def __init__(self, tmp, crs, grid=None) -> None:
         self.f = open(tmp, "w", encoding="utf-8")
         self.f.write('{"type": "FeatureCollection",')
+        if grid is not None:
+            self.f.write(f' "{GRID_KEY}": {json.dumps(grid)},')
         if crs and not _is_4326(crs):
             name = (f"urn:ogc:def:crs:EPSG::{crs.split(':', 1)[1]}"
                     if crs.upper().startswith("EPSG:") else crs)
@@ -261,12 +266,13 @@ class _GeoJSONSink:
 
 
 class _GPKGSink:
-    def __init__(self, tmp, crs) -> None:
+    def __init__(self, tmp, crs, grid=None) -> None:
         require("pyogrio")
         import pyogrio.raw
 
         self.raw = pyogrio.raw
         self.tmp, self.crs, self.started = str(tmp), crs, False
+        self.meta = None if grid is None else {GRID_KEY: json.dumps(grid)}
         Path(tmp).unlink(missing_ok=True)  # GDAL creates the file itself
 
     def add(self, feats: List[dict]) -> None:
@@ -281,7 +287,8 @@ class _GPKGSink:
                          np.int64 if n in ("id", "area_px") else np.float64) for n in names]
         self.raw.write(self.tmp, geoms, data, names, driver="GPKG", layer="objects",
                            geometry_type="MultiPolygon", promote_to_multi=True,
-                           crs=self.crs, append=self.started)
+                           crs=self.crs, append=self.started,
+                           layer_metadata=None if self.started else self.meta)
         self.started = True
 
     def close(self) -> None:
@@ -291,9 +298,14 @@ class _GPKGSink:
 
 def write_vectors(paths: Dict[str, Path], features: Iterable[dict],
                   georef: Optional[GeoRef] = None, crs: str = "native",
-                  overwrite: bool = False) -> List[Path]:
+                  overwrite: bool = False, shape: Optional[Tuple[int, int]] = None
+                  ) -> List[Path]:
     """Write features (from `label_features` or any iterable of them, consumed in batches)
-    to {"geojson": path, "gpkg": path}; returns the paths. Nothing is left half-written."""
+    to {"geojson": path, "gpkg": path}; returns the paths. Nothing is left half-written.
+
+    shape: (rows, cols) of the label image the features came from; stored with `georef`
+    in the file (GeoJSON member / GeoPackage layer metadata "napari_sam_grid") so that a
+    reader can draw the polygons back as labels on the same grid."""
     from contextlib import ExitStack
 
     from .atomic import atomic_path
@@ -306,11 +318,13 @@ def write_vectors(paths: Dict[str, Path], features: Iterable[dict],
     if "gpkg" in paths:
         require("pyogrio")
     require("shapely")
+    grid = None if shape is None else {"shape": [int(v) for v in shape[:2]],
+                                       **(georef.to_dict() if georef is not None else {})}
     with ExitStack() as stack:
         sinks = []
         for kind, path in paths.items():
             tmp = stack.enter_context(atomic_path(Path(path), overwrite))
-            sinks.append((_GeoJSONSink if kind == "geojson" else _GPKGSink)(tmp, dst))
+            sinks.append((_GeoJSONSink if kind == "geojson" else _GPKGSink)(tmp, dst, grid))
         batch: List[dict] = []
 
         def flush():
@@ -346,4 +360,4 @@ def write_label_vectors(paths: Dict[str, Path], labels, meta=None, records=None,
     output_crs(georef, crs)  # fails early, before any work, for a CRS it cannot write
     feats = label_features(labels, image, georef, records, simplify, simplify_units,
                            getattr(meta, "band_names", None))
-    return write_vectors(paths, feats, georef, crs, overwrite)
+    return write_vectors(paths, feats, georef, crs, overwrite, shape=labels.shape)

@@ -87,4 +87,4 @@ def write_tiled_vectors(paths, labels, image, meta, records, crs: str = "native"
     feats = tiled_features(labels, image, georef, records, block=block, simplify=simplify,
                            simplify_units=simplify_units,
                            band_names=getattr(meta, "band_names", None))
-    return write_vectors(paths, feats, georef, crs, overwrite)
+    return write_vectors(paths, feats, georef, crs, overwrite, shape=tuple(labels.shape[:2]))
