@@ -277,7 +277,8 @@ def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: st
 
 
 def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
-                 formats: Sequence[str] = DEFAULT_FORMATS, overwrite: bool = False, overlay: bool = False,
+                 formats: Sequence[str] = DEFAULT_FORMATS, overwrite: bool = False,
+                 overlay: bool = False,
                  link: bool = False, link_iou: float = 0.5, channels=None,
                  progress=null_progress, vectors: Optional[dict] = None, **generate_kw) -> dict:
     """Segment one file and write its outputs -> {"path", "status", "objects", "outputs"}.

@@ -58,10 +58,9 @@ def vector_layer_data(path, kind: Optional[str] = None, shape=None, georef=None)
 
     p = Path(path)
     geoms, table, crs = read_vectors(p)
-    if shape is None:
-        grid = read_grid(p)
-        if grid is not None:
-            shape, georef = grid
+    grid = read_grid(p)
+    if shape is None and grid is not None:
+        shape, georef = grid
     if kind is None:
         kind = "labels" if shape is not None else "shapes"
     if kind == "labels":
@@ -82,8 +81,9 @@ def vector_layer_data(path, kind: Optional[str] = None, shape=None, georef=None)
             if part.geom_type == "Polygon":
                 xy = np.asarray(part.exterior.coords)[:-1]
                 polys.append(np.stack([-xy[:, 1], xy[:, 0]], 1))
+    width = 2 * (georef.pixel_size if georef is not None else 1.0)  # 2 pixels
     return polys, {"name": p.stem, "shape_type": "polygon", "edge_color": "yellow",
-                   "face_color": "transparent", "edge_width": 2,
+                   "face_color": "transparent", "edge_width": width,
                    "metadata": {"crs": crs, "vector_source": str(p)}}, "shapes"
 
 
