@@ -244,6 +244,7 @@ def test_prompts_from_a_wgs84_file_land_on_the_right_pixels(scene, tmp_path):
 
 
 # ---------------------------------------------------------------------------- optional
+@pytest.mark.slow  # a fresh interpreter importing torch: about 10 s
 def test_core_imports_without_the_gis_libraries():
     code = ("import sys\n"
             "for m in ('shapely', 'pyproj', 'pyogrio', 'rasterio'): sys.modules[m] = None\n"
@@ -252,8 +253,11 @@ def test_core_imports_without_the_gis_libraries():
             "try:\n"
             "    v.label_features(np.ones((4, 4), np.uint32))\n"
             "except ImportError as e:\n"
-            "    print(e)\n")
+            "    print(e)\n"
+            "from napari_sam.cli import main\n"
+            "print('rc', main(['automask', 'x.tif', '-o', 'out', '--format', 'gpkg']))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert 'pip install "napari-sam[geo]"' in out.stdout
+    assert "rc 2" in out.stdout and "napari-sam[geo]" in out.stderr
