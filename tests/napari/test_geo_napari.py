@@ -113,3 +113,18 @@ def test_vector_prompt_widget(make_napari_viewer, tmp_path):
     assert out.data.shape == (256, 256) and 1 <= out.data.max() <= 2
     assert tuple(out.scale) == SCALE and out.metadata["georef"]["crs"] == CRS
     assert not out.data[~truth.valid()].any()
+
+
+def test_new_labels_layers_carry_the_georeferencing():
+    from napari.components import ViewerModel
+
+    from napari_sam._napari import layers as L
+    from napari_sam._napari.sample_data import geo_scene
+
+    viewer = ViewerModel()
+    data, kw, _ = geo_scene()[0]
+    image = viewer.add_image(data, **kw)
+    for make in (L.new_labels_layer, L.new_large_labels_layer):
+        out = make(viewer, image, "objects")
+        assert out.metadata["georef"] == kw["metadata"]["georef"]
+        assert tuple(out.scale) == SCALE and tuple(out.translate) == TRANSLATE
