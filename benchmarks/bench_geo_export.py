@@ -15,7 +15,12 @@ The reference is the tiled automask in the same process, same scene. The GeoPack
 checked: every stitched object is one valid polygon in EPSG:32633.
 
     python benchmarks/bench_geo_export.py --size 4096
-    python benchmarks/bench_geo_export.py --size 8192 --points-per-side 8
+    python benchmarks/bench_geo_export.py --size 8192 --truth   # export alone
+
+`--truth` skips the model: the scene's true label image is written to zarr block by block
+and only the export runs in the fresh process (peak RSS and seconds of the export alone,
+next to the size of the label image it never loads), for sizes where the tiled automask
+would take hours on a small machine.
 """
 
 from __future__ import annotations
@@ -77,6 +82,49 @@ def run(path: Path, work: Path, model_name: str, points: int, block: int) -> dic
             "model": model_name, "points_per_side": points, "block": block}
 
 
+def export_only(path: Path, work: Path, block: int) -> dict:
+    """The export of the scene's true labels (zarr) alone, in this fresh process."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    import zarr
+
+    from napari_sam.io.images import read_meta
+    from napari_sam.tiled.outputs import write_tiled_vectors
+    from napari_sam.tiled.source import open_image
+
+    meta = read_meta(path)
+    labels = zarr.open_array(str(work / "truth.zarr"), mode="r")
+    rss0 = _rss_mib()
+    t = time.perf_counter()
+    gpkg = work / "truth_objects.gpkg"
+    write_tiled_vectors({"gpkg": gpkg}, labels, open_image(path)[0], meta, None,
+                        overwrite=True, block=block)
+    import shapely
+
+    from napari_sam.io.vectors import read_vectors
+
+    t_export = time.perf_counter() - t
+    rss = _rss_mib()
+    geoms, table, crs = read_vectors(gpkg)
+    return {"size": list(meta.shape), "features": len(geoms), "crs": crs,
+            "all_valid": bool(shapely.is_valid(geoms).all()), "export_s": round(t_export, 1),
+            "peak_rss_before_export_mib": round(rss0, 1), "peak_rss_mib": round(rss, 1),
+            "label_image_mib_if_loaded": round(np.prod(meta.shape[:2]) * 4 / 2 ** 20, 1),
+            "image_mib_if_loaded": round(np.prod(meta.shape) * 2 / 2 ** 20, 1),
+            "gpkg_mib": round(gpkg.stat().st_size / 2 ** 20, 1), "block": block}
+
+
+def _write_truth(scene, out: Path, chunk: int = 1024) -> None:
+    import zarr
+
+    z = zarr.open_array(str(out), mode="w", shape=scene.shape, chunks=(chunk, chunk),
+                        dtype="uint32")
+    for r in range(0, scene.shape[0], chunk):
+        for c in range(0, scene.shape[1], chunk):
+            win = (r, c, min(r + chunk, scene.shape[0]), min(c + chunk, scene.shape[1]))
+            z[win[0]:win[2], win[1]:win[3]] = scene.labels(win)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=4096)
@@ -85,8 +133,13 @@ def main(argv=None) -> int:
     ap.add_argument("--block", type=int, default=1024)
     ap.add_argument("--scratch", default=None)
     ap.add_argument("--json", default="", help="also write the result to this JSON file")
+    ap.add_argument("--truth", action="store_true", help="export the true labels only")
     ap.add_argument("--_run", nargs=2, metavar=("PATH", "WORK"), help=argparse.SUPPRESS)
+    ap.add_argument("--_export", nargs=2, metavar=("PATH", "WORK"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a._export:
+        print(json.dumps(export_only(Path(a._export[0]), Path(a._export[1]), a.block)))
+        return 0
     if a._run:
         print(json.dumps(run(Path(a._run[0]), Path(a._run[1]), a.model, a.points_per_side,
                              a.block)))
@@ -97,12 +150,16 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(dir=a.scratch, prefix="napari-sam-geo-") as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        GeoScene((a.size, a.size), seed=0).write_geotiff(tmp / "scene.tif")
+        scene = GeoScene((a.size, a.size), seed=0)
+        scene.write_geotiff(tmp / "scene.tif")
+        if a.truth:
+            _write_truth(scene, tmp / "truth.zarr")
         write_s = time.perf_counter() - t
-        out = subprocess.run([sys.executable, __file__, "--_run", str(tmp / "scene.tif"),
-                              str(tmp), "--model", a.model, "--points-per-side",
-                              str(a.points_per_side), "--block", str(a.block)],
-                             capture_output=True, text=True, check=True)
+        step = ["--_export"] if a.truth else ["--_run"]
+        out = subprocess.run([sys.executable, __file__] + step + [
+            str(tmp / "scene.tif"), str(tmp), "--model", a.model, "--points-per-side",
+            str(a.points_per_side), "--block", str(a.block)],
+            capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["scene_write_s"] = round(write_s, 1)
     print(json.dumps(row, indent=1))
