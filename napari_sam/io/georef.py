@@ -19,6 +19,7 @@ tags back for an EPSG CRS, so test scenes need nothing but tifffile.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -229,17 +230,22 @@ def georef_from_file(path, geo: Optional[Dict[str, Any]] = None) -> Optional[Geo
 def transform_coords(xs, ys, src_crs, dst_crs) -> Tuple[np.ndarray, np.ndarray]:
     """Reproject coordinate arrays from `src_crs` to `dst_crs` (x/easting/longitude first)."""
     xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
-    if src_crs is None or dst_crs is None or _same_crs(src_crs, dst_crs):
+    if src_crs is None or dst_crs is None:
         return xs, ys
-    pyproj = require("pyproj")
-    tr = pyproj.Transformer.from_crs(pyproj.CRS.from_user_input(src_crs),
-                                     pyproj.CRS.from_user_input(dst_crs), always_xy=True)
+    tr = _transformer(str(src_crs), str(dst_crs))
+    if tr is None:
+        return xs, ys
     x, y = tr.transform(xs, ys)
     return np.asarray(x, np.float64), np.asarray(y, np.float64)
 
 
-def _same_crs(a, b) -> bool:
-    if str(a).upper() == str(b).upper():
-        return True
+@lru_cache(maxsize=32)
+def _transformer(src: str, dst: str):
+    """A pyproj Transformer (x first), or None for the same CRS; built once per pair."""
+    if src.upper() == dst.upper():
+        return None
     pyproj = require("pyproj")
-    return pyproj.CRS.from_user_input(a) == pyproj.CRS.from_user_input(b)
+    a, b = pyproj.CRS.from_user_input(src), pyproj.CRS.from_user_input(dst)
+    if a == b:
+        return None
+    return pyproj.Transformer.from_crs(a, b, always_xy=True)
