@@ -12,10 +12,14 @@ __version__ = "0.1.0"
 
 from .model import build_model, load_model  # noqa: E402
 from .predictor import ImageEmbedding, Predictor  # noqa: E402
-from .automask import AutoMaskGenerator, AutoMaskResult, automask  # noqa: E402
+from .automask import AutoMaskGenerator, AutoMaskResult  # noqa: E402
+from .segment import AutoSegmenter, automask  # noqa: E402
+from .scale import estimate_diameter  # noqa: E402
+from .ais import instance_maps  # noqa: E402
 
 __all__ = ["__version__", "build_model", "load_model", "Predictor", "ImageEmbedding",
-           "automask", "AutoMaskGenerator", "AutoMaskResult"]
+           "automask", "AutoSegmenter", "AutoMaskGenerator", "AutoMaskResult",
+           "estimate_diameter", "instance_maps"]
 
 # napari is imported only when annotate() is called
 from ._napari.launch import annotate  # noqa: E402

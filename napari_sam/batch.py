@@ -28,7 +28,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .automask import AutoMaskGenerator, AutoMaskResult, fixed_thresholds, split_kwargs
+from .automask import AutoMaskResult, split_kwargs
 from .progress import null_progress
 from .transforms import intensity_range, select_channels
 
@@ -114,15 +114,21 @@ def renumber_by_first_appearance(labels: np.ndarray) -> np.ndarray:
     return new[labels]
 
 
-def automask_stack(stack: np.ndarray, generator: AutoMaskGenerator, axes: Optional[str] = None,
+def automask_stack(stack: np.ndarray, generator, axes: Optional[str] = None,
                    link: bool = False, link_iou: float = 0.5, progress=null_progress,
                    channels=None, value_range=None, **generate_kw) -> AutoMaskResult:
     """Segment every 2D slice of `stack`; labels keep the stack's leading shape.
 
-    The intensity range is taken once over the whole stack (unless `value_range` is given),
-    so all slices are normalised alike. Records carry `slice` (the flat slice index) and
-    `index` (the slice's position along the leading axes) besides the usual fields.
+    generator: a `segment.AutoSegmenter` (object size, mode and tiling per slice; the
+    objects' diameter, when it is to be estimated, is estimated once on the middle slice so
+    every slice is zoomed alike) or an `AutoMaskGenerator` (grid prompts as configured,
+    with `generate_kw` for its `generate`). The intensity range is taken once over the whole
+    stack (unless `value_range` is given), so all slices are normalised alike. Records carry
+    `slice` (the flat slice index) and `index` (the slice's position along the leading
+    axes) besides the usual fields.
     """
+    from .segment import AutoSegmenter
+
     slices, lead, axes = as_slices(np.asarray(stack), axes)
     n = slices.shape[0]
     if value_range is None and n > 1:
@@ -135,9 +141,20 @@ def automask_stack(stack: np.ndarray, generator: AutoMaskGenerator, axes: Option
     labels = np.zeros(slices.shape[:3], np.uint32)
     records: List[dict] = []
     next_id = 0
+    segmenter = isinstance(generator, AutoSegmenter)
+    if segmenter:
+        if generate_kw:
+            raise TypeError(f"{', '.join(generate_kw)}: set these on the AutoSegmenter")
+        diameter = generator.plan(slices[n // 2], channels).diameter
+        diameter = "off" if diameter is None else diameter
     for k in range(n):
-        generator.initialize(slices[k], _sub_progress(progress, k, n), channels, value_range)
-        res = generator.generate(**generate_kw)
+        if segmenter:
+            res = generator(slices[k], channels, value_range, _sub_progress(progress, k, n),
+                            diameter=diameter)
+        else:
+            generator.initialize(slices[k], _sub_progress(progress, k, n), channels,
+                                 value_range)
+            res = generator.generate(**generate_kw)
         lab = res.labels
         labels[k] = np.where(lab > 0, lab + np.uint32(next_id), 0)
         for r in res.records:
@@ -267,7 +284,7 @@ def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: st
         write_overlay(todo["overlay"], image, labels, overwrite, getattr(meta, "axes", None))
 
 
-def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
+def process_file(path: Path, generator, outdir: Path,
                  formats: Sequence[str] = FORMATS, overwrite: bool = False, overlay: bool = False,
                  link: bool = False, link_iou: float = 0.5, channels=None,
                  progress=null_progress, **generate_kw) -> dict:
@@ -303,9 +320,12 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
               **kw) -> dict:
     """Automask every input image into `outdir`; returns a summary (see module doc).
 
-    model: as for `automask` (None = bundled); or pass a ready `generator`. Other keywords
-    go to `AutoMaskGenerator` (points_per_side, ...) and to `generate` (pred_iou_thresh, ...).
+    model: as for `automask` (None = bundled); or pass a ready `generator` (an
+    `AutoSegmenter` or `AutoMaskGenerator`). Other keywords go to `segment.AutoSegmenter`
+    (mode, diameter, points_per_side, pred_iou_thresh, ...).
     """
+    from .segment import AutoSegmenter
+
     t0 = time.perf_counter()
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -313,6 +333,7 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     files, problems = expand_inputs(inputs)
+    seg_kw = {k: kw.pop(k) for k in ("mode", "diameter") if k in kw}
     init_kw, run_kw, gen_kw = split_kwargs(kw)
     if run_kw.get("channels") is not None:
         channels = run_kw["channels"]
@@ -323,9 +344,9 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
     if generator is None and any(overwrite or not all(
             is_complete(q) for q in output_paths(outdir, output_stem(p), formats,
                                                  overlay).values()) for p in files):
-        generator = AutoMaskGenerator(model, device=device, **init_kw)  # once for the batch
-        fixed_thresholds(generator, init_kw, gen_kw.get("pred_iou_thresh"),
-                         gen_kw.get("stability_thresh"))
+        generator = AutoSegmenter(model, device=device, **seg_kw, **init_kw,
+                                  **gen_kw)  # once for the batch
+        gen_kw = {}
     for i, path in enumerate(files):
         stem = output_stem(path)
         if stem in stems:

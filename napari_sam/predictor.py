@@ -5,6 +5,13 @@
     masks, scores, logits = pred.predict(points=[[row, col]], point_labels=[1])
 
 Coordinates are napari's (row, col) in pixels of the image given to `set_image`.
+
+Object size: `diameter` (of `Predictor` or `set_image`) says how large the objects are in
+image pixels: None estimates it (`scale.estimate_diameter`), a number is taken as given,
+"off" resizes the whole image to the model's input (SAM's rule). The image then reaches the
+model zoomed so that objects have the model's preferred size (`scale.plan_zoom`); when the
+zoomed image is larger than the model's input, prompts are answered tile by tile by a
+`tiled.TiledPredictor` at that zoom. Results are always in the image's pixel grid.
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ from . import allocator
 from .device import (autocast, configure_threads, resolve_decoder_precision, resolve_device,
                      resolve_precision)
 from .model import Sam, load_model
+from .scale import Diameter, ZoomPlan, plan_zoom, resolve_diameter
 from .transforms import box_rc_to_xyxy, rc_to_xy, resize_for_model, to_model_pixels
+
+_UNSET = object()
 
 
 @dataclass
@@ -67,8 +77,13 @@ class Predictor:
     chose a count)."""
 
     def __init__(self, model: Union[Sam, str, None] = None, device="auto", precision="auto",
-                 compile: bool = False, num_threads: Optional[int] = None):
+                 compile: bool = False, num_threads: Optional[int] = None,
+                 diameter: Diameter = None):
         self.device = resolve_device(device)
+        self.precision = precision
+        self.diameter = diameter  # the default for set_image (see the module docstring)
+        self.plan: ZoomPlan = ZoomPlan(None)
+        self._tiled = None  # a TiledPredictor when the zoomed image needs tiles
         self.model = model.to(self.device) if isinstance(model, Sam) else load_model(model, self.device)
         self.model.eval()
         self.dtype = resolve_precision(precision, self.device)  # the encoder's
@@ -99,10 +114,30 @@ class Predictor:
     # ---- embedding -------------------------------------------------------------------
     @torch.no_grad()
     def set_image(self, image: np.ndarray, channels: Optional[Sequence[int]] = None,
-                  value_range=None) -> ImageEmbedding:
-        """Embed a (Y, X) or (Y, X, C) image of any dtype and size (see `transforms`)."""
+                  value_range=None, diameter: Diameter = _UNSET,
+                  zoom: Optional[float] = None) -> Optional[ImageEmbedding]:
+        """Embed a (Y, X) or (Y, X, C) image of any dtype and size (see `transforms`).
+
+        diameter: the objects' diameter in image px (None: estimate; "off": no zoom);
+        default: the Predictor's. zoom: model-input px per image px, overriding `diameter`
+        (the zoomed image must fit the model's input). Returns the embedding, or None when
+        the image is answered tile by tile (`self.plan.tiled`)."""
+        self._tiled, self._emb = None, None
+        if zoom is None:
+            d = resolve_diameter(image, self.diameter if diameter is _UNSET else diameter,
+                                 channels)
+            self.plan = plan_zoom(np.shape(image), self.model, d)
+        else:
+            self.plan = ZoomPlan(float(zoom))
+        if self.plan.tiled:
+            from .tiled import TiledPredictor
+
+            self._tiled = TiledPredictor(
+                self.model, image, tile_size=self.plan.tile, overlap=self.plan.overlap,
+                channels=channels, device=self.device, precision=self.precision)
+            return None
         pixels = to_model_pixels(image, channels, value_range)
-        x = resize_for_model(pixels, self.model.image_size, self.device)
+        x = resize_for_model(pixels, self.model.image_size, self.device, self.plan.zoom)
         with autocast(self.device, self.dtype):
             feats = self._encode(x).float()
         if feats.is_inference():  # called under inference_mode: keep a normal tensor, whose
@@ -130,6 +165,11 @@ class Predictor:
 
     def get_embedding(self) -> ImageEmbedding:
         if self._emb is None:
+            if self._tiled is not None:
+                raise RuntimeError(
+                    "this image is answered tile by tile (its objects are small for the "
+                    "model's input), so there is no single embedding; use predict(), or "
+                    "set_image(..., diameter='off') for one embedding of the whole image")
             raise RuntimeError("no image is set: call set_image(image) first")
         return self._emb
 
@@ -139,11 +179,11 @@ class Predictor:
                              "call set_image again with the current model")
         self._emb = ImageEmbedding(emb.features.to(self.device), tuple(emb.original_size),
                                    tuple(emb.input_size), emb.model_signature)
-        self._input = None
+        self._input, self._tiled = None, None
 
     @property
     def is_image_set(self) -> bool:
-        return self._emb is not None
+        return self._emb is not None or self._tiled is not None
 
     # ---- prompts ---------------------------------------------------------------------
     def _scale(self) -> np.ndarray:
@@ -160,8 +200,13 @@ class Predictor:
         xyxy = box_rc_to_xyxy(box_rc) * np.tile(self._scale(), 2)
         return torch.as_tensor(xyxy, dtype=torch.float32, device=self.device)
 
+    def _image_shape(self) -> Tuple[int, int]:
+        if self._tiled is not None:
+            return self._tiled.grid.shape
+        return self.get_embedding().original_size
+
     def _check(self, points, labels, box, mask_input):
-        h, w = self.get_embedding().original_size
+        h, w = self._image_shape()
         if points is None and box is None and mask_input is None:
             raise ValueError("empty prompt: give at least one point, a box or a mask_input")
         if points is not None:
@@ -233,10 +278,14 @@ class Predictor:
 
         points: (N, 2) (row, col); point_labels: N of 1 (object) / 0 (background), default 1;
         box: (row0, col0, row1, col1); mask_input: (m, m) logits of an earlier call.
+        On an image answered tile by tile (`self.plan.tiled`) the result is the one best
+        mask (K = 1), logits are None and mask_input is refused.
         Returns masks bool (K, Y, X), scores (K,), low-res logits (K, m, m); K = 3 with
         `multimask`, else 1. Masks are sorted as the model returns them.
         """
         points, labels, box, mask_input = self._check(points, point_labels, box, mask_input)
+        if self._tiled is not None:
+            return self._predict_tiled(points, labels, box, mask_input, multimask)
         xy = lab = bx = None
         if points is not None:
             xy = self.points_to_input(points)[None]
@@ -249,6 +298,15 @@ class Predictor:
         else:
             masks = self.upscale_masks(logits[0]).cpu().numpy()
         return masks, scores[0].cpu().numpy(), logits[0].cpu().numpy()
+
+    def _predict_tiled(self, points, labels, box, mask_input, multimask):
+        """`predict` on a tiled image: one mask (1, Y, X), its score (1,), logits None."""
+        if mask_input is not None:
+            raise ValueError(
+                "mask_input cannot be used on an image answered tile by tile; refine with "
+                "more points instead, or set_image(..., diameter='off') for one embedding")
+        m = self._tiled.predict(points, labels, box, multimask=None if multimask else False)
+        return m.to_full(self._tiled.grid.shape)[None], np.array([m.score], np.float32), None
 
     def upscale_masks(self, logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
         """(..., m, m) low-res logits -> (..., Y, X) bool masks at the image's size: the

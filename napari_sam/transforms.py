@@ -103,10 +103,25 @@ def to_model_pixels(image: np.ndarray, channels: Optional[Sequence[int]] = None,
     return out
 
 
-def resize_for_model(pixels: np.ndarray, long_side: int, device=None) -> torch.Tensor:
-    """(Y, X, 3) float pixels -> (1, 3, h, w) tensor with the longest side = `long_side`."""
+def zoomed_shape(h: int, w: int, zoom: float, long_side: int) -> Tuple[int, int]:
+    """Shape (h', w') of a (h, w) image resized by `zoom`, at least 1 pixel per side; raises
+    ValueError if it exceeds the model's input side `long_side` (tile the image instead)."""
+    out = max(1, int(h * zoom + 0.5)), max(1, int(w * zoom + 0.5))
+    if max(out) > long_side:
+        raise ValueError(f"an image of {h} x {w} pixels zoomed by {zoom:.3g} is {out[0]} x "
+                         f"{out[1]}, larger than the model input ({long_side}); tile it")
+    return out
+
+
+def resize_for_model(pixels: np.ndarray, long_side: int, device=None,
+                     zoom: Optional[float] = None) -> torch.Tensor:
+    """(Y, X, 3) float pixels -> (1, 3, h, w) tensor with the longest side = `long_side`, or,
+    with `zoom`, resized by that factor (`zoomed_shape`)."""
     t = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(2, 0, 1)[None]
-    h, w = target_shape(t.shape[-2], t.shape[-1], long_side)
+    if zoom is None:
+        h, w = target_shape(t.shape[-2], t.shape[-1], long_side)
+    else:
+        h, w = zoomed_shape(t.shape[-2], t.shape[-1], zoom, long_side)
     if (h, w) == tuple(t.shape[-2:]):
         return t
     return F.interpolate(t, (h, w), mode="bilinear", align_corners=False, antialias=True

@@ -122,6 +122,15 @@ def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> Sam:
     if isinstance(thresholds, dict):
         model.automask_defaults = {k: float(v) for k, v in thresholds.items()
                                    if k in ("pred_iou_thresh", "stability_thresh")}
+    size = ckpt.extra.get("object_size")
+    if isinstance(size, dict) and "diameter" in size:
+        model.object_size = {"diameter": float(size["diameter"]),
+                             "range": [float(v) for v in size.get("range", ())] or None}
+        if model.object_size["range"] is None:
+            del model.object_size["range"]
+    ais = ckpt.extra.get("ais", {})
+    if isinstance(ais, dict):
+        model.ais_defaults = {k: float(v) for k, v in ais.items()}
     return model.eval()
 
 

@@ -23,7 +23,7 @@ from ..device import autocast, resolve_device, resolve_precision
 from ..model import Sam, load_model
 from ..predictor import ImageEmbedding, Predictor
 from ..progress import null_progress
-from ..transforms import resize_for_model, target_shape
+from ..transforms import resize_for_model, zoomed_shape
 from .cache import MemoryStore, ZarrStore, resolve_cache_dir
 from .grid import Tile, TileGrid
 from .source import ImageSource
@@ -87,8 +87,19 @@ class TiledEmbeddings:
         self._predictor: Optional[Predictor] = None
 
     # ---- computing -------------------------------------------------------------------
+    @property
+    def zoom(self) -> float:
+        """Model-input pixels per image pixel, the same for every tile (a tile smaller than
+        the tile size, at the image's edge, is not enlarged more than the others)."""
+        return self.model.image_size / self.grid.tile
+
     def input_size(self, tile: Tile):
-        return target_shape(*tile.shape, self.model.image_size)
+        return zoomed_shape(*tile.shape, self.zoom, self.model.image_size)
+
+    def model_input(self, tile: Tile) -> torch.Tensor:
+        """(1, 3, h, w) 0-255 pixels of `tile` as the encoder gets them."""
+        return resize_for_model(self.source.pixels(tile.window, self.value_range),
+                                self.model.image_size, self.device, self.zoom)
 
     def missing(self, tiles: Optional[Iterable[Tile]] = None) -> List[Tile]:
         done = self.store.done()
@@ -97,8 +108,7 @@ class TiledEmbeddings:
     @torch.no_grad()
     def encode(self, tiles: Sequence[Tile]) -> np.ndarray:
         """Run the encoder on `tiles` (all of one shape): (B, C, g, g) float32."""
-        xs = [resize_for_model(self.source.pixels(t.window, self.value_range),
-                               self.model.image_size, self.device) for t in tiles]
+        xs = [self.model_input(t) for t in tiles]
         with autocast(self.device, self.dtype):
             feats = self.model.encode(torch.cat(xs))
         return feats.float().cpu().numpy()

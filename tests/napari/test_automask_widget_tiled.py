@@ -141,7 +141,8 @@ def test_cancel_then_resume_into_zarr_beside_the_file(make_napari_viewer, qtbot,
 def test_cancel_keeps_finished_tiles_without_a_viewer(user_cache):
     data, truth = scene(2)
     setup = TiledSetup(TilingRule(), (SIZE, SIZE), False, 2, None)
-    req = Request(data, model=blob_model(), points_per_side=8, tiled=setup)
+    req = Request(data, model=blob_model(), points_per_side=8, tiled=setup,
+                  diameter="off")
     seen = []
 
     def progress(done, total, message):

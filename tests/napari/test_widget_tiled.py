@@ -31,6 +31,7 @@ def big_image(seed=0):
 
 
 def make_widget(viewer, qtbot, wait, model, **kwargs):
+    kwargs.setdefault("diameter", "off")  # native-resolution tiles, as configured
     w = SamWidget(viewer, model=model, **kwargs)
     viewer.window.add_dock_widget(w)
     wait(qtbot, w)
