@@ -13,8 +13,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..runtime.kernels import derived, version
 from .config import SamConfig, TinyViTConfig
-from .common import derived, version
 from .image_encoder import ImageEncoderViT
 from .instance_head import InstanceHead
 from .mask_decoder import MaskDecoder
