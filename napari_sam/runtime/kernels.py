@@ -41,8 +41,9 @@ def tensor_state(*tensors) -> tuple:
 
 def derived(owner: nn.Module, name: str, state, make):
     """`make()`, kept on `owner` as `owner.__dict__[name]` (not in its state dict, dropped
-    when the model is pickled: see `napari_sam.model.Sam._TRANSIENT`) and made again when `state` (e.g. a
-    `tensor_state` of the parameters it comes from) differs from the stored one.
+    when the model is pickled: see `napari_sam.model.Sam._TRANSIENT`) and made again when
+    `state` (e.g. a `tensor_state` of the parameters it comes from) differs from the stored
+    one.
     Inference only: callers compute afresh while autograd or compilation is on."""
     hit = owner.__dict__.get(name)
     if hit is None or hit[0] != state:
