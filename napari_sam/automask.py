@@ -368,3 +368,11 @@ def fixed_thresholds(generator: AutoMaskGenerator, init: dict, pred_iou_thresh=N
     if "min_candidate_stability" not in init:
         generator.min_candidate_stability = b
     return generator
+
+
+def automask(image: np.ndarray, model=None, **kw) -> np.ndarray:
+    """Segment everything in a 2D image: `napari_sam.segment.automask` (object size, mode,
+    tiles), kept here so `napari_sam.automask` stays the function it always was."""
+    from .segment import automask as run
+
+    return run(image, model, **kw)

@@ -30,6 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # first of all, before torch is imported (the OpenMP wait policy can be set only then):
+    # the command line owns its process and tunes it for CPU inference unless
+    # NAPARI_SAM_TUNE_CPU=0 (see napari_sam/runtime/cpu.py)
+    from .runtime.cpu import tune_cpu_if_requested
+
+    try:
+        tune_cpu_if_requested(default=True)
+    except ValueError as err:
+        print(f"napari-sam: error: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

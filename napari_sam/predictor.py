@@ -23,7 +23,6 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from . import allocator
 from .device import (autocast, configure_threads, resolve_decoder_precision, resolve_device,
                      resolve_precision)
 from .model import Sam, load_model
@@ -45,22 +44,23 @@ class ImageEmbedding:
 
 # On CPU every prompt carries its own (hw, C) copy of the image tokens through the decoder,
 # and how many prompts one call should take depends on what a fresh tensor costs. With
-# glibc's default thresholds every large tensor is a new mmap that is page-faulted in, and
-# calls whose copies stay small win (ViT-B, automask 16 x 16 points on 2 cores: 2.9 s of
-# decoding with 8 prompts per call, 4.8 s with 64). With the tuned allocator (see
-# `allocator`) freed blocks are reused and larger calls amortise the per-call work (whole
-# automask run: 3.71 s with 8 per call, 3.43 s with 32, 3.47 s with 64).
+# glibc's default thresholds every tensor above its mmap threshold (at most 32 MiB) is a new
+# mmap that is page-faulted in, and calls whose copies stay below it win (ViT-B, automask
+# 16 x 16 points on 2 cores: 2.9 s of decoding with 8 prompts per call, 4.8 s with 64). With
+# the allocator tuned (`tune_cpu`, `allocator`) freed blocks are reused and larger calls
+# amortise the per-call work a little (whole automask run: 3.71 s with 8 per call, 3.43 s
+# with 32, 3.47 s with 64). The default ("auto") is the value that is safe either way and
+# depends on the model only; `cpu_decode_chunk(config, tuned_allocator=True)` is there for
+# a caller that tuned the allocator and says so.
 # Prompts per call: this many image-token values in all (8 or 32 for SAM's 64^2 x 256
 # tokens, 64 for the bundled model's 32^2 x 128), at most 64.
 DECODE_CHUNK_VALUES = 2 ** 23
 DECODE_CHUNK_VALUES_TUNED = 2 ** 25
 
 
-def cpu_decode_chunk(config, tuned_allocator: Optional[bool] = None) -> int:
-    """Prompts decoded per model call on CPU for a model `config` (`SamConfig`), with the
-    allocator tuned or not (None: as it is in this process)."""
-    if tuned_allocator is None:
-        tuned_allocator = allocator.tuned()
+def cpu_decode_chunk(config, tuned_allocator: bool = False) -> int:
+    """Prompts decoded per model call on CPU for a model `config` (`SamConfig`): the value
+    for glibc's default allocator settings, or for the tuned ones (`tuned_allocator`)."""
     values = DECODE_CHUNK_VALUES_TUNED if tuned_allocator else DECODE_CHUNK_VALUES
     return max(1, min(64, values // config.image_token_values))
 
@@ -72,13 +72,17 @@ class Predictor:
     as fast there and closer to the fp32 results (`device.resolve_decoder_precision`).
     `dtype` (the encoder's) and `decoder_dtype` say what was chosen; embeddings are stored as
     float32. compile: run the image encoder through `torch.compile` (the first `set_image`
-    compiles, minutes on a small CPU; on failure a warning and the eager encoder). On CPU the
-    thread count is set by `device.configure_threads(num_threads)` (all cores unless the user
-    chose a count)."""
+    compiles, minutes on a small CPU; on failure a warning and the eager encoder).
+    decode_chunk: prompts decoded per model call in `predict_lowres`: an int, None (all at
+    once) or "auto" (on CPU `cpu_decode_chunk(model.config)`, elsewhere all at once).
+
+    Creating or using a Predictor changes nothing in the process; num_threads, when given,
+    sets torch's thread count (`torch.set_num_threads`, process-wide). For the tuning of
+    threads, OpenMP and the allocator together see `napari_sam.tune_cpu`."""
 
     def __init__(self, model: Union[Sam, str, None] = None, device="auto", precision="auto",
                  compile: bool = False, num_threads: Optional[int] = None,
-                 diameter: Diameter = None):
+                 decode_chunk: Union[int, str, None] = "auto", diameter: Diameter = None):
         self.device = resolve_device(device)
         self.precision = precision
         self.diameter = diameter  # the default for set_image (see the module docstring)
@@ -88,12 +92,19 @@ class Predictor:
         self.model.eval()
         self.dtype = resolve_precision(precision, self.device)  # the encoder's
         self.decoder_dtype = resolve_decoder_precision(precision, self.device, self.model.config)
-        if self.device.type == "cpu":
+        if num_threads is not None:
             configure_threads(num_threads)
-            allocator.tune()  # large freed tensors stay with the process (see allocator)
+        if decode_chunk == "auto":
+            decode_chunk = (cpu_decode_chunk(self.model.config)
+                            if self.device.type == "cpu" else None)
+        elif decode_chunk is not None:
+            if (isinstance(decode_chunk, bool) or not hasattr(decode_chunk, "__index__")
+                    or decode_chunk < 1):
+                raise ValueError(f"decode_chunk must be a positive int, None or 'auto', "
+                                 f"got {decode_chunk!r}")
+            decode_chunk = int(decode_chunk)
         # prompts decoded per call of the model in `predict_lowres` (None: all at once)
-        self.decode_chunk: Optional[int] = (cpu_decode_chunk(self.model.config)
-                                            if self.device.type == "cpu" else None)
+        self.decode_chunk: Optional[int] = decode_chunk
         self.compile = bool(compile)
         self._compiled = None  # the compiled encoder; False once compiling has failed
         self._emb: Optional[ImageEmbedding] = None

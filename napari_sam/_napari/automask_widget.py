@@ -23,6 +23,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
 from ..automask import default_thresholds
+from ..runtime.cpu import tune_cpu_if_requested
 from . import layers as L
 from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, THRESHOLDS, Request,
                            check_request, floors_for, run_job)
@@ -58,6 +59,7 @@ class AutomaskWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer, model=None, device: str = "auto",
                  tiling: str = "auto", tile_above: int = 0) -> None:
         super().__init__(labels=True)
+        tune_cpu_if_requested(default=False)  # only with NAPARI_SAM_TUNE_CPU=1
         self.viewer = viewer
         model = os.fspath(model) if isinstance(model, os.PathLike) else model
         self._given = None if model is None or isinstance(model, str) else model

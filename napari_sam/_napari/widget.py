@@ -23,6 +23,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..model.registry import BUNDLED_PATH
 from ..prompts import Segmenter
+from ..runtime.cpu import tune_cpu_if_requested
 from . import layers as L
 from .commits import CommitError, Committer
 from .keys import KeyBindings, on_close
@@ -49,6 +50,7 @@ class SamWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer, model=None, device: str = "auto",
                  tiling: str = "auto", tile_above: int = 0, diameter="auto") -> None:
         super().__init__(labels=True)
+        tune_cpu_if_requested(default=False)  # only with NAPARI_SAM_TUNE_CPU=1
         self.viewer = viewer
         model = os.fspath(model) if isinstance(model, os.PathLike) else model
         self._given_model = None if model is None or isinstance(model, str) else model
