@@ -49,6 +49,31 @@ def measure(model, diameter: float, kind: str, seed: int, mode: str) -> dict:
             "prompt_s": t1 - t0, "automask_s": t2 - t1}
 
 
+def heldout_nuclei(model, n: int, side: int = 512) -> list:
+    """The default path against SAM's fixed resize on `n` held-out fluorescence nuclei
+    fields (`synthetic.nuclei_image`, seeds 10_000_019 + i: apart from training,
+    calibration and the size sweep), like the plugin's sample image."""
+    from napari_sam.training.synthetic import nuclei_image
+
+    rows = []
+    for i in range(n):
+        image, labels = nuclei_image(10_000_019 + i, (side, side))
+        for mode in ("fixed", "scale-aware"):
+            r = {"image": i, "mode": mode}
+            setting = "off" if mode == "fixed" else None
+            t0 = time.perf_counter()
+            pred = Predictor(model, diameter=setting)
+            click, box = prompt_ious(pred, image, labels, max_objects=20)
+            t1 = time.perf_counter()
+            f1 = match_f1(AutoSegmenter(pred, diameter=setting)(image).labels, labels)
+            r.update(click=float(np.mean(click)), box=float(np.mean(box)),
+                     **{k: f1[k] for k in ("f1@0.5", "f1@0.75")},
+                     prompt_s=t1 - t0, automask_s=time.perf_counter() - t1)
+            print(json.dumps(r), flush=True)
+            rows.append(r)
+    return rows
+
+
 def table(rows) -> str:
     out = ["| diameter px | image px | path | click mIoU | box mIoU | F1@0.5 | F1@0.75 | "
            "automask s/image |", "|---|---|---|---|---|---|---|---|"]
@@ -69,12 +94,21 @@ def main(argv=None) -> int:
     ap.add_argument("--diameters", default="8,16,32,64,128")
     ap.add_argument("--kinds", default="nuclei,cells")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--heldout-nuclei", type=int, default=0, metavar="N",
+                    help="instead: the default path on N held-out 512^2 nuclei fields")
     a = ap.parse_args(argv)
     import napari_sam
 
     if hasattr(napari_sam, "tune_cpu"):  # opt-in CPU settings, as the CLI uses
         napari_sam.tune_cpu()
     model = load_model(a.model)
+    if a.heldout_nuclei:
+        rows = heldout_nuclei(model, a.heldout_nuclei)
+        for mode in ("fixed", "scale-aware"):
+            sel = [r for r in rows if r["mode"] == mode]
+            print(mode, {k: round(float(np.mean([r[k] for r in sel])), 3) for k in
+                         ("click", "box", "f1@0.5", "f1@0.75", "automask_s")})
+        return 0
     rows = []
     for d in [float(v) for v in a.diameters.split(",")]:
         for kind in a.kinds.split(","):

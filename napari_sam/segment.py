@@ -5,8 +5,9 @@
     result = seg(image)                            # AutoMaskResult(labels, records)
 
 Modes: "amg" (a grid of point prompts, `automask.AutoMaskGenerator`), "ais" (the model's
-instance decoder and a seeded watershed, `ais`), "auto" (AIS when the model has an instance
-decoder, else AMG). The objects' diameter (None: estimated, a number of image px, or "off")
+instance decoder and a seeded watershed, `ais`), "auto" (the mode the checkpoint names as
+its best, measured when it was exported; else AIS when the model has an instance decoder,
+else AMG). The objects' diameter (None: estimated, a number of image px, or "off")
 sets the zoom at which the image reaches the model (`scale.plan_zoom`), the density of the
 AMG point grid (about `POINT_SPACING` preferred diameters between points) and the default
 smallest object (`min_area`). Images whose zoomed size exceeds the model input run tile by
@@ -59,7 +60,10 @@ def resolve_mode(mode: str, model) -> str:
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
     has = getattr(model, "has_instance_head", False)
-    if mode == "auto":
+    if mode == "auto":  # the checkpoint's choice (measured at export), else AIS if it can
+        preferred = getattr(model, "automask_mode", None)
+        if preferred in ("ais", "amg") and (preferred == "amg" or has):
+            return preferred
         return "ais" if has else "amg"
     if mode == "ais" and not has:
         raise ValueError(

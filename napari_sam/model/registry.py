@@ -128,6 +128,8 @@ def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> Sam:
                              "range": [float(v) for v in size.get("range", ())] or None}
         if model.object_size["range"] is None:
             del model.object_size["range"]
+    if ckpt.extra.get("automask_mode") in ("ais", "amg"):
+        model.automask_mode = ckpt.extra["automask_mode"]
     ais = ckpt.extra.get("ais", {})
     if isinstance(ais, dict):
         model.ais_defaults = {k: float(v) for k, v in ais.items()}
