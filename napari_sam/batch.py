@@ -198,6 +198,40 @@ def output_stem(path: Path) -> str:
     return path.stem
 
 
+def prepare_outdir(outdir) -> Path:
+    """Create the output folder `outdir` (and its parents) or raise a ValueError that names it:
+    an existing file, a path under a file, a folder that cannot be created."""
+    outdir = Path(outdir).expanduser()
+    if outdir.exists() and not outdir.is_dir():
+        raise ValueError(f"the output {outdir} is a file, not a folder; -o/--output takes a "
+                         "folder (it is created if missing): choose another name")
+    for parent in outdir.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"the output folder {outdir} cannot be created: {parent} is a "
+                             "file; choose a folder path for -o/--output")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"the output folder {outdir} cannot be created ({err.strerror or err}); "
+                         "choose another -o/--output") from err
+    return outdir
+
+
+def remove_stale_partials(outdir: Path) -> List[Path]:
+    """Remove temporary files that killed writes left in `outdir` (see
+    `io.atomic.stale_partial_files`: files a live writer holds are kept); returns them."""
+    from .io.atomic import stale_partial_files
+
+    removed = []
+    for p in stale_partial_files(outdir):
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:  # gone meanwhile, or not ours to remove
+            pass
+    return removed
+
+
 def output_paths(outdir: Path, stem: str, formats: Sequence[str], overlay: bool = False
                  ) -> Dict[str, Path]:
     kinds = list(formats) + (["overlay"] if overlay else [])
@@ -310,8 +344,8 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(f"unknown output format(s) {bad}; choose from {', '.join(FORMATS)}")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = prepare_outdir(outdir)
+    removed = remove_stale_partials(outdir)
     files, problems = expand_inputs(inputs)
     init_kw, run_kw, gen_kw = split_kwargs(kw)
     if run_kw.get("channels") is not None:
@@ -319,6 +353,8 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
     stems: Dict[str, Path] = {}
     results = [{"path": p, "status": "failed", "error": why, "objects": 0} for p, why in problems]
     say = log or (lambda msg: None)
+    if removed:
+        say(f"removed {len(removed)} temporary file(s) that an interrupted run left in {outdir}")
     n = len(files)
     if generator is None and any(overwrite or not all(
             is_complete(q) for q in output_paths(outdir, output_stem(p), formats,
