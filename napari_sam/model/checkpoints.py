@@ -91,9 +91,9 @@ def save_checkpoint(path, model, extra: Optional[dict] = None) -> None:
     """Write napari-sam's own format (config inside) atomically."""
     from .config import config_to_dict
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
+    from ..io.atomic import atomic_path
+
     obj = {"format": "napari-sam", "config": config_to_dict(model.config),
            "model": model.state_dict(), **(extra or {})}
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(Path(path), overwrite=True) as tmp:
+        torch.save(obj, tmp)
