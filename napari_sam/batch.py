@@ -287,7 +287,7 @@ def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: st
     from .io.tables import object_table, write_csv
 
     if "tif" in todo:
-        write_labels_tif(todo["tif"], labels, meta=meta, overwrite=overwrite)
+        write_labels_tif(todo["tif"], labels, meta=meta, overwrite=overwrite, records=records)
     # COCO and the table take (Y, X) or one stack axis: flatten T and Z together
     flat = labels.reshape((-1,) + labels.shape[-2:]) if labels.ndim > 3 else labels
     if "coco" in todo:
@@ -318,9 +318,14 @@ def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
     image = np.asarray(image)
     axes = getattr(meta, "axes", None) or guess_axes(image.shape)
     if not overwrite and "tif" in paths and "tif" not in todo:
-        from .io.labels import read_labels  # they exist: derive the missing outputs from them
+        from .io.labels import read_label_records, read_labels
 
-        labels, records = read_labels(paths["tif"])[0], None
+        # they exist: derive the missing outputs from them, scores included (stored in the
+        # label TIFF beside the labels)
+        labels, records = read_labels(paths["tif"])[0], read_label_records(paths["tif"])
+        if records is not None:
+            present = set(np.unique(labels[labels > 0]).tolist())
+            records = [r for r in records if r.get("id") in present] or None
     else:
         res = automask_stack(image, generator, axes, link, link_iou, progress, **generate_kw)
         labels, records = res.labels, res.records

@@ -52,7 +52,8 @@ def read_checkpoint(path) -> Checkpoint:
         raise CheckpointError(
             f"{path} could not be read as a PyTorch checkpoint ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). The file may be truncated or not a "
-            "checkpoint: download it again (`napari-sam models download NAME`) or check the path."
+            "checkpoint: download it again (`napari-sam models download --force NAME` for a "
+            "registry model) or check the path."
         ) from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")

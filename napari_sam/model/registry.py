@@ -212,6 +212,18 @@ def load_model(name_or_path: Optional[str] = None, device: Union[str, torch.devi
                 f"unknown model {name!r}: give a checkpoint file or one of "
                 f"bundled, {', '.join(KNOWN_CHECKPOINTS)}")
         path = fetch(str(name))
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointError as err:  # damaged in the cache after it was checked
+            from .hub import forget
+
+            forget(str(name))
+            raise CheckpointError(
+                f"the cached download of {name} ({path}) does not load: {err.args[0]} It was "
+                f"removed from the cache; run again to download {name} afresh.") from err
+        model = model_from_checkpoint(ckpt, str(path))
+        model.source = str(name)
+        return model.to(resolve_device(device))
     model = model_from_checkpoint(read_checkpoint(path), str(path))
     model.source = str(name)
     return model.to(resolve_device(device))
