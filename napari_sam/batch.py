@@ -50,6 +50,9 @@ def guess_axes(shape: Sequence[int]) -> str:
 
 def as_slices(image: np.ndarray, axes: Optional[str] = None) -> Tuple[np.ndarray, tuple, str]:
     """-> (slices (N, Y, X[, C]), the leading shape, normalised axes)."""
+    if 0 in image.shape:
+        raise ValueError(f"the image is empty (shape {tuple(image.shape)}); there is nothing "
+                         "to segment: check the file")
     axes = (axes or guess_axes(image.shape)).upper().replace("S", "C")
     if len(axes) != image.ndim or "Y" not in axes or "X" not in axes:
         raise ValueError(f"axes {axes!r} do not describe an array of shape {image.shape}")

@@ -45,7 +45,14 @@ def target_shape(h: int, w: int, long_side: int) -> Tuple[int, int]:
 
 def select_channels(image: np.ndarray, channels: Optional[Sequence[int]] = None) -> np.ndarray:
     """(Y, X) or (Y, X, C) -> (Y, X, K) with K in 1..3, never dropping data silently."""
+    if image is None:
+        raise ValueError("no image was given (None); pass a (Y, X) or (Y, X, C) array")
     img = np.asarray(image)
+    if img.dtype.kind not in "biuf":
+        hint = " (for complex data pass np.abs(image) or image.real)" if img.dtype.kind == "c" \
+            else ""
+        raise ValueError(f"the image has dtype {img.dtype}; expected numbers (bool, integer or "
+                         f"float pixels){hint}")
     if img.ndim in (2, 3) and (img.shape[0] < 1 or img.shape[1] < 1):
         raise ValueError(f"the image is empty (shape {img.shape}); give an image with at least "
                          "one row and one column")
