@@ -320,6 +320,11 @@ def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
     image, meta = read_image(path, channels=channels)
     image = np.asarray(image)
     axes = getattr(meta, "axes", None) or guess_axes(image.shape)
+    c = image.shape[-1] if axes.endswith("C") else 0
+    if channels is None and (c > 4 or (c == 4 and image.dtype != np.uint8)):
+        raise ValueError(f"{path.name} has {c} channels (axes {axes}); the model takes up to "
+                         "3: choose them with --channels (e.g. --channels 0 or --channels "
+                         "0,1,2; channels=[...] in Python)")
     if not overwrite and "tif" in paths and "tif" not in todo:
         from .io.labels import read_label_records, read_labels
 
