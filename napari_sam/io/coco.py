@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .atomic import atomic_write
+from .coco_checks import checked_polygons, checked_shape, image_size, slice_index
 from .labels import to_uint32
 
 FORMAT_VERSION = 1
@@ -230,43 +231,6 @@ def _counts_from_string(text) -> List[int]:
     return counts
 
 
-def _checked_polygons(segmentation: list, height: int, width: int) -> List[List[float]]:
-    """The polygons (lists of x0, y0, x1, y1, ...) of a segmentation with 3+ vertices each,
-    checked before they reach pycocotools, which does not check them: a NaN vertex can
-    crash it and a vertex far outside the image makes it allocate memory in proportion.
-
-    Vertices may lie outside the image by up to one image size (they are clipped when
-    painted); further out, or not finite, is an error.
-    """
-    if segmentation and all(isinstance(v, (int, float)) for v in segmentation):
-        raise ValueError("polygon segmentation is a flat list of numbers; COCO polygons are a "
-                         "list of polygons, [[x0, y0, x1, y1, ...], ...]: wrap it in a list")
-    out = []
-    reach = max(height, width)
-    for i, poly in enumerate(segmentation):
-        if not isinstance(poly, (list, tuple)):
-            raise ValueError(f"polygon {i} is a {type(poly).__name__}, not a list of "
-                             "x0, y0, x1, y1, ... coordinates")
-        try:
-            xy = np.asarray(poly, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"polygon {i} holds values that are not numbers") from None
-        if xy.ndim != 1 or xy.size % 2:
-            raise ValueError(f"polygon {i} has {xy.size} values; it needs x, y pairs "
-                             "(an even count)")
-        if not np.isfinite(xy).all():
-            raise ValueError(f"polygon {i} has a NaN or infinite coordinate")
-        x, y = xy[0::2], xy[1::2]
-        if x.size and (x.min() < -reach or x.max() > width + reach or y.min() < -reach
-                       or y.max() > height + reach):
-            raise ValueError(f"polygon {i} has vertices far outside the {height} x {width} "
-                             f"image (x {x.min():g} .. {x.max():g}, y {y.min():g} .. "
-                             f"{y.max():g}); coordinates are pixels (x = column, y = row)")
-        if xy.size >= 6:
-            out.append(xy.tolist())
-    return out
-
-
 def _rle_counts_of(segmentation, height: int, width: int) -> List[int]:
     """Uncompressed RLE counts of a COCO segmentation (RLE of either kind, or polygons)."""
     if isinstance(segmentation, Mapping):
@@ -286,7 +250,7 @@ def _rle_counts_of(segmentation, height: int, width: int) -> List[int]:
     if isinstance(segmentation, list):
         from pycocotools import mask as mask_utils
 
-        polygons = _checked_polygons(segmentation, height, width)
+        polygons = checked_polygons(segmentation, height, width)
         if not polygons:
             return [height * width]
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
@@ -326,53 +290,6 @@ def _load(path) -> dict:
     return data
 
 
-MAX_PIXELS = 2 ** 31  # per image: 8 GB of uint32 labels; a larger size is a broken file
-
-
-def _image_size(im: Mapping, path) -> Tuple[int, int]:
-    """(height, width) of a COCO image record, checked: positive whole numbers."""
-    sizes = []
-    for key in ("height", "width"):
-        value = im.get(key)
-        if value is None:
-            raise ValueError(f"{path}: image {im.get('id')!r} has no '{key}'; COCO images "
-                             "need 'height' and 'width' in pixels")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                not float(value).is_integer() or value < 1:
-            raise ValueError(f"{path}: image {im.get('id')!r} has {key} {value!r}; it must "
-                             "be a positive whole number of pixels")
-        sizes.append(int(value))
-    if sizes[0] * sizes[1] > MAX_PIXELS:
-        raise ValueError(f"{path}: image {im.get('id')!r} is {sizes[0]} x {sizes[1]} pixels, "
-                         f"more than {MAX_PIXELS} ({MAX_PIXELS * 4 // 2 ** 30} GB of labels); "
-                         "check its height and width")
-    return sizes[0], sizes[1]
-
-
-def _slice_index(z, im: Mapping, path) -> int:
-    if isinstance(z, bool) or not isinstance(z, (int, float)) or not float(z).is_integer() \
-            or z < 0:
-        raise ValueError(f"{path}: image {im.get('id')!r} has slice index z={z!r}; it must "
-                         "be a whole number >= 0")
-    return int(z)
-
-
-def _checked_shape(shape, what: str) -> Tuple[int, ...]:
-    """`shape` as a tuple of 2 or 3 positive ints of a size that fits in memory."""
-    try:
-        out = tuple(int(n) for n in shape)
-        ok = all(float(a) == b for a, b in zip(shape, out)) and len(out) in (2, 3)
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok or min(out) < 1:
-        raise ValueError(f"{what} {shape!r}: expected (Y, X) or (Z, Y, X), positive whole "
-                         "numbers")
-    if int(np.prod(out, dtype=np.float64)) > 4 * MAX_PIXELS:
-        raise ValueError(f"{what} {out} would need {np.prod(out, dtype=np.float64) * 4 / 2 ** 30:.0f}"
-                         " GB of labels; check the image sizes and slice indices ('z')")
-    return out
-
-
 def _slices(data: dict, shape, path) -> Tuple[Tuple[int, ...], Dict[Any, Tuple[int, int, int]]]:
     """(labels shape, {image id: (slice index, height, width)})."""
     images = data["images"]
@@ -383,9 +300,9 @@ def _slices(data: dict, shape, path) -> Tuple[Tuple[int, ...], Dict[Any, Tuple[i
     block = data.get("napari_sam")
     stored = block.get("shape") if isinstance(block, Mapping) else None
     if shape is None and stored:
-        shape = _checked_shape(stored, f"{path}: the stored napari_sam shape")
-    hw = [_image_size(im, path) for im in images]
-    zs = [_slice_index(im.get("z", i), im, path) for i, im in enumerate(images)]
+        shape = checked_shape(stored, f"{path}: the stored napari_sam shape")
+    hw = [image_size(im, path) for im in images]
+    zs = [slice_index(im.get("z", i), im, path) for i, im in enumerate(images)]
     if shape is None:
         if len(images) == 1:
             shape = hw[0]
@@ -394,7 +311,7 @@ def _slices(data: dict, shape, path) -> Tuple[Tuple[int, ...], Dict[Any, Tuple[i
                 raise ValueError(f"{path}: {len(images)} images of different sizes; pass "
                                  "shape= or read them one by one")
             shape = (max(int(z) for z in zs) + 1,) + hw[0]
-    shape = _checked_shape(shape, f"{path}: shape")
+    shape = checked_shape(shape, f"{path}: shape")
     if len(shape) == 2 and len(images) > 1:
         raise ValueError(f"{path}: {len(images)} images do not fit a 2D shape {shape}")
     index = {}
