@@ -5,6 +5,10 @@ hidden, same filesystem so the final rename is atomic), is flushed and fsync'ed,
 then renamed over the final name. On any exception, KeyboardInterrupt included, the temporary
 file is removed and the destination is left exactly as it was (absent, or the old file).
 
+While it is written, the temporary file is held with an advisory lock (POSIX `flock`), so
+`stale_partial_files` can tell the leftovers of a killed writer (no lock) from the file of a
+writer still at work, and a batch may remove only the former.
+
 An existing destination is refused with `FileExistsError` unless `overwrite=True`. Without
 overwrite the final step is a hard link, which fails if another process created the file in
 the meantime, so two writers never silently replace each other's output.
@@ -73,10 +77,16 @@ def _lock(fd: int) -> bool:
 
 
 def _new_temp(path: Path):
-    """-> (temporary file name, an open descriptor holding its lock)."""
+    """-> (temporary file name, an open descriptor holding its lock, or None without
+    advisory locks)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL + path.suffix,
                                dir=path.parent)
-    _lock(fd)
+    try:
+        import fcntl  # noqa: F401
+        _lock(fd)
+    except ImportError:  # pragma: no cover - Windows: an open handle would block the rename
+        os.close(fd)
+        fd = None
     # mkstemp makes the file private (0600); give it the permissions a plain open() would
     os.chmod(tmp, 0o666 & ~_umask())
     return tmp, fd
@@ -150,7 +160,8 @@ def atomic_path(path: PathLike, overwrite: bool = False) -> Iterator[str]:
         _discard(tmp)
         raise
     finally:
-        os.close(lock_fd)
+        if lock_fd is not None:
+            os.close(lock_fd)
 
 
 @contextmanager
