@@ -322,3 +322,27 @@ def test_download_again_really_downloads(hub_cache, checkpoint_bytes, monkeypatc
 
     assert main(["models", "download", "damaged", "--no-verify", "--force", "-q"]) == 0
     assert len(hits) == 3 and path.read_bytes() == checkpoint_bytes
+
+
+# ---- progress in a log file --------------------------------------------------------------
+def test_plain_progress_lines_are_rate_limited():
+    import io as _io
+
+    from napari_sam.progress import cli_progress, plain_progress
+
+    now = [0.0]
+    out = _io.StringIO()
+    report = plain_progress("automask", every_s=5, file=out, clock=lambda: now[0])
+    for i in range(100):  # 100 steps, 0.5 s apart, on two images
+        now[0] = i * 0.5
+        report(i + 1, 100, f"{'a' if i < 50 else 'b'}.tif decoding")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "automask: 1/100 (1%) a.tif decoding"
+    assert "automask: 51/100 (51%) b.tif decoding" in lines  # a new image: a line at once
+    assert lines[-1] == "automask: 100/100 (100%) b.tif decoding"
+    assert 10 <= len(lines) <= 14  # one per 5 s of 50 s, plus first, new image, end
+    assert "\r" not in out.getvalue()
+    # a file is not a terminal: plain lines, not a bar
+    out2 = _io.StringIO()
+    cli_progress("x", file=out2)(1, 2, "tile")
+    assert out2.getvalue() == "x: 1/2 (50%) tile\n"
