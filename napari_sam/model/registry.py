@@ -104,10 +104,15 @@ def _weights_view(cfg: SamConfig) -> SamConfig:
 
 
 @lru_cache(maxsize=None)
-def _tensor_shapes(name: str) -> Dict[str, tuple]:
-    """{tensor name: shape} of a known architecture (built on the meta device: no memory)."""
-    with torch.device("meta"):
+def _tensor_shapes(name: str, small: bool = False) -> Dict[str, tuple]:
+    """{tensor name: shape} of a known architecture. Large ones are built on the meta device
+    (no memory, but its first use imports torch's meta kernels, seconds); `small` ones on
+    the CPU, which is quicker for them."""
+    if small:
         model = Sam(CONFIGS[name])
+    else:
+        with torch.device("meta"):
+            model = Sam(CONFIGS[name])
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -136,14 +141,40 @@ def _describe(source: str, name: str, missing, wrong, unexpected) -> str:
             "be saved with napari_sam.model.save_checkpoint, which records it.")
 
 
+def _candidates(sd) -> list:
+    """Known architectures `sd` may be a damaged copy of: the same encoder kind and width
+    and the same prompt embedding size (read off the config, nothing is built)."""
+    def first_dim(key):
+        t = sd.get(key)
+        return None if t is None or t.ndim == 0 else int(t.shape[0])
+
+    prompt = sd.get("prompt_encoder.no_mask_embed.weight")
+    prompt_dim = None if prompt is None or prompt.ndim != 2 else int(prompt.shape[1])
+    vit_dim = first_dim("image_encoder.patch_embed.proj.weight")
+    vit = any(k.startswith("image_encoder.blocks.") for k in sd)
+    tiny = any(k.startswith("image_encoder.layers.") for k in sd)
+    out = []
+    for name, cfg in CONFIGS.items():
+        is_vit = isinstance(cfg.encoder, ViTConfig)
+        if prompt_dim is not None and prompt_dim != cfg.prompt_embed_dim:
+            continue
+        if (vit and not tiny and not is_vit) or (tiny and not vit and is_vit):
+            continue
+        if is_vit and vit_dim not in (None, cfg.encoder.embed_dim):
+            continue
+        out.append(name)
+    return out
+
+
 def _damaged_known(sd, source: str) -> Optional[str]:
     """A message if `sd` is a known architecture with a few tensors missing or of the wrong
     shape (a damaged file, which would otherwise load as a smaller `custom` model), else
     None. A file counts as such when all its tensors belong to one known architecture and
     at most 3 of them have the wrong shape."""
     best = None
-    for name in CONFIGS:
-        missing, wrong, unexpected = _shape_problems(sd, _tensor_shapes(name))
+    small = sum(t.numel() for t in sd.values()) < 50_000_000  # under 200 MB of float32
+    for name in _candidates(sd):
+        missing, wrong, unexpected = _shape_problems(sd, _tensor_shapes(name, small))
         if unexpected or len(wrong) > 3 or not (missing or wrong):
             continue
         if best is None or len(missing) + len(wrong) < len(best[1]) + len(best[2]):
