@@ -125,10 +125,15 @@ class AutoMaskGenerator:
         image must fit the model input); None resizes it to the input (SAM's rule), as
         always for the crops of `crop_n_layers`."""
         image = np.asarray(image)
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] > 4
-                                        and channels is None):
+        if image.ndim not in (2, 3):
             raise ValueError(f"automask takes one 2D image (Y, X) or (Y, X, C), got shape "
                              f"{image.shape}; for stacks use napari_sam.batch.automask_stack")
+        if image.ndim == 3 and image.shape[-1] > 4 and channels is None:
+            raise ValueError(
+                f"automask got an image of shape {image.shape}: {image.shape[-1]} channels "
+                "(last axis), and the model takes up to 3. Choose them with channels=[i, j, k] "
+                "(e.g. channels=[0]; on the command line --channels 0,1,2); if the first axis "
+                "is a stack of 2D images instead, use napari_sam.batch.automask_stack")
         h, w = image.shape[:2]
         self.image_shape = (h, w)
         self.crops = crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)

@@ -29,6 +29,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .automask import AutoMaskResult, split_kwargs
+from .io.outdir import prepare_outdir, remove_stale_partials  # noqa: F401 (public here too)
 from .progress import null_progress
 from .transforms import intensity_range, select_channels
 
@@ -50,6 +51,9 @@ def guess_axes(shape: Sequence[int]) -> str:
 
 def as_slices(image: np.ndarray, axes: Optional[str] = None) -> Tuple[np.ndarray, tuple, str]:
     """-> (slices (N, Y, X[, C]), the leading shape, normalised axes)."""
+    if 0 in image.shape:
+        raise ValueError(f"the image is empty (shape {tuple(image.shape)}); there is nothing "
+                         "to segment: check the file")
     axes = (axes or guess_axes(image.shape)).upper().replace("S", "C")
     if len(axes) != image.ndim or "Y" not in axes or "X" not in axes:
         raise ValueError(f"axes {axes!r} do not describe an array of shape {image.shape}")
@@ -270,7 +274,7 @@ def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: st
     from .io.tables import object_table, write_csv
 
     if "tif" in todo:
-        write_labels_tif(todo["tif"], labels, meta=meta, overwrite=overwrite)
+        write_labels_tif(todo["tif"], labels, meta=meta, overwrite=overwrite, records=records)
     # COCO and the table take (Y, X) or one stack axis: flatten T and Z together
     flat = labels.reshape((-1,) + labels.shape[-2:]) if labels.ndim > 3 else labels
     if "coco" in todo:
@@ -300,10 +304,20 @@ def process_file(path: Path, generator, outdir: Path,
     image, meta = read_image(path, channels=channels)
     image = np.asarray(image)
     axes = getattr(meta, "axes", None) or guess_axes(image.shape)
+    c = image.shape[-1] if axes.endswith("C") else 0
+    if channels is None and (c > 4 or (c == 4 and image.dtype != np.uint8)):
+        raise ValueError(f"{path.name} has {c} channels (axes {axes}); the model takes up to "
+                         "3: choose them with --channels (e.g. --channels 0 or --channels "
+                         "0,1,2; channels=[...] in Python)")
     if not overwrite and "tif" in paths and "tif" not in todo:
-        from .io.labels import read_labels  # they exist: derive the missing outputs from them
+        from .io.labels import read_label_records, read_labels
 
-        labels, records = read_labels(paths["tif"])[0], None
+        # they exist: derive the missing outputs from them, scores included (stored in the
+        # label TIFF beside the labels)
+        labels, records = read_labels(paths["tif"])[0], read_label_records(paths["tif"])
+        if records is not None:
+            present = set(np.unique(labels[labels > 0]).tolist())
+            records = [r for r in records if r.get("id") in present] or None
     else:
         res = automask_stack(image, generator, axes, link, link_iou, progress, **generate_kw)
         labels, records = res.labels, res.records
@@ -330,8 +344,8 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(f"unknown output format(s) {bad}; choose from {', '.join(FORMATS)}")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = prepare_outdir(outdir)
+    removed = remove_stale_partials(outdir)
     files, problems = expand_inputs(inputs)
     seg_kw = {k: kw.pop(k) for k in ("mode", "diameter") if k in kw}
     init_kw, run_kw, gen_kw = split_kwargs(kw)
@@ -340,6 +354,8 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
     stems: Dict[str, Path] = {}
     results = [{"path": p, "status": "failed", "error": why, "objects": 0} for p, why in problems]
     say = log or (lambda msg: None)
+    if removed:
+        say(f"removed {len(removed)} temporary file(s) that an interrupted run left in {outdir}")
     n = len(files)
     if generator is None and any(overwrite or not all(
             is_complete(q) for q in output_paths(outdir, output_stem(p), formats,

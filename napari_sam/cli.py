@@ -50,8 +50,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        if isinstance(err, OSError) and err.strerror:  # name the file, once
+            name = str(err.filename or "")
+            msg = err.strerror if name in err.strerror else f"{name}: {err.strerror}"
         print(f"napari-sam: error: {msg}", file=sys.stderr)
         return 1
 

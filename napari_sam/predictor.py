@@ -243,6 +243,11 @@ class Predictor:
                 raise ValueError("box must be [row0, col0, row1, col1] with finite numbers")
             if b[0] == b[2] or b[1] == b[3]:
                 raise ValueError(f"box {b.tolist()} has zero area")
+            r0, r1 = sorted((b[0], b[2]))
+            c0, c1 = sorted((b[1], b[3]))
+            if r1 <= -0.5 or r0 >= h - 0.5 or c1 <= -0.5 or c0 >= w - 0.5:
+                raise ValueError(f"box {b.tolist()} (row0, col0, row1, col1) lies wholly "
+                                 f"outside the image of shape {(h, w)}; draw it over the object")
             box = b
         if mask_input is not None:
             m = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32)
@@ -250,6 +255,9 @@ class Predictor:
             if m.shape[-2:] != (s, s) or m.numel() != s * s:
                 raise ValueError(f"mask_input must be low-res logits of shape ({s}, {s}) "
                                  f"(the logits of an earlier predict), got {tuple(m.shape)}")
+            if not torch.isfinite(m).all():
+                raise ValueError("mask_input contains NaN or infinite values; pass the logits "
+                                 "of an earlier predict unchanged (or no mask_input)")
             mask_input = m.reshape(1, 1, s, s).to(self.device)
         return points, labels, box, mask_input
 

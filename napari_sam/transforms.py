@@ -35,13 +35,27 @@ def box_rc_to_xyxy(box_rc) -> np.ndarray:
 
 def target_shape(h: int, w: int, long_side: int) -> Tuple[int, int]:
     """Shape after scaling so the longest side is `long_side` (SAM's rounding)."""
+    if min(h, w) < 1:
+        raise ValueError(f"the image is empty ({h} x {w} pixels); give an image with at least "
+                         "one row and one column")
     scale = long_side / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    # a thin image (1 x 600) keeps at least one row rather than shrinking to nothing
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 def select_channels(image: np.ndarray, channels: Optional[Sequence[int]] = None) -> np.ndarray:
     """(Y, X) or (Y, X, C) -> (Y, X, K) with K in 1..3, never dropping data silently."""
+    if image is None:
+        raise ValueError("no image was given (None); pass a (Y, X) or (Y, X, C) array")
     img = np.asarray(image)
+    if img.dtype.kind not in "biuf":
+        hint = " (for complex data pass np.abs(image) or image.real)" if img.dtype.kind == "c" \
+            else ""
+        raise ValueError(f"the image has dtype {img.dtype}; expected numbers (bool, integer or "
+                         f"float pixels){hint}")
+    if img.ndim in (2, 3) and (img.shape[0] < 1 or img.shape[1] < 1):
+        raise ValueError(f"the image is empty (shape {img.shape}); give an image with at least "
+                         "one row and one column")
     if img.ndim == 2:
         img = img[..., None]
     elif img.ndim != 3:
@@ -61,7 +75,8 @@ def select_channels(image: np.ndarray, channels: Optional[Sequence[int]] = None)
     if c > 3:
         raise ValueError(
             f"the image has {c} channels; the model takes up to 3. Choose them with "
-            "channels=[i, j, k] (e.g. channels=[0] for the nuclear stain)")
+            "channels=[i, j, k] (e.g. channels=[0] for the nuclear stain; on the command "
+            "line --channels 0 or --channels 0,1,2)")
     return img
 
 

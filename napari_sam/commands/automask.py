@@ -129,15 +129,27 @@ def print_summary(summary: dict, file=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..batch import run_batch
-    from ..progress import null_progress, tqdm_progress
+    from ..batch import prepare_outdir, run_batch
+    from ..progress import cli_progress, null_progress
 
-    progress = null_progress if args.quiet else tqdm_progress("automask")
+    summary_json = getattr(args, "summary_json", None)
+    if summary_json:  # refuse a bad path before the work, not after it
+        from ..io.atomic import check_writable
+
+        try:
+            check_writable(summary_json, overwrite=True)
+        except OSError as err:
+            raise ValueError(f"--summary-json {summary_json}: {err.strerror or err}") from err
+    prepare_outdir(args.output)
+    progress = null_progress if args.quiet else cli_progress("automask")
     log = None
     if not args.quiet:
-        from tqdm import tqdm
+        if sys.stderr.isatty():
+            from tqdm import tqdm
 
-        log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731 (keeps the bar intact)
+            log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731 (keeps the bar)
+        else:
+            log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if getattr(args, "tiling", "off") != "off":  # large 2D images go tile by tile
         from ..tiled.cli import run_with_tiling
 
@@ -146,8 +158,10 @@ def run(args: argparse.Namespace) -> int:
         summary = run_batch(args.inputs, args.output, progress=progress, log=log,
                             **batch_options(args))
     print_summary(summary)
-    if getattr(args, "summary_json", None):
-        with open(args.summary_json, "w") as f:
+    if summary_json:  # atomic: a full disk leaves the old file (or none), never a stub
+        from ..io.atomic import atomic_write
+
+        with atomic_write(summary_json, overwrite=True, mode="w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)
     return 1 if summary["failed"] else 0
 

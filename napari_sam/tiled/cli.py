@@ -147,12 +147,16 @@ def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
 def run_with_tiling(args: argparse.Namespace, opts: dict, progress, log=None) -> dict:
     """`run_batch` for the plain inputs and the tiled path for large 2D images; returns one
     summary in `run_batch`'s form."""
-    from ..batch import expand_inputs, run_batch
+    from ..batch import expand_inputs, prepare_outdir, remove_stale_partials, run_batch
     from ..model import load_model
     from .embed import default_tiling
 
     t0 = time.perf_counter()
     say = log or (lambda msg: None)
+    removed = remove_stale_partials(prepare_outdir(args.output))
+    if removed:
+        say(f"removed {len(removed)} temporary file(s) that an interrupted run left in "
+            f"{args.output}")
     files, problems = expand_inputs(args.inputs)
     # the smallest model input (256) gives the lowest threshold: only when some image is
     # above it is the model loaded to know its tile size

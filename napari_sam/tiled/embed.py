@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import OrderedDict
 from typing import Iterable, List, Optional, Sequence, Union
 
@@ -24,7 +25,7 @@ from ..model import Sam, load_model
 from ..predictor import ImageEmbedding, Predictor
 from ..progress import null_progress
 from ..transforms import resize_for_model, zoomed_shape
-from .cache import MemoryStore, ZarrStore, resolve_cache_dir
+from .cache import CacheCorruptError, MemoryStore, ZarrStore, resolve_cache_dir
 from .grid import Tile, TileGrid
 from .source import ImageSource
 
@@ -133,7 +134,7 @@ class TiledEmbeddings:
             self._memory.move_to_end(key)
             return self._memory[key]
         if self.store.has(key):
-            f = torch.from_numpy(self.store.get(key))[None].to(self.device)
+            f = torch.from_numpy(self._stored(tile))[None].to(self.device)
         elif keep:
             self.compute([tile])
             f = torch.from_numpy(self.store.get(key))[None].to(self.device)
@@ -143,6 +144,17 @@ class TiledEmbeddings:
         while len(self._memory) > self._memory_tiles:
             self._memory.popitem(last=False)
         return f
+
+    def _stored(self, tile: Tile) -> np.ndarray:
+        """A done tile's features from the store; a damaged tile (`CacheCorruptError`) is
+        recomputed, with a warning naming the cache."""
+        try:
+            return self.store.get(tile.index)
+        except CacheCorruptError as err:
+            warnings.warn(f"{err}; recomputing it", RuntimeWarning, stacklevel=3)
+            self.store.discard(tile.index)
+            self.compute([tile])
+            return self.store.get(tile.index)
 
     def embedding(self, tile: Tile, keep: bool = True) -> ImageEmbedding:
         return ImageEmbedding(self.features(tile, keep), tile.shape, self.input_size(tile),
