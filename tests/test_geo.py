@@ -259,5 +259,5 @@ def test_core_imports_without_the_gis_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    assert 'pip install "napari-sam[geo]"' in out.stdout
-    assert "rc 2" in out.stdout and "napari-sam[geo]" in out.stderr
+    assert 'pip install "napari-sam-suite[geo]"' in out.stdout
+    assert "rc 2" in out.stdout and "napari-sam-suite[geo]" in out.stderr

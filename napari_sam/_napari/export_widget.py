@@ -1,5 +1,5 @@
 """Export dock widget: a Labels layer -> label TIFF, COCO JSON, a CSV object table and
-GeoJSON / GeoPackage polygons (in the image's CRS; napari-sam[geo]).
+GeoJSON / GeoPackage polygons (in the image's CRS; napari-sam-suite[geo]).
 
 The writing is `export.py` (atomic, through `napari_sam.io`). An existing file is never
 replaced silently: `confirm_overwrite(paths) -> bool` is asked first (a Qt question box by

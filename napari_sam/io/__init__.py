@@ -6,7 +6,7 @@
     write_coco("cells_coco.json", labels, "cells.tif")
     assert (read_coco("cells_coco.json") == labels).all()
 
-Satellite images (`pip install "napari-sam[geo]"`): `meta.georef` (CRS + affine),
+Satellite images (`pip install "napari-sam-suite[geo]"`): `meta.georef` (CRS + affine),
 `label_features` / `write_vectors` (GeoJSON, GeoPackage), `read_vectors`,
 `vectors_to_labels`, `read_vector_prompts`; see docs/geospatial.md.
 

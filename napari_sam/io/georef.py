@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-GEO_HINT = 'pip install "napari-sam[geo]"'
+GEO_HINT = 'pip install "napari-sam-suite[geo]"'
 
 # GeoKey ids (GeoTIFF 1.0 spec, section 6.3)
 _MODEL_TYPE, _RASTER_TYPE, _GEOGRAPHIC, _PROJECTED = 1024, 1025, 2048, 3072

@@ -83,7 +83,7 @@ def test_export_widget_writes_polygons(make_napari_viewer, tmp_path):
     k = int(table["id"][0])
     assert table["mean_b0"][0] == pytest.approx(scene.image()[..., 3][scene.labels() == k]
                                                 .mean())
-    (opened,) = viewer.open(tmp_path / "objects_objects.gpkg", plugin="napari-sam")
+    (opened,) = viewer.open(tmp_path / "objects_objects.gpkg", plugin="napari-sam-suite")
     np.testing.assert_array_equal(opened.data, layer.data)
     np.testing.assert_allclose(opened.translate, layer.translate)
 
