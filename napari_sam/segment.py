@@ -131,6 +131,11 @@ class AutoSegmenter:
             raise ValueError(f"automask takes one 2D image (Y, X) or (Y, X, C), got shape "
                              f"{tuple(image.shape)}; for stacks use napari_sam.batch."
                              "automask_stack, for volumes automask_volume")
+        if len(image.shape) == 3 and image.shape[-1] > 4 and channels is None:
+            raise ValueError(
+                f"an image of shape {tuple(image.shape)}: for a multichannel image choose up "
+                "to 3 channels with channels=[...] (--channels); for a stack of 2D images use "
+                "napari_sam.batch.automask_stack (for volumes automask_volume)")
         plan = self.last_plan = self.plan(image, channels, diameter)
         min_area = self.min_area if self.min_area is not None else auto_min_area(plan.diameter)
         if plan.tiled:

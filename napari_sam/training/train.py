@@ -185,7 +185,7 @@ def quick_eval(model: Sam, n_images: int = 12) -> dict:
 
     model.eval()
     try:
-        pred = Predictor(model, device="cpu", precision="bf16")
+        pred = Predictor(model, device="cpu", precision="bf16", diameter="off")
         return evaluate_prompts(pred, heldout_set(n_images), max_objects=8)
     finally:
         model.train()

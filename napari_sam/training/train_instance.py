@@ -111,7 +111,7 @@ def validation_sets(n: int):
 def validation_maps(model: Sam, sets: dict) -> dict:
     from ..predictor import Predictor
 
-    pred = Predictor(model, device="cpu", precision="bf16")
+    pred = Predictor(model, device="cpu", precision="bf16", diameter="off")
     out = {}
     for name, pairs in sets.items():
         out[name] = []
