@@ -42,10 +42,11 @@ def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channe
     """The instance decoder's three maps for a (Y, X) or (Y, X, C) image: a dict with
     `foreground`, `center_distances` and `boundary_distances`, each (Y, X) float32 in 0..1
     at the image's size (the arrays micro-sam's `InstanceSegmentationWithDecoder.initialize`
-    computes). model: a `Sam`, a name or a checkpoint path with an instance decoder (the
-    bundled model, or a micro-sam checkpoint with `decoder_state`); precision: as for
-    `Predictor` ("auto", "fp32", "bf16", ...); channels: which channels make the RGB input;
-    predictor: a `Predictor` to use instead of a new one (`set_image` runs on it)."""
+    computes), computed at the predictor's object-size zoom (tile by tile when the zoomed
+    image exceeds the model input). model: a `Sam`, a name or a checkpoint path with an
+    instance decoder (the bundled model, or a micro-sam checkpoint with `decoder_state`);
+    precision: as for `Predictor`; channels: which channels make the RGB input; predictor:
+    a `Predictor` to use (default: a new one on `model`, diameter estimated)."""
     from .predictor import Predictor
 
     pred = predictor or Predictor(model, precision=precision)
@@ -54,7 +55,30 @@ def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channe
             f"the model {pred.model.config.name!r} has no instance decoder: use the bundled "
             "model or a micro-sam checkpoint with one, or automask(mode='amg')")
     pred.set_image(image, channels)
+    if pred.plan.tiled:
+        return tiled_maps(pred._tiled.embeddings)
     return pred.instance_maps()
+
+
+def tiled_maps(emb) -> Dict[str, np.ndarray]:
+    """The three maps of a whole image from its tiles (`tiled.TiledEmbeddings`): each
+    tile's maps at image resolution, each pixel taken from the tile that owns it (its
+    core). Returns dicts of (Y, X) float32 arrays (the whole image in memory)."""
+    from .device import autocast
+    from .model.instance_head import MAP_NAMES
+
+    h, w = emb.grid.shape
+    out = {name: np.ones((h, w), np.float32) for name in MAP_NAMES}
+    out["foreground"][:] = 0
+    for tile in emb.grid:
+        e = emb.embedding(tile, keep=emb.cache_dir is not None)
+        with torch.no_grad(), autocast(emb.device, emb.dtype):
+            logits = emb.model.instance_logits(e.features, emb.model_input(tile))
+        maps = maps_from_logits(logits, e.input_size, e.original_size)
+        (y0, x0), (c0, c1, c2, c3) = tile.window[:2], tile.core
+        for name in MAP_NAMES:
+            out[name][c0:c2, c1:c3] = maps[name][c0 - y0:c2 - y0, c1 - x0:c3 - x0]
+    return out
 
 
 def watershed_from_maps(foreground: np.ndarray, center_distances: np.ndarray,
@@ -120,6 +144,42 @@ def ais(predictor, maps: Optional[Dict[str, np.ndarray]] = None, **params) -> np
     kw = {**ais_defaults(predictor), **params}
     return watershed_from_maps(maps["foreground"], maps["center_distances"],
                                maps["boundary_distances"], **kw)
+
+
+def labels_and_records(predictor, min_area: int = 0, offset=(0, 0), maps=None, **params):
+    """AIS on the image a `Predictor` holds -> `AutoMaskResult` (labels (Y, X) uint32,
+    records with id, area, bbox (row0, col0, row1, col1, exclusive ends, plus `offset`),
+    score (mean foreground probability) and point (the seed's (row, col))).
+
+    The smoothing (`distance_smoothing`) is in model-input pixels, as the maps were
+    predicted; it is converted to image pixels with the zoom of the embedding."""
+    from scipy import ndimage as ndi
+
+    from .automask import AutoMaskResult
+    from .postprocess import label_boxes
+
+    maps = maps if maps is not None else predictor.instance_maps()
+    emb = predictor.get_embedding()
+    zoom = emb.input_size[0] / emb.original_size[0]
+    kw = {**ais_defaults(predictor), **params}
+    kw["distance_smoothing"] = kw["distance_smoothing"] / zoom
+    kw["foreground_smoothing"] = kw.get("foreground_smoothing", 0.0) / zoom
+    kw["min_size"] = max(int(kw.get("min_size", 0)), int(min_area))
+    labels = watershed_from_maps(maps["foreground"], maps["center_distances"],
+                                 maps["boundary_distances"], **kw)
+    n = int(labels.max())
+    if n == 0:
+        return AutoMaskResult(labels, [])
+    index = np.arange(1, n + 1)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    score = ndi.mean(maps["foreground"], labels, index)
+    centre = ndi.minimum_position(maps["boundary_distances"], labels, index)
+    boxes = label_boxes(labels, n) + np.tile(np.asarray(offset, np.int64), 2)
+    records = [{"id": k + 1, "area": int(areas[k]), "bbox": [int(v) for v in boxes[k]],
+                "predicted_iou": float(score[k]), "stability": 1.0,
+                "point": [float(centre[k][0] + offset[0]), float(centre[k][1] + offset[1])]}
+               for k in range(n)]
+    return AutoMaskResult(labels, records)
 
 
 def ais_defaults(model) -> Dict[str, float]:
