@@ -38,6 +38,7 @@ STEPS = [  # name, script and arguments, heavy (skipped by --quick), extra envir
     ("automask", ["bench_automask.py"], False, UNTUNED),
     ("automask_tuned_ref", ["bench_automask.py", "--variants", "auto:lowres", "--ref-runs",
                             "3", "--runs", "5"], False, {}),
+    ("ais", ["bench_ais.py"], False, {}),
     ("encoder_vit_h", ["bench_encoder.py", "--arch", "vit_h", "--runs", "2",
                        "--precisions", "auto"], True, {}),
     ("encoder_vit_h_memory", ["bench_encoder.py", "--arch", "vit_h", "--memory"], True, {}),
