@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         model = load_model(str(ckpt))
         ours_maps = None
         for prec in args.precisions.split(","):
-            pred = Predictor(model, precision=prec)
+            pred = Predictor(model, precision=prec, diameter="off")  # micro-sam has no zoom
 
             def run_ais():
                 pred.set_image(image)

@@ -138,7 +138,7 @@ def test_ais_and_apg_run_on_the_held_embedding(one_thread):
     assert model.has_instance_head and model.instance_decoder_kind == "unetr"
     calls = []
     model.image_encoder.register_forward_hook(lambda *a: calls.append(1))
-    pred = Predictor(model, precision="fp32")
+    pred = Predictor(model, precision="fp32", diameter="off")
     img = (np.random.default_rng(1).random((96, 128, 3)) * 255).astype(np.uint8)
     pred.set_image(img)
     maps = pred.instance_maps()

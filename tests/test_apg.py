@@ -17,7 +17,7 @@ from test_ais_parity import blob_maps, same_partition
 @pytest.fixture(scope="module")
 def tiny_predictor(one_thread):
     torch.manual_seed(3)
-    pred = Predictor(build_model("test_vit"), precision="fp32")
+    pred = Predictor(build_model("test_vit"), precision="fp32", diameter="off")
     img = (np.random.default_rng(0).random((160, 192, 3)) * 255).astype(np.uint8)
     pred.set_image(img)
     return pred

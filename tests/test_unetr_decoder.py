@@ -100,7 +100,7 @@ def test_tiny_decoder_matches_micro_sam(micro_sam, tiny_ref, tmp_path, transpose
         model.instance_decoder.use_running_statistics(False)
 
     img = full_range_image((200, 256))
-    pred = Predictor(model, precision="fp32")
+    pred = Predictor(model, precision="fp32", diameter="off")
     pred.set_image(img)
     maps = pred.instance_maps()
     seg = micro_sam.InstanceSegmentationWithDecoder(SamPredictor(tiny_ref), adapter)
@@ -128,7 +128,7 @@ def test_unknown_decoder_state_is_reported_and_left_out(tmp_path, tiny_ref):
     model = load_model(str(tmp_path / "odd.pt"))
     assert not model.has_instance_head and model.instance_decoder_kind == ""
     assert any("ignored 'decoder_state'" in n for n in model.checkpoint_notes)
-    pred = Predictor(model, precision="fp32")
+    pred = Predictor(model, precision="fp32", diameter="off")
     pred.set_image(full_range_image((32, 32)))
     with pytest.raises(ValueError, match="no instance decoder"):
         pred.instance_maps()
@@ -141,17 +141,19 @@ def test_instance_maps_entry_point_and_no_second_encoder_pass(tiny_ref, tmp_path
     write_micro_sam_checkpoint(tmp_path / "m.pt", tiny_ref.state_dict(), unetr)
     model = load_model(str(tmp_path / "m.pt"))
     img = full_range_image((64, 96), seed=2)
-    maps = napari_sam.instance_maps(img, model, precision="fp32")
-    assert set(maps) == {"foreground", "center_distances", "boundary_distances"}
-    assert all(m.shape == (64, 96) and m.dtype == np.float32 for m in maps.values())
-    pred = Predictor(model, precision="fp32")
+    default = napari_sam.instance_maps(img, model, precision="fp32")  # diameter estimated
+    assert set(default) == {"foreground", "center_distances", "boundary_distances"}
+    assert all(m.shape == (64, 96) and m.dtype == np.float32 for m in default.values())
+    maps = napari_sam.instance_maps(
+        img, predictor=Predictor(model, precision="fp32", diameter="off"))
+    pred = Predictor(model, precision="fp32", diameter="off")
     pred.set_image(img)
     calls = []
     h = model.image_encoder.register_forward_hook(lambda *a: calls.append(1))
     try:
         again = pred.instance_maps()
         emb = pred.get_embedding()
-        pred2 = Predictor(model, precision="fp32")
+        pred2 = Predictor(model, precision="fp32", diameter="off")
         pred2.set_embedding(emb)  # micro-sam's decoder needs only the embedding
         restored = pred2.instance_maps()
     finally:
@@ -175,7 +177,7 @@ def _check_full_model(micro_sam, tmp_path, model_type, ref_sam, image_hw):
     seg.initialize(img)
     model = load_model(str(tmp_path / "m.pt"))
     assert model.config.name == model_type
-    pred = Predictor(model, precision="fp32")
+    pred = Predictor(model, precision="fp32", diameter="off")
     pred.set_image(img)
     maps = pred.instance_maps()
     for name, want in seg.get_state().items():
