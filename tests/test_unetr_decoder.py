@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam import Predictor, instance_maps, load_model
+from napari_sam import Predictor, load_model
 from napari_sam.model.config import TEST_VIT
 from napari_sam.model.unetr_decoder import UNETRDecoder
 
