@@ -141,8 +141,12 @@ def main(argv=None) -> int:
             return gen.generate()
 
         def ref_amg():
+            from micro_sam.util import precompute_image_embeddings
+
             gen = mis.AutomaticMaskGenerator(predictor, points_per_side=args.points_per_side)
-            gen.initialize(image)
+            # its initialize() would take an (Y, X, 3) image for a 3-D stack: embed it as 2-D
+            emb = precompute_image_embeddings(predictor, image, ndim=2, verbose=False)
+            gen.initialize(image, image_embeddings=emb)
             return gen.generate(output_mode="instance_segmentation")
 
         steps = [("ais", ref_ais), ("apg", ref_apg)]
