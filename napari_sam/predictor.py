@@ -19,8 +19,8 @@ import torch
 from . import allocator
 from .device import (autocast, configure_threads, resolve_decoder_precision, resolve_device,
                      resolve_precision)
-from .model import Sam, load_model
-from .transforms import box_rc_to_xyxy, rc_to_xy, resize_for_model, to_model_pixels
+from .model import Sam, is_model, load_model
+from .transforms import box_rc_to_xyxy, rc_to_xy, to_model_pixels
 
 
 @dataclass
@@ -69,7 +69,8 @@ class Predictor:
     def __init__(self, model: Union[Sam, str, None] = None, device="auto", precision="auto",
                  compile: bool = False, num_threads: Optional[int] = None):
         self.device = resolve_device(device)
-        self.model = model.to(self.device) if isinstance(model, Sam) else load_model(model, self.device)
+        self.model = (model.to(self.device) if is_model(model)
+                      else load_model(model, self.device))
         self.model.eval()
         self.dtype = resolve_precision(precision, self.device)  # the encoder's
         self.decoder_dtype = resolve_decoder_precision(precision, self.device, self.model.config)
@@ -88,7 +89,7 @@ class Predictor:
             try:
                 if self._compiled is None:
                     self._compiled = torch.compile(self.model.image_encoder, dynamic=False)
-                return self._compiled(self.model.preprocess(x))
+                return self.model.encode(x, encoder=self._compiled)
             except Exception as err:  # no compiler, unsupported op, backend failure ...
                 warnings.warn(f"torch.compile of the image encoder failed "
                               f"({type(err).__name__}: {str(err)[:200]}); using the eager "
@@ -102,7 +103,7 @@ class Predictor:
                   value_range=None) -> ImageEmbedding:
         """Embed a (Y, X) or (Y, X, C) image of any dtype and size (see `transforms`)."""
         pixels = to_model_pixels(image, channels, value_range)
-        x = resize_for_model(pixels, self.model.image_size, self.device)
+        x = self.model.to_input(pixels, self.device)
         with autocast(self.device, self.dtype):
             feats = self._encode(x).float()
         if feats.is_inference():  # called under inference_mode: keep a normal tensor, whose
@@ -248,7 +249,11 @@ class Predictor:
             masks = self._masks_numpy(logits[0])
         else:
             masks = self.upscale_masks(logits[0]).cpu().numpy()
-        return masks, scores[0].cpu().numpy(), logits[0].cpu().numpy()
+        out = logits[0]
+        clamp = getattr(self.model, "logit_clamp", None)
+        if clamp:  # SAM 2 returns its low-res logits clamped (masks come from the raw ones)
+            out = out.clamp(-clamp, clamp)
+        return masks, scores[0].cpu().numpy(), out.cpu().numpy()
 
     def upscale_masks(self, logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
         """(..., m, m) low-res logits -> (..., Y, X) bool masks at the image's size: the

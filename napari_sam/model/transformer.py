@@ -8,7 +8,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .common import (MLPBlock, _low_precision_params, _onednn_bf16, derived, linear,
+from .common import (MLP, MLPBlock, _low_precision_params, _onednn_bf16, derived, linear,
                      tensor_state, version)
 
 
@@ -115,13 +115,15 @@ def _low(x: torch.Tensor) -> torch.Tensor:
 class TwoWayBlock(nn.Module):
     """Token self-attention, token->image, MLP, image->token; post-norm after each step."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, skip_first_pe: bool) -> None:
+    def __init__(self, dim: int, heads: int, mlp_dim: int, skip_first_pe: bool,
+                 mlp_layers_keys: bool = False) -> None:
         super().__init__()
         self.self_attn = Attention(dim, heads)
         self.norm1 = nn.LayerNorm(dim)
         self.cross_attn_token_to_image = Attention(dim, heads, downsample=2)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = MLPBlock(dim, mlp_dim, act=nn.ReLU)
+        # the same ReLU MLP; SAM 2's checkpoints name its layers mlp.layers.0/1
+        self.mlp = MLP(dim, mlp_dim, dim, 2) if mlp_layers_keys else MLPBlock(dim, mlp_dim, act=nn.ReLU)
         self.norm3 = nn.LayerNorm(dim)
         self.norm4 = nn.LayerNorm(dim)
         self.cross_attn_image_to_token = Attention(dim, heads, downsample=2)
@@ -203,10 +205,12 @@ def _image_projections(owner: nn.Module, keys: torch.Tensor, image_pe: torch.Ten
 
 
 class TwoWayTransformer(nn.Module):
-    def __init__(self, depth: int, dim: int, heads: int, mlp_dim: int) -> None:
+    def __init__(self, depth: int, dim: int, heads: int, mlp_dim: int,
+                 mlp_layers_keys: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            TwoWayBlock(dim, heads, mlp_dim, skip_first_pe=(i == 0)) for i in range(depth))
+            TwoWayBlock(dim, heads, mlp_dim, skip_first_pe=(i == 0),
+                        mlp_layers_keys=mlp_layers_keys) for i in range(depth))
         self.final_attn_token_to_image = Attention(dim, heads, downsample=2)
         self.norm_final_attn = nn.LayerNorm(dim)
 

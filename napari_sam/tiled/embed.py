@@ -20,10 +20,9 @@ import numpy as np
 import torch
 
 from ..device import autocast, resolve_device, resolve_precision
-from ..model import Sam, load_model
+from ..model import Sam, is_model, load_model
 from ..predictor import ImageEmbedding, Predictor
 from ..progress import null_progress
-from ..transforms import resize_for_model, target_shape
 from .cache import MemoryStore, ZarrStore, resolve_cache_dir
 from .grid import Tile, TileGrid
 from .source import ImageSource
@@ -56,7 +55,8 @@ class TiledEmbeddings:
                  cache=None, cache_dtype: str = "float16", device="auto", precision="auto",
                  batch_size: Optional[int] = None, memory_tiles: int = 16) -> None:
         self.device = resolve_device(device)
-        self.model = model.to(self.device) if isinstance(model, Sam) else load_model(model, self.device)
+        self.model = (model.to(self.device) if is_model(model)
+                      else load_model(model, self.device))
         self.model.eval()
         self.dtype = resolve_precision(precision, self.device)  # the encoder's
         self.precision = precision  # as given: "auto" may decode in another dtype (Predictor)
@@ -66,7 +66,7 @@ class TiledEmbeddings:
         self.value_range = self.source.value_range()
         self.batch_size = batch_size or (1 if self.device.type == "cpu" else 4)
         cfg = self.model.config
-        self.feature_shape = (cfg.prompt_embed_dim, cfg.embed_grid, cfg.embed_grid)
+        self.feature_shape = tuple(self.model.embedding_shape)
         self.signature = {
             "image": self.source.fingerprint(),
             "model": {"name": cfg.name, "signature": self.model.signature()},
@@ -88,7 +88,7 @@ class TiledEmbeddings:
 
     # ---- computing -------------------------------------------------------------------
     def input_size(self, tile: Tile):
-        return target_shape(*tile.shape, self.model.image_size)
+        return self.model.input_hw(*tile.shape)
 
     def missing(self, tiles: Optional[Iterable[Tile]] = None) -> List[Tile]:
         done = self.store.done()
@@ -97,8 +97,8 @@ class TiledEmbeddings:
     @torch.no_grad()
     def encode(self, tiles: Sequence[Tile]) -> np.ndarray:
         """Run the encoder on `tiles` (all of one shape): (B, C, g, g) float32."""
-        xs = [resize_for_model(self.source.pixels(t.window, self.value_range),
-                               self.model.image_size, self.device) for t in tiles]
+        xs = [self.model.to_input(self.source.pixels(t.window, self.value_range), self.device)
+              for t in tiles]
         with autocast(self.device, self.dtype):
             feats = self.model.encode(torch.cat(xs))
         return feats.float().cpu().numpy()
