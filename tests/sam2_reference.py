@@ -22,12 +22,34 @@ def sam2_package():
         return pytest.importorskip("sam2.build_sam")
 
 
+# A much smaller Hiera trunk, one memory-attention layer and a 128-pixel input on top of
+# the tiny config: every code path of the video predictor in seconds. (The reference fixes
+# the decoder's and memory's widths, so those stay at their published sizes.)
+MICRO_OVERRIDES = [
+    "++model.image_encoder.trunk.embed_dim=16", "++model.image_encoder.trunk.num_heads=1",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.trunk.window_spec=[4,4,4,2]",
+    "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size=[4,4]",
+    "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
+    "++model.memory_attention.num_layers=1",
+    "++model.memory_attention.layer.dim_feedforward=256",
+]
+
+
+def micro_config():
+    from napari_sam.model.sam2 import HieraConfig, Sam2Config
+
+    return Sam2Config("micro", HieraConfig(16, 1, (1, 1, 2, 1), (3,), (4, 4, 4, 2), (4, 4)),
+                      image_size=128, memory_layers=1, memory_ffn_dim=256)
+
+
 def build_reference(size: str = "tiny", image_size: int = 1024, video: bool = False,
-                    seed: int = 0):
+                    seed: int = 0, overrides=()):
     """The reference SAM2Base (or SAM2VideoPredictor) with seeded random weights."""
     build = sam2_package()
     cfg = f"configs/sam2.1/sam2.1_hiera_{SHORT[size]}.yaml"
-    extra = [f"++model.image_size={image_size}"]
+    extra = [f"++model.image_size={image_size}", *overrides]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if video:
@@ -50,12 +72,13 @@ def image_predictor(ref):
     return pred
 
 
-def ours_from(ref):
-    """napari-sam's Sam2 with the reference's weights (architecture inferred, strict)."""
+def ours_from(ref, cfg=None):
+    """napari-sam's Sam2 with the reference's weights (architecture inferred unless `cfg`
+    is given; loaded strictly)."""
     from napari_sam.model.sam2 import Sam2, infer_sam2_config
 
     sd = ref.state_dict()
-    cfg = infer_sam2_config(sd).with_(image_size=ref.image_size)
+    cfg = cfg or infer_sam2_config(sd).with_(image_size=ref.image_size)
     model = Sam2(cfg)
     model.load_state_dict(sd, strict=True)
     return model.eval()

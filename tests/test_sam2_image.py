@@ -146,3 +146,36 @@ def test_parity_tiny_256():
 @pytest.mark.parametrize("size", ["tiny", "base_plus"])
 def test_parity_1024(size):
     _parity(size, 1024)
+
+
+# ---- the rest of the core takes a SAM 2.1 model unchanged ---------------------------------
+def test_automask_tiling_and_bf16_with_sam2(one_thread, tmp_path):
+    from napari_sam.automask import automask
+    from napari_sam.tiled.embed import TiledEmbeddings
+
+    model = randomize_(build_model("test_sam2"), seed=4)
+    rng = np.random.default_rng(1)
+    image = (rng.random((200, 300)) * 3000).astype(np.uint16)
+    labels = automask(image, model, points_per_side=4, crop_n_layers=1, device="cpu",
+                      precision="fp32", pred_iou_thresh=0.0, stability_thresh=0.0)
+    assert labels.shape == image.shape and labels.dtype == np.uint32
+    # tile embeddings (cached on disk) equal a Predictor's on the same pixels
+    emb = TiledEmbeddings(model, image, tile_size=128, overlap=32, precision="fp32",
+                          cache=tmp_path / "cache", device="cpu")
+    tile = emb.grid[1, 1]
+    pred = Predictor(model, device="cpu", precision="fp32")
+    lo, hi = emb.value_range
+    pred.set_image(image[tile.slices], value_range=(lo[0], hi[0]))
+    np.testing.assert_allclose(emb.features(tile).numpy(), pred.get_embedding().features.numpy(),
+                               rtol=1e-3, atol=1e-3)  # the disk cache holds float16
+    tp = emb.predictor(tile)
+    _, s1, l1 = tp.predict(points=[[30, 40]])
+    _, s2, l2 = pred.predict(points=[[30, 40]])
+    assert rel(l1, l2) < 1e-2 and rel(s1, s2) < 1e-2
+    # bf16 autocast runs the same graph
+    p16 = Predictor(model, device="cpu", precision="bf16")
+    p16.set_image(image[:128, :128])
+    pred.set_image(image[:128, :128])
+    _, _, a = p16.predict(points=[[60, 60]])
+    _, _, b = pred.predict(points=[[60, 60]])
+    assert np.isfinite(a).all() and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9

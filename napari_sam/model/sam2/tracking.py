@@ -13,7 +13,9 @@ inference settings (the published configs plus the video predictor's overrides):
   mask with the best predicted IoU kept; masks of frames where the object-score logit is
   <= 0 are set to -1024 and the pointer to `no_obj_ptr`;
 - a frame's memory is its features fused with its mask: binarised when the mask came from
-  clicks, sigmoid otherwise, scaled x20 - 10; stored in bfloat16 as SAM 2's predictor does.
+  clicks, sigmoid otherwise, scaled x20 - 10; stored in bfloat16 as SAM 2's predictor does
+  (rounding to bfloat16 makes later frames sensitive to float32 rounding differences
+  upstream: see docs/sam2.md for what that means for parity).
 """
 
 from __future__ import annotations
@@ -169,8 +171,10 @@ def mask_as_output(model, ff: FrameFeatures, mask: torch.Tensor) -> FrameOutput:
     return FrameOutput(low, ptr, score)
 
 
-def encode_memory(model, ff: FrameFeatures, out: FrameOutput, from_clicks: bool) -> torch.Tensor:
-    """The frame's memory (1, mem_dim, g, g) in bfloat16 from its features and output mask."""
+def encode_memory(model, ff: FrameFeatures, out: FrameOutput, from_clicks: bool,
+                  dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """The frame's memory (1, mem_dim, g, g) from its features and output mask, stored in
+    `dtype` (bfloat16 as in SAM 2's predictor: half the memory of float32)."""
     s = model.config.image_size
     hi = F.interpolate(out.pred_masks, (s, s), mode="bilinear", align_corners=False)
     mask = (hi > 0).float() if from_clicks else torch.sigmoid(hi)
@@ -178,7 +182,7 @@ def encode_memory(model, ff: FrameFeatures, out: FrameOutput, from_clicks: bool)
     feats, _ = model.memory_encoder(ff.feats, mask)
     absent = 1.0 - (out.object_score > 0).float()
     feats = feats + absent[..., None, None] * model.no_obj_embed_spatial[..., None, None]
-    return feats.to(torch.bfloat16)
+    return feats.to(dtype)
 
 
 def memory_position(model, g: int, device) -> torch.Tensor:
