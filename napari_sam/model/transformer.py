@@ -48,7 +48,11 @@ class Attention(nn.Module):
         b = max(qp.shape[0], kp.shape[0])
         nq, nk, c = qp.shape[1], kp.shape[1], qp.shape[2]
         scale = (c // h) ** -0.5
-        if nk <= 32 < nq:  # image tokens attending to the prompt tokens
+        if torch.jit.is_tracing():  # ONNX export: plain heads, no in-place block copies
+            q, k, v = (self._heads(t.expand(b, -1, -1)) for t in (qp, kp, vp))
+            p = torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)
+            out = (p @ v).transpose(1, 2).reshape(b, nq, c)
+        elif nk <= 32 < nq:  # image tokens attending to the prompt tokens
             kb = _block_diag(kp * scale, h)  # (B, h*nk, C')
             vb = _block_diag(vp, h)
             if qp.shape[0] == 1:  # x @ W.T natively: no transposed copy of the image side
