@@ -179,3 +179,21 @@ def test_automask_tiling_and_bf16_with_sam2(one_thread, tmp_path):
     _, _, a = p16.predict(points=[[60, 60]])
     _, _, b = pred.predict(points=[[60, 60]])
     assert np.isfinite(a).all() and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+
+
+def test_cli_automask_with_a_sam2_checkpoint(tmp_path, one_thread, capsys):
+    from pathlib import Path
+
+    import tifffile
+
+    from napari_sam.cli import main
+
+    ckpt = tmp_path / "sam2_test.pt"
+    torch.save({"model": randomize_(build_model("test_sam2"), seed=5).state_dict()}, ckpt)
+    src = Path(__file__).resolve().parent.parent / "sample_data" / "nuclei.tif"
+    rc = main(["automask", str(src), "-o", str(tmp_path / "out"), "--model", str(ckpt),
+               "--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-thresh", "0",
+               "--device", "cpu", "--precision", "fp32", "-q"])
+    assert rc == 0, capsys.readouterr()
+    lab = tifffile.imread(tmp_path / "out" / "nuclei_labels.tif")
+    assert lab.dtype == np.uint32 and lab.shape == tifffile.imread(src).shape

@@ -66,7 +66,8 @@ class Sam2(nn.Module):
         self.automask_defaults: dict = {}
 
     # ---- the interface shared with `Sam` ------------------------------------------------
-    _TRANSIENT = ("_low_precision", "_upscalers", "_as_linear", "_dense_pe")
+    _TRANSIENT = ("_first_block", "_low_precision", "_upscalers", "_as_linear", "_tables",
+                  "_dense_pe")
     has_instance_head = False
     logit_clamp = LOGIT_CLAMP
 
