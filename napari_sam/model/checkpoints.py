@@ -53,7 +53,8 @@ def read_checkpoint(path) -> Checkpoint:
         raise CheckpointError(
             f"{path} could not be read as a PyTorch checkpoint ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). The file may be truncated or not a "
-            "checkpoint: download it again (`napari-sam models download NAME`) or check the path."
+            "checkpoint: download it again (`napari-sam models download --force NAME` for a "
+            "registry model) or check the path."
         ) from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
@@ -98,11 +99,11 @@ def save_checkpoint(path, model, extra: Optional[dict] = None) -> None:
     from .config import SamConfig, config_to_dict
     from .sam2.config import sam2_config_to_dict
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
+    from ..io.atomic import atomic_path
+
     cfg = model.config
     cfg_dict = config_to_dict(cfg) if isinstance(cfg, SamConfig) else sam2_config_to_dict(cfg)
     obj = {"format": "napari-sam", "config": cfg_dict,
            "model": model.state_dict(), **(extra or {})}
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(Path(path), overwrite=True) as tmp:
+        torch.save(obj, tmp)

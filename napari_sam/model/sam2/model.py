@@ -94,14 +94,18 @@ class Sam2(nn.Module):
         g = self.config.embed_grid
         return (self.config.embedding_channels, g, g)
 
-    def input_hw(self, h: int, w: int) -> Tuple[int, int]:
-        """Size of an (h, w) image inside the model: always the square input."""
+    # the whole image is resized to the square input (no aspect ratio kept, no zoom)
+    square_input = True
+
+    def input_hw(self, h: int, w: int, zoom: Optional[float] = None) -> Tuple[int, int]:
+        """Size of an (h, w) image inside the model: always the square input (a `zoom` is
+        ignored: x and y are scaled separately, as SAM 2 does)."""
         s = self.config.image_size
         return s, s
 
-    def to_input(self, pixels, device=None) -> torch.Tensor:
+    def to_input(self, pixels, device=None, zoom: Optional[float] = None) -> torch.Tensor:
         """(Y, X, 3) float pixels in 0-255 -> (1, 3, S, S), resized bilinearly with
-        antialiasing (as torchvision's Resize in SAM 2's transforms)."""
+        antialiasing (as torchvision's Resize in SAM 2's transforms); `zoom` is ignored."""
         import numpy as np
 
         t = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(2, 0, 1)[None]
