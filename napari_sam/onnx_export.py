@@ -16,7 +16,8 @@ answered by onnxruntime (or a browser) from a saved embedding.
   points or a box; SAM 2.1 falls back to the best multimask output when it is unstable),
   outputs 1-3 the three multimask answers (for one click).
 
-`onnx_prompts` turns (row, col) prompts into these inputs exactly as `Predictor` does.
+`onnx_prompts` turns (row, col) prompts into these inputs exactly as `Predictor` does for
+an embedding made without object-size zoom (`Predictor(model, diameter="off")`).
 `encoder.onnx` (SAM 2.1 only): `pixels` (1, 3, S, S) float32 in 0-255, the image already
 resized to S x S (`Sam2.to_input`) -> `image_embeddings`. For SAM 1-family models embed
 with `Predictor.set_image` and save `get_embedding().features` (their encoders use

@@ -31,7 +31,8 @@ def rel(a, b) -> float:
 def check_decoder(model, tmp_path, image):
     paths = export_onnx(model, tmp_path)
     sess = ort.InferenceSession(str(paths["decoder.onnx"]))
-    pred = Predictor(model, device="cpu", precision="fp32")
+    # the exported graph follows SAM's whole-image rule: no object-size zoom
+    pred = Predictor(model, device="cpu", precision="fp32", diameter="off")
     emb = pred.set_image(image)
     worst = 0.0
     for kw in PROMPTS:
