@@ -31,7 +31,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
