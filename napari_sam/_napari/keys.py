@@ -29,24 +29,16 @@ def _as_binding(action: Callable[[], None]):
 
 
 def on_close(widget, callback: Callable[[], None]) -> None:
-    """Call `callback` once the Qt widget is closed or taken out of its dock.
-
-    The call is deferred to the next turn of the event loop: removing layers while napari is
-    still tearing the dock down (inside `remove_dock_widget`, or the dock's close button)
-    crashes napari (segfault). `callback` must be safe to call more than once.
-    """
-    from qtpy.QtCore import QEvent, QObject, QTimer
-
-    def later(*_):
-        QTimer.singleShot(0, callback)
+    """Call `callback` when the Qt widget is closed or taken out of its dock."""
+    from qtpy.QtCore import QEvent, QObject
 
     class _Watcher(QObject):
         def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
             kind = event.type()
             if kind == QEvent.Close or (kind == QEvent.ParentChange and obj.parent() is None):
-                later()
+                callback()
             return False
 
     watcher = _Watcher(widget)
     widget.installEventFilter(watcher)
-    widget.destroyed.connect(later)
+    widget.destroyed.connect(lambda *_: callback())

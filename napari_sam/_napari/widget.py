@@ -383,7 +383,11 @@ class SamWidget(Container):
             self._image.events.data.disconnect(self._on_image_data)
         self._embedder.cancel()
         self._tiled.cancel()
-        self._remove_prompt_layers()
+        # layers are removed on the next turn of the event loop: removing them while napari
+        # is still tearing the dock down crashes it (segfault)
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self._remove_prompt_layers)
 
 
 def _is(layer, kind: str) -> bool:

@@ -60,3 +60,36 @@ def test_closing_the_panel_keeps_napari_alive(make_napari_viewer, qtbot, wait, d
     qtbot.waitUntil(lambda: len(viewer.layers) == 1, timeout=5000)  # SAM layers gone
     assert w._closed
     still_works(viewer, qtbot)
+
+
+def slow_model(model, seconds=1.5):
+    """`model` whose image encoder takes `seconds` longer: a worker that is still running."""
+    import copy
+    import time
+
+    slow = copy.deepcopy(model)
+    forward = slow.image_encoder.forward
+
+    def sleepy(x):
+        time.sleep(seconds)
+        return forward(x)
+
+    slow.image_encoder.forward = sleepy
+    return slow
+
+
+def test_closing_the_window_while_an_embedding_runs(make_napari_viewer, qtbot, disk_model):
+    """The worker's last signals reach a closed widget: nothing touches its deleted Qt
+    controls (pytest-qt fails the test on an exception in a slot)."""
+    viewer = make_napari_viewer(show=True)
+    add_sample(viewer)
+    w = SamWidget(viewer, model=slow_model(disk_model))
+    viewer.window.add_dock_widget(w)
+    qtbot.waitUntil(lambda: w._embedder.busy, timeout=5000)
+    worker = w._embedder.worker
+    done = []
+    worker.finished.connect(lambda: done.append(1))
+    viewer.close()
+    assert w._closed
+    qtbot.waitUntil(lambda: bool(done), timeout=20_000)
+    qtbot.wait(100)
