@@ -19,6 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container
+from qtpy.QtCore import QTimer
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..model.registry import BUNDLED_PATH
@@ -144,8 +145,24 @@ class SamWidget(Container):
 
     def _on_layers_changed(self, *_) -> None:
         self.reset_choices()
+        if self._closed:
+            return
+        if self._image is not None and self._image not in self.viewer.layers:
+            return self._select_image(self.image.value)  # the image was deleted
         if self._prompts is not None and not self._prompts.alive():
-            self._remove_prompt_layers()  # the user deleted one: Embed makes them again
+            gone = [ly.name for ly in self._prompts.layers if ly not in self.viewer.layers]
+            self._remove_prompt_layers()  # the others go too; all three come back at once
+            QTimer.singleShot(0, lambda: self._restore_prompts(gone))  # after the removal
+
+    def _restore_prompts(self, gone) -> None:
+        """Make the prompt layers again after the user deleted one of them."""
+        if self._closed or self._prompts is not None:
+            return
+        self._key = None
+        self._ensure_embedding()  # from the cache: at once
+        if self._prompts is not None:
+            self.status.value = (f"{', '.join(gone)} was deleted: the prompt layers were made "
+                                 "again (close this panel to remove them)")
 
     # ---- image, slice, model -> embedding --------------------------------------------------
     def _on_image_changed(self, *_) -> None:
@@ -164,6 +181,10 @@ class SamWidget(Container):
                 show_error(f"napari-sam: {error}")
             return
         image.events.data.connect(self._on_image_data)
+        target = self.labels_layer.value
+        if target is not None and L.check_labels(target, image) and \
+                L.writable_level0(target, image)[1]:
+            self.labels_layer.value = None  # made for another image: commit to a new layer
         self._ensure_embedding()
 
     def _on_image_data(self, *_) -> None:
@@ -362,9 +383,12 @@ class SamWidget(Container):
                 record = self._committer.commit(labels, self._image, self._key[1], mask,
                                                 self.overwrite.value)
         except (CommitError, ValueError) as err:
+            self.status.value = str(err)
             return show_error(f"napari-sam: {err}")
         self.clear()
-        self.status.value = f"committed object {record.label_id} to {labels.name!r}"
+        clipped = self._committer.clipped
+        self.status.value = f"committed object {record.label_id} to {labels.name!r}" + (
+            f" ({clipped} px on existing objects left to them)" if clipped else "")
 
     def undo(self, *_) -> None:
         """Restore the pixels changed by the last commit."""
@@ -385,8 +409,6 @@ class SamWidget(Container):
         self._tiled.cancel()
         # layers are removed on the next turn of the event loop: removing them while napari
         # is still tearing the dock down crashes it (segfault)
-        from qtpy.QtCore import QTimer
-
         QTimer.singleShot(0, self._remove_prompt_layers)
 
 

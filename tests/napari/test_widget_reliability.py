@@ -93,3 +93,107 @@ def test_closing_the_window_while_an_embedding_runs(make_napari_viewer, qtbot, d
     assert w._closed
     qtbot.waitUntil(lambda: bool(done), timeout=20_000)
     qtbot.wait(100)
+
+
+def test_after_a_box_clicks_add_points_again(make_napari_viewer, qtbot, wait, disk_model):
+    viewer = make_napari_viewer()
+    image = add_sample(viewer)
+    w, _ = docked(viewer, qtbot, wait, disk_model)
+    viewer.layers.selection.active = w.shapes_layer
+    w.shapes_layer.mode = "add_rectangle"
+    w.shapes_layer.add_rectangles(np.array([[100, 100], [160, 170]]))
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is w.points_layer, timeout=2000)
+    assert w.points_layer.mode == "add" and w.shapes_layer.mode == "pan_zoom"
+    assert w.preview_layer.data[130, 130] and not w.preview_layer.data[300, 300]
+    click(w, image, (130, 135))  # refines the box instead of replacing it
+    assert len(w.shapes_layer.data) == 1 and len(w.points_layer.data) == 1
+
+
+def test_point_markers_are_capped_on_large_numpy_layers(make_napari_viewer, qtbot,
+                                                        disk_model):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4000, 4000), np.uint8), name="big")
+    w = SamWidget(viewer, model=disk_model, tiling="off")
+    qtbot.waitUntil(lambda: w.points_layer is not None, timeout=5000)
+    assert w.points_layer.current_size <= 12 and w.shapes_layer.current_edge_width <= 3
+    small = viewer.add_image(np.zeros((96, 96), np.uint8), name="small")
+    w.image.value = small
+    assert w.points_layer.current_size >= 4
+    w.release()
+
+
+def test_commits_over_objects_say_what_happened(make_napari_viewer, qtbot, wait, disk_model,
+                                                monkeypatch):
+    errors = []
+    monkeypatch.setattr(widget_module, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    image = add_sample(viewer)
+    w, _ = docked(viewer, qtbot, wait, disk_model)
+    click(w, image, (200, 150))
+    w.commit()
+    labels = viewer.layers["nuclei labels"]
+    # the new labels layer goes under the preview, boxes and points layers
+    names = [ly.name for ly in viewer.layers]
+    assert names.index("nuclei labels") < names.index("SAM preview")
+    assert w.status.value.startswith("committed object 1")
+    click(w, image, (200, 154))  # almost all of it on object 1: refused, no sliver
+    w.commit()
+    assert set(np.unique(labels.data)) == {0, 1}
+    assert "mostly on existing objects" in w.status.value and errors
+    w.clear()
+    click(w, image, (200, 150))  # wholly covered: the status says so too
+    w.commit()
+    assert "only on existing objects" in w.status.value
+    w.clear()
+    click(w, image, (200, 170))  # partly covered: committed, the status says how much
+    w.commit()
+    assert set(np.unique(labels.data)) == {0, 1, 2}
+    assert "committed object 2" in w.status.value and "on existing objects" in w.status.value
+
+
+def test_preview_colour_differs_from_the_first_labels(make_napari_viewer, qtbot, wait,
+                                                      disk_model):
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    viewer = make_napari_viewer()
+    add_sample(viewer)
+    w, _ = docked(viewer, qtbot, wait, disk_model)
+    preview = np.asarray(w.preview_layer.colormap.map(np.array([1])))[0, :3]
+    labels = viewer.add_labels(np.zeros((4, 4), np.uint32))
+    colours = np.asarray(labels.colormap.map(np.arange(1, 21)))[:, :3]
+    assert np.sqrt(((colours - preview) ** 2).sum(1)).min() > 0.5
+    assert np.abs(preview - transform_color("lime")[0][:3]).max() > 0.5  # positive points
+
+
+def test_another_image_size_gets_a_new_labels_layer(make_napari_viewer, qtbot, wait,
+                                                    disk_model):
+    viewer = make_napari_viewer()
+    image = add_sample(viewer)
+    w, _ = docked(viewer, qtbot, wait, disk_model)
+    click(w, image, (200, 150))
+    w.commit()
+    assert w.labels_layer.value is viewer.layers["nuclei labels"]
+    other = viewer.add_image(np.random.default_rng(0).random((300, 200)), name="other")
+    w.image.value = other
+    wait(qtbot, w)
+    assert w.labels_layer.value is None  # "new layer": the old one does not fit
+    click(w, other, (150, 100))
+    w.commit()
+    assert viewer.layers["other labels"].data.shape == (300, 200)
+    assert w.status.value.startswith("committed object 1")
+
+
+def test_deleted_layers(make_napari_viewer, qtbot, wait, disk_model):
+    viewer = make_napari_viewer()
+    image = add_sample(viewer)
+    w, _ = docked(viewer, qtbot, wait, disk_model)
+    viewer.layers.remove(w.points_layer)  # the prompt layers come back, clicks work
+    qtbot.waitUntil(lambda: w.points_layer is not None and w.ready, timeout=5000)
+    assert "SAM points was deleted" in w.status.value
+    assert [ly.name for ly in viewer.layers].count("SAM points") == 1
+    click(w, image, (200, 150))
+    assert w.preview_layer.data.any()
+    viewer.layers.remove(image)  # no orphan SAM layers, no "ready" status
+    qtbot.wait(50)
+    assert [ly.name for ly in viewer.layers] == []
+    assert "no image layer" in w.status.value and not w.ready
