@@ -23,9 +23,11 @@ from qtpy.QtCore import QTimer
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..model.registry import BUNDLED_PATH
-from ..prompts import Segmenter
+from ..prompts import Prompt, Segmenter
+from . import hints
 from . import layers as L
 from .commits import CommitError, Committer
+from .downloads import Downloader, missing
 from .keys import KeyBindings, on_close
 from .controls import KEYS, build_controls
 from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
@@ -36,6 +38,8 @@ from .workers import Embedder
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
+
+READY = "ready: click on an object (Shift+click: background)"
 
 
 class SamWidget(Container):
@@ -62,7 +66,10 @@ class SamWidget(Container):
         self.decode_ms = deque(maxlen=1000)  # prompt change -> preview shown, per update
         self._embedder = Embedder(self._on_progress, self._on_embedded, self._on_failed,
                                   self._on_busy)
+        self._download = Downloader(self._on_progress, self._on_downloaded, self._on_failed,
+                                    self._say, self._on_busy)
         self._build(model, device, tiling, tile_above)
+        self.insert(self.index(self.status) + 1, self._download.row)
         self._tiled = TiledMode(self._on_progress, self._on_prompt_failed, self._on_busy,
                                 self.candidate, self.status)
         self._set_model()
@@ -199,6 +206,7 @@ class SamWidget(Container):
 
     def _on_model_changed(self, *_) -> None:
         self.model_file.visible = self.model.value == FILE_CHOICE
+        self._download.forget(self.model.value)  # a new choice replaces a pending one
         self._set_model()
         self._ensure_embedding()
 
@@ -244,6 +252,9 @@ class SamWidget(Container):
             self.status.value = "the bundled model is missing: choose another model"
         elif self.model.value == FILE_CHOICE and not self.model_file.value.is_file():
             self.status.value = "choose a model file (.pt / .pth)"
+        elif missing(self.model.value) is not None:  # asked first, never fetched silently
+            self._key = None
+            self.status.value = self._download.ask(self.model.value)
         elif self._embedder.request(key, L.image_data(image), key[1], key[3], force,
                                     tiled_setup(image, key[4])):
             self._use_embedding()
@@ -254,14 +265,25 @@ class SamWidget(Container):
         self.progress.max, self.progress.value = total, done
         self.status.value = message
 
+    def _say(self, message: str) -> None:
+        if not self._closed:
+            self.status.value = message
+
+    def _on_downloaded(self, name: str) -> None:
+        if not self._closed and self.model.value == name:
+            self._ensure_embedding()
+
     def _on_busy(self, *_) -> None:
         if self._closed:
             return
-        busy = self._embedder.busy or self._tiled.busy
+        busy = self._embedder.busy or self._tiled.busy or self._download.busy
         self.cancel_button.enabled = self.progress.visible = busy
 
     def _on_prompt_failed(self, message: str) -> None:
         if self._closed:
+            return
+        if "empty prompt" in message:  # the tiled predictor found no anchor for them all
+            self.status.value = hints.SEPARATE
             return
         show_error(f"napari-sam: {message}")
         self.status.value = f"failed: {message}"
@@ -279,7 +301,9 @@ class SamWidget(Container):
     def cancel(self, *_) -> None:
         """Stop the running embedding (its result is discarded), or the tiles being embedded
         for a prompt on a large image (the ones done stay cached)."""
-        if self._embedder.busy:
+        if self._download.cancel():
+            self.status.value = "cancelling the download..."
+        elif self._embedder.busy:
             self._embedder.cancel()
             self.status.value = "embedding cancelled; press Embed to start again"
         elif self._tiled.cancel():
@@ -297,7 +321,7 @@ class SamWidget(Container):
             self._segmenter = Segmenter(predictor)
         self._segmenter.reset()
         self._ready = True
-        self.status.value = "ready: click on an object (Shift+click: background)"
+        self.status.value = READY
         self.update_preview()
 
     # ---- prompts and preview -------------------------------------------------------------
@@ -318,14 +342,20 @@ class SamWidget(Container):
             return self._tiled.update(self._key[1])
         start = time.perf_counter()
         prompt, ignored = self._prompts.read(self._key[1])
+        if hints.negative_only(prompt):
+            prompt = Prompt.empty()  # SAM would answer with some unrelated region
         try:
             self._segmenter.update(prompt)
         except (ValueError, RuntimeError) as err:
             return show_error(f"napari-sam: {err}")
-        self._show_mask(self._segmenter.mask())
+        mask = self._segmenter.mask()
+        self._show_mask(mask)
         self.decode_ms.append((time.perf_counter() - start) * 1000)
-        if ignored:
-            self.status.value = f"{ignored} prompt(s) outside the image or unsupported: ignored"
+        self.status.value = (
+            f"{ignored} prompt(s) outside the image or unsupported: ignored" if ignored else
+            hints.NEGATIVE_ONLY if prompt.is_empty() and len(self._prompts.points.data) else
+            hints.SEPARATE if hints.split_pieces(mask, prompt.points, prompt.labels) else
+            READY)
 
     def _show_mask(self, mask) -> None:
         if self._prompts is not None:
@@ -358,6 +388,8 @@ class SamWidget(Container):
             self._show_mask(None)
             if self._tiled.active:
                 self._tiled.clear_preview()
+            if self._ready:
+                self.status.value = READY
 
     def commit(self, *_) -> None:
         """Write the current object into the labels layer with a new id."""
@@ -407,6 +439,7 @@ class SamWidget(Container):
             self._image.events.data.disconnect(self._on_image_data)
         self._embedder.cancel()
         self._tiled.cancel()
+        self._download.cancel()
         # layers are removed on the next turn of the event loop: removing them while napari
         # is still tearing the dock down crashes it (segfault)
         QTimer.singleShot(0, self._remove_prompt_layers)

@@ -197,3 +197,44 @@ def test_deleted_layers(make_napari_viewer, qtbot, wait, disk_model):
     qtbot.wait(50)
     assert [ly.name for ly in viewer.layers] == []
     assert "no image layer" in w.status.value and not w.ready
+
+
+def test_awkward_prompts_say_what_to_do(make_napari_viewer, qtbot, wait, disk_model):
+    from napari_sam._napari import hints
+
+    viewer = make_napari_viewer()
+    image = add_sample(viewer)
+    w, _ = docked(viewer, qtbot, wait, disk_model)
+    click(w, image, (200, 150), negative=True)  # a background click alone
+    assert not w.preview_layer.data.any() and w.status.value == hints.NEGATIVE_ONLY
+    w.clear()
+    assert w.status.value.startswith("ready")
+    click(w, image, (100, 100))
+    click(w, image, (400, 400))  # a second object far away: one merged mask
+    assert w.status.value == hints.SEPARATE
+    w.clear()
+    assert w.status.value.startswith("ready")
+    click(w, image, (200, 150))
+    click(w, image, (202, 153))  # two clicks on one object: no hint
+    assert w.status.value.startswith("ready") and w.preview_layer.data.any()
+
+
+def test_awkward_prompts_on_a_tiled_image(make_napari_viewer, qtbot, wait, disk_model):
+    from napari_sam._napari import hints
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random((1024, 1024)), name="big")
+    w, _ = docked(viewer, qtbot, wait, disk_model)
+    assert w.tiled.active
+    click(w, image, (300, 300), negative=True)
+    qtbot.wait(100)
+    assert w.status.value == hints.NEGATIVE_ONLY and not w.tiled.busy
+    w.clear()
+    assert w.status.value.startswith("ready")
+    click(w, image, (100, 100))
+    click(w, image, (900, 900))
+    qtbot.waitUntil(lambda: not w.tiled.busy, timeout=60_000)
+    qtbot.wait(100)
+    assert w.status.value == hints.SEPARATE
+    w.clear()
+    assert w.status.value.startswith("ready")
