@@ -4,7 +4,8 @@ Thin: the prompt layers are `prompt_layers.PromptLayers`, prompts are decoded by
 `prompts.Segmenter`, objects are written by `commits.Committer` (`prompts.commit_mask`), and
 embeddings come from `workers.Embedder` (a napari worker, cached per layer and slice).
 Decoding (a few ms to tens of ms) runs on the GUI thread, once per prompt change; encoding
-never does. The controls are laid out in `controls.py`.
+never does. The controls are laid out in `controls.py`; the actions (preview, commit, undo...)
+are in `widget_actions.py`.
 
 Large 2D layers (multiscale, lazy, or more than twice the model's input side; see
 `tiled_jobs.TilingRule`) are not embedded up front: `tiled_mode.TiledMode` answers their
@@ -14,19 +15,18 @@ prompts in a worker that embeds the tiles under them, and commits only the answe
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container
 from qtpy.QtCore import QTimer
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_warning
 
 from ..model.registry import BUNDLED_PATH
-from ..prompts import Prompt, Segmenter
+from ..prompts import Segmenter
 from . import hints
 from . import layers as L
-from .commits import CommitError, Committer
+from .commits import Committer
 from .downloads import Downloader, missing
 from .keys import KeyBindings, on_close
 from .controls import KEYS, build_controls
@@ -34,15 +34,14 @@ from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
 from .prompt_layers import PromptLayers
 from .tiled_jobs import TilingRule
 from .tiled_mode import TiledMode, tiled_setup
+from .widget_actions import READY, Actions
 from .workers import Embedder
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-READY = "ready: click on an object (Shift+click: background)"
 
-
-class SamWidget(Container):
+class SamWidget(Actions, Container):
     """Segment Anything on the displayed image slice from Points and Shapes prompts.
 
     model: None (the bundled model), a registry name, a checkpoint path, or a loaded Sam.
@@ -265,6 +264,9 @@ class SamWidget(Container):
         self.progress.max, self.progress.value = total, done
         self.status.value = message
 
+    def _error(self, message: str) -> None:
+        show_error(message)
+
     def _say(self, message: str) -> None:
         if not self._closed:
             self.status.value = message
@@ -333,98 +335,6 @@ class SamWidget(Container):
     def _set_default_sign(self, *_) -> None:
         if self._prompts is not None:
             self._prompts.set_negative(self.negative.value)
-
-    def update_preview(self) -> None:
-        """Decode the prompts of the displayed slice and show the chosen mask."""
-        if not (self._ready and self._prompts is not None):
-            return
-        if self._tiled.active:
-            return self._tiled.update(self._key[1])
-        start = time.perf_counter()
-        prompt, ignored = self._prompts.read(self._key[1])
-        if hints.negative_only(prompt):
-            prompt = Prompt.empty()  # SAM would answer with some unrelated region
-        try:
-            self._segmenter.update(prompt)
-        except (ValueError, RuntimeError) as err:
-            return show_error(f"napari-sam: {err}")
-        mask = self._segmenter.mask()
-        self._show_mask(mask)
-        self.decode_ms.append((time.perf_counter() - start) * 1000)
-        self.status.value = (
-            f"{ignored} prompt(s) outside the image or unsupported: ignored" if ignored else
-            hints.NEGATIVE_ONLY if prompt.is_empty() and len(self._prompts.points.data) else
-            hints.SEPARATE if hints.split_pieces(mask, prompt.points, prompt.labels) else
-            READY)
-
-    def _show_mask(self, mask) -> None:
-        if self._prompts is not None:
-            self._prompts.show(mask)
-        result = self._segmenter.result if self._segmenter and mask is not None else None
-        if result is None:
-            self.candidate.value = "-"
-        else:
-            k, i = len(result.scores), result.index
-            self.candidate.value = (f"{i + 1}/{k}  score {result.scores[i]:.2f}" if k > 1
-                                    else f"score {result.scores[0]:.2f}")
-
-    # ---- actions (buttons and keys) ------------------------------------------------------
-    def next_mask(self, *_) -> None:
-        """Show the next candidate mask of an ambiguous single click."""
-        if self._tiled.active:
-            return self._tiled.next_mask()
-        if self._segmenter is not None and self._segmenter.result is not None:
-            self._segmenter.cycle()
-            self._show_mask(self._segmenter.mask())
-
-    def toggle_negative(self, *_) -> None:
-        """Switch clicks between object (positive) and background (negative)."""
-        self.negative.value = not self.negative.value
-
-    def clear(self, *_) -> None:
-        """Discard the prompts of the displayed slice."""
-        if self._prompts is not None and self._key is not None:
-            self._prompts.clear(self._key[1])
-            self._show_mask(None)
-            if self._tiled.active:
-                self._tiled.clear_preview()
-            if self._ready:
-                self.status.value = READY
-
-    def commit(self, *_) -> None:
-        """Write the current object into the labels layer with a new id."""
-        tiled = self._tiled.active
-        if tiled:
-            mask = self._tiled.answer.mask if self._ready and self._tiled.answer else None
-            empty = mask is None or mask.area == 0
-        else:
-            mask = self._segmenter.mask() if self._ready and self._segmenter else None
-            empty = mask is None or not mask.any()
-        if empty:
-            return show_info("napari-sam: nothing to commit; click on an object first")
-        labels = self.labels_layer.value
-        try:
-            if labels is None:  # ValueError: too large to hold in memory
-                labels = self._committer.new_layer(self._image, tiled, self.points_layer)
-                self.reset_choices()
-                self.labels_layer.value = labels
-            if tiled:
-                record = self._committer.commit_tiled(labels, self._image, mask,
-                                                      self.overwrite.value)
-            else:
-                record = self._committer.commit(labels, self._image, self._key[1], mask,
-                                                self.overwrite.value)
-        except (CommitError, ValueError) as err:
-            self.status.value = str(err)
-            return show_error(f"napari-sam: {err}")
-        self.clear()
-        clipped = self._committer.clipped
-        self.status.value = f"committed object {record.label_id} to {labels.name!r}" + (
-            f" ({clipped} px on existing objects left to them)" if clipped else "")
-
-    def undo(self, *_) -> None:
-        """Restore the pixels changed by the last commit."""
-        self.status.value = self._committer.undo()
 
     def release(self) -> None:
         """Give back key bindings and events, stop the worker, remove the prompt layers."""

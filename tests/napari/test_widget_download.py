@@ -135,3 +135,18 @@ def test_closing_the_widget_stops_the_download(make_napari_viewer, qtbot, wait, 
     qtbot.waitUntil(lambda: bool(done), timeout=10_000)
     assert sum(fake_hub["served"]) < fake_hub["size"]
     assert leftovers(fake_hub["cache"]) == []
+
+
+def test_automask_does_not_download_silently(make_napari_viewer, qtbot, fake_hub):
+    from napari_sam._napari.automask_widget import AutomaskWidget
+
+    viewer = make_napari_viewer()
+    data, kwargs, _ = nuclei()[0]
+    viewer.add_image(data, **kwargs)
+    w = AutomaskWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model.value = "vit_b"
+    w.run()
+    qtbot.waitUntil(lambda: not w.busy, timeout=10_000)
+    assert fake_hub["opened"] == [] and w.result_layer is None
+    assert "vit_b is not downloaded" in w.status.value and "2 MB" in w.status.value
