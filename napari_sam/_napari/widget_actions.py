@@ -12,7 +12,8 @@ from napari.utils.notifications import show_info
 
 from ..prompts import Prompt
 from . import hints
-from .commits import CommitError
+from . import layers as L
+from .commits import CommitError, check_overlap
 
 READY = "ready: click on an object (Shift+click: background)"
 
@@ -41,7 +42,21 @@ class Actions:
             f"{ignored} prompt(s) outside the image or unsupported: ignored" if ignored else
             hints.NEGATIVE_ONLY if prompt.is_empty() and len(self._prompts.points.data) else
             hints.SEPARATE if hints.split_pieces(mask, prompt.points, prompt.labels) else
-            READY)
+            self._overlap_hint(mask) or READY)
+
+    def _overlap_hint(self, mask) -> str:
+        """What a commit of `mask` would do to the chosen labels layer's objects ("" if
+        nothing to say): said before Shift-C, not only when it is refused."""
+        labels = self.labels_layer.value
+        if mask is None or labels is None or self.overwrite.value or \
+                L.check_labels(labels, self._image):
+            return ""
+        try:
+            covered = check_overlap(labels.data[tuple(self._key[1])], mask, False)
+        except CommitError as err:
+            return str(err).replace("not committed: ", "Shift-C would refuse this: ")
+        return (f"ready; {covered} px of this object lie on objects of {labels.name!r} and "
+                "stay theirs" if covered else "")
 
     def _show_mask(self, mask) -> None:
         if self._prompts is not None:

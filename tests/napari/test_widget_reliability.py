@@ -137,6 +137,7 @@ def test_commits_over_objects_say_what_happened(make_napari_viewer, qtbot, wait,
     assert names.index("nuclei labels") < names.index("SAM preview")
     assert w.status.value.startswith("committed object 1")
     click(w, image, (200, 154))  # almost all of it on object 1: refused, no sliver
+    assert "mostly on existing objects" in w.status.value  # said before Shift-C
     w.commit()
     assert set(np.unique(labels.data)) == {0, 1}
     assert "mostly on existing objects" in w.status.value and errors
