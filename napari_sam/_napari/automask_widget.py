@@ -252,13 +252,15 @@ class AutomaskWidget(Container):
         self.run_button.enabled = not busy
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
-        if self._worker is not None and not self._stop.is_set():
+        if self._worker is not None and not self._stop.is_set() and not self._closed:
             self.progress.max, self.progress.value = max(total, 1), done
             self.status.value = message
 
     def _on_done(self, out) -> None:
         if out.model is not None and self._given is None:
             self._loaded = {self._key: out.model}  # keep one loaded model
+        if self._closed:  # the controls may be deleted already
+            return
         if out.cancelled:
             self.status.value = "cancelled; press Run to start again"
         elif out.error:
@@ -274,10 +276,14 @@ class AutomaskWidget(Container):
             self.note.visible = out.tiled is not None
 
     def _on_error(self, err) -> None:
+        if self._closed:
+            return
         self.status.value = f"failed: {type(err).__name__}: {err}"
 
     def _on_finished(self) -> None:
         self._worker = None
+        if self._closed:
+            return
         self._set_busy(False)
         if self._stop.is_set():  # after quit() the worker drops its result
             self.status.value = "cancelled; press Run to start again"
@@ -331,8 +337,10 @@ class AutomaskWidget(Container):
         """Stop the worker and disconnect from the viewer (the widget is closing)."""
         if self._closed:
             return
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.quit()
         self._closed = True
-        self.cancel()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self.reset_choices)
 

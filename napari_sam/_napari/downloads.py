@@ -57,6 +57,7 @@ class Downloader:
         self.asked: Optional[str] = None     # the name shown in the row
         self.running: Optional[str] = None   # the name being downloaded
         self.worker = None
+        self.closed = False   # the widget closed: its controls may be deleted already
         self._stop = threading.Event()
         self._relay = _Relay()
         self._relay.progressed.connect(self._on_progress)
@@ -125,8 +126,13 @@ class Downloader:
         self._stop.set()
         return True
 
+    def close(self) -> None:
+        """The widget is closing: stop the download; touch no control from now on."""
+        self.closed = True
+        self.cancel()
+
     def _on_progress(self, done, total) -> None:
-        if self.running is None or self._stop.is_set():
+        if self.closed or self.running is None or self._stop.is_set():
             return
         mb = 1e6
         if total is not None and total > 0:
@@ -137,7 +143,7 @@ class Downloader:
             self._progress(0, 0, f"downloading {self.running}: {done / mb:.0f} MB")
 
     def _on_returned(self, name: str, stop: threading.Event) -> None:
-        if stop.is_set():
+        if stop.is_set() or self.closed:
             return
         if self.asked == name:
             self.asked = None
@@ -145,13 +151,15 @@ class Downloader:
         self._done(name)
 
     def _on_error(self, name: str, stop: threading.Event, err: Exception) -> None:
-        if isinstance(err, hub.DownloadCancelled) or stop.is_set():
+        if isinstance(err, hub.DownloadCancelled) or stop.is_set() or self.closed:
             return
         self._failed(f"could not download {name}: {err}")
 
     def _on_finished(self) -> None:
         name, cancelled = self.running, self._stop.is_set()
         self.worker = self.running = None
+        if self.closed:
+            return
         self.button.enabled = True
         self._busy(False)
         if cancelled and self.asked == name:  # Cancel pressed (not another model chosen)

@@ -349,7 +349,7 @@ class SamWidget(Actions, Container):
             self._image.events.data.disconnect(self._on_image_data)
         self._embedder.cancel()
         self._tiled.cancel()
-        self._download.cancel()
+        self._download.close()
         # layers are removed on the next turn of the event loop: removing them while napari
         # is still tearing the dock down crashes it (segfault)
         QTimer.singleShot(0, self._remove_prompt_layers)

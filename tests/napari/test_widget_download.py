@@ -121,9 +121,10 @@ def test_download_is_asked_shown_cancelled_and_replaced(make_napari_viewer, qtbo
     assert w._embedder.model.source == "vit_b"
 
 
+@pytest.mark.parametrize("how", ["remove_dock_widget", "close_window"])
 def test_closing_the_widget_stops_the_download(make_napari_viewer, qtbot, wait, disk_model,
-                                               fake_hub):
-    viewer = make_napari_viewer()
+                                               fake_hub, how):
+    viewer = make_napari_viewer(show=how == "close_window")
     w = open_widget(viewer, qtbot, wait, disk_model)
     w.model.value = "vit_t"
     w._download.button.native.click()
@@ -131,7 +132,10 @@ def test_closing_the_widget_stops_the_download(make_napari_viewer, qtbot, wait, 
     worker = w._download.worker
     done = []
     worker.finished.connect(lambda: done.append(1))
-    viewer.window.remove_dock_widget(w.native)
+    if how == "close_window":
+        viewer.close()
+    else:
+        viewer.window.remove_dock_widget(w.native)
     qtbot.waitUntil(lambda: bool(done), timeout=10_000)
     assert sum(fake_hub["served"]) < fake_hub["size"]
     assert leftovers(fake_hub["cache"]) == []

@@ -239,3 +239,21 @@ def test_awkward_prompts_on_a_tiled_image(make_napari_viewer, qtbot, wait, disk_
     assert w.status.value == hints.SEPARATE
     w.clear()
     assert w.status.value.startswith("ready")
+
+
+def test_closing_the_window_while_automask_runs(make_napari_viewer, qtbot, disk_model):
+    from napari_sam._napari.automask_widget import AutomaskWidget
+
+    viewer = make_napari_viewer(show=True)
+    add_sample(viewer)
+    w = AutomaskWidget(viewer, model=slow_model(disk_model))
+    viewer.window.add_dock_widget(w)
+    w.points_per_side.value = 4
+    w.run()
+    assert w.busy
+    worker = w._worker
+    done = []
+    worker.finished.connect(lambda: done.append(1))
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(done), timeout=30_000)
+    qtbot.wait(100)
