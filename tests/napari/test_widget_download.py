@@ -66,7 +66,7 @@ def fake_hub(tmp_path, monkeypatch):
 def open_widget(viewer, qtbot, wait, disk_model):
     data, kwargs, _ = nuclei()[0]
     viewer.add_image(data, **kwargs)
-    w = SamWidget(viewer, model=disk_model)
+    w = SamWidget(viewer, model=disk_model, diameter="off")
     viewer.window.add_dock_widget(w)
     wait(qtbot, w)
     return w

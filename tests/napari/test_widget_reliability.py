@@ -27,7 +27,7 @@ def click(widget, image, pixel, negative=False):
 
 
 def docked(viewer, qtbot, wait, model):
-    w = SamWidget(viewer, model=model)
+    w = SamWidget(viewer, model=model, diameter="off")
     dock = viewer.window.add_dock_widget(w, name="Interactive segmentation")
     wait(qtbot, w)
     return w, dock
@@ -83,7 +83,7 @@ def test_closing_the_window_while_an_embedding_runs(make_napari_viewer, qtbot, d
     controls (pytest-qt fails the test on an exception in a slot)."""
     viewer = make_napari_viewer(show=True)
     add_sample(viewer)
-    w = SamWidget(viewer, model=slow_model(disk_model))
+    w = SamWidget(viewer, model=slow_model(disk_model), diameter="off")
     viewer.window.add_dock_widget(w)
     qtbot.waitUntil(lambda: w._embedder.busy, timeout=5000)
     worker = w._embedder.worker
@@ -113,7 +113,7 @@ def test_point_markers_are_capped_on_large_numpy_layers(make_napari_viewer, qtbo
                                                         disk_model):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((4000, 4000), np.uint8), name="big")
-    w = SamWidget(viewer, model=disk_model, tiling="off")
+    w = SamWidget(viewer, model=disk_model, tiling="off", diameter="off")
     qtbot.waitUntil(lambda: w.points_layer is not None, timeout=5000)
     assert w.points_layer.current_size <= 12 and w.shapes_layer.current_edge_width <= 3
     small = viewer.add_image(np.zeros((96, 96), np.uint8), name="small")
