@@ -95,6 +95,10 @@ class Actions:
     def commit(self, *_) -> None:
         """Write the current object into the labels layer with a new id."""
         tiled = self._tiled.active
+        if tiled and self._tiled.busy:  # the answer to the newest prompts is not there yet
+            self.status.value = ("the object is still being computed (its tiles are being "
+                                 "embedded): press Shift-C again when the preview shows it")
+            return show_info(f"napari-sam: {self.status.value}")
         if tiled:
             mask = self._tiled.answer.mask if self._ready and self._tiled.answer else None
             empty = mask is None or mask.area == 0

@@ -257,3 +257,20 @@ def test_closing_the_window_while_automask_runs(make_napari_viewer, qtbot, disk_
     viewer.close()
     qtbot.waitUntil(lambda: bool(done), timeout=30_000)
     qtbot.wait(100)
+
+
+def test_commit_while_a_tile_is_embedded_says_wait(make_napari_viewer, qtbot, wait,
+                                                   disk_model):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random((1024, 1024)), name="big")
+    w = SamWidget(viewer, model=slow_model(disk_model, 1.0), diameter="off")
+    viewer.window.add_dock_widget(w)
+    wait(qtbot, w)
+    assert w.tiled.active
+    click(w, image, (300, 300))
+    assert w.tiled.busy
+    w.commit()  # too early: not "nothing to commit", and nothing written
+    assert "still being computed" in w.status.value and "big labels" not in viewer.layers
+    qtbot.waitUntil(lambda: not w.tiled.busy and w.tiled.answer is not None, timeout=60_000)
+    w.commit()
+    assert w.status.value.startswith("committed object 1")
