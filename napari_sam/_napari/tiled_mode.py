@@ -48,6 +48,7 @@ class TiledMode:
         self.image = self.prompts = None
         self.answer: Optional[TiledAnswer] = None
         self._args = None  # (points, labels, box) of the newest request
+        self.hint: Optional[Callable] = None  # TiledMask -> what a commit would do ("": ok)
 
     @property
     def active(self) -> bool:
@@ -132,4 +133,7 @@ class TiledMode:
         points, labels = (self._args[0], self._args[1]) if self._args else (None, None)
         if points is not None and split_pieces(m.mask, points, labels, m.bbox[:2]):
             return self._status(SEPARATE)
+        said = self.hint(m) if self.hint is not None else ""
+        if said:
+            return self._status(said)
         self._status(f"object over {len(m.tiles)} tile(s){new}; Shift-C commits it")

@@ -74,6 +74,7 @@ class SamWidget(Actions, Container):
         self.insert(self.index(self.status) + 1, self._download.row)
         self._tiled = TiledMode(self._on_progress, self._on_prompt_failed, self._on_busy,
                                 self.candidate, self.status)
+        self._tiled.hint = self._tiled_overlap_hint
         self.diameter.value = str(diameter)
         self._set_model()
         self._keys = KeyBindings(viewer, {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from napari.utils.notifications import show_info
 
 from ..prompts import Prompt
@@ -43,6 +44,20 @@ class Actions:
             hints.NEGATIVE_ONLY if prompt.is_empty() and len(self._prompts.points.data) else
             hints.SEPARATE if hints.split_pieces(mask, prompt.points, prompt.labels) else
             self._overlap_hint(mask) or READY)
+
+    def _tiled_overlap_hint(self, answer) -> str:
+        """`_overlap_hint` for a tiled answer (a TiledMask): reads only its box."""
+        labels = self.labels_layer.value
+        if labels is None or self.overwrite.value:
+            return ""
+        level0, error = L.writable_level0(labels, self._image)
+        if error:
+            return ""
+        try:
+            check_overlap(np.asarray(level0[answer.slices]), answer.mask, False)
+        except CommitError as err:
+            return str(err).replace("not committed: ", "Shift-C would refuse this: ")
+        return ""
 
     def _overlap_hint(self, mask) -> str:
         """What a commit of `mask` would do to the chosen labels layer's objects ("" if

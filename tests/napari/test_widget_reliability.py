@@ -274,3 +274,6 @@ def test_commit_while_a_tile_is_embedded_says_wait(make_napari_viewer, qtbot, wa
     qtbot.waitUntil(lambda: not w.tiled.busy and w.tiled.answer is not None, timeout=60_000)
     w.commit()
     assert w.status.value.startswith("committed object 1")
+    click(w, image, (300, 300))  # the same object again: said before Shift-C
+    qtbot.waitUntil(lambda: not w.tiled.busy and w.tiled.answer is not None, timeout=60_000)
+    assert "Shift-C would refuse this" in w.status.value
