@@ -252,3 +252,24 @@ def test_cli_models_download(server, payload, cache, capsys, monkeypatch):
     assert str(cache / "tiny.pt") in capsys.readouterr().out
     assert main(["models", "download", "-q", "nope"]) == 1
     assert "unknown checkpoint" in capsys.readouterr().err
+
+
+def test_progress_callable_reports_chunks_and_can_cancel(server, payload, cache, monkeypatch):
+    """The widgets' hook: a callable `progress` gets (done, total) after every chunk; raising
+    DownloadCancelled there stops the download and leaves no file behind."""
+    base, _ = server
+    monkeypatch.setattr(hub, "CHUNK", 4096)
+    k = _known(f"{base}/tiny.pt", payload)
+    seen = []
+
+    def stop_after_two(done, total):
+        seen.append((done, total))
+        if len(seen) == 2:
+            raise hub.DownloadCancelled("cancelled by the test")
+
+    with pytest.raises(hub.DownloadCancelled):
+        fetch(k, progress=stop_after_two)
+    assert seen == [(4096, len(payload)), (8192, len(payload))] and _left(cache) == []
+    seen.clear()
+    path = fetch(k, progress=lambda done, total: seen.append(done))
+    assert path.read_bytes() == payload and seen[-1] == len(payload) and len(seen) > 2

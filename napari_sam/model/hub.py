@@ -43,6 +43,10 @@ class DownloadError(RuntimeError):
     """A checkpoint could not be downloaded or did not pass verification."""
 
 
+class DownloadCancelled(DownloadError):
+    """Raised by a `progress` callable to stop a download between two chunks."""
+
+
 class DownloadInterrupted(DownloadError, KeyboardInterrupt):
     """Ctrl-C during a download: still caught by `except KeyboardInterrupt`."""
 
@@ -264,7 +268,8 @@ def _download(k: KnownCheckpoint, url: str, partial: Path, want, progress: bool)
         try:
             with open(partial, "wb") as out, tqdm(
                     total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                    desc=k.name, disable=not progress, leave=False) as bar:
+                    desc=k.name, disable=callable(progress) or not progress,
+                    leave=False) as bar:
                 while True:
                     block = resp.read(CHUNK)
                     if not block:
@@ -273,6 +278,8 @@ def _download(k: KnownCheckpoint, url: str, partial: Path, want, progress: bool)
                     hasher.update(block)
                     got += len(block)
                     bar.update(len(block))
+                    if callable(progress):
+                        progress(got, total)  # may raise DownloadCancelled
         except KeyboardInterrupt:
             raise DownloadInterrupted(f"download of {k.name} interrupted after {got} bytes; "
                                       "the partial file was discarded") from None
@@ -304,6 +311,9 @@ def fetch(name_or_known: Union[str, KnownCheckpoint], *, progress: bool = True, 
           verify: bool = True, url: Optional[str] = None, force: bool = False) -> Path:
     """Path of a checkpoint in the cache, downloading and verifying it first if needed.
 
+    `progress`: True (a bar on stderr), False, or a callable `(bytes done, bytes total or
+    None)` called after each chunk (no bar); raising `DownloadCancelled` there stops the
+    download and removes the partial file.
     `name_or_known`: a key of KNOWN_CHECKPOINTS or a KnownCheckpoint. `cache`: a folder instead
     of `cache_dir()`. `url`: download from here instead (else `$NAPARI_SAM_MIRROR/<filename>`,
     else the checkpoint's own URL); the hash check still applies. `verify=False` allows files

@@ -204,7 +204,8 @@ def test_key_bindings_released(make_napari_viewer, qtbot, wait, disk_model):
     assert list(w.points_layer.features["sign"]) == ["negative"]
     n = len(viewer.layers)
     viewer.window.remove_dock_widget(w.native)  # as the dock's close button does
-    assert len(viewer.layers) == n - 3  # the prompt layers go with the widget
+    # the prompt layers go with the widget, on the next turn of the event loop
+    qtbot.waitUntil(lambda: len(viewer.layers) == n - 3, timeout=5000)
     assert w._closed and viewer.bind_key("Shift-C", None) is None  # nothing left bound
     assert viewer.bind_key("U", None) is not None  # the user's own binding came back
 
