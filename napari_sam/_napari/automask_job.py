@@ -23,7 +23,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..automask import AutoMaskGenerator, AutoMaskResult, default_thresholds
+from ..automask import SAM_THRESHOLDS, AutoMaskGenerator, AutoMaskResult, default_thresholds
 from ..batch import automask_stack
 from ..progress import null_progress
 from ..scale import plan_zoom, resolve_diameter
@@ -46,6 +46,34 @@ THRESHOLDS = tuple(FLOORS)
 def floors_for(defaults: dict) -> dict:
     """Candidate floors that let the sliders reach the model's default thresholds."""
     return {k: min(FLOORS[k], defaults[k]) for k in THRESHOLDS}
+
+
+def stored_thresholds(model_name: str, given=None) -> dict:
+    """The automask thresholds of a model choice before it is loaded: those stored with the
+    weights of `given` (a Sam), of "bundled", of a checkpoint path or of a downloaded registry
+    model; else SAM's. Reads only the checkpoint's small entries (memory-mapped), not its
+    tensors; a file that cannot be read gives SAM's (loading it will say what is wrong)."""
+    if given is not None:
+        return default_thresholds(given)
+    from pathlib import Path
+
+    from ..model import hub
+    from ..model.registry import BUNDLED_PATH
+
+    known = hub.KNOWN_CHECKPOINTS.get(str(model_name))
+    path = (BUNDLED_PATH if model_name == "bundled" else hub._paths(known, None)[0]
+            if known is not None else Path(str(model_name)))
+    stored = {}
+    if path.is_file():
+        import torch
+
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            stored = obj.get("automask", {}) if obj.get("format") == "napari-sam" else {}
+        except Exception:  # noqa: BLE001 - any unreadable file: SAM's until it is loaded
+            stored = {}
+    stored = stored if isinstance(stored, dict) else {}
+    return {**SAM_THRESHOLDS, **{k: float(v) for k, v in stored.items() if k in THRESHOLDS}}
 
 
 class Cancelled(Exception):

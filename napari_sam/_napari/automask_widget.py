@@ -26,8 +26,9 @@ from ..automask import default_thresholds
 from ..runtime.cpu import tune_cpu_if_requested
 from . import layers as L
 from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, THRESHOLDS, Request,
-                           check_request, floors_for, run_job)
+                           check_request, floors_for, run_job, stored_thresholds)
 from .automask_tiled import labels_levels
+from .downloads import missing, size_text
 from .controls import _expanding_text, _row, model_controls, tiling_controls
 from .keys import on_close
 from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
@@ -119,7 +120,7 @@ class AutomaskWidget(Container):
         self.stability = FloatSlider(label="stability", min=FLOORS["stability_thresh"],
                                      max=1.0, step=0.01, tooltip="keep masks that barely "
                                      "change with the cut-off (default: the model's)")
-        defaults = default_thresholds(self._given)  # SAM's until a model is loaded
+        defaults = default_thresholds(self._given)  # the chosen model's: _show_model_defaults
         self._set_sliders(defaults, floors_for(defaults))
         self.min_area = Slider(label="min area", min=0, max=2000, value=DEFAULTS["min_area"],
                                tooltip="drop objects smaller than this many pixels")
@@ -132,7 +133,9 @@ class AutomaskWidget(Container):
         _expanding_text(self.status.native)
         _expanding_text(self.note.native)
         self.image.changed.connect(self._on_image_changed)
-        self.model.changed.connect(self._on_model_changed)
+        for w in (self.model, self.model_file):
+            w.changed.connect(self._on_model_changed)
+        self._show_model_defaults()
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         for slider in (self.pred_iou, self.stability):
@@ -155,7 +158,20 @@ class AutomaskWidget(Container):
 
     def _on_model_changed(self, *_) -> None:
         self.model_file.visible = self.model.value == FILE_CHOICE
-        self._follow = True  # the next run shows the new model's default thresholds
+        self._follow = True  # the sliders show the new model's default thresholds
+        self._show_model_defaults()
+
+    def _model_name(self) -> str:
+        choice = self.model.value
+        return str(self.model_file.value) if choice == FILE_CHOICE else choice
+
+    def _show_model_defaults(self) -> None:
+        """Put the chosen model's calibrated thresholds on the sliders before any run."""
+        if not self._follow:
+            return
+        given = self._given if self.model.value == GIVEN_CHOICE else None
+        defaults = stored_thresholds(self._model_name(), given)
+        self._set_sliders(defaults, floors_for(defaults))
 
     def _on_threshold_moved(self, *_) -> None:
         self._follow = False
@@ -195,9 +211,14 @@ class AutomaskWidget(Container):
         if error:
             return f"{image.name!r}: {error}"
         choice = self.model.value
-        name = str(self.model_file.value) if choice == FILE_CHOICE else choice
+        name = self._model_name()
         if choice == FILE_CHOICE and not self.model_file.value.is_file():
             return "choose a model file (.pt / .pth)"
+        known = missing(name) if (name, self.device.value) not in self._loaded else None
+        if known is not None:  # never a silent download of hundreds of MB
+            return (f"{name} is not downloaded ({size_text(known.size)}): fetch it with the "
+                    f"Download button of the interactive segmentation panel, or run "
+                    f"`napari-sam models download {name}`, or choose another model")
         model = self._given if choice == GIVEN_CHOICE else self._loaded.get(
             (name, self.device.value))
         index = L.slice_index(self.viewer, image) if mode == CURRENT else ()
@@ -240,13 +261,15 @@ class AutomaskWidget(Container):
         self.run_button.enabled = not busy
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
-        if self._worker is not None and not self._stop.is_set():
+        if self._worker is not None and not self._stop.is_set() and not self._closed:
             self.progress.max, self.progress.value = max(total, 1), done
             self.status.value = message
 
     def _on_done(self, out) -> None:
         if out.model is not None and self._given is None:
             self._loaded = {self._key: out.model}  # keep one loaded model
+        if self._closed:  # the controls may be deleted already
+            return
         if out.cancelled:
             self.status.value = "cancelled; press Run to start again"
         elif out.error:
@@ -262,10 +285,14 @@ class AutomaskWidget(Container):
             self.note.visible = out.tiled is not None
 
     def _on_error(self, err) -> None:
+        if self._closed:
+            return
         self.status.value = f"failed: {type(err).__name__}: {err}"
 
     def _on_finished(self) -> None:
         self._worker = None
+        if self._closed:
+            return
         self._set_busy(False)
         if self._stop.is_set():  # after quit() the worker drops its result
             self.status.value = "cancelled; press Run to start again"
@@ -325,8 +352,10 @@ class AutomaskWidget(Container):
         """Stop the worker and disconnect from the viewer (the widget is closing)."""
         if self._closed:
             return
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.quit()
         self._closed = True
-        self.cancel()
         self.size.quit()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self.reset_choices)

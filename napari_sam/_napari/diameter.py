@@ -90,13 +90,19 @@ class DiameterControl:
         self.worker.start()
 
     def _estimated(self, est) -> None:
-        self.field.value = f"{est.diameter:.0f}"
-        self._status(f"estimated diameter {est.diameter:.0f} px (confidence "
-                     f"{est.confidence:.2f}); the circle shows it")
+        try:
+            self.field.value = f"{est.diameter:.0f}"
+            self._status(f"estimated diameter {est.diameter:.0f} px (confidence "
+                         f"{est.confidence:.2f}); the circle shows it")
+        except RuntimeError:  # the widget was closed while the worker ran
+            pass
 
     def _finished(self) -> None:
         self.worker = None
-        self.estimate_button.enabled = True
+        try:
+            self.estimate_button.enabled = True
+        except RuntimeError:  # the widget was closed while the worker ran
+            pass
 
     def quit(self) -> None:
         if self.worker is not None:

@@ -67,7 +67,9 @@ def write(paths: Dict[str, Path], labels, meta=None, image=None, image_name: str
         if kind == "tif":
             write_labels_tif(path, labels, meta=meta, overwrite=ok)
         elif kind == "coco":
-            write_coco(path, flat, image_name=image_name, records=records, overwrite=ok)
+            write_coco(path, flat, image_name=image_name, records=records, overwrite=ok,
+                       pixel_size=getattr(meta, "pixel_size", None),
+                       z_size=getattr(meta, "z_size", None))
         elif kind == "csv":
             img = intensity_image(image, labels.shape)
             if img is not None:

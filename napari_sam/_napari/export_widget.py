@@ -75,14 +75,19 @@ class ExportWidget(Container):
         return [("none", None)] + [(ly.name, ly) for ly in self.viewer.layers
                                    if _is(ly, "Image")]
 
-    def reset_choices(self, *_) -> None:
-        if not self._closed:
-            super().reset_choices()
-
     def _on_labels_changed(self, *_) -> None:
         layer = self.labels.value
         if layer is not None:
             self.stem.value = clean_stem(layer.name)
+            self.intensity.value = source_image(layer, self._image_choices()[1:])
+
+    def reset_choices(self, *_) -> None:
+        if self._closed:
+            return
+        had = self.intensity.value
+        super().reset_choices()
+        if had is None and self.labels.value is not None:  # an image added after the labels
+            self.intensity.value = source_image(self.labels.value, self._image_choices()[1:])
 
     def export(self, *_) -> List[Path]:
         """Write the chosen formats; returns the written paths (also in `written`)."""
@@ -134,6 +139,23 @@ class ExportWidget(Container):
         self._closed = True
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self.reset_choices)
+
+
+def source_image(labels, images):
+    """The image a labels layer was made from, for the CSV's intensities, or None.
+
+    `images`: (name, layer) pairs. Among the images of the labels' plane shape: the one whose
+    name starts the labels' ("nuclei" for "nuclei labels" / "nuclei automask"), else the one
+    with the same source file, else the only one."""
+    want = tuple(L.image_data(labels).shape[-2:])
+    fits = [ly for _, ly in images if L.plane_shape(ly) == want]
+    source = labels.metadata.get("source")
+    for rule in (lambda ly: labels.name.startswith(ly.name + " "),
+                 lambda ly: source is not None and ly.metadata.get("source") == source):
+        hits = [ly for ly in fits if rule(ly)]
+        if hits:
+            return max(hits, key=lambda ly: len(ly.name))
+    return fits[0] if len(fits) == 1 else None
 
 
 def _is(layer, kind: str) -> bool:

@@ -143,8 +143,11 @@ def write_labels_coco(path: str, data: Any, meta: dict) -> List[str]:
     extra = meta.get("metadata") or {}
     source = extra.get("source")
     image_name = Path(source).name if source else str(meta.get("name") or "labels")
-    out = write_coco(_with_suffix(path, (".json",)), _level0(data), image_name,
-                     records=extra.get("records"), overwrite=True)
+    labels = _level0(data)
+    info = meta_from_layer(meta, len(labels.shape))
+    out = write_coco(_with_suffix(path, (".json",)), labels, image_name,
+                     records=extra.get("records"), overwrite=True,
+                     pixel_size=info.pixel_size, z_size=info.z_size)
     return [str(out)]
 
 
@@ -184,9 +187,44 @@ def _read_one(path) -> tuple:
         labels, meta = read_labels(p)
         kwargs = layer_kwargs(meta, name=p.stem)
         return (labels, kwargs, "labels")
-    from napari_sam.io.coco import read_coco
+    from napari_sam.io.coco import _load, coco_to_labels
 
-    return (read_coco(p), {"name": p.stem, "metadata": {"source": str(p)}}, "labels")
+    data = _load(p)
+    labels = coco_to_labels(data, path=p)
+    return (labels, coco_layer_kwargs(p, data, labels.ndim), "labels")
+
+
+def coco_layer_kwargs(path: Path, data: dict, ndim: int) -> Dict[str, Any]:
+    """Layer kwargs of a COCO file: the pixel size stored in it (`coco.stored_scale`), else
+    that of the label TIFF written beside it (`<stem>_labels.tif`), else scale 1."""
+    from napari_sam.io.coco import stored_scale
+    from napari_sam.io.images import ImageMeta
+
+    pixel_size, z_size = stored_scale(data)
+    if pixel_size is None:
+        stem = path.name[: -len(COCO_SUFFIX)] if path.name.lower().endswith(COCO_SUFFIX) else ""
+        for suffix in LABELS_SUFFIXES:
+            tif = path.with_name(stem + suffix)
+            if stem and tif.is_file():
+                pixel_size, z_size = _tif_scale(tif)
+                break
+    axes = "ZYX"[-ndim:] if ndim <= 3 else "TZYX"[-ndim:]
+    meta = ImageMeta(path=str(path), axes=axes, shape=(), dtype=None,
+                     pixel_size=pixel_size, z_size=z_size)
+    kwargs = layer_kwargs(meta, name=path.stem)
+    kwargs["metadata"] = {k: v for k, v in kwargs["metadata"].items() if v is not None}
+    return kwargs
+
+
+def _tif_scale(path: Path):
+    """(pixel_size, z_size) of a label TIFF, from its tags only; (None, None) if unreadable."""
+    try:
+        from napari_sam.io.images import read_meta
+
+        meta = read_meta(path)
+    except (ImportError, OSError, ValueError):
+        return None, None
+    return meta.pixel_size, meta.z_size
 
 
 def read_labels_files(path) -> List[tuple]:

@@ -18,7 +18,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 POSITIVE, NEGATIVE = "positive", "negative"
 POINT_COLOURS = {POSITIVE: "lime", NEGATIVE: "red"}
-PREVIEW_COLOUR = "cyan"
+# magenta: far from the first 20 colours of napari's default label colormap (cyan was label
+# 2's), and from the points' lime and red
+PREVIEW_COLOUR = "magenta"
+MARKER_MAX = 12.0   # data pixels: a point marker about a nucleus wide on any large layer
 
 
 def check_image(image) -> Optional[str]:
@@ -75,10 +78,10 @@ def add_prompt_layers(viewer, image, name: str):
         **transform(image, 2))
     shapes = viewer.add_shapes(
         ndim=image.ndim, name=f"{name} boxes", edge_color="yellow", face_color="transparent",
-        edge_width=max(1.0, min(plane_shape(image)) / 256), **transform(image))
-    size = max(4.0, min(plane_shape(image)) / 48)
-    if is_lazy(image):  # a huge layer: a marker about a nucleus wide, not 1/48 of the image
-        size = min(size, 12.0)
+        edge_width=min(3.0, max(1.0, min(plane_shape(image)) / 256)), **transform(image))
+    # 1/48 of the image on small layers; capped on large ones (a 4000 px layer would get
+    # 83 px markers that hide the object), never under 4 px
+    size = min(MARKER_MAX, max(4.0, min(plane_shape(image)) / 48))
     points = viewer.add_points(
         ndim=image.ndim, name=f"{name} points", size=size,
         features={"sign": pd.Categorical([], categories=[POSITIVE, NEGATIVE])},

@@ -43,8 +43,23 @@ class PromptLayers:
         self.points.feature_defaults = {"sign": L.NEGATIVE if negative else L.POSITIVE}
 
     def _on_data(self, event) -> None:
-        if getattr(event, "action", "changed") in ("added", "removed", "changed"):
+        action = getattr(event, "action", "changed")
+        if action in ("added", "removed", "changed"):
             self._on_change()
+        if action == "added" and event.source is self.shapes:
+            # after a box, back to clicks: a later click must not draw an invisible box
+            # (deferred: napari finishes the shapes layer's mouse event first)
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, self.back_to_points)
+
+    def back_to_points(self) -> None:
+        """Make the points layer the active one, in "add" mode (the shapes layer pans)."""
+        if not self.alive():
+            return
+        self.shapes.mode = "pan_zoom"
+        self.viewer.layers.selection.active = self.points
+        self.points.mode = "add"
 
     def read(self, index: Tuple[int, ...]) -> Tuple[Prompt, int]:
         """The prompt on slice `index` and the number of ignored points/shapes."""

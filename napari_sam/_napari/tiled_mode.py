@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import layers as L
+from .hints import NEGATIVE_ONLY, SEPARATE, negative_only, split_pieces
 from .embedding import TiledSetup
 from .tiled_jobs import TiledAnswer, TilingRule, prompt_args
 from .workers import TiledPrompter
@@ -47,6 +48,7 @@ class TiledMode:
         self.image = self.prompts = None
         self.answer: Optional[TiledAnswer] = None
         self._args = None  # (points, labels, box) of the newest request
+        self.hint: Optional[Callable] = None  # TiledMask -> what a commit would do ("": ok)
 
     @property
     def active(self) -> bool:
@@ -87,9 +89,11 @@ class TiledMode:
             return
         prompt, ignored = L.read_prompt(self.prompts.points, self.prompts.shapes, self.image,
                                         index, regions=False)
-        self._args = prompt_args(prompt)
+        self._args = None if negative_only(prompt) else prompt_args(prompt)
         if ignored:
             self._status(f"{ignored} prompt(s) outside the image or unsupported: ignored")
+        elif negative_only(prompt):
+            self._status(NEGATIVE_ONLY)
         if self._args is None:
             self.prompter.drop()
             self._on_answer(None)
@@ -126,4 +130,10 @@ class TiledMode:
         self._show_candidate(f"{i + 1}/{k}  score {answer.scores[i]:.2f}" if k > 1
                              else f"score {m.score:.2f}")
         new = f", {len(answer.embedded)} embedded now" if answer.embedded else ""
+        points, labels = (self._args[0], self._args[1]) if self._args else (None, None)
+        if points is not None and split_pieces(m.mask, points, labels, m.bbox[:2]):
+            return self._status(SEPARATE)
+        said = self.hint(m) if self.hint is not None else ""
+        if said:
+            return self._status(said)
         self._status(f"object over {len(m.tiles)} tile(s){new}; Shift-C commits it")

@@ -4,7 +4,8 @@ Thin: the prompt layers are `prompt_layers.PromptLayers`, prompts are decoded by
 `prompts.Segmenter`, objects are written by `commits.Committer` (`prompts.commit_mask`), and
 embeddings come from `workers.Embedder` (a napari worker, cached per layer and slice).
 Decoding (a few ms to tens of ms) runs on the GUI thread, once per prompt change; encoding
-never does. The controls are laid out in `controls.py`.
+never does. The controls are laid out in `controls.py`; the actions (preview, commit, undo...)
+are in `widget_actions.py`.
 
 Large 2D layers (multiscale, lazy, or more than twice the model's input side; see
 `tiled_jobs.TilingRule`) are not embedded up front: `tiled_mode.TiledMode` answers their
@@ -14,31 +15,34 @@ prompts in a worker that embeds the tiles under them, and commits only the answe
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container
-from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+from napari.utils.notifications import show_error, show_warning
 
 from ..model.registry import BUNDLED_PATH
 from ..prompts import Segmenter
 from ..runtime.cpu import tune_cpu_if_requested
+from . import hints
 from . import layers as L
-from .commits import CommitError, Committer
+from .commits import Committer
+from .downloads import Downloader, missing
 from .keys import KeyBindings, on_close
 from .controls import KEYS, build_controls
 from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
 from .prompt_layers import PromptLayers
 from .tiled_jobs import TilingRule
 from .tiled_mode import TiledMode, tiled_setup
+from .widget_actions import READY, Actions
 from .workers import Embedder
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 
-class SamWidget(Container):
+class SamWidget(Actions, Container):
     """Segment Anything on the displayed image slice from Points and Shapes prompts.
 
     model: None (the bundled model), a registry name, a checkpoint path, or a loaded Sam.
@@ -64,9 +68,13 @@ class SamWidget(Container):
         self.decode_ms = deque(maxlen=1000)  # prompt change -> preview shown, per update
         self._embedder = Embedder(self._on_progress, self._on_embedded, self._on_failed,
                                   self._on_busy)
+        self._download = Downloader(self._on_progress, self._on_downloaded, self._on_failed,
+                                    self._say, self._on_busy)
         self._build(model, device, tiling, tile_above)
+        self.insert(self.index(self.status) + 1, self._download.row)
         self._tiled = TiledMode(self._on_progress, self._on_prompt_failed, self._on_busy,
                                 self.candidate, self.status)
+        self._tiled.hint = self._tiled_overlap_hint
         self.diameter.value = str(diameter)
         self._set_model()
         self._keys = KeyBindings(viewer, {
@@ -149,8 +157,24 @@ class SamWidget(Container):
 
     def _on_layers_changed(self, *_) -> None:
         self.reset_choices()
+        if self._closed:
+            return
+        if self._image is not None and self._image not in self.viewer.layers:
+            return self._select_image(self.image.value)  # the image was deleted
         if self._prompts is not None and not self._prompts.alive():
-            self._remove_prompt_layers()  # the user deleted one: Embed makes them again
+            gone = [ly.name for ly in self._prompts.layers if ly not in self.viewer.layers]
+            self._remove_prompt_layers()  # the others go too; all three come back at once
+            QTimer.singleShot(0, lambda: self._restore_prompts(gone))  # after the removal
+
+    def _restore_prompts(self, gone) -> None:
+        """Make the prompt layers again after the user deleted one of them."""
+        if self._closed or self._prompts is not None:
+            return
+        self._key = None
+        self._ensure_embedding()  # from the cache: at once
+        if self._prompts is not None:
+            self.status.value = (f"{', '.join(gone)} was deleted: the prompt layers were made "
+                                 "again (close this panel to remove them)")
 
     # ---- image, slice, model -> embedding --------------------------------------------------
     def _on_image_changed(self, *_) -> None:
@@ -169,6 +193,10 @@ class SamWidget(Container):
                 show_error(f"napari-sam: {error}")
             return
         image.events.data.connect(self._on_image_data)
+        target = self.labels_layer.value
+        if target is not None and L.check_labels(target, image) and \
+                L.writable_level0(target, image)[1]:
+            self.labels_layer.value = None  # made for another image: commit to a new layer
         self._ensure_embedding()
 
     def _on_image_data(self, *_) -> None:
@@ -183,6 +211,7 @@ class SamWidget(Container):
 
     def _on_model_changed(self, *_) -> None:
         self.model_file.visible = self.model.value == FILE_CHOICE
+        self._download.forget(self.model.value)  # a new choice replaces a pending one
         self._set_model()
         self._ensure_embedding()
 
@@ -228,6 +257,9 @@ class SamWidget(Container):
             self.status.value = "the bundled model is missing: choose another model"
         elif self.model.value == FILE_CHOICE and not self.model_file.value.is_file():
             self.status.value = "choose a model file (.pt / .pth)"
+        elif missing(self.model.value) is not None:  # asked first, never fetched silently
+            self._key = None
+            self.status.value = self._download.ask(self.model.value)
         elif self._embedder.request(key, L.image_data(image), key[1], key[3], force,
                                     tiled_setup(image, key[4]), diameter=key[5]):
             self._use_embedding()
@@ -238,14 +270,28 @@ class SamWidget(Container):
         self.progress.max, self.progress.value = total, done
         self.status.value = message
 
+    def _error(self, message: str) -> None:
+        show_error(message)
+
+    def _say(self, message: str) -> None:
+        if not self._closed:
+            self.status.value = message
+
+    def _on_downloaded(self, name: str) -> None:
+        if not self._closed and self.model.value == name:
+            self._ensure_embedding()
+
     def _on_busy(self, *_) -> None:
         if self._closed:
             return
-        busy = self._embedder.busy or self._tiled.busy
+        busy = self._embedder.busy or self._tiled.busy or self._download.busy
         self.cancel_button.enabled = self.progress.visible = busy
 
     def _on_prompt_failed(self, message: str) -> None:
         if self._closed:
+            return
+        if "empty prompt" in message:  # the tiled predictor found no anchor for them all
+            self.status.value = hints.SEPARATE
             return
         show_error(f"napari-sam: {message}")
         self.status.value = f"failed: {message}"
@@ -263,7 +309,9 @@ class SamWidget(Container):
     def cancel(self, *_) -> None:
         """Stop the running embedding (its result is discarded), or the tiles being embedded
         for a prompt on a large image (the ones done stay cached)."""
-        if self._embedder.busy:
+        if self._download.cancel():
+            self.status.value = "cancelling the download..."
+        elif self._embedder.busy:
             self._embedder.cancel()
             self.status.value = "embedding cancelled; press Embed to start again"
         elif self._tiled.cancel():
@@ -281,7 +329,7 @@ class SamWidget(Container):
             self._segmenter = Segmenter(predictor)
         self._segmenter.reset()
         self._ready = True
-        self.status.value = "ready: click on an object (Shift+click: background)"
+        self.status.value = READY
         self.update_preview()
 
     # ---- prompts and preview -------------------------------------------------------------
@@ -293,87 +341,6 @@ class SamWidget(Container):
     def _set_default_sign(self, *_) -> None:
         if self._prompts is not None:
             self._prompts.set_negative(self.negative.value)
-
-    def update_preview(self) -> None:
-        """Decode the prompts of the displayed slice and show the chosen mask."""
-        if not (self._ready and self._prompts is not None):
-            return
-        if self._tiled.active:
-            return self._tiled.update(self._key[1])
-        start = time.perf_counter()
-        prompt, ignored = self._prompts.read(self._key[1])
-        try:
-            self._segmenter.update(prompt)
-        except (ValueError, RuntimeError) as err:
-            return show_error(f"napari-sam: {err}")
-        self._show_mask(self._segmenter.mask())
-        self.decode_ms.append((time.perf_counter() - start) * 1000)
-        if ignored:
-            self.status.value = f"{ignored} prompt(s) outside the image or unsupported: ignored"
-
-    def _show_mask(self, mask) -> None:
-        if self._prompts is not None:
-            self._prompts.show(mask)
-        result = self._segmenter.result if self._segmenter and mask is not None else None
-        if result is None:
-            self.candidate.value = "-"
-        else:
-            k, i = len(result.scores), result.index
-            self.candidate.value = (f"{i + 1}/{k}  score {result.scores[i]:.2f}" if k > 1
-                                    else f"score {result.scores[0]:.2f}")
-
-    # ---- actions (buttons and keys) ------------------------------------------------------
-    def next_mask(self, *_) -> None:
-        """Show the next candidate mask of an ambiguous single click."""
-        if self._tiled.active:
-            return self._tiled.next_mask()
-        if self._segmenter is not None and self._segmenter.result is not None:
-            self._segmenter.cycle()
-            self._show_mask(self._segmenter.mask())
-
-    def toggle_negative(self, *_) -> None:
-        """Switch clicks between object (positive) and background (negative)."""
-        self.negative.value = not self.negative.value
-
-    def clear(self, *_) -> None:
-        """Discard the prompts of the displayed slice."""
-        if self._prompts is not None and self._key is not None:
-            self._prompts.clear(self._key[1])
-            self._show_mask(None)
-            if self._tiled.active:
-                self._tiled.clear_preview()
-
-    def commit(self, *_) -> None:
-        """Write the current object into the labels layer with a new id."""
-        tiled = self._tiled.active
-        if tiled:
-            mask = self._tiled.answer.mask if self._ready and self._tiled.answer else None
-            empty = mask is None or mask.area == 0
-        else:
-            mask = self._segmenter.mask() if self._ready and self._segmenter else None
-            empty = mask is None or not mask.any()
-        if empty:
-            return show_info("napari-sam: nothing to commit; click on an object first")
-        labels = self.labels_layer.value
-        try:
-            if labels is None:  # ValueError: too large to hold in memory
-                labels = self._committer.new_layer(self._image, tiled, self.points_layer)
-                self.reset_choices()
-                self.labels_layer.value = labels
-            if tiled:
-                record = self._committer.commit_tiled(labels, self._image, mask,
-                                                      self.overwrite.value)
-            else:
-                record = self._committer.commit(labels, self._image, self._key[1], mask,
-                                                self.overwrite.value)
-        except (CommitError, ValueError) as err:
-            return show_error(f"napari-sam: {err}")
-        self.clear()
-        self.status.value = f"committed object {record.label_id} to {labels.name!r}"
-
-    def undo(self, *_) -> None:
-        """Restore the pixels changed by the last commit."""
-        self.status.value = self._committer.undo()
 
     def release(self) -> None:
         """Give back key bindings and events, stop the worker, remove the prompt layers."""
@@ -388,8 +355,11 @@ class SamWidget(Container):
             self._image.events.data.disconnect(self._on_image_data)
         self._embedder.cancel()
         self._tiled.cancel()
+        self._download.close()
         self.size.quit()
-        self._remove_prompt_layers()
+        # layers are removed on the next turn of the event loop: removing them while napari
+        # is still tearing the dock down crashes it (segfault)
+        QTimer.singleShot(0, self._remove_prompt_layers)
 
 
 def _is(layer, kind: str) -> bool:

@@ -148,11 +148,13 @@ def _scores(record: Optional[Mapping[str, Any]]) -> Dict[str, float]:
 # writing
 
 def labels_to_coco(labels, image_name: str, records=None, image_id: int = 1,
-                   category: str = "object") -> dict:
+                   category: str = "object", pixel_size=None, z_size=None) -> dict:
     """A COCO dataset dict for a 2D (Y, X) or stacked (Z/T, Y, X) label image.
 
     records: per-object scores (see `_records_by_label` for the accepted forms); their
     score, predicted_iou and stability(_score) fields are copied into the annotations.
+    pixel_size ((row, col) µm) and z_size (µm), when known, go into the "napari_sam" entry
+    so that the file reopens at the image's scale (`stored_scale`).
     """
     labels = to_uint32(labels)
     if labels.ndim not in (2, 3):
@@ -191,14 +193,32 @@ def labels_to_coco(labels, image_name: str, records=None, image_id: int = 1,
         "annotations": annotations,
         "categories": [{"id": 1, "name": category, "supercategory": category}],
         "napari_sam": {"version": FORMAT_VERSION, "shape": [int(n) for n in labels.shape],
-                       "image_name": str(image_name)},
+                       "image_name": str(image_name),
+                       **({"pixel_size": [float(v) for v in pixel_size]} if pixel_size else {}),
+                       **({"z_size": float(z_size)} if z_size else {})},
     }
 
 
+def stored_scale(data: dict):
+    """(pixel_size (row, col) µm or None, z_size µm or None) stored by `labels_to_coco`."""
+    info = data.get("napari_sam") if isinstance(data, dict) else None
+    info = info if isinstance(info, dict) else {}
+    try:
+        px = info.get("pixel_size")
+        px = tuple(float(v) for v in px) if px is not None and len(px) == 2 else None
+        z = float(info["z_size"]) if info.get("z_size") is not None else None
+    except (TypeError, ValueError):
+        return None, None
+    ok = px is None or all(np.isfinite(v) and v > 0 for v in px)
+    return (px if ok else None), (z if z is not None and np.isfinite(z) and z > 0 else None)
+
+
 def write_coco(path, labels, image_name: str, records=None, overwrite: bool = False,
-               category: str = "object") -> Path:
-    """Write `labels` as COCO JSON to `path` atomically; return the path."""
-    data = labels_to_coco(labels, image_name, records=records, category=category)
+               category: str = "object", pixel_size=None, z_size=None) -> Path:
+    """Write `labels` as COCO JSON to `path` atomically; return the path. pixel_size and
+    z_size (µm), when given, are stored for the reader (see `labels_to_coco`)."""
+    data = labels_to_coco(labels, image_name, records=records, category=category,
+                          pixel_size=pixel_size, z_size=z_size)
     path = Path(path)
     with atomic_write(path, overwrite=overwrite, mode="w", encoding="utf-8") as f:
         json.dump(data, f, separators=(",", ":"))

@@ -43,6 +43,10 @@ class DownloadError(RuntimeError):
     """A checkpoint could not be downloaded or did not pass verification."""
 
 
+class DownloadCancelled(DownloadError):
+    """Raised by a `progress` callable to stop a download between two chunks."""
+
+
 class DownloadInterrupted(DownloadError, KeyboardInterrupt):
     """Ctrl-C during a download: still caught by `except KeyboardInterrupt`."""
 
@@ -53,7 +57,7 @@ class KnownCheckpoint:
     url: str
     sha256: Optional[str]
     size: Optional[int]  # bytes, None where no public source states it
-    arch: str  # "vit_b", "vit_l", "vit_h" or "vit_t"
+    arch: str  # "vit_b", "vit_l", "vit_h", "vit_t" or a SAM 2.1 name ("sam2.1_hiera_tiny", ...)
     filename: str
     description: str = ""
     xxh128: Optional[str] = None  # micro-sam's own hash, checked only if `xxhash` is installed
@@ -62,6 +66,7 @@ class KnownCheckpoint:
     instance_decoder: str = ""
 
 
+_SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 _MICRO_SAM = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io"
 
 KNOWN_CHECKPOINTS: Dict[str, KnownCheckpoint] = {k.name: k for k in (
@@ -93,6 +98,28 @@ KNOWN_CHECKPOINTS: Dict[str, KnownCheckpoint] = {k.name: k for k in (
         "vit_t", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
         "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f", 40728226,
         "vit_t", "mobile_sam.pt", "MobileSAM: TinyViT encoder, SAM decoder"),
+    # SAM 2.1 (Meta, release 092824). URLs: facebookresearch/sam2 checkpoints/download_ckpts.sh
+    # (SAM2p1_BASE_URL), repeated in many projects found through the code index. SHA-256:
+    # computational-cell-analytics/micro-sam micro_sam util ("sam2.1": hvit_t/s/b/l), the
+    # same four digests pinned next to these URLs in several other public projects. Sizes:
+    # public manifests found through the code index (tiny in two of them; small, base+ and
+    # large in one each); the download also checks the hash, so a wrong size only fails early.
+    KnownCheckpoint(
+        "sam2.1_hiera_tiny", f"{_SAM2}/sam2.1_hiera_tiny.pt",
+        "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 156008466,
+        "sam2.1_hiera_tiny", "sam2.1_hiera_tiny.pt", "SAM 2.1 Hiera-T (Meta): images and stacks"),
+    KnownCheckpoint(
+        "sam2.1_hiera_small", f"{_SAM2}/sam2.1_hiera_small.pt",
+        "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", 184416285,
+        "sam2.1_hiera_small", "sam2.1_hiera_small.pt", "SAM 2.1 Hiera-S (Meta)"),
+    KnownCheckpoint(
+        "sam2.1_hiera_base_plus", f"{_SAM2}/sam2.1_hiera_base_plus.pt",
+        "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5", 323606802,
+        "sam2.1_hiera_base_plus", "sam2.1_hiera_base_plus.pt", "SAM 2.1 Hiera-B+ (Meta)"),
+    KnownCheckpoint(
+        "sam2.1_hiera_large", f"{_SAM2}/sam2.1_hiera_large.pt",
+        "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898083611,
+        "sam2.1_hiera_large", "sam2.1_hiera_large.pt", "SAM 2.1 Hiera-L (Meta)"),
     # URL + xxh128: computational-cell-analytics/micro-sam micro_sam/v1/util.py, models() (model
     # zoo version 1.2; commit 087172c5). The same three URL/xxh128 pairs are hard-coded in another
     # public project found through the code index. micro-sam publishes no SHA-256 and no size
@@ -244,7 +271,8 @@ def _download(k: KnownCheckpoint, url: str, partial: Path, want, progress: bool)
         try:
             with open(partial, "wb") as out, tqdm(
                     total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                    desc=k.name, disable=not progress, leave=False) as bar:
+                    desc=k.name, disable=callable(progress) or not progress,
+                    leave=False) as bar:
                 while True:
                     block = resp.read(CHUNK)
                     if not block:
@@ -253,6 +281,8 @@ def _download(k: KnownCheckpoint, url: str, partial: Path, want, progress: bool)
                     hasher.update(block)
                     got += len(block)
                     bar.update(len(block))
+                    if callable(progress):
+                        progress(got, total)  # may raise DownloadCancelled
         except KeyboardInterrupt:
             raise DownloadInterrupted(f"download of {k.name} interrupted after {got} bytes; "
                                       "the partial file was discarded") from None
@@ -284,6 +314,9 @@ def fetch(name_or_known: Union[str, KnownCheckpoint], *, progress: bool = True, 
           verify: bool = True, url: Optional[str] = None, force: bool = False) -> Path:
     """Path of a checkpoint in the cache, downloading and verifying it first if needed.
 
+    `progress`: True (a bar on stderr), False, or a callable `(bytes done, bytes total or
+    None)` called after each chunk (no bar); raising `DownloadCancelled` there stops the
+    download and removes the partial file.
     `name_or_known`: a key of KNOWN_CHECKPOINTS or a KnownCheckpoint. `cache`: a folder instead
     of `cache_dir()`. `url`: download from here instead (else `$NAPARI_SAM_MIRROR/<filename>`,
     else the checkpoint's own URL); the hash check still applies. `verify=False` allows files

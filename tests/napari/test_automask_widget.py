@@ -244,7 +244,7 @@ def test_model_errors_are_messages(make_napari_viewer, qtbot, tmp_path):
     w = AutomaskWidget(viewer)
     viewer.window.add_dock_widget(w)
     assert w.model.value == "bundled"
-    assert w.pred_iou.value == SAM_THRESHOLDS["pred_iou_thresh"]  # until a model is loaded
+    assert w.pred_iou.value != SAM_THRESHOLDS["pred_iou_thresh"]  # the bundled model's own
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
     w.model_file.value = bad
@@ -254,8 +254,8 @@ def test_model_errors_are_messages(make_napari_viewer, qtbot, tmp_path):
 
 
 def test_thresholds_follow_the_loaded_model(make_napari_viewer, qtbot, tmp_path):
-    """A checkpoint's calibrated thresholds become the sliders' values after the run that
-    loads it; candidate floors are lowered to reach them; a moved slider is kept."""
+    """A checkpoint's calibrated thresholds are the sliders' values as soon as it is chosen;
+    candidate floors are lowered to reach them; a moved slider is kept."""
     from napari_sam.model import save_checkpoint
 
     path = tmp_path / "calibrated.pt"
@@ -265,8 +265,8 @@ def test_thresholds_follow_the_loaded_model(make_napari_viewer, qtbot, tmp_path)
     viewer.add_image(blobs(shape=(64, 64))[0], name="img")
     w = make_widget(viewer, str(path), points_per_side=4)
     assert w.model.value == "file..."
-    assert (w.pred_iou.value, w.stability.value) == (SAM_THRESHOLDS["pred_iou_thresh"],
-                                                     SAM_THRESHOLDS["stability_thresh"])
+    # shown from the start (no jump from SAM's 0.88 / 0.95 at the first run)
+    assert (w.pred_iou.value, w.stability.value) == (0.3, 0.6) and w.pred_iou.min == 0.3
     run(qtbot, w)
     assert w.session is not None, w.status.value
     assert (w.pred_iou.value, w.stability.value) == (0.3, 0.6) and w.pred_iou.min == 0.3
