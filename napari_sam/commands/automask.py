@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="give overlapping objects of neighbouring slices one id (IoU matching)")
     s.add_argument("--link-iou", type=float, default=0.5, metavar="F")
     tiling_arguments(parser)
+    from .automask3d import add_arguments as add_volume_arguments
+
+    add_volume_arguments(parser)
 
 
 def tiling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +104,10 @@ def print_summary(summary: dict, file=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "three_d", False):  # volumes: 3D objects (commands/automask3d.py)
+        from .automask3d import run as run_3d
+
+        return run_3d(args)
     from ..batch import run_batch
     from ..progress import null_progress, tqdm_progress
 
