@@ -20,7 +20,9 @@ __all__ = ["__version__", "build_model", "load_model", "Predictor", "ImageEmbedd
 # napari is imported only when annotate() is called
 from ._napari.launch import annotate  # noqa: E402
 
-__all__ += ["annotate", "TiledPredictor", "tiled_automask"]
+__all__ += ["annotate", "TiledPredictor", "tiled_automask", "segment_volume", "automask_volume",
+            "track"]
+_VOLUME = ("segment_volume", "automask_volume", "track")
 
 
 def __getattr__(name):
@@ -29,4 +31,8 @@ def __getattr__(name):
         from . import tiling
 
         return getattr(tiling, name)
+    if name in _VOLUME:  # volumes and time-lapses (napari_sam.volume)
+        from . import volume
+
+        return getattr(volume, name)
     raise AttributeError(f"module 'napari_sam' has no attribute {name!r}")

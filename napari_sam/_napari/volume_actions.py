@@ -26,11 +26,11 @@ from qtpy.QtCore import QObject, Signal
 
 from ..predictor import Predictor
 from ..volume import Cancelled, SliceEmbeddings, segment_volume
-from ..volume.ctc import tracks_data
 from . import layers as L
 from .commits import CommitError
 from .controls import _row
 from .keys import KeyBindings
+from .tracks import refresh_tracks
 
 KEY = "Shift-V"
 VOLUME, TIME = "volume (Z)", "time-lapse (T)"
@@ -54,29 +54,6 @@ def stack_prompts(prompts, n: int) -> dict:
                       point_labels=p.labels if len(p.points) else None,
                       box=p.box, mask=p.region)
     return out
-
-
-def refresh_tracks(viewer, labels, image, layer=None):
-    """Add or update a Tracks layer of the ids of (T, Y, X) `labels` (one track per id, at
-    its centroids); removes it when no object is left. Returns the layer (or None)."""
-    data = np.asarray(labels.data)
-    ids = np.unique(data)
-    ids = ids[ids > 0]
-    lineage = {}
-    for i in ids.tolist():
-        frames = np.flatnonzero((data == i).any(axis=(1, 2)))
-        lineage[i] = (int(frames[0]), int(frames[-1]), 0)
-    points, graph = tracks_data(data, lineage)
-    alive = layer is not None and layer in viewer.layers
-    if len(points) == 0:
-        if alive:
-            viewer.layers.remove(layer)
-        return None
-    if alive:
-        layer.data = points
-        return layer
-    return viewer.add_tracks(points, graph=graph, name=f"{image.name} tracks",
-                             **L.transform(image, 3))
 
 
 class VolumeActions:
@@ -189,7 +166,7 @@ class VolumeActions:
         w._show_mask(None)
         slices = np.flatnonzero(mask.any(axis=(1, 2)))
         if self.kind.value == TIME:
-            self.tracks = refresh_tracks(w.viewer, labels, image, self.tracks)
+            self.tracks = refresh_tracks(w.viewer, labels.data, image, self.tracks)
         w.status.value = (f"committed object {record.label_id} on slices {slices[0]}-"
                           f"{slices[-1]} to {labels.name!r}")
 
@@ -199,7 +176,7 @@ class VolumeActions:
             labels, image = self._target
             labels = labels if labels is not None else self.w.labels_layer.value
             if labels is not None and labels in self.w.viewer.layers:
-                self.tracks = refresh_tracks(self.w.viewer, labels, image, self.tracks)
+                self.tracks = refresh_tracks(self.w.viewer, labels.data, image, self.tracks)
 
     def release(self) -> None:
         self._keys.release()

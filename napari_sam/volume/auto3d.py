@@ -130,3 +130,22 @@ def automask_volume(volume, model=None, *, spacing: Optional[Sequence[float]] = 
     labels = trim_faded(labels, embeddings, min_contrast)
     labels, lineage = _drop_short(labels, min_extent)
     return (labels, lineage) if return_lineage else labels
+
+
+def link_stack_result(result, divisions: bool = False, spacing=None, min_extent: int = 1,
+                      **link_kw):
+    """Link the per-slice objects of a stack `AutoMaskResult` ((N, Y, X) labels, ids unique
+    across the stack, e.g. from `batch.automask_stack`) into 3D objects (`divisions=False`)
+    or tracks (`divisions=True`). Returns (AutoMaskResult with the linked labels and each
+    record's `id` renamed, lineage {id: (first, last, parent)})."""
+    from ..automask import AutoMaskResult
+
+    old = np.asarray(result.labels)
+    if old.ndim != 3:
+        raise ValueError(f"linking needs (N, Y, X) stack labels, got shape {old.shape}")
+    kw = dict(min_iou=relaxed_iou(link_kw.pop("min_iou", 0.3), spacing), **link_kw)
+    labels, lineage = link_labels(old, divisions=divisions, min_extent=min_extent, **kw)
+    ids, first = np.unique(old.ravel(), return_index=True)
+    new = dict(zip(ids.tolist(), labels.ravel()[first].tolist()))
+    records = [dict(r, id=int(new.get(r["id"], 0))) for r in result.records]
+    return AutoMaskResult(labels, [r for r in records if r["id"]]), lineage

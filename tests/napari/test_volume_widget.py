@@ -94,3 +94,46 @@ def test_segment_in_volume_needs_a_click(make_napari_viewer, qtbot, wait, bundle
     viewer, image, w, gt, z = setup(make_napari_viewer, qtbot, wait, bundled, vol)
     assert "click on the object" in w.volume.start()
     assert not w.volume.busy
+
+
+def _discs(shape, discs, seed):
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    img = np.zeros(shape, np.float32)
+    for (r, c), rad in discs:
+        img[(rr - r) ** 2 + (cc - c) ** 2 <= rad ** 2] = 1
+    return img + np.random.default_rng(seed).normal(0, 0.05, shape).astype(np.float32)
+
+
+def test_automatic_widget_links_3d_objects_and_tracks_divisions(make_napari_viewer, qtbot):
+    from test_automask_widget import blob_model, make_widget, run
+
+    from napari_sam._napari.automask_job import LINK3D, TRACKS
+
+    viewer = make_napari_viewer()
+    moving = np.stack([_discs((128, 128), [((24 + 2 * k, 24), 12), ((88, 104 - k), 12)], k)
+                       for k in range(4)])
+    viewer.add_image(moving, name="vol", scale=(2.0, 1.0, 1.0))
+    w = make_widget(viewer, blob_model(), pred_iou=0.7, stability=0.9)
+    w.slices.value = LINK3D
+    run(qtbot, w)
+    labels = w.result_layer.data
+    assert set(np.unique(labels)) == {0, 1, 2}  # one id per object through the slices
+    assert all(set(np.unique(s)) == {0, 1, 2} for s in labels)
+    assert "2 objects" in w.status.value
+
+    # a time-lapse: a large cell divides into two after frame 1; another stays
+    frames = [[((56, 56), 16)]] * 2 + [[((56, 40), 9), ((56, 72), 9)]] * 2
+    movie = np.stack([_discs((128, 128), f + [((104, 104), 10)], k)
+                      for k, f in enumerate(frames)])
+    viewer.add_image(movie, name="movie")
+    w.image.value = viewer.layers["movie"]
+    w.slices.value = TRACKS
+    run(qtbot, w)
+    lineage = w.result_layer.metadata["lineage"]
+    assert len(lineage) == 4
+    mother = next(t for t, (a, b, p) in lineage.items() if b == 1 and not p)
+    kids = sorted(t for t, (a, b, p) in lineage.items() if p)
+    assert len(kids) == 2 and all(lineage[k][2] == mother for k in kids)
+    tracks = viewer.layers["movie tracks"]
+    assert tracks.graph == {k: [mother] for k in kids}
+    assert len(tracks.data) == sum(len(np.unique(f)) - 1 for f in w.result_layer.data)
