@@ -79,10 +79,12 @@ def nuclei_volume(seed: int = 0, shape=(24, 128, 128), n: int = 12, radius=(7.0,
             d[0] *= 0.3
             d /= np.linalg.norm(d)
             c = centres[j] + d * (radii[j].mean() + r.mean()) * 0.92
-        else:
-            c = rng.uniform([r[0], r[1] + 2, r[2] + 2],
-                            [Z * z_step - r[0], H - r[1] - 2, W - r[2] - 2])
-        if not (r[0] * 0.6 < c[0] < Z * z_step - r[0] * 0.6 and r[1] < c[1] < H - r[1]
+        else:  # inside the volume where it fits, else centred on that axis
+            ext = np.array([Z * z_step, H, W], float)
+            lo = np.minimum(r + [0, 2, 2], ext / 2)
+            c = rng.uniform(lo, np.maximum(ext - lo, lo))
+        zr = min(r[0] * 0.6, Z * z_step / 2)
+        if not (zr <= c[0] <= Z * z_step - zr and r[1] < c[1] < H - r[1]
                 and r[2] < c[2] < W - r[2]):
             continue
         # no deep overlap: centres farther apart than 0.85 x the sum of mean radii
