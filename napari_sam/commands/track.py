@@ -46,8 +46,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..io.labels import read_labels, write_labels_tif
     from ..io.tables import write_csv
     from ..progress import null_progress, tqdm_progress

@@ -109,7 +109,8 @@ def nuclei_volume(seed: int = 0, shape=(24, 128, 128), n: int = 12, radius=(7.0,
         labels[win] = i
         best = np.minimum(best, rho)
         bright = np.float32(np.exp(rng.normal(0, 0.2)))
-        signal += bright * np.clip((1 - rho) * r.mean() + 0.5, 0, 1) * (1 - 0.3 * np.minimum(rho, 1) ** 2)
+        edge = np.clip((1 - rho) * r.mean() + 0.5, 0, 1)  # antialiased border
+        signal += bright * edge * (1 - 0.3 * np.minimum(rho, 1) ** 2)
     from skimage.segmentation import relabel_sequential
 
     labels = relabel_sequential(labels)[0].astype(np.uint32)
@@ -187,7 +188,8 @@ def timelapse(seed: int = 0, shape=(16, 128, 128), n: int = 6, radius=(7.0, 10.0
             win = (rho <= 1) & (rho < best)
             labels[t][win] = d["id"]
             best = np.minimum(best, rho)
-            signal[t] += np.clip((1 - rho) * d["r"] + 0.5, 0, 1) * (1 - 0.3 * np.minimum(rho, 1) ** 2)
+            edge = np.clip((1 - rho) * d["r"] + 0.5, 0, 1)
+            signal[t] += edge * (1 - 0.3 * np.minimum(rho, 1) ** 2)
         for d in cells:
             lineage[d["id"]][1] = t
     present = {int(i) for i in np.unique(labels) if i}

@@ -108,7 +108,8 @@ def relaxed_iou(min_iou: float, spacing: Optional[Sequence[float]]) -> float:
 
 def automask_volume(volume, model=None, *, spacing: Optional[Sequence[float]] = None,
                     min_iou: float = 0.3, max_gap: int = 1, absorb: float = 0.6,
-                    min_extent: int = 2, min_contrast: float = 0.45, channels=None, value_range=None, cache=None,
+                    min_extent: int = 2, min_contrast: float = 0.45, channels=None,
+                    value_range=None, cache=None,
                     embeddings: Optional[SliceEmbeddings] = None, progress=null_progress,
                     cancel=None, return_lineage: bool = False, device="auto", **automask_kw):
     """Segment everything in a (Z, Y, X) or (Z, Y, X, C) volume: (Z, Y, X) uint32 labels

@@ -24,14 +24,15 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import numpy as np
+import torch
 
 from ..progress import null_progress
 from . import ctc
 from .auto3d import segment_slices
 from .embeddings import SliceEmbeddings, as_predictor, check_stack
-from .link import link_labels, renumber
-from .propagate import StopRules, _check_cancel, _connected_to, _follow, contrast, SliceAnswer
+from .link import link_labels
 from ..prompts import mask_to_logits
+from .propagate import SliceAnswer, StopRules, _check_cancel, _connected_to, _follow, contrast
 
 
 @dataclass
@@ -88,8 +89,6 @@ def _fill_gaps(emb: SliceEmbeddings, per_frame: np.ndarray, rules: StopRules, ca
         for i in todo.tolist():
             m = prev == i
             logits = mask_to_logits(m, e.input_size, model.image_size, model.config.mask_size)
-            import torch
-
             start = SliceAnswer(torch.as_tensor(logits, device=pred.device)[None, None], m,
                                 1.0, abs(contrast(emb.pixels(t - 1), m, rules.ring)))
             ans = _follow(pred, start, ("box", "mask"), 1)
