@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from ..progress import null_progress
+from ..prompts import mask_to_logits
 from . import ctc
 from .auto3d import segment_slices
 from .embeddings import SliceEmbeddings, as_predictor, check_stack
 from .link import link_labels
-from ..prompts import mask_to_logits
 from .propagate import SliceAnswer, StopRules, _check_cancel, _connected_to, _follow, contrast
 
 
