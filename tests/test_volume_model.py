@@ -146,3 +146,10 @@ def test_track_with_the_model_keeps_isolated_cells():
     for i in np.unique(tl.labels)[1:]:
         ids = np.unique(res.labels[(tl.labels == i) & (res.labels > 0)])
         assert len(ids) == 1, (i, ids)
+
+
+def test_an_empty_anchor_gives_an_empty_object(vol, emb):
+    empty = np.zeros(vol.labels.shape[1:], bool)
+    empty[0, 0] = True  # below min_area: nothing to follow
+    m, info = segment_volume(vol.image, embeddings=emb, z=3, mask=empty, return_info=True)
+    assert m.sum() == 1 and info.stops == {"below": "vanished", "above": "vanished"}

@@ -234,6 +234,8 @@ def _chain(emb: SliceEmbeddings, start: SliceAnswer, z0: int, step: int, end: in
            prompt, n_points, tick, cancel) -> Tuple[Dict[int, SliceAnswer], str]:
     """Follow the object from slice z0 (answer `start`) towards `end` (exclusive)."""
     out, prev, z = {}, start, z0 + step
+    if start.mask.sum() < max(rules.min_area, 1):  # nothing to follow
+        return out, "vanished"
     while z != end:
         if rules.max_slices is not None and abs(z - z0) > rules.max_slices:
             return out, "max_slices"
