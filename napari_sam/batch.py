@@ -28,7 +28,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .automask import AutoMaskGenerator, AutoMaskResult, fixed_thresholds, split_kwargs
+from .automask import AutoMaskResult, split_kwargs
+from .io.outdir import prepare_outdir, remove_stale_partials  # noqa: F401 (public here too)
 from .progress import null_progress
 from .transforms import intensity_range, select_channels
 
@@ -50,6 +51,9 @@ def guess_axes(shape: Sequence[int]) -> str:
 
 def as_slices(image: np.ndarray, axes: Optional[str] = None) -> Tuple[np.ndarray, tuple, str]:
     """-> (slices (N, Y, X[, C]), the leading shape, normalised axes)."""
+    if 0 in image.shape:
+        raise ValueError(f"the image is empty (shape {tuple(image.shape)}); there is nothing "
+                         "to segment: check the file")
     axes = (axes or guess_axes(image.shape)).upper().replace("S", "C")
     if len(axes) != image.ndim or "Y" not in axes or "X" not in axes:
         raise ValueError(f"axes {axes!r} do not describe an array of shape {image.shape}")
@@ -114,15 +118,21 @@ def renumber_by_first_appearance(labels: np.ndarray) -> np.ndarray:
     return new[labels]
 
 
-def automask_stack(stack: np.ndarray, generator: AutoMaskGenerator, axes: Optional[str] = None,
+def automask_stack(stack: np.ndarray, generator, axes: Optional[str] = None,
                    link: bool = False, link_iou: float = 0.5, progress=null_progress,
                    channels=None, value_range=None, **generate_kw) -> AutoMaskResult:
     """Segment every 2D slice of `stack`; labels keep the stack's leading shape.
 
-    The intensity range is taken once over the whole stack (unless `value_range` is given),
-    so all slices are normalised alike. Records carry `slice` (the flat slice index) and
-    `index` (the slice's position along the leading axes) besides the usual fields.
+    generator: a `segment.AutoSegmenter` (object size, mode and tiling per slice; the
+    objects' diameter, when it is to be estimated, is estimated once on the middle slice so
+    every slice is zoomed alike) or an `AutoMaskGenerator` (grid prompts as configured,
+    with `generate_kw` for its `generate`). The intensity range is taken once over the whole
+    stack (unless `value_range` is given), so all slices are normalised alike. Records carry
+    `slice` (the flat slice index) and `index` (the slice's position along the leading
+    axes) besides the usual fields.
     """
+    from .segment import AutoSegmenter
+
     slices, lead, axes = as_slices(np.asarray(stack), axes)
     n = slices.shape[0]
     if value_range is None and n > 1:
@@ -135,9 +145,20 @@ def automask_stack(stack: np.ndarray, generator: AutoMaskGenerator, axes: Option
     labels = np.zeros(slices.shape[:3], np.uint32)
     records: List[dict] = []
     next_id = 0
+    segmenter = isinstance(generator, AutoSegmenter)
+    if segmenter:
+        if generate_kw:
+            raise TypeError(f"{', '.join(generate_kw)}: set these on the AutoSegmenter")
+        diameter = generator.plan(slices[n // 2], channels).diameter
+        diameter = "off" if diameter is None else diameter
     for k in range(n):
-        generator.initialize(slices[k], _sub_progress(progress, k, n), channels, value_range)
-        res = generator.generate(**generate_kw)
+        if segmenter:
+            res = generator(slices[k], channels, value_range, _sub_progress(progress, k, n),
+                            diameter=diameter)
+        else:
+            generator.initialize(slices[k], _sub_progress(progress, k, n), channels,
+                                 value_range)
+            res = generator.generate(**generate_kw)
         lab = res.labels
         labels[k] = np.where(lab > 0, lab + np.uint32(next_id), 0)
         for r in res.records:
@@ -253,7 +274,7 @@ def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: st
     from .io.tables import object_table, write_csv
 
     if "tif" in todo:
-        write_labels_tif(todo["tif"], labels, meta=meta, overwrite=overwrite)
+        write_labels_tif(todo["tif"], labels, meta=meta, overwrite=overwrite, records=records)
     # COCO and the table take (Y, X) or one stack axis: flatten T and Z together
     flat = labels.reshape((-1,) + labels.shape[-2:]) if labels.ndim > 3 else labels
     if "coco" in todo:
@@ -267,7 +288,7 @@ def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: st
         write_overlay(todo["overlay"], image, labels, overwrite, getattr(meta, "axes", None))
 
 
-def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
+def process_file(path: Path, generator, outdir: Path,
                  formats: Sequence[str] = FORMATS, overwrite: bool = False, overlay: bool = False,
                  link: bool = False, link_iou: float = 0.5, channels=None,
                  progress=null_progress, **generate_kw) -> dict:
@@ -283,10 +304,20 @@ def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
     image, meta = read_image(path, channels=channels)
     image = np.asarray(image)
     axes = getattr(meta, "axes", None) or guess_axes(image.shape)
+    c = image.shape[-1] if axes.endswith("C") else 0
+    if channels is None and (c > 4 or (c == 4 and image.dtype != np.uint8)):
+        raise ValueError(f"{path.name} has {c} channels (axes {axes}); the model takes up to "
+                         "3: choose them with --channels (e.g. --channels 0 or --channels "
+                         "0,1,2; channels=[...] in Python)")
     if not overwrite and "tif" in paths and "tif" not in todo:
-        from .io.labels import read_labels  # they exist: derive the missing outputs from them
+        from .io.labels import read_label_records, read_labels
 
-        labels, records = read_labels(paths["tif"])[0], None
+        # they exist: derive the missing outputs from them, scores included (stored in the
+        # label TIFF beside the labels)
+        labels, records = read_labels(paths["tif"])[0], read_label_records(paths["tif"])
+        if records is not None:
+            present = set(np.unique(labels[labels > 0]).tolist())
+            records = [r for r in records if r.get("id") in present] or None
     else:
         res = automask_stack(image, generator, axes, link, link_iou, progress, **generate_kw)
         labels, records = res.labels, res.records
@@ -303,29 +334,35 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
               **kw) -> dict:
     """Automask every input image into `outdir`; returns a summary (see module doc).
 
-    model: as for `automask` (None = bundled); or pass a ready `generator`. Other keywords
-    go to `AutoMaskGenerator` (points_per_side, ...) and to `generate` (pred_iou_thresh, ...).
+    model: as for `automask` (None = bundled); or pass a ready `generator` (an
+    `AutoSegmenter` or `AutoMaskGenerator`). Other keywords go to `segment.AutoSegmenter`
+    (mode, diameter, points_per_side, pred_iou_thresh, ...).
     """
+    from .segment import AutoSegmenter
+
     t0 = time.perf_counter()
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(f"unknown output format(s) {bad}; choose from {', '.join(FORMATS)}")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = prepare_outdir(outdir)
+    removed = remove_stale_partials(outdir)
     files, problems = expand_inputs(inputs)
+    seg_kw = {k: kw.pop(k) for k in ("mode", "diameter") if k in kw}
     init_kw, run_kw, gen_kw = split_kwargs(kw)
     if run_kw.get("channels") is not None:
         channels = run_kw["channels"]
     stems: Dict[str, Path] = {}
     results = [{"path": p, "status": "failed", "error": why, "objects": 0} for p, why in problems]
     say = log or (lambda msg: None)
+    if removed:
+        say(f"removed {len(removed)} temporary file(s) that an interrupted run left in {outdir}")
     n = len(files)
     if generator is None and any(overwrite or not all(
             is_complete(q) for q in output_paths(outdir, output_stem(p), formats,
                                                  overlay).values()) for p in files):
-        generator = AutoMaskGenerator(model, device=device, **init_kw)  # once for the batch
-        fixed_thresholds(generator, init_kw, gen_kw.get("pred_iou_thresh"),
-                         gen_kw.get("stability_thresh"))
+        generator = AutoSegmenter(model, device=device, **seg_kw, **init_kw,
+                                  **gen_kw)  # once for the batch
+        gen_kw = {}
     for i, path in enumerate(files):
         stem = output_stem(path)
         if stem in stems:

@@ -31,6 +31,22 @@ def _formats(text: str):
     return out
 
 
+def _diameter(text: str):
+    t = text.strip().lower()
+    if t in ("auto", "estimate"):
+        return None
+    if t == "off":
+        return "off"
+    try:
+        v = float(t)
+    except ValueError:
+        v = float("nan")
+    if not v > 0:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto', 'off' or a positive number of pixels, got {text!r}")
+    return v
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files (.tif/.tiff/.png/.jpg), folders or glob patterns")
@@ -50,7 +66,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="channels to use (1 to 3) for images with more than three")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g = parser.add_argument_group("automatic mask generation")
-    g.add_argument("--points-per-side", type=int, default=32, metavar="N")
+    g.add_argument("--mode", default="auto", choices=("auto", "amg", "ais"),
+                   help="amg: a grid of point prompts; ais: the model's instance decoder and "
+                        "a seeded watershed (the bundled model and micro-sam checkpoints with "
+                        "a decoder); auto (default): ais when the model has a decoder")
+    g.add_argument("--diameter", type=_diameter, default=None, metavar="auto|N|off",
+                   help="the objects' diameter in pixels: auto (default) estimates it, a "
+                        "number gives it, off resizes the whole image to the model input. "
+                        "The image reaches the model zoomed so objects have the size the "
+                        "model segments best, tile by tile when that is larger than its input")
+    g.add_argument("--points-per-side", type=int, default=None, metavar="N",
+                   help="amg prompt grid per model input (default: from the object size; 32 "
+                        "with --diameter off)")
     g.add_argument("--points-per-batch", type=int, default=64, metavar="N")
     g.add_argument("--crop-n-layers", type=int, default=0, metavar="N",
                    help="extra layers of overlapping crops, for small objects (slower)")
@@ -61,8 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="keep masks whose stability score is at least F (default: the "
                         "model's; 0.95 for SAM checkpoints)")
     g.add_argument("--nms-thresh", type=float, default=0.7, metavar="F")
-    g.add_argument("--min-area", type=int, default=0, metavar="N",
-                   help="drop objects smaller than N pixels")
+    g.add_argument("--min-area", type=int, default=None, metavar="N",
+                   help="drop objects smaller than N pixels (default: a tenth of the area of "
+                        "a disc of the objects' diameter; 0 with --diameter off)")
     s = parser.add_argument_group("stacks")
     s.add_argument("--link-slices", action="store_true",
                    help="give overlapping objects of neighbouring slices one id (IoU matching)")
@@ -86,7 +114,7 @@ def batch_options(args: argparse.Namespace) -> dict:
         model=args.model, device=args.device, precision=args.precision, formats=args.formats,
         overwrite=args.overwrite, overlay=args.overlay, channels=args.channels,
         link_slices=args.link_slices, link_iou=args.link_iou,
-        points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+        mode=args.mode, diameter=args.diameter, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
         crop_n_layers=args.crop_n_layers, pred_iou_thresh=args.pred_iou_thresh,
         stability_thresh=args.stability_thresh, nms_thresh=args.nms_thresh,
         min_area=args.min_area)
@@ -108,15 +136,27 @@ def run(args: argparse.Namespace) -> int:
         from .automask3d import run as run_3d
 
         return run_3d(args)
-    from ..batch import run_batch
-    from ..progress import null_progress, tqdm_progress
+    from ..batch import prepare_outdir, run_batch
+    from ..progress import cli_progress, null_progress
 
-    progress = null_progress if args.quiet else tqdm_progress("automask")
+    summary_json = getattr(args, "summary_json", None)
+    if summary_json:  # refuse a bad path before the work, not after it
+        from ..io.atomic import check_writable
+
+        try:
+            check_writable(summary_json, overwrite=True)
+        except OSError as err:
+            raise ValueError(f"--summary-json {summary_json}: {err.strerror or err}") from err
+    prepare_outdir(args.output)
+    progress = null_progress if args.quiet else cli_progress("automask")
     log = None
     if not args.quiet:
-        from tqdm import tqdm
+        if sys.stderr.isatty():
+            from tqdm import tqdm
 
-        log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731 (keeps the bar intact)
+            log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731 (keeps the bar)
+        else:
+            log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if getattr(args, "tiling", "off") != "off":  # large 2D images go tile by tile
         from ..tiled.cli import run_with_tiling
 
@@ -125,8 +165,10 @@ def run(args: argparse.Namespace) -> int:
         summary = run_batch(args.inputs, args.output, progress=progress, log=log,
                             **batch_options(args))
     print_summary(summary)
-    if getattr(args, "summary_json", None):
-        with open(args.summary_json, "w") as f:
+    if summary_json:  # atomic: a full disk leaves the old file (or none), never a stub
+        from ..io.atomic import atomic_write
+
+        with atomic_write(summary_json, overwrite=True, mode="w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)
     return 1 if summary["failed"] else 0
 

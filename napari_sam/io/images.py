@@ -32,6 +32,10 @@ CANONICAL = "TZYXC"
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2", ".svs", ".ndpi", ".scn", ".qptiff")
 
 
+class ChannelChoiceError(ValueError):
+    """`channels=` names channels the image does not have."""
+
+
 def _fail(path, err) -> ValueError:
     return ValueError(
         f"{path}: could not read as an image ({err}); supported are TIFF (including "
@@ -112,11 +116,12 @@ def _select_channels(array, axes: str, channels):
     if "C" not in axes:
         if all(c in (0, -1) for c in chosen) and len(chosen) == 1:
             return array, axes  # a grayscale image is its own channel 0
-        raise ValueError(f"channels={channels!r}, but the image has no channel axis "
-                         f"(axes {axes!r})")
+        raise ChannelChoiceError(f"channels={channels!r}, but the image has no channel "
+                                 f"axis (axes {axes!r}); leave channels out")
     n = array.shape[-1]
     if not chosen or any(not -n <= c < n for c in chosen):
-        raise ValueError(f"channels={channels!r}: the image has {n} channels (0 to {n - 1})")
+        raise ChannelChoiceError(f"channels={channels!r}: the image has {n} channels (0 to "
+                                 f"{n - 1}); choose among those (--channels on the command line)")
     if single:
         return array[..., chosen[0]], axes.replace("C", "")
     return array[..., chosen], axes
@@ -211,6 +216,8 @@ def read_image(path, channels=None, axes: Optional[str] = None):
         return _read_other(path, channels, axes)
     except (FileNotFoundError, MemoryError):
         raise
+    except ChannelChoiceError as err:  # the file is fine, the choice is not
+        raise ValueError(f"{path}: {err}") from None
     except Exception as err:  # tifffile/imageio raise many types for a bad file
         raise _fail(path, err) from err
 
@@ -276,6 +283,8 @@ def open_lazy(path, level: int = 0, channels=None, axes: Optional[str] = None):
         return lazy, meta.with_array(lazy, lazy.axes)
     except (FileNotFoundError, MemoryError):
         raise
+    except ChannelChoiceError as err:  # the file is fine, the choice is not
+        raise ValueError(f"{path}: {err}") from None
     except ValueError as err:
         if str(err).startswith(str(path)):
             raise

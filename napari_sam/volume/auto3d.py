@@ -2,11 +2,11 @@
 
     labels = automask_volume(volume, model, spacing=(2, 1, 1))   # (Z, Y, X) uint32
 
-Each slice goes through `napari_sam.automask.automask` with the slice's cached embedding
-(`SliceEmbeddings`: one intensity range for the whole stack, embedded once, optionally on
-disk) and the automask keywords given here (thresholds, points_per_side, `mode=` where the
-automask supports an instance decoder, ...). The 2D objects are then linked across slices by
-`link.link_labels` (Hungarian matching on IoU, splits absorbed, gaps of `max_gap` slices
+Each slice is segmented on its own (`segment_slices`: grid prompts on the slice's cached
+embedding, or the model's instance decoder with mode="ais"; `SliceEmbeddings`: one
+intensity range and one zoom for the whole stack, embedded once, optionally on disk) with
+the automask keywords given here (thresholds, points_per_side, mode, ...). The 2D objects
+are then linked across slices by `link.link_labels` (Hungarian matching on IoU, splits absorbed, gaps of `max_gap` slices
 bridged, objects under `min_extent` slices dropped). Last, the faded ends of each object are
 trimmed as `segment_volume`'s `faded` rule does: from each end, slices where the object's
 contrast (inside minus a ring around it) is below `min_contrast` x its highest contrast over
@@ -28,22 +28,36 @@ from .propagate import _check_cancel, contrast
 
 
 def segment_slices(embeddings: SliceEmbeddings, progress=null_progress, cancel=None,
-                   **automask_kw) -> np.ndarray:
-    """(N, Y, X) uint32: each slice of `embeddings.stack` through `automask`, ids per slice."""
-    from ..automask import automask
+                   mode: str = "auto", **automask_kw) -> np.ndarray:
+    """(N, Y, X) uint32: each slice of `embeddings.stack` segmented on its own (ids per
+    slice), at the stack's zoom. mode: "amg" (grid prompts on the slice's cached
+    embedding), "ais" (the instance decoder) or "auto" (the checkpoint's choice, as
+    `segment.automask`); other keywords as for `segment.AutoSegmenter`."""
+    from ..scale import ZoomPlan
+    from ..segment import AutoSegmenter, auto_min_area, auto_points_per_side
 
+    pred = embeddings.predictor
+    seg = AutoSegmenter(pred, mode=mode, diameter="off", **automask_kw)
+    plan = ZoomPlan(embeddings.zoom, diameter=embeddings.diameter)
+    min_area = seg.min_area if seg.min_area is not None else auto_min_area(plan.diameter)
     n = len(embeddings)
     out = np.zeros((n,) + embeddings.shape, np.uint32)
-    reuse = automask_kw.get("mode", "amg") in ("amg", None)
     for k in range(n):
         _check_cancel(cancel)
         progress(k, n, f"segmenting slice {k + 1}/{n}")
-        kw = dict(automask_kw)
-        if reuse:
-            kw["embedding"] = embeddings.embedding(k)
-        out[k] = automask(np.asarray(embeddings.stack[k]), embeddings.predictor,
-                          channels=embeddings.channels, value_range=embeddings.value_range,
-                          **kw)
+        if seg.mode == "ais":
+            from ..ais import labels_and_records
+
+            embeddings.set_image(k)  # the instance head needs the slice's pixels
+            res = labels_and_records(pred, min_area=min_area, **seg.ais_kw)
+        else:
+            gen = seg.generator(seg.points_per_side
+                                or auto_points_per_side(pred.model, plan, embeddings.shape))
+            gen.initialize(np.asarray(embeddings.stack[k]), channels=embeddings.channels,
+                           value_range=embeddings.value_range,
+                           embedding=embeddings.embedding(k), zoom=embeddings.zoom)
+            res = gen.generate(*seg.thresholds, min_area, **seg.gen_kw)
+        out[k] = res.labels
     progress(n, n, "segmented every slice")
     return out
 
@@ -109,7 +123,7 @@ def relaxed_iou(min_iou: float, spacing: Optional[Sequence[float]]) -> float:
 def automask_volume(volume, model=None, *, spacing: Optional[Sequence[float]] = None,
                     min_iou: float = 0.3, max_gap: int = 1, absorb: float = 0.6,
                     min_extent: int = 2, min_contrast: float = 0.45, channels=None,
-                    value_range=None, cache=None,
+                    value_range=None, cache=None, diameter="off",
                     embeddings: Optional[SliceEmbeddings] = None, progress=null_progress,
                     cancel=None, return_lineage: bool = False, device="auto", **automask_kw):
     """Segment everything in a (Z, Y, X) or (Z, Y, X, C) volume: (Z, Y, X) uint32 labels
@@ -118,13 +132,14 @@ def automask_volume(volume, model=None, *, spacing: Optional[Sequence[float]] = 
     model: a Predictor, Sam, registry name or path (None: the bundled model); spacing: (dz,
     dy, dx), relaxes `min_iou` for coarse z (`relaxed_iou`); min_extent: the fewest slices an
     object spans; min_contrast: trims faded ends (`trim_faded`; 0: off); cache: a folder
-    for the slice embeddings; other keywords go to `automask`.
+    for the slice embeddings; diameter: "off" (whole slices), image px, or None (estimated
+    once), see `SliceEmbeddings`; other keywords go to `segment_slices`.
     With `return_lineage`, also {id: (first slice, last slice, 0)}.
     """
     if embeddings is None:
         volume = check_stack(volume)
         embeddings = SliceEmbeddings(as_predictor(model, device), volume, channels,
-                                     value_range, cache)
+                                     value_range, cache, diameter=diameter)
     per_slice = segment_slices(embeddings, progress, cancel, **automask_kw)
     labels, lineage = link_labels(per_slice, relaxed_iou(min_iou, spacing), max_gap, absorb,
                                   divisions=False, min_extent=1)

@@ -6,6 +6,12 @@ and tracking never embed a slice twice. All slices are contrast-normalised with 
 intensity range taken over the whole stack (`value_range`), as `batch.automask_stack`
 does, so an object looks alike on every slice.
 
+Object size: `diameter="off"` (the default) resizes each whole slice to the model's input
+(SAM's rule); a number (image px) or None (estimated once, on the middle slice) gives ONE
+zoom for every slice (`scale.plan_zoom`), so that all slices share the model's input frame
+and a slice's low-res logits can prompt the next one. When objects are so small that the
+zoom would need tiles, the largest zoom at which a whole slice fits is used (and said).
+
 With `cache=` a folder, embeddings go to the tiled package's zarr store
 (`napari_sam.tiled.cache.ZarrStore`, one chunk per slice at grid index (k, 0)), signed with
 the model, the stack's shape and dtype, the intensity range and a fingerprint of the pixels:
@@ -22,7 +28,8 @@ import numpy as np
 import torch
 
 from ..predictor import ImageEmbedding, Predictor
-from ..transforms import intensity_range, select_channels, target_shape, to_model_pixels
+from ..transforms import (intensity_range, select_channels, target_shape, to_model_pixels,
+                          zoomed_shape)
 
 
 def as_predictor(model, device="auto", precision="auto") -> Predictor:
@@ -73,11 +80,13 @@ class SliceEmbeddings:
     predictor: a `Predictor`; stack: (N, Y, X) or (N, Y, X, C), a numpy array or anything
     indexable by slice (zarr, dask: one slice is read at a time); channels, value_range: as
     for `Predictor.set_image` (value_range None: one range over the stack); cache: None
-    (memory) or a folder; cache_dtype: "float16" (half the disk) or "float32".
+    (memory) or a folder; cache_dtype: "float16" (half the disk) or "float32"; diameter:
+    "off", a number of image px or None (estimated), see the module doc.
     """
 
     def __init__(self, predictor: Predictor, stack, channels: Optional[Sequence[int]] = None,
-                 value_range=None, cache=None, cache_dtype: str = "float32") -> None:
+                 value_range=None, cache=None, cache_dtype: str = "float32",
+                 diameter="off") -> None:
         self.predictor = predictor
         self.stack = check_stack(stack)
         self.channels = channels
@@ -85,7 +94,9 @@ class SliceEmbeddings:
                             else value_range)
         model = predictor.model
         self.shape = tuple(int(s) for s in self.stack.shape[1:3])
-        self.input_size = target_shape(*self.shape, model.image_size)
+        self.diameter, self.zoom = self._plan(diameter)
+        self.input_size = (target_shape(*self.shape, model.image_size) if self.zoom is None
+                           else zoomed_shape(*self.shape, self.zoom, model.image_size))
         self._memory = {}
         self._pixels = {}  # slice -> (Y, X) float32, for the contrast rule
         self.store = None
@@ -97,8 +108,28 @@ class SliceEmbeddings:
             sig = {"kind": "volume-slices", "model": model.signature(),
                    "shape": list(self.stack.shape), "dtype": str(self.stack.dtype),
                    "channels": None if channels is None else list(channels),
-                   "value_range": vr, "pixels": _fingerprint(self.stack)}
+                   "value_range": vr, "pixels": _fingerprint(self.stack), "zoom": self.zoom}
             self._sig, self._cache_path, self._cache_dtype = sig, cache, cache_dtype
+
+    def _plan(self, diameter):
+        """(diameter in image px or None, zoom or None) for every slice (module doc)."""
+        from ..scale import plan_zoom, resolve_diameter
+
+        middle = np.asarray(self.stack[len(self) // 2])
+        d = resolve_diameter(middle, diameter, self.channels)
+        if d is None:
+            return None, None
+        model = self.predictor.model
+        plan = plan_zoom(self.shape, model, d)
+        if plan.tiled:
+            import warnings
+
+            fit = model.image_size / max(self.shape)
+            warnings.warn(f"objects of {d:.0f} px are small for slices of {self.shape}: "
+                          f"each slice is embedded whole at zoom {fit:.2f} (not tiled)",
+                          stacklevel=3)
+            return d, fit
+        return d, plan.zoom
 
     def __len__(self) -> int:
         return int(self.stack.shape[0])
@@ -137,9 +168,18 @@ class SliceEmbeddings:
         feats = self._cached(k)
         sig = self.predictor.model.signature()
         if feats is None:
-            emb = self.predictor.set_image(np.asarray(self.stack[k]), self.channels,
-                                           self.value_range)
-            self.embedded += 1
+            return self.set_image(k)
+        t = torch.from_numpy(np.asarray(feats, np.float32))[None].to(self.predictor.device)
+        return ImageEmbedding(t, self.shape, self.input_size, sig)
+
+    def set_image(self, k: int) -> ImageEmbedding:
+        """Run the encoder on slice k at the stack's zoom (the predictor then also holds the
+        slice's pixels, which an instance head needs); the embedding is kept."""
+        kw = {"zoom": self.zoom} if self.zoom is not None else {"diameter": "off"}
+        emb = self.predictor.set_image(np.asarray(self.stack[k]), self.channels,
+                                       self.value_range, **kw)
+        self.embedded += 1
+        if self._cached(k) is None:
             feats = emb.features[0].detach().cpu().numpy()
             if self._cache_path is not None:
                 if self.store is None:
@@ -148,9 +188,7 @@ class SliceEmbeddings:
                 self.store.put((k, 0), feats)
             else:
                 self._memory[k] = feats
-            return emb
-        t = torch.from_numpy(np.asarray(feats, np.float32))[None].to(self.predictor.device)
-        return ImageEmbedding(t, self.shape, self.input_size, sig)
+        return emb
 
     def pixels(self, k: int) -> np.ndarray:
         """Slice k as the model sees its intensities: (Y, X) float32 0..255, the mean over

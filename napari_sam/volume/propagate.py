@@ -258,7 +258,7 @@ def segment_volume(volume, model=None, *, z: int, points=None, point_labels=None
                    mask=None, anchors: Optional[Dict[int, dict]] = None,
                    spacing: Optional[Sequence[float]] = None, rules: Optional[StopRules] = None,
                    prompt: Sequence[str] = ("box", "mask"), n_points: int = 1,
-                   channels=None, value_range=None, cache=None,
+                   channels=None, value_range=None, cache=None, diameter="off",
                    embeddings: Optional[SliceEmbeddings] = None, progress=null_progress,
                    cancel: Optional[Callable[[], bool]] = None, return_info: bool = False,
                    device="auto"):
@@ -269,7 +269,8 @@ def segment_volume(volume, model=None, *, z: int, points=None, point_labels=None
     col); point_labels: N of 1 / 0; box: (row0, col0, row1, col1); mask: (Y, X) bool.
     anchors: {slice: {"points", "point_labels", "box", "mask"}} prompts on further slices.
     spacing: (dz, dy, dx) voxel size. prompt: what the neighbour's answer sends ("box",
-    "points", "mask"). cache: None or a folder for the slice embeddings. progress(done,
+    "points", "mask"). cache: None or a folder for the slice embeddings; diameter: "off"
+    (whole slices), image px or None (estimated once), see `SliceEmbeddings`. progress(done,
     total, message); cancel: a callable (or threading.Event) polled before each slice,
     raising `Cancelled` when it says so. Returns (Z, Y, X) bool, and a `PropagationInfo`
     with `return_info`.
@@ -280,7 +281,7 @@ def segment_volume(volume, model=None, *, z: int, points=None, point_labels=None
     if embeddings is None:
         volume = check_stack(volume)
         embeddings = SliceEmbeddings(as_predictor(model, device), volume, channels,
-                                     value_range, cache)
+                                     value_range, cache, diameter=diameter)
     elif tuple(embeddings.stack.shape) != tuple(np.shape(volume)):
         raise ValueError(f"embeddings are of a stack of shape {embeddings.stack.shape}, not "
                          f"{np.shape(volume)}")

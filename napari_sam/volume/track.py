@@ -108,6 +108,7 @@ def _fill_gaps(emb: SliceEmbeddings, per_frame: np.ndarray, rules: StopRules, ca
 def track(frames=None, model=None, *, labels=None, min_iou: float = 0.3, max_gap: int = 1,
           division_overlap: float = 0.3, min_length: int = 1, fill_gaps: bool = True,
           rules: Optional[StopRules] = None, channels=None, value_range=None, cache=None,
+          diameter="off",
           embeddings: Optional[SliceEmbeddings] = None, progress=null_progress, cancel=None,
           device="auto", **automask_kw) -> TrackResult:
     """Track the objects of a (T, Y, X) or (T, Y, X, C) time-lapse (rule: module doc).
@@ -115,7 +116,8 @@ def track(frames=None, model=None, *, labels=None, min_iou: float = 0.3, max_gap
     frames: the movie, channels last (may be None when `labels` are given); model: a
     Predictor, Sam, registry name or path (None: the bundled model); labels: (T, Y, X)
     per-frame labels to link instead of segmenting (their ids need not agree between
-    frames); min_length: the fewest frames a track spans; other keywords go to `automask`.
+    frames); min_length: the fewest frames a track spans; diameter: as for `SliceEmbeddings`;
+    other keywords go to `auto3d.segment_slices` (mode, thresholds, points_per_side...).
     """
     if labels is not None:
         labels = np.asarray(labels)
@@ -131,7 +133,7 @@ def track(frames=None, model=None, *, labels=None, min_iou: float = 0.3, max_gap
                 raise ValueError("give the frames to segment, or per-frame labels to link")
             frames = check_stack(frames, "frames")
             embeddings = SliceEmbeddings(as_predictor(model, device), frames, channels,
-                                         value_range, cache)
+                                         value_range, cache, diameter=diameter)
         per_frame = segment_slices(embeddings, progress, cancel, **automask_kw)
         if fill_gaps:
             progress(len(embeddings), len(embeddings), "following missed cells")
