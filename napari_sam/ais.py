@@ -36,8 +36,9 @@ def maps_from_logits(logits: torch.Tensor, input_hw, original_hw) -> Dict[str, n
 def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channels=None,
                   predictor=None) -> Dict[str, np.ndarray]:
     """The instance head's three maps for a (Y, X) or (Y, X, C) image, each (Y, X) float32
-    in 0..1 at the image's size. `predictor`: a `Predictor` to reuse (its image embedding is
-    used when it holds this image's; otherwise `set_image` runs)."""
+    in 0..1 at the image's size, computed at the predictor's object-size zoom (tile by tile
+    when the zoomed image exceeds the model input). `predictor`: a `Predictor` to use
+    (default: a new one on `model`, diameter estimated)."""
     from .predictor import Predictor
 
     pred = predictor or Predictor(model, precision=precision)
@@ -46,7 +47,30 @@ def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channe
             f"the model {pred.model.config.name!r} has no instance decoder: use the bundled "
             "model or a micro-sam checkpoint with one, or automask(mode='amg')")
     pred.set_image(image, channels)
+    if pred.plan.tiled:
+        return tiled_maps(pred._tiled.embeddings)
     return pred.instance_maps()
+
+
+def tiled_maps(emb) -> Dict[str, np.ndarray]:
+    """The three maps of a whole image from its tiles (`tiled.TiledEmbeddings`): each
+    tile's maps at image resolution, each pixel taken from the tile that owns it (its
+    core). Returns dicts of (Y, X) float32 arrays (the whole image in memory)."""
+    from .device import autocast
+    from .model.instance_head import MAP_NAMES
+
+    h, w = emb.grid.shape
+    out = {name: np.ones((h, w), np.float32) for name in MAP_NAMES}
+    out["foreground"][:] = 0
+    for tile in emb.grid:
+        e = emb.embedding(tile, keep=emb.cache_dir is not None)
+        with torch.no_grad(), autocast(emb.device, emb.dtype):
+            logits = emb.model.instance_logits(e.features, emb.model_input(tile))
+        maps = maps_from_logits(logits, e.input_size, e.original_size)
+        (y0, x0), (c0, c1, c2, c3) = tile.window[:2], tile.core
+        for name in MAP_NAMES:
+            out[name][c0:c2, c1:c3] = maps[name][c0 - y0:c2 - y0, c1 - x0:c3 - x0]
+    return out
 
 
 def watershed_from_maps(foreground: np.ndarray, center_distances: np.ndarray,

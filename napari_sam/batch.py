@@ -34,9 +34,11 @@ from .progress import null_progress
 from .transforms import intensity_range, select_channels
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-FORMATS = ("tif", "coco", "csv")
+FORMATS = ("tif", "coco", "csv", "geojson", "gpkg")
+DEFAULT_FORMATS = ("tif", "coco", "csv")
 SUFFIX = {"tif": "_labels.tif", "coco": "_coco.json", "csv": "_objects.csv",
-          "overlay": "_overlay.png"}
+          "geojson": "_objects.geojson", "gpkg": "_objects.gpkg", "overlay": "_overlay.png"}
+VECTOR_FORMATS = ("geojson", "gpkg")  # polygons in the image's CRS (napari_sam.io.vectors)
 
 
 # --------------------------------------------------------------------------- stacks
@@ -268,7 +270,7 @@ def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, overwrite: 
 
 
 def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: str,
-                   overwrite: bool) -> None:
+                   overwrite: bool, vectors: Optional[dict] = None, every_band=None) -> None:
     from .io.coco import write_coco
     from .io.labels import write_labels_tif
     from .io.tables import object_table, write_csv
@@ -286,13 +288,25 @@ def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: st
         write_csv(todo["csv"], object_table(flat, image=intensity), overwrite=overwrite)
     if "overlay" in todo and image is not None:
         write_overlay(todo["overlay"], image, labels, overwrite, getattr(meta, "axes", None))
+    wanted = {k: p for k, p in todo.items() if k in VECTOR_FORMATS}
+    if wanted:
+        from .io.vectors import write_label_vectors
+
+        write_label_vectors(wanted, labels, meta, records,
+                            image if every_band is None else every_band, overwrite=overwrite,
+                            **(vectors or {}))
 
 
 def process_file(path: Path, generator, outdir: Path,
-                 formats: Sequence[str] = FORMATS, overwrite: bool = False, overlay: bool = False,
+                 formats: Sequence[str] = DEFAULT_FORMATS, overwrite: bool = False,
+                 overlay: bool = False,
                  link: bool = False, link_iou: float = 0.5, channels=None,
-                 progress=null_progress, **generate_kw) -> dict:
-    """Segment one file and write its outputs -> {"path", "status", "objects", "outputs"}."""
+                 progress=null_progress, vectors: Optional[dict] = None, **generate_kw) -> dict:
+    """Segment one file and write its outputs -> {"path", "status", "objects", "outputs"}.
+
+    Pixels equal to the file's nodata value (in every band) never become objects, and are
+    left out of the contrast range. vectors: options of the GeoJSON/GPKG outputs (crs,
+    simplify, simplify_units; see `napari_sam.io.vectors.write_label_vectors`)."""
     from .io.images import read_image
 
     paths = output_paths(outdir, output_stem(path), formats, overlay)
@@ -303,12 +317,22 @@ def process_file(path: Path, generator, outdir: Path,
         return info
     image, meta = read_image(path, channels=channels)
     image = np.asarray(image)
+    every_band = image  # vectors carry the mean of every band
+    if set(todo) & set(VECTOR_FORMATS) and channels is not None:
+        every_band = np.asarray(read_image(path)[0])
     axes = getattr(meta, "axes", None) or guess_axes(image.shape)
     c = image.shape[-1] if axes.endswith("C") else 0
     if channels is None and (c > 4 or (c == 4 and image.dtype != np.uint8)):
         raise ValueError(f"{path.name} has {c} channels (axes {axes}); the model takes up to "
                          "3: choose them with --channels (e.g. --channels 0 or --channels "
-                         "0,1,2; channels=[...] in Python)")
+                         "0,1,2; channels=[...] in Python) or --bands (e.g. --bands 4,3,2)")
+    valid = None
+    if axes in ("YX", "YXC"):
+        from .io.bands import valid_mask, value_range_valid
+
+        valid = valid_mask(image, getattr(meta, "nodata", None))
+        if valid is not None and generate_kw.get("value_range") is None:
+            generate_kw["value_range"] = value_range_valid(image, valid)
     if not overwrite and "tif" in paths and "tif" not in todo:
         from .io.labels import read_label_records, read_labels
 
@@ -321,17 +345,23 @@ def process_file(path: Path, generator, outdir: Path,
     else:
         res = automask_stack(image, generator, axes, link, link_iou, progress, **generate_kw)
         labels, records = res.labels, res.records
+        if valid is not None:
+            from .io.bands import mask_nodata
+
+            labels, records = mask_nodata(labels, records, valid)
     info["objects"] = len(np.unique(labels[labels > 0]))
-    _write_outputs(todo, image, meta, labels, records, path.name, overwrite)
+    _write_outputs(todo, image, meta, labels, records, path.name, overwrite, vectors,
+                   every_band)
     info["status"] = "processed" if len(todo) == len(paths) else "completed"
     return info
 
 
-def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] = FORMATS,
+def run_batch(inputs: Iterable[str], outdir, model=None,
+              formats: Sequence[str] = DEFAULT_FORMATS,
               overwrite: bool = False, overlay: bool = False, link_slices: bool = False,
               link_iou: float = 0.5, channels=None, progress=null_progress,
               log: Optional[Callable[[str], None]] = None, generator=None, device="auto",
-              **kw) -> dict:
+              vectors: Optional[dict] = None, **kw) -> dict:
     """Automask every input image into `outdir`; returns a summary (see module doc).
 
     model: as for `automask` (None = bundled); or pass a ready `generator` (an
@@ -378,7 +408,7 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
 
         try:
             info = process_file(path, generator, outdir, formats, overwrite, overlay,
-                                link_slices, link_iou, channels, sub, **gen_kw)
+                                link_slices, link_iou, channels, sub, vectors, **gen_kw)
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as err:  # one bad file must not stop the batch

@@ -25,9 +25,9 @@ import torch
 
 from .device import (autocast, configure_threads, resolve_decoder_precision, resolve_device,
                      resolve_precision)
-from .model import Sam, load_model
+from .model import Sam, is_model, load_model
 from .scale import Diameter, ZoomPlan, plan_zoom, resolve_diameter
-from .transforms import box_rc_to_xyxy, rc_to_xy, resize_for_model, to_model_pixels
+from .transforms import box_rc_to_xyxy, rc_to_xy, to_model_pixels
 
 _UNSET = object()
 
@@ -88,7 +88,8 @@ class Predictor:
         self.diameter = diameter  # the default for set_image (see the module docstring)
         self.plan: ZoomPlan = ZoomPlan(None)
         self._tiled = None  # a TiledPredictor when the zoomed image needs tiles
-        self.model = model.to(self.device) if isinstance(model, Sam) else load_model(model, self.device)
+        self.model = (model.to(self.device) if is_model(model)
+                      else load_model(model, self.device))
         self.model.eval()
         self.dtype = resolve_precision(precision, self.device)  # the encoder's
         self.decoder_dtype = resolve_decoder_precision(precision, self.device, self.model.config)
@@ -114,7 +115,7 @@ class Predictor:
             try:
                 if self._compiled is None:
                     self._compiled = torch.compile(self.model.image_encoder, dynamic=False)
-                return self._compiled(self.model.preprocess(x))
+                return self.model.encode(x, encoder=self._compiled)
             except Exception as err:  # no compiler, unsupported op, backend failure ...
                 warnings.warn(f"torch.compile of the image encoder failed "
                               f"({type(err).__name__}: {str(err)[:200]}); using the eager "
@@ -134,7 +135,11 @@ class Predictor:
         (the zoomed image must fit the model's input). Returns the embedding, or None when
         the image is answered tile by tile (`self.plan.tiled`)."""
         self._tiled, self._emb = None, None
-        if zoom is None:
+        if getattr(self.model, "square_input", False):
+            # SAM 2.1 always sees the whole image resized to its square input (its own
+            # predictor's rule); object-size zoom is not applied
+            self.plan = ZoomPlan(None)
+        elif zoom is None:
             d = resolve_diameter(image, self.diameter if diameter is _UNSET else diameter,
                                  channels)
             self.plan = plan_zoom(np.shape(image), self.model, d)
@@ -148,7 +153,7 @@ class Predictor:
                 channels=channels, device=self.device, precision=self.precision)
             return None
         pixels = to_model_pixels(image, channels, value_range)
-        x = resize_for_model(pixels, self.model.image_size, self.device, self.plan.zoom)
+        x = self.model.to_input(pixels, self.device, self.plan.zoom)
         with autocast(self.device, self.dtype):
             feats = self._encode(x).float()
         if feats.is_inference():  # called under inference_mode: keep a normal tensor, whose
@@ -316,7 +321,11 @@ class Predictor:
             masks = self._masks_numpy(logits[0])
         else:
             masks = self.upscale_masks(logits[0]).cpu().numpy()
-        return masks, scores[0].cpu().numpy(), logits[0].cpu().numpy()
+        out = logits[0]
+        clamp = getattr(self.model, "logit_clamp", None)
+        if clamp:  # SAM 2 returns its low-res logits clamped (masks come from the raw ones)
+            out = out.clamp(-clamp, clamp)
+        return masks, scores[0].cpu().numpy(), out.cpu().numpy()
 
     def _predict_tiled(self, points, labels, box, mask_input, multimask):
         """`predict` on a tiled image: one mask (1, Y, X), its score (1,), logits None."""

@@ -117,7 +117,10 @@ class AutoSegmenter:
         return gen
 
     def plan(self, image, channels=None, diameter: Diameter = "inherit") -> ZoomPlan:
-        """The zoom plan for `image` (estimating the diameter if needed)."""
+        """The zoom plan for `image` (estimating the diameter if needed). SAM 2.1 models
+        always get the whole image resized to their square input (no zoom)."""
+        if getattr(self.model, "square_input", False):
+            return ZoomPlan(None)
         d = resolve_diameter(image, self.diameter if diameter == "inherit" else diameter,
                              channels)
         return plan_zoom(np.shape(image), self.model, d)

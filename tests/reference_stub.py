@@ -1,4 +1,4 @@
-"""Test-only stand-in for the few torchvision functions `segment_anything` imports.
+"""Test-only stand-in for the few torchvision functions `segment_anything` and `sam2` import.
 
 torchvision cannot be installed beside this torch build, and the reference package is only
 a test oracle, so `install()` registers a minimal `torchvision` in `sys.modules` before
@@ -56,6 +56,41 @@ def _resize(img, size):
     return img.resize((w, h), Image.BILINEAR)
 
 
+class _ToTensor(torch.nn.Module):
+    """(H, W, C) uint8 array -> (C, H, W) float in 0-1, as torchvision's ToTensor."""
+
+    def __call__(self, pic):
+        arr = np.asarray(pic)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        return t.float().div(255) if t.dtype == torch.uint8 else t.float()
+
+
+class _Resize(torch.nn.Module):
+    """torchvision's Resize on tensors: bilinear with antialiasing (its default)."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = [int(s) for s in size]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x[None], size=self.size, mode="bilinear",
+                                               align_corners=False, antialias=True)[0]
+
+
+class _Normalize(torch.nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.mean = [float(m) for m in mean]
+        self.std = [float(s) for s in std]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return (x - mean) / std
+
+
 def install() -> None:
     if "torchvision" in sys.modules and not getattr(sys.modules["torchvision"], "_stub", False):
         return
@@ -69,6 +104,8 @@ def install() -> None:
     functional = types.ModuleType("torchvision.transforms.functional")
     functional.resize, functional.to_pil_image = _resize, _to_pil_image
     transforms.functional = functional
+    # the tensor modules sam2's SAM2Transforms builds (and scripts)
+    transforms.ToTensor, transforms.Resize, transforms.Normalize = _ToTensor, _Resize, _Normalize
     tv.ops, tv.transforms = ops, transforms
     sys.modules.update({
         "torchvision": tv, "torchvision.ops": ops, "torchvision.ops.boxes": boxes,

@@ -13,6 +13,7 @@ import torch
 
 from napari_sam.model import hub
 from napari_sam.model.hub import KNOWN_CHECKPOINTS, DownloadError, KnownCheckpoint, fetch
+from napari_sam.model.sam2 import SAM2_CONFIGS
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -217,15 +218,19 @@ def test_known_checkpoints_well_formed():
     filenames = [k.filename for k in KNOWN_CHECKPOINTS.values()]
     assert len(set(filenames)) == len(filenames)
     for name, k in KNOWN_CHECKPOINTS.items():
-        assert k.name == name and k.arch in {"vit_b", "vit_l", "vit_h", "vit_t"}
+        assert k.name == name and (k.arch in {"vit_b", "vit_l", "vit_h", "vit_t"}
+                                   or k.arch in SAM2_CONFIGS)
         assert re.fullmatch(r"https://[\w.-]+/\S+", k.url), k.url
         assert k.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", k.sha256), name
         assert k.xxh128 is None or re.fullmatch(r"[0-9a-f]{32}", k.xxh128), name
         assert k.sha256 or k.xxh128, name
         assert k.size is None or (isinstance(k.size, int) and k.size > 0)
         assert "/" not in k.filename and k.description
-    for name in ("vit_b", "vit_l", "vit_h", "vit_t"):
+    sam2 = [f"sam2.1_hiera_{s}" for s in ("tiny", "small", "base_plus", "large")]
+    for name in ["vit_b", "vit_l", "vit_h", "vit_t"] + sam2:
         assert KNOWN_CHECKPOINTS[name].sha256 and KNOWN_CHECKPOINTS[name].size
+    for name in sam2:
+        assert KNOWN_CHECKPOINTS[name].arch == name
 
 
 def test_cli_models_list(cache, capsys):

@@ -44,7 +44,7 @@ def lowres(n: int, m: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("hw", [(256, 256), (192, 256), (300, 170), (90, 600)])
 @pytest.mark.parametrize("n", [3, 6])
 def test_masks_numpy_equal_upscale_masks(hw, n):
-    pred = Predictor(randomize_(Sam(TEST_VIT)).eval(), "cpu", "fp32")
+    pred = Predictor(randomize_(Sam(TEST_VIT)).eval(), "cpu", "fp32", diameter="off")
     pred.set_image(np.random.default_rng(0).integers(0, 255, hw + (3,), dtype=np.uint8))
     x = lowres(n, TEST_VIT.mask_size)
     for t in (0.0, -1.5, 2.0):
@@ -56,7 +56,7 @@ def test_masks_numpy_equal_upscale_masks(hw, n):
 
 
 def test_predict_returns_the_thresholded_upscaled_logits():
-    pred = Predictor(randomize_(Sam(TEST_VIT)).eval(), "cpu", "fp32")
+    pred = Predictor(randomize_(Sam(TEST_VIT)).eval(), "cpu", "fp32", diameter="off")
     pred.set_image(np.random.default_rng(1).integers(0, 255, (256, 192, 3), dtype=np.uint8))
     for pt in ([128, 96], [5, 180], [255, 0]):
         masks, _, logits = pred.predict(points=[pt], point_labels=[1])
@@ -135,7 +135,7 @@ def test_prompts_decoded_in_chunks_equal_one_batch():
     for bad in (0, -2, 2.5, "8", True):
         with pytest.raises(ValueError, match="decode_chunk"):
             Predictor(model, device="cpu", decode_chunk=bad)
-    pred = Predictor(model, device="cpu", precision="fp32")
+    pred = Predictor(model, device="cpu", precision="fp32", diameter="off")
     pred.set_image(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     xy = torch.rand(13, 1, 2) * 60
     labels = torch.ones(13, 1, dtype=torch.long)

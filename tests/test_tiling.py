@@ -89,7 +89,7 @@ def test_default_tiling(model):
 def test_tile_embedding_equals_predictor_on_the_tile(model, image):
     emb = TiledEmbeddings(model, image, tile_size=256, overlap=64, precision="fp32")
     t = emb.grid[1, 2]
-    pred = Predictor(model, precision="fp32")
+    pred = Predictor(model, precision="fp32", diameter="off")
     lo, hi = emb.value_range
     pred.set_image(image[t.slices], value_range=(lo[0], hi[0]))
     np.testing.assert_allclose(emb.features(t).numpy(), pred.get_embedding().features.numpy(),

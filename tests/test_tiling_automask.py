@@ -185,4 +185,4 @@ def test_one_tile_equals_plain_automask(model):
     kw = dict(points_per_side=4, pred_iou_thresh=0, stability_thresh=0, precision="fp32")
     res = tiled_automask(img, model, **kw)
     assert res.grid_shape == (1, 1)
-    np.testing.assert_array_equal(res.labels, automask(img, model, **kw))
+    np.testing.assert_array_equal(res.labels, automask(img, model, diameter="off", **kw))

@@ -38,7 +38,7 @@ from .tracks import show_linked
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-_META_KEYS = ("source", "pixel_size", "z_size", "geo", "axes")
+_META_KEYS = ("source", "pixel_size", "z_size", "geo", "axes", "georef", "band_names", "nodata")
 TILED_NOTE = ("large image, run tile by tile: the sliders apply at the next Run "
               "(re-filtering would run every tile's decoder again)")
 

@@ -57,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--format", dest="formats", type=_formats, default=["tif", "coco", "csv"],
-                        metavar="tif,coco,csv", help="outputs to write (default: all three)")
+                        metavar="tif,coco,csv,geojson,gpkg",
+                        help="outputs to write (default: tif,coco,csv); geojson and gpkg are "
+                             "polygons in the image's CRS (pip install napari-sam-suite[geo])")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo inputs whose outputs exist (default: skip them)")
     parser.add_argument("--overlay", action="store_true",
@@ -96,9 +98,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="give overlapping objects of neighbouring slices one id (IoU matching)")
     s.add_argument("--link-iou", type=float, default=0.5, metavar="F")
     tiling_arguments(parser)
+    geo_arguments(parser)
     from .automask3d import add_arguments as add_volume_arguments
 
     add_volume_arguments(parser)
+
+
+def geo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Hook for satellite images (--bands, --vector-crs, --simplify, --prompts)."""
+    from .geo import add_arguments as add_geo_arguments
+
+    add_geo_arguments(parser)
 
 
 def tiling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +127,15 @@ def batch_options(args: argparse.Namespace) -> dict:
         mode=args.mode, diameter=args.diameter, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
         crop_n_layers=args.crop_n_layers, pred_iou_thresh=args.pred_iou_thresh,
         stability_thresh=args.stability_thresh, nms_thresh=args.nms_thresh,
-        min_area=args.min_area)
+        min_area=args.min_area, vectors=_vector_options(args))
+
+
+def _vector_options(args: argparse.Namespace):
+    if not hasattr(args, "vector_crs"):
+        return None
+    from .geo import vector_options
+
+    return vector_options(args)
 
 
 def print_summary(summary: dict, file=None) -> None:
@@ -157,7 +175,25 @@ def run(args: argparse.Namespace) -> int:
             log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731 (keeps the bar)
         else:
             log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    if getattr(args, "tiling", "off") != "off":  # large 2D images go tile by tile
+    if getattr(args, "bands", None) is not None:
+        from .geo import resolve_bands
+
+        resolve_bands(args)
+    if set(args.formats) & {"geojson", "gpkg"}:
+        from ..io.georef import require
+
+        try:
+            require("shapely")
+            if "gpkg" in args.formats:
+                require("pyogrio")
+        except ImportError as err:
+            print(f"napari-sam automask: error: {err}", file=sys.stderr)
+            return 2
+    if getattr(args, "prompts", None):
+        from .geo import run_prompts
+
+        summary = run_prompts(args, batch_options(args), progress, log)
+    elif getattr(args, "tiling", "off") != "off":  # large 2D images go tile by tile
         from ..tiled.cli import run_with_tiling
 
         summary = run_with_tiling(args, batch_options(args), progress, log)

@@ -16,7 +16,9 @@ zarr store needs zarr 3; `LazyTiff` needs nothing but tifffile.) `as_dask` wraps
 `ImageMeta.pixel_size` is (y, x) in micrometres from OME PhysicalSize, ImageJ metadata or
 TIFF resolution tags in cm/mm/µm. Resolution in inches is taken only above 1000 dpi (a pixel
 under 25.4 µm): 72/96/300 dpi are print or screen defaults with no physical meaning.
-GeoTIFF tags are kept raw in `ImageMeta.geo`, to be copied into label TIFFs.
+GeoTIFF tags are kept raw in `ImageMeta.geo`, to be copied into label TIFFs; the CRS and
+affine transform they describe are `ImageMeta.georef` (`napari_sam.io.georef`), GDAL's
+nodata value `ImageMeta.nodata` and band descriptions `ImageMeta.band_names`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .image_meta import GEO_TAGS, ImageMeta, _geo_tags, _tiff_sizes  # noqa: F401 (public)
+from .image_meta import (GEO_TAGS, ImageMeta, _geo_tags, _tiff_sizes,  # noqa: F401 (public)
+                         georeferencing)
 
 CANONICAL = "TZYXC"
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2", ".svs", ".ndpi", ".scn", ".qptiff")
@@ -147,8 +150,11 @@ def _tiff_meta(tif, path, series=0) -> Tuple[Any, ImageMeta, list, list]:
     letters, perm, axes = _layout(s.axes, s.shape)
     pixel_size, z_size = _tiff_sizes(tif, s.keyframe)
     shape = tuple(s.shape[i] for i in perm)
+    geo = _geo_tags(tif.pages.first)
+    georef, nodata, names = georeferencing(path, tif.pages.first, geo)
     meta = ImageMeta(path=str(path), axes=axes, shape=shape, dtype=np.dtype(s.dtype),
-                     pixel_size=pixel_size, z_size=z_size, geo=_geo_tags(tif.pages.first),
+                     pixel_size=pixel_size, z_size=z_size, geo=geo, georef=georef,
+                     nodata=nodata, band_names=names,
                      source_axes=s.axes, levels=len(s.levels),
                      level_shapes=tuple(tuple(lv.shape[i] for i in perm) for lv in s.levels))
     return s, meta, letters, perm

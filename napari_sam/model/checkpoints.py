@@ -5,6 +5,7 @@ Understood layouts:
   `mask_decoder.*`).
 - micro-sam's fine-tuned models: `{"model_state": {"sam.image_encoder...": ...},
   "decoder_state": ...}`; the `sam.` prefix is dropped and the extra decoder is reported.
+- SAM 2 / 2.1 releases: `{"model": state_dict}` (`sam_mask_decoder.*`, memory modules).
 - napari-sam's own files: `{"format": "napari-sam", "config": {...}, "model": state_dict}`.
 Everything is read with `torch.load(..., weights_only=True)`: no code runs from a file.
 """
@@ -72,6 +73,11 @@ def read_checkpoint(path) -> Checkpoint:
         other = sorted(set(obj) - {"model_state", "decoder_state"})
         if other:
             notes.append(f"ignored extra entries: {', '.join(other)}")
+    elif isinstance(obj.get("model"), dict):  # SAM 2's releases: {"model": state_dict}
+        sd = obj["model"]
+        other = sorted(set(obj) - {"model"})
+        if other:
+            notes.append(f"ignored extra entries: {', '.join(other)}")
     elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
         sd = obj["state_dict"]
     else:
@@ -90,11 +96,14 @@ def read_checkpoint(path) -> Checkpoint:
 
 def save_checkpoint(path, model, extra: Optional[dict] = None) -> None:
     """Write napari-sam's own format (config inside) atomically."""
-    from .config import config_to_dict
+    from .config import SamConfig, config_to_dict
+    from .sam2.config import sam2_config_to_dict
 
     from ..io.atomic import atomic_path
 
-    obj = {"format": "napari-sam", "config": config_to_dict(model.config),
+    cfg = model.config
+    cfg_dict = config_to_dict(cfg) if isinstance(cfg, SamConfig) else sam2_config_to_dict(cfg)
+    obj = {"format": "napari-sam", "config": cfg_dict,
            "model": model.state_dict(), **(extra or {})}
     with atomic_path(Path(path), overwrite=True) as tmp:
         torch.save(obj, tmp)

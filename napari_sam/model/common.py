@@ -21,8 +21,12 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # normalise in channels-last layout, where layer_norm is one fused kernel
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        # normalise in channels-last layout, where layer_norm is one fused kernel (the
+        # normalised shape from the weight, a constant when the graph is traced for ONNX)
+        c = self.weight.shape[0]
+        if torch.jit.is_tracing():
+            c = int(c)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (c,), self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2)
 
 

@@ -53,12 +53,13 @@ class KnownCheckpoint:
     url: str
     sha256: Optional[str]
     size: Optional[int]  # bytes, None where no public source states it
-    arch: str  # "vit_b", "vit_l", "vit_h" or "vit_t"
+    arch: str  # "vit_b", "vit_l", "vit_h", "vit_t" or a SAM 2.1 name ("sam2.1_hiera_tiny", ...)
     filename: str
     description: str = ""
     xxh128: Optional[str] = None  # micro-sam's own hash, checked only if `xxhash` is installed
 
 
+_SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 _MICRO_SAM = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io"
 
 KNOWN_CHECKPOINTS: Dict[str, KnownCheckpoint] = {k.name: k for k in (
@@ -90,6 +91,28 @@ KNOWN_CHECKPOINTS: Dict[str, KnownCheckpoint] = {k.name: k for k in (
         "vit_t", "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
         "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f", 40728226,
         "vit_t", "mobile_sam.pt", "MobileSAM: TinyViT encoder, SAM decoder"),
+    # SAM 2.1 (Meta, release 092824). URLs: facebookresearch/sam2 checkpoints/download_ckpts.sh
+    # (SAM2p1_BASE_URL), repeated in many projects found through the code index. SHA-256:
+    # computational-cell-analytics/micro-sam micro_sam util ("sam2.1": hvit_t/s/b/l), the
+    # same four digests pinned next to these URLs in several other public projects. Sizes:
+    # public manifests found through the code index (tiny in two of them; small, base+ and
+    # large in one each); the download also checks the hash, so a wrong size only fails early.
+    KnownCheckpoint(
+        "sam2.1_hiera_tiny", f"{_SAM2}/sam2.1_hiera_tiny.pt",
+        "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 156008466,
+        "sam2.1_hiera_tiny", "sam2.1_hiera_tiny.pt", "SAM 2.1 Hiera-T (Meta): images and stacks"),
+    KnownCheckpoint(
+        "sam2.1_hiera_small", f"{_SAM2}/sam2.1_hiera_small.pt",
+        "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", 184416285,
+        "sam2.1_hiera_small", "sam2.1_hiera_small.pt", "SAM 2.1 Hiera-S (Meta)"),
+    KnownCheckpoint(
+        "sam2.1_hiera_base_plus", f"{_SAM2}/sam2.1_hiera_base_plus.pt",
+        "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5", 323606802,
+        "sam2.1_hiera_base_plus", "sam2.1_hiera_base_plus.pt", "SAM 2.1 Hiera-B+ (Meta)"),
+    KnownCheckpoint(
+        "sam2.1_hiera_large", f"{_SAM2}/sam2.1_hiera_large.pt",
+        "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898083611,
+        "sam2.1_hiera_large", "sam2.1_hiera_large.pt", "SAM 2.1 Hiera-L (Meta)"),
     # URL + xxh128: computational-cell-analytics/micro-sam micro_sam/v1/util.py, models() (model
     # zoo version 1.2; commit 087172c5). The same three URL/xxh128 pairs are hard-coded in another
     # public project found through the code index. micro-sam publishes no SHA-256 and no size

@@ -85,6 +85,9 @@ class PromptEncoder(nn.Module):
         emb = torch.where(lab == -1, self.not_a_point_embed.weight.to(emb.dtype), emb)
         emb = emb + (lab == 0) * self.point_embeddings[0].weight
         emb = emb + (lab == 1) * self.point_embeddings[1].weight
+        # box corners given as points (labels 2, 3), as SAM 2 gives boxes
+        emb = emb + (lab == 2) * self.point_embeddings[2].weight
+        emb = emb + (lab == 3) * self.point_embeddings[3].weight
         return emb
 
     def _boxes(self, boxes: torch.Tensor) -> torch.Tensor:
@@ -99,7 +102,7 @@ class PromptEncoder(nn.Module):
         boxes: Optional[torch.Tensor] = None,
         masks: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """points: (BxNx2 xy, BxN labels 1/0/-1); boxes: Bx4 xyxy; masks: Bx1xMxM logits.
+        """points: (BxNx2 xy, BxN labels 1/0/-1, or 2/3 for a box's corners); boxes: Bx4 xyxy; masks: Bx1xMxM logits.
 
         Returns sparse (B, N', C) and dense (B, C, g, g) embeddings.
         """

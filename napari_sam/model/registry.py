@@ -31,8 +31,23 @@ def get_config(name: str) -> SamConfig:
         raise KeyError(f"unknown architecture {name!r}; known: {', '.join(CONFIGS)}") from None
 
 
-def build_model(arch: Union[str, SamConfig], device: Union[str, torch.device] = "cpu") -> Sam:
-    """A model with freshly initialised (random) weights."""
+def is_model(obj) -> bool:
+    """True for the networks the Predictor takes: `Sam` (SAM 1, MobileSAM, bundled) and
+    `Sam2` (SAM 2.1)."""
+    from .sam2 import Sam2
+
+    return isinstance(obj, (Sam, Sam2))
+
+
+def build_model(arch, device: Union[str, torch.device] = "cpu"):
+    """A model with freshly initialised (random) weights: a name from `CONFIGS` or
+    `sam2.SAM2_CONFIGS`, or a `SamConfig` / `Sam2Config`."""
+    from .sam2 import SAM2_CONFIGS, Sam2, Sam2Config
+
+    if isinstance(arch, str) and arch in SAM2_CONFIGS:
+        arch = SAM2_CONFIGS[arch]
+    if isinstance(arch, Sam2Config):
+        return Sam2(arch).to(device).eval()
     cfg = get_config(arch) if isinstance(arch, str) else arch
     return Sam(cfg).to(device).eval()
 
@@ -182,22 +197,30 @@ def _damaged_known(sd, source: str) -> Optional[str]:
     return None if best is None else _describe(source, best[0], best[1], best[2], [])
 
 
-def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> Sam:
+def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint"):
+    from .sam2 import Sam2, infer_sam2_config, is_sam2_state_dict
+    from .sam2.config import sam2_config_from_dict
+
     sd = ckpt.state_dict
+    sam2 = (ckpt.config or {}).get("encoder_type") == "hiera" or is_sam2_state_dict(sd)
     try:
-        cfg = config_from_dict(ckpt.config) if ckpt.config else infer_config(sd)
-    except (KeyError, IndexError, TypeError) as err:
-        damaged = _damaged_known(sd, source)
+        if sam2:
+            cfg = sam2_config_from_dict(ckpt.config) if ckpt.config else infer_sam2_config(sd)
+        else:
+            cfg = config_from_dict(ckpt.config) if ckpt.config else infer_config(sd)
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        damaged = None if sam2 else _damaged_known(sd, source)
         if damaged:
             raise CheckpointError(damaged) from err
         raise CheckpointError(
             f"{source}: the architecture could not be recognised from its keys ({err}); "
-            "napari-sam loads SAM ViT-B/L/H, MobileSAM and micro-sam checkpoints") from err
-    if not ckpt.config and cfg.name == "custom":
+            "napari-sam loads SAM ViT-B/L/H, MobileSAM, micro-sam and SAM 2.1 checkpoints"
+        ) from err
+    if not sam2 and not ckpt.config and cfg.name == "custom":
         damaged = _damaged_known(sd, source)
         if damaged:
             raise CheckpointError(damaged)
-    model = Sam(cfg)
+    model = Sam2(cfg) if sam2 else Sam(cfg)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing, wrong, unexpected = _shape_problems(sd, expected)
     if wrong:
@@ -227,8 +250,9 @@ def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> Sam:
     return model.eval()
 
 
-def load_model(name_or_path: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> Sam:
-    """Load a model by registry name ("vit_b", "vit_b_lm", ...), file path, or "bundled".
+def load_model(name_or_path: Optional[str] = None, device: Union[str, torch.device] = "cpu"):
+    """Load a model by registry name ("vit_b", "vit_b_lm", "sam2.1_hiera_tiny", ...), file
+    path, or "bundled". Returns a `Sam`, or a `Sam2` for SAM 2 checkpoints.
 
     With no argument the bundled model (shipped inside the package) is loaded. Registry
     names are downloaded once (hash-checked) into the cache folder and read from there.
@@ -236,7 +260,7 @@ def load_model(name_or_path: Optional[str] = None, device: Union[str, torch.devi
     from ..device import resolve_device
 
     name = name_or_path or DEFAULT_MODEL
-    if isinstance(name, Sam):
+    if is_model(name):
         return name.to(resolve_device(device))
     path = Path(str(name)).expanduser()
     if str(name) == "bundled":

@@ -109,9 +109,30 @@ class Sam(nn.Module):
         s = self.config.image_size
         return F.pad(x, (0, s - x.shape[-1], 0, s - x.shape[-2]))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, h, w) 0-255 pixels -> (B, C, g, g) image embeddings."""
-        return self.image_encoder(self.preprocess(x))
+    def encode(self, x: torch.Tensor, encoder=None) -> torch.Tensor:
+        """(B, 3, h, w) 0-255 pixels -> (B, C, g, g) image embeddings. `encoder`: a
+        replacement for `image_encoder` (e.g. a compiled one)."""
+        return (encoder or self.image_encoder)(self.preprocess(x))
+
+    def input_hw(self, h: int, w: int, zoom: Optional[float] = None) -> Tuple[int, int]:
+        """Size of an (h, w) image inside the model's square: longest side `image_size`, or
+        resized by `zoom` (`transforms.zoomed_shape`)."""
+        from ..transforms import target_shape, zoomed_shape
+
+        s = self.config.image_size
+        return target_shape(h, w, s) if zoom is None else zoomed_shape(h, w, zoom, s)
+
+    def to_input(self, pixels, device=None, zoom: Optional[float] = None) -> torch.Tensor:
+        """(Y, X, 3) float pixels in 0-255 -> (1, 3, h, w) of `input_hw`."""
+        from ..transforms import resize_for_model
+
+        return resize_for_model(pixels, self.config.image_size, device, zoom)
+
+    @property
+    def embedding_shape(self) -> Tuple[int, int, int]:
+        """(C, g, g) of one image's embedding."""
+        g = self.config.embed_grid
+        return (self.config.prompt_embed_dim, g, g)
 
     @property
     def has_instance_head(self) -> bool:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..runtime.kernels import (derived, linear, low_precision_params, onednn_bf16,
                                tensor_state, version)
-from .common import MLPBlock
+from .common import MLP, MLPBlock
 
 
 class Attention(nn.Module):
@@ -49,7 +49,11 @@ class Attention(nn.Module):
         b = max(qp.shape[0], kp.shape[0])
         nq, nk, c = qp.shape[1], kp.shape[1], qp.shape[2]
         scale = (c // h) ** -0.5
-        if nk <= 32 < nq:  # image tokens attending to the prompt tokens
+        if torch.jit.is_tracing():  # ONNX export: plain heads, no in-place block copies
+            q, k, v = (self._heads(t.expand(b, -1, -1)) for t in (qp, kp, vp))
+            p = torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)
+            out = (p @ v).transpose(1, 2).reshape(b, nq, c)
+        elif nk <= 32 < nq:  # image tokens attending to the prompt tokens
             kb = _block_diag(kp * scale, h)  # (B, h*nk, C')
             vb = _block_diag(vp, h)
             if qp.shape[0] == 1:  # x @ W.T natively: no transposed copy of the image side
@@ -116,13 +120,15 @@ def _low(x: torch.Tensor) -> torch.Tensor:
 class TwoWayBlock(nn.Module):
     """Token self-attention, token->image, MLP, image->token; post-norm after each step."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, skip_first_pe: bool) -> None:
+    def __init__(self, dim: int, heads: int, mlp_dim: int, skip_first_pe: bool,
+                 mlp_layers_keys: bool = False) -> None:
         super().__init__()
         self.self_attn = Attention(dim, heads)
         self.norm1 = nn.LayerNorm(dim)
         self.cross_attn_token_to_image = Attention(dim, heads, downsample=2)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = MLPBlock(dim, mlp_dim, act=nn.ReLU)
+        # the same ReLU MLP; SAM 2's checkpoints name its layers mlp.layers.0/1
+        self.mlp = MLP(dim, mlp_dim, dim, 2) if mlp_layers_keys else MLPBlock(dim, mlp_dim, act=nn.ReLU)
         self.norm3 = nn.LayerNorm(dim)
         self.norm4 = nn.LayerNorm(dim)
         self.cross_attn_image_to_token = Attention(dim, heads, downsample=2)
@@ -204,10 +210,12 @@ def _image_projections(owner: nn.Module, keys: torch.Tensor, image_pe: torch.Ten
 
 
 class TwoWayTransformer(nn.Module):
-    def __init__(self, depth: int, dim: int, heads: int, mlp_dim: int) -> None:
+    def __init__(self, depth: int, dim: int, heads: int, mlp_dim: int,
+                 mlp_layers_keys: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            TwoWayBlock(dim, heads, mlp_dim, skip_first_pe=(i == 0)) for i in range(depth))
+            TwoWayBlock(dim, heads, mlp_dim, skip_first_pe=(i == 0),
+                        mlp_layers_keys=mlp_layers_keys) for i in range(depth))
         self.final_attn_token_to_image = Attention(dim, heads, downsample=2)
         self.norm_final_attn = nn.LayerNorm(dim)
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..progress import null_progress
+from ..transforms import select_channels
 from .embed import TiledEmbeddings
 from .grid import Tile
 from .results import open_results
@@ -95,6 +96,12 @@ class AutomaskSegmenter:
         gen.initialize(pixels, channels=emb.source.channels, value_range=emb.value_range,
                        embedding=emb.embedding(tile, keep=emb.cache_dir is not None))
         res = gen.generate(offset=tile.window[:2], **self.gen_kw)
+        nodata = getattr(emb.source, "nodata", None)
+        if nodata is not None or emb.source.dtype.kind == "f":  # nodata never becomes objects
+            from ..io.bands import mask_nodata, valid_mask
+
+            valid = valid_mask(select_channels(pixels, emb.source.channels), nodata)
+            return mask_nodata(res.labels, res.records, valid, offset=tile.window[:2])
         return res.labels, res.records
 
 

@@ -9,7 +9,8 @@ image would reach the model shrunk 4 times or more; `on` tiles every 2D image, `
 Other inputs (smaller images, stacks) go through `napari_sam.batch.run_batch` unchanged.
 A tiled image writes `<stem>_labels.tif` (tiled BigTIFF, streamed) and
 `<stem>_objects.csv` (from the stitched records); COCO JSON is written for tiled images
-below 64 M pixels (it needs the label image in memory).
+below 64 M pixels (it needs the label image in memory). GeoJSON / GeoPackage polygons are
+built block by block from the zarr labels (`napari_sam.tiled.vectors`).
 """
 
 from __future__ import annotations
@@ -127,6 +128,13 @@ def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
         else:
             info["note"] = (f"COCO not written: {h} x {w} is above {COCO_MAX_PIXELS} pixels; "
                             "use the label TIFF or the CSV")
+    vectors = {k: p for k, p in todo.items() if k in ("geojson", "gpkg")}
+    if vectors:
+        from .outputs import write_tiled_vectors
+        from .source import open_image
+
+        write_tiled_vectors(vectors, res.labels, open_image(path)[0], meta, res.records,
+                            overwrite=opts["overwrite"], **(opts.get("vectors") or {}))
     if "overlay" in todo:
         h, w = res.labels.shape
         if h * w <= COCO_MAX_PIXELS:  # the overlay holds the image and labels in memory

@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 from ..device import autocast, resolve_device, resolve_precision
-from ..model import Sam, load_model
+from ..model import Sam, is_model, load_model
 from ..predictor import ImageEmbedding, Predictor
 from ..progress import null_progress
-from ..transforms import resize_for_model, zoomed_shape
 from .cache import CacheCorruptError, MemoryStore, ZarrStore, resolve_cache_dir
 from .grid import Tile, TileGrid
 from .source import ImageSource
@@ -57,7 +56,8 @@ class TiledEmbeddings:
                  cache=None, cache_dtype: str = "float16", device="auto", precision="auto",
                  batch_size: Optional[int] = None, memory_tiles: int = 16) -> None:
         self.device = resolve_device(device)
-        self.model = model.to(self.device) if isinstance(model, Sam) else load_model(model, self.device)
+        self.model = (model.to(self.device) if is_model(model)
+                      else load_model(model, self.device))
         self.model.eval()
         self.dtype = resolve_precision(precision, self.device)  # the encoder's
         self.precision = precision  # as given: "auto" may decode in another dtype (Predictor)
@@ -67,7 +67,7 @@ class TiledEmbeddings:
         self.value_range = self.source.value_range()
         self.batch_size = batch_size or (1 if self.device.type == "cpu" else 4)
         cfg = self.model.config
-        self.feature_shape = (cfg.prompt_embed_dim, cfg.embed_grid, cfg.embed_grid)
+        self.feature_shape = tuple(self.model.embedding_shape)
         self.signature = {
             "image": self.source.fingerprint(),
             "model": {"name": cfg.name, "signature": self.model.signature()},
@@ -95,12 +95,12 @@ class TiledEmbeddings:
         return self.model.image_size / self.grid.tile
 
     def input_size(self, tile: Tile):
-        return zoomed_shape(*tile.shape, self.zoom, self.model.image_size)
+        return self.model.input_hw(*tile.shape, zoom=self.zoom)
 
     def model_input(self, tile: Tile) -> torch.Tensor:
         """(1, 3, h, w) 0-255 pixels of `tile` as the encoder gets them."""
-        return resize_for_model(self.source.pixels(tile.window, self.value_range),
-                                self.model.image_size, self.device, self.zoom)
+        return self.model.to_input(self.source.pixels(tile.window, self.value_range),
+                                   self.device, self.zoom)
 
     def missing(self, tiles: Optional[Iterable[Tile]] = None) -> List[Tile]:
         done = self.store.done()

@@ -51,6 +51,7 @@ def test_sample_data_and_plugin_widget(make_napari_viewer, qtbot, tmp_path):
     assert widget.viewer == viewer and widget.image.value == viewer.layers["shapes (RGB)"]
     assert widget.model.value == "bundled"
     torch.save(build_model("test_vit").state_dict(), tmp_path / "tiny.pt")
+    widget.diameter.value = "off"  # one embedding of the whole image (scale: test_scale.py)
     widget.model_file.value = tmp_path / "tiny.pt"
     widget.model.value = "file..."
     qtbot.waitUntil(lambda: widget.ready, timeout=30_000)

@@ -1,0 +1,180 @@
+"""SAM 2's memory: the memory encoder (a frame's features fused with its predicted mask)
+and memory attention (the current frame's features attending to the stored memories and
+object pointers), with rotary position encodings. Keys follow Meta's checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..common import LayerNorm2d, linear
+from .hiera import sine_position_encoding
+
+
+# ---- rotary position encoding on a 2D grid ---------------------------------------------
+def rope_angles(head_dim: int, h: int, w: int, theta: float = 10000.0,
+                device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (h*w, head_dim/2) of the rotation of each channel pair at each grid
+    cell (raster order): the first half of the pairs turns with the column, the second
+    with the row, at frequencies theta^(-4i/head_dim)."""
+    q = head_dim // 4
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 4, device=device)[:q].float() / head_dim))
+    t = torch.arange(h * w, device=device, dtype=torch.float32)
+    tx, ty = t % w, torch.div(t, w, rounding_mode="floor")
+    ang = torch.cat([torch.outer(tx, freqs), torch.outer(ty, freqs)], dim=-1)
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of x (B, heads, n, d) by the angles of (m, d/2)
+    cos/sin; n a multiple of m (the same grid repeated: several memory frames)."""
+    b, nh, n, d = x.shape
+    m = cos.shape[0]
+    xf = x.float().reshape(b, nh, n // m, m, d // 2, 2)
+    x0, x1 = xf[..., 0], xf[..., 1]
+    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
+    return out.reshape(b, nh, n, d).type_as(x)
+
+
+class RoPEAttention(nn.Module):
+    """Attention with q/k/v/out projections; queries and the first keys (all but the
+    trailing `num_k_exclude_rope` object-pointer tokens) get rotary encodings."""
+
+    def __init__(self, dim: int, num_heads: int = 1, kv_in_dim: int | None = None,
+                 theta: float = 10000.0) -> None:
+        super().__init__()
+        kv = kv_in_dim or dim
+        self.num_heads = num_heads
+        self.theta = theta
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(kv, dim)
+        self.v_proj = nn.Linear(kv, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def forward(self, q, k, v, grid: Tuple[int, int], num_k_exclude_rope: int = 0):
+        q = self._heads(linear(q, self.q_proj))
+        k = self._heads(linear(k, self.k_proj))
+        v = self._heads(linear(v, self.v_proj))
+        cos, sin = rope_angles(q.shape[-1], grid[0], grid[1], self.theta, q.device)
+        q = apply_rope(q, cos, sin)
+        n_rope = k.shape[2] - num_k_exclude_rope
+        if n_rope > 0:
+            k = torch.cat([apply_rope(k[:, :, :n_rope], cos, sin), k[:, :, n_rope:]], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v)
+        b, _, n, _ = out.shape
+        return linear(out.transpose(1, 2).reshape(b, n, -1), self.out_proj)
+
+
+class MemoryAttentionLayer(nn.Module):
+    """Pre-norm: self-attention, cross-attention to the memory, ReLU feed-forward."""
+
+    def __init__(self, dim: int, mem_dim: int, ffn_dim: int) -> None:
+        super().__init__()
+        self.self_attn = RoPEAttention(dim)
+        self.cross_attn_image = RoPEAttention(dim, kv_in_dim=mem_dim)
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, x, memory, memory_pos, grid, num_obj_ptr_tokens: int = 0):
+        y = self.norm1(x)
+        x = x + self.self_attn(y, y, y, grid)
+        y = self.norm2(x)
+        x = x + self.cross_attn_image(y, memory + memory_pos, memory, grid, num_obj_ptr_tokens)
+        y = self.norm3(x)
+        return x + linear(linear(y, self.linear1, "relu"), self.linear2)
+
+
+class MemoryAttention(nn.Module):
+    def __init__(self, dim: int, mem_dim: int, ffn_dim: int, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(MemoryAttentionLayer(dim, mem_dim, ffn_dim)
+                                    for _ in range(num_layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, curr: torch.Tensor, curr_pos: torch.Tensor, memory: torch.Tensor,
+                memory_pos: torch.Tensor, grid: Tuple[int, int], num_obj_ptr_tokens: int = 0
+                ) -> torch.Tensor:
+        """curr, curr_pos: (B, h*w, C) current frame tokens; memory, memory_pos: (B, M,
+        mem_dim), the spatial memories (multiples of h*w) then `num_obj_ptr_tokens`
+        pointer tokens. Returns the conditioned tokens (B, h*w, C)."""
+        x = curr + 0.1 * curr_pos
+        for layer in self.layers:
+            x = layer(x, memory, memory_pos, grid, num_obj_ptr_tokens)
+        return self.norm(x)
+
+
+# ---- memory encoder --------------------------------------------------------------------
+class MaskDownSampler(nn.Module):
+    """Mask (B, 1, S, S) -> (B, C, S/16, S/16): four stride-2 3x3 convolutions (each with
+    LayerNorm2d and GELU, channels x4), then a 1x1 projection (keys encoder.N)."""
+
+    def __init__(self, dim: int, layers: int = 4) -> None:
+        super().__init__()
+        mods, c = [], 1
+        for _ in range(layers):
+            mods += [nn.Conv2d(c, c * 4, 3, stride=2, padding=1), LayerNorm2d(c * 4), nn.GELU()]
+            c *= 4
+        mods.append(nn.Conv2d(c, dim, 1))
+        self.encoder = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+class CXBlock(nn.Module):
+    """ConvNeXt block: depthwise 7x7, LayerNorm, pointwise MLP (x4, GELU), layer scale."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = LayerNorm2d(dim)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(1e-6 * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
+        y = linear(linear(y, self.pwconv1, "gelu"), self.pwconv2) * self.gamma
+        return x + y.permute(0, 3, 1, 2)
+
+
+class Fuser(nn.Module):
+    def __init__(self, dim: int, layers: int = 2) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(CXBlock(dim) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class MemoryEncoder(nn.Module):
+    def __init__(self, dim: int, mem_dim: int) -> None:
+        super().__init__()
+        self.mask_downsampler = MaskDownSampler(dim)
+        self.pix_feat_proj = nn.Conv2d(dim, dim, 1)
+        self.fuser = Fuser(dim)
+        self.out_proj = nn.Conv2d(dim, mem_dim, 1)
+        self.mem_dim = mem_dim
+
+    def forward(self, pix_feat: torch.Tensor, mask: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """pix_feat (B, C, g, g) frame features; mask (B, 1, S, S) mask probabilities
+        already scaled as the model wants them. Returns memory features (B, mem_dim, g, g)
+        and their sine position encoding (1, mem_dim, g, g)."""
+        x = self.pix_feat_proj(pix_feat) + self.mask_downsampler(mask)
+        x = self.out_proj(self.fuser(x))
+        pos = sine_position_encoding(x.shape[-2], x.shape[-1], self.mem_dim, x.device)
+        return x, pos.to(x.dtype)

@@ -1,0 +1,210 @@
+"""Sam2: the SAM 2.1 network behind the same small interface as `Sam`.
+
+`encode` / `decode` / `upscale_logits` / `mask_upscaler` / `signature` behave as `Sam`'s, so
+`Predictor`, automask, tiling, the widgets and the CLI take a SAM 2.1 model unchanged. The
+differences from SAM 1 that the interface hides:
+
+- The image is resized to the model's square input (no aspect-preserving pad):
+  `input_hw(h, w)` is always (S, S), so prompts scale per axis, and the low-res logits
+  cover the whole image (upscaled straight to the image size).
+- The embedding is packed: the stride-16 features (+ `no_mem_embed`) and the decoder's
+  stride-8 and stride-4 features, folded into the stride-16 grid (`decoder.pack`), one
+  (B, C', g, g) tensor that caches, pickles and moves like SAM's.
+- Boxes are given to the prompt encoder as two corner points (labels 2, 3) before the
+  clicks, as SAM 2's predictor does.
+
+The memory modules (`memory_encoder`, `memory_attention`, object pointers) are used by
+`napari_sam.model.sam2.video`. Attribute names follow Meta's checkpoints, so their
+`"model"` state dicts load strictly.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..common import MLP
+from ..prompt_encoder import PromptEncoder
+from .config import Sam2Config
+from .decoder import Sam2MaskDecoder, high_res_from_packed, pack
+from .hiera import ImageEncoder, sine_position_encoding
+from .memory import MemoryAttention, MemoryEncoder
+
+# low-res logits returned to the user are clamped like SAM 2's predictor does
+LOGIT_CLAMP = 32.0
+
+
+class Sam2(nn.Module):
+    def __init__(self, config: Sam2Config) -> None:
+        super().__init__()
+        self.config = config
+        d, m = config.prompt_embed_dim, config.mem_dim
+        self.image_encoder = ImageEncoder(config.trunk, d)
+        self.memory_attention = MemoryAttention(d, m, config.memory_ffn_dim,
+                                                config.memory_layers)
+        self.memory_encoder = MemoryEncoder(d, m)
+        self.maskmem_tpos_enc = nn.Parameter(torch.zeros(config.num_maskmem, 1, 1, m))
+        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, d))
+        self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, d))
+        self.mask_downsample = nn.Conv2d(1, 1, 4, stride=4)
+        self.no_obj_ptr = nn.Parameter(torch.zeros(1, d))
+        self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, m))
+        self.sam_prompt_encoder = PromptEncoder(d, config.embed_grid, config.image_size)
+        self.sam_mask_decoder = Sam2MaskDecoder(
+            d, config.decoder_depth, config.decoder_heads, config.decoder_mlp_dim,
+            config.num_multimask_outputs, config.iou_head_hidden_dim)
+        self.obj_ptr_proj = MLP(d, d, d, 3)
+        self.obj_ptr_tpos_proj = nn.Linear(d, m)
+        for p in (self.maskmem_tpos_enc, self.no_mem_embed, self.no_mem_pos_enc,
+                  self.no_obj_ptr, self.no_obj_embed_spatial):
+            nn.init.trunc_normal_(p, std=0.02)
+        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), False)
+        self.automask_defaults: dict = {}
+
+    # ---- the interface shared with `Sam` ------------------------------------------------
+    _TRANSIENT = ("_first_block", "_low_precision", "_upscalers", "_as_linear", "_tables",
+                  "_dense_pe")
+    has_instance_head = False
+    logit_clamp = LOGIT_CLAMP
+
+    def __getstate__(self):
+        for mod in self.modules():
+            for name in self._TRANSIENT:
+                mod.__dict__.pop(name, None)
+        return super().__getstate__()
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def prompt_encoder(self) -> PromptEncoder:
+        return self.sam_prompt_encoder
+
+    @property
+    def embedding_shape(self) -> Tuple[int, int, int]:
+        g = self.config.embed_grid
+        return (self.config.embedding_channels, g, g)
+
+    # the whole image is resized to the square input (no aspect ratio kept, no zoom)
+    square_input = True
+
+    def input_hw(self, h: int, w: int, zoom: Optional[float] = None) -> Tuple[int, int]:
+        """Size of an (h, w) image inside the model: always the square input (a `zoom` is
+        ignored: x and y are scaled separately, as SAM 2 does)."""
+        s = self.config.image_size
+        return s, s
+
+    def to_input(self, pixels, device=None, zoom: Optional[float] = None) -> torch.Tensor:
+        """(Y, X, 3) float pixels in 0-255 -> (1, 3, S, S), resized bilinearly with
+        antialiasing (as torchvision's Resize in SAM 2's transforms); `zoom` is ignored."""
+        import numpy as np
+
+        t = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(2, 0, 1)[None]
+        s = self.config.image_size
+        if tuple(t.shape[-2:]) == (s, s):
+            return t
+        return F.interpolate(t, (s, s), mode="bilinear", align_corners=False, antialias=True)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) pixels in 0-255 -> normalised."""
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def backbone(self, x: torch.Tensor, encoder=None) -> List[torch.Tensor]:
+        """(B, 3, S, S) 0-255 pixels -> [stride-4 (after conv_s0), stride-8 (after conv_s1),
+        stride-16] features, without `no_mem_embed` (the video path's starting point)."""
+        enc = encoder if encoder is not None else self.image_encoder
+        f0, f1, f2 = enc(self.preprocess(x))
+        dec = self.sam_mask_decoder
+        return [dec.conv_s0(f0), dec.conv_s1(f1), f2]
+
+    def encode(self, x: torch.Tensor, encoder=None) -> torch.Tensor:
+        """(B, 3, S, S) 0-255 pixels -> packed (B, C', g, g) embeddings (see module doc).
+        `encoder`: a replacement for `image_encoder` (e.g. a compiled one)."""
+        s0, s1, f2 = self.backbone(x, encoder)
+        image = f2 + self.no_mem_embed.view(1, -1, 1, 1)
+        return pack(image, s0.to(image.dtype), s1.to(image.dtype))
+
+    def vision_pos(self, g: Optional[int] = None) -> torch.Tensor:
+        """(1, C, g, g) sine position encoding of the stride-16 grid."""
+        g = g or self.config.embed_grid
+        return sine_position_encoding(g, g, self.config.prompt_embed_dim, self.device)
+
+    def prompt_tokens(self, points=None, boxes=None, mask_input=None):
+        """SAM 2's prompt encoding: box corners (labels 2, 3) first, then the points, then
+        one padding point; returns sparse (B, N, C) and dense (B, C, g, g) embeddings."""
+        if boxes is not None:
+            corners = boxes.reshape(-1, 2, 2)
+            labels = torch.tensor([[2, 3]], device=boxes.device).expand(corners.shape[0], 2)
+            if points is not None:
+                xy, lab = points
+                n = max(xy.shape[0], corners.shape[0])
+                corners, labels = corners.expand(n, -1, -1), labels.expand(n, -1)
+                points = (torch.cat([corners, xy.expand(n, -1, -1)], 1),
+                          torch.cat([labels, lab.to(labels.dtype).expand(n, -1)], 1))
+            else:
+                points = (corners, labels)
+        return self.sam_prompt_encoder(points, None, mask_input)
+
+    def decode(self, embeddings: torch.Tensor, points=None, boxes=None, mask_input=None,
+               multimask: bool = True, return_tokens: bool = False):
+        """Low-resolution mask logits (B, K, 4g, 4g) and predicted IoU (B, K).
+
+        embeddings: packed (1 or B, C', g, g); points: (BxNx2 xy, BxN labels) in the
+        model's input frame; boxes: Bx4 xyxy; mask_input: Bx1x4gx4g logits. With
+        `return_tokens` also the pointer tokens (B, K or 1, C) and object-score logits (B, 1)."""
+        image, high_res = high_res_from_packed(embeddings, self.config.prompt_embed_dim)
+        sparse, dense = self.prompt_tokens(points, boxes, mask_input)
+        shared = mask_input is None and image.shape[0] == 1
+        masks, iou, tokens, obj = self.sam_mask_decoder(
+            image, self.sam_prompt_encoder.get_dense_pe(), sparse, dense, high_res,
+            multimask, shared_dense=shared)
+        if return_tokens:
+            return masks, iou, tokens, obj
+        return masks, iou
+
+    def upscale_logits(self, logits: torch.Tensor, input_hw: Tuple[int, int],
+                       original_hw: Tuple[int, int]) -> torch.Tensor:
+        """Low-res logits (covering the whole image) -> logits at the original size."""
+        if tuple(logits.shape[-2:]) == tuple(original_hw):
+            return logits
+        return F.interpolate(logits, tuple(original_hw), mode="bilinear", align_corners=False)
+
+    def mask_upscaler(self, input_hw: Tuple[int, int], original_hw: Tuple[int, int]):
+        """`MaskUpscaler` giving `upscale_logits(...) > threshold` inside each mask's box."""
+        from ..upscale import MaskUpscaler
+
+        m = self.config.mask_size
+        key = (tuple(original_hw), self.device)
+        cache = self.__dict__.setdefault("_upscalers", {})
+        up = cache.get(key)
+        if up is None:
+            if len(cache) > 8:
+                cache.clear()
+            # low-res m x m is the whole image: a "model input" of side m, no crop
+            up = cache[key] = MaskUpscaler(m, m, (m, m), original_hw, self.device)
+        return up
+
+    def signature(self) -> str:
+        """Short fingerprint of the architecture and weights, for caches of embeddings."""
+        sig = getattr(self, "_signature", None)
+        if sig is None:
+            import hashlib
+
+            h = hashlib.sha1(repr(self.config).encode())
+            with torch.no_grad():
+                for name, p in sorted(self.state_dict().items()):
+                    flat = p.detach().float().flatten()
+                    h.update(name.encode())
+                    h.update(torch.stack([flat.sum(), flat.abs().sum(), flat[:8].sum()])
+                             .cpu().numpy().tobytes())
+            sig = self._signature = h.hexdigest()[:16]
+        return sig
