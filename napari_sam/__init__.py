@@ -24,6 +24,8 @@ _EXPORTS = {
     "annotate": "_napari.launch",  # napari is imported only when annotate() is called
     "TiledPredictor": "tiling", "tiled_automask": "tiling",  # zarr and dask
     "tune_cpu": "runtime.cpu",
+    # volumes and time-lapses
+    "segment_volume": "volume", "automask_volume": "volume", "track": "volume",
 }
 __all__ = ["__version__", *_EXPORTS]
 

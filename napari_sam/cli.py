@@ -16,6 +16,7 @@ COMMANDS = [
     "napari_sam.commands.automask",
     "napari_sam.commands.evaluate",
     "napari_sam.commands.export_onnx",
+    "napari_sam.commands.track",
 ]
 
 

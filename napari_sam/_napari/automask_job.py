@@ -30,7 +30,9 @@ from ..scale import plan_zoom, resolve_diameter
 from .embedding import EXPECTED_ERRORS, TiledSetup, _text
 
 CURRENT, ALL, CHANNELS = "current slice", "all slices", "channels (first axis)"
-STACK_MODES = (CURRENT, ALL, CHANNELS)
+LINK3D, TRACKS = "all slices: 3D objects", "all frames: tracks"
+STACK_MODES = (CURRENT, ALL, LINK3D, TRACKS, CHANNELS)
+LINKED = {LINK3D: False, TRACKS: True}  # mode -> divisions (volume/auto3d.link_stack_result)
 
 _INIT = inspect.signature(AutoMaskGenerator.__init__).parameters
 _GEN = inspect.signature(AutoMaskGenerator.generate).parameters
@@ -110,6 +112,8 @@ def check_request(shape: Sequence[int], rgb: bool, mode: str,
     if ndim not in (2, 3) and not (ndim > 3 and mode != CHANNELS):
         return (f"the image has {ndim} dimensions; automask takes 2D images and stacks "
                 "(Z or T, Y, X)")
+    if mode in LINKED and ndim != 3:
+        return f"{mode!r} needs a (Z or T, Y, X) stack; the image has {ndim} dimensions"
     n_channels = shape[-1] if rgb else (shape[0] if ndim == 3 and mode == CHANNELS else 1)
     if channels is not None:
         bad = [c for c in channels if not -n_channels <= c < n_channels]
@@ -162,7 +166,9 @@ class Session:
     def __init__(self, shape: Tuple[int, ...], index: Tuple[int, ...] = (),
                  generator: Optional[AutoMaskGenerator] = None,
                  stack: Optional[np.ndarray] = None, slices: Optional[SliceGenerators] = None,
-                 axes: Optional[str] = None) -> None:
+                 axes: Optional[str] = None, mode: str = CURRENT) -> None:
+        self.mode = mode               # LINK3D / TRACKS: results are linked across slices
+        self.lineage: Optional[dict] = None  # {id: (first, last, parent)} of a linked result
         self.shape = tuple(shape)      # of the labels: the image's spatial shape
         self.index = tuple(index)      # the segmented slice, for CURRENT on stacks
         self.generator, self.stack, self.slices, self.axes = generator, stack, slices, axes
@@ -185,6 +191,10 @@ class Session:
                 full[self.index] = res.labels
                 records = [dict(r, index=list(self.index)) for r in res.records]
                 res = AutoMaskResult(full, records)
+        if self.mode in LINKED and res.labels.ndim == 3:
+            from ..volume.auto3d import link_stack_result
+
+            res, self.lineage = link_stack_result(res, divisions=LINKED[self.mode])
         self.last = res
         return res
 
@@ -274,13 +284,14 @@ def run_job(req: Request, progress: Callable = null_progress,
             return JobResult(model, thresholds=thresholds, floors=floors, tiled=out)
         if plan.tiled:  # a stack: one embedding per slice, as near the zoom as fits
             plan = plan_zoom(np.shape(req.data)[lead:lead + 2], model, None)
-        if req.mode == ALL and lead > 0:
+        if req.mode in (ALL,) + tuple(LINKED) and lead > 0:
             slices = SliceGenerators(make, plan.zoom)
             stack = np.asarray(req.data)
             axes = "Z" * lead + "YX" + ("C" if req.rgb else "")
             first = automask_stack(stack, slices, axes, progress=report, channels=req.channels,
                                    **thresholds)
-            session = Session(first.labels.shape, stack=stack, slices=slices, axes=axes)
+            session = Session(first.labels.shape, stack=stack, slices=slices, axes=axes,
+                              mode=req.mode)
         else:
             plane, shape = _plane(req)
             generator = make().initialize(plane, report, req.channels, zoom=plan.zoom)

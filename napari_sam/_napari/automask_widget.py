@@ -34,6 +34,7 @@ from .keys import on_close
 from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
 from .tiled_jobs import TilingRule
 from .tiled_mode import tiled_setup
+from .tracks import show_linked
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -317,7 +318,7 @@ class AutomaskWidget(Container):
         else:
             layer.data = result.labels
         layer.metadata["records"] = result.records
-        n = len(result.records)
+        n = show_linked(self, layer) or len(result.records)  # 3D objects, tracks (tracks.py)
         hint = "" if n else ": none pass the thresholds; lower pred IoU / stability"
         self.status.value = f"{n} objects in {layer.name!r}{hint}"
 

@@ -35,6 +35,7 @@ from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
 from .prompt_layers import PromptLayers
 from .tiled_jobs import TilingRule
 from .tiled_mode import TiledMode, tiled_setup
+from .volume_actions import VolumeActions
 from .widget_actions import READY, Actions
 from .workers import Embedder
 
@@ -81,6 +82,7 @@ class SamWidget(Actions, Container):
             KEYS["commit"]: self.commit, KEYS["next_mask"]: self.next_mask,
             KEYS["undo"]: self.undo, KEYS["negative"]: self.toggle_negative,
             KEYS["clear"]: self.clear})
+        self.volume = VolumeActions(self)  # Segment in volume / Track (volume_actions.py)
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
         viewer.dims.events.current_step.connect(self._on_slice)
@@ -348,6 +350,7 @@ class SamWidget(Actions, Container):
             return
         self._closed = True
         self._keys.release()
+        self.volume.release()
         self.viewer.layers.events.inserted.disconnect(self._on_layers_changed)
         self.viewer.layers.events.removed.disconnect(self._on_layers_changed)
         self.viewer.dims.events.current_step.disconnect(self._on_slice)

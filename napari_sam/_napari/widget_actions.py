@@ -145,3 +145,6 @@ class Actions:
     def undo(self, *_) -> None:
         """Restore the pixels changed by the last commit."""
         self.status.value = self._committer.undo()
+        volume = getattr(self, "volume", None)
+        if volume is not None:  # a time-lapse's Tracks layer follows the undo
+            volume.after_undo()

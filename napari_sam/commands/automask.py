@@ -99,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--link-iou", type=float, default=0.5, metavar="F")
     tiling_arguments(parser)
     geo_arguments(parser)
+    from .automask3d import add_arguments as add_volume_arguments
+
+    add_volume_arguments(parser)
 
 
 def geo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,6 +150,10 @@ def print_summary(summary: dict, file=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "three_d", False):  # volumes: 3D objects (commands/automask3d.py)
+        from .automask3d import run as run_3d
+
+        return run_3d(args)
     from ..batch import prepare_outdir, run_batch
     from ..progress import cli_progress, null_progress
 
