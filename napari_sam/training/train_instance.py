@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..model import Sam, save_checkpoint
 from ..model.checkpoints import read_checkpoint
-from ..model.config import BUNDLED, config_from_dict
+from ..model.config import BUNDLED
 from .instance_targets import instance_targets
 from .pool import model_sample
 
@@ -94,10 +94,15 @@ def with_head(model: Sam) -> Sam:
 
 
 def load_init(path: str) -> Sam:
-    ck = read_checkpoint(path)
-    model = Sam(config_from_dict(ck.config))
-    model.load_state_dict(ck.state_dict)
-    return with_head(model)
+    """The weights in `path` (with their thresholds and object size) plus a head."""
+    from ..model.registry import model_from_checkpoint
+
+    model = model_from_checkpoint(read_checkpoint(path), str(path))
+    out = with_head(model)
+    for name in ("object_size", "ais_defaults", "automask_mode"):
+        if hasattr(model, name):
+            setattr(out, name, getattr(model, name))
+    return out
 
 
 def validation_sets(n: int):
