@@ -15,6 +15,7 @@ COMMANDS = [
     "napari_sam.commands.annotate",
     "napari_sam.commands.automask",
     "napari_sam.commands.evaluate",
+    "napari_sam.commands.finetune",
 ]
 
 
