@@ -227,8 +227,9 @@ class FinetuneWidget(Container):
         if "automask_f1@0.5" in a:
             extra = (f", automask F1 {b['automask_f1@0.5']:.3f} -> {a['automask_f1@0.5']:.3f}")
         self.status.value = (f"{'cancelled; ' if res.stopped else ''}{res.steps} steps: "
-                             f"score {b['score']:.3f} -> {a['score']:.3f}{extra}. Saved "
-                             f"{res.path}; it is in the model lists now")
+                             f"score {b['score']:.3f} -> {a['score']:.3f}{extra}. Saved as "
+                             f"{res.path.name}, now in the model lists")
+        self.status.tooltip = str(res.path)
         self.output.value = default_output()
 
     def _on_error(self, err) -> None:

@@ -50,11 +50,11 @@ class FinetuneConfig:
     train: str = "auto"          # "auto", "all" or "decoder"
     batch: int = 4               # views per step
     objects: int = 4             # objects prompted per view
-    lr: float = 0.0              # 0: 1e-4 for "all", 3e-4 for "decoder"
+    lr: float = 0.0              # 0: 2e-4 for "all", 3e-4 for "decoder"
     views: int = 16              # cached views per training sample ("decoder")
-    eval_every: int = 0          # steps between evaluations; 0: about 12 per run
+    eval_every: int = 0          # steps between evaluations; 0: about 8 per run
     eval_seconds: float = 0.0    # with eval_every 0: seconds between evaluations (0: auto)
-    val_objects: int = 40        # objects scored per validation sample
+    val_objects: int = 30        # objects scored per validation sample
     calibrate: bool = True       # choose automask thresholds on the validation samples
     seed: int = 0
     device: str = "auto"
@@ -172,7 +172,7 @@ def step_loss(model: Sam, views: _Views, rng, cfg: FinetuneConfig) -> torch.Tens
     with views._autocast():
         emb, x, labels = views.batch(cfg.batch)
         l1, l2 = prompt_losses(model, emb.repeat_interleave(cfg.objects, 0), rng, labels,
-                               cfg.objects, mode)
+                               cfg.objects, mode, loss_size=256)
         loss = l1 + l2
         if model.has_instance_head and any(p.requires_grad
                                            for p in model.instance_head.parameters()):
@@ -211,7 +211,7 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
     model = copy.deepcopy(model).to(device) if model is not None else load_model(cfg.base, device)
     part = trained_part(model, cfg.train)
     _trainable(model, part)
-    lr0 = cfg.lr or (1e-4 if part == "all" else 3e-4)
+    lr0 = cfg.lr or (2e-4 if part == "all" else 3e-4)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr0, weight_decay=0.01)
     amp = _amp(cfg.precision, device)
@@ -242,7 +242,7 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
     _train_mode(model, part)
     views = _Views(model, train, rng, cfg, device, amp, part == "decoder", log)
     budget = cfg.minutes * 60 if cfg.minutes > 0 else math.inf
-    every_s = cfg.eval_seconds or (budget / 12 if budget < math.inf else 60.0)
+    every_s = cfg.eval_seconds or (budget / 8 if budget < math.inf else 60.0)
     last_eval = last_save = time.monotonic()
     stopped = False
 
