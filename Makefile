@@ -8,7 +8,7 @@ XVFB := xvfb-run -a -s "-screen 0 1280x1024x24"
 DEBIAN_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 \
 	libxcb-render-util0 libxcb-shape0 libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3
 
-.PHONY: demo test test-fast setup system-deps clean benchmarks
+.PHONY: demo test test-fast lint setup system-deps clean benchmarks
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt tests/oracles.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,10 +34,14 @@ demo: $(STAMP)
 		-o demo_output --format tif,coco,csv --overlay --overwrite --tiling-above 300
 	@echo "demo outputs written to demo_output/"
 
-test: $(STAMP) system-deps
+# ruff's rules: [tool.ruff.lint] in pyproject.toml
+lint: $(STAMP)
+	$(VENV)/bin/ruff check napari_sam tests benchmarks
+
+test: $(STAMP) system-deps lint
 	$(XVFB) $(PY) -m pytest -q -p no:cacheprovider
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -m "not slow and not gui"
 
 benchmarks: $(STAMP)

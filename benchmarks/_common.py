@@ -25,10 +25,28 @@ for p in (str(ROOT), str(ROOT / "tests")):  # the package; reference_stub, testi
     if p not in sys.path:
         sys.path.insert(0, p)
 
-# napari_sam first, before torch: it sets napari-sam's default OpenMP wait policy (see
-# napari_sam/model/__init__.py), so both sides of a comparison run as they would in
-# napari-sam. To measure with libgomp's spinning default, set OMP_WAIT_POLICY=ACTIVE.
-import napari_sam.model  # noqa: E402,F401
+# Before torch is imported: the benchmarks run in a process tuned for CPU inference
+# (`napari_sam.tune_cpu()`: OpenMP wait policy, threads, allocator), as the command line
+# runs, unless NAPARI_SAM_TUNE_CPU=0 (an untouched process, as a library user's or the
+# napari plugin's by default). Both sides of a comparison run under the same settings;
+# `machine()` records which.
+from napari_sam.runtime.cpu import tune_cpu_if_requested  # noqa: E402
+
+CPU_TUNING = tune_cpu_if_requested(default=True)
+
+
+def cpu_tuning() -> str:
+    """"tune_cpu(): <what it set>" or "none (untouched process)"."""
+    return (f"tune_cpu(): {CPU_TUNING.describe()}" if CPU_TUNING is not None
+            else "none (untouched process)")
+
+
+def set_threads(n: int) -> None:
+    """torch's thread count `n` for this run (0: leave it as the tuning, or torch, set it)."""
+    import torch
+
+    if n:
+        torch.set_num_threads(n)
 
 
 def machine() -> dict:
@@ -53,6 +71,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(libgomp default: spin)"),
+        "cpu_tuning": cpu_tuning(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -60,7 +79,7 @@ def machine() -> dict:
 
 def describe(m: dict) -> str:
     return (f"{m['cpu']}, {m['cores']} CPUs, torch {m['torch']}, {m['threads']} threads, "
-            f"OMP_WAIT_POLICY {m.get('omp_wait_policy')}, "
+            f"OMP_WAIT_POLICY {m.get('omp_wait_policy')}, CPU tuning {m.get('cpu_tuning')}, "
             f"load average {m['load_avg'][0]:.2f} {m['load_avg'][1]:.2f} {m['load_avg'][2]:.2f}"
             + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"))
 

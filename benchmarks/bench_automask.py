@@ -16,22 +16,22 @@ native bf16, else fp32; stability "lowres" is our default cheap path, "full" com
 stability score on full-resolution masks as the reference does, so "fp32:full" is the
 like-for-like figure. With random weights the masks
 themselves mean nothing; their counts are printed only as a sanity check.
+
+Both sides run under the same process settings: after `napari_sam.tune_cpu()` (the default,
+as the command line runs) or, with NAPARI_SAM_TUNE_CPU=0, in an untouched process (as a
+library user's or the napari plugin's by default). `run_all.py` runs both.
 """
 
 from __future__ import annotations
 
+import _common as C  # first: sets up paths and tunes the CPU before torch  # noqa: I001
 import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # reference_stub (torchvision stand-in), conftest
 
 
 def test_image(size: int, seed: int = 0) -> np.ndarray:
@@ -65,38 +65,29 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="auto:lowres,fp32:full",
                     help="ours, comma-separated PRECISION:STABILITY pairs (lowres = the "
                          "default cheap path; fp32:full = like for like with the reference)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="0: tune_cpu()'s count (all CPUs), or torch's if untuned")
     ap.add_argument("--pred-iou-thresh", type=float, default=0.88, help="both sides")
     ap.add_argument("--stability-thresh", type=float, default=0.95, help="both sides")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reference-allocator", choices=("default", "tuned"), default="default",
-                    help="glibc settings the reference runs under: 'default' (as a user runs "
-                         "it; our Predictor tunes the allocator only when it is created, "
-                         "after the reference's runs) or 'tuned' (napari_sam.allocator.tune() "
-                         "first, so both sides run under the same allocator settings)")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    C.set_threads(args.threads)
 
     from conftest import randomize_
     from reference_stub import build_reference, install
 
     install()  # the torchvision stand-in, before segment_anything is imported
 
-    from napari_sam import AutoMaskGenerator, allocator, build_model
+    from napari_sam import AutoMaskGenerator, build_model
     from napari_sam.device import resolve_precision
-
-    if args.reference_allocator == "tuned":
-        allocator.tune()
 
     ours = randomize_(build_model(args.arch), seed=args.seed).eval()
     image = test_image(args.size, args.seed)
     warm = 0 if args.no_warmup else 1
     print(f"automask benchmark: {args.arch}, image {image.shape}, points_per_side "
           f"{args.points_per_side}, batch {args.points_per_batch}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; reference allocator: {args.reference_allocator} "
-          f"(tuned now: {allocator.tuned()})")
+          f"{torch.get_num_threads()} threads; cpu tuning (both sides): {C.cpu_tuning()}")
 
     ref_t = None
     if not args.skip_reference:

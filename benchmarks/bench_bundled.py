@@ -19,7 +19,7 @@ missing.
 
 from __future__ import annotations
 
-import _common as C  # first: sets up paths and imports napari_sam before torch  # noqa: I001
+import _common as C  # first: sets up paths and tunes the CPU before torch  # noqa: I001
 import argparse
 import statistics
 import sys
@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--click-runs", type=int, default=10, help="timed clicks per point and side")
     ap.add_argument("--points", type=int, default=8)
     ap.add_argument("--precisions", default="auto,fp32")
-    ap.add_argument("--threads", type=int, default=0, help="0: napari-sam's default (all CPUs)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="0: tune_cpu()'s count (all CPUs), or torch's if untuned")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--save", default="bundled")
@@ -108,13 +109,12 @@ def main(argv=None) -> int:
 
     from testing_utils import randomize_
 
-    from napari_sam.device import configure_threads
     from napari_sam.model import build_model, load_model
     from napari_sam.model.registry import BUNDLED_PATH
     from napari_sam.predictor import Predictor
     from napari_sam.training.synthetic import nuclei_image
 
-    configure_threads(args.threads or None)
+    C.set_threads(args.threads)
     if BUNDLED_PATH.is_file():
         model, weights = load_model("bundled"), f"trained weights ({BUNDLED_PATH.name})"
     else:

@@ -15,7 +15,7 @@ reference / ours, and how far ours' masks agree with the reference's.
 
 from __future__ import annotations
 
-import _common as C  # first: sets up paths and imports napari_sam before torch  # noqa: I001
+import _common as C  # first: sets up paths and tunes the CPU before torch  # noqa: I001
 import argparse
 import statistics
 import sys
@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--points", type=int, default=5, help="click positions")
     ap.add_argument("--runs", type=int, default=10, help="timed clicks per position and side")
     ap.add_argument("--precisions", default="auto,fp32", help="ours, comma-separated")
-    ap.add_argument("--threads", type=int, default=0, help="0: napari-sam's default (all CPUs)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="0: tune_cpu()'s count (all CPUs), or torch's if untuned")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", default="")
@@ -48,11 +49,10 @@ def main(argv=None) -> int:
     from reference_stub import build_reference, install
 
     install()
-    from napari_sam.device import configure_threads
     from napari_sam.model import build_model
     from napari_sam.predictor import Predictor
 
-    configure_threads(args.threads or None)
+    C.set_threads(args.threads)
     ours = randomize_(build_model(args.arch), seed=args.seed).eval()
     image = C.make_image(args.size, args.seed)
     m = C.machine()

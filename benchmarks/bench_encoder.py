@@ -19,7 +19,7 @@ model, embeds one image and reports its peak resident set size (`ru_maxrss`).
 
 from __future__ import annotations
 
-import _common as C  # first: sets up paths and imports napari_sam before torch  # noqa: I001
+import _common as C  # first: sets up paths and tunes the CPU before torch  # noqa: I001
 import argparse
 import json
 import resource
@@ -54,11 +54,10 @@ def timing(args) -> dict:
     from testing_utils import randomize_
     from reference_stub import build_reference
 
-    from napari_sam.device import configure_threads
     from napari_sam.model import build_model
     from napari_sam.predictor import Predictor
 
-    configure_threads(args.threads or None)
+    C.set_threads(args.threads)
     ours = randomize_(build_model(args.arch), seed=args.seed).eval()
     image = C.make_image(args.size, args.seed)
     m = C.machine()
@@ -125,9 +124,8 @@ def timing(args) -> dict:
 
 def memory_child(impl: str, args) -> None:
     """One implementation in this (fresh) process: build, embed once, print peak RSS."""
-    from napari_sam.device import configure_threads
 
-    configure_threads(args.threads or None)
+    C.set_threads(args.threads)
     image = C.make_image(args.size, args.seed)
     if impl == "reference":
         from reference_stub import build_reference
@@ -184,7 +182,8 @@ def main(argv=None) -> int:
                     "(default: --runs)")
     ap.add_argument("--no-warmup", action="store_true")
     ap.add_argument("--precisions", default="auto,fp32", help="ours, comma-separated")
-    ap.add_argument("--threads", type=int, default=0, help="0: napari-sam's default (all CPUs)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="0: tune_cpu()'s count (all CPUs), or torch's if untuned")
     ap.add_argument("--memory", action="store_true", help="peak RSS per implementation")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--seed", type=int, default=0)

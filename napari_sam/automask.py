@@ -1,5 +1,8 @@
 """Automatic mask generation: a grid of point prompts -> a uint32 label image.
 
+(`napari_sam.segment.automask` is the entry point that chooses the zoom, mode and tiling;
+this module is the grid-of-prompts machinery it uses.)
+
     gen = AutoMaskGenerator(load_model("bundled"), points_per_side=32)
     gen.initialize(image, progress)                     # expensive: embed + decode the grid
     result = gen.generate()                             # cheap: filter, NMS, paint
@@ -114,13 +117,23 @@ class AutoMaskGenerator:
 
     # ---- the expensive step ------------------------------------------------------------
     def initialize(self, image: np.ndarray, progress=null_progress, channels=None,
-                   value_range=None, embedding=None) -> "AutoMaskGenerator":
-        """Embed the image (and its crops) and decode the point grid; keep candidates."""
+                   value_range=None, embedding=None, zoom: Optional[float] = None
+                   ) -> "AutoMaskGenerator":
+        """Embed the image (and its crops) and decode the point grid; keep candidates.
+
+        zoom: model-input px per image px for the whole image (`scale.plan_zoom`; the zoomed
+        image must fit the model input); None resizes it to the input (SAM's rule), as
+        always for the crops of `crop_n_layers`."""
         image = np.asarray(image)
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] > 4
-                                        and channels is None):
+        if image.ndim not in (2, 3):
             raise ValueError(f"automask takes one 2D image (Y, X) or (Y, X, C), got shape "
                              f"{image.shape}; for stacks use napari_sam.batch.automask_stack")
+        if image.ndim == 3 and image.shape[-1] > 4 and channels is None:
+            raise ValueError(
+                f"automask got an image of shape {image.shape}: {image.shape[-1]} channels "
+                "(last axis), and the model takes up to 3. Choose them with channels=[i, j, k] "
+                "(e.g. channels=[0]; on the command line --channels 0,1,2); if the first axis "
+                "is a stack of 2D images instead, use napari_sam.batch.automask_stack")
         h, w = image.shape[:2]
         self.image_shape = (h, w)
         self.crops = crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
@@ -144,7 +157,8 @@ class AutoMaskGenerator:
                                      f"{tuple(embedding.original_size)}, not {(h, w)}")
                 self.predictor.set_embedding(embedding)
             else:
-                self.predictor.set_image(image[r0:r1, c0:c1], channels, value_range)
+                self.predictor.set_image(image[r0:r1, c0:c1], channels, value_range,
+                                         diameter="off", zoom=zoom if ci == 0 else None)
             emb = self.predictor.get_embedding()
             model = self.predictor.model
             up = GridUpscaler(model.mask_upscaler(emb.input_size, (r1 - r0, c1 - c0)),
@@ -361,19 +375,9 @@ def fixed_thresholds(generator: AutoMaskGenerator, init: dict, pred_iou_thresh=N
     return generator
 
 
-def automask(image: np.ndarray, model=None, points_per_side: int = 32,
-             pred_iou_thresh: Optional[float] = None, stability_thresh: Optional[float] = None,
-             min_area: int = 0, progress=null_progress, device="auto", **kw) -> np.ndarray:
-    """Segment everything in a 2D image: a uint32 label image of the same (Y, X) shape.
+def automask(image: np.ndarray, model=None, **kw) -> np.ndarray:
+    """Segment everything in a 2D image: `napari_sam.segment.automask` (object size, mode,
+    tiles), kept here so `napari_sam.automask` stays the function it always was."""
+    from .segment import automask as run
 
-    model: a Sam, a Predictor, a registry name or checkpoint path; None = the bundled model.
-    pred_iou_thresh, stability_thresh: None = the model's (`default_thresholds`).
-    Other keywords go to `AutoMaskGenerator` (e.g. points_per_batch, crop_n_layers,
-    precision), to `initialize` (channels, value_range) or to `generate` (nms_thresh,
-    min_region_area, min_visible).
-    """
-    init, run, gen = split_kwargs(kw)
-    generator = AutoMaskGenerator(model, points_per_side=points_per_side, device=device, **init)
-    fixed_thresholds(generator, init, pred_iou_thresh, stability_thresh)
-    generator.initialize(image, progress, **run)
-    return generator.generate(pred_iou_thresh, stability_thresh, min_area, **gen).labels
+    return run(image, model, **kw)

@@ -28,14 +28,17 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .automask import AutoMaskGenerator, AutoMaskResult, fixed_thresholds, split_kwargs
+from .automask import AutoMaskResult, split_kwargs
+from .io.outdir import prepare_outdir, remove_stale_partials  # noqa: F401 (public here too)
 from .progress import null_progress
 from .transforms import intensity_range, select_channels
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-FORMATS = ("tif", "coco", "csv")
+FORMATS = ("tif", "coco", "csv", "geojson", "gpkg")
+DEFAULT_FORMATS = ("tif", "coco", "csv")
 SUFFIX = {"tif": "_labels.tif", "coco": "_coco.json", "csv": "_objects.csv",
-          "overlay": "_overlay.png"}
+          "geojson": "_objects.geojson", "gpkg": "_objects.gpkg", "overlay": "_overlay.png"}
+VECTOR_FORMATS = ("geojson", "gpkg")  # polygons in the image's CRS (napari_sam.io.vectors)
 
 
 # --------------------------------------------------------------------------- stacks
@@ -50,6 +53,9 @@ def guess_axes(shape: Sequence[int]) -> str:
 
 def as_slices(image: np.ndarray, axes: Optional[str] = None) -> Tuple[np.ndarray, tuple, str]:
     """-> (slices (N, Y, X[, C]), the leading shape, normalised axes)."""
+    if 0 in image.shape:
+        raise ValueError(f"the image is empty (shape {tuple(image.shape)}); there is nothing "
+                         "to segment: check the file")
     axes = (axes or guess_axes(image.shape)).upper().replace("S", "C")
     if len(axes) != image.ndim or "Y" not in axes or "X" not in axes:
         raise ValueError(f"axes {axes!r} do not describe an array of shape {image.shape}")
@@ -114,15 +120,21 @@ def renumber_by_first_appearance(labels: np.ndarray) -> np.ndarray:
     return new[labels]
 
 
-def automask_stack(stack: np.ndarray, generator: AutoMaskGenerator, axes: Optional[str] = None,
+def automask_stack(stack: np.ndarray, generator, axes: Optional[str] = None,
                    link: bool = False, link_iou: float = 0.5, progress=null_progress,
                    channels=None, value_range=None, **generate_kw) -> AutoMaskResult:
     """Segment every 2D slice of `stack`; labels keep the stack's leading shape.
 
-    The intensity range is taken once over the whole stack (unless `value_range` is given),
-    so all slices are normalised alike. Records carry `slice` (the flat slice index) and
-    `index` (the slice's position along the leading axes) besides the usual fields.
+    generator: a `segment.AutoSegmenter` (object size, mode and tiling per slice; the
+    objects' diameter, when it is to be estimated, is estimated once on the middle slice so
+    every slice is zoomed alike) or an `AutoMaskGenerator` (grid prompts as configured,
+    with `generate_kw` for its `generate`). The intensity range is taken once over the whole
+    stack (unless `value_range` is given), so all slices are normalised alike. Records carry
+    `slice` (the flat slice index) and `index` (the slice's position along the leading
+    axes) besides the usual fields.
     """
+    from .segment import AutoSegmenter
+
     slices, lead, axes = as_slices(np.asarray(stack), axes)
     n = slices.shape[0]
     if value_range is None and n > 1:
@@ -135,9 +147,20 @@ def automask_stack(stack: np.ndarray, generator: AutoMaskGenerator, axes: Option
     labels = np.zeros(slices.shape[:3], np.uint32)
     records: List[dict] = []
     next_id = 0
+    segmenter = isinstance(generator, AutoSegmenter)
+    if segmenter:
+        if generate_kw:
+            raise TypeError(f"{', '.join(generate_kw)}: set these on the AutoSegmenter")
+        diameter = generator.plan(slices[n // 2], channels).diameter
+        diameter = "off" if diameter is None else diameter
     for k in range(n):
-        generator.initialize(slices[k], _sub_progress(progress, k, n), channels, value_range)
-        res = generator.generate(**generate_kw)
+        if segmenter:
+            res = generator(slices[k], channels, value_range, _sub_progress(progress, k, n),
+                            diameter=diameter)
+        else:
+            generator.initialize(slices[k], _sub_progress(progress, k, n), channels,
+                                 value_range)
+            res = generator.generate(**generate_kw)
         lab = res.labels
         labels[k] = np.where(lab > 0, lab + np.uint32(next_id), 0)
         for r in res.records:
@@ -247,13 +270,13 @@ def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, overwrite: 
 
 
 def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: str,
-                   overwrite: bool) -> None:
+                   overwrite: bool, vectors: Optional[dict] = None, every_band=None) -> None:
     from .io.coco import write_coco
     from .io.labels import write_labels_tif
     from .io.tables import object_table, write_csv
 
     if "tif" in todo:
-        write_labels_tif(todo["tif"], labels, meta=meta, overwrite=overwrite)
+        write_labels_tif(todo["tif"], labels, meta=meta, overwrite=overwrite, records=records)
     # COCO and the table take (Y, X) or one stack axis: flatten T and Z together
     flat = labels.reshape((-1,) + labels.shape[-2:]) if labels.ndim > 3 else labels
     if "coco" in todo:
@@ -265,13 +288,25 @@ def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: st
         write_csv(todo["csv"], object_table(flat, image=intensity), overwrite=overwrite)
     if "overlay" in todo and image is not None:
         write_overlay(todo["overlay"], image, labels, overwrite, getattr(meta, "axes", None))
+    wanted = {k: p for k, p in todo.items() if k in VECTOR_FORMATS}
+    if wanted:
+        from .io.vectors import write_label_vectors
+
+        write_label_vectors(wanted, labels, meta, records,
+                            image if every_band is None else every_band, overwrite=overwrite,
+                            **(vectors or {}))
 
 
-def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
-                 formats: Sequence[str] = FORMATS, overwrite: bool = False, overlay: bool = False,
+def process_file(path: Path, generator, outdir: Path,
+                 formats: Sequence[str] = DEFAULT_FORMATS, overwrite: bool = False,
+                 overlay: bool = False,
                  link: bool = False, link_iou: float = 0.5, channels=None,
-                 progress=null_progress, **generate_kw) -> dict:
-    """Segment one file and write its outputs -> {"path", "status", "objects", "outputs"}."""
+                 progress=null_progress, vectors: Optional[dict] = None, **generate_kw) -> dict:
+    """Segment one file and write its outputs -> {"path", "status", "objects", "outputs"}.
+
+    Pixels equal to the file's nodata value (in every band) never become objects, and are
+    left out of the contrast range. vectors: options of the GeoJSON/GPKG outputs (crs,
+    simplify, simplify_units; see `napari_sam.io.vectors.write_label_vectors`)."""
     from .io.images import read_image
 
     paths = output_paths(outdir, output_stem(path), formats, overlay)
@@ -282,50 +317,82 @@ def process_file(path: Path, generator: AutoMaskGenerator, outdir: Path,
         return info
     image, meta = read_image(path, channels=channels)
     image = np.asarray(image)
+    every_band = image  # vectors carry the mean of every band
+    if set(todo) & set(VECTOR_FORMATS) and channels is not None:
+        every_band = np.asarray(read_image(path)[0])
     axes = getattr(meta, "axes", None) or guess_axes(image.shape)
-    if not overwrite and "tif" in paths and "tif" not in todo:
-        from .io.labels import read_labels  # they exist: derive the missing outputs from them
+    c = image.shape[-1] if axes.endswith("C") else 0
+    if channels is None and (c > 4 or (c == 4 and image.dtype != np.uint8)):
+        raise ValueError(f"{path.name} has {c} channels (axes {axes}); the model takes up to "
+                         "3: choose them with --channels (e.g. --channels 0 or --channels "
+                         "0,1,2; channels=[...] in Python) or --bands (e.g. --bands 4,3,2)")
+    valid = None
+    if axes in ("YX", "YXC"):
+        from .io.bands import valid_mask, value_range_valid
 
-        labels, records = read_labels(paths["tif"])[0], None
+        valid = valid_mask(image, getattr(meta, "nodata", None))
+        if valid is not None and generate_kw.get("value_range") is None:
+            generate_kw["value_range"] = value_range_valid(image, valid)
+    if not overwrite and "tif" in paths and "tif" not in todo:
+        from .io.labels import read_label_records, read_labels
+
+        # they exist: derive the missing outputs from them, scores included (stored in the
+        # label TIFF beside the labels)
+        labels, records = read_labels(paths["tif"])[0], read_label_records(paths["tif"])
+        if records is not None:
+            present = set(np.unique(labels[labels > 0]).tolist())
+            records = [r for r in records if r.get("id") in present] or None
     else:
         res = automask_stack(image, generator, axes, link, link_iou, progress, **generate_kw)
         labels, records = res.labels, res.records
+        if valid is not None:
+            from .io.bands import mask_nodata
+
+            labels, records = mask_nodata(labels, records, valid)
     info["objects"] = len(np.unique(labels[labels > 0]))
-    _write_outputs(todo, image, meta, labels, records, path.name, overwrite)
+    _write_outputs(todo, image, meta, labels, records, path.name, overwrite, vectors,
+                   every_band)
     info["status"] = "processed" if len(todo) == len(paths) else "completed"
     return info
 
 
-def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] = FORMATS,
+def run_batch(inputs: Iterable[str], outdir, model=None,
+              formats: Sequence[str] = DEFAULT_FORMATS,
               overwrite: bool = False, overlay: bool = False, link_slices: bool = False,
               link_iou: float = 0.5, channels=None, progress=null_progress,
               log: Optional[Callable[[str], None]] = None, generator=None, device="auto",
-              **kw) -> dict:
+              vectors: Optional[dict] = None, **kw) -> dict:
     """Automask every input image into `outdir`; returns a summary (see module doc).
 
-    model: as for `automask` (None = bundled); or pass a ready `generator`. Other keywords
-    go to `AutoMaskGenerator` (points_per_side, ...) and to `generate` (pred_iou_thresh, ...).
+    model: as for `automask` (None = bundled); or pass a ready `generator` (an
+    `AutoSegmenter` or `AutoMaskGenerator`). Other keywords go to `segment.AutoSegmenter`
+    (mode, diameter, points_per_side, pred_iou_thresh, ...).
     """
+    from .segment import AutoSegmenter
+
     t0 = time.perf_counter()
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(f"unknown output format(s) {bad}; choose from {', '.join(FORMATS)}")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = prepare_outdir(outdir)
+    removed = remove_stale_partials(outdir)
     files, problems = expand_inputs(inputs)
+    seg_kw = {k: kw.pop(k) for k in ("mode", "diameter") if k in kw}
     init_kw, run_kw, gen_kw = split_kwargs(kw)
     if run_kw.get("channels") is not None:
         channels = run_kw["channels"]
     stems: Dict[str, Path] = {}
     results = [{"path": p, "status": "failed", "error": why, "objects": 0} for p, why in problems]
     say = log or (lambda msg: None)
+    if removed:
+        say(f"removed {len(removed)} temporary file(s) that an interrupted run left in {outdir}")
     n = len(files)
     if generator is None and any(overwrite or not all(
             is_complete(q) for q in output_paths(outdir, output_stem(p), formats,
                                                  overlay).values()) for p in files):
-        generator = AutoMaskGenerator(model, device=device, **init_kw)  # once for the batch
-        fixed_thresholds(generator, init_kw, gen_kw.get("pred_iou_thresh"),
-                         gen_kw.get("stability_thresh"))
+        generator = AutoSegmenter(model, device=device, **seg_kw, **init_kw,
+                                  **gen_kw)  # once for the batch
+        gen_kw = {}
     for i, path in enumerate(files):
         stem = output_stem(path)
         if stem in stems:
@@ -341,7 +408,7 @@ def run_batch(inputs: Iterable[str], outdir, model=None, formats: Sequence[str] 
 
         try:
             info = process_file(path, generator, outdir, formats, overwrite, overlay,
-                                link_slices, link_iou, channels, sub, **gen_kw)
+                                link_slices, link_iou, channels, sub, vectors, **gen_kw)
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as err:  # one bad file must not stop the batch

@@ -31,6 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # first of all, before torch is imported (the OpenMP wait policy can be set only then):
+    # the command line owns its process and tunes it for CPU inference unless
+    # NAPARI_SAM_TUNE_CPU=0 (see napari_sam/runtime/cpu.py)
+    from .runtime.cpu import tune_cpu_if_requested
+
+    try:
+        tune_cpu_if_requested(default=True)
+    except ValueError as err:
+        print(f"napari-sam: error: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -41,8 +51,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        if isinstance(err, OSError) and err.strerror:  # name the file, once
+            name = str(err.filename or "")
+            msg = err.strerror if name in err.strerror else f"{name}: {err.strerror}"
         print(f"napari-sam: error: {msg}", file=sys.stderr)
         return 1
 

@@ -5,6 +5,13 @@
     masks, scores, logits = pred.predict(points=[[row, col]], point_labels=[1])
 
 Coordinates are napari's (row, col) in pixels of the image given to `set_image`.
+
+Object size: `diameter` (of `Predictor` or `set_image`) says how large the objects are in
+image pixels: None estimates it (`scale.estimate_diameter`), a number is taken as given,
+"off" resizes the whole image to the model's input (SAM's rule). The image then reaches the
+model zoomed so that objects have the model's preferred size (`scale.plan_zoom`); when the
+zoomed image is larger than the model's input, prompts are answered tile by tile by a
+`tiled.TiledPredictor` at that zoom. Results are always in the image's pixel grid.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from . import allocator
 from .device import (autocast, configure_threads, resolve_decoder_precision, resolve_device,
                      resolve_precision)
 from .model import Sam, load_model
+from .scale import Diameter, ZoomPlan, plan_zoom, resolve_diameter
 from .transforms import box_rc_to_xyxy, rc_to_xy, resize_for_model, to_model_pixels
+
+_UNSET = object()
 
 
 @dataclass
@@ -35,22 +44,23 @@ class ImageEmbedding:
 
 # On CPU every prompt carries its own (hw, C) copy of the image tokens through the decoder,
 # and how many prompts one call should take depends on what a fresh tensor costs. With
-# glibc's default thresholds every large tensor is a new mmap that is page-faulted in, and
-# calls whose copies stay small win (ViT-B, automask 16 x 16 points on 2 cores: 2.9 s of
-# decoding with 8 prompts per call, 4.8 s with 64). With the tuned allocator (see
-# `allocator`) freed blocks are reused and larger calls amortise the per-call work (whole
-# automask run: 3.71 s with 8 per call, 3.43 s with 32, 3.47 s with 64).
+# glibc's default thresholds every tensor above its mmap threshold (at most 32 MiB) is a new
+# mmap that is page-faulted in, and calls whose copies stay below it win (ViT-B, automask
+# 16 x 16 points on 2 cores: 2.9 s of decoding with 8 prompts per call, 4.8 s with 64). With
+# the allocator tuned (`tune_cpu`, `allocator`) freed blocks are reused and larger calls
+# amortise the per-call work a little (whole automask run: 3.71 s with 8 per call, 3.43 s
+# with 32, 3.47 s with 64). The default ("auto") is the value that is safe either way and
+# depends on the model only; `cpu_decode_chunk(config, tuned_allocator=True)` is there for
+# a caller that tuned the allocator and says so.
 # Prompts per call: this many image-token values in all (8 or 32 for SAM's 64^2 x 256
 # tokens, 64 for the bundled model's 32^2 x 128), at most 64.
 DECODE_CHUNK_VALUES = 2 ** 23
 DECODE_CHUNK_VALUES_TUNED = 2 ** 25
 
 
-def cpu_decode_chunk(config, tuned_allocator: Optional[bool] = None) -> int:
-    """Prompts decoded per model call on CPU for a model `config` (`SamConfig`), with the
-    allocator tuned or not (None: as it is in this process)."""
-    if tuned_allocator is None:
-        tuned_allocator = allocator.tuned()
+def cpu_decode_chunk(config, tuned_allocator: bool = False) -> int:
+    """Prompts decoded per model call on CPU for a model `config` (`SamConfig`): the value
+    for glibc's default allocator settings, or for the tuned ones (`tuned_allocator`)."""
     values = DECODE_CHUNK_VALUES_TUNED if tuned_allocator else DECODE_CHUNK_VALUES
     return max(1, min(64, values // config.image_token_values))
 
@@ -62,23 +72,39 @@ class Predictor:
     as fast there and closer to the fp32 results (`device.resolve_decoder_precision`).
     `dtype` (the encoder's) and `decoder_dtype` say what was chosen; embeddings are stored as
     float32. compile: run the image encoder through `torch.compile` (the first `set_image`
-    compiles, minutes on a small CPU; on failure a warning and the eager encoder). On CPU the
-    thread count is set by `device.configure_threads(num_threads)` (all cores unless the user
-    chose a count)."""
+    compiles, minutes on a small CPU; on failure a warning and the eager encoder).
+    decode_chunk: prompts decoded per model call in `predict_lowres`: an int, None (all at
+    once) or "auto" (on CPU `cpu_decode_chunk(model.config)`, elsewhere all at once).
+
+    Creating or using a Predictor changes nothing in the process; num_threads, when given,
+    sets torch's thread count (`torch.set_num_threads`, process-wide). For the tuning of
+    threads, OpenMP and the allocator together see `napari_sam.tune_cpu`."""
 
     def __init__(self, model: Union[Sam, str, None] = None, device="auto", precision="auto",
-                 compile: bool = False, num_threads: Optional[int] = None):
+                 compile: bool = False, num_threads: Optional[int] = None,
+                 decode_chunk: Union[int, str, None] = "auto", diameter: Diameter = None):
         self.device = resolve_device(device)
+        self.precision = precision
+        self.diameter = diameter  # the default for set_image (see the module docstring)
+        self.plan: ZoomPlan = ZoomPlan(None)
+        self._tiled = None  # a TiledPredictor when the zoomed image needs tiles
         self.model = model.to(self.device) if isinstance(model, Sam) else load_model(model, self.device)
         self.model.eval()
         self.dtype = resolve_precision(precision, self.device)  # the encoder's
         self.decoder_dtype = resolve_decoder_precision(precision, self.device, self.model.config)
-        if self.device.type == "cpu":
+        if num_threads is not None:
             configure_threads(num_threads)
-            allocator.tune()  # large freed tensors stay with the process (see allocator)
+        if decode_chunk == "auto":
+            decode_chunk = (cpu_decode_chunk(self.model.config)
+                            if self.device.type == "cpu" else None)
+        elif decode_chunk is not None:
+            if (isinstance(decode_chunk, bool) or not hasattr(decode_chunk, "__index__")
+                    or decode_chunk < 1):
+                raise ValueError(f"decode_chunk must be a positive int, None or 'auto', "
+                                 f"got {decode_chunk!r}")
+            decode_chunk = int(decode_chunk)
         # prompts decoded per call of the model in `predict_lowres` (None: all at once)
-        self.decode_chunk: Optional[int] = (cpu_decode_chunk(self.model.config)
-                                            if self.device.type == "cpu" else None)
+        self.decode_chunk: Optional[int] = decode_chunk
         self.compile = bool(compile)
         self._compiled = None  # the compiled encoder; False once compiling has failed
         self._emb: Optional[ImageEmbedding] = None
@@ -99,10 +125,30 @@ class Predictor:
     # ---- embedding -------------------------------------------------------------------
     @torch.no_grad()
     def set_image(self, image: np.ndarray, channels: Optional[Sequence[int]] = None,
-                  value_range=None) -> ImageEmbedding:
-        """Embed a (Y, X) or (Y, X, C) image of any dtype and size (see `transforms`)."""
+                  value_range=None, diameter: Diameter = _UNSET,
+                  zoom: Optional[float] = None) -> Optional[ImageEmbedding]:
+        """Embed a (Y, X) or (Y, X, C) image of any dtype and size (see `transforms`).
+
+        diameter: the objects' diameter in image px (None: estimate; "off": no zoom);
+        default: the Predictor's. zoom: model-input px per image px, overriding `diameter`
+        (the zoomed image must fit the model's input). Returns the embedding, or None when
+        the image is answered tile by tile (`self.plan.tiled`)."""
+        self._tiled, self._emb = None, None
+        if zoom is None:
+            d = resolve_diameter(image, self.diameter if diameter is _UNSET else diameter,
+                                 channels)
+            self.plan = plan_zoom(np.shape(image), self.model, d)
+        else:
+            self.plan = ZoomPlan(float(zoom))
+        if self.plan.tiled:
+            from .tiled import TiledPredictor
+
+            self._tiled = TiledPredictor(
+                self.model, image, tile_size=self.plan.tile, overlap=self.plan.overlap,
+                channels=channels, device=self.device, precision=self.precision)
+            return None
         pixels = to_model_pixels(image, channels, value_range)
-        x = resize_for_model(pixels, self.model.image_size, self.device)
+        x = resize_for_model(pixels, self.model.image_size, self.device, self.plan.zoom)
         with autocast(self.device, self.dtype):
             feats = self._encode(x).float()
         if feats.is_inference():  # called under inference_mode: keep a normal tensor, whose
@@ -130,6 +176,11 @@ class Predictor:
 
     def get_embedding(self) -> ImageEmbedding:
         if self._emb is None:
+            if self._tiled is not None:
+                raise RuntimeError(
+                    "this image is answered tile by tile (its objects are small for the "
+                    "model's input), so there is no single embedding; use predict(), or "
+                    "set_image(..., diameter='off') for one embedding of the whole image")
             raise RuntimeError("no image is set: call set_image(image) first")
         return self._emb
 
@@ -139,11 +190,11 @@ class Predictor:
                              "call set_image again with the current model")
         self._emb = ImageEmbedding(emb.features.to(self.device), tuple(emb.original_size),
                                    tuple(emb.input_size), emb.model_signature)
-        self._input = None
+        self._input, self._tiled = None, None
 
     @property
     def is_image_set(self) -> bool:
-        return self._emb is not None
+        return self._emb is not None or self._tiled is not None
 
     # ---- prompts ---------------------------------------------------------------------
     def _scale(self) -> np.ndarray:
@@ -160,8 +211,13 @@ class Predictor:
         xyxy = box_rc_to_xyxy(box_rc) * np.tile(self._scale(), 2)
         return torch.as_tensor(xyxy, dtype=torch.float32, device=self.device)
 
+    def _image_shape(self) -> Tuple[int, int]:
+        if self._tiled is not None:
+            return self._tiled.grid.shape
+        return self.get_embedding().original_size
+
     def _check(self, points, labels, box, mask_input):
-        h, w = self.get_embedding().original_size
+        h, w = self._image_shape()
         if points is None and box is None and mask_input is None:
             raise ValueError("empty prompt: give at least one point, a box or a mask_input")
         if points is not None:
@@ -187,6 +243,11 @@ class Predictor:
                 raise ValueError("box must be [row0, col0, row1, col1] with finite numbers")
             if b[0] == b[2] or b[1] == b[3]:
                 raise ValueError(f"box {b.tolist()} has zero area")
+            r0, r1 = sorted((b[0], b[2]))
+            c0, c1 = sorted((b[1], b[3]))
+            if r1 <= -0.5 or r0 >= h - 0.5 or c1 <= -0.5 or c0 >= w - 0.5:
+                raise ValueError(f"box {b.tolist()} (row0, col0, row1, col1) lies wholly "
+                                 f"outside the image of shape {(h, w)}; draw it over the object")
             box = b
         if mask_input is not None:
             m = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32)
@@ -194,6 +255,9 @@ class Predictor:
             if m.shape[-2:] != (s, s) or m.numel() != s * s:
                 raise ValueError(f"mask_input must be low-res logits of shape ({s}, {s}) "
                                  f"(the logits of an earlier predict), got {tuple(m.shape)}")
+            if not torch.isfinite(m).all():
+                raise ValueError("mask_input contains NaN or infinite values; pass the logits "
+                                 "of an earlier predict unchanged (or no mask_input)")
             mask_input = m.reshape(1, 1, s, s).to(self.device)
         return points, labels, box, mask_input
 
@@ -233,10 +297,14 @@ class Predictor:
 
         points: (N, 2) (row, col); point_labels: N of 1 (object) / 0 (background), default 1;
         box: (row0, col0, row1, col1); mask_input: (m, m) logits of an earlier call.
+        On an image answered tile by tile (`self.plan.tiled`) the result is the one best
+        mask (K = 1), logits are None and mask_input is refused.
         Returns masks bool (K, Y, X), scores (K,), low-res logits (K, m, m); K = 3 with
         `multimask`, else 1. Masks are sorted as the model returns them.
         """
         points, labels, box, mask_input = self._check(points, point_labels, box, mask_input)
+        if self._tiled is not None:
+            return self._predict_tiled(points, labels, box, mask_input, multimask)
         xy = lab = bx = None
         if points is not None:
             xy = self.points_to_input(points)[None]
@@ -249,6 +317,15 @@ class Predictor:
         else:
             masks = self.upscale_masks(logits[0]).cpu().numpy()
         return masks, scores[0].cpu().numpy(), logits[0].cpu().numpy()
+
+    def _predict_tiled(self, points, labels, box, mask_input, multimask):
+        """`predict` on a tiled image: one mask (1, Y, X), its score (1,), logits None."""
+        if mask_input is not None:
+            raise ValueError(
+                "mask_input cannot be used on an image answered tile by tile; refine with "
+                "more points instead, or set_image(..., diameter='off') for one embedding")
+        m = self._tiled.predict(points, labels, box, multimask=None if multimask else False)
+        return m.to_full(self._tiled.grid.shape)[None], np.array([m.score], np.float32), None
 
     def upscale_masks(self, logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
         """(..., m, m) low-res logits -> (..., Y, X) bool masks at the image's size: the

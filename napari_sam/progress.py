@@ -5,7 +5,9 @@ Long computations take `progress(done, total, message)`; the default does nothin
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import sys
+import time
+from typing import Callable, Optional, TextIO
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -34,3 +36,40 @@ def tqdm_progress(desc: str = "", disable: Optional[bool] = None) -> ProgressCal
             bar.close()
 
     return update
+
+
+def plain_progress(desc: str = "", every_s: float = 5.0, file: Optional[TextIO] = None,
+                   clock=time.monotonic) -> ProgressCallback:
+    """A callback that prints plain lines ("automask: 3/10 (30%) cells.tif"), for logs.
+
+    A line is printed for the first call, when the message names another item (a new image
+    or tile stage), at the end, and otherwise at most once every `every_s` seconds, so a
+    long run leaves a readable log without carriage returns. `file` defaults to stderr.
+    """
+    last = {"t": None, "msg": None, "done": None}
+
+    def update(done: int, total: int, message: str = "") -> None:
+        now = clock()
+        head = message.split(":")[0].split(" ")[0] if message else ""
+        due = (last["t"] is None or now - last["t"] >= every_s or head != last["msg"]
+               or (total and done >= total))
+        if not due or (done, head) == (last["done"], last["msg"]):
+            return
+        last.update(t=now, msg=head, done=done)
+        pct = f" ({100 * done // total}%)" if total else ""
+        out = file or sys.stderr
+        print(f"{desc + ': ' if desc else ''}{done}/{total}{pct} {message}".rstrip(),
+              file=out, flush=True)
+
+    return update
+
+
+def cli_progress(desc: str = "", file: Optional[TextIO] = None) -> ProgressCallback:
+    """The command line's progress: a tqdm bar on a terminal, `plain_progress` lines when
+    stderr is a file or a pipe (a log of a long run)."""
+    out = file or sys.stderr
+    try:
+        tty = out.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return tqdm_progress(desc) if tty else plain_progress(desc, file=out)

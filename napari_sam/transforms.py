@@ -35,13 +35,27 @@ def box_rc_to_xyxy(box_rc) -> np.ndarray:
 
 def target_shape(h: int, w: int, long_side: int) -> Tuple[int, int]:
     """Shape after scaling so the longest side is `long_side` (SAM's rounding)."""
+    if min(h, w) < 1:
+        raise ValueError(f"the image is empty ({h} x {w} pixels); give an image with at least "
+                         "one row and one column")
     scale = long_side / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    # a thin image (1 x 600) keeps at least one row rather than shrinking to nothing
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 def select_channels(image: np.ndarray, channels: Optional[Sequence[int]] = None) -> np.ndarray:
     """(Y, X) or (Y, X, C) -> (Y, X, K) with K in 1..3, never dropping data silently."""
+    if image is None:
+        raise ValueError("no image was given (None); pass a (Y, X) or (Y, X, C) array")
     img = np.asarray(image)
+    if img.dtype.kind not in "biuf":
+        hint = " (for complex data pass np.abs(image) or image.real)" if img.dtype.kind == "c" \
+            else ""
+        raise ValueError(f"the image has dtype {img.dtype}; expected numbers (bool, integer or "
+                         f"float pixels){hint}")
+    if img.ndim in (2, 3) and (img.shape[0] < 1 or img.shape[1] < 1):
+        raise ValueError(f"the image is empty (shape {img.shape}); give an image with at least "
+                         "one row and one column")
     if img.ndim == 2:
         img = img[..., None]
     elif img.ndim != 3:
@@ -61,7 +75,8 @@ def select_channels(image: np.ndarray, channels: Optional[Sequence[int]] = None)
     if c > 3:
         raise ValueError(
             f"the image has {c} channels; the model takes up to 3. Choose them with "
-            "channels=[i, j, k] (e.g. channels=[0] for the nuclear stain)")
+            "channels=[i, j, k] (e.g. channels=[0] for the nuclear stain; on the command "
+            "line --channels 0 or --channels 0,1,2)")
     return img
 
 
@@ -103,10 +118,25 @@ def to_model_pixels(image: np.ndarray, channels: Optional[Sequence[int]] = None,
     return out
 
 
-def resize_for_model(pixels: np.ndarray, long_side: int, device=None) -> torch.Tensor:
-    """(Y, X, 3) float pixels -> (1, 3, h, w) tensor with the longest side = `long_side`."""
+def zoomed_shape(h: int, w: int, zoom: float, long_side: int) -> Tuple[int, int]:
+    """Shape (h', w') of a (h, w) image resized by `zoom`, at least 1 pixel per side; raises
+    ValueError if it exceeds the model's input side `long_side` (tile the image instead)."""
+    out = max(1, int(h * zoom + 0.5)), max(1, int(w * zoom + 0.5))
+    if max(out) > long_side:
+        raise ValueError(f"an image of {h} x {w} pixels zoomed by {zoom:.3g} is {out[0]} x "
+                         f"{out[1]}, larger than the model input ({long_side}); tile it")
+    return out
+
+
+def resize_for_model(pixels: np.ndarray, long_side: int, device=None,
+                     zoom: Optional[float] = None) -> torch.Tensor:
+    """(Y, X, 3) float pixels -> (1, 3, h, w) tensor with the longest side = `long_side`, or,
+    with `zoom`, resized by that factor (`zoomed_shape`)."""
     t = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(2, 0, 1)[None]
-    h, w = target_shape(t.shape[-2], t.shape[-1], long_side)
+    if zoom is None:
+        h, w = target_shape(t.shape[-2], t.shape[-1], long_side)
+    else:
+        h, w = zoomed_shape(t.shape[-2], t.shape[-1], zoom, long_side)
     if (h, w) == tuple(t.shape[-2:]):
         return t
     return F.interpolate(t, (h, w), mode="bilinear", align_corners=False, antialias=True

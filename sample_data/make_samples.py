@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from napari_sam.training.geo_scene import GeoScene
 from napari_sam.training.synthetic import generate_sample, nuclei_image, sample_rng, to_dtype
 
 HERE = Path(__file__).resolve().parent
@@ -31,6 +32,10 @@ def main() -> None:
     rng = sample_rng(5, 0)
     rgb, _ = generate_sample(rng, (256, 256), kind="shapes")
     tifffile.imwrite(HERE / "shapes_rgb.tif", to_dtype(rgb, "uint8"), photometric="rgb",
+                     compression="zlib")
+    scene = GeoScene((256, 256), seed=5, field_size=56)  # 4 bands, UTM 33N, nodata border
+    scene.write_geotiff(HERE / "geo_scene.tif", overwrite=True)
+    tifffile.imwrite(HERE / "geo_scene_truth.tif", scene.labels().astype(np.uint16),
                      compression="zlib")
 
 

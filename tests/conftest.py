@@ -7,7 +7,15 @@ import types
 from pathlib import Path
 
 import pytest
-from torch import nn
+
+from napari_sam.runtime.cpu import set_wait_policy
+
+# Before torch is loaded: idle OpenMP threads sleep instead of spinning (unless the caller
+# chose a policy). The package no longer sets this on import; on a shared 2-core machine
+# spinning threads make multi-threaded tests many times slower (napari_sam/runtime/cpu.py).
+set_wait_policy()
+
+from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/reference_stub.py
 

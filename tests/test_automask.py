@@ -34,8 +34,8 @@ class OraclePredictor(Predictor):
         self.threshold = threshold
         self.decode_calls = 0
 
-    def set_image(self, image, channels=None, value_range=None):
-        emb = super().set_image(image, channels, value_range)
+    def set_image(self, image, channels=None, value_range=None, **kw):
+        emb = super().set_image(image, channels, value_range, **kw)
         img = select_channels(np.asarray(image), channels)[..., 0].astype(np.float64)
         lo, hi = value_range if value_range is not None else (img.min(), img.max())
         fg = (img - float(np.ravel(lo)[0])) > self.threshold * (float(np.ravel(hi)[0]) -
@@ -402,7 +402,7 @@ def test_automask_function_and_options():
     model = build_model("test_vit")
     image = np.random.default_rng(2).integers(0, 255, (64, 80, 3), dtype=np.uint8)
     seen = []
-    labels = automask(image, model, points_per_side=4, pred_iou_thresh=-1e9,
+    labels = automask(image, model, points_per_side=4, pred_iou_thresh=-1e9, diameter="off",
                       stability_thresh=0.0, device="cpu", min_candidate_iou=-1e9,
                       min_candidate_stability=0, precision="fp32", nms_thresh=0.5,
                       progress=lambda d, t, m="": seen.append(d))
@@ -428,7 +428,7 @@ def test_thresholds_travel_with_the_checkpoint(tmp_path):
     assert gen.thresholds() == (-1e9, 0.0) and gen.thresholds(0.5) == (0.5, 0.0)
     # None = the checkpoint's thresholds, for the function and the generator alike
     image = np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    kw = dict(points_per_side=4, device="cpu", precision="fp32")
+    kw = dict(points_per_side=4, device="cpu", precision="fp32", diameter="off")
     by_default = automask(image, loaded, **kw)
     explicit = automask(image, model, pred_iou_thresh=-1e9, stability_thresh=0.0, **kw)
     sam_default = automask(image, model, **kw)
@@ -445,7 +445,7 @@ def test_bundled_model_finds_generated_nuclei(seed):
     from napari_sam.training.synthetic import nuclei_image
 
     image, truth = nuclei_image(seed, (256, 256))
-    labels = automask(image, None, points_per_side=32, device="cpu")
+    labels = automask(image, None, device="cpu")  # no arguments: the default path
     f1 = match_f1(labels, truth)
     print(f"bundled automask F1@0.5 seed {seed}: {f1:.3f} "
           f"({labels.max()} found, {len(np.unique(truth)) - 1} true)")

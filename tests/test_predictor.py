@@ -117,18 +117,24 @@ def test_cached_image_projections_follow_the_weights():
 def test_prompts_decoded_in_chunks_equal_one_batch():
     """The CPU decodes a few prompts per model call (cache-sized chunks); the answers are
     those of one call with every prompt, and SAM-sized decoders get smaller chunks (larger
-    ones once the allocator keeps freed blocks)."""
-    from napari_sam.model.registry import build_model
+    ones for a caller that tuned the allocator). The default depends on the model only."""
+    from napari_sam.model.registry import get_config
     from napari_sam.predictor import cpu_decode_chunk
 
-    vit_b, bundled = build_model("vit_b").config, build_model("bundled").config
-    assert cpu_decode_chunk(vit_b, tuned_allocator=False) == 8
+    vit_b, bundled = get_config("vit_b"), get_config("bundled")
+    assert cpu_decode_chunk(vit_b) == cpu_decode_chunk(vit_b, tuned_allocator=False) == 8
     assert cpu_decode_chunk(vit_b, tuned_allocator=True) == 32
     assert cpu_decode_chunk(bundled, tuned_allocator=False) == 64
     assert cpu_decode_chunk(bundled, tuned_allocator=True) == 64
     torch.manual_seed(0)
     model = Sam(TEST_VIT)
     randomize_(model)
+    assert Predictor(model, device="cpu").decode_chunk == cpu_decode_chunk(TEST_VIT)
+    assert Predictor(model, device="cpu", decode_chunk=None).decode_chunk is None
+    assert Predictor(model, device="cpu", decode_chunk=np.int64(3)).decode_chunk == 3
+    for bad in (0, -2, 2.5, "8", True):
+        with pytest.raises(ValueError, match="decode_chunk"):
+            Predictor(model, device="cpu", decode_chunk=bad)
     pred = Predictor(model, device="cpu", precision="fp32")
     pred.set_image(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     xy = torch.rand(13, 1, 2) * 60

@@ -24,6 +24,7 @@ from napari_sam import device as D
 from napari_sam.model import Sam
 from napari_sam.model import common
 from napari_sam.model import image_encoder as ie
+from napari_sam.runtime import kernels
 from napari_sam.model.config import TEST_VIT
 from napari_sam.model.transformer import Attention as DecoderAttention
 from napari_sam.predictor import Predictor
@@ -120,7 +121,7 @@ def test_workspace_is_per_thread(attention_path):
         t.join()
     for g, e in zip(got, expected):
         assert torch.equal(g, e)
-    ie.clear_workspaces()
+    kernels.clear_workspaces()
 
 
 @pytest.mark.parametrize("h,w,ws", [(16, 16, 4), (16, 16, 5), (13, 9, 4), (7, 7, 7), (6, 11, 8)])
@@ -257,11 +258,32 @@ def test_fused_linear_matches_plain(act):
     plain = F.linear(x, lin.weight, lin.bias)
     plain = {"": plain, "gelu": F.gelu(plain), "relu": F.relu(plain)}[act]
     with torch.no_grad():
-        assert rel(common.linear(x, lin, act), plain) < 1e-6  # fp32: plain F.linear
+        assert rel(kernels.linear(x, lin, act), plain) < 1e-6  # fp32: plain F.linear
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            fast = common.linear(x, lin, act)
+            fast = kernels.linear(x, lin, act)
     assert fast.shape == plain.shape
     assert rel(fast.float(), plain) < 2e-2
+
+
+def test_scratch_buffers_are_kept_in_inference_only():
+    made = []
+
+    def make():
+        made.append(torch.zeros(3))
+        return made[-1]
+
+    kernels.clear_workspaces()
+    with torch.no_grad():
+        first = kernels.scratch("test", ("k", 3), make)
+        assert kernels.scratch("test", ("k", 3), make) is first and len(made) == 1
+        assert kernels.zero_bordered(1, 2, 2, 1, torch.float32, first.device) is \
+            kernels.zero_bordered(1, 2, 2, 1, torch.float32, first.device)
+    with torch.enable_grad():
+        assert kernels.scratch("test", ("k", 3), make) is not first and len(made) == 2
+    kernels.clear_workspaces()
+    with torch.no_grad():
+        assert kernels.scratch("test", ("k", 3), make) is not first and len(made) == 3
+    kernels.clear_workspaces()
 
 
 # --- runtime options -------------------------------------------------------------------------

@@ -179,7 +179,7 @@ def test_stitch_drops_an_unlinked_duplicate_left_as_a_sliver():
 
 
 def test_one_tile_equals_plain_automask(model):
-    from napari_sam.automask import automask
+    from napari_sam.segment import automask
 
     img, _ = nuclei_image(6, size=(256, 256))
     kw = dict(points_per_side=4, pred_iou_thresh=0, stability_thresh=0, precision="fp32")

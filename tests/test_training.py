@@ -105,7 +105,7 @@ def test_bundled_model_meets_its_heldout_goals():
 
 
 def test_sweep_automask_matches_separate_runs(one_thread):
-    from napari_sam.automask import automask
+    from napari_sam.segment import automask
     from napari_sam.training.evaluate import sweep_automask
     from napari_sam.training.synthetic import nuclei_image
 
@@ -119,7 +119,8 @@ def test_sweep_automask_matches_separate_runs(one_thread):
     assert f1 == sorted(f1, reverse=True)
     for r in rows:  # re-filtering the cached candidates == a fresh run at those thresholds
         pred = automask(image, model, points_per_side=4, pred_iou_thresh=r["pred_iou_thresh"],
-                        stability_thresh=r["stability_thresh"], device="cpu", precision="fp32")
+                        stability_thresh=r["stability_thresh"], device="cpu", precision="fp32",
+                        diameter="off")
         assert match_f1(pred, labels)["f1@0.5"] == pytest.approx(r["f1@0.5"])
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from ..automask import AutoMaskGenerator, AutoMaskResult, default_thresholds
 from ..batch import automask_stack
 from ..progress import null_progress
+from ..scale import plan_zoom, resolve_diameter
 from .embedding import EXPECTED_ERRORS, TiledSetup, _text
 
 CURRENT, ALL, CHANNELS = "current slice", "all slices", "channels (first axis)"
@@ -35,7 +36,7 @@ _INIT = inspect.signature(AutoMaskGenerator.__init__).parameters
 _GEN = inspect.signature(AutoMaskGenerator.generate).parameters
 #: the core's defaults; the thresholds' defaults are the model's (`default_thresholds`)
 DEFAULTS = {"min_area": _GEN["min_area"].default,
-            "points_per_side": _INIT["points_per_side"].default}
+            "points_per_side": 0}  # 0: from the object size (32 when it is off)
 #: candidates below these are not kept (lowered for a model whose defaults are lower)
 FLOORS = {"pred_iou_thresh": _INIT["min_candidate_iou"].default,
           "stability_thresh": _INIT["min_candidate_stability"].default}
@@ -70,6 +71,8 @@ class Request:
         "pred_iou_thresh": None, "stability_thresh": None, "min_area": DEFAULTS["min_area"]})
     #: the layer's tiling rule and file; large 2D layers are segmented tile by tile
     tiled: Optional[TiledSetup] = None
+    #: the objects' diameter: None (estimated), "off" or image pixels (`scale.plan_zoom`)
+    diameter: object = None
 
 
 def check_request(shape: Sequence[int], rgb: bool, mode: str,
@@ -99,8 +102,8 @@ class SliceGenerators:
     `initialize` takes the next recorded generator instead, so only `generate` runs.
     """
 
-    def __init__(self, make: Callable[[], AutoMaskGenerator]) -> None:
-        self._make = make
+    def __init__(self, make: Callable[[], AutoMaskGenerator], zoom=None) -> None:
+        self._make, self.zoom = make, zoom
         self.generators: List[AutoMaskGenerator] = []
         self._replaying = False
         self._next = 0
@@ -116,6 +119,7 @@ class SliceGenerators:
             self._current = self.generators[self._next]
             self._next += 1
         else:
+            kw.setdefault("zoom", self.zoom)
             self._current = self._make().initialize(image, progress, channels, value_range, **kw)
             self.generators.append(self._current)
         return self._current
@@ -189,6 +193,26 @@ def _plane(req: Request) -> Tuple[np.ndarray, Tuple[int, ...]]:
     return plane, tuple(np.shape(data)[:lead]) + plane.shape[:2]
 
 
+def _size_plan(req: Request, model, lead: int, report):
+    """(ZoomPlan, points per side) for the request: the diameter estimated on (a central
+    window of) the displayed or middle slice when it is None."""
+    from ..segment import auto_points_per_side
+    from .embedding import _central_window
+
+    if req.mode == CHANNELS and lead == 1:
+        sample = _plane(req)[0]
+        shape = sample.shape[:2]
+    else:
+        index = req.index if req.index or lead == 0 else tuple(
+            s // 2 for s in np.shape(req.data)[:lead])
+        sample = _central_window(req.data, index, 2048)
+        shape = tuple(np.shape(req.data)[lead:lead + 2])
+    if req.diameter is None:
+        report(0, 1, "estimating the object size")
+    plan = plan_zoom(shape, model, resolve_diameter(sample, req.diameter, req.channels))
+    return plan, req.points_per_side or auto_points_per_side(model, plan, shape)
+
+
 def run_job(req: Request, progress: Callable = null_progress,
             cancelled: Callable[[], bool] = lambda: False) -> JobResult:
     """Load the model, embed and decode the grid; returns the session and the first result.
@@ -209,18 +233,21 @@ def run_job(req: Request, progress: Callable = null_progress,
         defaults = default_thresholds(model)
         floors = floors_for(defaults)
         thresholds = {k: defaults[k] if v is None else v for k, v in req.thresholds.items()}
+        lead = np.ndim(req.data) - (3 if req.rgb else 2)
+        plan, points = _size_plan(req, model, lead, report)
         make = lambda: AutoMaskGenerator(  # noqa: E731
-            predictor, points_per_side=req.points_per_side,
+            predictor, points_per_side=points,
             min_candidate_iou=floors["pred_iou_thresh"],
             min_candidate_stability=floors["stability_thresh"])
-        lead = np.ndim(req.data) - (3 if req.rgb else 2)
-        if lead == 0 and req.tiled is not None and req.tiled.wanted(model):
+        if lead == 0 and (plan.tiled or (req.tiled is not None and req.tiled.wanted(model))):
             from .automask_tiled import run_tiled
 
-            out = run_tiled(req, model, report, thresholds)
+            out = run_tiled(req, model, report, thresholds, plan, points)
             return JobResult(model, thresholds=thresholds, floors=floors, tiled=out)
+        if plan.tiled:  # a stack: one embedding per slice, as near the zoom as fits
+            plan = plan_zoom(np.shape(req.data)[lead:lead + 2], model, None)
         if req.mode == ALL and lead > 0:
-            slices = SliceGenerators(make)
+            slices = SliceGenerators(make, plan.zoom)
             stack = np.asarray(req.data)
             axes = "Z" * lead + "YX" + ("C" if req.rgb else "")
             first = automask_stack(stack, slices, axes, progress=report, channels=req.channels,
@@ -228,7 +255,7 @@ def run_job(req: Request, progress: Callable = null_progress,
             session = Session(first.labels.shape, stack=stack, slices=slices, axes=axes)
         else:
             plane, shape = _plane(req)
-            generator = make().initialize(plane, report, req.channels)
+            generator = make().initialize(plane, report, req.channels, zoom=plan.zoom)
             session = Session(shape, req.index if lead and req.mode != CHANNELS else (),
                               generator=generator)
             first = None

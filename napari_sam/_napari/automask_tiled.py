@@ -87,11 +87,13 @@ def per_tile(report: Callable) -> Callable:
     return progress
 
 
-def run_tiled(req, model, report: Callable, thresholds: dict) -> TiledOutput:
+def run_tiled(req, model, report: Callable, thresholds: dict, plan=None,
+              points_per_side: Optional[int] = None) -> TiledOutput:
     """Segment level 0 of the request's 2D layer tile by tile; see the module docstring.
 
     `req` is an `automask_job.Request` whose `tiled` names the layer's file (or None);
-    `thresholds` are resolved (no None). Raises what `report` raises (Cancelled) after
+    `thresholds` are resolved (no None). `plan`: a tiled `scale.ZoomPlan` (tiles at the
+    zoom the objects need; None or untiled: the model's native tiles). Raises what `report` raises (Cancelled) after
     removing the half-painted label image; the finished tiles stay for the next run.
     """
     from ..tiled.cache import CacheMismatchError
@@ -105,9 +107,14 @@ def run_tiled(req, model, report: Callable, thresholds: dict) -> TiledOutput:
         source.path = Path(path)  # only places the cache; the pixels are the layer's
     folder = output_folder(path)
     folder.mkdir(parents=True, exist_ok=True)
+    tiles = ({} if plan is None or not plan.tiled
+             else {"tile_size": plan.tile, "overlap": plan.overlap})
     key = run_key(source, req.channels, Path(path).stem if path else "layer")
+    if tiles:
+        key += f"-t{plan.tile}"
     out = folder / f"{key}.zarr"
-    kw = dict(points_per_side=req.points_per_side, min_area=int(thresholds["min_area"]),
+    kw = dict(points_per_side=points_per_side or req.points_per_side or 32,
+              min_area=int(thresholds["min_area"]), **tiles,
               pred_iou_thresh=thresholds["pred_iou_thresh"],
               stability_thresh=thresholds["stability_thresh"], tiles_per_task=1,
               overwrite=True, device=req.device, progress=per_tile(report))

@@ -23,6 +23,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
 from ..automask import default_thresholds
+from ..runtime.cpu import tune_cpu_if_requested
 from . import layers as L
 from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, THRESHOLDS, Request,
                            check_request, floors_for, run_job)
@@ -36,7 +37,7 @@ from .tiled_mode import tiled_setup
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-_META_KEYS = ("source", "pixel_size", "z_size", "geo", "axes")
+_META_KEYS = ("source", "pixel_size", "z_size", "geo", "axes", "georef", "band_names", "nodata")
 TILED_NOTE = ("large image, run tile by tile: the sliders apply at the next Run "
               "(re-filtering would run every tile's decoder again)")
 
@@ -58,6 +59,7 @@ class AutomaskWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer, model=None, device: str = "auto",
                  tiling: str = "auto", tile_above: int = 0) -> None:
         super().__init__(labels=True)
+        tune_cpu_if_requested(default=False)  # only with NAPARI_SAM_TUNE_CPU=1
         self.viewer = viewer
         model = os.fspath(model) if isinstance(model, os.PathLike) else model
         self._given = None if model is None or isinstance(model, str) else model
@@ -93,9 +95,16 @@ class AutomaskWidget(Container):
                                  "0,1,2 (empty: the image as it is)")
         self.model, self.model_file, self.device = model_controls(model, device,
                                                                   self._given is not None)
-        self.points_per_side = SpinBox(label="points per side", min=1, max=128,
+        self.points_per_side = SpinBox(label="points per side", min=0, max=128,
                                        value=DEFAULTS["points_per_side"],
-                                       tooltip="the prompt grid: N x N points (N^2 prompts)")
+                                       tooltip="the prompt grid: N x N points (N^2 prompts) "
+                                       "per model input; 0: from the object size")
+        from .diameter import DiameterControl
+
+        self.size = DiameterControl(self.viewer, lambda: self.image.value,
+                                    self._channels_or_none,
+                                    lambda text: setattr(self.status, "value", text))
+        self.diameter = self.size.field
         self.tiling, self.tile_above = tiling_controls(
             tiling, tile_above, "segment tile by tile at native resolution, stitched across "
             "the seams")
@@ -115,7 +124,7 @@ class AutomaskWidget(Container):
         self.min_area = Slider(label="min area", min=0, max=2000, value=DEFAULTS["min_area"],
                                tooltip="drop objects smaller than this many pixels")
         self.extend([self.image, self.slices, self.channels, self.model, self.model_file,
-                     self.device, self.points_per_side,
+                     self.device, self.size.row, self.points_per_side,
                      _row(self.tiling, Label(value="above px"), self.tile_above,
                           label="tiling"),
                      _row(self.run_button, self.cancel_button), self.progress, self.status,
@@ -195,7 +204,7 @@ class AutomaskWidget(Container):
         rule = TilingRule(self.tiling.value, int(self.tile_above.value))
         return Request(data, image.rgb, index, mode, channels, model, name, self.device.value,
                        int(self.points_per_side.value), self._thresholds(defaults=True),
-                       tiled_setup(image, rule))
+                       tiled_setup(image, rule), self.size.value)
 
     def run(self, *_) -> None:
         """Segment the chosen image in a worker thread; the result becomes a new layer."""
@@ -306,12 +315,19 @@ class AutomaskWidget(Container):
         self.status.value = (f"{len(out.records)} objects in {layer.name!r} ({ny} x {nx} "
                              f"tiles{resumed}{where}){hint}")
 
+    def _channels_or_none(self):
+        try:
+            return parse_channels(self.channels.value)
+        except ValueError:
+            return None
+
     def release(self) -> None:
         """Stop the worker and disconnect from the viewer (the widget is closing)."""
         if self._closed:
             return
         self._closed = True
         self.cancel()
+        self.size.quit()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self.reset_choices)
 

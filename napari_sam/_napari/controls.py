@@ -50,6 +50,11 @@ def build_controls(w: Container, model, device: str, given: bool, tiling: str = 
     w.model, w.model_file, w.device = model_controls(model, device, given)
     w.channels = LineEdit(label="channels", tooltip="RGB/multichannel: up to 3 channel "
                           "indices, e.g. 0 or 0,1,2 (empty: as the image is)")
+    from .diameter import DiameterControl
+
+    w.size = DiameterControl(w.viewer, lambda: w._image, w._channels,
+                             lambda text: setattr(w.status, "value", text))
+    w.diameter = w.size.field
     w.tiling, w.tile_above = tiling_controls(
         tiling, tile_above, "answer prompts tile by tile at native resolution, embedding only "
         "the tiles under the prompts")
@@ -66,7 +71,7 @@ def build_controls(w: Container, model, device: str, given: bool, tiling: str = 
     w.commit_button = PushButton(text=f"Commit [{KEYS['commit']}]")
     w.undo_button = PushButton(text=f"Undo [{KEYS['undo']}]")
     w.clear_button = PushButton(text=f"Clear [{KEYS['clear']}]")
-    w.extend([w.image, w.model, w.model_file, w.device, w.channels,
+    w.extend([w.image, w.model, w.model_file, w.device, w.channels, w.size.row,
               _row(w.tiling, Label(value="above px"), w.tile_above,
                    label="tiling"), _row(w.embed_button, w.cancel_button), w.progress, w.status,
               w.negative, _row(w.candidate, w.next_button, label="mask"),

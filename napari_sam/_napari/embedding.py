@@ -47,9 +47,15 @@ class TiledSetup:
 
 
 def embed_job(model, model_name: str, device: str, data, index: Tuple[int, ...],
-              channels: Optional[Sequence[int]] = None, tiled: Optional[TiledSetup] = None):
+              channels: Optional[Sequence[int]] = None, tiled: Optional[TiledSetup] = None,
+              diameter=None):
     """Load the model if needed, then embed `data[index]`, or, when `tiled` wants the layer
     tiled, prepare a predictor that embeds tiles on demand.
+
+    diameter: the objects' diameter in image px (None: estimated from the slice, or from a
+    central window of a large layer; "off": no zoom). The image reaches the model zoomed so
+    objects have the model's preferred size (`scale.plan_zoom`); a slice that is larger
+    than the model input at that zoom is answered tile by tile at that zoom.
 
     Yields (done, total, message); returns an EmbedResult. Expected failures (a missing or
     broken model file, an unknown name, an unsupported image) come back as `error` text.
@@ -60,26 +66,54 @@ def embed_job(model, model_name: str, device: str, data, index: Tuple[int, ...],
             model = load_model(model_name, device)
         except EXPECTED_ERRORS as err:
             return EmbedResult(error=f"could not load the model {model_name!r}: {_text(err)}")
-    if tiled is not None and tiled.wanted(model):
+    from ..scale import plan_zoom, resolve_diameter
+
+    large = tiled is not None and tiled.wanted(model)
+    try:
+        sample = _central_window(data, index, 2048 if large else None)
+        d = resolve_diameter(sample, diameter, channels)
+    except EXPECTED_ERRORS as err:
+        return EmbedResult(model, error=f"could not estimate the object size: {_text(err)}")
+    shape = tiled.plane_shape if tiled is not None else np.shape(sample)[:2]
+    plan = plan_zoom(shape, model, d)
+    if plan.tiled and (tiled is None or tiled.ndim != 2 or tiled.rule.mode == "off"):
+        # the tiled mode serves 2D layers only: a slice of a stack (or tiling switched
+        # off) gets one embedding, as close to the wanted zoom as the model input allows
+        plan = plan_zoom(shape, model, None)
+    if large or plan.tiled:
         yield 1, 3, "large image: whole-image contrast (tiles are embedded under the prompts)"
         from .large_image import tiled_predictor
 
+        zoomed = {} if not plan.tiled else {"tile_size": plan.tile, "overlap": plan.overlap}
         try:
-            tp = tiled_predictor(data, model, path=tiled.path, channels=channels,
-                                 device=device, predictor_class=OnDemandPredictor)
+            tp = tiled_predictor(data if tiled is not None else sample, model,
+                                 path=tiled.path if tiled is not None else None,
+                                 channels=channels, device=device,
+                                 predictor_class=OnDemandPredictor, **zoomed)
         except EXPECTED_ERRORS as err:
             return EmbedResult(model, error=f"could not prepare the tiled image: {_text(err)}")
         yield 3, 3, "ready (tiled)"
         return EmbedResult(model, tiled=tp)
-    yield 1, 3, f"reading slice {index}" if index else "reading image"
-    plane = np.asarray(data[index] if index else data)
     yield 2, 3, "embedding (runs the image encoder)"
     try:
-        emb = Predictor(model, device).set_image(plane, channels)
+        emb = Predictor(model, device).set_image(sample, channels, diameter="off",
+                                                 zoom=plan.zoom)
     except EXPECTED_ERRORS as err:
         return EmbedResult(model, error=f"could not embed the image: {_text(err)}")
     yield 3, 3, "embedded"
     return EmbedResult(model, emb)
+
+
+def _central_window(data, index, side: Optional[int]) -> np.ndarray:
+    """`data[index]` as numpy; with `side`, only a central window of at most side x side
+    (for estimating the object size of a large or lazy layer without reading it whole)."""
+    level0 = data[0] if isinstance(data, (list, tuple)) else data
+    plane = level0[index] if index else level0
+    if side is not None:
+        h, w = plane.shape[:2]
+        r0, c0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+        plane = plane[r0:r0 + side, c0:c0 + side]
+    return np.asarray(plane.compute() if hasattr(plane, "compute") else plane)
 
 
 def _text(err: Exception) -> str:

@@ -15,8 +15,10 @@ import numpy as np
 
 from ..batch import output_paths
 
-FORMATS = ("tif", "coco", "csv")
-FORMAT_NAMES = {"tif": "TIFF", "coco": "COCO JSON", "csv": "CSV object table"}
+FORMATS = ("tif", "coco", "csv", "geojson", "gpkg")
+FORMAT_NAMES = {"tif": "TIFF", "coco": "COCO JSON", "csv": "CSV object table",
+                "geojson": "GeoJSON", "gpkg": "GeoPackage"}
+DEFAULT_FORMATS = ("tif", "coco", "csv")  # the GIS ones are ticked by hand
 
 
 def clean_stem(text: str) -> str:
@@ -72,6 +74,11 @@ def write(paths: Dict[str, Path], labels, meta=None, image=None, image_name: str
                 img = img.reshape(flat.shape + img.shape[labels.ndim:])
             pixel_size = getattr(meta, "pixel_size", None)
             write_csv(path, object_table(flat, image=img, pixel_size=pixel_size), overwrite=ok)
+        elif kind in ("geojson", "gpkg"):
+            from ..io.vectors import write_label_vectors
+
+            write_label_vectors({kind: path}, labels, meta, records,
+                                intensity_image(image, labels.shape), overwrite=ok)
         else:
             raise ValueError(f"unknown format {kind!r}; choose from {', '.join(FORMATS)}")
         written.append(path)

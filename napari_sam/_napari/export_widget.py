@@ -1,4 +1,5 @@
-"""Export dock widget: a Labels layer -> label TIFF, COCO JSON and a CSV object table.
+"""Export dock widget: a Labels layer -> label TIFF, COCO JSON, a CSV object table and
+GeoJSON / GeoPackage polygons (in the image's CRS; napari-sam-suite[geo]).
 
 The writing is `export.py` (atomic, through `napari_sam.io`). An existing file is never
 replaced silently: `confirm_overwrite(paths) -> bool` is asked first (a Qt question box by
@@ -14,7 +15,8 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Lin
 
 from . import layers as L
 from .controls import _expanding_text, _row
-from .export import FORMAT_NAMES, FORMATS, clean_stem, intensity_image, plan, write
+from .export import (DEFAULT_FORMATS, FORMAT_NAMES, FORMATS, clean_stem, intensity_image,
+                     plan, write)
 from .io_hooks import meta_from_layer
 from .keys import on_close
 
@@ -46,7 +48,8 @@ class ExportWidget(Container):
         self.folder = FileEdit(label="folder", mode="d", value=Path.home())
         self.stem = LineEdit(label="file stem", tooltip="files are <stem>_labels.tif, "
                              "<stem>_coco.json, <stem>_objects.csv")
-        self.formats = {f: CheckBox(text=FORMAT_NAMES[f], value=True) for f in FORMATS}
+        self.formats = {f: CheckBox(text=FORMAT_NAMES[f], value=f in DEFAULT_FORMATS)
+                        for f in FORMATS}
         self.intensity = ComboBox(label="intensities", choices=self._image_choices,
                                   tooltip="image for the CSV's mean intensity columns")
         self.export_button = PushButton(text="Export")
@@ -99,7 +102,8 @@ class ExportWidget(Container):
             return self._say(f"nothing written: {names} exist(s) already and were kept")
         labels = L.image_data(layer)
         image = self.intensity.value
-        pixels = None if image is None or "csv" not in paths else L.image_data(image)
+        wants_pixels = {"csv", "geojson", "gpkg"} & set(paths)
+        pixels = None if image is None or not wants_pixels else L.image_data(image)
         try:
             intensity_image(pixels, labels.shape)  # before writing anything
         except ValueError as err:

@@ -66,6 +66,12 @@ def meta_from_layer(meta: Dict[str, Any], ndim: int):
         py, px = (float(s) * f for s, f in zip(scale[-2:], factors[-2:]))
         if (py, px) != (1.0, 1.0) or any(f != 1.0 for f in factors[-2:]):
             pixel_size = (py, px)
+    georef = extra.get("georef")
+    if georef is not None:  # the scale is in map units, not µm
+        from napari_sam.io.georef import GeoRef
+
+        georef = GeoRef.from_dict(georef)
+        pixel_size = extra.get("pixel_size")
     z_size = extra.get("z_size")
     axes = labels_axes(ndim) if 2 <= ndim <= 4 else None
     if z_size is None and axes and "Z" in axes and factors[-3] is not None:
@@ -73,14 +79,18 @@ def meta_from_layer(meta: Dict[str, Any], ndim: int):
         z_size = zs if zs != 1.0 or factors[-3] != 1.0 else None
     return ImageMeta(path=extra.get("source"), axes=axes or "", shape=(), dtype=None,
                      pixel_size=tuple(pixel_size) if pixel_size else None, z_size=z_size,
-                     geo=extra.get("geo"))
+                     geo=extra.get("geo"), georef=georef,
+                     band_names=extra.get("band_names"), nodata=extra.get("nodata"))
 
 
 def layer_kwargs(meta, name: Optional[str] = None) -> Dict[str, Any]:
     """napari layer keyword arguments for an image or labels described by `meta`.
 
     Puts the pixel size into `scale` (µm) and the things the writers carry back into the
-    file (pixel size, Z size, GeoTIFF tags, source path) into `metadata`.
+    file (pixel size, Z size, GeoTIFF tags, source path) into `metadata`. A north-up
+    georeferenced image without a physical pixel size gets scale and translate in map units
+    instead (world col = easting, world row = minus the northing:
+    `GeoRef.napari_scale_translate`) and its georef, band names and nodata in `metadata`.
     """
     axes = meta.axes.replace("C", "")
     scale = [1.0] * len(axes)
@@ -93,6 +103,14 @@ def layer_kwargs(meta, name: Optional[str] = None) -> Dict[str, Any]:
         "metadata": {"pixel_size": meta.pixel_size, "z_size": meta.z_size, "geo": meta.geo,
                      "source": meta.path, "axes": meta.axes},
     }
+    georef = getattr(meta, "georef", None)
+    if georef is not None:
+        kwargs["metadata"].update(georef=georef.to_dict(), band_names=meta.band_names,
+                                  nodata=meta.nodata)
+        st = georef.napari_scale_translate()
+        if st is not None and len(axes) >= 2 and not meta.pixel_size:
+            kwargs["scale"] = tuple(scale[:-2]) + st[0]
+            kwargs["translate"] = (0.0,) * (len(axes) - 2) + st[1]
     if name is not None:
         kwargs["name"] = name
     return kwargs

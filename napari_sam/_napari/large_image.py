@@ -91,11 +91,49 @@ def reader(path):
         meta = read_meta(path)
     except Exception:  # noqa: BLE001 - not ours to report: another reader may take it
         return None
-    if meta.axes not in ("YX", "YXC") or max(meta.shape[:2]) <= LARGE:
+    if meta.axes not in ("YX", "YXC"):
+        return None
+    if meta.georef is not None and max(meta.shape[:2]) <= LARGE:
+        return lambda p: geo_image_layers(p)
+    if max(meta.shape[:2]) <= LARGE:
         return None
     if str(path).lower().endswith(("_labels.tif", "_labels.tiff")) and meta.axes == "YX":
         return lambda p: [label_file_layer_data(p)]
     return lambda p: [image_layer_data(p)]
+
+
+def geo_image_layers(path, name: Optional[str] = None) -> List[tuple]:
+    """A georeferenced (Y, X[, C]) image as napari Image layers in map units (scale and
+    translate from its GeoRef).
+
+    One band, or uint8 RGB(A), is one layer. Otherwise a true-colour composite: the red,
+    green and blue bands (by name, else the first three) as three layers in additive red /
+    green / blue colormaps, contrast from the 1-99 % percentiles of valid pixels. Every
+    layer carries the image's metadata (georef, band names, nodata, source), so widgets and
+    writers find it."""
+    import numpy as np
+    from napari_sam.io.images import read_image
+
+    from .io_hooks import layer_kwargs
+
+    image, meta = read_image(path)
+    kwargs = layer_kwargs(meta, name or Path(path).stem)
+    if image.ndim == 2 or (image.shape[-1] in (3, 4) and image.dtype == np.uint8):
+        kwargs["rgb"] = image.ndim == 3
+        return [(image, kwargs, "image")]
+    names = [str(n).lower() for n in (meta.band_names or ())]
+    pick = [names.index(c) for c in ("red", "green", "blue") if c in names]
+    pick = pick if len(pick) == 3 else list(range(min(3, image.shape[-1])))
+    out = []
+    for b, colour in zip(pick, ("red", "green", "blue")):
+        band = image[..., b]
+        lo, hi = np.percentile(band[band != (meta.nodata or 0)] if band.any() else band,
+                               (1, 99))
+        kw = dict(kwargs, name=f"{kwargs['name']} [{names[b] if names else b}]",
+                  colormap=colour, blending="additive", contrast_limits=(float(lo), float(hi)),
+                  metadata=dict(kwargs["metadata"], band=int(b)))
+        out.append((band, kw, "image"))
+    return out
 
 
 def label_file_layer_data(path):

@@ -153,11 +153,22 @@ def remove_on_slice(layer, image, index: Tuple[int, ...]) -> None:
         layer.remove_selected()
 
 
+CARRIED_METADATA = ("source", "geo", "georef", "band_names", "nodata")
+
+
+def carried_metadata(image) -> dict:
+    """What a labels layer takes over from its image's metadata (source, GeoTIFF tags and
+    georeferencing), so the writers place the labels (polygons) where the image lies."""
+    meta = getattr(image, "metadata", None) or {}
+    return {k: meta[k] for k in CARRIED_METADATA if meta.get(k) is not None}
+
+
 def new_labels_layer(viewer, image, name: str):
     """A uint32 Labels layer with the image's spatial shape and transform."""
     lead = image_data(image).shape[: image.ndim - 2]
     data = np.zeros(tuple(lead) + plane_shape(image), np.uint32)
-    return viewer.add_labels(data, name=name, **transform(image))
+    return viewer.add_labels(data, name=name, metadata=carried_metadata(image),
+                             **transform(image))
 
 
 MAX_LABELS_PIXELS = 2 ** 27   # 512 MiB of uint32: the largest labels layer made in memory
@@ -181,7 +192,8 @@ def new_large_labels_layer(viewer, image, name: str):
         levels.append(base[::step, ::step])
         step *= 2
     data = levels if len(levels) > 1 else base
-    return viewer.add_labels(data, name=name, multiscale=len(levels) > 1, **transform(image))
+    return viewer.add_labels(data, name=name, multiscale=len(levels) > 1,
+                             metadata=carried_metadata(image), **transform(image))
 
 
 def writable_level0(labels, image):

@@ -33,3 +33,13 @@ def nuclei_stack():
 def rgb_shapes():
     """256 x 256 RGB uint8 image of coloured shapes."""
     return [(_read("shapes_rgb.tif"), {"name": "shapes (RGB)", "rgb": True}, "image")]
+
+
+def geo_scene():
+    """256 x 256 4-band (red, green, blue, NIR) uint16 GeoTIFF in UTM 33N with 10 m pixels
+    and a nodata border, as napari-sam reads GeoTIFFs: scale and translate in metres, the
+    georeferencing in the layer's metadata (so exported polygons land in the right place)."""
+    from .large_image import geo_image_layers
+
+    with resources.as_file(resources.files("napari_sam") / "data" / "geo_scene.tif") as path:
+        return geo_image_layers(path, name="satellite scene")

@@ -23,6 +23,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..model.registry import BUNDLED_PATH
 from ..prompts import Segmenter
+from ..runtime.cpu import tune_cpu_if_requested
 from . import layers as L
 from .commits import CommitError, Committer
 from .keys import KeyBindings, on_close
@@ -42,12 +43,14 @@ class SamWidget(Container):
 
     model: None (the bundled model), a registry name, a checkpoint path, or a loaded Sam.
     tiling: "auto", "on" or "off" and tile_above (pixels, 0: twice the model's input side):
-    which 2D layers are answered tile by tile (the `tiling` controls).
+    which 2D layers are answered tile by tile (the `tiling` controls). diameter: the
+    object-size field's start value ("auto", "off" or pixels; see `diameter`).
     """
 
     def __init__(self, viewer: napari.viewer.Viewer, model=None, device: str = "auto",
-                 tiling: str = "auto", tile_above: int = 0) -> None:
+                 tiling: str = "auto", tile_above: int = 0, diameter="auto") -> None:
         super().__init__(labels=True)
+        tune_cpu_if_requested(default=False)  # only with NAPARI_SAM_TUNE_CPU=1
         self.viewer = viewer
         model = os.fspath(model) if isinstance(model, os.PathLike) else model
         self._given_model = None if model is None or isinstance(model, str) else model
@@ -64,6 +67,7 @@ class SamWidget(Container):
         self._build(model, device, tiling, tile_above)
         self._tiled = TiledMode(self._on_progress, self._on_prompt_failed, self._on_busy,
                                 self.candidate, self.status)
+        self.diameter.value = str(diameter)
         self._set_model()
         self._keys = KeyBindings(viewer, {
             KEYS["commit"]: self.commit, KEYS["next_mask"]: self.next_mask,
@@ -118,6 +122,7 @@ class SamWidget(Container):
         for w in (self.model, self.model_file, self.device):
             w.changed.connect(self._on_model_changed)
         self.channels.changed.connect(self._on_channels_changed)
+        self.diameter.changed.connect(lambda *_: self._ensure_embedding())
         for w in (self.tiling, self.tile_above):
             w.changed.connect(lambda *_: self._ensure_embedding())
         self.embed_button.changed.connect(lambda *_: self._ensure_embedding(force=True))
@@ -198,7 +203,7 @@ class SamWidget(Container):
         model_key = (self.model.value, str(self.model_file.value), self.device.value)
         rule = TilingRule(self.tiling.value, int(self.tile_above.value))
         return (self._image.unique_id, L.slice_index(self.viewer, self._image), model_key,
-                self._channels(), rule)
+                self._channels(), rule, self.size.value)
 
     def _on_slice(self, *_) -> None:
         if self._prompts is not None and self._target_key() != self._key:
@@ -224,7 +229,7 @@ class SamWidget(Container):
         elif self.model.value == FILE_CHOICE and not self.model_file.value.is_file():
             self.status.value = "choose a model file (.pt / .pth)"
         elif self._embedder.request(key, L.image_data(image), key[1], key[3], force,
-                                    tiled_setup(image, key[4])):
+                                    tiled_setup(image, key[4]), diameter=key[5]):
             self._use_embedding()
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
@@ -383,6 +388,7 @@ class SamWidget(Container):
             self._image.events.data.disconnect(self._on_image_data)
         self._embedder.cancel()
         self._tiled.cancel()
+        self.size.quit()
         self._remove_prompt_layers()
 
 

@@ -47,10 +47,10 @@ class Embedder:
         self._generation += 1
 
     def request(self, key, data, index, channels, force: bool = False,
-                tiled: Optional[TiledSetup] = None) -> bool:
-        """Ask for the embedding of `data[index]`; True if the predictor (or `self.tiled`)
-        holds it now."""
-        self.wanted = (key, data, index, channels, tiled)
+                tiled: Optional[TiledSetup] = None, diameter=None) -> bool:
+        """Ask for the embedding of `data[index]` (objects of `diameter`, see `embed_job`);
+        True if the predictor (or `self.tiled`) holds it now."""
+        self.wanted = (key, data, index, channels, tiled, diameter)
         self.tiled = None
         if force:
             self.failed_key = None
@@ -70,10 +70,11 @@ class Embedder:
             self.worker.quit()
 
     def _start(self) -> None:
-        key, data, index, channels, tiled = self.wanted
+        key, data, index, channels, tiled, diameter = self.wanted
         generation = self._generation
         self.worker = create_worker(
             embed_job, self.model, self.model_name, self.device, data, index, channels, tiled,
+            diameter,
             _connect={"yielded": lambda step: self._progress(*step),
                       "returned": lambda result: self._done(generation, key, result),
                       "errored": lambda err: self._fail(key, str(err)),

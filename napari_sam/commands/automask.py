@@ -31,6 +31,22 @@ def _formats(text: str):
     return out
 
 
+def _diameter(text: str):
+    t = text.strip().lower()
+    if t in ("auto", "estimate"):
+        return None
+    if t == "off":
+        return "off"
+    try:
+        v = float(t)
+    except ValueError:
+        v = float("nan")
+    if not v > 0:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto', 'off' or a positive number of pixels, got {text!r}")
+    return v
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files (.tif/.tiff/.png/.jpg), folders or glob patterns")
@@ -41,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--format", dest="formats", type=_formats, default=["tif", "coco", "csv"],
-                        metavar="tif,coco,csv", help="outputs to write (default: all three)")
+                        metavar="tif,coco,csv,geojson,gpkg",
+                        help="outputs to write (default: tif,coco,csv); geojson and gpkg are "
+                             "polygons in the image's CRS (pip install napari-sam-suite[geo])")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo inputs whose outputs exist (default: skip them)")
     parser.add_argument("--overlay", action="store_true",
@@ -50,7 +68,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="channels to use (1 to 3) for images with more than three")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g = parser.add_argument_group("automatic mask generation")
-    g.add_argument("--points-per-side", type=int, default=32, metavar="N")
+    g.add_argument("--mode", default="auto", choices=("auto", "amg", "ais"),
+                   help="amg: a grid of point prompts; ais: the model's instance decoder and "
+                        "a seeded watershed (the bundled model and micro-sam checkpoints with "
+                        "a decoder); auto (default): ais when the model has a decoder")
+    g.add_argument("--diameter", type=_diameter, default=None, metavar="auto|N|off",
+                   help="the objects' diameter in pixels: auto (default) estimates it, a "
+                        "number gives it, off resizes the whole image to the model input. "
+                        "The image reaches the model zoomed so objects have the size the "
+                        "model segments best, tile by tile when that is larger than its input")
+    g.add_argument("--points-per-side", type=int, default=None, metavar="N",
+                   help="amg prompt grid per model input (default: from the object size; 32 "
+                        "with --diameter off)")
     g.add_argument("--points-per-batch", type=int, default=64, metavar="N")
     g.add_argument("--crop-n-layers", type=int, default=0, metavar="N",
                    help="extra layers of overlapping crops, for small objects (slower)")
@@ -61,13 +90,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="keep masks whose stability score is at least F (default: the "
                         "model's; 0.95 for SAM checkpoints)")
     g.add_argument("--nms-thresh", type=float, default=0.7, metavar="F")
-    g.add_argument("--min-area", type=int, default=0, metavar="N",
-                   help="drop objects smaller than N pixels")
+    g.add_argument("--min-area", type=int, default=None, metavar="N",
+                   help="drop objects smaller than N pixels (default: a tenth of the area of "
+                        "a disc of the objects' diameter; 0 with --diameter off)")
     s = parser.add_argument_group("stacks")
     s.add_argument("--link-slices", action="store_true",
                    help="give overlapping objects of neighbouring slices one id (IoU matching)")
     s.add_argument("--link-iou", type=float, default=0.5, metavar="F")
     tiling_arguments(parser)
+    geo_arguments(parser)
+
+
+def geo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Hook for satellite images (--bands, --vector-crs, --simplify, --prompts)."""
+    from .geo import add_arguments as add_geo_arguments
+
+    add_geo_arguments(parser)
 
 
 def tiling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,10 +121,18 @@ def batch_options(args: argparse.Namespace) -> dict:
         model=args.model, device=args.device, precision=args.precision, formats=args.formats,
         overwrite=args.overwrite, overlay=args.overlay, channels=args.channels,
         link_slices=args.link_slices, link_iou=args.link_iou,
-        points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+        mode=args.mode, diameter=args.diameter, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
         crop_n_layers=args.crop_n_layers, pred_iou_thresh=args.pred_iou_thresh,
         stability_thresh=args.stability_thresh, nms_thresh=args.nms_thresh,
-        min_area=args.min_area)
+        min_area=args.min_area, vectors=_vector_options(args))
+
+
+def _vector_options(args: argparse.Namespace):
+    if not hasattr(args, "vector_crs"):
+        return None
+    from .geo import vector_options
+
+    return vector_options(args)
 
 
 def print_summary(summary: dict, file=None) -> None:
@@ -101,16 +147,46 @@ def print_summary(summary: dict, file=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..batch import run_batch
-    from ..progress import null_progress, tqdm_progress
+    from ..batch import prepare_outdir, run_batch
+    from ..progress import cli_progress, null_progress
 
-    progress = null_progress if args.quiet else tqdm_progress("automask")
+    summary_json = getattr(args, "summary_json", None)
+    if summary_json:  # refuse a bad path before the work, not after it
+        from ..io.atomic import check_writable
+
+        try:
+            check_writable(summary_json, overwrite=True)
+        except OSError as err:
+            raise ValueError(f"--summary-json {summary_json}: {err.strerror or err}") from err
+    prepare_outdir(args.output)
+    progress = null_progress if args.quiet else cli_progress("automask")
     log = None
     if not args.quiet:
-        from tqdm import tqdm
+        if sys.stderr.isatty():
+            from tqdm import tqdm
 
-        log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731 (keeps the bar intact)
-    if getattr(args, "tiling", "off") != "off":  # large 2D images go tile by tile
+            log = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731 (keeps the bar)
+        else:
+            log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if getattr(args, "bands", None) is not None:
+        from .geo import resolve_bands
+
+        resolve_bands(args)
+    if set(args.formats) & {"geojson", "gpkg"}:
+        from ..io.georef import require
+
+        try:
+            require("shapely")
+            if "gpkg" in args.formats:
+                require("pyogrio")
+        except ImportError as err:
+            print(f"napari-sam automask: error: {err}", file=sys.stderr)
+            return 2
+    if getattr(args, "prompts", None):
+        from .geo import run_prompts
+
+        summary = run_prompts(args, batch_options(args), progress, log)
+    elif getattr(args, "tiling", "off") != "off":  # large 2D images go tile by tile
         from ..tiled.cli import run_with_tiling
 
         summary = run_with_tiling(args, batch_options(args), progress, log)
@@ -118,8 +194,10 @@ def run(args: argparse.Namespace) -> int:
         summary = run_batch(args.inputs, args.output, progress=progress, log=log,
                             **batch_options(args))
     print_summary(summary)
-    if getattr(args, "summary_json", None):
-        with open(args.summary_json, "w") as f:
+    if summary_json:  # atomic: a full disk leaves the old file (or none), never a stub
+        from ..io.atomic import atomic_write
+
+        with atomic_write(summary_json, overwrite=True, mode="w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)
     return 1 if summary["failed"] else 0
 

@@ -43,7 +43,7 @@ def _pairs(images, masks):
 
 def run(args) -> int:
     from ..predictor import Predictor
-    from ..progress import tqdm_progress
+    from ..progress import cli_progress as tqdm_progress
     from ..training.evaluate import (evaluate_automask, evaluate_prompts, heldout_set,
                                      sweep_automask)
 
@@ -70,7 +70,9 @@ def run(args) -> int:
         results[name] = res
         print(f"{name}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in res.items() if k != "sweep"))
-    if args.json:
-        with open(args.json, "w") as f:
+    if args.json:  # atomic: a full disk never leaves a stub
+        from ..io.atomic import atomic_write
+
+        with atomic_write(args.json, overwrite=True, mode="w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
     return 0

@@ -38,7 +38,7 @@ def _download(args) -> int:
     for name in args.names:
         try:
             path = fetch(name, progress=not args.quiet, cache=args.cache,
-                         verify=not args.no_verify)
+                         verify=not args.no_verify, force=args.force)
         except (DownloadError, KeyError) as err:
             if isinstance(err, KeyboardInterrupt):
                 raise
@@ -67,5 +67,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cache", default=None, help="cache folder (default: the user cache)")
     p.add_argument("--no-verify", action="store_true",
                    help="allow files that have no checkable hash (sizes are still checked)")
+    p.add_argument("--force", action="store_true",
+                   help="download again even if a cached copy exists (e.g. one that fails to load)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_download)

@@ -6,6 +6,10 @@
     write_coco("cells_coco.json", labels, "cells.tif")
     assert (read_coco("cells_coco.json") == labels).all()
 
+Satellite images (`pip install "napari-sam-suite[geo]"`): `meta.georef` (CRS + affine),
+`label_features` / `write_vectors` (GeoJSON, GeoPackage), `read_vectors`,
+`vectors_to_labels`, `read_vector_prompts`; see docs/geospatial.md.
+
 Submodules load on first use, so `import napari_sam.io` stays cheap.
 """
 
@@ -20,6 +24,10 @@ _EXPORTS = {
     "labels": ("write_labels_tif", "read_labels", "to_uint32"),
     "coco": ("labels_to_coco", "write_coco", "read_coco", "coco_to_labels"),
     "tables": ("object_table", "write_csv", "read_csv"),
+    "georef": ("GeoRef",),
+    "vectors": ("label_features", "write_vectors", "write_label_vectors"),
+    "vector_read": ("read_vectors", "vectors_to_labels"),
+    "vector_prompts": ("read_vector_prompts",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -5,6 +5,10 @@ hidden, same filesystem so the final rename is atomic), is flushed and fsync'ed,
 then renamed over the final name. On any exception, KeyboardInterrupt included, the temporary
 file is removed and the destination is left exactly as it was (absent, or the old file).
 
+While it is written, the temporary file is held with an advisory lock (POSIX `flock`), so
+`stale_partial_files` can tell the leftovers of a killed writer (no lock) from the file of a
+writer still at work, and a batch may remove only the former.
+
 An existing destination is refused with `FileExistsError` unless `overwrite=True`. Without
 overwrite the final step is a hard link, which fails if another process created the file in
 the meantime, so two writers never silently replace each other's output.
@@ -55,13 +59,37 @@ def _umask() -> int:
     return mask
 
 
-def _new_temp(path: Path) -> str:
+def _lock(fd: int) -> bool:
+    """Take an exclusive, non-blocking advisory lock on `fd`; False if another holds it.
+
+    A writer holds the lock on its temporary file until the file is renamed or removed, so
+    a temporary file nobody holds was left by a writer that was killed (`stale_partial_files`).
+    Where advisory locks do not exist (Windows), True: age decides there."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _new_temp(path: Path):
+    """-> (temporary file name, an open descriptor holding its lock, or None without
+    advisory locks)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL + path.suffix,
                                dir=path.parent)
-    os.close(fd)
+    try:
+        import fcntl  # noqa: F401
+        _lock(fd)
+    except ImportError:  # pragma: no cover - Windows: an open handle would block the rename
+        os.close(fd)
+        fd = None
     # mkstemp makes the file private (0600); give it the permissions a plain open() would
     os.chmod(tmp, 0o666 & ~_umask())
-    return tmp
+    return tmp, fd
 
 
 def _fsync_file(name: str) -> None:
@@ -120,7 +148,7 @@ def atomic_path(path: PathLike, overwrite: bool = False) -> Iterator[str]:
             tifffile.imwrite(tmp, labels)
     """
     path = check_writable(path, overwrite)
-    tmp = _new_temp(path)
+    tmp, lock_fd = _new_temp(path)
     try:
         yield tmp
         if not os.path.isfile(tmp):
@@ -131,6 +159,9 @@ def atomic_path(path: PathLike, overwrite: bool = False) -> Iterator[str]:
     except BaseException:
         _discard(tmp)
         raise
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
 
 
 @contextmanager
@@ -163,3 +194,39 @@ def partial_files(folder: PathLike) -> list:
     """
     return sorted(p for p in Path(folder).glob(".*" + PARTIAL + "*")
                   if p.is_file() and PARTIAL in p.name)
+
+
+STALE_AFTER_S = 2.0  # a fresh temporary file may not be locked yet (mkstemp, then flock)
+STALE_UNLOCKED_AFTER_S = 24 * 3600.0  # where there are no advisory locks (Windows)
+
+
+def stale_partial_files(folder: PathLike) -> list:
+    """The `partial_files` of `folder` that no live writer holds: left by killed writes.
+
+    A writer holds an advisory lock on its temporary file (see `_lock`); a file whose lock
+    can be taken, older than a couple of seconds, belongs to no running process, so a batch
+    may remove it even while another batch writes into the same folder. Without advisory
+    locks (Windows) only files older than a day count as stale.
+    """
+    import time
+
+    try:
+        import fcntl  # noqa: F401
+        age = STALE_AFTER_S
+    except ImportError:  # pragma: no cover - Windows
+        age = STALE_UNLOCKED_AFTER_S
+    now = time.time()
+    out = []
+    for p in partial_files(folder):
+        try:
+            if now - p.stat().st_mtime < age:
+                continue
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(fd):
+                out.append(p)
+        finally:
+            os.close(fd)
+    return out

@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .atomic import atomic_write
+from .coco_checks import checked_polygons, checked_shape, image_size, slice_index
 from .labels import to_uint32
 
 FORMAT_VERSION = 1
@@ -239,14 +240,17 @@ def _rle_counts_of(segmentation, height: int, width: int) -> List[int]:
             raise ValueError(f"segmentation size {size} differs from the image's "
                              f"{[height, width]}")
         if isinstance(counts, list):
-            return [int(c) for c in counts]
+            try:
+                return [int(c) for c in counts]
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError("RLE counts must be whole numbers") from None
         if isinstance(counts, (str, bytes)):
             return _counts_from_string(counts)
         raise ValueError("RLE segmentation without counts")
     if isinstance(segmentation, list):
         from pycocotools import mask as mask_utils
 
-        polygons = [p for p in segmentation if len(p) >= 6]
+        polygons = checked_polygons(segmentation, height, width)
         if not polygons:
             return [height * width]
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
@@ -278,6 +282,8 @@ def _load(path) -> dict:
             data = json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (UTF-8 JSON) file; is it a COCO .json?") from None
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) or \
             not isinstance(data.get("images"), list):
         raise ValueError(f"{path}: not a COCO file (needs 'images' and 'annotations' lists)")
@@ -289,14 +295,14 @@ def _slices(data: dict, shape, path) -> Tuple[Tuple[int, ...], Dict[Any, Tuple[i
     images = data["images"]
     if not images:
         raise ValueError(f"{path}: the COCO file lists no images")
-    stored = (data.get("napari_sam") or {}).get("shape")
+    if not all(isinstance(im, Mapping) for im in images):
+        raise ValueError(f"{path}: 'images' must be a list of objects with id, height, width")
+    block = data.get("napari_sam")
+    stored = block.get("shape") if isinstance(block, Mapping) else None
     if shape is None and stored:
-        shape = tuple(int(n) for n in stored)
-    zs = [im.get("z", i) for i, im in enumerate(images)]
-    try:
-        hw = [(int(im["height"]), int(im["width"])) for im in images]
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{path}: COCO images need 'height' and 'width'") from None
+        shape = checked_shape(stored, f"{path}: the stored napari_sam shape")
+    hw = [image_size(im, path) for im in images]
+    zs = [slice_index(im.get("z", i), im, path) for i, im in enumerate(images)]
     if shape is None:
         if len(images) == 1:
             shape = hw[0]
@@ -305,9 +311,7 @@ def _slices(data: dict, shape, path) -> Tuple[Tuple[int, ...], Dict[Any, Tuple[i
                 raise ValueError(f"{path}: {len(images)} images of different sizes; pass "
                                  "shape= or read them one by one")
             shape = (max(int(z) for z in zs) + 1,) + hw[0]
-    shape = tuple(int(n) for n in shape)
-    if len(shape) not in (2, 3):
-        raise ValueError(f"shape {shape}: expected (Y, X) or (Z, Y, X)")
+    shape = checked_shape(shape, f"{path}: shape")
     if len(shape) == 2 and len(images) > 1:
         raise ValueError(f"{path}: {len(images)} images do not fit a 2D shape {shape}")
     index = {}
@@ -326,13 +330,16 @@ def coco_to_labels(data: dict, shape=None, path="COCO data") -> np.ndarray:
     """Paint a loaded COCO dict into a uint32 label image (see `read_coco`)."""
     shape, index = _slices(data, shape, path)
     anns = data["annotations"]
-    use_ids = bool(anns) and all(isinstance(a.get("label_id"), int) for a in anns)
+    use_ids = bool(anns) and all(isinstance(a, Mapping) and isinstance(a.get("label_id"), int)
+                                 and not isinstance(a.get("label_id"), bool) for a in anns)
     labels = np.zeros(shape, np.uint32)
     planes = labels if labels.ndim == 3 else labels[None]
     for n, ann in enumerate(anns):
+        if not isinstance(ann, Mapping):
+            raise ValueError(f"{path}: annotation {n} is a {type(ann).__name__}, not an object")
         try:
             z, h, w = index[ann["image_id"]]
-        except KeyError:
+        except (KeyError, TypeError):
             raise ValueError(f"{path}: annotation {ann.get('id')} refers to image "
                              f"{ann.get('image_id')!r}, which is not listed") from None
         value = ann["label_id"] if use_ids else n + 1
@@ -340,7 +347,7 @@ def coco_to_labels(data: dict, shape=None, path="COCO data") -> np.ndarray:
             raise ValueError(f"{path}: label_id {value} outside 1 .. 2**32 - 1")
         try:
             rows, cols = _pixels(ann.get("segmentation"), h, w)
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             raise ValueError(f"{path}: annotation {ann.get('id')}: {err}") from None
         planes[z, rows, cols] = value
     return labels

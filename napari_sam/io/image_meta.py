@@ -43,6 +43,9 @@ class ImageMeta:
     geo: GeoTIFF tags by name (see GEO_TAGS), raw values, or None.
     source_axes: the file's own axes as tifffile names them (e.g. "CYX", "YXS", "QYX").
     levels: number of pyramid levels in the file (1 when not pyramidal).
+    georef: CRS and affine transform (`napari_sam.io.georef.GeoRef`) of a GeoTIFF, or None.
+    nodata: the value of missing pixels (GDAL_NODATA tag), or None.
+    band_names: per-channel names (GDAL band descriptions), or None.
     """
 
     path: Optional[str]
@@ -55,6 +58,9 @@ class ImageMeta:
     source_axes: str = ""
     levels: int = 1
     level_shapes: Tuple[Tuple[int, ...], ...] = field(default_factory=tuple)
+    georef: Any = None
+    nodata: Optional[float] = None
+    band_names: Optional[Tuple[str, ...]] = None
 
     def with_array(self, array, axes: Optional[str] = None) -> "ImageMeta":
         """A copy describing `array` (e.g. after choosing channels)."""
@@ -138,3 +144,42 @@ def _geo_tags(page) -> Optional[Dict[str, Any]]:
             value = tuple(v.item() if isinstance(v, np.generic) else v for v in value)
         geo[name] = value
     return geo or None
+
+
+GDAL_METADATA, GDAL_NODATA = 42112, 42113
+
+
+def _gdal_extras(page) -> Tuple[Optional[float], Optional[Tuple[str, ...]]]:
+    """(nodata, band names) from GDAL's private TIFF tags, or None each."""
+    nodata = None
+    tag = page.tags.get(GDAL_NODATA)
+    if tag is not None:
+        text = tag.value.decode("latin-1") if isinstance(tag.value, bytes) else str(tag.value)
+        try:
+            nodata = float(text.strip().strip("\0"))
+        except ValueError:
+            nodata = None
+    names = None
+    tag = page.tags.get(GDAL_METADATA)
+    if tag is not None:
+        try:
+            root = ET.fromstring(tag.value if isinstance(tag.value, str)
+                                 else tag.value.decode("utf-8"))
+        except (ET.ParseError, UnicodeDecodeError):
+            root = None
+        found = {}
+        for item in ([] if root is None else root.iter("Item")):
+            if item.get("role") == "description" and item.get("sample") is not None:
+                found[int(item.get("sample"))] = (item.text or "").strip()
+        if found:
+            names = tuple(found.get(i, "") for i in range(max(found) + 1))
+    return nodata, names
+
+
+def georeferencing(path, page, geo):
+    """(GeoRef or None, nodata, band names) of a TIFF page (rasterio when installed)."""
+    from .georef import georef_from_file
+
+    nodata, names = _gdal_extras(page)
+    georef = georef_from_file(path, geo) if geo and path is not None else None
+    return georef, nodata, names

@@ -16,7 +16,9 @@ zarr store needs zarr 3; `LazyTiff` needs nothing but tifffile.) `as_dask` wraps
 `ImageMeta.pixel_size` is (y, x) in micrometres from OME PhysicalSize, ImageJ metadata or
 TIFF resolution tags in cm/mm/µm. Resolution in inches is taken only above 1000 dpi (a pixel
 under 25.4 µm): 72/96/300 dpi are print or screen defaults with no physical meaning.
-GeoTIFF tags are kept raw in `ImageMeta.geo`, to be copied into label TIFFs.
+GeoTIFF tags are kept raw in `ImageMeta.geo`, to be copied into label TIFFs; the CRS and
+affine transform they describe are `ImageMeta.georef` (`napari_sam.io.georef`), GDAL's
+nodata value `ImageMeta.nodata` and band descriptions `ImageMeta.band_names`.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .image_meta import GEO_TAGS, ImageMeta, _geo_tags, _tiff_sizes  # noqa: F401 (public)
+from .image_meta import (GEO_TAGS, ImageMeta, _geo_tags, _tiff_sizes,  # noqa: F401 (public)
+                         georeferencing)
 
 CANONICAL = "TZYXC"
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2", ".svs", ".ndpi", ".scn", ".qptiff")
+
+
+class ChannelChoiceError(ValueError):
+    """`channels=` names channels the image does not have."""
 
 
 def _fail(path, err) -> ValueError:
@@ -112,11 +119,12 @@ def _select_channels(array, axes: str, channels):
     if "C" not in axes:
         if all(c in (0, -1) for c in chosen) and len(chosen) == 1:
             return array, axes  # a grayscale image is its own channel 0
-        raise ValueError(f"channels={channels!r}, but the image has no channel axis "
-                         f"(axes {axes!r})")
+        raise ChannelChoiceError(f"channels={channels!r}, but the image has no channel "
+                                 f"axis (axes {axes!r}); leave channels out")
     n = array.shape[-1]
     if not chosen or any(not -n <= c < n for c in chosen):
-        raise ValueError(f"channels={channels!r}: the image has {n} channels (0 to {n - 1})")
+        raise ChannelChoiceError(f"channels={channels!r}: the image has {n} channels (0 to "
+                                 f"{n - 1}); choose among those (--channels on the command line)")
     if single:
         return array[..., chosen[0]], axes.replace("C", "")
     return array[..., chosen], axes
@@ -142,8 +150,11 @@ def _tiff_meta(tif, path, series=0) -> Tuple[Any, ImageMeta, list, list]:
     letters, perm, axes = _layout(s.axes, s.shape)
     pixel_size, z_size = _tiff_sizes(tif, s.keyframe)
     shape = tuple(s.shape[i] for i in perm)
+    geo = _geo_tags(tif.pages.first)
+    georef, nodata, names = georeferencing(path, tif.pages.first, geo)
     meta = ImageMeta(path=str(path), axes=axes, shape=shape, dtype=np.dtype(s.dtype),
-                     pixel_size=pixel_size, z_size=z_size, geo=_geo_tags(tif.pages.first),
+                     pixel_size=pixel_size, z_size=z_size, geo=geo, georef=georef,
+                     nodata=nodata, band_names=names,
                      source_axes=s.axes, levels=len(s.levels),
                      level_shapes=tuple(tuple(lv.shape[i] for i in perm) for lv in s.levels))
     return s, meta, letters, perm
@@ -211,6 +222,8 @@ def read_image(path, channels=None, axes: Optional[str] = None):
         return _read_other(path, channels, axes)
     except (FileNotFoundError, MemoryError):
         raise
+    except ChannelChoiceError as err:  # the file is fine, the choice is not
+        raise ValueError(f"{path}: {err}") from None
     except Exception as err:  # tifffile/imageio raise many types for a bad file
         raise _fail(path, err) from err
 
@@ -276,6 +289,8 @@ def open_lazy(path, level: int = 0, channels=None, axes: Optional[str] = None):
         return lazy, meta.with_array(lazy, lazy.axes)
     except (FileNotFoundError, MemoryError):
         raise
+    except ChannelChoiceError as err:  # the file is fine, the choice is not
+        raise ValueError(f"{path}: {err}") from None
     except ValueError as err:
         if str(err).startswith(str(path)):
             raise

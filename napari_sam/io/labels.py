@@ -11,7 +11,11 @@
   - the GeoTIFF tags of the source image (`meta.geo`) unchanged, so that the labels line up
     with the scene in QGIS/GDAL (same Y/X grid as the image);
   - tiles of 512 x 512 for images larger than 4096 pixels on a side (strips otherwise),
-    so big label images can be read lazily.
+    so big label images can be read lazily;
+  - optionally, the objects' scores (`records=`: score, predicted_iou, stability_score per
+    label id) as JSON in a private tag (RECORDS_TAG), written in the same atomic write as
+    the labels, so outputs made later from this file (a resumed batch's COCO JSON) keep
+    them; `read_label_records` reads them back. Other programs ignore the tag.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from .atomic import atomic_path
 from .images import GEO_TAGS, ImageMeta, read_image
 
 UINT32_MAX = 2 ** 32 - 1
+RECORDS_TAG = 65420  # private TIFF tag (65000-65535): napari-sam's per-object scores, JSON
+RECORD_FIELDS = ("score", "predicted_iou", "stability_score", "stability")
 TILE_ABOVE = 4096
 TILE = (512, 512)
 
@@ -80,11 +86,50 @@ def _geo_extratags(geo):
     return tags
 
 
+def _records_json(records) -> Optional[str]:
+    """Compact JSON of the score fields of per-object records that name their label id."""
+    import json
+    import math
+
+    rows = []
+    for r in records or ():
+        lab = r.get("label", r.get("label_id", r.get("id"))) if isinstance(r, dict) else None
+        if lab is None:
+            return None  # records without ids cannot be matched to labels later
+        row = {"id": int(lab)}
+        for k in RECORD_FIELDS:
+            v = r.get(k)
+            if isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(float(v)):
+                row[k] = round(float(v), 6)
+        rows.append(row)
+    return json.dumps({"version": 1, "records": rows}, separators=(",", ":")) if rows else None
+
+
+def read_label_records(path) -> Optional[list]:
+    """The per-object score records stored by `write_labels_tif(..., records=)`, or None
+    when the file has none (written without records, or by another program)."""
+    import json
+
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tag = tif.pages[0].tags.get(RECORDS_TAG)
+            text = None if tag is None else tag.value
+        data = json.loads(text) if text else None
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    rows = data.get("records") if isinstance(data, dict) else None
+    return rows if isinstance(rows, list) else None
+
+
 def write_labels_tif(path, labels, meta: Optional[ImageMeta] = None,
-                     overwrite: bool = False) -> Path:
+                     overwrite: bool = False, records=None) -> Path:
     """Write `labels` to `path` as a compressed uint32 TIFF; return the path.
 
     meta: the source image's ImageMeta (pixel size, axes, GeoTIFF tags are kept), or None.
+    records: per-object dicts with a label id ("id", "label" or "label_id") and scores;
+    their score fields are stored in the file (see the module docstring).
     Raises FileExistsError if `path` exists and `overwrite` is false; ValueError for label
     values that uint32 cannot hold.
     """
@@ -107,6 +152,9 @@ def write_labels_tif(path, labels, meta: Optional[ImageMeta] = None,
                   software="napari-sam")
     if resolution is not None:
         kwargs.update(resolution=resolution, resolutionunit="CENTIMETER")
+    text = _records_json(records)
+    if text is not None:
+        kwargs["extratags"] = kwargs["extratags"] + [(RECORDS_TAG, "s", 0, text, True)]
     if max(data.shape[-2:]) > TILE_ABOVE:
         kwargs["tile"] = TILE
     bigtiff = data.nbytes > 2 ** 31  # compressed labels are small, but stay safe

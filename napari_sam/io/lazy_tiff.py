@@ -211,7 +211,7 @@ class LazyTiff:
     # -- reading -------------------------------------------------------------------------
     def _read_box(self, lo, hi) -> np.ndarray:
         """File-order array for the half-open box [lo, hi) of file dims."""
-        out = np.zeros([h - l for l, h in zip(lo, hi)], self.dtype)
+        out = np.zeros([b - a for a, b in zip(lo, hi)], self.dtype)
         if out.size == 0:
             return out
         split = self._split

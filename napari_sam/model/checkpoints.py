@@ -52,7 +52,8 @@ def read_checkpoint(path) -> Checkpoint:
         raise CheckpointError(
             f"{path} could not be read as a PyTorch checkpoint ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). The file may be truncated or not a "
-            "checkpoint: download it again (`napari-sam models download NAME`) or check the path."
+            "checkpoint: download it again (`napari-sam models download --force NAME` for a "
+            "registry model) or check the path."
         ) from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
@@ -91,9 +92,9 @@ def save_checkpoint(path, model, extra: Optional[dict] = None) -> None:
     """Write napari-sam's own format (config inside) atomically."""
     from .config import config_to_dict
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
+    from ..io.atomic import atomic_path
+
     obj = {"format": "napari-sam", "config": config_to_dict(model.config),
            "model": model.state_dict(), **(extra or {})}
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(Path(path), overwrite=True) as tmp:
+        torch.save(obj, tmp)

@@ -8,6 +8,13 @@ the published hash (and size), and only then renamed into place; a small `<file>
 records the check so the 2.5 GB ViT-H file is not re-hashed on every load. Any failure removes the
 partial file and raises `DownloadError` saying what happened and what to do.
 
+A file with no checkable hash (allowed with `verify=False`) and no known size is checked for
+completeness instead: a download whose length is not announced may be cut short without an
+error, so the file must open as a complete checkpoint (PyTorch's zip container with every
+member's CRC intact, or a legacy file that `torch.load` reads) before it is renamed into
+place, and its marker (`local-sha256:<digest> <size>`) must be there before a cached copy is
+used. `fetch(..., force=True)` (`napari-sam models download --force`) downloads afresh.
+
 micro-sam publishes only xxh128 hashes for its current models. They are checked when the optional
 `xxhash` package is installed; without it such a file has no usable hash, and `fetch` refuses to
 download it unless `verify=False` is given.
@@ -161,6 +168,34 @@ def _write_marker(marker: Path, want: Tuple[str, str], size: int) -> None:
     os.replace(tmp, marker)
 
 
+def _complete_checkpoint(path: Path) -> Optional[str]:
+    """None if `path` holds a whole PyTorch checkpoint, else why not (for unverified files).
+
+    torch.save's zip container ends with its directory and stores a CRC per member, so a
+    file cut short or changed fails `testzip`; a legacy (pickle) file must load."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+            return None if bad is None else f"member {bad} is damaged"
+        import torch
+
+        torch.load(path, map_location="cpu", weights_only=True)
+        return None
+    except Exception as err:  # noqa: BLE001 - BadZipFile, EOFError, UnpicklingError ...
+        return f"{type(err).__name__}: {str(err)[:200]}"
+
+
+def _local_marker_ok(marker: Path, size: int) -> bool:
+    try:
+        digest, recorded = marker.read_text().split()[:2]
+    except (OSError, ValueError):
+        return False
+    return digest.startswith("local-sha256:") and recorded == str(size)
+
+
 def _hash_file(path: Path, algo: str) -> str:
     h = _new_hasher(algo)
     with open(path, "rb") as f:
@@ -199,7 +234,7 @@ def _download(k: KnownCheckpoint, url: str, partial: Path, want, progress: bool)
     from tqdm import tqdm
 
     got = 0
-    hasher = _new_hasher(want[0]) if want else None
+    hasher = _new_hasher(want[0]) if want else hashlib.sha256()
     with resp:
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else k.size
@@ -212,8 +247,7 @@ def _download(k: KnownCheckpoint, url: str, partial: Path, want, progress: bool)
                     if not block:
                         break
                     out.write(block)
-                    if hasher is not None:
-                        hasher.update(block)
+                    hasher.update(block)
                     got += len(block)
                     bar.update(len(block))
         except KeyboardInterrupt:
@@ -233,27 +267,43 @@ def _download(k: KnownCheckpoint, url: str, partial: Path, want, progress: bool)
         raise DownloadError(f"hash mismatch for {k.name}: expected {want[0]} {want[1]}, got "
                             f"{hasher.hexdigest()}; the download was discarded, try again (if it "
                             f"keeps failing the file on the server changed: {by_hand})")
-    return got
+    if want is None and k.size is None:  # nothing published to check it against
+        why = _complete_checkpoint(partial)
+        if why is not None:
+            raise DownloadError(
+                f"the download of {k.name} is not a complete checkpoint ({got} bytes; {why}): "
+                "the connection probably closed early, and the server announced no length to "
+                f"check. The partial file was discarded; try again, or {by_hand}")
+    return got, hasher.hexdigest()
 
 
 def fetch(name_or_known: Union[str, KnownCheckpoint], *, progress: bool = True, cache=None,
-          verify: bool = True, url: Optional[str] = None) -> Path:
+          verify: bool = True, url: Optional[str] = None, force: bool = False) -> Path:
     """Path of a checkpoint in the cache, downloading and verifying it first if needed.
 
     `name_or_known`: a key of KNOWN_CHECKPOINTS or a KnownCheckpoint. `cache`: a folder instead
     of `cache_dir()`. `url`: download from here instead (else `$NAPARI_SAM_MIRROR/<filename>`,
     else the checkpoint's own URL); the hash check still applies. `verify=False` allows files
-    with no checkable hash (a size, when known, is still checked).
+    with no checkable hash (a size, when known, is still checked; without one, the file must
+    be a complete checkpoint). `force`: download again even if a cached copy looks fine (for
+    a cached file that fails to load).
     """
     k = _resolve(name_or_known)
     final, partial, marker = _paths(k, cache)
     want = _expected(k)
+    if force:
+        _unlink(final, marker)
     if final.is_file():
         size = final.stat().st_size
         if k.size is None or size == k.size:
-            if want is None or _marker_ok(marker, want, size):
+            if want is not None and _marker_ok(marker, want, size):
                 return final
-            if _hash_file(final, want[0]) == want[1]:  # first use of a file not checked yet
+            if want is None and (k.size is not None or _local_marker_ok(marker, size)):
+                return final
+            if want is None and _complete_checkpoint(final) is None:  # an older, unmarked copy
+                _write_marker(marker, ("local-sha256", _hash_file(final, "sha256")), size)
+                return final
+            if want is not None and _hash_file(final, want[0]) == want[1]:  # not checked yet
                 _write_marker(marker, want, size)
                 return final
         _unlink(final, marker)  # wrong size or hash: not what the name promises, fetch afresh
@@ -267,15 +317,23 @@ def fetch(name_or_known: Union[str, KnownCheckpoint], *, progress: bool = True, 
     source = url or (f"{mirror.rstrip('/')}/{k.filename}" if mirror else k.url)
     final.parent.mkdir(parents=True, exist_ok=True)
     done = False
+    _unlink(marker)  # no marker may vouch for a file that is being replaced
     try:
-        size = _download(k, source, partial, want, progress)
+        size, digest = _download(k, source, partial, want, progress)
         os.replace(partial, final)
         done = True
     finally:
         if not done:
             _unlink(partial)
-    if want is not None:
-        _write_marker(marker, want, size)
+    _write_marker(marker, want if want is not None else ("local-sha256", digest), size)
+    return final
+
+
+def forget(name_or_known: Union[str, KnownCheckpoint], cache=None) -> Path:
+    """Remove a cached checkpoint and its marker (one that fails to load), so that the next
+    `fetch` downloads it afresh; returns the path it had."""
+    final, partial, marker = _paths(_resolve(name_or_known), cache)
+    _unlink(final, marker, partial)
     return final
 
 

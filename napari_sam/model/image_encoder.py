@@ -7,13 +7,12 @@ with D = prompt_embed_dim (256 for SAM). State-dict keys follow Meta's checkpoin
 
 from __future__ import annotations
 
-import threading
-
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .common import MLPBlock, linear, neck, tensor_state
+from ..runtime.kernels import linear, scratch, tensor_state, zero_bordered
+from .common import MLPBlock, neck
 from .config import ViTConfig
 
 # Above this many query x key pairs per head, the additive-bias path of global attention runs
@@ -70,55 +69,24 @@ def _key_positions(wh: int, ww: int, width: int, dtype, device) -> torch.Tensor:
     return t
 
 
-_WORKSPACE = threading.local()
-
-
-def clear_workspaces() -> None:
-    """Free this thread's cached attention buffers (see `_augmented_buffer`)."""
-    _WORKSPACE.__dict__.clear()
-
-
 def _augmented_buffer(nb: int, n: int, nh: int, e: int, hd: int, wh: int, ww: int,
                       dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The (3, windows, cells, heads, E) q/k/v buffer of the augmented path with its
     constant parts in place: the keys' one-hot positions and the zero padding of q and v.
 
-    In inference the buffer is kept (per thread, per shape) and reused by every block and
-    every image: the parts that never change are written once, and the buffer -- 57 MB for
-    a ViT-B global block -- is not allocated and page-faulted in again for each block.
-    Under autograd (or torch.compile) a fresh one is made each call.
+    In inference the buffer is kept (`kernels.scratch`: per thread, per shape) and reused
+    by every block and every image: the parts that never change are written once, and the
+    buffer -- 57 MB for a ViT-B global block -- is not allocated and page-faulted in again
+    for each block. Under autograd (or torch.compile) a fresh one is made each call.
     """
-    keep = not (torch.is_grad_enabled() or torch.compiler.is_compiling())
-    cache = _WORKSPACE.__dict__.setdefault("buffers", {}) if keep else {}
-    key = (nb, n, nh, e, hd, wh, ww, dtype, str(device))
-    buf = cache.get(key)
-    if buf is None:
+    def make():
         buf = torch.empty(3, nb, n, nh, e, dtype=dtype, device=device)
         buf[0, ..., hd + wh + ww:] = 0
         buf[1, ..., hd:] = _key_positions(wh, ww, e - hd, dtype, device)[:, None]
         buf[2, ..., hd:] = 0
-        if keep:
-            if len(cache) >= 4:
-                cache.clear()
-            cache[key] = buf
-    return buf
+        return buf
 
-
-def _zero_bordered(b: int, h: int, w: int, c: int, dtype: torch.dtype,
-                   device: torch.device) -> torch.Tensor:
-    """A (b, h, w, c) grid whose caller fills the top-left part; the rest is zero. Kept and
-    reused (per thread, per shape) in inference, so only the interior is ever written."""
-    keep = not (torch.is_grad_enabled() or torch.compiler.is_compiling())
-    if not keep:
-        return torch.zeros(b, h, w, c, dtype=dtype, device=device)
-    cache = _WORKSPACE.__dict__.setdefault("grids", {})
-    key = (b, h, w, c, dtype, str(device))
-    grid = cache.get(key)
-    if grid is None:
-        if len(cache) >= 4:
-            cache.clear()
-        grid = cache[key] = torch.zeros(b, h, w, c, dtype=dtype, device=device)
-    return grid
+    return scratch("buffers", (nb, n, nh, e, hd, wh, ww, dtype, str(device)), make)
 
 
 def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
@@ -208,7 +176,7 @@ class Attention(nn.Module):
         if padded:
             # SAM pads the normalised grid with zeros: one copy into a zero-bordered grid
             # (which also casts to the matmul dtype) instead of a copy per window edge
-            xp = _zero_bordered(b, hp, wp, c, _matmul_dtype(x), x.device)
+            xp = zero_bordered(b, hp, wp, c, _matmul_dtype(x), x.device)
             xp[:, :h, :w] = x
             x = xp
         qkv = linear(x, self.qkv)  # (b, hp, wp, 3c)

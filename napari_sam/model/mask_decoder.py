@@ -8,7 +8,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .common import MLP, LayerNorm2d, derived, linear, tensor_state
+from ..runtime.kernels import derived, linear, tensor_state
+from .common import MLP, LayerNorm2d
 from .transformer import TwoWayTransformer
 
 

@@ -12,7 +12,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .common import LayerNorm2d, derived, tensor_state
+from ..runtime.kernels import derived, tensor_state
+from .common import LayerNorm2d
 
 
 class PositionEmbeddingRandom(nn.Module):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -102,15 +103,105 @@ def _weights_view(cfg: SamConfig) -> SamConfig:
     return cfg
 
 
+@lru_cache(maxsize=None)
+def _tensor_shapes(name: str, small: bool = False) -> Dict[str, tuple]:
+    """{tensor name: shape} of a known architecture. Large ones are built on the meta device
+    (no memory, but its first use imports torch's meta kernels, seconds); `small` ones on
+    the CPU, which is quicker for them."""
+    if small:
+        model = Sam(CONFIGS[name])
+    else:
+        with torch.device("meta"):
+            model = Sam(CONFIGS[name])
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _shape_problems(sd, shapes: Dict[str, tuple]):
+    """(missing names, [(name, file shape, expected shape)], unexpected names)."""
+    missing = [k for k in shapes if k not in sd]
+    wrong = [(k, tuple(sd[k].shape), shapes[k]) for k in shapes
+             if k in sd and tuple(sd[k].shape) != shapes[k]]
+    unexpected = [k for k in sd if k not in shapes]
+    return missing, wrong, unexpected
+
+
+def _describe(source: str, name: str, missing, wrong, unexpected) -> str:
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing (e.g. {', '.join(missing[:3])})")
+    for k, got, want in wrong[:3]:
+        parts.append(f"{k} has shape {list(got)} where {name} has {list(want)}")
+    if len(wrong) > 3:
+        parts.append(f"{len(wrong) - 3} more of the wrong shape")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    return (f"{source} looks like a damaged or altered {name} checkpoint: "
+            + "; ".join(parts) + ". Download or export it again (`napari-sam models download "
+            "--force NAME` for a registry model); a deliberately different architecture must "
+            "be saved with napari_sam.model.save_checkpoint, which records it.")
+
+
+def _candidates(sd) -> list:
+    """Known architectures `sd` may be a damaged copy of: the same encoder kind and width
+    and the same prompt embedding size (read off the config, nothing is built)."""
+    def first_dim(key):
+        t = sd.get(key)
+        return None if t is None or t.ndim == 0 else int(t.shape[0])
+
+    prompt = sd.get("prompt_encoder.no_mask_embed.weight")
+    prompt_dim = None if prompt is None or prompt.ndim != 2 else int(prompt.shape[1])
+    vit_dim = first_dim("image_encoder.patch_embed.proj.weight")
+    vit = any(k.startswith("image_encoder.blocks.") for k in sd)
+    tiny = any(k.startswith("image_encoder.layers.") for k in sd)
+    out = []
+    for name, cfg in CONFIGS.items():
+        is_vit = isinstance(cfg.encoder, ViTConfig)
+        if prompt_dim is not None and prompt_dim != cfg.prompt_embed_dim:
+            continue
+        if (vit and not tiny and not is_vit) or (tiny and not vit and is_vit):
+            continue
+        if is_vit and vit_dim not in (None, cfg.encoder.embed_dim):
+            continue
+        out.append(name)
+    return out
+
+
+def _damaged_known(sd, source: str) -> Optional[str]:
+    """A message if `sd` is a known architecture with a few tensors missing or of the wrong
+    shape (a damaged file, which would otherwise load as a smaller `custom` model), else
+    None. A file counts as such when all its tensors belong to one known architecture and
+    at most 3 of them have the wrong shape."""
+    best = None
+    small = sum(t.numel() for t in sd.values()) < 50_000_000  # under 200 MB of float32
+    for name in _candidates(sd):
+        missing, wrong, unexpected = _shape_problems(sd, _tensor_shapes(name, small))
+        if unexpected or len(wrong) > 3 or not (missing or wrong):
+            continue
+        if best is None or len(missing) + len(wrong) < len(best[1]) + len(best[2]):
+            best = (name, missing, wrong)
+    return None if best is None else _describe(source, best[0], best[1], best[2], [])
+
+
 def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> Sam:
     sd = ckpt.state_dict
     try:
         cfg = config_from_dict(ckpt.config) if ckpt.config else infer_config(sd)
     except (KeyError, IndexError, TypeError) as err:
+        damaged = _damaged_known(sd, source)
+        if damaged:
+            raise CheckpointError(damaged) from err
         raise CheckpointError(
             f"{source}: the architecture could not be recognised from its keys ({err}); "
             "napari-sam loads SAM ViT-B/L/H, MobileSAM and micro-sam checkpoints") from err
+    if not ckpt.config and cfg.name == "custom":
+        damaged = _damaged_known(sd, source)
+        if damaged:
+            raise CheckpointError(damaged)
     model = Sam(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing, wrong, unexpected = _shape_problems(sd, expected)
+    if wrong:
+        raise CheckpointError(_describe(source, cfg.name, missing, wrong, unexpected))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise CheckpointError(
@@ -122,6 +213,17 @@ def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint") -> Sam:
     if isinstance(thresholds, dict):
         model.automask_defaults = {k: float(v) for k, v in thresholds.items()
                                    if k in ("pred_iou_thresh", "stability_thresh")}
+    size = ckpt.extra.get("object_size")
+    if isinstance(size, dict) and "diameter" in size:
+        model.object_size = {"diameter": float(size["diameter"]),
+                             "range": [float(v) for v in size.get("range", ())] or None}
+        if model.object_size["range"] is None:
+            del model.object_size["range"]
+    if ckpt.extra.get("automask_mode") in ("ais", "amg"):
+        model.automask_mode = ckpt.extra["automask_mode"]
+    ais = ckpt.extra.get("ais", {})
+    if isinstance(ais, dict):
+        model.ais_defaults = {k: float(v) for k, v in ais.items()}
     return model.eval()
 
 
@@ -152,6 +254,18 @@ def load_model(name_or_path: Optional[str] = None, device: Union[str, torch.devi
                 f"unknown model {name!r}: give a checkpoint file or one of "
                 f"bundled, {', '.join(KNOWN_CHECKPOINTS)}")
         path = fetch(str(name))
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointError as err:  # damaged in the cache after it was checked
+            from .hub import forget
+
+            forget(str(name))
+            raise CheckpointError(
+                f"the cached download of {name} ({path}) does not load: {err.args[0]} It was "
+                f"removed from the cache; run again to download {name} afresh.") from err
+        model = model_from_checkpoint(ckpt, str(path))
+        model.source = str(name)
+        return model.to(resolve_device(device))
     model = model_from_checkpoint(read_checkpoint(path), str(path))
     model.source = str(name)
     return model.to(resolve_device(device))

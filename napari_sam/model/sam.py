@@ -13,8 +13,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..runtime.kernels import derived, version
 from .config import SamConfig, TinyViTConfig
-from .common import version
 from .image_encoder import ImageEncoderViT
 from .instance_head import InstanceHead
 from .mask_decoder import MaskDecoder
@@ -77,16 +77,26 @@ class Sam(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    # attributes holding derived tensors for speed (see common.linear, TwoWayTransformer,
-    # mask_upscaler); they hold weak references and are rebuilt on demand
+    # attributes holding state derived from the weights, for speed (see common.linear,
+    # TwoWayTransformer, mask_upscaler) and the signature; rebuilt on demand
     _TRANSIENT = ("_first_block", "_low_precision", "_upscalers", "_as_linear", "_tables",
-                  "_dense_pe")
+                  "_dense_pe", "_signature")
 
-    def __getstate__(self):
-        """Pickle without the speed caches, so the model can be sent to worker processes."""
+    def invalidate_caches(self) -> None:
+        """Drop everything derived from the weights (low-precision copies, attention tables,
+        the decoder's per-image projections, the `signature`) in every submodule.
+
+        Changes through torch (`load_state_dict`, in-place ops on parameters, assigning new
+        parameters) are seen without this, through the tensors' version counters and
+        addresses; writes torch cannot see (through `.data`, or into a parameter's memory
+        from numpy) need this call afterwards."""
         for m in self.modules():
             for name in self._TRANSIENT:
                 m.__dict__.pop(name, None)
+
+    def __getstate__(self):
+        """Pickle without the speed caches, so the model can be sent to worker processes."""
+        self.invalidate_caches()
         return super().__getstate__()
 
     @property
@@ -166,17 +176,28 @@ class Sam(nn.Module):
         return up
 
     def signature(self) -> str:
-        """Short fingerprint of the architecture and weights, for caches of embeddings."""
-        sig = getattr(self, "_signature", None)
-        if sig is None:
-            import hashlib
+        """Fingerprint of the architecture and the current weights: 16 hex digits, the key
+        of embedding caches (`Predictor.set_embedding`, the tiled on-disk cache).
 
-            h = hashlib.sha1(repr(self.config).encode())
-            with torch.no_grad():
-                for name, p in sorted(self.state_dict().items()):
-                    flat = p.detach().float().flatten()
-                    h.update(name.encode())
-                    h.update(torch.stack([flat.sum(), flat.abs().sum(), flat[: 8].sum()])
-                             .cpu().numpy().tobytes())
-            sig = self._signature = h.hexdigest()[:16]
-        return sig
+        Kept while no parameter or buffer changes and computed again after one does
+        (`load_state_dict`, in-place ops, new tensors assigned): the stored value carries
+        each tensor's version counter and address. See `invalidate_caches` for changes
+        torch cannot see."""
+        tensors = self.state_dict(keep_vars=True)
+        if any(t.is_inference() for t in tensors.values()):  # no version counter: compute
+            return self._fingerprint()
+        state = tuple((name, version(t), t.data_ptr(), t.dtype, t.device, tuple(t.shape))
+                      for name, t in tensors.items())
+        return derived(self, "_signature", state, self._fingerprint)
+
+    def _fingerprint(self) -> str:
+        import hashlib
+
+        h = hashlib.sha1(repr(self.config).encode())
+        with torch.no_grad():
+            for name, p in sorted(self.state_dict().items()):
+                flat = p.detach().float().flatten()
+                h.update(name.encode())
+                h.update(torch.stack([flat.sum(), flat.abs().sum(), flat[: 8].sum()])
+                         .cpu().numpy().tobytes())
+        return h.hexdigest()[:16]

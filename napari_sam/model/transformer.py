@@ -8,8 +8,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .common import (MLPBlock, _low_precision_params, _onednn_bf16, derived, linear,
-                     tensor_state, version)
+from ..runtime.kernels import (derived, linear, low_precision_params, onednn_bf16,
+                               tensor_state, version)
+from .common import MLPBlock
 
 
 class Attention(nn.Module):
@@ -177,7 +178,7 @@ def _image_projections(owner: nn.Module, keys: torch.Tensor, image_pe: torch.Ten
     image's keys (1, hw, C) in bf16; otherwise None."""
     layers = with_pe + plain
     if (image_pe is None or keys.shape[0] != 1 or keys.dtype != torch.bfloat16
-            or any(layer.bias is None for layer in layers) or not _onednn_bf16(keys)):
+            or any(layer.bias is None for layer in layers) or not onednn_bf16(keys)):
         return None
     pe_key = (image_pe.untyped_storage().data_ptr(), image_pe.storage_offset(),
               tuple(image_pe.shape), image_pe.stride(), version(image_pe))
@@ -189,7 +190,7 @@ def _image_projections(owner: nn.Module, keys: torch.Tensor, image_pe: torch.Ten
             table = torch.cat([F.linear(pe, layer.weight, layer.bias) for layer in with_pe]
                               + [layer.bias.float().expand(pe.shape[0], -1) for layer in plain],
                               dim=1)
-        weight = torch.cat([_low_precision_params(layer, torch.bfloat16)[0] for layer in layers])
+        weight = torch.cat([low_precision_params(layer, torch.bfloat16)[0] for layer in layers])
         # the table holds `image_pe`: its memory cannot be reused while the key is kept
         return weight, table.to(torch.bfloat16), image_pe
 

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 
 from ..progress import null_progress
+from ..transforms import select_channels
 from .embed import TiledEmbeddings
 from .grid import Tile
 from .results import open_results
@@ -94,6 +96,48 @@ class AutomaskSegmenter:
         gen.initialize(pixels, channels=emb.source.channels, value_range=emb.value_range,
                        embedding=emb.embedding(tile, keep=emb.cache_dir is not None))
         res = gen.generate(offset=tile.window[:2], **self.gen_kw)
+        nodata = getattr(emb.source, "nodata", None)
+        if nodata is not None or emb.source.dtype.kind == "f":  # nodata never becomes objects
+            from ..io.bands import mask_nodata, valid_mask
+
+            valid = valid_mask(select_channels(pixels, emb.source.channels), nodata)
+            return mask_nodata(res.labels, res.records, valid, offset=tile.window[:2])
+        return res.labels, res.records
+
+
+class AISSegmenter:
+    """Tile segmenter for models with an instance decoder: the decoder's maps on one tile
+    and the seeded watershed (`napari_sam.ais`); same call as `AutomaskSegmenter`.
+    Keywords: min_area and those of `ais.watershed_from_maps` (None: the model's)."""
+
+    def __init__(self, min_area: int = 0, **params) -> None:
+        self.min_area, self.params = int(min_area), dict(params)
+        self._local = threading.local()
+
+    def settings(self) -> dict:
+        return {"segmenter": "ais", "min_area": self.min_area, **dict(sorted(self.params.items()))}
+
+    def __getstate__(self):
+        return {"min_area": self.min_area, "params": self.params}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def __call__(self, emb: TiledEmbeddings, tile: Tile):
+        from ..ais import labels_and_records, maps_from_logits
+        from ..device import autocast
+        from ..predictor import Predictor
+
+        pred = getattr(self._local, "pred", None)
+        if pred is None or pred.model is not emb.model:
+            pred = self._local.pred = Predictor(emb.model, emb.device, emb.precision)
+        e = emb.embedding(tile, keep=emb.cache_dir is not None)
+        pred.set_embedding(e)
+        with torch.no_grad(), autocast(pred.device, pred.dtype):
+            logits = emb.model.instance_logits(e.features, emb.model_input(tile))
+        maps = maps_from_logits(logits, e.input_size, e.original_size)
+        res = labels_and_records(pred, self.min_area, tile.window[:2], maps, **self.params)
         return res.labels, res.records
 
 

@@ -4,13 +4,18 @@ On-disk layout of a cache folder:
 
     signature.json   what the embeddings were computed from (image, model, tiling, contrast)
     features/        zarr array (ny, nx, C, g, g), one chunk per tile
-    done/<iy>_<ix>   empty marker, created atomically once that tile's chunk is written
+    done/<iy>_<ix>   marker holding the tile's checksum, created atomically once that
+                     tile's chunk is written
 
 One chunk per tile: a tile is the unit of work, so each worker writes whole chunks that no
 other worker touches (no locks, no read-modify-write), a tile is read back with one file
 read, and an interrupted run leaves every finished tile usable. The marker is written after
 the chunk (zarr itself writes chunks to a temporary file and renames it), so a tile counts
-as done only when its data is complete. float16 by default: half the disk of float32 for a
+as done only when its data is complete. The marker holds a checksum (BLAKE2b) of the
+tile's stored values: Blosc has none of its own, so a chunk deleted, truncated or changed
+on disk would otherwise be read as zeros or as slightly wrong numbers. Reading checks it,
+and a tile that fails (or whose marker has no checksum) raises `CacheCorruptError`;
+`TiledEmbeddings` then recomputes the tile. float16 by default: half the disk of float32 for a
 difference that moves at most a few boundary pixels of a mask (SAM's embeddings are
 layer-normalised, |x| < 100; use "float32" where results must match an uncached run bit
 for bit).
@@ -32,6 +37,24 @@ STORAGE_DTYPES = ("float16", "float32")
 
 class CacheMismatchError(ValueError):
     """An embedding cache folder holds embeddings of another image, model or tiling."""
+
+
+class CacheCorruptError(CacheMismatchError):
+    """A tile of an embedding cache is damaged on disk (checksum, decoding)."""
+
+    def __init__(self, message: str, index=None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def checksum(values: np.ndarray) -> str:
+    """Checksum of an array's values (its dtype and bytes in C order)."""
+    import hashlib
+
+    a = np.ascontiguousarray(values)
+    h = hashlib.blake2b(a.dtype.str.encode(), digest_size=16)
+    h.update(memoryview(a).cast("B"))
+    return "blake2b:" + h.hexdigest()
 
 
 def _write_replace(path: Path, data: bytes) -> None:
@@ -80,6 +103,9 @@ class MemoryStore:
     def put(self, index, features: np.ndarray) -> None:
         self._data[tuple(index)] = np.asarray(features).astype(self.dtype)
 
+    def discard(self, index) -> None:
+        self._data.pop(tuple(index), None)
+
 
 class ZarrStore:
     """Embeddings in a zarr directory store with a signature and per-tile done markers.
@@ -115,7 +141,19 @@ class ZarrStore:
                 chunks=(1, 1) + tuple(feature_shape), dtype=dtype, fill_value=0,
                 compressor=Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE))
             _write_replace(sig_file, json.dumps(self.signature, indent=1).encode())
-        self.array = zarr.open_array(str(self.path / "features"), mode="r+")
+        try:
+            self.array = zarr.open_array(str(self.path / "features"), mode="r+")
+        except Exception as err:  # noqa: BLE001 - a garbled .zarray: JSONDecodeError, KeyError ...
+            raise CacheMismatchError(
+                f"the embedding cache {self.path} is damaged: its features array cannot be "
+                f"opened ({type(err).__name__}: {err}). Delete {self.path} to recompute the "
+                "embeddings, or pass another cache folder.") from err
+        expected = tuple(grid_shape) + tuple(feature_shape)
+        if tuple(self.array.shape) != expected or self.array.dtype != np.dtype(dtype):
+            raise CacheMismatchError(
+                f"the embedding cache {self.path} is damaged: its features array is "
+                f"{self.array.shape} {self.array.dtype}, expected {expected} {dtype}. Delete "
+                f"{self.path} to recompute the embeddings, or pass another cache folder.")
         self.dtype = np.dtype(self.array.dtype)
 
     def _check(self, sig_file: Path) -> None:
@@ -142,18 +180,48 @@ class ZarrStore:
     def has(self, index) -> bool:
         return (self.path / "done" / f"{index[0]}_{index[1]}").is_file()
 
+    def _marker(self, index) -> Path:
+        return self.path / "done" / f"{index[0]}_{index[1]}"
+
+    def _damaged(self, index, why: str) -> CacheCorruptError:
+        return CacheCorruptError(
+            f"tile {tuple(index)} of the embedding cache {self.path} is damaged ({why}); it is "
+            f"recomputed when read through TiledEmbeddings, or delete {self.path} to "
+            "recompute every tile", tuple(index))
+
     def get(self, index) -> np.ndarray:
-        if not self.has(index):
-            raise KeyError(f"tile {tuple(index)} is not in the cache {self.path}")
-        return np.asarray(self.array[index[0], index[1]], dtype=np.float32)
+        """(C, g, g) float32 features of a done tile; `CacheCorruptError` if its stored
+        values fail their checksum or cannot be decoded, KeyError if it is not done."""
+        try:
+            recorded = self._marker(index).read_text().strip()
+        except FileNotFoundError:
+            raise KeyError(f"tile {tuple(index)} is not in the cache {self.path}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise self._damaged(index, f"unreadable marker: {err}") from err
+        if not recorded.startswith("blake2b:"):
+            raise self._damaged(index, "its done marker holds no checksum")
+        try:
+            stored = np.asarray(self.array[index[0], index[1]])
+        except Exception as err:  # noqa: BLE001 - blosc/zarr raise RuntimeError, ValueError ...
+            raise self._damaged(index, f"{type(err).__name__}: {err}") from err
+        if checksum(stored.astype(self.dtype, copy=False)) != recorded:
+            raise self._damaged(index, "its stored values do not match their checksum")
+        return stored.astype(np.float32)
+
+    def discard(self, index) -> None:
+        """Forget a tile (remove its done marker), so it is computed again."""
+        try:
+            self._marker(index).unlink()
+        except FileNotFoundError:
+            pass
 
     def put(self, index, features: np.ndarray) -> None:
-        f = np.asarray(features).astype(self.dtype)
+        f = np.ascontiguousarray(np.asarray(features).astype(self.dtype))
         if not np.isfinite(f).all():
             raise ValueError("embedding values overflow the cache's float16; "
                              "use cache dtype 'float32' for this model")
         self.array[index[0], index[1]] = f
-        _write_replace(self.path / "done" / f"{index[0]}_{index[1]}", b"")
+        _write_replace(self._marker(index), checksum(f).encode())
 
 
 def default_cache_root() -> Path:

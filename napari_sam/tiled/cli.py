@@ -9,7 +9,8 @@ image would reach the model shrunk 4 times or more; `on` tiles every 2D image, `
 Other inputs (smaller images, stacks) go through `napari_sam.batch.run_batch` unchanged.
 A tiled image writes `<stem>_labels.tif` (tiled BigTIFF, streamed) and
 `<stem>_objects.csv` (from the stitched records); COCO JSON is written for tiled images
-below 64 M pixels (it needs the label image in memory).
+below 64 M pixels (it needs the label image in memory). GeoJSON / GeoPackage polygons are
+built block by block from the zarr labels (`napari_sam.tiled.vectors`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,32 @@ def _plan(files, args, tile: int):
     return tiled, plain
 
 
+def _tiling_for(path: Path, model, args, opts: dict):
+    """(tile, overlap, per-tile segmenter) for one large file: --tile-size/--overlap when
+    given, else from the objects' diameter (--diameter; estimated on a central window of at
+    most 2,048 px), else the model's native tiling (--diameter off)."""
+    from ..scale import ZoomPlan, resolve_diameter, tiled_plan
+    from ..segment import AutoSegmenter
+    from .source import ImageSource
+
+    keys = ("mode", "diameter", "points_per_side", "points_per_batch", "crop_n_layers",
+            "pred_iou_thresh", "stability_thresh", "nms_thresh", "min_area")
+    seg = AutoSegmenter(model, device=opts["device"], precision=opts["precision"],
+                        **{k: opts[k] for k in keys if opts.get(k) is not None})
+    src = ImageSource(path, opts.get("channels"))
+    h, w = src.shape2d
+    side = 2048
+    r0, c0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    window = src.read((r0, c0, min(h, r0 + side), min(w, c0 + side)))
+    diameter = resolve_diameter(window, opts.get("diameter"), opts.get("channels"))
+    if args.tile_size is not None or diameter is None:
+        plan = ZoomPlan(None, args.tile_size, args.overlap, diameter)
+        return args.tile_size, args.overlap, seg.tile_segmenter(plan, (h, w))
+    plan = tiled_plan(model, diameter)
+    overlap = args.overlap if args.overlap is not None else plan.overlap
+    return plan.tile, overlap, seg.tile_segmenter(plan, (h, w))
+
+
 def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
     from ..batch import is_complete, output_paths, output_stem, write_overlay
     from ..io.coco import write_coco
@@ -79,13 +106,12 @@ def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
         return info
     work = outdir / f".{output_stem(path)}.tiling"
     work.mkdir(parents=True, exist_ok=True)
-    keys = ("points_per_side", "points_per_batch", "crop_n_layers", "pred_iou_thresh",
-            "stability_thresh", "nms_thresh", "min_area")
-    res = tiled_automask(str(path), model, work / "labels.zarr", tile_size=args.tile_size,
-                         overlap=args.overlap, channels=opts.get("channels"), cache=args.cache,
+    tile, overlap, segmenter = _tiling_for(path, model, args, opts)
+    res = tiled_automask(str(path), model, work / "labels.zarr", tile_size=tile,
+                         overlap=overlap, channels=opts.get("channels"), cache=args.cache,
                          scheduler=args.scheduler, workers=args.workers, overwrite=True,
                          device=opts["device"], precision=opts["precision"], progress=progress,
-                         **{k: opts[k] for k in keys if opts.get(k) is not None})
+                         segmenter=segmenter)
     from .source import ImageSource
 
     meta = ImageSource(path, opts.get("channels")).meta
@@ -102,6 +128,13 @@ def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
         else:
             info["note"] = (f"COCO not written: {h} x {w} is above {COCO_MAX_PIXELS} pixels; "
                             "use the label TIFF or the CSV")
+    vectors = {k: p for k, p in todo.items() if k in ("geojson", "gpkg")}
+    if vectors:
+        from .outputs import write_tiled_vectors
+        from .source import open_image
+
+        write_tiled_vectors(vectors, res.labels, open_image(path)[0], meta, res.records,
+                            overwrite=opts["overwrite"], **(opts.get("vectors") or {}))
     if "overlay" in todo:
         h, w = res.labels.shape
         if h * w <= COCO_MAX_PIXELS:  # the overlay holds the image and labels in memory
@@ -122,12 +155,16 @@ def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
 def run_with_tiling(args: argparse.Namespace, opts: dict, progress, log=None) -> dict:
     """`run_batch` for the plain inputs and the tiled path for large 2D images; returns one
     summary in `run_batch`'s form."""
-    from ..batch import expand_inputs, run_batch
+    from ..batch import expand_inputs, prepare_outdir, remove_stale_partials, run_batch
     from ..model import load_model
     from .embed import default_tiling
 
     t0 = time.perf_counter()
     say = log or (lambda msg: None)
+    removed = remove_stale_partials(prepare_outdir(args.output))
+    if removed:
+        say(f"removed {len(removed)} temporary file(s) that an interrupted run left in "
+            f"{args.output}")
     files, problems = expand_inputs(args.inputs)
     # the smallest model input (256) gives the lowest threshold: only when some image is
     # above it is the model loaded to know its tile size

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import OrderedDict
 from typing import Iterable, List, Optional, Sequence, Union
 
@@ -23,8 +24,8 @@ from ..device import autocast, resolve_device, resolve_precision
 from ..model import Sam, load_model
 from ..predictor import ImageEmbedding, Predictor
 from ..progress import null_progress
-from ..transforms import resize_for_model, target_shape
-from .cache import MemoryStore, ZarrStore, resolve_cache_dir
+from ..transforms import resize_for_model, zoomed_shape
+from .cache import CacheCorruptError, MemoryStore, ZarrStore, resolve_cache_dir
 from .grid import Tile, TileGrid
 from .source import ImageSource
 
@@ -87,8 +88,19 @@ class TiledEmbeddings:
         self._predictor: Optional[Predictor] = None
 
     # ---- computing -------------------------------------------------------------------
+    @property
+    def zoom(self) -> float:
+        """Model-input pixels per image pixel, the same for every tile (a tile smaller than
+        the tile size, at the image's edge, is not enlarged more than the others)."""
+        return self.model.image_size / self.grid.tile
+
     def input_size(self, tile: Tile):
-        return target_shape(*tile.shape, self.model.image_size)
+        return zoomed_shape(*tile.shape, self.zoom, self.model.image_size)
+
+    def model_input(self, tile: Tile) -> torch.Tensor:
+        """(1, 3, h, w) 0-255 pixels of `tile` as the encoder gets them."""
+        return resize_for_model(self.source.pixels(tile.window, self.value_range),
+                                self.model.image_size, self.device, self.zoom)
 
     def missing(self, tiles: Optional[Iterable[Tile]] = None) -> List[Tile]:
         done = self.store.done()
@@ -97,8 +109,7 @@ class TiledEmbeddings:
     @torch.no_grad()
     def encode(self, tiles: Sequence[Tile]) -> np.ndarray:
         """Run the encoder on `tiles` (all of one shape): (B, C, g, g) float32."""
-        xs = [resize_for_model(self.source.pixels(t.window, self.value_range),
-                               self.model.image_size, self.device) for t in tiles]
+        xs = [self.model_input(t) for t in tiles]
         with autocast(self.device, self.dtype):
             feats = self.model.encode(torch.cat(xs))
         return feats.float().cpu().numpy()
@@ -123,7 +134,7 @@ class TiledEmbeddings:
             self._memory.move_to_end(key)
             return self._memory[key]
         if self.store.has(key):
-            f = torch.from_numpy(self.store.get(key))[None].to(self.device)
+            f = torch.from_numpy(self._stored(tile))[None].to(self.device)
         elif keep:
             self.compute([tile])
             f = torch.from_numpy(self.store.get(key))[None].to(self.device)
@@ -133,6 +144,17 @@ class TiledEmbeddings:
         while len(self._memory) > self._memory_tiles:
             self._memory.popitem(last=False)
         return f
+
+    def _stored(self, tile: Tile) -> np.ndarray:
+        """A done tile's features from the store; a damaged tile (`CacheCorruptError`) is
+        recomputed, with a warning naming the cache."""
+        try:
+            return self.store.get(tile.index)
+        except CacheCorruptError as err:
+            warnings.warn(f"{err}; recomputing it", RuntimeWarning, stacklevel=3)
+            self.store.discard(tile.index)
+            self.compute([tile])
+            return self.store.get(tile.index)
 
     def embedding(self, tile: Tile, keep: bool = True) -> ImageEmbedding:
         return ImageEmbedding(self.features(tile, keep), tile.shape, self.input_size(tile),

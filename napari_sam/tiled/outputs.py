@@ -5,6 +5,7 @@
 pixel size, GeoTIFF tags): that function takes an in-memory array, which a 20k x 20k
 uint32 label image (1.6 GB) should not be. `records_table` turns the stitched records into
 the object table columns of `napari_sam.io.tables` that need no pixels.
+`write_tiled_vectors` writes GeoJSON / GeoPackage polygons block by block.
 """
 
 from __future__ import annotations
@@ -70,3 +71,20 @@ def records_table(records: List[dict], pixel_size=None) -> Dict[str, np.ndarray]
     for k in ("predicted_iou", "stability"):
         table[k] = np.array([r.get(k, np.nan) for r in records], np.float64)
     return table
+
+
+def write_tiled_vectors(paths, labels, image, meta, records, crs: str = "native",
+                        simplify: float = 0.0, simplify_units: str = "px",
+                        overwrite: bool = False, block: int = 1024):
+    """Polygons of a large (Y, X) label image (zarr, lazy) -> {"geojson"|"gpkg": path},
+    streamed block by block (`napari_sam.tiled.vectors.tiled_features`); `image` (every
+    band, lazy) gives the band means."""
+    from ..io.vectors import output_crs, write_vectors
+    from .vectors import tiled_features
+
+    georef = getattr(meta, "georef", None)
+    output_crs(georef, crs)
+    feats = tiled_features(labels, image, georef, records, block=block, simplify=simplify,
+                           simplify_units=simplify_units,
+                           band_names=getattr(meta, "band_names", None))
+    return write_vectors(paths, feats, georef, crs, overwrite, shape=tuple(labels.shape[:2]))

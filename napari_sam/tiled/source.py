@@ -45,9 +45,11 @@ class ImageSource:
     def __init__(self, image, channels: Optional[Sequence[int]] = None) -> None:
         self.path: Optional[Path] = None
         self.meta = None  # napari_sam.io ImageMeta when read from a file (pixel size, geo)
+        self.nodata = None  # value of missing pixels (the file's GDAL nodata), or None
         if isinstance(image, (str, Path)):
             self.path = Path(image)
             image, self.meta = open_image(self.path)
+            self.nodata = getattr(self.meta, "nodata", None)
         if not hasattr(image, "shape") or not hasattr(image, "dtype"):
             image = np.asarray(image)
         if len(image.shape) not in (2, 3):
@@ -99,7 +101,14 @@ class ImageSource:
         if self.dtype in (np.uint8, np.bool_):
             return None
         parts = [select_channels(p, self.channels) for p in self.sample()]
+        if self.nodata is not None or self.dtype.kind == "f":  # nodata pixels: not counted
+            from ..io.bands import valid_mask
+
+            masks = [valid_mask(p, self.nodata) for p in parts]
+            parts = [p if m is None else p[m][:, None, :] for p, m in zip(parts, masks)]
         flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in parts])
+        if not len(flat):
+            return None
         lo, hi = intensity_range(flat[:, None, :])
         return [float(v) for v in lo], [float(v) for v in hi]
 

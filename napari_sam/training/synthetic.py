@@ -155,9 +155,9 @@ def _debris(rng, signal, amount=1.0):
 
 
 # --------------------------------------------------------------------------- cells
-def _cells(rng, size):
+def _cells(rng, size, d=None):
     h, w = size
-    d = _logu(rng, 18, 90)
+    d = _logu(rng, 18, 90) if d is None else float(d)
     sp = d * rng.uniform(0.85, 1.1)
     dy = sp * np.sqrt(3) / 2
     gy, gx = np.meshgrid(np.arange(-0.5, h / dy + 1) * dy, np.arange(-0.5, w / sp + 1) * sp,

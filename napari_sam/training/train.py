@@ -15,6 +15,12 @@ A checkpoint is written every few minutes; running the same command again resume
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # run as a program, which owns its process: tune it for CPU
+    # work before torch is imported (OpenMP wait policy; napari_sam/runtime/cpu.py)
+    from napari_sam.runtime.cpu import tune_cpu_if_requested
+
+    tune_cpu_if_requested(default=True)
+
 import argparse
 import json
 import math
@@ -200,7 +206,7 @@ def quick_eval(model: Sam, n_images: int = 12) -> dict:
 
     model.eval()
     try:
-        pred = Predictor(model, device="cpu", precision="bf16")
+        pred = Predictor(model, device="cpu", precision="bf16", diameter="off")
         return evaluate_prompts(pred, heldout_set(n_images), max_objects=8)
     finally:
         model.train()

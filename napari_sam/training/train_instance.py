@@ -15,6 +15,12 @@ chosen on validation images apart from the held-out test set.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # run as a program, which owns its process: tune it for CPU
+    # work before torch is imported (OpenMP wait policy; napari_sam/runtime/cpu.py)
+    from napari_sam.runtime.cpu import tune_cpu_if_requested
+
+    tune_cpu_if_requested(default=True)
+
 import argparse
 import json
 import math
@@ -105,7 +111,7 @@ def validation_sets(n: int):
 def validation_maps(model: Sam, sets: dict) -> dict:
     from ..predictor import Predictor
 
-    pred = Predictor(model, device="cpu", precision="bf16")
+    pred = Predictor(model, device="cpu", precision="bf16", diameter="off")
     out = {}
     for name, pairs in sets.items():
         out[name] = []
@@ -192,10 +198,10 @@ def train(a) -> Sam:
     return model
 
 
-PARAM_GRID = {"center_distance_threshold": (0.3, 0.4, 0.5, 0.6),
-              "boundary_distance_threshold": (0.4, 0.5, 0.6, 0.7),
-              "foreground_threshold": (0.4, 0.5, 0.6),
-              "distance_smoothing": (0.0, 1.0, 1.6)}
+PARAM_GRID = {"center_distance_threshold": (0.4, 0.5, 0.6),
+              "boundary_distance_threshold": (0.4, 0.5, 0.6),
+              "foreground_threshold": (0.4, 0.5),
+              "distance_smoothing": (1.0, 1.6)}
 
 
 def calibrate(model: Sam, n: int) -> dict:
@@ -215,6 +221,32 @@ def calibrate(model: Sam, n: int) -> dict:
     return {"ais": best[1], "ais_calibration": {"images": n, "seed": CALIBRATION_SEED, **best[2]}}
 
 
+def compare_modes(model: Sam, n: int, log=print) -> dict:
+    """Held-out F1@0.5 / 0.75 of AIS and AMG on `n` images of the synthetic mix and `n`
+    fluorescence nuclei fields (held-out seeds, not the calibration ones), both at the
+    model's native scale (256-pixel images, diameter "off": one embedding each, so the
+    comparison is cheap) -> {"ais": {...}, "amg": {...}, "best": "ais" | "amg"}."""
+    from ..segment import automask
+    from .evaluate import heldout_set, match_f1
+    from .synthetic import nuclei_image
+
+    sets = {"mix": heldout_set(n),
+            "nuclei": [nuclei_image(10_000_019 + i, (256, 256)) for i in range(n)]}
+    out = {}
+    for mode in ("ais", "amg"):
+        res = {}
+        for name, pairs in sets.items():
+            f = [match_f1(automask(img, model, mode=mode, diameter="off"), lab)
+                 for img, lab in pairs]
+            for t in ("0.5", "0.75"):
+                res[f"{name} f1@{t}"] = round(float(np.mean([x[f"f1@{t}"] for x in f])), 4)
+        out[mode] = res
+        log(f"held-out {mode}: {res}")
+    total = {m: sum(out[m].values()) for m in out}
+    out["best"] = max(total, key=total.get)
+    return out
+
+
 def export(a) -> None:
     model = load_init(a.init)
     st = torch.load(Path(a.out) / "last.pt", map_location="cpu", weights_only=True)
@@ -224,6 +256,10 @@ def export(a) -> None:
     extra["instance_head_steps"] = int(st["step"])
     if a.calibrate:
         extra.update(calibrate(model, a.calibrate))
+        model.ais_defaults = dict(extra["ais"])
+    if a.compare:
+        extra["mode_comparison"] = compare_modes(model, a.compare)
+        extra["automask_mode"] = extra["mode_comparison"]["best"]
     save_checkpoint(a.export, model, extra)
 
 
@@ -242,6 +278,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--export", metavar="DEST")
     ap.add_argument("--calibrate", type=int, default=0, metavar="N")
+    ap.add_argument("--compare", type=int, default=0, metavar="N",
+                    help="with --export: compare AIS and AMG on N held-out images per set "
+                         "and store the better one as the model's automatic mode")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)

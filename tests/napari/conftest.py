@@ -38,9 +38,9 @@ class DiskSam(Sam):
                 inside |= mask_input.reshape(m, m) > 0
             if points is not None:
                 xy, lab = points
-                for (x, y), l in zip(xy[0].tolist(), lab[0].tolist()):
+                for (x, y), label in zip(xy[0].tolist(), lab[0].tolist()):
                     disk = (xx - x) ** 2 + (yy - y) ** 2 <= r * r
-                    inside = inside | disk if l == 1 else inside & ~disk
+                    inside = inside | disk if label == 1 else inside & ~disk
             out[0, k][inside] = 10.0
         self.last_inputs = dict(points=points, boxes=boxes, mask_input=mask_input,
                                 multimask=multimask)

@@ -47,7 +47,7 @@ def main() -> None:
     app = QApplication.instance() or QApplication([])
     v = napari.Viewer()
     v.window.resize(1400, 1000)
-    image = v.open(str(path), plugin="napari-sam")[0]
+    image = v.open(str(path), plugin="napari-sam-suite")[0]
     w = SamWidget(v, model=a.model)
     v.window.add_dock_widget(w, name="napari-sam")
 

@@ -96,6 +96,7 @@ def make_widget(viewer, model, **options):
     w = AutomaskWidget(viewer, model=model)
     viewer.window.add_dock_widget(w)
     w.points_per_side.value = options.pop("points_per_side", 8)
+    w.diameter.value = options.pop("diameter", "off")  # the grid mechanics at SAM's scale
     for name, value in options.items():
         getattr(w, name).value = value
     return w

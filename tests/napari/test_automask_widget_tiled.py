@@ -106,7 +106,7 @@ def test_cancel_then_resume_into_zarr_beside_the_file(make_napari_viewer, qtbot,
     monkeypatch.setattr(large_image, "LARGE", 512)            # our reader: a lazy layer
     monkeypatch.setattr(automask_tiled, "MEMORY_PIXELS", 1000)  # the result goes to disk
     viewer = make_napari_viewer()
-    image = viewer.open(str(path), plugin="napari-sam")[0]
+    image = viewer.open(str(path), plugin="napari-sam-suite")[0]
     image.scale, image.translate = (2.0, 2.0), (5.0, 7.0)
     w = make_widget(viewer, blob_model())
 
@@ -141,7 +141,8 @@ def test_cancel_then_resume_into_zarr_beside_the_file(make_napari_viewer, qtbot,
 def test_cancel_keeps_finished_tiles_without_a_viewer(user_cache):
     data, truth = scene(2)
     setup = TiledSetup(TilingRule(), (SIZE, SIZE), False, 2, None)
-    req = Request(data, model=blob_model(), points_per_side=8, tiled=setup)
+    req = Request(data, model=blob_model(), points_per_side=8, tiled=setup,
+                  diameter="off")
     seen = []
 
     def progress(done, total, message):

@@ -147,9 +147,9 @@ def test_both_widgets_open_from_the_plugin_menu(make_napari_viewer, tmp_path):
     labels, image = squares()
     viewer.add_image(image, name="cells")
     viewer.add_labels(labels, name="cells labels")
-    _, auto = viewer.window.add_plugin_dock_widget("napari-sam", "Automatic segmentation")
+    _, auto = viewer.window.add_plugin_dock_widget("napari-sam-suite", "Automatic segmentation")
     assert auto.image.value is viewer.layers["cells"] and auto.model.value == "bundled"
-    _, export = viewer.window.add_plugin_dock_widget("napari-sam", "Export labels")
+    _, export = viewer.window.add_plugin_dock_widget("napari-sam-suite", "Export labels")
     assert export.labels.value is viewer.layers["cells labels"]
     export.folder.value = tmp_path
     export.confirm_overwrite = Answers(False)

@@ -12,12 +12,12 @@ npe2 = pytest.importorskip("npe2")
 
 @pytest.fixture(scope="module")
 def manifest():
-    return npe2.PluginManifest.from_distribution("napari-sam")
+    return npe2.PluginManifest.from_distribution("napari-sam-suite")
 
 
 def test_manifest_valid(manifest):
-    assert manifest.name == "napari-sam"
-    assert all(c.id.startswith("napari-sam.") for c in manifest.contributions.commands)
+    assert manifest.name == "napari-sam-suite"
+    assert all(c.id.startswith("napari-sam-suite.") for c in manifest.contributions.commands)
     npe2.PluginManifest.validate_imports(manifest)  # what `npe2 validate --imports` runs
 
 
@@ -44,13 +44,14 @@ def test_sample_data_and_plugin_widget(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     for key, ndim, rgb in (("nuclei", 2, False), ("nuclei_stack", 3, False),
                            ("rgb_shapes", 2, True)):
-        (layer,) = viewer.open_sample("napari-sam", key)
+        (layer,) = viewer.open_sample("napari-sam-suite", key)
         assert layer.ndim == ndim and layer.rgb == rgb and layer.data.size
     # napari hands plugin widgets a proxy of the viewer that hides private attributes
-    _, widget = viewer.window.add_plugin_dock_widget("napari-sam", "Interactive segmentation")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sam-suite", "Interactive segmentation")
     assert widget.viewer == viewer and widget.image.value == viewer.layers["shapes (RGB)"]
     assert widget.model.value == "bundled"
     torch.save(build_model("test_vit").state_dict(), tmp_path / "tiny.pt")
+    widget.diameter.value = "off"  # one embedding of the whole image (scale: test_scale.py)
     widget.model_file.value = tmp_path / "tiny.pt"
     widget.model.value = "file..."
     qtbot.waitUntil(lambda: widget.ready, timeout=30_000)

@@ -32,7 +32,7 @@ def click(widget, image, pixel, negative=False):
 
 
 def make_widget(viewer, qtbot, wait, model):
-    w = SamWidget(viewer, model=model)
+    w = SamWidget(viewer, model=model, diameter="off")  # the prompt mechanics at SAM's scale
     viewer.window.add_dock_widget(w)
     wait(qtbot, w)
     return w
@@ -207,3 +207,32 @@ def test_key_bindings_released(make_napari_viewer, qtbot, wait, disk_model):
     assert len(viewer.layers) == n - 3  # the prompt layers go with the widget
     assert w._closed and viewer.bind_key("Shift-C", None) is None  # nothing left bound
     assert viewer.bind_key("U", None) is not None  # the user's own binding came back
+
+
+def test_diameter_field_estimate_circle_and_zoom(make_napari_viewer, qtbot, wait):
+    """The object-size control: Estimate fills the field from the slice (in a worker), a
+    circle of that diameter is drawn, and the embedding is made at the zoom it implies."""
+    from napari_sam._napari.diameter import CIRCLE_LAYER
+    from napari_sam.training.multiscale import median_diameter, scaled_sample
+
+    viewer = make_napari_viewer()
+    image, labels = scaled_sample("nuclei", 40, (256, 256), 0)
+    layer = viewer.add_image(image, name="big nuclei")
+    w = SamWidget(viewer, model="bundled")
+    viewer.window.add_dock_widget(w)
+    wait(qtbot, w)
+    w.size.estimate()
+    qtbot.waitUntil(lambda: w.size.worker is None, timeout=30_000)
+    d = float(w.diameter.value)
+    assert abs(d / median_diameter(labels) - 1) < 0.25
+    circle = viewer.layers[CIRCLE_LAYER]
+    (ellipse,) = circle.data
+    assert np.ptp(ellipse[:, 0]) == pytest.approx(d)
+    wait(qtbot, w)
+    plan_zoom = w._embedder.predictor  # the Predictor holding the zoomed embedding
+    emb = plan_zoom.get_embedding()
+    assert emb.original_size == layer.data.shape
+    assert emb.input_size[0] < 256  # big objects: the image is shrunk to the preferred size
+    w.diameter.value = "off"
+    wait(qtbot, w)
+    assert w._embedder.predictor.get_embedding().input_size == (256, 256)

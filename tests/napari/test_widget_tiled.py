@@ -31,6 +31,7 @@ def big_image(seed=0):
 
 
 def make_widget(viewer, qtbot, wait, model, **kwargs):
+    kwargs.setdefault("diameter", "off")  # native-resolution tiles, as configured
     w = SamWidget(viewer, model=model, **kwargs)
     viewer.window.add_dock_widget(w)
     wait(qtbot, w)
@@ -155,7 +156,7 @@ def test_lazy_layer_cache_beside_file_and_cancel(make_napari_viewer, qtbot, wait
     tifffile.imwrite(path, img, tile=(256, 256))
     monkeypatch.setattr(large_image, "LARGE", 512)  # our reader claims it: a lazy layer
     viewer = make_napari_viewer()
-    image = viewer.open(str(path), plugin="napari-sam")[0]
+    image = viewer.open(str(path), plugin="napari-sam-suite")[0]
     assert isinstance(image.data, da.Array)
     w = make_widget(viewer, qtbot, wait, disk_model)
     emb = w.tiled.tp.embeddings

@@ -1,0 +1,140 @@
+"""The object-size control shared by the widgets: a diameter field, an Estimate button, and a
+circle of that diameter on the canvas so the user can see whether it matches the cells.
+
+The field takes "auto" (estimate when the model runs), a number of pixels, or "off" (the
+whole image resized to the model input). *Estimate* runs `scale.estimate_diameter` on the
+displayed slice in a worker and writes the result into the field; the circle (a Shapes
+layer, "SAM diameter") is drawn at the centre of the view whenever the field holds a number.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from magicgui.widgets import Container, LineEdit, PushButton
+
+from . import layers as L
+
+CIRCLE_LAYER = "SAM diameter"
+
+
+def parse_diameter(text: str):
+    """Field text -> None ("auto"), "off", or a positive float; ValueError otherwise."""
+    t = str(text).strip().lower()
+    if t in ("", "auto"):
+        return None
+    if t == "off":
+        return "off"
+    try:
+        v = float(t)
+    except ValueError:
+        v = float("nan")
+    if not v > 0:
+        raise ValueError(f"diameter {text!r}: type auto, off or a number of pixels")
+    return v
+
+
+class DiameterControl:
+    """Owns `field`, `estimate_button` and `row` (add `row` to a widget). image(): the
+    Image layer in use; channels(): its channel choice; status(text): a message sink."""
+
+    def __init__(self, viewer, image: Callable, channels: Callable, status: Callable) -> None:
+        self.viewer, self._image, self._channels, self._status = viewer, image, channels, status
+        self.field = LineEdit(value="auto", tooltip=(
+            "object diameter in pixels: auto (estimated when the model runs), a number, or "
+            "off (no zoom: the whole image shrunk to the model's input). The model sees the "
+            "image zoomed so objects have the size it segments best."))
+        self.estimate_button = PushButton(text="Estimate", tooltip=(
+            "estimate the diameter from the displayed slice (no prompts needed)"))
+        self.row = Container(widgets=[self.field, self.estimate_button], layout="horizontal",
+                             labels=False, label="diameter")
+        self.estimate_button.changed.connect(self.estimate)
+        self.field.changed.connect(lambda *_: self.show_circle())
+        self.worker = None
+
+    @property
+    def value(self):
+        """None (estimate), "off", or the diameter in pixels; "auto" for bad text (with a
+        message), so a typo never stops the model."""
+        try:
+            return parse_diameter(self.field.value)
+        except ValueError as err:
+            self._status(str(err))
+            return None
+
+    # ---- estimate in a worker -------------------------------------------------------------
+    def estimate(self, *_) -> None:
+        image = self._image()
+        if image is None or self.worker is not None:
+            return
+        from napari.qt.threading import create_worker
+
+        from ..scale import estimate_diameter
+
+        data = L.image_data(image)
+        index = L.slice_index(self.viewer, image)
+        channels = self._channels()
+
+        def job():
+            from .embedding import _central_window
+
+            return estimate_diameter(_central_window(data, index, 2048), channels)
+
+        self._status("estimating the object diameter ...")
+        self.estimate_button.enabled = False
+        self.worker = create_worker(job, _start_thread=False, _connect={
+            "returned": self._estimated, "errored": lambda err: self._status(
+                f"could not estimate the diameter: {err}"),
+            "finished": self._finished})
+        self.worker.start()
+
+    def _estimated(self, est) -> None:
+        self.field.value = f"{est.diameter:.0f}"
+        self._status(f"estimated diameter {est.diameter:.0f} px (confidence "
+                     f"{est.confidence:.2f}); the circle shows it")
+
+    def _finished(self) -> None:
+        self.worker = None
+        self.estimate_button.enabled = True
+
+    def quit(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+
+    # ---- the circle ----------------------------------------------------------------------
+    def circle_layer(self):
+        for ly in self.viewer.layers:
+            if ly.name == CIRCLE_LAYER:
+                return ly
+        return None
+
+    def show_circle(self) -> None:
+        """Draw a circle of the field's diameter (image pixels) at the centre of the view."""
+        try:
+            d = parse_diameter(self.field.value)
+        except ValueError:
+            return
+        image = self._image()
+        layer = self.circle_layer()
+        if not isinstance(d, float) or image is None:
+            if layer is not None:
+                layer.data = []
+            return
+        t = L.transform(image, 2)
+        scale = np.asarray(t["scale"], float)
+        translate = np.asarray(t["translate"], float)
+        centre_world = np.asarray(self.viewer.camera.center[-2:], float)
+        centre = (centre_world - translate) / scale  # image pixels (row, col)
+        r = d / 2
+        ellipse = np.array([[centre[0] - r, centre[1] - r], [centre[0] - r, centre[1] + r],
+                            [centre[0] + r, centre[1] + r], [centre[0] + r, centre[1] - r]])
+        if layer is None:
+            layer = self.viewer.add_shapes(
+                [ellipse], shape_type="ellipse", name=CIRCLE_LAYER, edge_color="yellow",
+                face_color="transparent", edge_width=max(1.0, d / 20), scale=tuple(scale),
+                translate=tuple(translate), opacity=0.9)
+        else:
+            layer.data = [ellipse]
+            layer.shape_type = ["ellipse"]
+            layer.edge_width = [max(1.0, d / 20)]

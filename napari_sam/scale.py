@@ -1,0 +1,254 @@
+"""Object size: estimate the objects' diameter from pixels, and the zoom a model needs.
+
+A model segments best when objects reach it at the size it was trained on (its *preferred
+diameter*, in model-input pixels: `preferred_diameter`). Given the objects' diameter in the
+image (the user's, or `estimate_diameter`), `zoom_for` is the factor by which the image is
+resized before it reaches the model; the predictor and automask resize accordingly, tile by
+tile where the zoomed image is larger than the model's input, and return results in the
+image's own pixel grid.
+
+`estimate_diameter` uses the scale-normalised Laplacian of Gaussian: a bright disc of
+radius r gives its strongest response -sigma^2 * LoG at its centre for sigma = r / sqrt(2).
+The response is computed on a pyramid (each octave halves the image, so large objects cost
+no more than small ones), its local maxima are collected at every scale, and the scale at
+which the maxima are strongest gives the diameter (2 * sqrt(2) * sigma). Both polarities are
+tried (bright objects on a dark background, and the reverse); the stronger wins. Smooth
+background gradients give no response; noise is damped by the scale normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+# scales per octave of the pyramid, in pixels of that octave
+OCTAVE_SIGMAS = (1.41, 1.78, 2.24)
+# side of the windows each octave is measured on
+WINDOW = 192
+MIN_DIAMETER = 4.0
+# preferred object diameter in model-input pixels and the usable range, for models whose
+# checkpoint does not say (SAM and its fine-tuned variants at 1024 px input; documented in
+# docs/object_size.md)
+SAM_PREFERRED = {"diameter": 48.0, "range": (16.0, 400.0)}
+
+Diameter = Union[None, float, int, str]
+
+
+@dataclass(frozen=True)
+class DiameterEstimate:
+    """diameter: median object diameter in image pixels; confidence: 0..1 (how clearly one
+    scale stands out, and how many objects support it); polarity: +1 bright objects, -1
+    dark objects."""
+
+    diameter: float
+    confidence: float
+    polarity: int
+
+
+def _gray(image: np.ndarray, channels=None) -> np.ndarray:
+    from .transforms import to_model_pixels
+
+    img = np.asarray(image)
+    if img.ndim == 2 and img.dtype != bool:
+        x = img.astype(np.float32, copy=False)
+        lo, hi = np.percentile(x[:: max(1, x.shape[0] // 512), :: max(1, x.shape[1] // 512)],
+                               (0.5, 99.8))
+        return np.clip((x - lo) / max(hi - lo, 1e-12), 0, 1)
+    return to_model_pixels(img, channels).mean(-1) / 255.0
+
+
+def _halve(x: np.ndarray) -> np.ndarray:
+    h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
+    x = x[:h, :w]
+    return 0.25 * (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2])
+
+
+def _windows(x: np.ndarray, side: int):
+    """Up to four (side x side) windows of a 2D array, centred on its quadrants; the whole
+    array when it is small. Every pyramid octave is measured on such windows only, so the
+    cost does not grow with the image (objects there are a few pixels across, so a window
+    holds many of them)."""
+    h, w = x.shape
+    if h <= 2 * side and w <= 2 * side:
+        return [x]
+    rows = [h // 2] if h <= 2 * side else [h // 4, 3 * h // 4]
+    cols = [w // 2] if w <= 2 * side else [w // 4, 3 * w // 4]
+    out = []
+    for r in rows:
+        for c in cols:
+            r0, c0 = max(0, min(r - side // 2, h - side)), max(0, min(c - side // 2, w - side))
+            out.append(x[r0:r0 + side, c0:c0 + side])
+    return out
+
+
+def _scale_scores(gray: np.ndarray, max_diameter: float, window: int = WINDOW):
+    """Per scale: sigma (image px) and the strength of bright and dark objects there, and
+    how many maxima support it. Strength: the mean of the strongest quarter (at least 3) of
+    the local maxima of -sigma^2 LoG, so a crowd of weak noise maxima does not dilute it."""
+    from scipy import ndimage as ndi
+
+    rows = []
+    level, x = 1, gray
+    while min(x.shape) >= 12:
+        parts = _windows(x, window)
+        for s in OCTAVE_SIGMAS:
+            sigma = s * level
+            d = 2 * math.sqrt(2) * sigma
+            if d < MIN_DIAMETER * 0.8 or min(x.shape) < 6 * s:
+                continue
+            if d > max_diameter * 1.25:
+                return np.array(rows).reshape(-1, 4)
+            size = 2 * int(math.ceil(s)) + 1
+            vals = ([], [])
+            for part in parts:
+                r = -(s * s) * ndi.gaussian_laplace(part, s, mode="reflect")
+                for k, resp in enumerate((r, -r)):
+                    peak = (resp == ndi.maximum_filter(resp, size)) & (resp > 0)
+                    vals[k].append(resp[peak])
+            strength = []
+            for v in vals:
+                v = np.sort(np.concatenate(v))[::-1]
+                strength.append(float(v[: max(3, len(v) // 4)].mean()) if len(v) else 0.0)
+            rows.append((sigma, strength[0], strength[1], sum(len(v) for v in vals[0])))
+        x = _halve(x)
+        level *= 2
+    return np.array(rows).reshape(-1, 4)
+
+
+def estimate_diameter(image: np.ndarray, channels: Optional[Sequence[int]] = None,
+                      max_diameter: Optional[float] = None) -> DiameterEstimate:
+    """Median diameter (pixels) of the objects in a (Y, X) or (Y, X, C) image, no prompts.
+
+    Any dtype (16-bit and float are normalised with robust percentiles). `max_diameter`
+    bounds the search (default: a quarter of the shorter side). Fails gracefully on images
+    without objects (confidence near 0) and cannot tell objects from texture of the same
+    scale; see docs/object_size.md."""
+    gray = _gray(image, channels)
+    if gray.ndim != 2 or min(gray.shape) < 8:
+        raise ValueError(f"diameter estimation needs a 2D image of at least 8 x 8 pixels, "
+                         f"got shape {np.shape(image)}")
+    limit = float(max_diameter or max(MIN_DIAMETER * 2, min(gray.shape) / 4))
+    sigmas, bright, dark, counts = _scale_scores(gray, limit).T
+    if len(sigmas) == 0:
+        return DiameterEstimate(MIN_DIAMETER, 0.0, 1)
+    polarity = 1 if bright.max() >= dark.max() else -1
+    score = bright if polarity > 0 else dark
+    i = int(np.argmax(score))
+    log_s = np.log(sigmas)
+    if 0 < i < len(score) - 1:  # parabola through the peak and its neighbours (log scale)
+        y0, y1, y2 = score[i - 1], score[i], score[i + 1]
+        den = y0 - 2 * y1 + y2
+        off = 0.5 * (y0 - y2) / den if den < 0 else 0.0
+        step = (log_s[i + 1] - log_s[i - 1]) / 2
+        sigma = float(np.exp(log_s[i] + np.clip(off, -0.5, 0.5) * step))
+    else:
+        sigma = float(sigmas[i])
+    diameter = 2 * math.sqrt(2) * sigma
+    # confidence: contrast of the peak over the weakest scale, and enough objects
+    contrast = 1 - float(score.min() / score.max()) if score.max() > 0 else 0.0
+    support = min(1.0, counts[i] / 5.0)
+    return DiameterEstimate(float(diameter), float(np.clip(contrast * support, 0, 1)), polarity)
+
+
+def preferred_diameter(model) -> Tuple[float, Tuple[float, float]]:
+    """(diameter, (low, high)) in model-input pixels at which `model` (a Sam or a Predictor)
+    segments best: from its checkpoint (`Sam.object_size`) or SAM's documented default."""
+    model = getattr(model, "model", model)
+    info = getattr(model, "object_size", None) or SAM_PREFERRED
+    lo, hi = info.get("range", SAM_PREFERRED["range"])
+    return float(info["diameter"]), (float(lo), float(hi))
+
+
+def resolve_diameter(image, diameter: Diameter, channels=None) -> Optional[float]:
+    """The objects' diameter in image pixels: None -> estimated, a number -> itself,
+    "off" -> None (no zoom). Raises ValueError for anything else."""
+    if isinstance(diameter, str):
+        if diameter.lower() == "off":
+            return None
+        if diameter.lower() in ("auto", "estimate"):
+            diameter = None
+        else:
+            try:
+                diameter = float(diameter)
+            except ValueError:
+                raise ValueError(f"diameter={diameter!r}: give a number of pixels, 'auto' "
+                                 "(estimate it) or 'off' (no zoom)") from None
+    if diameter is None:
+        return estimate_diameter(image, channels).diameter
+    d = float(diameter)
+    if not math.isfinite(d) or d <= 0:
+        raise ValueError(f"diameter={diameter!r} must be a positive number of pixels")
+    return d
+
+
+def zoom_for(model, diameter: Optional[float]) -> Optional[float]:
+    """Resize factor (model-input px per image px) that brings objects of `diameter` image
+    px to the model's preferred diameter; None when `diameter` is None (no zoom)."""
+    if diameter is None:
+        return None
+    pref, _ = preferred_diameter(model)
+    return pref / float(diameter)
+
+
+# a single embedding is used when the image fits the model input at this fraction (or
+# more) of the zoom it should get: objects up to 15 % below the preferred size
+FIT_TOLERANCE = 0.85
+# zooms beyond these are clamped (objects of 1-2 px, or of whole-image size)
+ZOOM_LIMITS = (1 / 64, 8.0)
+
+
+@dataclass(frozen=True)
+class ZoomPlan:
+    """How an image reaches the model. zoom: model-input px per image px (None: the whole
+    image resized to the input, SAM's rule); tile: None (one embedding) or the tile side in
+    image pixels, with `overlap` image pixels between tiles; diameter: the objects'
+    diameter in image px that the plan was made for (None: unknown / off)."""
+
+    zoom: Optional[float]
+    tile: Optional[int] = None
+    overlap: Optional[int] = None
+    diameter: Optional[float] = None
+
+    @property
+    def tiled(self) -> bool:
+        return self.tile is not None
+
+
+def target_zoom(model, diameter: float) -> float:
+    """`zoom_for`, clamped to ZOOM_LIMITS and to tiles of at least 16 image pixels."""
+    model = getattr(model, "model", model)
+    target = float(np.clip(zoom_for(model, diameter), *ZOOM_LIMITS))
+    return min(target, model.image_size / 16)
+
+
+def tiled_plan(model, diameter: float) -> ZoomPlan:
+    """Tiles at the zoom objects of `diameter` image px need: tile side = model input /
+    zoom; overlap = the model's default overlap at that zoom, at least one diameter, at most
+    half a tile."""
+    from .tiled.embed import default_tiling
+
+    model = getattr(model, "model", model)
+    size = model.image_size
+    tile = max(16, int(round(size / target_zoom(model, diameter))))
+    _, overlap = default_tiling(model)
+    overlap = min(tile // 2, max(int(round(overlap * tile / size)), int(math.ceil(diameter))))
+    return ZoomPlan(size / tile, tile, overlap, diameter)
+
+
+def plan_zoom(shape, model, diameter: Optional[float]) -> ZoomPlan:
+    """The `ZoomPlan` for an image of `shape` (Y, X, ...) whose objects are `diameter` image
+    px across (None: no zoom, today's whole-image resize): one embedding when the image
+    fits the model input at (nearly) the zoom it needs, else `tiled_plan`."""
+    if diameter is None:
+        return ZoomPlan(None)
+    model = getattr(model, "model", model)
+    target = target_zoom(model, diameter)
+    fit = model.image_size / max(int(shape[0]), int(shape[1]))
+    if fit >= target:
+        return ZoomPlan(target, diameter=diameter)
+    if fit >= target * FIT_TOLERANCE:
+        return ZoomPlan(fit, diameter=diameter)
+    return tiled_plan(model, diameter)
