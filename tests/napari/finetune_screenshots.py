@@ -62,7 +62,7 @@ def main() -> int:
     w.output.value = Path(tempfile.mkdtemp()) / "ring_cells.pt"
     viewer.reset_view()
     w.run()
-    wait(app, lambda: not w.busy, a.minutes * 60 + 600)
+    wait(app, lambda: not w.busy, a.minutes * 60 + 1800)
     print(w.status.value)
     out = Path(a.out)
     iio.imwrite(out / "finetune_widget.png", viewer.screenshot(canvas_only=False, flash=False))
@@ -77,7 +77,7 @@ def main() -> int:
     am.model.value = str(w.result.path)
     viewer.reset_view()
     am.run()
-    wait(app, lambda: not am.busy, 600)
+    wait(app, lambda: not am.busy, 1800)
     print(am.status.value)
     iio.imwrite(out / "finetune_automask.png", viewer.screenshot(canvas_only=False, flash=False))
     viewer.close()

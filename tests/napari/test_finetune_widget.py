@@ -59,10 +59,12 @@ def test_pairs_run_plot_and_model_choosers(make_napari_viewer, qtbot, tmp_path, 
     w.add_pair()  # the same pair twice counts once
     assert len(w.pairs) == 3 and "img2 + lab2" in w.pairs_label.value
     before = viewer.layers["lab0"].data.copy()
-    # a tiny budget (6 s): the run ends by time and still evaluates and saves
-    w.minutes.value = 0.1
+    # evaluations every 1/8 of the budget (15 s); stop after the first one past step 0
+    w.minutes.value = 2
     w.run()
     assert w.busy and not w.run_button.enabled and w.cancel_button.enabled
+    qtbot.waitUntil(lambda: len(w.plot.points) >= 2 or not w.busy, timeout=300_000)
+    w.cancel()
     wait_done(qtbot, w)
     res = w.result
     assert res is not None, w.status.value
