@@ -304,6 +304,19 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
     return FinetuneResult(output, before, after, step, seconds, history, stopped)
 
 
+def trained_object_size(train: List[Sample], image_size: int) -> dict:
+    """The checkpoint's `object_size` (see `scale.preferred_diameter`): the median object
+    diameter in model-input pixels at the zoom the views were made at, and the range the
+    scale jitter covered; so the Predictor's automatic zoom shows new images' objects at the
+    size the model was fine-tuned on."""
+    from .augment import inference_scale
+    from .user_data import object_size
+
+    d = float(np.median([object_size([s]) * inference_scale(s.labels.shape, image_size)
+                         for s in train]))
+    return {"diameter": round(d, 2), "range": [round(d / 1.5, 2), round(d * 1.5, 2)]}
+
+
 def _metadata(model, cfg, part, train, val, before, after, step, seconds, history) -> dict:
     from ..model.checkpoints import read_checkpoint
     from ..model.registry import BUNDLED_PATH
@@ -317,7 +330,7 @@ def _metadata(model, cfg, part, train, val, before, after, step, seconds, histor
             base_steps = 0
     data = summary(train, val)
     extra = {"trained_steps": base_steps,
-             "object_size": data["object_size_px"],
+             "object_size": trained_object_size(train, model.config.image_size),
              "finetune": {"base": str(cfg.base), "trained": part, "steps": int(step),
                           "seconds": round(seconds, 1), "data": data,
                           "before": before, "after": after,

@@ -22,7 +22,8 @@ def validate(model, samples: List, max_objects: int = 40, automask: bool = False
 
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
     was_training = model.training
-    pred = Predictor(model, device=model.device, precision=precision)
+    # no automatic zoom: the whole sample at the scale the training views were made at
+    pred = Predictor(model, device=model.device, precision=precision, diameter="off")
     try:
         click, box = [], []
         for s in samples:
