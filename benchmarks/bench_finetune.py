@@ -39,9 +39,11 @@ def heldout(model_path: str, pairs) -> dict:
     from napari_sam.predictor import Predictor
     from napari_sam.training.evaluate import evaluate_automask, evaluate_prompts
 
-    pred = Predictor(model_path)
+    # the geometry the figures below were measured with (before the automatic zoom of
+    # napari_sam.scale existed): the whole image resized to the model's input, SAM-style AMG
+    pred = Predictor(model_path, diameter="off")
     res = evaluate_prompts(pred, pairs, max_objects=50)
-    res.update(evaluate_automask(pairs, pred.model))
+    res.update(evaluate_automask(pairs, pred.model, mode="amg", diameter="off"))
     return res
 
 
