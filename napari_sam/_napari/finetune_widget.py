@@ -84,7 +84,7 @@ class FinetuneWidget(Container):
         self.channels = LineEdit(label="channels", tooltip="images with more than 3 channels: "
                                  "up to 3 channel indices, e.g. 0 or 0,1,2")
         self.minutes = FloatSpinBox(label="minutes", value=10.0, min=0.1, max=1440.0, step=1.0,
-                                    tooltip="time budget of the whole run")
+                                    tooltip="time budget of training (the first validation and the final calibration come on top)")
         self.output = FileEdit(label="save as", mode="w", filter="*.pt", value=default_output())
         self.run_button = PushButton(text="Fine-tune")
         self.cancel_button = PushButton(text="Cancel", enabled=False,

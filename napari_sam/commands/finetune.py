@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--base", default="bundled", metavar="NAME|PATH",
                    help="model to start from: bundled (default), a registry name or a file")
     p.add_argument("--minutes", type=float, default=10.0,
-                   help="time budget of the whole run (default 10)")
+                   help="time budget of training and its evaluations (default 10; the first validation and the final calibration come on top)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: no limit)")
     p.add_argument("--channels", default=None, metavar="0,1",
                    help="channels (1 to 3) for images with more than three")

@@ -12,8 +12,8 @@ A model with an instance head (`Sam.has_instance_head`) trains the head too
 
 Every evaluation scores the validation samples with the fixed prompt rules of
 `evaluate.prompt_ious` (score: mean of click and box mean IoU); the best weights are kept,
-and a time budget (`minutes`, the whole run) or `max_steps` ends the run, as does
-`should_stop()` (Cancel: the best weights so far are still written). A state file beside the
+and a time budget (`minutes`: training and its evaluations, after the first validation)
+or `max_steps` ends the run, as does `should_stop()` (Cancel: the best weights so far are still written). A state file beside the
 output (`<output>.state.pt`) is written every `checkpoint_minutes`; running again with the
 same output resumes from it. The result is a napari-sam checkpoint (`save_checkpoint`,
 atomic) with the metadata under the key "finetune" and recalibrated automask thresholds.
@@ -45,7 +45,7 @@ STATE_SUFFIX = ".state.pt"
 @dataclass
 class FinetuneConfig:
     base: str = "bundled"        # registry name or checkpoint path
-    minutes: float = 10.0        # time budget of the whole run (0: no limit)
+    minutes: float = 10.0        # time budget of training and its evaluations (0: no limit)
     max_steps: int = 0           # 0: no limit
     train: str = "auto"          # "auto", "all" or "decoder"
     batch: int = 4               # views per step
@@ -230,15 +230,16 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
         before, best_score, best = st["before"], st["best_score"], st["best"]
         rng.bit_generator.state = st["rng"]
         log(f"resumed from {state_path} at step {step} ({spent / 60:.1f} min spent)")
-    t0 = time.monotonic() - spent
     if not state_path.is_file():
         log(f"validation before training ({len(val)} samples)")
         before = validate(model, val, cfg.val_objects, automask=cfg.calibrate, amp=amp)
         best_score, best = before["score"], _weights(model, part)
-        history.append({"step": 0, "seconds": round(time.monotonic() - t0, 1), "loss": None,
+        history.append({"step": 0, "seconds": 0.0, "loss": None,
                         "score": before["score"], "click_miou": before["click_miou"],
                         "box_miou": before["box_miou"], "best": before["score"]})
         progress(history[-1])
+    # the budget counts training and its evaluations, from here (not the first validation)
+    t0 = time.monotonic() - spent
     _train_mode(model, part)
     views = _Views(model, train, rng, cfg, device, amp, part == "decoder", log)
     budget = cfg.minutes * 60 if cfg.minutes > 0 else math.inf
