@@ -17,6 +17,7 @@ COMMANDS = [
     "napari_sam.commands.evaluate",
     "napari_sam.commands.export_onnx",
     "napari_sam.commands.track",
+    "napari_sam.commands.finetune",
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, Label, LineEdit,
                               ProgressBar, PushButton, SpinBox)
 
-from .options import DEVICES, FILE_CHOICE, GIVEN_CHOICE, model_choices
+from .options import DEVICES, FILE_CHOICE, GIVEN_CHOICE, model_choices, watch_choices
 from .tiled_jobs import TILING_CHOICES
 
 KEYS = {"commit": "Shift-C", "next_mask": "Shift-M", "undo": "U", "negative": "N",
@@ -19,7 +19,11 @@ def model_controls(model, device: str, given: bool):
     start = GIVEN_CHOICE if given else "bundled"
     if isinstance(model, str):
         start = model if model in choices else FILE_CHOICE
-    return (ComboBox(label="model", choices=choices, value=start),
+    chooser = ComboBox(label="model", choices=lambda _w: model_choices(given=given), value=start,
+                       tooltip="bundled, models fine-tuned in this session (their files), "
+                       "downloadable checkpoints, or a file")
+    watch_choices(chooser)
+    return (chooser,
             FileEdit(label="model file", mode="r", filter="*.pt *.pth",
                      visible=start == FILE_CHOICE, value=model if start == FILE_CHOICE else ""),
             ComboBox(label="device", choices=DEVICES,

@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import List, Optional, Tuple
 
 FILE_CHOICE = "file..."
 GIVEN_CHOICE = "given model"
 
+# checkpoints fine-tuned in this session (paths), offered by every model chooser
+USER_MODELS: List[str] = []
+_CHOOSERS: "weakref.WeakSet" = weakref.WeakSet()
+
 
 def model_choices(given: bool = False) -> List[str]:
-    """The bundled model, the registry's downloadable checkpoints, and a file."""
+    """The bundled model, this session's fine-tuned models (file paths), the registry's
+    downloadable checkpoints, and a file."""
     from ..model.hub import KNOWN_CHECKPOINTS
 
-    return ([GIVEN_CHOICE] if given else []) + ["bundled", *KNOWN_CHECKPOINTS, FILE_CHOICE]
+    return ([GIVEN_CHOICE] if given else []) + ["bundled", *USER_MODELS, *KNOWN_CHECKPOINTS,
+                                                FILE_CHOICE]
+
+
+def watch_choices(chooser) -> None:
+    """Refresh `chooser` (a widget with `reset_choices`) when a model is added."""
+    _CHOOSERS.add(chooser)
+
+
+def add_user_model(path) -> None:
+    """Offer the checkpoint at `path` in every model chooser (call on the GUI thread)."""
+    path = str(path)
+    if path not in USER_MODELS:
+        USER_MODELS.append(path)
+    for chooser in list(_CHOOSERS):
+        try:
+            chooser.reset_choices()
+        except RuntimeError:  # its Qt widget was deleted
+            _CHOOSERS.discard(chooser)
 
 
 def device_choices() -> List[str]:

@@ -139,28 +139,49 @@ def decode_loss(model: Sam, emb, pts, labs, boxes, mask_in, truth, multimask: bo
     return loss, logits[rows, best][:, None].detach(), pred[rows, best].numpy()
 
 
+def prompt_losses(model: Sam, emb, rng, labels_list, objects: int, mode: str,
+                  loss_size: int = 0):
+    """The two rounds of a simulated user on embedded images -> (loss1, loss2).
+
+    emb: (B * objects, C, g, g) embeddings, each image's repeated `objects` times;
+    labels_list: B label images (S, S) in the model's input frame, each with an object.
+    Round 1 is the first prompt (`mode`: "click" with multimask output, "box" or "points"),
+    round 2 adds one corrective click per object with round 1's logits as mask input.
+    loss_size: compare masks at this side instead of the input's (e.g. 256 for SAM's 1024
+    input: 16 x fewer pixels in the loss and its gradient).
+    """
+    size = model.config.image_size
+    truth, pts, labs, boxes = make_prompts(rng, labels_list, objects, mode, size)
+    f = 1.0
+    if loss_size and loss_size < size:
+        f = size / loss_size
+        truth = (F.interpolate(truth[:, None], (loss_size, loss_size), mode="area")[:, 0]
+                 > 0.5).float()
+    loss1, prev, pred = decode_loss(model, emb, pts if mode != "box" else None, labs, boxes,
+                                    None, truth, multimask=(mode == "click"))
+    # refinement: one corrective click per object, previous logits as mask input
+    truth_np = truth.numpy().astype(bool)
+    if mode == "box":
+        pts = np.zeros((len(truth_np), MAX_POINTS, 2))
+        labs = -np.ones((len(truth_np), MAX_POINTS), dtype=np.int64)
+    for n in range(len(truth_np)):
+        click = corrective_click(rng, pred[n], truth_np[n])
+        free = np.flatnonzero(labs[n] < 0)
+        if click is not None and len(free):
+            pts[n, free[0]] = rc_to_xy((click[0] + 0.5) * f - 0.5)[0]
+            labs[n, free[0]] = click[1]
+    loss2, _, _ = decode_loss(model, emb, pts, labs, boxes, prev, truth, multimask=False)
+    return loss1, loss2
+
+
 def train_step(model, opt, rng, pool: SamplePool, tc: TrainConfig):
     batch = pool.batch(tc.batch)
-    size = model.config.image_size
     x = torch.from_numpy(np.stack([p for p, _ in batch])).permute(0, 3, 1, 2).float()
     mode = MODES[rng.choice(3, p=MODE_P)]
-    truth, pts, labs, boxes = make_prompts(rng, [lab for _, lab in batch], tc.objects, mode, size)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
         emb = model.encode(x).repeat_interleave(tc.objects, 0)
-        loss1, prev, pred = decode_loss(model, emb, pts if mode != "box" else None, labs, boxes,
-                                        None, truth, multimask=(mode == "click"))
-        # refinement: one corrective click per object, previous logits as mask input
-        truth_np = truth.numpy().astype(bool)
-        if mode == "box":
-            pts = np.zeros((len(truth_np), MAX_POINTS, 2))
-            labs = -np.ones((len(truth_np), MAX_POINTS), dtype=np.int64)
-        for n in range(len(truth_np)):
-            click = corrective_click(rng, pred[n], truth_np[n])
-            free = np.flatnonzero(labs[n] < 0)
-            if click is not None and len(free):
-                pts[n, free[0]] = rc_to_xy(click[0])[0]
-                labs[n, free[0]] = click[1]
-        loss2, _, _ = decode_loss(model, emb, pts, labs, boxes, prev, truth, multimask=False)
+        loss1, loss2 = prompt_losses(model, emb, rng, [lab for _, lab in batch], tc.objects,
+                                     mode)
         loss = loss1 + loss2
     opt.zero_grad(set_to_none=True)
     loss.backward()

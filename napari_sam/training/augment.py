@@ -1,0 +1,92 @@
+"""Training views of the user's samples: crops at the model's input size, augmented.
+
+A view is what the model would see of a part of an image at inference, jittered: the crop
+is scaled by the factor the Predictor would use for the whole image (its longest side
+shrunk or enlarged to the model's input; 1 for images that the widgets tile, longer than
+twice the input), times a random scale jitter; then flipped, rotated by a multiple of 90
+degrees, and its intensities changed (gamma, contrast, brightness, noise). The view is
+padded to the model's square input with the pixel mean (0 after normalisation, as
+`Sam.preprocess` pads).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def inference_scale(shape: Tuple[int, int], image_size: int) -> float:
+    """Zoom the Predictor/automask apply to a (Y, X) plane: the longest side to the model's
+    input, except for planes longer than twice the input, which are tiled at 1:1."""
+    long_side = max(shape)
+    return image_size / long_side if long_side <= 2 * image_size else 1.0
+
+
+def _resize(a: np.ndarray, hw: Tuple[int, int], nearest: bool) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if nearest:  # label ids: exact in float64
+        t = t.double()[None, None]
+        return F.interpolate(t, hw, mode="nearest-exact")[0, 0].numpy().astype(np.uint32)
+    t = t.float().permute(2, 0, 1)[None]
+    down = hw[0] < t.shape[-2]
+    out = F.interpolate(t, hw, mode="bilinear", align_corners=False, antialias=down)
+    return out[0].permute(1, 2, 0).numpy()
+
+
+def _intensity(rng: np.random.Generator, px: np.ndarray) -> np.ndarray:
+    x = px / 255.0
+    x = np.clip(x, 0, 1) ** np.exp(rng.uniform(np.log(0.7), np.log(1.4)))
+    x = x * rng.uniform(0.75, 1.25) + rng.uniform(-0.1, 0.1)
+    if rng.random() < 0.5:
+        x = x + rng.normal(0, rng.uniform(0, 0.04), x.shape)
+    return np.clip(x * 255, 0, 255).astype(np.float32)
+
+
+def random_view(rng: np.random.Generator, pixels: np.ndarray, labels: np.ndarray,
+                image_size: int, pad_value, scale_jitter: float = 1.35, min_area: int = 12,
+                tries: int = 8) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """One augmented view of a sample.
+
+    pixels (Y, X, 3) uint8/float 0-255, labels (Y, X) uint32 -> float32 (S, S, 3) pixels and
+    uint32 (S, S) labels with at least one object of `min_area` pixels (S = image_size);
+    None when `tries` crops held none. Objects cut below `min_area` are set to 0.
+    `scale_jitter`: the zoom varies log-uniformly by this factor either way.
+    """
+    h, w = labels.shape
+    base = inference_scale((h, w), image_size)
+    pad = np.asarray(pad_value, np.float32)
+    for _ in range(tries):
+        f = base * float(np.exp(rng.uniform(-np.log(scale_jitter), np.log(scale_jitter))))
+        side = image_size / f  # crop side in source pixels
+        ch, cw = int(min(h, side)), int(min(w, side))
+        r0 = int(rng.integers(0, h - ch + 1))
+        c0 = int(rng.integers(0, w - cw + 1))
+        lab = labels[r0:r0 + ch, c0:c0 + cw]
+        if not lab.any():
+            continue
+        px = pixels[r0:r0 + ch, c0:c0 + cw].astype(np.float32)
+        k = int(rng.integers(4))
+        px, lab = np.rot90(px, k), np.rot90(lab, k)
+        if rng.random() < 0.5:
+            px, lab = px[:, ::-1], lab[:, ::-1]
+        oh = max(1, min(image_size, int(round(px.shape[0] * f))))
+        ow = max(1, min(image_size, int(round(px.shape[1] * f))))
+        if (oh, ow) != px.shape[:2]:
+            px, lab = _resize(px, (oh, ow), False), _resize(lab, (oh, ow), True)
+        px = _intensity(rng, px)
+        counts = np.bincount(lab.ravel())
+        small = np.flatnonzero(counts < min_area)
+        if len(small):
+            lab = np.where(np.isin(lab, small), 0, lab)
+        if not lab.any():
+            continue
+        out_px = np.empty((image_size, image_size, 3), np.float32)
+        out_px[:] = pad
+        out_px[:oh, :ow] = px
+        out_lab = np.zeros((image_size, image_size), np.uint32)
+        out_lab[:oh, :ow] = lab
+        return out_px, out_lab
+    return None

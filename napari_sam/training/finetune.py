@@ -1,0 +1,346 @@
+"""Fine-tune a model on the user's annotated images (`user_data.Sample`s).
+
+The training step is the bundled model's (`train.prompt_losses`: a simulated click, box or
+few clicks, then a corrective click with the previous logits as mask input; focal + dice on
+the best output, MSE on the IoU head), on augmented views of the user's images
+(`augment.random_view`). What is trained (`FinetuneConfig.train`):
+- "all": every weight (the default for small encoders such as the bundled model's);
+- "decoder": the mask decoder and the prompt encoder (the default for SAM / micro-sam ViTs);
+  the encoder is frozen, so each view is embedded once and cached (`views` per image).
+A model with an instance head (`Sam.has_instance_head`) trains the head too
+(`train_instance.head_loss` on `instance_targets`).
+
+Every evaluation scores the validation samples with the fixed prompt rules of
+`evaluate.prompt_ious` (score: mean of click and box mean IoU); the best weights are kept,
+and a time budget (`minutes`: training and its evaluations, after the first validation)
+or `max_steps` ends the run, as does `should_stop()` (Cancel: the best weights so far are still written). A state file beside the
+output (`<output>.state.pt`) is written every `checkpoint_minutes`; running again with the
+same output resumes from it. The result is a napari-sam checkpoint (`save_checkpoint`,
+atomic) with the metadata under the key "finetune" and recalibrated automask thresholds.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+
+from ..io.atomic import atomic_path
+from ..model import Sam, load_model, save_checkpoint
+from .augment import random_view
+from .finetune_eval import validate
+from .train import MODE_P, MODES, prompt_losses
+from .user_data import Sample, summary
+
+STATE_SUFFIX = ".state.pt"
+
+
+@dataclass
+class FinetuneConfig:
+    base: str = "bundled"        # registry name or checkpoint path
+    minutes: float = 10.0        # time budget of training and its evaluations (0: no limit)
+    max_steps: int = 0           # 0: no limit
+    train: str = "auto"          # "auto", "all" or "decoder"
+    batch: int = 4               # views per step
+    objects: int = 4             # objects prompted per view
+    lr: float = 0.0              # 0: 2e-4 for "all", 3e-4 for "decoder"
+    views: int = 16              # cached views per training sample ("decoder")
+    eval_every: int = 0          # steps between evaluations; 0: about 8 per run
+    eval_seconds: float = 0.0    # with eval_every 0: seconds between evaluations (0: auto)
+    val_objects: int = 30        # objects scored per validation sample
+    calibrate: bool = True       # choose automask thresholds on the validation samples
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"      # autocast dtype: "auto" (bf16 on capable CPUs/GPUs), fp32, bf16
+    checkpoint_minutes: float = 2.0
+
+
+@dataclass
+class FinetuneResult:
+    path: Path
+    before: dict
+    after: dict
+    steps: int
+    seconds: float
+    history: List[dict] = field(default_factory=list)
+    stopped: bool = False        # ended by should_stop (Cancel)
+
+
+def trained_part(model: Sam, train: str) -> str:
+    """"all" or "decoder" for `train` ("auto": all weights when the encoder is small)."""
+    if train not in ("auto", "all", "decoder"):
+        raise ValueError(f"train must be auto, all or decoder, got {train!r}")
+    if train != "auto":
+        return train
+    n = sum(p.numel() for p in model.image_encoder.parameters())
+    return "all" if n < 20_000_000 else "decoder"
+
+
+def _trainable(model: Sam, part: str) -> List[str]:
+    prefixes = ("",) if part == "all" else ("mask_decoder.", "prompt_encoder.", "instance_head.")
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(prefixes))
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _weights(model: Sam, part: str) -> dict:
+    """A copy of the trained part's state (parameters and buffers)."""
+    prefixes = ("",) if part == "all" else ("mask_decoder.", "prompt_encoder.", "instance_head.")
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            if k.startswith(prefixes)}
+
+
+def _train_mode(model: Sam, part: str) -> None:
+    """Training mode, except batch norms (a few views per step would drag their running
+    statistics away from the pretrained ones) and a frozen encoder."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    if part == "decoder":
+        model.image_encoder.eval()
+
+
+def _amp(precision: str, device: torch.device):
+    from ..device import resolve_precision
+
+    dtype = resolve_precision(precision, device)
+    return dtype if dtype != torch.float32 else None
+
+
+class _Views:
+    """Training views; with a frozen encoder, embedded once and cached."""
+
+    def __init__(self, model: Sam, train: List[Sample], rng, cfg, device, amp, frozen: bool,
+                 log) -> None:
+        self.model, self.train, self.rng, self.device, self.amp = model, train, rng, device, amp
+        self.frozen = frozen
+        self.pad = np.asarray(model.config.pixel_mean, np.float32)
+        self.cache = []
+        if frozen:
+            n = cfg.views * len(train)
+            log(f"embedding {n} training views once (frozen encoder)")
+            for i in range(n):
+                px, lab = self._view(train[i % len(train)])
+                with torch.no_grad(), self._autocast():
+                    emb = model.encode(self._tensor([px])).to(torch.bfloat16)
+                self.cache.append((emb, np.round(px).astype(np.uint8), lab))
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                              enabled=self.amp is not None)
+
+    def _view(self, s: Sample):
+        v = None
+        while v is None:
+            v = random_view(self.rng, s.pixels, s.labels, self.model.config.image_size, self.pad)
+        return v
+
+    def _tensor(self, pxs) -> torch.Tensor:
+        return torch.from_numpy(np.stack(pxs)).permute(0, 3, 1, 2).float().to(self.device)
+
+    def batch(self, b: int):
+        """-> (embeddings (b, C, g, g), pixels (b, 3, S, S), [labels (S, S)] * b)."""
+        if self.frozen:
+            idx = self.rng.integers(len(self.cache), size=b)
+            emb = torch.cat([self.cache[i][0] for i in idx]).float()
+            x = self._tensor([self.cache[i][1] for i in idx])
+            return emb, x, [self.cache[i][2] for i in idx]
+        views = [self._view(self.train[i]) for i in self.rng.integers(len(self.train), size=b)]
+        x = self._tensor([v[0] for v in views])
+        return self.model.encode(x), x, [v[1] for v in views]
+
+
+def _instance_loss(model: Sam, emb, x, labels) -> torch.Tensor:
+    from .instance_targets import instance_targets
+    from .train_instance import head_loss
+
+    tgt = torch.from_numpy(np.stack([instance_targets(lab) for lab in labels])).to(x.device)
+    return head_loss(model.instance_logits(emb, x), tgt)
+
+
+def step_loss(model: Sam, views: _Views, rng, cfg: FinetuneConfig) -> torch.Tensor:
+    """One training step's loss (not yet backpropagated)."""
+    mode = MODES[rng.choice(3, p=MODE_P)]
+    with views._autocast():
+        emb, x, labels = views.batch(cfg.batch)
+        l1, l2 = prompt_losses(model, emb.repeat_interleave(cfg.objects, 0), rng, labels,
+                               cfg.objects, mode, loss_size=256)
+        loss = l1 + l2
+        if model.has_instance_head and any(p.requires_grad
+                                           for p in model.instance_head.parameters()):
+            loss = loss + _instance_loss(model, emb, x, labels)
+    return loss
+
+
+def _lr(cfg: FinetuneConfig, lr0: float, step: int, frac: float) -> float:
+    warm = min(1.0, (step + 1) / 20)
+    return lr0 * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def _signature(train, val, cfg) -> list:
+    return [cfg.base, [list(s.labels.shape) for s in train], [list(s.labels.shape) for s in val],
+            [int(s.labels.max()) for s in train + val]]
+
+
+def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig = None,
+             progress: Callable[[dict], None] = lambda rec: None,
+             should_stop: Callable[[], bool] = lambda: False,
+             log: Callable[[str], None] = lambda msg: None, model: Optional[Sam] = None
+             ) -> FinetuneResult:
+    """Fine-tune `cfg.base` (or the given `model`, left unchanged) on `train`, keep the best
+    weights by the score on `val`, write them to `output` -> FinetuneResult.
+
+    progress(record) is called after each evaluation with {"step", "seconds", "loss",
+    "score", "click_miou", "box_miou", "best"}; log(message) with phase messages."""
+    cfg = cfg or FinetuneConfig()
+    if not train or not val:
+        raise ValueError("fine-tuning needs training and validation samples")
+    from ..device import resolve_device
+
+    output = Path(output)
+    state_path = output.with_name(output.name + STATE_SUFFIX)
+    device = resolve_device(cfg.device)
+    model = copy.deepcopy(model).to(device) if model is not None else load_model(cfg.base, device)
+    part = trained_part(model, cfg.train)
+    _trainable(model, part)
+    lr0 = cfg.lr or (2e-4 if part == "all" else 3e-4)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr0, weight_decay=0.01)
+    amp = _amp(cfg.precision, device)
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    sig = _signature(train, val, cfg)
+    step, spent, history, losses = 0, 0.0, [], []
+    if state_path.is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        if st.get("signature") != sig:
+            raise ValueError(f"{state_path} belongs to another run (other base model or data):"
+                             " delete it to start afresh")
+        model.load_state_dict(st["current"], strict=False)
+        opt.load_state_dict(st["opt"])
+        step, spent, history = st["step"], st["seconds"], st["history"]
+        before, best_score, best = st["before"], st["best_score"], st["best"]
+        rng.bit_generator.state = st["rng"]
+        log(f"resumed from {state_path} at step {step} ({spent / 60:.1f} min spent)")
+    if not state_path.is_file():
+        log(f"validation before training ({len(val)} samples)")
+        before = validate(model, val, cfg.val_objects, automask=cfg.calibrate, amp=amp)
+        best_score, best = before["score"], _weights(model, part)
+        history.append({"step": 0, "seconds": 0.0, "loss": None,
+                        "score": before["score"], "click_miou": before["click_miou"],
+                        "box_miou": before["box_miou"], "best": before["score"]})
+        progress(history[-1])
+    # the budget counts training and its evaluations, from here (not the first validation)
+    t0 = time.monotonic() - spent
+    _train_mode(model, part)
+    views = _Views(model, train, rng, cfg, device, amp, part == "decoder", log)
+    budget = cfg.minutes * 60 if cfg.minutes > 0 else math.inf
+    every_s = cfg.eval_seconds or (budget / 8 if budget < math.inf else 60.0)
+    last_eval = last_save = time.monotonic()
+    stopped = False
+
+    def save_state():
+        tmp = state_path.with_name(state_path.name + ".partial")
+        torch.save({"signature": sig, "current": _weights(model, part), "opt": opt.state_dict(),
+                    "step": step, "seconds": time.monotonic() - t0, "history": history,
+                    "before": before, "best_score": best_score, "best": best,
+                    "rng": rng.bit_generator.state}, tmp)
+        os.replace(tmp, state_path)
+
+    while True:
+        elapsed = time.monotonic() - t0
+        if should_stop():
+            stopped = True
+            break
+        if elapsed >= budget or (cfg.max_steps and step >= cfg.max_steps):
+            break
+        frac = max(elapsed / budget, step / cfg.max_steps if cfg.max_steps else 0.0)
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, lr0, step, frac)
+        loss = step_loss(model, views, rng, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        losses.append(loss.item())
+        now = time.monotonic()
+        due = (step % cfg.eval_every == 0) if cfg.eval_every else (now - last_eval >= every_s)
+        end = now - t0 >= budget or (cfg.max_steps and step >= cfg.max_steps)
+        if due or end:
+            res = validate(model, val, cfg.val_objects, amp=amp)
+            _train_mode(model, part)
+            if res["score"] > best_score:
+                best_score, best = res["score"], _weights(model, part)
+            history.append({"step": step, "seconds": round(time.monotonic() - t0, 1),
+                            "loss": round(float(np.mean(losses)), 4), "score": res["score"],
+                            "click_miou": res["click_miou"], "box_miou": res["box_miou"],
+                            "best": best_score})
+            losses = []
+        if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
+            save_state()  # before `progress`, which may raise (e.g. Ctrl-C)
+            last_save = time.monotonic()
+        if due or end:
+            progress(history[-1])
+            last_eval = time.monotonic()
+    seconds = time.monotonic() - t0
+    model.load_state_dict(best, strict=False)
+    model.eval()
+    model.__dict__.pop("_signature", None)
+    log("validation of the best weights" + (" and automask calibration" if cfg.calibrate else ""))
+    after = validate(model, val, cfg.val_objects, automask=cfg.calibrate, amp=amp)
+    extra = _metadata(model, cfg, part, train, val, before, after, step, seconds, history)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output, overwrite=True) as tmp:
+        save_checkpoint(tmp, model.to("cpu"), extra)
+    state_path.unlink(missing_ok=True)
+    return FinetuneResult(output, before, after, step, seconds, history, stopped)
+
+
+def trained_object_size(train: List[Sample], image_size: int) -> dict:
+    """The checkpoint's `object_size` (see `scale.preferred_diameter`): the median object
+    diameter in model-input pixels at the zoom the views were made at, and the range the
+    scale jitter covered; so the Predictor's automatic zoom shows new images' objects at the
+    size the model was fine-tuned on."""
+    from .augment import inference_scale
+    from .user_data import object_size
+
+    d = float(np.median([object_size([s]) * inference_scale(s.labels.shape, image_size)
+                         for s in train]))
+    return {"diameter": round(d, 2), "range": [round(d / 1.5, 2), round(d * 1.5, 2)]}
+
+
+def _metadata(model, cfg, part, train, val, before, after, step, seconds, history) -> dict:
+    from ..model.checkpoints import read_checkpoint
+    from ..model.registry import BUNDLED_PATH
+
+    base_steps = 0
+    base = BUNDLED_PATH if cfg.base == "bundled" else Path(cfg.base)
+    if base.is_file():
+        try:
+            base_steps = int(read_checkpoint(base).extra.get("trained_steps", 0))
+        except Exception:  # a checkpoint of another format: no step count
+            base_steps = 0
+    data = summary(train, val)
+    extra = {"trained_steps": base_steps,
+             "object_size": trained_object_size(train, model.config.image_size),
+             "finetune": {"base": str(cfg.base), "trained": part, "steps": int(step),
+                          "seconds": round(seconds, 1), "data": data,
+                          "before": before, "after": after,
+                          "history": [[h["step"], h["score"]] for h in history],
+                          "config": asdict(cfg)}}
+    if "automask" in after:
+        extra["automask"] = after["automask"]
+        extra["automask_calibration"] = {"validation_samples": len(val),
+                                         "f1@0.5": after.get("automask_f1@0.5")}
+    elif model.automask_defaults:
+        extra["automask"] = dict(model.automask_defaults)
+    return extra
