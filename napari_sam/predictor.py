@@ -8,7 +8,9 @@ Coordinates are napari's (row, col) in pixels of the image given to `set_image`.
 
 Object size: `diameter` (of `Predictor` or `set_image`) says how large the objects are in
 image pixels: None estimates it (`scale.estimate_diameter`), a number is taken as given,
-"off" resizes the whole image to the model's input (SAM's rule). The image then reaches the
+"off" (the Predictor's default, so `get_embedding` always has one embedding) resizes the
+whole image to the model's input (SAM's rule). `automask`, the CLI and the widgets
+estimate by default. The image then reaches the
 model zoomed so that objects have the model's preferred size (`scale.plan_zoom`); when the
 zoomed image is larger than the model's input, prompts are answered tile by tile by a
 `tiled.TiledPredictor` at that zoom. Results are always in the image's pixel grid.
@@ -82,7 +84,7 @@ class Predictor:
 
     def __init__(self, model: Union[Sam, str, None] = None, device="auto", precision="auto",
                  compile: bool = False, num_threads: Optional[int] = None,
-                 decode_chunk: Union[int, str, None] = "auto", diameter: Diameter = None):
+                 decode_chunk: Union[int, str, None] = "auto", diameter: Diameter = "off"):
         self.device = resolve_device(device)
         self.precision = precision
         self.diameter = diameter  # the default for set_image (see the module docstring)

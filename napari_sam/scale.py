@@ -35,6 +35,8 @@ MIN_DIAMETER = 4.0
 SAM_PREFERRED = {"diameter": 48.0, "range": (16.0, 400.0)}
 
 Diameter = Union[None, float, int, str]
+# below this confidence an estimate is not used: the image is processed without zoom
+MIN_CONFIDENCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,9 @@ def preferred_diameter(model) -> Tuple[float, Tuple[float, float]]:
 
 
 def resolve_diameter(image, diameter: Diameter, channels=None) -> Optional[float]:
-    """The objects' diameter in image pixels: None -> estimated, a number -> itself,
-    "off" -> None (no zoom). Raises ValueError for anything else."""
+    """The objects' diameter in image pixels: None -> estimated (None, no zoom, when the
+    image is too small to estimate or the estimate's confidence is below MIN_CONFIDENCE),
+    a number -> itself, "off" -> None (no zoom). Raises ValueError for anything else."""
     if isinstance(diameter, str):
         if diameter.lower() == "off":
             return None
@@ -177,7 +180,11 @@ def resolve_diameter(image, diameter: Diameter, channels=None) -> Optional[float
                 raise ValueError(f"diameter={diameter!r}: give a number of pixels, 'auto' "
                                  "(estimate it) or 'off' (no zoom)") from None
     if diameter is None:
-        return estimate_diameter(image, channels).diameter
+        try:
+            est = estimate_diameter(image, channels)
+        except ValueError:  # too small, empty or not an image: no zoom (SAM's rule)
+            return None
+        return est.diameter if est.confidence >= MIN_CONFIDENCE else None
     d = float(diameter)
     if not math.isfinite(d) or d <= 0:
         raise ValueError(f"diameter={diameter!r} must be a positive number of pixels")

@@ -112,10 +112,10 @@ def test_automask_same_objects_at_half_and_double_size(one_thread):
     assert max(f1.values()) - min(f1.values()) <= 0.1, f1
 
 
-def test_predictor_default_is_scale_aware_and_in_image_grid(one_thread):
+def test_predictor_estimating_is_scale_aware_and_in_image_grid(one_thread):
     image, labels = scaled_sample("nuclei", 12, (384, 384), 4)
     model = load_model("bundled")
-    pred = Predictor(model)
+    pred = Predictor(model, diameter=None)  # estimate (the Predictor's default is "off")
     pred.set_image(image)
     assert pred.plan.diameter is not None and pred.plan.zoom > 1
     ids = np.unique(labels)[1:6]
