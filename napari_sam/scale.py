@@ -164,6 +164,23 @@ def preferred_diameter(model) -> Tuple[float, Tuple[float, float]]:
     return float(info["diameter"]), (float(lo), float(hi))
 
 
+def parse_diameter(text) -> Diameter:
+    """A diameter typed by a user -> None ("auto" or empty: estimate), "off", or a positive
+    float of pixels; ValueError otherwise."""
+    t = str(text).strip().lower()
+    if t in ("", "auto", "estimate"):
+        return None
+    if t == "off":
+        return "off"
+    try:
+        v = float(t)
+    except ValueError:
+        v = float("nan")
+    if not v > 0:
+        raise ValueError(f"diameter {text!r}: type auto, off or a positive number of pixels")
+    return v
+
+
 def resolve_diameter(image, diameter: Diameter, channels=None) -> Optional[float]:
     """The objects' diameter in image pixels: None -> estimated (None, no zoom, when the
     image is too small to estimate or the estimate's confidence is below MIN_CONFIDENCE),

@@ -14,25 +14,10 @@ from typing import Callable
 import numpy as np
 from magicgui.widgets import Container, LineEdit, PushButton
 
+from ..scale import parse_diameter  # noqa: F401 (used here and re-exported)
 from . import layers as L
 
 CIRCLE_LAYER = "SAM diameter"
-
-
-def parse_diameter(text: str):
-    """Field text -> None ("auto"), "off", or a positive float; ValueError otherwise."""
-    t = str(text).strip().lower()
-    if t in ("", "auto"):
-        return None
-    if t == "off":
-        return "off"
-    try:
-        v = float(t)
-    except ValueError:
-        v = float("nan")
-    if not v > 0:
-        raise ValueError(f"diameter {text!r}: type auto, off or a number of pixels")
-    return v
 
 
 class DiameterControl:

@@ -32,19 +32,12 @@ def _formats(text: str):
 
 
 def _diameter(text: str):
-    t = text.strip().lower()
-    if t in ("auto", "estimate"):
-        return None
-    if t == "off":
-        return "off"
+    from ..scale import parse_diameter
+
     try:
-        v = float(t)
-    except ValueError:
-        v = float("nan")
-    if not v > 0:
-        raise argparse.ArgumentTypeError(
-            f"expected 'auto', 'off' or a positive number of pixels, got {text!r}")
-    return v
+        return parse_diameter(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
