@@ -93,6 +93,12 @@ class DiameterControl:
         if self.worker is not None:
             self.worker.quit()
 
+    def remove_circle(self) -> None:
+        """Remove the circle layer (call on the event loop's next turn when closing)."""
+        layer = self.circle_layer()
+        if layer is not None:
+            self.viewer.layers.remove(layer)
+
     # ---- the circle ----------------------------------------------------------------------
     def circle_layer(self):
         for ly in self.viewer.layers:
@@ -121,10 +127,13 @@ class DiameterControl:
         ellipse = np.array([[centre[0] - r, centre[1] - r], [centre[0] - r, centre[1] + r],
                             [centre[0] + r, centre[1] + r], [centre[0] + r, centre[1] - r]])
         if layer is None:
+            active = self.viewer.layers.selection.active  # clicks must still go there
             layer = self.viewer.add_shapes(
                 [ellipse], shape_type="ellipse", name=CIRCLE_LAYER, edge_color="yellow",
                 face_color="transparent", edge_width=max(1.0, d / 20), scale=tuple(scale),
                 translate=tuple(translate), opacity=0.9)
+            if active is not None:
+                self.viewer.layers.selection.active = active
         else:
             layer.data = [ellipse]
             layer.shape_type = ["ellipse"]

@@ -363,6 +363,7 @@ class SamWidget(Actions, Container):
         # layers are removed on the next turn of the event loop: removing them while napari
         # is still tearing the dock down crashes it (segfault)
         QTimer.singleShot(0, self._remove_prompt_layers)
+        QTimer.singleShot(0, self.size.remove_circle)
 
 
 def _is(layer, kind: str) -> bool:
