@@ -60,21 +60,28 @@ def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channe
     return pred.instance_maps()
 
 
+def tile_maps(emb, tile):
+    """(ImageEmbedding, maps) of one tile of a `tiled.TiledEmbeddings`: the tile's
+    embedding (computed or read from the cache) and its three (h, w) float32 maps."""
+    from .device import autocast
+
+    e = emb.embedding(tile, keep=emb.cache_dir is not None)
+    with torch.no_grad(), autocast(emb.device, emb.dtype):
+        logits = emb.model.instance_logits(e.features, emb.model_input(tile))
+    return e, maps_from_logits(logits, e.input_size, e.original_size)
+
+
 def tiled_maps(emb) -> Dict[str, np.ndarray]:
     """The three maps of a whole image from its tiles (`tiled.TiledEmbeddings`): each
     tile's maps at image resolution, each pixel taken from the tile that owns it (its
     core). Returns dicts of (Y, X) float32 arrays (the whole image in memory)."""
-    from .device import autocast
     from .model.instance_head import MAP_NAMES
 
     h, w = emb.grid.shape
     out = {name: np.ones((h, w), np.float32) for name in MAP_NAMES}
     out["foreground"][:] = 0
     for tile in emb.grid:
-        e = emb.embedding(tile, keep=emb.cache_dir is not None)
-        with torch.no_grad(), autocast(emb.device, emb.dtype):
-            logits = emb.model.instance_logits(e.features, emb.model_input(tile))
-        maps = maps_from_logits(logits, e.input_size, e.original_size)
+        _, maps = tile_maps(emb, tile)
         (y0, x0), (c0, c1, c2, c3) = tile.window[:2], tile.core
         for name in MAP_NAMES:
             out[name][c0:c2, c1:c3] = maps[name][c0 - y0:c2 - y0, c1 - x0:c3 - x0]

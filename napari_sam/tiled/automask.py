@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 
 from ..progress import null_progress
 from ..transforms import select_channels
@@ -125,18 +124,14 @@ class AISSegmenter:
         self._local = threading.local()
 
     def __call__(self, emb: TiledEmbeddings, tile: Tile):
-        from ..ais import labels_and_records, maps_from_logits
-        from ..device import autocast
+        from ..ais import labels_and_records, tile_maps
         from ..predictor import Predictor
 
         pred = getattr(self._local, "pred", None)
         if pred is None or pred.model is not emb.model:
             pred = self._local.pred = Predictor(emb.model, emb.device, emb.precision)
-        e = emb.embedding(tile, keep=emb.cache_dir is not None)
+        e, maps = tile_maps(emb, tile)
         pred.set_embedding(e)
-        with torch.no_grad(), autocast(pred.device, pred.dtype):
-            logits = emb.model.instance_logits(e.features, emb.model_input(tile))
-        maps = maps_from_logits(logits, e.input_size, e.original_size)
         res = labels_and_records(pred, self.min_area, tile.window[:2], maps, **self.params)
         return res.labels, res.records
 
