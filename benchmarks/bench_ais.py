@@ -77,8 +77,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from napari_sam import Predictor, automask, load_model
-    from napari_sam.ais import ais
-    from napari_sam.apg import apg
+    from napari_sam.automask.ais import ais
+    from napari_sam.automask.apg import apg
 
     m0 = machine()
     print(_common.describe(m0), flush=True)

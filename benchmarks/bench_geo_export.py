@@ -50,7 +50,7 @@ def run(path: Path, work: Path, model_name: str, points: int, block: int) -> dic
     from napari_sam.model import load_model
     from napari_sam.tiled.outputs import write_tiled_vectors
     from napari_sam.tiled.source import open_image
-    from napari_sam.tiling import tiled_automask
+    from napari_sam.automask import tiled_automask
 
     model = load_model(model_name)
     meta = read_meta(path)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def ours(model, image, tile, overlap, precision, cache_dir):
-    from napari_sam.tiling import TiledEmbeddings
+    from napari_sam.tiled import TiledEmbeddings
 
     warm = TiledEmbeddings(model, image[:tile, :tile], tile_size=tile, overlap=overlap,
                            precision=precision)
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     from napari_sam import build_model
-    from napari_sam.tiling import default_tiling
+    from napari_sam.tiled import default_tiling
     from napari_sam.training.synthetic import nuclei_image
 
     torch.manual_seed(0)

@@ -78,7 +78,7 @@ def segment(path: Path, out: Path, arch: str, points: int, tile_size, overlap,
 
     from napari_sam.model import load_model
     from napari_sam.model.registry import BUNDLED_PATH, build_model
-    from napari_sam.tiling import tiled_automask
+    from napari_sam.automask import tiled_automask
 
     trained = bool(model_name) or BUNDLED_PATH.is_file()
     torch.manual_seed(0)

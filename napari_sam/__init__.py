@@ -20,9 +20,10 @@ _EXPORTS = {
     "build_model": "model", "load_model": "model",
     "Predictor": "predictor", "ImageEmbedding": "predictor",
     "automask": "automask", "AutoMaskGenerator": "automask", "AutoMaskResult": "automask",
-    "AutoSegmenter": "segment", "estimate_diameter": "scale", "instance_maps": "ais",
+    "AutoSegmenter": "automask", "estimate_diameter": "scale",
+    "instance_maps": "automask.ais",
     "annotate": "_napari.launch",  # napari is imported only when annotate() is called
-    "TiledPredictor": "tiling", "tiled_automask": "tiling",  # zarr and dask
+    "TiledPredictor": "tiled", "tiled_automask": "automask.tiled",  # zarr and dask
     "tune_cpu": "runtime.cpu",
     # volumes and time-lapses
     "segment_volume": "volume", "automask_volume": "volume", "track": "volume",

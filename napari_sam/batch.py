@@ -1,21 +1,12 @@
-"""Automask over stacks and over many files, with resumable outputs.
+"""Automask over many files, with resumable outputs.
 
-Stacks ((Z, Y, X), (T, Y, X), any leading axes, optionally channels last) are segmented
-slice by slice; ids are unique across the whole stack (each slice's ids are offset past the
-previous ones). With `link=True`, objects of neighbouring slices are joined into one id when
-they overlap: for slices k-1 and k, every pair (a, b) with IoU(a, b) > `link_iou` is a
-candidate; pairs are accepted greedily in descending IoU, each object used at most once (for
-`link_iou` >= 0.5 this is simply every pair above the threshold, since an object can have
-IoU > 0.5 with at most one disjoint object). A matched object takes the id of its partner in
-slice k-1, so a track keeps one id through the stack; ids are then renumbered 1..N in order
-of first appearance.
-
-Files: `run_batch` writes, per input, `OUTDIR/<stem>_labels.tif`, `<stem>_coco.json`,
+`run_batch` writes, per input, `OUTDIR/<stem>_labels.tif`, `<stem>_coco.json`,
 `<stem>_objects.csv` (and `<stem>_overlay.png` on request) through `napari_sam.io`, whose
 writes are atomic, so an output that exists is complete. An input whose requested outputs
 all exist is skipped (unless `overwrite`); if only some exist, the missing ones are made
 (from the existing label image when there is one, so they agree with it). A file that fails
-is reported and the others go on. The model is loaded once for the whole batch.
+is reported and the others go on. The model is loaded once for the whole batch. Stacks go
+slice by slice through `automask.stack.automask_stack`.
 """
 
 from __future__ import annotations
@@ -28,10 +19,12 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .automask import AutoMaskResult, split_kwargs
+from .automask.amg import split_kwargs
+from .automask.stack import automask_stack
 from .io.outdir import prepare_outdir, remove_stale_partials  # noqa: F401 (public here too)
 from .progress import null_progress
-from .transforms import intensity_range, select_channels
+from .io.axes import as_slices, guess_axes  # noqa: F401 (public here too)
+from .io.overlay import overlay_rgb, write_overlay  # noqa: F401 (public here too)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 FORMATS = ("tif", "coco", "csv", "geojson", "gpkg")
@@ -39,145 +32,6 @@ DEFAULT_FORMATS = ("tif", "coco", "csv")
 SUFFIX = {"tif": "_labels.tif", "coco": "_coco.json", "csv": "_objects.csv",
           "geojson": "_objects.geojson", "gpkg": "_objects.gpkg", "overlay": "_overlay.png"}
 VECTOR_FORMATS = ("geojson", "gpkg")  # polygons in the image's CRS (napari_sam.io.vectors)
-
-
-# --------------------------------------------------------------------------- stacks
-def guess_axes(shape: Sequence[int]) -> str:
-    """Axes of an array without metadata: (Y, X), (Y, X, 3|4) colour, else (N..., Y, X)."""
-    if len(shape) == 2:
-        return "YX"
-    if len(shape) == 3 and shape[-1] in (3, 4):
-        return "YXC"
-    return "Z" * (len(shape) - 2) + "YX"
-
-
-def as_slices(image: np.ndarray, axes: Optional[str] = None) -> Tuple[np.ndarray, tuple, str]:
-    """-> (slices (N, Y, X[, C]), the leading shape, normalised axes)."""
-    if 0 in image.shape:
-        raise ValueError(f"the image is empty (shape {tuple(image.shape)}); there is nothing "
-                         "to segment: check the file")
-    axes = (axes or guess_axes(image.shape)).upper().replace("S", "C")
-    if len(axes) != image.ndim or "Y" not in axes or "X" not in axes:
-        raise ValueError(f"axes {axes!r} do not describe an array of shape {image.shape}")
-    if "C" in axes and axes[-1] != "C":
-        image = np.moveaxis(image, axes.index("C"), -1)
-        axes = axes.replace("C", "") + "C"
-    core = "YXC" if axes.endswith("C") else "YX"
-    if not axes.endswith(core):
-        raise ValueError(f"axes {axes!r}: Y and X must come after the stack axes")
-    lead = image.shape[: image.ndim - len(core)]
-    return image.reshape((-1,) + image.shape[len(lead):]), tuple(lead), axes
-
-
-def _sub_progress(progress, k: int, n: int, scale: int = 1000):
-    def report(done, total, message=""):
-        frac = done / total if total else 1.0
-        progress(k * scale + int(frac * scale), n * scale,
-                 f"slice {k + 1}/{n}: {message}" if n > 1 else message)
-    return report
-
-
-def link_slices(labels: np.ndarray, link_iou: float = 0.5) -> np.ndarray:
-    """Join overlapping objects of neighbouring slices of (N, Y, X) labels (rule: module doc).
-
-    Input ids must be unique across slices; the result is renumbered 1..M by first appearance.
-    """
-    out = labels.astype(np.uint32, copy=True)
-    for k in range(1, out.shape[0]):
-        prev, cur = out[k - 1].ravel(), out[k].ravel()
-        both = (prev > 0) & (cur > 0)
-        if not both.any():
-            continue
-        pairs, inter = np.unique(np.stack([prev[both], cur[both]]), axis=1, return_counts=True)
-        ids_p, area_p = np.unique(prev[prev > 0], return_counts=True)
-        ids_c, area_c = np.unique(cur[cur > 0], return_counts=True)
-        ap = area_p[np.searchsorted(ids_p, pairs[0])]
-        ac = area_c[np.searchsorted(ids_c, pairs[1])]
-        iou = inter / (ap + ac - inter)
-        used_p, used_c, remap = set(), set(), {}
-        for j in np.argsort(-iou, kind="stable"):
-            if iou[j] <= link_iou:
-                break
-            a, b = int(pairs[0, j]), int(pairs[1, j])
-            if a not in used_p and b not in used_c:
-                used_p.add(a)
-                used_c.add(b)
-                remap[b] = a
-        if remap:
-            lut = np.arange(int(out[k].max()) + 1, dtype=np.uint32)
-            lut[np.fromiter(remap.keys(), np.int64)] = np.fromiter(remap.values(), np.uint32)
-            out[k] = lut[out[k]]
-    return renumber_by_first_appearance(out)
-
-
-def renumber_by_first_appearance(labels: np.ndarray) -> np.ndarray:
-    flat = labels.ravel()
-    ids, first = np.unique(flat, return_index=True)
-    keep = ids > 0
-    ids, first = ids[keep], first[keep]
-    new = np.zeros(int(flat.max(initial=0)) + 1, np.uint32)
-    new[ids[np.argsort(first, kind="stable")]] = np.arange(1, len(ids) + 1, dtype=np.uint32)
-    return new[labels]
-
-
-def automask_stack(stack: np.ndarray, generator, axes: Optional[str] = None,
-                   link: bool = False, link_iou: float = 0.5, progress=null_progress,
-                   channels=None, value_range=None, **generate_kw) -> AutoMaskResult:
-    """Segment every 2D slice of `stack`; labels keep the stack's leading shape.
-
-    generator: a `segment.AutoSegmenter` (object size, mode and tiling per slice; the
-    objects' diameter, when it is to be estimated, is estimated once on the middle slice so
-    every slice is zoomed alike) or an `AutoMaskGenerator` (grid prompts as configured,
-    with `generate_kw` for its `generate`). The intensity range is taken once over the whole
-    stack (unless `value_range` is given), so all slices are normalised alike. Records carry
-    `slice` (the flat slice index) and `index` (the slice's position along the leading
-    axes) besides the usual fields.
-    """
-    from .segment import AutoSegmenter
-
-    slices, lead, axes = as_slices(np.asarray(stack), axes)
-    n = slices.shape[0]
-    if value_range is None and n > 1:
-        first = select_channels(slices[0], channels)
-        if first.dtype != np.uint8:  # a strided sample of every slice, channels last
-            step = max(1, first.shape[0] * first.shape[1] * n // 1_000_000)
-            sample = np.concatenate([select_channels(s, channels).reshape(-1, first.shape[-1])
-                                     [::step] for s in slices])
-            value_range = intensity_range(sample)
-    labels = np.zeros(slices.shape[:3], np.uint32)
-    records: List[dict] = []
-    next_id = 0
-    segmenter = isinstance(generator, AutoSegmenter)
-    if segmenter:
-        if generate_kw:
-            raise TypeError(f"{', '.join(generate_kw)}: set these on the AutoSegmenter")
-        diameter = generator.plan(slices[n // 2], channels).diameter
-        diameter = "off" if diameter is None else diameter
-    for k in range(n):
-        if segmenter:
-            res = generator(slices[k], channels, value_range, _sub_progress(progress, k, n),
-                            diameter=diameter)
-        else:
-            generator.initialize(slices[k], _sub_progress(progress, k, n), channels,
-                                 value_range)
-            res = generator.generate(**generate_kw)
-        lab = res.labels
-        labels[k] = np.where(lab > 0, lab + np.uint32(next_id), 0)
-        for r in res.records:
-            rec = dict(r, id=r["id"] + next_id, slice=k,
-                       index=[int(i) for i in np.unravel_index(k, lead)] if lead else [])
-            records.append(rec)
-        next_id += len(res.records)
-    if link and n > 1:
-        old = labels
-        labels = link_slices(labels, link_iou)
-        # every old id maps to exactly one new id: read it off the old id's first pixel
-        ids, first = np.unique(old.ravel(), return_index=True)
-        new = dict(zip(ids.tolist(), labels.ravel()[first].tolist()))
-        for r in records:
-            r["id"] = int(new.get(r["id"], 0))
-        records = [r for r in records if r["id"]]
-    return AutoMaskResult(labels.reshape(lead + labels.shape[1:]), records)
 
 
 # --------------------------------------------------------------------------- files
@@ -230,43 +84,6 @@ def output_paths(outdir: Path, stem: str, formats: Sequence[str], overlay: bool 
 def is_complete(path: Path) -> bool:
     """Outputs are written atomically, so one that exists and is not empty is complete."""
     return path.is_file() and path.stat().st_size > 0
-
-
-def overlay_rgb(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """uint8 RGB of a 2D image with each object's outline in its own colour."""
-    from skimage.segmentation import find_boundaries
-
-    from .transforms import to_model_pixels
-
-    px = to_model_pixels(image if image.ndim == 2 or image.shape[-1] <= 4 else image[..., :3])
-    rgb = px.astype(np.uint8)
-    edge = find_boundaries(labels, mode="inner")
-    ids = labels[edge].astype(np.uint64)
-    hue = (ids * 0.61803398875) % 1.0  # golden-ratio hues: neighbours get distinct colours
-    k = (hue[:, None] * 6 + np.array([0, 4, 2])) % 6
-    col = 1 - np.clip(np.minimum(k, 4 - k), 0, 1)
-    rgb[edge] = (col * 255).astype(np.uint8)
-    return rgb
-
-
-def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, overwrite: bool,
-                  axes: Optional[str] = None) -> None:
-    """PNG overlay of the image (axes `axes`) and its labels; stacks show the middle slice."""
-    from .io.atomic import atomic_path
-
-    slices, _, _ = as_slices(image, axes)
-    lab = labels.reshape((-1,) + labels.shape[-2:])
-    mid = lab.shape[0] // 2
-    rgb = overlay_rgb(slices[mid], lab[mid])
-    with atomic_path(path, overwrite) as tmp:
-        try:
-            from PIL import Image
-
-            Image.fromarray(rgb).save(tmp, format="PNG")
-        except ImportError:  # pragma: no cover - PIL comes with scikit-image's imageio
-            from skimage.io import imsave
-
-            imsave(tmp, rgb, check_contrast=False, extension=".png")
 
 
 def _write_outputs(todo: Dict[str, Path], image, meta, labels, records, name: str,
@@ -365,10 +182,10 @@ def run_batch(inputs: Iterable[str], outdir, model=None,
     """Automask every input image into `outdir`; returns a summary (see module doc).
 
     model: as for `automask` (None = bundled); or pass a ready `generator` (an
-    `AutoSegmenter` or `AutoMaskGenerator`). Other keywords go to `segment.AutoSegmenter`
+    `AutoSegmenter` or `AutoMaskGenerator`). Other keywords go to `automask.AutoSegmenter`
     (mode, diameter, points_per_side, pred_iou_thresh, ...).
     """
-    from .segment import AutoSegmenter
+    from .automask.segmenter import AutoSegmenter
 
     t0 = time.perf_counter()
     bad = [f for f in formats if f not in FORMATS]

@@ -172,7 +172,7 @@ class Predictor:
         """The instance decoder's maps for the image set by `set_image` (or, for micro-sam's
         decoder, restored by `set_embedding`): dict of (Y, X) float32 arrays in 0..1
         (`foreground`, `center_distances`, `boundary_distances`); no second encoder pass."""
-        from .ais import maps_from_logits
+        from .automask.ais import maps_from_logits
 
         emb = self.get_embedding()
         x = getattr(self, "_input", None)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_sam import AutoSegmenter, Predictor, automask, instance_maps
-from napari_sam.ais import watershed_from_maps
+from napari_sam.automask.ais import watershed_from_maps
 from napari_sam.model import build_model, load_model
 from napari_sam.training.evaluate import match_f1
 from napari_sam.training.instance_targets import instance_targets

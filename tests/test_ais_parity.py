@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_sam.ais import AIS_DEFAULTS, watershed_from_maps
-from napari_sam.watershed import gaussian_smoothing, seeded_watershed
+from napari_sam.automask.ais import AIS_DEFAULTS, watershed_from_maps
+from napari_sam.automask.watershed import gaussian_smoothing, seeded_watershed
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -128,8 +128,8 @@ def test_ais_and_apg_run_on_the_held_embedding(one_thread):
     import torch
 
     from napari_sam import Predictor, build_model
-    from napari_sam.ais import ais
-    from napari_sam.apg import apg
+    from napari_sam.automask.ais import ais
+    from napari_sam.automask.apg import apg
     from napari_sam.model.config import TEST_VIT
 
     torch.manual_seed(0)

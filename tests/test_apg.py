@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from napari_sam import Predictor, build_model
-from napari_sam.apg import APG_DEFAULTS, apg, point_prompts
+from napari_sam.automask.apg import APG_DEFAULTS, apg, point_prompts
 
 from apg_oracle import OursAsSamPredictor
 from test_ais_parity import blob_maps, same_partition

@@ -16,7 +16,7 @@ from scipy import ndimage as ndi
 from napari_sam import AutoMaskGenerator, Predictor, automask, build_model
 from napari_sam.automask import crop_boxes, point_grid
 from napari_sam.model.upscale import axis_matrix
-from napari_sam.postprocess import (box_iou, boxes_from_masks, clean_mask, greedy_keep, nms,
+from napari_sam.automask.candidates import (box_iou, boxes_from_masks, clean_mask, greedy_keep, nms,
                                     paint_labels, remove_small_regions, stability_score)
 from napari_sam.transforms import select_channels
 from bundled_status import needs_bundled

@@ -343,7 +343,7 @@ def test_existing_output_kept_without_overwrite(tmp_path):
 # embedding caches
 @pytest.fixture
 def cache_case(model, tmp_path):
-    from napari_sam.tiling import TiledEmbeddings
+    from napari_sam.tiled import TiledEmbeddings
 
     image = np.random.default_rng(4).integers(0, 4000, (300, 280)).astype(np.uint16)
     cache = tmp_path / "cache"
@@ -373,7 +373,7 @@ def _damage(cache, how):
 @pytest.mark.parametrize("how", ["chunk_deleted", "chunk_bytes_flipped", "chunk_truncated",
                                  "marker_garbled"])
 def test_damaged_cache_tile_is_recomputed(model, cache_case, how):
-    from napari_sam.tiling import TiledEmbeddings
+    from napari_sam.tiled import TiledEmbeddings
 
     image, cache, truth = cache_case
     _damage(cache, how)
@@ -387,7 +387,7 @@ def test_damaged_cache_tile_is_recomputed(model, cache_case, how):
 @pytest.mark.parametrize("how", ["zarray_garbled", "signature_garbled", "foreign_folder",
                                  "cache_is_a_file"])
 def test_unusable_cache_folder_named_with_the_fix(model, cache_case, tmp_path, how):
-    from napari_sam.tiling import CacheMismatchError, TiledEmbeddings
+    from napari_sam.tiled import CacheMismatchError, TiledEmbeddings
 
     image, cache, _ = cache_case
     if how == "zarray_garbled":

@@ -10,8 +10,8 @@ import pytest
 import tifffile
 
 from napari_sam import AutoMaskGenerator
-from napari_sam.batch import (automask_stack, expand_inputs, link_slices, output_stem,
-                              run_batch)
+from napari_sam.automask.stack import automask_stack, link_slices
+from napari_sam.batch import expand_inputs, output_stem, run_batch
 from test_automask import OraclePredictor, disc_image, match_f1
 
 CENTRES = ((30, 30), (30, 90), (90, 40), (95, 100))

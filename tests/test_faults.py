@@ -18,7 +18,7 @@ import torch
 
 from napari_sam import build_model
 from napari_sam.tiled.cache import CacheCorruptError, CacheMismatchError
-from napari_sam.tiling import TiledEmbeddings
+from napari_sam.tiled import TiledEmbeddings
 
 
 @pytest.fixture(scope="module")

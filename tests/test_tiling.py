@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from napari_sam import Predictor, build_model
-from napari_sam.tiling import (CacheMismatchError, TiledEmbeddings, TiledPredictor, TileGrid,
-                               default_tiling)
+from napari_sam.tiled import CacheMismatchError, TiledEmbeddings, TiledPredictor, TileGrid, default_tiling
 
 
 @pytest.fixture(scope="module")

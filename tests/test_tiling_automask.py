@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from napari_sam import build_model
-from napari_sam.tiling import TileGrid, tiled_automask
+from napari_sam.tiled import TileGrid
+from napari_sam.automask import tiled_automask
 from napari_sam.training.synthetic import nuclei_image
 
 
@@ -179,7 +180,7 @@ def test_stitch_drops_an_unlinked_duplicate_left_as_a_sliver():
 
 
 def test_one_tile_equals_plain_automask(model):
-    from napari_sam.segment import automask
+    from napari_sam.automask.segmenter import automask
 
     img, _ = nuclei_image(6, size=(256, 256))
     kw = dict(points_per_side=4, pred_iou_thresh=0, stability_thresh=0, precision="fp32")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam.tiling import TiledPredictor, TileGrid, tiled_automask
+from napari_sam.tiled import TiledPredictor, TileGrid
+from napari_sam.automask import tiled_automask
 from napari_sam.training.synthetic import nuclei_image
 from bundled_status import accuracy_goal, needs_bundled
 

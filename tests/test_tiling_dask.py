@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_sam import build_model
-from napari_sam.tiling import tiled_automask
+from napari_sam.automask import tiled_automask
 from napari_sam.training.synthetic import nuclei_image
 
 pytest.importorskip("dask.distributed")
@@ -61,7 +61,7 @@ def test_many_images_as_tasks_equal_single_process(case, tmp_path):
     import zarr
     from dask.distributed import Client, LocalCluster
 
-    from napari_sam.tiled.distributed import automask_files
+    from napari_sam.automask.tiled import automask_files
 
     path, model, single = case
     paths = [path, path.parent / "copy.tif"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_sam import build_model
-from napari_sam.tiling import tiled_automask
+from napari_sam.automask import tiled_automask
 from napari_sam.training.synthetic import nuclei_image
 
 pytest.importorskip("dask.distributed")

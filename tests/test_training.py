@@ -105,7 +105,7 @@ def test_bundled_model_meets_its_heldout_goals():
 
 
 def test_sweep_automask_matches_separate_runs(one_thread):
-    from napari_sam.segment import automask
+    from napari_sam.automask.segmenter import automask
     from napari_sam.training.evaluate import sweep_automask
     from napari_sam.training.synthetic import nuclei_image
 

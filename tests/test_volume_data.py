@@ -81,9 +81,9 @@ def test_link_labels_matching_is_global_not_greedy():
     # and Y unmatched, the best assignment is 1-Y and 2-X
     a[1, 0:20, 8:30] = 5      # X: IoU 12/30 with track 1, 10/32 with track 2
     a[1, 0:20, 0:7] = 6       # Y: IoU 7/20 with track 1
-    from napari_sam.batch import link_slices
+    from napari_sam.automask.stack import link_slices
 
-    greedy = link_slices(a, link_iou=0.3)  # the greedy rule of batch.link_slices
+    greedy = link_slices(a, link_iou=0.3)  # the greedy rule of automask.stack.link_slices
     assert greedy[1, 0, 25] != greedy[0, 0, 25]   # ... breaks track 2
     linked, lin = link_labels(a, min_iou=0.3, max_gap=0)
     assert linked[1, 0, 0] == linked[0, 0, 0]      # Y continues track 1

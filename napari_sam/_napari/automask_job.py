@@ -5,7 +5,7 @@
 `AutoMaskGenerator.initialize` -- and returns a `Session`. `Session.result(thresholds)` then
 re-filters the kept candidates (`generate`, no model call), as often as a slider moves.
 
-Stacks, "all slices": `napari_sam.batch.automask_stack` does the slicing, the common
+Stacks, "all slices": `napari_sam.automask.automask_stack` does the slicing, the common
 intensity range and the ids unique across the stack. It is given a `SliceGenerators` in place
 of a generator: the first pass keeps one initialised generator per slice, later passes
 replay them, so re-filtering a stack runs the same stack code again without the model.
@@ -24,7 +24,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..automask import SAM_THRESHOLDS, AutoMaskGenerator, AutoMaskResult, default_thresholds
-from ..batch import automask_stack
+from ..automask.stack import automask_stack
 from ..progress import null_progress
 from ..scale import plan_zoom, resolve_diameter
 from .embedding import EXPECTED_ERRORS, TiledSetup, _text
@@ -32,7 +32,7 @@ from .embedding import EXPECTED_ERRORS, TiledSetup, _text
 CURRENT, ALL, CHANNELS = "current slice", "all slices", "channels (first axis)"
 LINK3D, TRACKS = "all slices: 3D objects", "all frames: tracks"
 STACK_MODES = (CURRENT, ALL, LINK3D, TRACKS, CHANNELS)
-LINKED = {LINK3D: False, TRACKS: True}  # mode -> divisions (volume/auto3d.link_stack_result)
+LINKED = {LINK3D: False, TRACKS: True}  # mode -> divisions (automask.volume.link_stack_result)
 
 _INIT = inspect.signature(AutoMaskGenerator.__init__).parameters
 _GEN = inspect.signature(AutoMaskGenerator.generate).parameters
@@ -127,7 +127,7 @@ def check_request(shape: Sequence[int], rgb: bool, mode: str,
 
 
 class SliceGenerators:
-    """Stands in for an AutoMaskGenerator in `batch.automask_stack`.
+    """Stands in for an AutoMaskGenerator in `automask.stack.automask_stack`.
 
     Recording (the first pass): every `initialize` makes a new generator over the shared
     predictor and initialises it. Replaying (`replay()`, then another automask_stack pass):
@@ -192,7 +192,7 @@ class Session:
                 records = [dict(r, index=list(self.index)) for r in res.records]
                 res = AutoMaskResult(full, records)
         if self.mode in LINKED and res.labels.ndim == 3:
-            from ..volume.auto3d import link_stack_result
+            from ..automask.volume import link_stack_result
 
             res, self.lineage = link_stack_result(res, divisions=LINKED[self.mode])
         self.last = res
@@ -234,7 +234,7 @@ def _plane(req: Request) -> Tuple[np.ndarray, Tuple[int, ...]]:
 def _size_plan(req: Request, model, lead: int, report):
     """(ZoomPlan, points per side) for the request: the diameter estimated on (a central
     window of) the displayed or middle slice when it is None."""
-    from ..segment import auto_points_per_side
+    from ..automask.segmenter import auto_points_per_side
     from .embedding import _central_window
 
     if req.mode == CHANNELS and lead == 1:

@@ -3,7 +3,7 @@
 Which layers: the interactive widget's rule (`tiled_jobs.TilingRule`, through the
 `embedding.TiledSetup` of the layer): multiscale or lazy 2D layers, and planes longer than
 twice the model's input side. Each tile is segmented at native resolution, then the pieces
-are stitched across the seams (`napari_sam.tiled.automask`), so small objects are not lost
+are stitched across the seams (`napari_sam.automask.tiled`), so small objects are not lost
 to shrinking and an object across a seam gets one id.
 
 Where things go:
@@ -98,7 +98,7 @@ def run_tiled(req, model, report: Callable, thresholds: dict, plan=None,
     """
     from ..tiled.cache import CacheMismatchError
     from ..tiled.source import ImageSource
-    from ..tiling import tiled_automask
+    from ..automask import tiled_automask
 
     path = req.tiled.path if req.tiled is not None else None
     source = ImageSource(req.data, req.channels)

@@ -25,6 +25,7 @@ from qtpy.QtCore import QObject, Signal
 from ..automask import default_thresholds
 from ..runtime.cpu import tune_cpu_if_requested
 from . import layers as L
+from .layers import is_kind
 from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, THRESHOLDS, Request,
                            check_request, floors_for, run_job, stored_thresholds)
 from .automask_tiled import labels_levels
@@ -79,7 +80,7 @@ class AutomaskWidget(Container):
         self._relay.progressed.connect(self._on_progress)
         self._build(model, device, tiling, tile_above)
         active = viewer.layers.selection.active
-        if active is not None and _is(active, "Image"):
+        if active is not None and is_kind(active, "Image"):
             self.image.value = active
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
@@ -144,7 +145,7 @@ class AutomaskWidget(Container):
         self.min_area.changed.connect(self.refilter)
 
     def _image_choices(self, *_):
-        return [(ly.name, ly) for ly in self.viewer.layers if _is(ly, "Image")]
+        return [(ly.name, ly) for ly in self.viewer.layers if is_kind(ly, "Image")]
 
     def reset_choices(self, *_) -> None:
         if not self._closed:  # napari may call this after the widget closed
@@ -360,9 +361,3 @@ class AutomaskWidget(Container):
         self.size.quit()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self.reset_choices)
-
-
-def _is(layer, kind: str) -> bool:
-    import napari.layers
-
-    return isinstance(layer, getattr(napari.layers, kind))

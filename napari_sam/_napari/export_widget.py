@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, List
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton
 
 from . import layers as L
+from .layers import is_kind
 from .controls import _expanding_text, _row
 from .export import (DEFAULT_FORMATS, FORMAT_NAMES, FORMATS, clean_stem, intensity_image,
                      plan, write)
@@ -64,16 +65,16 @@ class ExportWidget(Container):
         viewer.layers.events.removed.connect(self.reset_choices)
         on_close(self.native, self.release)
         active = viewer.layers.selection.active
-        if active is not None and _is(active, "Labels"):
+        if active is not None and is_kind(active, "Labels"):
             self.labels.value = active
         self._on_labels_changed()
 
     def _labels_choices(self, *_):
-        return [(ly.name, ly) for ly in self.viewer.layers if _is(ly, "Labels")]
+        return [(ly.name, ly) for ly in self.viewer.layers if is_kind(ly, "Labels")]
 
     def _image_choices(self, *_):
         return [("none", None)] + [(ly.name, ly) for ly in self.viewer.layers
-                                   if _is(ly, "Image")]
+                                   if is_kind(ly, "Image")]
 
     def _on_labels_changed(self, *_) -> None:
         layer = self.labels.value
@@ -156,9 +157,3 @@ def source_image(labels, images):
         if hits:
             return max(hits, key=lambda ly: len(ly.name))
     return fits[0] if len(fits) == 1 else None
-
-
-def _is(layer, kind: str) -> bool:
-    import napari.layers
-
-    return isinstance(layer, getattr(napari.layers, kind))

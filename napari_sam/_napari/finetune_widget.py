@@ -22,6 +22,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
 from . import layers as L
+from .layers import is_kind
 from .controls import _expanding_text, _row, model_controls
 from .keys import on_close
 from .options import FILE_CHOICE, GIVEN_CHOICE, add_user_model, parse_channels
@@ -109,7 +110,7 @@ class FinetuneWidget(Container):
         on_close(self.native, self.release)
 
     def _choices(self, kind: str):
-        return lambda *_: [(ly.name, ly) for ly in self.viewer.layers if _is(ly, kind)]
+        return lambda *_: [(ly.name, ly) for ly in self.viewer.layers if is_kind(ly, kind)]
 
     def reset_choices(self, *_) -> None:
         if not self._closed:
@@ -247,9 +248,3 @@ class FinetuneWidget(Container):
         self._stop.set()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self.reset_choices)
-
-
-def _is(layer, kind: str) -> bool:
-    import napari.layers
-
-    return isinstance(layer, getattr(napari.layers, kind))

@@ -163,7 +163,7 @@ def tiled_predictor(layer_data, model, path=None, channels=None, cache="auto",
     """
     from napari_sam.tiled.cache import CacheMismatchError
     from napari_sam.tiled.source import ImageSource
-    from napari_sam.tiling import TiledPredictor
+    from napari_sam.tiled import TiledPredictor
 
     cls = predictor_class or TiledPredictor
     level0 = layer_data[0] if isinstance(layer_data, (list, tuple)) else layer_data

@@ -39,6 +39,13 @@ def image_data(image):
     return image.data[0] if image.multiscale else image.data
 
 
+def is_kind(layer, kind: str) -> bool:
+    """True when `layer` is a napari layer of class `kind` ("Image", "Labels", "Points"...)."""
+    import napari.layers
+
+    return isinstance(layer, getattr(napari.layers, kind))
+
+
 def is_lazy(image) -> bool:
     """True for multiscale layers and layers on dask, zarr...: data never to be read whole."""
     return image.multiscale or not isinstance(image.data, np.ndarray)

@@ -24,16 +24,9 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..tiling import TiledMask, TiledPredictor
+from ..tiled import TiledMask, TiledPredictor
 
 TILING_CHOICES = ("auto", "on", "off")
-
-
-def is_lazy(data) -> bool:
-    """True for layer data that is not an in-memory numpy array (dask, zarr, levels)."""
-    if isinstance(data, (list, tuple)):
-        return True
-    return not isinstance(data, np.ndarray)
 
 
 @dataclass(frozen=True)

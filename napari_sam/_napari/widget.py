@@ -27,6 +27,7 @@ from ..prompts import Segmenter
 from ..runtime.cpu import tune_cpu_if_requested
 from . import hints
 from . import layers as L
+from .layers import is_kind
 from .commits import Committer
 from .downloads import Downloader, missing
 from .keys import KeyBindings, on_close
@@ -91,7 +92,7 @@ class SamWidget(Actions, Container):
             show_warning(f"napari-sam: the bundled model is missing ({BUNDLED_PATH}); choose "
                          "another model in the widget or reinstall napari-sam")
         active, images = viewer.layers.selection.active, self._image_choices()
-        if active is not None and _is(active, "Image"):
+        if active is not None and is_kind(active, "Image"):
             self.image.value = active
         elif images:
             self.image.value = images[-1][1]  # the top-most image
@@ -144,11 +145,11 @@ class SamWidget(Actions, Container):
         self.clear_button.changed.connect(self.clear)
 
     def _image_choices(self, *_):
-        return [(ly.name, ly) for ly in self.viewer.layers if _is(ly, "Image")]
+        return [(ly.name, ly) for ly in self.viewer.layers if is_kind(ly, "Image")]
 
     def _labels_choices(self, *_):
         return [("new layer", None)] + [(ly.name, ly) for ly in self.viewer.layers
-                                         if _is(ly, "Labels") and not self._owns(ly)]
+                                         if is_kind(ly, "Labels") and not self._owns(ly)]
 
     def _owns(self, layer) -> bool:
         return self._prompts is not None and layer in self._prompts.layers
@@ -364,9 +365,3 @@ class SamWidget(Actions, Container):
         # is still tearing the dock down crashes it (segfault)
         QTimer.singleShot(0, self._remove_prompt_layers)
         QTimer.singleShot(0, self.size.remove_circle)
-
-
-def _is(layer, kind: str) -> bool:
-    import napari.layers
-
-    return isinstance(layer, getattr(napari.layers, kind))

@@ -106,7 +106,7 @@ def geo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def tiling_arguments(parser: argparse.ArgumentParser) -> None:
     """Hook for tiled processing of large images (--tile-size, --overlap, --tiling)."""
-    from ..tiled.cli import add_arguments as add_tiling_arguments
+    from .tiled_files import add_arguments as add_tiling_arguments
 
     add_tiling_arguments(parser)
 
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
 
         summary = run_prompts(args, batch_options(args), progress, log)
     elif getattr(args, "tiling", "off") != "off":  # large 2D images go tile by tile
-        from ..tiled.cli import run_with_tiling
+        from .tiled_files import run_with_tiling
 
         summary = run_with_tiling(args, batch_options(args), progress, log)
     else:

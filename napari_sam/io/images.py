@@ -24,14 +24,15 @@ nodata value `ImageMeta.nodata` and band descriptions `ImageMeta.band_names`.
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from .axes import (CANONICAL, canonical_layout, guess_file_axes,  # noqa: F401
+                   override_axes, to_canonical)
 from .image_meta import (GEO_TAGS, ImageMeta, _geo_tags, _tiff_sizes,  # noqa: F401 (public)
                          georeferencing)
 
-CANONICAL = "TZYXC"
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2", ".svs", ".ndpi", ".scn", ".qptiff")
 
 
@@ -48,67 +49,6 @@ def _fail(path, err) -> ValueError:
 
 # ---------------------------------------------------------------------------------------
 # axes
-
-def _layout(file_axes: str, shape: Sequence[int]):
-    """Map a file's axes to canonical ones.
-
-    Returns (letters, perm, axes): letters[i] is the canonical letter of file dim i, or None
-    for a length-1 dim that is dropped (indexed at 0); perm lists the kept file dims in
-    canonical order; axes is the canonical axes string.
-    """
-    file_axes = file_axes.upper()
-    if len(file_axes) != len(shape):
-        raise ValueError(f"axes {file_axes!r} do not match the shape {tuple(shape)}")
-    letters: List[Optional[str]] = [None] * len(shape)
-    used = set()
-    unnamed = []
-    for i, (a, n) in enumerate(zip(file_axes, shape)):
-        letter = {"Y": "Y", "X": "X", "C": "C", "S": "C", "T": "T", "Z": "Z"}.get(a)
-        if letter is None:
-            if n != 1:
-                unnamed.append(i)
-            continue
-        if n == 1 and letter not in "YX":
-            continue
-        if letter in used:
-            raise ValueError(
-                f"axes {file_axes!r} with shape {tuple(shape)} have two {letter} axes; pass "
-                "axes= (the file's axes, e.g. 'ZCYX') to say which is which")
-        used.add(letter)
-        letters[i] = letter
-    for i in unnamed:
-        free = [c for c in "ZT" if c not in used]
-        if not free:
-            raise ValueError(
-                f"cannot place axis {file_axes[i]!r} of {file_axes!r} {tuple(shape)}: only "
-                "T, Z, Y, X and channels are supported; pass axes= to name them")
-        letters[i] = free[0]
-        used.add(free[0])
-    if not {"Y", "X"} <= used:
-        raise ValueError(f"axes {file_axes!r} have no Y and X axes")
-    perm = sorted((i for i, c in enumerate(letters) if c is not None),
-                  key=lambda i: CANONICAL.index(letters[i]))
-    return letters, perm, "".join(letters[i] for i in perm)
-
-
-def _to_canonical(array, letters, perm):
-    """Index dropped dims at 0 and transpose to canonical order (a view for numpy arrays)."""
-    index = tuple(0 if c is None else slice(None) for c in letters)
-    array = array[index]
-    kept = [i for i, c in enumerate(letters) if c is not None]
-    return np.transpose(array, [kept.index(i) for i in perm])
-
-
-def _guess_axes(shape: Sequence[int]) -> str:
-    """Axes for formats without axis metadata (PNG, JPEG, GIF)."""
-    if len(shape) == 2:
-        return "YX"
-    if len(shape) == 3:
-        return "YXS" if shape[-1] <= 4 else "QYX"
-    if len(shape) == 4:
-        return "QYXS"
-    raise ValueError(f"unsupported image shape {tuple(shape)}")
-
 
 def _select_channels(array, axes: str, channels):
     """Pick channels on the C axis: an int drops the axis, a sequence keeps it."""
@@ -147,7 +87,7 @@ def is_tiff(path) -> bool:
 
 def _tiff_meta(tif, path, series=0) -> Tuple[Any, ImageMeta, list, list]:
     s = tif.series[series]
-    letters, perm, axes = _layout(s.axes, s.shape)
+    letters, perm, axes = canonical_layout(s.axes, s.shape)
     pixel_size, z_size = _tiff_sizes(tif, s.keyframe)
     shape = tuple(s.shape[i] for i in perm)
     geo = _geo_tags(tif.pages.first)
@@ -160,25 +100,16 @@ def _tiff_meta(tif, path, series=0) -> Tuple[Any, ImageMeta, list, list]:
     return s, meta, letters, perm
 
 
-def _override_axes(s, axes):
-    if axes is None:
-        return s.axes
-    if len(axes) != len(s.shape):
-        raise ValueError(f"axes={axes!r} has {len(axes)} letters but the file's data has "
-                         f"shape {tuple(s.shape)} (tifffile axes {s.axes!r})")
-    return axes.upper()
-
-
 def _read_tiff(path, channels, axes):
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         s, meta, letters, perm = _tiff_meta(tif, path)
         if axes is not None:
-            letters, perm, meta.axes = _layout(_override_axes(s, axes), s.shape)
+            letters, perm, meta.axes = canonical_layout(override_axes(s, axes), s.shape)
             meta.source_axes = axes.upper()
         data = s.asarray(level=0)
-    data = np.ascontiguousarray(_to_canonical(data, letters, perm))
+    data = np.ascontiguousarray(to_canonical(data, letters, perm))
     data, out_axes = _select_channels(data, meta.axes, channels)
     return data, meta.with_array(data, out_axes)
 
@@ -191,9 +122,9 @@ def _read_other(path, channels, axes):
     with warnings.catch_warnings():  # imageio's legacy plugins warn while it probes a file
         warnings.simplefilter("ignore", DeprecationWarning)
         data = np.asarray(iio.imread(path))
-    file_axes = axes.upper() if axes is not None else _guess_axes(data.shape)
-    letters, perm, canon = _layout(file_axes, data.shape)
-    data = np.ascontiguousarray(_to_canonical(data, letters, perm))
+    file_axes = axes.upper() if axes is not None else guess_file_axes(data.shape)
+    letters, perm, canon = canonical_layout(file_axes, data.shape)
+    data = np.ascontiguousarray(to_canonical(data, letters, perm))
     meta = ImageMeta(path=str(path), axes=canon, shape=data.shape, dtype=data.dtype,
                      source_axes=file_axes, level_shapes=(data.shape,))
     data, out_axes = _select_channels(data, canon, channels)
@@ -264,7 +195,7 @@ def open_lazy(path, level: int = 0, channels=None, axes: Optional[str] = None):
                 raise ValueError(f"level {level} requested, the file has {len(s.levels)}")
             lv = s.levels[level]
             if axes is not None:
-                letters, perm, meta.axes = _layout(_override_axes(lv, axes), lv.shape)
+                letters, perm, meta.axes = canonical_layout(override_axes(lv, axes), lv.shape)
                 meta.source_axes = axes.upper()
         try:
             mm = tifffile.memmap(path, series=0, level=level, mode="r")
@@ -272,7 +203,7 @@ def open_lazy(path, level: int = 0, channels=None, axes: Optional[str] = None):
                 mm = None
         except Exception:  # compressed, tiled or scattered: not memory-mappable
             mm = None
-        view = None if mm is None else _to_canonical(mm, letters, perm)
+        view = None if mm is None else to_canonical(mm, letters, perm)
         if view is not None and (channels is None or isinstance(channels, (int, np.integer))):
             arr, out_axes = _select_channels(view, meta.axes, channels)  # still a view
             return arr, meta.with_array(arr, out_axes)

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .images import _layout, _override_axes
+from .axes import canonical_layout, override_axes
 
 
 class LazyTiff:
@@ -53,8 +53,8 @@ class LazyTiff:
         s = self._series()
         kf = s.keyframe
         fshape = tuple(int(n) for n in s.shape)
-        file_axes = _override_axes(s, self._file_axes)
-        self._letters, self._perm, _ = _layout(file_axes, fshape)
+        file_axes = override_axes(s, self._file_axes)
+        self._letters, self._perm, _ = canonical_layout(file_axes, fshape)
         # file dims = frame dims (-> page number) + page dims (-> the page's 5D "shaped")
         size, split = 1, None
         for i in range(len(fshape) - 1, -1, -1):

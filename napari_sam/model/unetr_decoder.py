@@ -19,7 +19,7 @@ widths F*8, F*4, F*2, F from coarse to fine; g = the embedding grid):
   features);
 - ``deconv_out`` (x2), concatenation with ``deconv4``'s output, ``decoder_head`` and the
   1x1 ``out_conv`` to three channels. micro-sam applies a sigmoid; `forward` returns the
-  values before it (logits), which `napari_sam.ais.maps_from_logits` turns into maps.
+  values before it (logits), which `napari_sam.automask.ais.maps_from_logits` turns into maps.
 
 Conv blocks are (instance norm, 3x3 conv, ReLU) twice; the instance norms have no weights.
 The upsampling blocks' batch norms use each image's statistics, as micro-sam runs them

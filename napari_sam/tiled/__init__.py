@@ -1,9 +1,8 @@
-"""Large images: tile grid, tile embeddings cached on disk, prompts and automask across tiles.
-
-The public names are re-exported by `napari_sam.tiling`; see docs/large_images.md.
+"""Large images: the tile grid, tile embeddings (cached on disk), prompts answered across
+tiles, and the stitching of per-tile labels. Automask tile by tile is
+`napari_sam.automask.tiled` (`tiled_automask`); see docs/large_images.md.
 """
 
-from .automask import AutomaskSegmenter, TiledAutomaskResult, tiled_automask
 from .cache import CacheMismatchError, MemoryStore, ZarrStore, default_cache_root
 from .embed import TiledEmbeddings, default_tiling
 from .grid import Tile, TileGrid
@@ -12,7 +11,7 @@ from .source import ImageSource
 from .stitch import stitch
 
 __all__ = [
-    "AutomaskSegmenter", "TiledAutomaskResult", "tiled_automask", "stitch",
+    "stitch",
     "CacheMismatchError", "MemoryStore", "ZarrStore", "default_cache_root", "TiledEmbeddings",
     "default_tiling", "Tile", "TileGrid", "TiledMask", "TiledPredictor", "ImageSource",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from ..progress import null_progress
 
@@ -102,31 +102,3 @@ def map_tasks(fn: Callable, shared, items: Sequence, scheduler=None, workers: Op
                 done += len(batches[i])
                 progress(done, total, message)
     return [r for part in results for r in part]
-
-
-def map_tiles(job, indices: Sequence, scheduler=None, workers: Optional[int] = None,
-              tiles_per_task: int = 4, progress=null_progress) -> list:
-    """Run `automask.run_tiles(job, batch)` over tile indices."""
-    from .automask import run_tiles
-
-    return map_tasks(run_tiles, job, list(indices), scheduler, workers, tiles_per_task,
-                     progress, "segmenting tiles")
-
-
-def _automask_file(options: dict, paths: List[str]) -> list:
-    from .automask import tiled_automask
-
-    out = []
-    for p in paths:
-        res = tiled_automask(p, out=options["out_for"](p), **options["kwargs"])
-        out.append((p, len(res.records)))
-    return out
-
-
-def automask_files(paths: Iterable, out_for: Callable[[str], object], scheduler=None,
-                   workers: Optional[int] = None, progress=null_progress, **kwargs) -> list:
-    """Many images, one task each (each image tiled inside its task, in that worker):
-    returns [(path, number of objects)]. `out_for(path)` names each zarr label image."""
-    opts = {"out_for": out_for, "kwargs": kwargs}
-    return map_tasks(_automask_file, opts, [str(p) for p in paths], scheduler, workers, 1,
-                     progress, "images")

@@ -92,7 +92,7 @@ def match_f1(pred: np.ndarray, truth: np.ndarray, thresholds=(0.5, 0.75)) -> dic
 
 def evaluate_automask(pairs, model, progress=null_progress, **automask_kw) -> dict:
     """Mean automatic-segmentation F1 at IoU 0.5 and 0.75 over annotated images."""
-    from ..segment import automask
+    from ..automask.segmenter import automask
 
     scores = []
     pairs = list(pairs)

@@ -127,7 +127,7 @@ def validation_maps(model: Sam, sets: dict) -> dict:
 
 
 def score(maps_by_set: dict, **params) -> dict:
-    from ..ais import watershed_from_maps
+    from ..automask.ais import watershed_from_maps
     from .evaluate import match_f1
 
     res = {}
@@ -231,7 +231,7 @@ def compare_modes(model: Sam, n: int, log=print) -> dict:
     fluorescence nuclei fields (held-out seeds, not the calibration ones), both at the
     model's native scale (256-pixel images, diameter "off": one embedding each, so the
     comparison is cheap) -> {"ais": {...}, "amg": {...}, "best": "ais" | "amg"}."""
-    from ..segment import automask
+    from ..automask.segmenter import automask
     from .evaluate import heldout_set, match_f1
     from .synthetic import nuclei_image
 

@@ -8,7 +8,7 @@ from .propagate import Cancelled, PropagationInfo, StopRules, segment_volume
 
 __all__ = ["SliceEmbeddings", "Cancelled", "PropagationInfo", "StopRules", "segment_volume"]
 
-from .auto3d import automask_volume  # noqa: E402
+from ..automask.volume import automask_volume  # noqa: E402
 from .link import link_labels  # noqa: E402
 from .track import TrackResult, track  # noqa: E402
 from .ctc import read_ctc, tracks_data, write_ctc  # noqa: E402

@@ -3,7 +3,7 @@
 `SliceEmbeddings(predictor, stack)` embeds slice k of a (N, Y, X) or (N, Y, X, C) stack the
 first time `load(k)` asks for it and keeps the result, so propagating an object, linking
 and tracking never embed a slice twice. All slices are contrast-normalised with one
-intensity range taken over the whole stack (`value_range`), as `batch.automask_stack`
+intensity range taken over the whole stack (`value_range`), as `automask.stack.automask_stack`
 does, so an object looks alike on every slice.
 
 Object size: `diameter="off"` (the default) resizes each whole slice to the model's input

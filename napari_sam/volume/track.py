@@ -5,7 +5,7 @@
     result.labels, result.lineage                  # (T, Y, X) uint32, {id: (t0, t1, parent)}
     result.write_ctc("01_RES"); result.tracks_data(); result.table()
 
-Each frame is segmented on its own (`auto3d.segment_slices`: `automask` with the frame's
+Each frame is segmented on its own (`automask.volume.segment_slices`: `automask` with the frame's
 cached embedding), unless `labels` are given. The objects are linked frame to frame by
 `link.link_labels(divisions=True)`: Hungarian matching on IoU between each track's newest
 outline and the frame's objects; an object that becomes two (both mostly inside the
@@ -29,7 +29,7 @@ import torch
 from ..progress import null_progress
 from ..prompts import mask_to_logits
 from . import ctc
-from .auto3d import segment_slices
+from ..automask.volume import segment_slices
 from .embeddings import SliceEmbeddings, as_predictor, check_stack
 from .link import link_labels
 from .propagate import SliceAnswer, StopRules, _check_cancel, _connected_to, _follow, contrast
@@ -117,7 +117,7 @@ def track(frames=None, model=None, *, labels=None, min_iou: float = 0.3, max_gap
     Predictor, Sam, registry name or path (None: the bundled model); labels: (T, Y, X)
     per-frame labels to link instead of segmenting (their ids need not agree between
     frames); min_length: the fewest frames a track spans; diameter: as for `SliceEmbeddings`;
-    other keywords go to `auto3d.segment_slices` (mode, thresholds, points_per_side...).
+    other keywords go to `automask.volume.segment_slices` (mode, thresholds, points_per_side...).
     """
     if labels is not None:
         labels = np.asarray(labels)

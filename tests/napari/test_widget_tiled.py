@@ -223,7 +223,7 @@ def test_rule_and_cropped_commits_without_a_viewer():
     import zarr
 
     from napari_sam._napari.tiled_jobs import TilingRule, commit_crop
-    from napari_sam.tiling import TiledMask
+    from napari_sam.tiled import TiledMask
 
     auto = TilingRule()
     assert not auto.applies((512, 512), False, 2, 256)        # twice the input: whole

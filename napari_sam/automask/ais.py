@@ -28,7 +28,7 @@ def maps_from_logits(logits: torch.Tensor, input_hw, original_hw) -> Dict[str, n
     """(1, 3, S, S) head logits in the model's padded input frame -> dict of (Y, X) float32
     maps (`foreground`, `center_distances`, `boundary_distances`) at the image's size:
     sigmoid, crop to the (h, w) image area, bilinear resize to `original_hw` (Y, X)."""
-    from .model.instance_head import MAP_NAMES
+    from ..model.instance_head import MAP_NAMES
 
     p = logits.float().sigmoid()[..., : input_hw[0], : input_hw[1]]
     if tuple(p.shape[-2:]) != tuple(original_hw):
@@ -47,7 +47,7 @@ def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channe
     instance decoder (the bundled model, or a micro-sam checkpoint with `decoder_state`);
     precision: as for `Predictor`; channels: which channels make the RGB input; predictor:
     a `Predictor` to use (default: a new one on `model`, diameter estimated)."""
-    from .predictor import Predictor
+    from ..predictor import Predictor
 
     pred = predictor or Predictor(model, precision=precision)
     if not pred.model.has_instance_head:
@@ -63,7 +63,7 @@ def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channe
 def tile_maps(emb, tile):
     """(ImageEmbedding, maps) of one tile of a `tiled.TiledEmbeddings`: the tile's
     embedding (computed or read from the cache) and its three (h, w) float32 maps."""
-    from .device import autocast
+    from ..device import autocast
 
     e = emb.embedding(tile, keep=emb.cache_dir is not None)
     with torch.no_grad(), autocast(emb.device, emb.dtype):
@@ -75,7 +75,7 @@ def tiled_maps(emb) -> Dict[str, np.ndarray]:
     """The three maps of a whole image from its tiles (`tiled.TiledEmbeddings`): each
     tile's maps at image resolution, each pixel taken from the tile that owns it (its
     core). Returns dicts of (Y, X) float32 arrays (the whole image in memory)."""
-    from .model.instance_head import MAP_NAMES
+    from ..model.instance_head import MAP_NAMES
 
     h, w = emb.grid.shape
     out = {name: np.ones((h, w), np.float32) for name in MAP_NAMES}
@@ -162,8 +162,8 @@ def labels_and_records(predictor, min_area: int = 0, offset=(0, 0), maps=None, *
     predicted; it is converted to image pixels with the zoom of the embedding."""
     from scipy import ndimage as ndi
 
-    from .automask import AutoMaskResult
-    from .postprocess import label_boxes
+    from .amg import AutoMaskResult
+    from .candidates import label_boxes
 
     maps = maps if maps is not None else predictor.instance_maps()
     emb = predictor.get_embedding()

@@ -67,8 +67,8 @@ def _tiling_for(path: Path, model, args, opts: dict):
     given, else from the objects' diameter (--diameter; estimated on a central window of at
     most 2,048 px), else the model's native tiling (--diameter off)."""
     from ..scale import ZoomPlan, resolve_diameter, tiled_plan
-    from ..segment import AutoSegmenter
-    from .source import ImageSource
+    from ..automask.segmenter import AutoSegmenter
+    from ..tiled.source import ImageSource
 
     keys = ("mode", "diameter", "points_per_side", "points_per_batch", "crop_n_layers",
             "pred_iou_thresh", "stability_thresh", "nms_thresh", "min_area")
@@ -89,11 +89,12 @@ def _tiling_for(path: Path, model, args, opts: dict):
 
 
 def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
-    from ..batch import is_complete, output_paths, output_stem, write_overlay
+    from ..batch import is_complete, output_paths, output_stem
+    from ..io.overlay import write_overlay
     from ..io.coco import write_coco
     from ..io.tables import write_csv
-    from .automask import tiled_automask
-    from .outputs import records_table, write_labels_tif_chunked
+    from ..automask.tiled import tiled_automask
+    from ..tiled.outputs import records_table, write_labels_tif_chunked
 
     outdir = Path(args.output)
     formats = [f for f in opts["formats"]]
@@ -112,7 +113,7 @@ def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
                          scheduler=args.scheduler, workers=args.workers, overwrite=True,
                          device=opts["device"], precision=opts["precision"], progress=progress,
                          segmenter=segmenter)
-    from .source import ImageSource
+    from ..tiled.source import ImageSource
 
     meta = ImageSource(path, opts.get("channels")).meta
     if "tif" in todo:
@@ -130,8 +131,8 @@ def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
                             "use the label TIFF or the CSV")
     vectors = {k: p for k, p in todo.items() if k in ("geojson", "gpkg")}
     if vectors:
-        from .outputs import write_tiled_vectors
-        from .source import open_image
+        from ..tiled.outputs import write_tiled_vectors
+        from ..tiled.source import open_image
 
         write_tiled_vectors(vectors, res.labels, open_image(path)[0], meta, res.records,
                             overwrite=opts["overwrite"], **(opts.get("vectors") or {}))
@@ -157,7 +158,7 @@ def run_with_tiling(args: argparse.Namespace, opts: dict, progress, log=None) ->
     summary in `run_batch`'s form."""
     from ..batch import expand_inputs, prepare_outdir, remove_stale_partials, run_batch
     from ..model import load_model
-    from .embed import default_tiling
+    from ..tiled.embed import default_tiling
 
     t0 = time.perf_counter()
     say = log or (lambda msg: None)

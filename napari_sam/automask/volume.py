@@ -22,9 +22,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..progress import null_progress
-from .embeddings import SliceEmbeddings, as_predictor, check_stack
-from .link import link_labels
-from .propagate import _check_cancel, contrast
+from ..volume.embeddings import SliceEmbeddings, as_predictor, check_stack
+from ..volume.link import link_labels
+from ..volume.propagate import _check_cancel, contrast
 
 
 def segment_slices(embeddings: SliceEmbeddings, progress=null_progress, cancel=None,
@@ -32,9 +32,9 @@ def segment_slices(embeddings: SliceEmbeddings, progress=null_progress, cancel=N
     """(N, Y, X) uint32: each slice of `embeddings.stack` segmented on its own (ids per
     slice), at the stack's zoom. mode: "amg" (grid prompts on the slice's cached
     embedding), "ais" (the instance decoder) or "auto" (the checkpoint's choice, as
-    `segment.automask`); other keywords as for `segment.AutoSegmenter`."""
+    `automask.automask`); other keywords as for `automask.AutoSegmenter`."""
     from ..scale import ZoomPlan
-    from ..segment import AutoSegmenter, auto_min_area, auto_points_per_side
+    from .segmenter import AutoSegmenter, auto_min_area, auto_points_per_side
 
     pred = embeddings.predictor
     seg = AutoSegmenter(pred, mode=mode, diameter="off", **automask_kw)
@@ -46,7 +46,7 @@ def segment_slices(embeddings: SliceEmbeddings, progress=null_progress, cancel=N
         _check_cancel(cancel)
         progress(k, n, f"segmenting slice {k + 1}/{n}")
         if seg.mode == "ais":
-            from ..ais import labels_and_records
+            from .ais import labels_and_records
 
             embeddings.set_image(k)  # the instance head needs the slice's pixels
             res = labels_and_records(pred, min_area=min_area, **seg.ais_kw)
@@ -96,7 +96,7 @@ def trim_faded(labels: np.ndarray, embeddings: SliceEmbeddings, min_contrast: fl
 
 def _drop_short(labels: np.ndarray, min_extent: int):
     """Remove objects on fewer than `min_extent` slices; renumber; lineage from labels."""
-    from .link import renumber
+    from ..volume.link import renumber
 
     if min_extent > 1:
         counts: dict = {}
@@ -151,10 +151,10 @@ def automask_volume(volume, model=None, *, spacing: Optional[Sequence[float]] = 
 def link_stack_result(result, divisions: bool = False, spacing=None, min_extent: int = 1,
                       **link_kw):
     """Link the per-slice objects of a stack `AutoMaskResult` ((N, Y, X) labels, ids unique
-    across the stack, e.g. from `batch.automask_stack`) into 3D objects (`divisions=False`)
+    across the stack, e.g. from `automask.stack.automask_stack`) into 3D objects (`divisions=False`)
     or tracks (`divisions=True`). Returns (AutoMaskResult with the linked labels and each
     record's `id` renamed, lineage {id: (first, last, parent)})."""
-    from ..automask import AutoMaskResult
+    from .amg import AutoMaskResult
 
     old = np.asarray(result.labels)
     if old.ndim != 3:

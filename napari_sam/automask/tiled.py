@@ -26,16 +26,17 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from ..progress import null_progress
+from ..tiled.distributed import map_tasks
+from ..tiled.embed import TiledEmbeddings
+from ..tiled.grid import Tile
+from ..tiled.results import open_results
+from ..tiled.stitch import stitch
 from ..transforms import select_channels
-from .embed import TiledEmbeddings
-from .grid import Tile
-from .results import open_results
-from .stitch import stitch
 
 
 class AutomaskSegmenter:
@@ -49,7 +50,7 @@ class AutomaskSegmenter:
 
     def __init__(self, points_per_side: int = 32, pred_iou_thresh: Optional[float] = None,
                  stability_thresh: Optional[float] = None, min_area: int = 0, **kw) -> None:
-        from ..automask import split_kwargs
+        from .amg import split_kwargs
 
         init, run, gen = split_kwargs(kw)
         if run:
@@ -72,7 +73,7 @@ class AutomaskSegmenter:
         self._local = threading.local()
 
     def _generator(self, emb: TiledEmbeddings):
-        from ..automask import AutoMaskGenerator, fixed_thresholds
+        from .amg import AutoMaskGenerator, fixed_thresholds
         from ..predictor import Predictor
 
         gens = getattr(self._local, "gens", None)
@@ -106,7 +107,7 @@ class AutomaskSegmenter:
 
 class AISSegmenter:
     """Tile segmenter for models with an instance decoder: the decoder's maps on one tile
-    and the seeded watershed (`napari_sam.ais`); same call as `AutomaskSegmenter`.
+    and the seeded watershed (`automask.ais`); same call as `AutomaskSegmenter`.
     Keywords: min_area and those of `ais.watershed_from_maps` (None: the model's)."""
 
     def __init__(self, min_area: int = 0, **params) -> None:
@@ -124,7 +125,7 @@ class AISSegmenter:
         self._local = threading.local()
 
     def __call__(self, emb: TiledEmbeddings, tile: Tile):
-        from ..ais import labels_and_records, tile_maps
+        from .ais import labels_and_records, tile_maps
         from ..predictor import Predictor
 
         pred = getattr(self._local, "pred", None)
@@ -236,7 +237,6 @@ def tiled_automask(image, model=None, out=None, *, tile_size: Optional[int] = No
     "local-threads", a scheduler address "tcp://host:port", or a dask Client.
     Other keywords go to `AutomaskSegmenter` (points_per_side, pred_iou_thresh, ...).
     """
-    from .distributed import map_tiles
 
     embed_kw = dict(tile_size=tile_size, overlap=overlap, channels=channels, cache=cache,
                     cache_dtype=cache_dtype, device=device, precision=precision)
@@ -303,3 +303,27 @@ def _publish(labels, out: Optional[Path]):
         shutil.rmtree(out)
     os.replace(str(out) + ".partial", out)
     return zarr.open_array(str(out), mode="r")
+
+
+def map_tiles(job, indices: Sequence, scheduler=None, workers: Optional[int] = None,
+              tiles_per_task: int = 4, progress=null_progress) -> list:
+    """Run `run_tiles(job, batch)` over tile indices (`tiled.distributed.map_tasks`)."""
+    return map_tasks(run_tiles, job, list(indices), scheduler, workers, tiles_per_task,
+                     progress, "segmenting tiles")
+
+
+def _automask_file(options: dict, paths: List[str]) -> list:
+    out = []
+    for p in paths:
+        res = tiled_automask(p, out=options["out_for"](p), **options["kwargs"])
+        out.append((p, len(res.records)))
+    return out
+
+
+def automask_files(paths: Iterable, out_for: Callable[[str], object], scheduler=None,
+                   workers: Optional[int] = None, progress=null_progress, **kwargs) -> list:
+    """Many images, one task each (each image tiled inside its task, in that worker):
+    returns [(path, number of objects)]. `out_for(path)` names each zarr label image."""
+    opts = {"out_for": out_for, "kwargs": kwargs}
+    return map_tasks(_automask_file, opts, [str(p) for p in paths], scheduler, workers, 1,
+                     progress, "images")

@@ -87,7 +87,7 @@ def _mask_boxes(masks: torch.Tensor) -> torch.Tensor:
 def _decode(predictor, points_xy=None, boxes_xyxy=None, multimasking=False, batch_size=32):
     """Prompts in image pixels ((N, 2) x, y or (N, 4) x0, y0, x1, y1) -> masks (N, Y, X)
     bool, scores (N,) = predicted IoU x stability, boxes (N, 4) inclusive xyxy."""
-    from .postprocess import stability_score
+    from .candidates import stability_score
 
     emb = predictor.get_embedding()
     (h, w), (ih, iw) = emb.original_size, emb.input_size

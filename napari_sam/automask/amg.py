@@ -1,6 +1,6 @@
 """Automatic mask generation: a grid of point prompts -> a uint32 label image.
 
-(`napari_sam.segment.automask` is the entry point that chooses the zoom, mode and tiling;
+(`napari_sam.automask.segmenter.automask` is the entry point that chooses the zoom, mode and tiling;
 this module is the grid-of-prompts machinery it uses.)
 
     gen = AutoMaskGenerator(load_model("bundled"), points_per_side=32)
@@ -12,7 +12,7 @@ this module is the grid-of-prompts machinery it uses.)
 `initialize` embeds the image (and, with `crop_n_layers`, overlapping crops of it), decodes
 the point grid in batches (3 masks per point) and keeps *compact candidates*: the predicted
 IoU, the stability score (by default on the low-res logits, the cheap path, see
-`postprocess.stability_score`; `stability="full"` computes it exactly on the full-resolution
+`candidates.stability_score`; `stability="full"` computes it exactly on the full-resolution
 masks, as the reference does, inside each mask's box, for candidates past the IoU floor), a box,
 the prompt point, and the low-res logits cut to the mask's box. Candidates below the loose
 floors `min_candidate_iou` / `min_candidate_stability` are dropped there; they are the lowest
@@ -27,7 +27,7 @@ survivors to full resolution, each inside its own box: the model's upsampling (b
 the padded square, unpad, bilinear to the image) is linear and separable, so it is applied
 as two small matrices `rows @ logits @ cols.T` restricted to the mask's box -- the same
 values as upsampling the whole frame. Holes and islands are cleaned, then overlaps are
-resolved by the rule in `napari_sam.postprocess` (smaller masks on top).
+resolved by the rule in `automask.candidates` (smaller masks on top).
 
 For tiles, call `initialize` on the tile (pass the whole image's `value_range` so all tiles
 are normalised alike, or a cached `embedding`) and `generate(offset=(row0, col0))` to get
@@ -44,12 +44,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .automask_grid import GridUpscaler, crop_boxes, point_grid  # noqa: F401 (public)
-from .postprocess import (Candidates, boxes_from_masks, clean_mask, label_boxes, nms,
+from .grid import GridUpscaler, crop_boxes, point_grid  # noqa: F401 (public)
+from .candidates import (Candidates, boxes_from_masks, clean_mask, label_boxes, nms,
                           paint_labels, stability_score, trim)
-from .predictor import Predictor
-from .progress import null_progress
-from .transforms import intensity_range, select_channels
+from ..predictor import Predictor
+from ..progress import null_progress
+from ..transforms import intensity_range, select_channels
 
 
 SAM_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_thresh": 0.95}
@@ -127,13 +127,13 @@ class AutoMaskGenerator:
         image = np.asarray(image)
         if image.ndim not in (2, 3):
             raise ValueError(f"automask takes one 2D image (Y, X) or (Y, X, C), got shape "
-                             f"{image.shape}; for stacks use napari_sam.batch.automask_stack")
+                             f"{image.shape}; for stacks use napari_sam.automask.automask_stack")
         if image.ndim == 3 and image.shape[-1] > 4 and channels is None:
             raise ValueError(
                 f"automask got an image of shape {image.shape}: {image.shape[-1]} channels "
                 "(last axis), and the model takes up to 3. Choose them with channels=[i, j, k] "
                 "(e.g. channels=[0]; on the command line --channels 0,1,2); if the first axis "
-                "is a stack of 2D images instead, use napari_sam.batch.automask_stack")
+                "is a stack of 2D images instead, use napari_sam.automask.automask_stack")
         h, w = image.shape[:2]
         self.image_shape = (h, w)
         self.crops = crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
@@ -324,7 +324,7 @@ class AutoMaskGenerator:
         """Filter, de-duplicate, clean and paint the candidates (re-callable, cheap).
 
         min_area: smallest object kept (visible pixels); min_region_area: holes and islands
-        smaller than this are filled / removed; min_visible: see `postprocess.paint_labels`;
+        smaller than this are filled / removed; min_visible: see `candidates.paint_labels`;
         offset: added to the records' bbox and point (for tiles).
         """
         c = self._require()
@@ -373,11 +373,3 @@ def fixed_thresholds(generator: AutoMaskGenerator, init: dict, pred_iou_thresh=N
     if "min_candidate_stability" not in init:
         generator.min_candidate_stability = b
     return generator
-
-
-def automask(image: np.ndarray, model=None, **kw) -> np.ndarray:
-    """Segment everything in a 2D image: `napari_sam.segment.automask` (object size, mode,
-    tiles), kept here so `napari_sam.automask` stays the function it always was."""
-    from .segment import automask as run
-
-    return run(image, model, **kw)

@@ -22,10 +22,10 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .automask import AutoMaskGenerator, AutoMaskResult, fixed_thresholds, split_kwargs
-from .predictor import Predictor
-from .progress import null_progress
-from .scale import Diameter, ZoomPlan, plan_zoom, preferred_diameter, resolve_diameter
+from .amg import AutoMaskGenerator, AutoMaskResult, fixed_thresholds, split_kwargs
+from ..predictor import Predictor
+from ..progress import null_progress
+from ..scale import Diameter, ZoomPlan, plan_zoom, preferred_diameter, resolve_diameter
 
 MODES = ("auto", "amg", "ais")
 # AMG grid spacing in preferred object diameters (model-input pixels)
@@ -132,13 +132,13 @@ class AutoSegmenter:
         image = np.asarray(image) if not hasattr(image, "shape") else image
         if len(image.shape) not in (2, 3):
             raise ValueError(f"automask takes one 2D image (Y, X) or (Y, X, C), got shape "
-                             f"{tuple(image.shape)}; for stacks use napari_sam.batch."
+                             f"{tuple(image.shape)}; for stacks use napari_sam.automask."
                              "automask_stack, for volumes automask_volume")
         if len(image.shape) == 3 and image.shape[-1] > 4 and channels is None:
             raise ValueError(
                 f"an image of shape {tuple(image.shape)}: for a multichannel image choose up "
                 "to 3 channels with channels=[...] (--channels); for a stack of 2D images use "
-                "napari_sam.batch.automask_stack (for volumes automask_volume)")
+                "napari_sam.automask.automask_stack (for volumes automask_volume)")
         plan = self.last_plan = self.plan(image, channels, diameter)
         min_area = self.min_area if self.min_area is not None else auto_min_area(plan.diameter)
         if plan.tiled:
@@ -160,7 +160,7 @@ class AutoSegmenter:
     def tile_segmenter(self, plan: ZoomPlan, shape):
         """The per-tile segmenter of `tiled.tiled_automask` for an image of `shape` (Y, X)
         run as `plan` says: AIS or grid prompts, with this segmenter's settings."""
-        from .tiled.automask import AISSegmenter, AutomaskSegmenter
+        from .tiled import AISSegmenter, AutomaskSegmenter
 
         min_area = self.min_area if self.min_area is not None else auto_min_area(plan.diameter)
         if self.mode == "ais":

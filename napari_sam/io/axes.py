@@ -1,0 +1,113 @@
+"""Axes of images and stacks: what each dimension of an array is, in one place.
+
+Canonical order is `CANONICAL` ("TZYXC": time, depth, rows, columns, channels last).
+Files say their axes (TIFF metadata) or get them from `guess_file_axes` (PNG, JPEG);
+arrays without metadata get them from `guess_axes`. `canonical_layout` maps a file's axes to
+canonical ones and `to_canonical` applies that to the data; `as_slices` flattens a stack's
+leading axes into a sequence of 2D images.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+CANONICAL = "TZYXC"
+
+
+def guess_axes(shape: Sequence[int]) -> str:
+    """Axes of an array without metadata: (Y, X), (Y, X, 3|4) colour, else (N..., Y, X)."""
+    if len(shape) == 2:
+        return "YX"
+    if len(shape) == 3 and shape[-1] in (3, 4):
+        return "YXC"
+    return "Z" * (len(shape) - 2) + "YX"
+
+
+def guess_file_axes(shape: Sequence[int]) -> str:
+    """Axes for formats without axis metadata (PNG, JPEG, GIF)."""
+    if len(shape) == 2:
+        return "YX"
+    if len(shape) == 3:
+        return "YXS" if shape[-1] <= 4 else "QYX"
+    if len(shape) == 4:
+        return "QYXS"
+    raise ValueError(f"unsupported image shape {tuple(shape)}")
+
+
+def override_axes(s, axes):
+    if axes is None:
+        return s.axes
+    if len(axes) != len(s.shape):
+        raise ValueError(f"axes={axes!r} has {len(axes)} letters but the file's data has "
+                         f"shape {tuple(s.shape)} (tifffile axes {s.axes!r})")
+    return axes.upper()
+
+
+def canonical_layout(file_axes: str, shape: Sequence[int]):
+    """Map a file's axes to canonical ones.
+
+    Returns (letters, perm, axes): letters[i] is the canonical letter of file dim i, or None
+    for a length-1 dim that is dropped (indexed at 0); perm lists the kept file dims in
+    canonical order; axes is the canonical axes string.
+    """
+    file_axes = file_axes.upper()
+    if len(file_axes) != len(shape):
+        raise ValueError(f"axes {file_axes!r} do not match the shape {tuple(shape)}")
+    letters: List[Optional[str]] = [None] * len(shape)
+    used = set()
+    unnamed = []
+    for i, (a, n) in enumerate(zip(file_axes, shape)):
+        letter = {"Y": "Y", "X": "X", "C": "C", "S": "C", "T": "T", "Z": "Z"}.get(a)
+        if letter is None:
+            if n != 1:
+                unnamed.append(i)
+            continue
+        if n == 1 and letter not in "YX":
+            continue
+        if letter in used:
+            raise ValueError(
+                f"axes {file_axes!r} with shape {tuple(shape)} have two {letter} axes; pass "
+                "axes= (the file's axes, e.g. 'ZCYX') to say which is which")
+        used.add(letter)
+        letters[i] = letter
+    for i in unnamed:
+        free = [c for c in "ZT" if c not in used]
+        if not free:
+            raise ValueError(
+                f"cannot place axis {file_axes[i]!r} of {file_axes!r} {tuple(shape)}: only "
+                "T, Z, Y, X and channels are supported; pass axes= to name them")
+        letters[i] = free[0]
+        used.add(free[0])
+    if not {"Y", "X"} <= used:
+        raise ValueError(f"axes {file_axes!r} have no Y and X axes")
+    perm = sorted((i for i, c in enumerate(letters) if c is not None),
+                  key=lambda i: CANONICAL.index(letters[i]))
+    return letters, perm, "".join(letters[i] for i in perm)
+
+
+def to_canonical(array, letters, perm):
+    """Index dropped dims at 0 and transpose to canonical order (a view for numpy arrays)."""
+    index = tuple(0 if c is None else slice(None) for c in letters)
+    array = array[index]
+    kept = [i for i, c in enumerate(letters) if c is not None]
+    return np.transpose(array, [kept.index(i) for i in perm])
+
+
+def as_slices(image: np.ndarray, axes: Optional[str] = None) -> Tuple[np.ndarray, tuple, str]:
+    """-> (slices (N, Y, X[, C]), the leading shape, normalised axes)."""
+    if 0 in image.shape:
+        raise ValueError(f"the image is empty (shape {tuple(image.shape)}); there is nothing "
+                         "to segment: check the file")
+    axes = (axes or guess_axes(image.shape)).upper().replace("S", "C")
+    if len(axes) != image.ndim or "Y" not in axes or "X" not in axes:
+        raise ValueError(f"axes {axes!r} do not describe an array of shape {image.shape}")
+    if "C" in axes and axes[-1] != "C":
+        image = np.moveaxis(image, axes.index("C"), -1)
+        axes = axes.replace("C", "") + "C"
+    core = "YXC" if axes.endswith("C") else "YX"
+    if not axes.endswith(core):
+        raise ValueError(f"axes {axes!r}: Y and X must come after the stack axes")
+    lead = image.shape[: image.ndim - len(core)]
+    return image.reshape((-1,) + image.shape[len(lead):]), tuple(lead), axes
