@@ -31,9 +31,14 @@ def image_side(diameter: float) -> int:
     return int(np.clip(2 ** np.ceil(np.log2(12 * diameter)), 256, 4096))
 
 
+# image seeds of this benchmark: apart from those the size sweep (`training.size_sweep`, which
+# chose the bundled model's preferred diameter) used, 0 .. images - 1
+BENCH_SEED = 1000
+
+
 def measure(model, diameter: float, kind: str, seed: int, mode: str) -> dict:
     side = image_side(diameter)
-    image, labels = scaled_sample(kind, diameter, (side, side), seed)
+    image, labels = scaled_sample(kind, diameter, (side, side), BENCH_SEED + seed)
     setting = "off" if mode == "fixed" else None
     t0 = time.perf_counter()
     pred = Predictor(model, diameter=setting)
@@ -74,6 +79,41 @@ def heldout_nuclei(model, n: int, side: int = 512) -> list:
     return rows
 
 
+def rescaled(model, diameters, images: int) -> list:
+    """The default path (`AutoSegmenter(model)`, diameter estimated) on nuclei fields of each
+    diameter and on the same fields resized x0.5 and x2 (image bilinear, labels nearest)."""
+    from scipy import ndimage as ndi
+
+    seg, rows = AutoSegmenter(model), []
+    for d in diameters:
+        side = image_side(d)
+        for seed in range(images):
+            image, labels = scaled_sample("nuclei", d, (side, side), BENCH_SEED + seed)
+            for factor in (0.5, 1.0, 2.0):
+                im = ndi.zoom(image.astype(np.float32), factor, order=1).astype(image.dtype)
+                lab = ndi.zoom(labels, factor, order=0)
+                t0 = time.perf_counter()
+                f1 = match_f1(seg(im).labels, lab)
+                r = {"diameter": d, "seed": seed, "factor": factor, "side": im.shape[0],
+                     "estimated": seg.last_plan.diameter, "f1@0.5": f1["f1@0.5"],
+                     "f1@0.75": f1["f1@0.75"], "seconds": time.perf_counter() - t0}
+                print(json.dumps(r), flush=True)
+                rows.append(r)
+    return rows
+
+
+def rescale_table(rows) -> str:
+    out = ["| diameter px (x1) | F1@0.5 at x0.5 / x1 / x2 | F1@0.75 at x0.5 / x1 / x2 | "
+           "largest F1@0.5 spread |", "|---|---|---|---|"]
+    for d in sorted({r["diameter"] for r in rows}):
+        f = {k: [np.mean([r[k] for r in rows if r["diameter"] == d and r["factor"] == x])
+                 for x in (0.5, 1.0, 2.0)] for k in ("f1@0.5", "f1@0.75")}
+        out.append(f"| {d:g} | {' / '.join(f'{v:.3f}' for v in f['f1@0.5'])} | "
+                   f"{' / '.join(f'{v:.3f}' for v in f['f1@0.75'])} | "
+                   f"{max(f['f1@0.5']) - min(f['f1@0.5']):.3f} |")
+    return "\n".join(out)
+
+
 def table(rows) -> str:
     out = ["| diameter px | image px | path | click mIoU | box mIoU | F1@0.5 | F1@0.75 | "
            "automask s/image |", "|---|---|---|---|---|---|---|---|"]
@@ -91,11 +131,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="bundled")
     ap.add_argument("--images", type=int, default=2, help="images per kind and diameter")
-    ap.add_argument("--diameters", default="8,16,32,64,128")
+    ap.add_argument("--diameters", default="8,16,32,64,150")
     ap.add_argument("--kinds", default="nuclei,cells")
     ap.add_argument("--json", default=None)
     ap.add_argument("--heldout-nuclei", type=int, default=0, metavar="N",
                     help="instead: the default path on N held-out 512^2 nuclei fields")
+    ap.add_argument("--rescale", default="", metavar="D,D,...",
+                    help="instead: the default path on nuclei of these diameters and on the "
+                    "same images resized x0.5 and x2 (F1 should not depend on the zoom)")
     a = ap.parse_args(argv)
     import napari_sam
 
@@ -108,6 +151,12 @@ def main(argv=None) -> int:
             sel = [r for r in rows if r["mode"] == mode]
             print(mode, {k: round(float(np.mean([r[k] for r in sel])), 3) for k in
                          ("click", "box", "f1@0.5", "f1@0.75", "automask_s")})
+        return 0
+    if a.rescale:
+        rows = rescaled(model, [float(v) for v in a.rescale.split(",")], a.images)
+        print(rescale_table(rows))
+        if a.json:
+            Path(a.json).write_text(json.dumps(rows, indent=1))
         return 0
     rows = []
     for d in [float(v) for v in a.diameters.split(",")]:

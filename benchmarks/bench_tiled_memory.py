@@ -32,11 +32,18 @@ ROOT = Path(__file__).resolve().parent.parent
 CELL = 512  # the scene is generated (and written) in cells of this size
 
 
+# nuclei diameters of the scene: uniform in this range (px); `--nucleus-diameter D` sets
+# D * (0.8 .. 1.2) instead
+DIAMETERS = (12.0, 44.0)
+
+
 def _disks(cy: int, cx: int, seed: int):
     """The nuclei whose centres lie in cell (cy, cx): (row, col, radius, brightness)."""
     rng = np.random.default_rng([seed, cy, cx])
-    n = int(rng.integers(20, 60))
-    r = rng.uniform(6, 22, n)
+    lo, hi = DIAMETERS
+    # 20 to 60 nuclei per cell at the default sizes; as many more as keeps the covered area
+    n = int(rng.integers(20, 60) * (28.0 / (0.5 * (lo + hi))) ** 2)
+    r = rng.uniform(lo / 2, hi / 2, n)
     pos = rng.uniform(0, CELL, (n, 2)) + (cy * CELL, cx * CELL)
     return np.c_[pos, r, rng.uniform(0.4, 1.0, n)]
 
@@ -95,6 +102,26 @@ def segment(path: Path, out: Path, arch: str, points: int, tile_size, overlap,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def segment_cli(path: Path, out: Path) -> dict:
+    """What a user gets with `napari-sam automask BIG.tif -o OUT --tiling on` and no other
+    option: the bundled model, diameter estimated, mode auto (AIS), tiles at the zoom."""
+    sys.path.insert(0, str(ROOT))
+    from napari_sam.cli import main as cli
+
+    t = time.perf_counter()
+    rc = cli(["automask", str(path), "-o", str(out), "--tiling", "on", "--format", "tif,csv",
+              "--overwrite", "--quiet"])
+    seconds = time.perf_counter() - t
+    import csv
+
+    with open(out / (path.stem + "_objects.csv")) as f:
+        objects = sum(1 for _ in csv.DictReader(f))
+    return {"model": "bundled (CLI default path)", "weights": "trained", "rc": rc,
+            "source": "napari-sam automask --tiling on", "tiles": -1, "grid": [],
+            "objects": objects, "seconds": round(seconds, 1),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
@@ -107,12 +134,23 @@ def main(argv=None) -> int:
     ap.add_argument("--overlap", type=int, default=None)
     ap.add_argument("--scratch", default=None, help="folder for the images (default /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the images and labels")
+    ap.add_argument("--cli", action="store_true", help="segment with the command line's "
+                    "default path (napari-sam automask --tiling on: diameter estimated, AIS) "
+                    "and report megapixels per minute")
+    ap.add_argument("--nucleus-diameter", type=float, default=None, metavar="D",
+                    help="nuclei of D * (0.8 .. 1.2) px (default: 12 to 44 px)")
     # internal: one step in a child process
     ap.add_argument("--_write", nargs=2, metavar=("PATH", "SIZE"), help=argparse.SUPPRESS)
     ap.add_argument("--_segment", nargs=2, metavar=("PATH", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    global DIAMETERS
+    if a.nucleus_diameter:
+        DIAMETERS = (0.8 * a.nucleus_diameter, 1.2 * a.nucleus_diameter)
     if a._write:
         write_scene(Path(a._write[0]), int(a._write[1]))
+        return 0
+    if a._segment and a.cli:
+        print(json.dumps(segment_cli(Path(a._segment[0]), Path(a._segment[1]))))
         return 0
     if a._segment:
         print(json.dumps(segment(Path(a._segment[0]), Path(a._segment[1]), a.arch,
@@ -121,6 +159,10 @@ def main(argv=None) -> int:
     scratch = Path(a.scratch or tempfile.mkdtemp(prefix="napari-sam-bench-", dir="/tmp"))
     me = [sys.executable, __file__, "--arch", a.arch, "--points-per-side",
           str(a.points_per_side), "--model", a.model]
+    if a.cli:
+        me.append("--cli")
+    if a.nucleus_diameter:
+        me += ["--nucleus-diameter", str(a.nucleus_diameter)]
     if a.tile_size:
         me += ["--tile-size", str(a.tile_size)]
     if a.overlap is not None:
@@ -138,7 +180,9 @@ def main(argv=None) -> int:
                    write_seconds=round(wrote, 1),
                    children_max_rss_mib=round(resource.getrusage(
                        resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
+        row["mpx_per_min"] = round(size * size / 1e6 / (row["seconds"] / 60), 2)
         rows.append(row)
+        print(f"{row['mpx_per_min']:6.1f} Mpx/min", end="  ")
         print(f"{size:>6} px  image {row['image_mib']:>5} MiB  {row['tiles']:>5} tiles "
               f"{row['objects']:>7} objects  {row['seconds']:>7.1f} s  "
               f"peak RSS {row['peak_rss_mib']:7.0f} MiB  ({row['model']}, {row['weights']} "

@@ -7,13 +7,14 @@
 Coordinates are napari's (row, col) in pixels of the image given to `set_image`.
 
 Object size: `diameter` (of `Predictor` or `set_image`) says how large the objects are in
-image pixels: None estimates it (`scale.estimate_diameter`), a number is taken as given,
-"off" (the Predictor's default, so `get_embedding` always has one embedding) resizes the
-whole image to the model's input (SAM's rule). `automask`, the CLI and the widgets
-estimate by default. The image then reaches the
-model zoomed so that objects have the model's preferred size (`scale.plan_zoom`); when the
-zoomed image is larger than the model's input, prompts are answered tile by tile by a
-`tiled.TiledPredictor` at that zoom. Results are always in the image's pixel grid.
+image pixels: None (the default, as in `automask`, the CLI and the widgets) estimates it
+(`scale.estimate_diameter`), a number is taken as given, "off" resizes the whole image to
+the model's input (SAM's rule, one embedding). The image then reaches the model zoomed so
+that objects have the model's preferred size (`scale.plan_zoom`); when the zoomed image is
+larger than the model's input, prompts are answered tile by tile by a
+`tiled.TiledPredictor` at that zoom (`plan.tiled`: one mask per prompt, no low-res logits,
+no `get_embedding`; pass diameter="off" for SAM's single embedding and its three masks).
+Results are always in the image's pixel grid.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Predictor:
 
     def __init__(self, model: Union[Sam, str, None] = None, device="auto", precision="auto",
                  compile: bool = False, num_threads: Optional[int] = None,
-                 decode_chunk: Union[int, str, None] = "auto", diameter: Diameter = "off"):
+                 decode_chunk: Union[int, str, None] = "auto", diameter: Diameter = None):
         self.device = resolve_device(device)
         self.precision = precision
         self.diameter = diameter  # the default for set_image (see the module docstring)
@@ -172,7 +173,7 @@ class Predictor:
         """The instance decoder's maps for the image set by `set_image` (or, for micro-sam's
         decoder, restored by `set_embedding`): dict of (Y, X) float32 arrays in 0..1
         (`foreground`, `center_distances`, `boundary_distances`); no second encoder pass."""
-        from .automask.ais import maps_from_logits
+        from .model.instance_head import maps_from_logits
 
         emb = self.get_embedding()
         x = getattr(self, "_input", None)

@@ -223,7 +223,7 @@ def test_axis_matrix_is_torch_bilinear():
 
 
 def test_crop_upsampling_equals_full_frame_upsampling():
-    pred = Predictor(build_model("test_vit"), device="cpu", precision="fp32")
+    pred = Predictor(build_model("test_vit"), device="cpu", precision="fp32", diameter="off")
     image = np.random.default_rng(0).random((90, 130)).astype(np.float32)
     gen = AutoMaskGenerator(pred, points_per_side=3, min_candidate_iou=-1e9,
                             min_candidate_stability=0)
@@ -231,8 +231,8 @@ def test_crop_upsampling_equals_full_frame_upsampling():
     up, c = gen._up[0], gen.candidates
     assert len(c) > 0
     for i in range(min(len(c), 5)):
-        rs, re, cs, ce = c.region[i].tolist()
-        crop = up.crop(c.logits[i], (rs, re, cs, ce), c.origin[i].tolist())
+        rs, cs, re, ce = c.region[i].tolist()  # (row0, col0, row1, col1), as boxes
+        crop = up.crop(c.logits[i], (rs, cs, re, ce), c.origin[i].tolist())
         # the same logits, pasted into the full low-res frame, through the model's upscale
         m = pred.model.config.mask_size
         full = torch.full((m, m), -1e4)
@@ -249,7 +249,7 @@ def test_crop_upsampling_equals_full_frame_upsampling():
 def test_full_resolution_stability_is_exact():
     from testing_utils import randomize_
 
-    pred = Predictor(randomize_(build_model("test_vit"), seed=2), device="cpu", precision="fp32")
+    pred = Predictor(randomize_(build_model("test_vit"), seed=2), device="cpu", precision="fp32", diameter="off")
     image = np.random.default_rng(0).random((90, 130)).astype(np.float32)
     gen = AutoMaskGenerator(pred, points_per_side=3, min_candidate_iou=-1e9,
                             min_candidate_stability=0, stability="full")
@@ -356,7 +356,7 @@ def test_iou_floor_keeps_the_same_candidates_as_filtering_afterwards():
     floor, filtered afterwards."""
     from testing_utils import randomize_
 
-    pred = Predictor(randomize_(build_model("test_vit"), seed=4), device="cpu", precision="fp32")
+    pred = Predictor(randomize_(build_model("test_vit"), seed=4), device="cpu", precision="fp32", diameter="off")
     image = np.random.default_rng(2).random((80, 100)).astype(np.float32)
     kw = dict(points_per_side=5, points_per_batch=7, min_candidate_stability=0)
     every = AutoMaskGenerator(pred, min_candidate_iou=-1e9, **kw).initialize(image).candidates

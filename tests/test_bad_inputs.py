@@ -42,7 +42,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def predictor(model):
-    return Predictor(model, device="cpu", precision="fp32")
+    return Predictor(model, device="cpu", precision="fp32", diameter="off")
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +183,7 @@ def test_unusual_prompt_gives_a_result(small_image_set, name):
 
 def test_predict_before_set_image(model):
     with pytest.raises(RuntimeError, match="set_image"):
-        Predictor(model, device="cpu").predict(points=[[1, 1]])
+        Predictor(model, device="cpu", diameter="off").predict(points=[[1, 1]])
 
 
 # ---------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ LIBRARY = PRELUDE + textwrap.dedent("""
     calls = record_thread_calls(torch)
     threads = torch.get_num_threads()
     from napari_sam import Predictor, build_model
-    pred = Predictor(build_model("test_vit"), device="cpu")
+    pred = Predictor(build_model("test_vit"), device="cpu", diameter="off")
     pred.set_image(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
     pred.predict(points=[[10, 20]])
     pred.predict(box=[5, 5, 30, 40], multimask=False)

@@ -55,7 +55,7 @@ def test_changes_torch_cannot_see_need_invalidate_caches():
 
 def test_predictor_refuses_an_embedding_of_the_old_weights():
     model = _model(5)
-    pred = Predictor(model, device="cpu", precision="fp32")
+    pred = Predictor(model, device="cpu", precision="fp32", diameter="off")
     emb = pred.set_image(np.random.default_rng(0).integers(0, 255, (32, 48), dtype=np.uint8))
     pred.set_embedding(emb)  # same weights: accepted
     model.load_state_dict(_model(6).state_dict())

@@ -84,3 +84,29 @@ def test_metadata_in_setup_cfg_and_build_settings_in_pyproject():
     ids = re.findall(r"^\s*- id: (\S+)$", manifest, re.M)
     assert ids and all(i.startswith(f"{name}.") for i in ids)
     assert "ruff" in _declared(cfg) and _declared(cfg)["ruff"] == "[testing]"
+
+
+def _architecture():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_architecture",
+                                                  ROOT / "docs" / "gen_architecture.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_architecture_map_is_generated_from_the_code():
+    """docs/architecture.md's module map is what docs/gen_architecture.py makes now."""
+    assert _architecture().main(["--check"]) == 0, "run: python docs/gen_architecture.py"
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    gen = _architecture()
+    assert gen.upward_imports() == []
+    # every top-level module or package has a layer
+    for p in (ROOT / "napari_sam").iterdir():
+        name = p.name.removesuffix(".py")
+        if name.startswith("__pycache__") or name == "__init__" or name.endswith(".yaml"):
+            continue
+        gen.layer_of(name)

@@ -86,7 +86,7 @@ def test_predictor_auto_runs_a_small_decoder_in_fp32(monkeypatch):
 
     monkeypatch.setattr(model, "encode", spy(model.encode))
     monkeypatch.setattr(model, "decode", spy(model.decode))
-    pred = Predictor(model, "cpu", "auto")
+    pred = Predictor(model, "cpu", "auto", diameter="off")
     assert (pred.dtype, pred.decoder_dtype) == (torch.bfloat16, torch.float32)
     pred.set_image(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
     pred.predict(points=[[30, 30]])
@@ -114,7 +114,7 @@ def test_predictor_runs_encoder_and_decoder_at_its_precision(monkeypatch, precis
 
     monkeypatch.setattr(model, "encode", spy("encode", model.encode))
     monkeypatch.setattr(model, "decode", spy("decode", model.decode))
-    pred = Predictor(model, "cpu", precision)
+    pred = Predictor(model, "cpu", precision, diameter="off")
     assert pred.dtype == dtype
     emb = pred.set_image(np.random.default_rng(0).integers(0, 255, (80, 60, 3), np.uint8))
     assert emb.features.dtype == torch.float32  # stored as float32 whatever the precision
@@ -133,7 +133,7 @@ def test_random_weights_reduced_precision_logits(cfg, precision):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
     pts = rng.uniform(10, cfg.image_size - 10, (6, 2))
-    ref, low = Predictor(model, "cpu", "fp32"), Predictor(model, "cpu", precision)
+    ref, low = Predictor(model, "cpu", "fp32", diameter="off"), Predictor(model, "cpu", precision, diameter="off")
     e32, elo = ref.set_image(img).features, low.set_image(img).features
     lg32 = torch.cat([torch.as_tensor(ref.predict(points=[p])[2]) for p in pts])
     lglo = torch.cat([torch.as_tensor(low.predict(points=[p])[2]) for p in pts])
@@ -159,8 +159,8 @@ def test_bundled_reduced_precision_masks_agree_with_fp32_on_heldout():
     from napari_sam.training.prompts import bounding_box, interior_point
 
     model = load_model("bundled")
-    ref = Predictor(model, "cpu", "fp32")
-    others = {p: Predictor(model, "cpu", p) for p in ("auto", "bf16")}
+    ref = Predictor(model, "cpu", "fp32", diameter="off")
+    others = {p: Predictor(model, "cpu", p, diameter="off") for p in ("auto", "bf16")}
     click = {p: [] for p in others}
     box = {p: [] for p in others}
     for img, labels in heldout_set(n=12):

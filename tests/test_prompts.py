@@ -31,7 +31,7 @@ def test_points_of_a_slice_and_inside():
 
 def test_points_reach_the_model_as_xy():
     model = build_model("test_vit")
-    pred = Predictor(model, "cpu", "fp32")
+    pred = Predictor(model, "cpu", "fp32", diameter="off")
     pred.set_image(np.zeros((128, 64), np.uint8))  # resized x2 into the 256 input
     xy = pred.points_to_input([[10.0, 3.0]])
     np.testing.assert_allclose(xy.numpy(), [[6.0, 20.0]])
@@ -66,7 +66,7 @@ def test_mask_to_logits_lands_in_the_padded_frame():
 # ---- the segmenter -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def predictor():
-    pred = Predictor(build_model("test_vit"), "cpu", "fp32")
+    pred = Predictor(build_model("test_vit"), "cpu", "fp32", diameter="off")
     pred.set_image(np.random.default_rng(0).integers(0, 255, (96, 128), np.uint8))
     return pred
 

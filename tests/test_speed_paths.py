@@ -170,7 +170,7 @@ def test_small_attention_matches_sdpa(dtype, nq, nk):
 
 def test_batched_prompts_equal_one_by_one():
     model = randomize_(Sam(TEST_VIT)).eval()
-    pred = Predictor(model, "cpu", "fp32")
+    pred = Predictor(model, "cpu", "fp32", diameter="off")
     pred.set_image(np.random.default_rng(0).integers(0, 255, (100, 140, 3), dtype=np.uint8))
     pts = torch.tensor([[[10.0, 20.0]], [[200.0, 100.0]], [[64.0, 64.0]]])
     labels = torch.ones(3, 1, dtype=torch.long)
@@ -230,7 +230,7 @@ def test_mask_upscaler_box_only_touches_the_box():
 
 def test_predict_masks_equal_upscaled_logits():
     model = randomize_(Sam(TEST_VIT)).eval()
-    pred = Predictor(model, "cpu", "fp32")
+    pred = Predictor(model, "cpu", "fp32", diameter="off")
     rng = np.random.default_rng(1)
     pred.set_image(rng.integers(0, 255, (300, 170, 3), dtype=np.uint8))
     for pt in ([150, 80], [10, 160], [299, 0]):
@@ -315,8 +315,8 @@ def test_compile_failure_falls_back_with_a_warning(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken)
     model = randomize_(Sam(TEST_VIT)).eval()
     img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    eager = Predictor(model, "cpu", "fp32").set_image(img).features
-    pred = Predictor(model, "cpu", "fp32", compile=True)
+    eager = Predictor(model, "cpu", "fp32", diameter="off").set_image(img).features
+    pred = Predictor(model, "cpu", "fp32", compile=True, diameter="off")
     with pytest.warns(RuntimeWarning, match="torch.compile"):
         feats = pred.set_image(img).features
     assert torch.equal(feats, eager)
@@ -383,13 +383,13 @@ def test_cached_constants_do_not_depend_on_the_first_callers_precision():
     model = randomize_(Sam(TEST_VIT)).eval()
     fresh = randomize_(Sam(TEST_VIT)).eval()
     img = np.random.default_rng(0).integers(0, 255, (120, 90, 3), dtype=np.uint8)
-    Predictor(model, "cpu", "bf16").set_image(img)
-    low = Predictor(model, "cpu", "bf16")
+    Predictor(model, "cpu", "bf16", diameter="off").set_image(img)
+    low = Predictor(model, "cpu", "bf16", diameter="off")
     low.set_image(img)
     low.predict(points=[[60, 40]])
-    a = Predictor(model, "cpu", "fp32")
+    a = Predictor(model, "cpu", "fp32", diameter="off")
     a.set_image(img)
-    b = Predictor(fresh, "cpu", "fp32")
+    b = Predictor(fresh, "cpu", "fp32", diameter="off")
     b.set_image(img)
     assert torch.equal(a.get_embedding().features, b.get_embedding().features)
     la, lb = a.predict(points=[[60, 40]])[2], b.predict(points=[[60, 40]])[2]

@@ -16,25 +16,14 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # micro-sam 1.8's `InstanceSegmentationWithDecoder.generate` defaults
 AIS_DEFAULTS = {"center_distance_threshold": 0.5, "boundary_distance_threshold": 0.5,
                 "foreground_threshold": 0.5, "foreground_smoothing": 1.0,
                 "distance_smoothing": 1.6, "min_size": 0}
 
-
-def maps_from_logits(logits: torch.Tensor, input_hw, original_hw) -> Dict[str, np.ndarray]:
-    """(1, 3, S, S) head logits in the model's padded input frame -> dict of (Y, X) float32
-    maps (`foreground`, `center_distances`, `boundary_distances`) at the image's size:
-    sigmoid, crop to the (h, w) image area, bilinear resize to `original_hw` (Y, X)."""
-    from ..model.instance_head import MAP_NAMES
-
-    p = logits.float().sigmoid()[..., : input_hw[0], : input_hw[1]]
-    if tuple(p.shape[-2:]) != tuple(original_hw):
-        p = F.interpolate(p, tuple(original_hw), mode="bilinear", align_corners=False)
-    p = p[0].cpu().numpy()
-    return {name: np.ascontiguousarray(p[i]) for i, name in enumerate(MAP_NAMES)}
+# the head's logits -> maps at the image's size (also used by the Predictor)
+from ..model.instance_head import maps_from_logits  # noqa: E402,F401 (public here too)
 
 
 def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channels=None,

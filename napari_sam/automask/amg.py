@@ -213,7 +213,7 @@ class AutoMaskGenerator:
         fc = size / m * (c1 - c0) / emb.input_size[1]
         img_box = (box[idx].float() * torch.tensor([fr, fc, fr, fc], device=self.device)
                    + torch.tensor([r0, c0, r0, c0], dtype=torch.float32, device=self.device))
-        region = torch.stack([rs, re, cs, ce], 1)[idx]
+        region = torch.stack([rs, cs, re, ce], 1)[idx]
         cut = torch.stack([l0, l1, m0, m1], 1)[idx]
         store = logits[idx].to(torch.float16)
         # one transfer for the whole batch, then views (no per-candidate device sync)
@@ -295,8 +295,8 @@ class AutoMaskGenerator:
         if todo:
             meta = torch.cat([c.region[todo], c.origin[todo], c.crop[todo, None]], 1).tolist()
             flat, shapes = [], []
-            for i, (rs, re, cs, ce, o_r, o_c, ci) in zip(todo, meta):
-                m = self._up[ci].crop(c.logits[i], (rs, re, cs, ce), (o_r, o_c))
+            for i, (rs, cs, re, ce, o_r, o_c, ci) in zip(todo, meta):
+                m = self._up[ci].crop(c.logits[i], (rs, cs, re, ce), (o_r, o_c))
                 flat.append((m > self.mask_threshold).flatten())
                 shapes.append((re - rs, ce - cs, rs + self.crops[ci][1][0],
                                cs + self.crops[ci][1][1]))

@@ -33,8 +33,8 @@ class Candidates:
     iou: predicted IoU; stability: stability score; box: (row0, col0, row1, col1) float in
     image pixels (estimated from the low-res mask, used for NMS); point: the (row, col)
     prompt in image pixels; crop: index of the crop (layer 0 = the whole image) it was
-    decoded in; region: (row0, row1, col0, col1) exclusive, the full-resolution rows and
-    columns (in crop pixels) where the mask can be non-zero; origin: (row, col) of
+    decoded in; region: (row0, col0, row1, col1), ends exclusive (the order of `box`), the
+    full-resolution rows and columns (in crop pixels) where the mask can be non-zero; origin: (row, col) of
     `logits[i][0, 0]` in the crop's low-res logit grid; logits: the low-res logits cut to
     what `region` needs, float16 (a list, the crops have different sizes).
     """

@@ -35,7 +35,9 @@ class GridUpscaler:
         return start, stop, l0, l1
 
     def crop(self, logits: torch.Tensor, region, origin) -> torch.Tensor:
-        rs, re, cs, ce = region
+        """(h, w) low-res logits whose [0, 0] is low-res (row, col) `origin` -> float32
+        logits of the full-resolution `region` (row0, col0, row1, col1), ends exclusive."""
+        rs, cs, re, ce = region
         a_r = self.tables[0][0][rs:re, origin[0]:origin[0] + logits.shape[0]]
         a_c = self.tables[1][0][cs:ce, origin[1]:origin[1] + logits.shape[1]]
         return a_r @ logits.float() @ a_c.T

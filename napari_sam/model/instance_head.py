@@ -18,7 +18,9 @@ computed from the input image by a few strided convolutions, so edges stay sharp
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Dict, Sequence
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -62,7 +64,11 @@ class InstanceHead(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """embeddings (B, C, g, g), image (B, 3, S, S) normalised -> logits (B, 3, S, S)."""
-        feats, x = [], image
+        # channels-last activations: oneDNN's convolutions run about twice as fast on the CPU
+        # in that layout (fp32 and bf16); the values are the same up to rounding
+        cl = torch.channels_last
+        feats, x = [], image.contiguous(memory_format=cl)
+        embeddings = embeddings.contiguous(memory_format=cl)
         for conv in self.skips:
             x = conv(x)
             feats.append(x)
@@ -71,3 +77,14 @@ class InstanceHead(nn.Module):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = up(torch.cat([y, skip.to(y.dtype)], 1))
         return self.out(y)
+
+
+def maps_from_logits(logits: torch.Tensor, input_hw, original_hw) -> Dict[str, np.ndarray]:
+    """(1, 3, S, S) head logits in the model's padded input frame -> dict of (Y, X) float32
+    maps (`foreground`, `center_distances`, `boundary_distances`) at the image's size:
+    sigmoid, crop to the (h, w) image area, bilinear resize to `original_hw` (Y, X)."""
+    p = logits.float().sigmoid()[..., : input_hw[0], : input_hw[1]]
+    if tuple(p.shape[-2:]) != tuple(original_hw):
+        p = F.interpolate(p, tuple(original_hw), mode="bilinear", align_corners=False)
+    p = p[0].cpu().numpy()
+    return {name: np.ascontiguousarray(p[i]) for i, name in enumerate(MAP_NAMES)}
