@@ -131,12 +131,30 @@ class Predictor:
     def set_image(self, image: np.ndarray, channels: Optional[Sequence[int]] = None,
                   value_range=None, diameter: Diameter = _UNSET,
                   zoom: Optional[float] = None) -> Optional[ImageEmbedding]:
-        """Embed a (Y, X) or (Y, X, C) image of any dtype and size (see `transforms`).
+        """Embed an image (the expensive step); prompts are then answered by `predict`.
 
-        diameter: the objects' diameter in image px (None: estimate; "off": no zoom);
-        default: the Predictor's. zoom: model-input px per image px, overriding `diameter`
-        (the zoomed image must fit the model's input). Returns the embedding, or None when
-        the image is answered tile by tile (`self.plan.tiled`)."""
+        Parameters
+        ----------
+        image : ndarray, (Y, X) or (Y, X, C), any dtype and size
+            uint8 RGB reaches the model unchanged; other dtypes are contrast-normalised with
+            robust percentiles (`transforms.to_model_pixels`).
+        channels : sequence of int, optional
+            Up to 3 channels of a (Y, X, C) image to use; required for more than 4 channels.
+        value_range : (float, float), optional
+            The intensity range mapped to 0..255 (default: the image's robust percentiles).
+        diameter : None, "off" or float, optional
+            The objects' diameter in image pixels: None estimates it, "off" resizes the whole
+            image to the model's input (no zoom). Default: the Predictor's.
+        zoom : float, optional
+            Model-input pixels per image pixel, overriding `diameter` (the zoomed image
+            must fit the model's input).
+
+        Returns
+        -------
+        ImageEmbedding or None
+            The embedding (features (1, C, g, g) float32), or None when the image is answered
+            tile by tile (`self.plan.tiled`).
+        """
         self._tiled, self._emb = None, None
         if getattr(self.model, "square_input", False):
             # SAM 2.1 always sees the whole image resized to its square input (its own
@@ -305,14 +323,31 @@ class Predictor:
 
     def predict(self, points=None, point_labels=None, box=None, mask_input=None,
                 multimask: bool = True):
-        """Masks for one object.
+        """Masks for one object from point, box and mask prompts.
 
-        points: (N, 2) (row, col); point_labels: N of 1 (object) / 0 (background), default 1;
-        box: (row0, col0, row1, col1); mask_input: (m, m) logits of an earlier call.
-        On an image answered tile by tile (`self.plan.tiled`) the result is the one best
-        mask (K = 1), logits are None and mask_input is refused.
-        Returns masks bool (K, Y, X), scores (K,), low-res logits (K, m, m); K = 3 with
-        `multimask`, else 1. Masks are sorted as the model returns them.
+        Parameters
+        ----------
+        points : array-like, (N, 2) float, optional
+            (row, col) in image pixels.
+        point_labels : array-like, (N,) int, optional
+            1 (object) or 0 (background) per point; default all 1.
+        box : array-like, (4,), optional
+            (row0, col0, row1, col1) in image pixels.
+        mask_input : ndarray, (m, m) float, optional
+            The low-res logits of an earlier call (refinement); m = `model.config.mask_size`.
+        multimask : bool
+            Three candidates (True) or one.
+
+        Returns
+        -------
+        masks : ndarray, (K, Y, X) bool
+            K = 3 with `multimask`, else 1, in the model's order; on an image answered tile
+            by tile (`self.plan.tiled`) K = 1 (the best candidate).
+        scores : ndarray, (K,) float32
+            Predicted IoU per mask.
+        logits : ndarray, (K, m, m) float32, or None
+            Low-res logits (for `mask_input`); None on a tiled image, where `mask_input` is
+            refused.
         """
         points, labels, box, mask_input = self._check(points, point_labels, box, mask_input)
         if self._tiled is not None:

@@ -122,12 +122,34 @@ def _scale_scores(gray: np.ndarray, max_diameter: float, window: int = WINDOW):
 
 def estimate_diameter(image: np.ndarray, channels: Optional[Sequence[int]] = None,
                       max_diameter: Optional[float] = None) -> DiameterEstimate:
-    """Median diameter (pixels) of the objects in a (Y, X) or (Y, X, C) image, no prompts.
+    """Median diameter (pixels) of the objects in an image, from its pixels alone.
 
-    Any dtype (16-bit and float are normalised with robust percentiles). `max_diameter`
-    bounds the search (default: a quarter of the shorter side). Fails gracefully on images
-    without objects (confidence near 0) and cannot tell objects from texture of the same
-    scale; see docs/object_size.md."""
+    Parameters
+    ----------
+    image : ndarray, (Y, X) or (Y, X, C), any dtype
+        16-bit and float images are normalised with robust percentiles (0.5, 99.8).
+    channels : sequence of int, optional
+        Which channels of a (Y, X, C) image to use (as for `Predictor.set_image`).
+    max_diameter : float, optional
+        The largest diameter searched, in pixels (default: a quarter of the shorter side).
+
+    Returns
+    -------
+    DiameterEstimate
+        `diameter` (float, image pixels), `confidence` (0..1; below `MIN_CONFIDENCE` the
+        estimate is not used) and `polarity` (+1 bright objects, -1 dark objects).
+
+    Raises
+    ------
+    ValueError
+        For images smaller than 8 x 8 pixels or not 2D.
+
+    Notes
+    -----
+    Fails gracefully on images without objects (confidence near 0); cannot tell objects
+    from texture of the same scale, and reads ring-shaped cells (bright rim, dark centre)
+    by their rim's width. See docs/object_size.md.
+    """
     gray = _gray(image, channels)
     if gray.ndim != 2 or min(gray.shape) < 8:
         raise ValueError(f"diameter estimation needs a 2D image of at least 8 x 8 pixels, "
@@ -156,8 +178,18 @@ def estimate_diameter(image: np.ndarray, channels: Optional[Sequence[int]] = Non
 
 
 def preferred_diameter(model) -> Tuple[float, Tuple[float, float]]:
-    """(diameter, (low, high)) in model-input pixels at which `model` (a Sam or a Predictor)
-    segments best: from its checkpoint (`Sam.object_size`) or SAM's documented default."""
+    """The object diameter at which `model` segments best, in model-input pixels.
+
+    Parameters
+    ----------
+    model : Sam, Sam2 or Predictor
+
+    Returns
+    -------
+    (diameter, (low, high)) : (float, (float, float))
+        From the checkpoint's `object_size` (measured for the bundled model) or, when it
+        has none, SAM's documented default `SAM_PREFERRED`.
+    """
     model = getattr(model, "model", model)
     info = getattr(model, "object_size", None) or SAM_PREFERRED
     lo, hi = info.get("range", SAM_PREFERRED["range"])
@@ -165,8 +197,22 @@ def preferred_diameter(model) -> Tuple[float, Tuple[float, float]]:
 
 
 def parse_diameter(text) -> Diameter:
-    """A diameter typed by a user -> None ("auto" or empty: estimate), "off", or a positive
-    float of pixels; ValueError otherwise."""
+    """A diameter as a user types it (a widget field, `--diameter`).
+
+    Parameters
+    ----------
+    text : str or number
+        "auto" / "estimate" / "" (estimate it), "off" (no zoom) or a positive number of px.
+
+    Returns
+    -------
+    None, "off" or float
+
+    Raises
+    ------
+    ValueError
+        With a message that says what to type.
+    """
     t = str(text).strip().lower()
     if t in ("", "auto", "estimate"):
         return None
@@ -182,9 +228,28 @@ def parse_diameter(text) -> Diameter:
 
 
 def resolve_diameter(image, diameter: Diameter, channels=None) -> Optional[float]:
-    """The objects' diameter in image pixels: None -> estimated (None, no zoom, when the
-    image is too small to estimate or the estimate's confidence is below MIN_CONFIDENCE),
-    a number -> itself, "off" -> None (no zoom). Raises ValueError for anything else."""
+    """The objects' diameter in image pixels, or None for no zoom.
+
+    Parameters
+    ----------
+    image : ndarray, (Y, X) or (Y, X, C)
+        Used only when the diameter is to be estimated.
+    diameter : None, "auto", "off", float or str of a number
+        None / "auto": estimated (`estimate_diameter`); a number: taken as given;
+        "off": no zoom.
+    channels : sequence of int, optional
+
+    Returns
+    -------
+    float or None
+        None for "off", and for an estimate on an image too small to measure or whose
+        confidence is below `MIN_CONFIDENCE` (then the image is processed without zoom).
+
+    Raises
+    ------
+    ValueError
+        For a string that is not a number, "auto" or "off", or a number <= 0 / not finite.
+    """
     if isinstance(diameter, str):
         if diameter.lower() == "off":
             return None
@@ -263,9 +328,22 @@ def tiled_plan(model, diameter: float) -> ZoomPlan:
 
 
 def plan_zoom(shape, model, diameter: Optional[float]) -> ZoomPlan:
-    """The `ZoomPlan` for an image of `shape` (Y, X, ...) whose objects are `diameter` image
-    px across (None: no zoom, today's whole-image resize): one embedding when the image
-    fits the model input at (nearly) the zoom it needs, else `tiled_plan`."""
+    """How an image reaches the model, given its objects' diameter.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (Y, X, ...) of the image.
+    model : Sam, Sam2 or Predictor
+    diameter : float or None
+        The objects' diameter in image pixels; None: no zoom (SAM's whole-image resize).
+
+    Returns
+    -------
+    ZoomPlan
+        One embedding at `zoom` when the image fits the model input at (at least
+        `FIT_TOLERANCE` of) the zoom it needs, else `tiled_plan(model, diameter)`.
+    """
     if diameter is None:
         return ZoomPlan(None)
     model = getattr(model, "model", model)

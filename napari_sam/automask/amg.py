@@ -242,7 +242,7 @@ class AutoMaskGenerator:
         meta = torch.stack([rs, re, cs, ce, l0, l1, m0, m1], 1).tolist()
         counts = []
         for i, (a, b, c, d, e, f, g, h) in zip(idx.tolist(), meta):
-            u = up.crop(logits[i, e:f, g:h], (a, b, c, d), (e, g))
+            u = up.crop(logits[i, e:f, g:h], (a, c, b, d), (e, g))  # (row0, col0, row1, col1)
             counts.append(torch.stack([(u > t + off).sum(), (u > t - off).sum()]))
         counts = torch.stack(counts).float()
         stab[idx] = torch.where(counts[:, 1] > 0, counts[:, 0] / counts[:, 1].clamp(min=1), 1.0)
