@@ -261,7 +261,7 @@ def segment_volume(volume, model=None, *, z: int, points=None, point_labels=None
                    channels=None, value_range=None, cache=None, diameter="off",
                    embeddings: Optional[SliceEmbeddings] = None, progress=null_progress,
                    cancel: Optional[Callable[[], bool]] = None, return_info: bool = False,
-                   device="auto"):
+                   device="auto", method: str = "auto"):
     """Segment one object through a (Z, Y, X) or (Z, Y, X, C) volume (rules: module doc).
 
     volume: the stack, channels last; model: a Predictor, Sam, registry name or checkpoint
@@ -272,9 +272,13 @@ def segment_volume(volume, model=None, *, z: int, points=None, point_labels=None
     "points", "mask"). cache: None or a folder for the slice embeddings; diameter: "off"
     (whole slices), image px or None (estimated once), see `SliceEmbeddings`. progress(done,
     total, message); cancel: a callable (or threading.Event) polled before each slice,
-    raising `Cancelled` when it says so. Returns (Z, Y, X) bool, and a `PropagationInfo`
-    with `return_info`.
+    raising `Cancelled` when it says so. method: "prompt" (slice-to-slice prompting, module
+    doc), "memory" (SAM 2.1's memory propagation, `volume.memory`; SAM 2.1 models only) or
+    "auto" (memory for SAM 2.1 models, prompting otherwise). Returns (Z, Y, X) bool, and a
+    `PropagationInfo` with `return_info`.
     """
+    from .memory import resolve_method, segment_memory
+
     bad = set(prompt) - {"box", "points", "mask"}
     if bad or not prompt:
         raise ValueError(f"prompt must name some of 'box', 'points', 'mask', got {tuple(prompt)}")
@@ -297,11 +301,17 @@ def segment_volume(volume, model=None, *, z: int, points=None, point_labels=None
     rules = (rules or StopRules()).for_spacing(spacing)
     order = sorted(given)
     total, seen = n, set()
+    method = resolve_method(method, embeddings.predictor)
 
     def tick(k):
         seen.add(k)
         progress(min(len(seen), total), total, f"slice {k}")
 
+    if method == "memory":
+        progress(0, total, "following the object with SAM 2.1's memory")
+        out, info = segment_memory(embeddings, given, rules, tick, cancel)
+        progress(total, total, f"object on {int(out.any((1, 2)).sum())} slices")
+        return (out, info) if return_info else out
     progress(0, total, "segmenting the anchor slices")
     answers: Dict[int, SliceAnswer] = {}
     for k in order:
