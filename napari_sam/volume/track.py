@@ -108,7 +108,7 @@ def _fill_gaps(emb: SliceEmbeddings, per_frame: np.ndarray, rules: StopRules, ca
 def track(frames=None, model=None, *, labels=None, min_iou: float = 0.3, max_gap: int = 1,
           division_overlap: float = 0.3, min_length: int = 1, fill_gaps: bool = True,
           rules: Optional[StopRules] = None, channels=None, value_range=None, cache=None,
-          diameter="off",
+          diameter=None,
           embeddings: Optional[SliceEmbeddings] = None, progress=null_progress, cancel=None,
           device="auto", method: str = "auto", **automask_kw) -> TrackResult:
     """Track the objects of a (T, Y, X) or (T, Y, X, C) time-lapse (rule: module doc).
