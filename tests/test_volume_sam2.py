@@ -76,7 +76,8 @@ def test_segment_volume_uses_the_memory_for_sam2(sam2, monkeypatch):
     emb = SliceEmbeddings(pred, vol)
     seen = []
     m, info = segment_volume(vol, embeddings=emb, z=3, points=[[30, 35]], rules=LOOSE,
-                             return_info=True, progress=lambda d, t, msg="": seen.append(d))
+                             return_info=True, progress=lambda d, t, msg="": seen.append(d),
+                             floor=None)
     assert calls.count("propagate") == 2 and "predict_lowres" not in calls
     assert emb.embedded == 0  # the memory path embeds through the VideoPredictor
     assert m.shape == vol.shape and m.dtype == bool and m[3].any()
@@ -87,8 +88,10 @@ def test_segment_volume_uses_the_memory_for_sam2(sam2, monkeypatch):
     np.testing.assert_array_equal(m, expected)
     # method="auto" is the default; "memory" says the same
     m2 = segment_volume(vol, embeddings=emb, z=3, points=[[30, 35]], rules=LOOSE,
-                        method="memory")
+                        method="memory", floor=None)
     np.testing.assert_array_equal(m2, m)
+    floored = segment_volume(vol, embeddings=emb, z=3, points=[[30, 35]], rules=LOOSE)
+    assert not (floored & ~m).any()  # the intensity floor only trims
 
 
 def test_prompting_path_stays_available_for_sam2(sam2, monkeypatch):
