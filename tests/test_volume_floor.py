@@ -1,4 +1,5 @@
-"""The intensity floor of `segment_volume` (`napari_sam.volume.floor`), on hand-made slices."""
+"""The intensity floor of `segment_volume` (`napari_sam.volume.floor`) on hand-made slices, and
+where the volume functions estimate the object size (their default, diameter=None)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,30 @@ def test_apply_floor_uses_the_nearest_anchor():
     # with the bright anchor's measure, the dim slices would lose the object itself
     lost = apply_floor(np.stack([wide] * 4), {0: floors[0]}, pixels.__getitem__, 0.3)
     assert lost[3].sum() < 0.5 * obj.sum()
+
+
+def test_object_size_is_estimated_on_the_prompted_slice(monkeypatch):
+    """segment_volume's default diameter=None estimates once, on slice z; "off" never does;
+    SliceEmbeddings estimates on the middle slice unless told another."""
+    import napari_sam.scale as scale
+    from napari_sam import Predictor, build_model
+    from napari_sam.volume import SliceEmbeddings, segment_volume
+
+    vol = np.stack([np.full((40, 48), k, np.float32) for k in range(5)])
+    vol[:, 10:20, 10:20] += 50
+    seen = []
+    real = scale.resolve_diameter
+
+    def spy(image, diameter, channels=None):
+        seen.append((float(np.asarray(image).min()), diameter))
+        return real(image, diameter, channels)
+    monkeypatch.setattr(scale, "resolve_diameter", spy)
+    pred = Predictor(build_model("test_vit"), device="cpu")
+    segment_volume(vol, pred, z=1, points=[[15, 15]], floor=None)
+    assert seen == [(1.0, None)]  # slice 1 (its background is 1)
+    seen.clear()
+    segment_volume(vol, pred, z=1, points=[[15, 15]], diameter="off")
+    assert seen == []
+    SliceEmbeddings(pred, vol)
+    SliceEmbeddings(pred, vol, reference=4, diameter=12.0)
+    assert seen == [(2.0, None), (4.0, 12.0)]
