@@ -53,12 +53,14 @@ class VideoPredictor:
     (T, Y, X, C) array-like. channels: as for `Predictor.set_image`. precision: "fp32",
     "bf16", "auto" (see `Predictor`). cache_frames: frame embeddings kept in memory.
     memory_frames: see the module doc (None: keep every frame's output). memory_dtype:
-    how memories are stored (bfloat16 as in SAM 2; float32 doubles their size)."""
+    how memories are stored (bfloat16 as in SAM 2; float32 doubles their size).
+    value_range: (low, high) intensity range for every frame (None: one robust range from a
+    sample of frames; ignored for uint8)."""
 
     def __init__(self, model, frames, channels: Optional[Sequence[int]] = None,
                  device="auto", precision="auto", cache_frames: int = 2,
                  memory_frames: Optional[int] = 16, num_threads: Optional[int] = None,
-                 memory_dtype: torch.dtype = torch.bfloat16) -> None:
+                 memory_dtype: torch.dtype = torch.bfloat16, value_range=None) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device) if isinstance(model, Sam2) else load_model(model, self.device)
         if not isinstance(self.model, Sam2):
@@ -75,7 +77,7 @@ class VideoPredictor:
             raise ValueError(f"frames must be (T, Y, X) or (T, Y, X, C), got shape {shape}")
         self.frames, self.channels = frames, channels
         self.num_frames, self.hw = shape[0], tuple(shape[1:3])
-        self.value_range = self._value_range()
+        self.value_range = self._value_range() if value_range is None else value_range
         self.cache_frames, self.memory_frames = max(1, cache_frames), memory_frames
         self.memory_dtype = memory_dtype
         self._features: "OrderedDict[int, T.FrameFeatures]" = OrderedDict()

@@ -65,3 +65,39 @@ def test_automask_3d_writes_labels_with_z_spacing_and_3d_table(tmp_path, capsys)
     assert np.allclose(table["volume_um3"], table["volume"] * 0.25)
     assert (table["z_extent"] >= 2).all()
     assert not (out / "vol_coco.json").exists()
+
+
+def test_track_and_automask_3d_pass_diameter_and_method(tmp_path, monkeypatch):
+    """--diameter reaches track and automask_volume (default None: estimated), --method
+    reaches track (auto: SAM 2's memory for SAM 2.1 models)."""
+    import napari_sam.commands.volume_io as volume_io
+    import napari_sam.volume as volume
+    from napari_sam.volume import TrackResult
+
+    for name, axes in (("m.tif", "TYX"), ("v.tif", "ZYX")):
+        tifffile.imwrite(tmp_path / name, np.zeros((5, 32, 32), np.uint16), imagej=True,
+                         metadata={"axes": axes})
+    seen = []
+
+    def fake_track(frames, model=None, **kw):
+        seen.append(("track", kw["diameter"], kw["method"]))
+        return TrackResult(np.zeros((5, 32, 32), np.uint32), {})
+
+    def fake_volume(stack, model=None, **kw):
+        seen.append(("3d", kw["diameter"]))
+        return np.zeros((5, 32, 32), np.uint32)
+    monkeypatch.setattr(volume, "track", fake_track)
+    monkeypatch.setattr(volume, "automask_volume", fake_volume)
+    monkeypatch.setattr(volume_io, "model_predictor", lambda args: object())
+    m = str(tmp_path / "m.tif")
+    assert main(["track", m, "-o", str(tmp_path / "a"), "-q"]) == 0
+    assert main(["track", m, "-o", str(tmp_path / "b"), "-q", "--diameter", "off",
+                 "--method", "prompt"]) == 0
+    assert main(["track", m, "-o", str(tmp_path / "c"), "-q", "--diameter", "12.5",
+                 "--method", "memory"]) == 0
+    v = str(tmp_path / "v.tif")
+    assert main(["automask", "--3d", v, "-o", str(tmp_path / "d"), "-q"]) == 0
+    assert main(["automask", "--3d", v, "-o", str(tmp_path / "e"), "-q", "--diameter",
+                 "20"]) == 0
+    assert seen == [("track", None, "auto"), ("track", "off", "prompt"),
+                    ("track", 12.5, "memory"), ("3d", None), ("3d", 20.0)]

@@ -64,10 +64,14 @@ def test_without_stop_rules_the_object_runs_through_the_volume(vol, emb):
     gt, z, pts = click(vol, 1)
     loose = StopRules(min_area=1, min_area_ratio=0, max_area_ratio=1e9, min_iou=0,
                       min_contrast=0)
-    m = segment_volume(vol.image, embeddings=emb, z=z, points=pts, rules=loose)
-    ruled = segment_volume(vol.image, embeddings=emb, z=z, points=pts)
+    m = segment_volume(vol.image, embeddings=emb, z=z, points=pts, rules=loose, floor=None)
+    ruled = segment_volume(vol.image, embeddings=emb, z=z, points=pts, floor=None)
     assert m.any((1, 2)).sum() > ruled.any((1, 2)).sum()
     assert iou(ruled, gt) > iou(m, gt)
+    # the intensity floor (on by default) trims the halo past the object's ends as well
+    floored = segment_volume(vol.image, embeddings=emb, z=z, points=pts, rules=loose)
+    assert not (floored & ~m).any()
+    assert floored.sum() < m.sum() and iou(floored, gt) > iou(m, gt)
 
 
 def test_anchors_are_kept_and_pull_the_slices_between(vol, emb):

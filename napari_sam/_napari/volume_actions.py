@@ -8,6 +8,11 @@ commit: only background pixels change unless "overwrite" is ticked, and Undo (U)
 For a time-lapse ("stack: time-lapse (T)"), a Tracks layer follows the committed objects'
 centroids (one track per id), refreshed after each commit and undo.
 
+The method follows `segment_volume(method="auto")`: SAM 2.1 models follow the object with
+SAM 2's memory (`volume.memory`), every other model with slice-to-slice prompting. The
+slices are embedded at the object size of the widget's diameter field (estimated on the
+displayed slice when it says auto).
+
 The propagation has its own Predictor over the widget's model and its own per-slice
 embeddings (kept while the image, model and channels stay the same), so clicks on the GUI
 thread never wait for it.
@@ -26,6 +31,7 @@ from qtpy.QtCore import QObject, Signal
 
 from ..predictor import Predictor
 from ..volume import Cancelled, SliceEmbeddings, segment_volume
+from ..volume.memory import is_sam2
 from . import layers as L
 from .commits import CommitError
 from .controls import _row
@@ -106,10 +112,12 @@ class VolumeActions:
             return "click on the object on the displayed slice first"
         main = given.pop(z)
         predictor = w._embedder.predictor
-        key = (image.unique_id, w._key[2], w._key[3], id(predictor.model))
+        diameter = w._key[5]  # the object-size field: None (estimate), "off" or px
+        key = (image.unique_id, w._key[2], w._key[3], id(predictor.model), diameter)
         if key != self._emb_key:
             own = Predictor(predictor.model, predictor.device, precision="fp32")
-            self.embeddings = SliceEmbeddings(own, data, w._key[3])
+            self.embeddings = SliceEmbeddings(own, data, w._key[3], diameter=diameter,
+                                              reference=z)
             self._emb_key = key
         labels = w.labels_layer.value
         self._target = (labels, image)
@@ -118,13 +126,14 @@ class VolumeActions:
         spacing = tuple(float(s) for s in image.scale[-3:])
         self.worker = create_worker(
             segment_volume, data, embeddings=self.embeddings, z=z, anchors=given,
-            spacing=spacing, cancel=self._stop,
+            spacing=spacing, cancel=self._stop, method="auto",
             progress=lambda d, t, m="": relay.progressed.emit(int(d), int(t), str(m)),
             **main, _connect={"returned": self._done, "errored": self._failed,
                               "finished": self._finished}, _start_thread=False)
         self.button.text = "Cancel propagation"
         w.progress.visible = True
-        w.status.value = f"following the object from slice {z}..."
+        how = "SAM 2.1's memory" if is_sam2(predictor.model) else "slice-to-slice prompts"
+        w.status.value = f"following the object from slice {z} ({how})..."
         self.worker.start()
         return None
 

@@ -123,7 +123,7 @@ def relaxed_iou(min_iou: float, spacing: Optional[Sequence[float]]) -> float:
 def automask_volume(volume, model=None, *, spacing: Optional[Sequence[float]] = None,
                     min_iou: float = 0.3, max_gap: int = 1, absorb: float = 0.6,
                     min_extent: int = 2, min_contrast: float = 0.45, channels=None,
-                    value_range=None, cache=None, diameter="off",
+                    value_range=None, cache=None, diameter=None,
                     embeddings: Optional[SliceEmbeddings] = None, progress=null_progress,
                     cancel=None, return_lineage: bool = False, device="auto", **automask_kw):
     """Segment everything in a (Z, Y, X) or (Z, Y, X, C) volume: (Z, Y, X) uint32 labels
@@ -132,8 +132,8 @@ def automask_volume(volume, model=None, *, spacing: Optional[Sequence[float]] = 
     model: a Predictor, Sam, registry name or path (None: the bundled model); spacing: (dz,
     dy, dx), relaxes `min_iou` for coarse z (`relaxed_iou`); min_extent: the fewest slices an
     object spans; min_contrast: trims faded ends (`trim_faded`; 0: off); cache: a folder
-    for the slice embeddings; diameter: "off" (whole slices), image px, or None (estimated
-    once), see `SliceEmbeddings`; other keywords go to `segment_slices`.
+    for the slice embeddings; diameter: None (the default: estimated once, on the middle
+    slice), image px, or "off" (whole slices), see `SliceEmbeddings`; other keywords go to `segment_slices`.
     With `return_lineage`, also {id: (first slice, last slice, 0)}.
     """
     if embeddings is None:

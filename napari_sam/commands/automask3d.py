@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             progress = null_progress if args.quiet else tqdm_progress(Path(path).name)
             labels = automask_volume(stack, predictor, spacing=spacing,
                                      min_extent=args.min_extent, min_iou=args.link_min_iou,
+                                     diameter=getattr(args, "diameter", None),
                                      progress=progress, **automask_kwargs(args))
             if "tif" in todo:
                 write_labels_tif(todo["tif"], labels, meta.with_array(labels, "ZYX"),

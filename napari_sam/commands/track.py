@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .automask import _int_list
+from .automask import _diameter, _int_list
 
 
 def add_parser(subparsers) -> None:
@@ -38,6 +38,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-gap", type=int, default=1, metavar="N",
                    help="frames a track may miss and still continue (default 1)")
     p.add_argument("--min-length", type=int, default=1, metavar="N")
+    p.add_argument("--diameter", type=_diameter, default=None, metavar="auto|N|off",
+                   help="the cells' diameter in pixels: auto (default) estimates it on the "
+                        "middle frame, a number is used as it is, off resizes whole frames "
+                        "to the model's input")
+    p.add_argument("--method", default="auto", choices=("auto", "memory", "prompt"),
+                   help="how a cell missed on a frame is followed into it: memory (SAM 2.1's "
+                        "memory of its last frames; SAM 2.1 models only), prompt (the frame "
+                        "before's box and mask), auto (memory for SAM 2.1 models)")
     p.add_argument("--no-fill-gaps", action="store_true",
                    help="do not follow cells the segmentation missed on a frame")
     p.add_argument("--overwrite", action="store_true")
@@ -83,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                           stability_thresh=args.stability_thresh)
                 result = track(frames, predictor, min_iou=args.min_iou, max_gap=args.max_gap,
                                min_length=args.min_length, fill_gaps=not args.no_fill_gaps,
+                               diameter=args.diameter, method=args.method,
                                progress=progress, **kw)
             result.write_ctc(res_dir, overwrite=args.overwrite)
             write_labels_tif(outs[0], result.labels, meta.with_array(result.labels, "TYX"),

@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from ..predictor import Predictor
 
-    records = object_records(Predictor(args.model), args.images)
+    records = object_records(Predictor(args.model, diameter="off"), args.images)
     print(table([(a, t, b, o) for _, a, t, _, b, o in records if o is not None]))
     print()
     print(kind_table(records))

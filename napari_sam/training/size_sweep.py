@@ -30,7 +30,7 @@ def size_curve(model, diameters: Sequence[float] = DIAMETERS, images: int = 4,
     from .evaluate import evaluate_automask, evaluate_prompts
     from .multiscale import scaled_sample
 
-    pred = Predictor(model, device="cpu")
+    pred = Predictor(model, device="cpu", diameter="off")  # objects are sized in model px
     size = (pred.model.image_size,) * 2
     rows = []
     for d in diameters:

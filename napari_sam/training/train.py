@@ -294,7 +294,7 @@ def calibrate_automask(model: Sam, n_images: int, log=print) -> dict:
     from .evaluate import heldout_set, sweep_automask
     from .synthetic import nuclei_image
 
-    predictor = Predictor(model, device="cpu")
+    predictor = Predictor(model, device="cpu", diameter="off")
     sets = {"mix": heldout_set(n_images, seed=CALIBRATION_SEED),
             "nuclei": [nuclei_image(CALIBRATION_SEED + i, (256, 256)) for i in range(n_images)]}
     table: dict = {}

@@ -6,11 +6,13 @@ and tracking never embed a slice twice. All slices are contrast-normalised with 
 intensity range taken over the whole stack (`value_range`), as `automask.stack.automask_stack`
 does, so an object looks alike on every slice.
 
-Object size: `diameter="off"` (the default) resizes each whole slice to the model's input
-(SAM's rule); a number (image px) or None (estimated once, on the middle slice) gives ONE
-zoom for every slice (`scale.plan_zoom`), so that all slices share the model's input frame
-and a slice's low-res logits can prompt the next one. When objects are so small that the
-zoom would need tiles, the largest zoom at which a whole slice fits is used (and said).
+Object size, as on single images: `diameter=None` (the default) estimates the objects'
+diameter once, on the `reference` slice (default: the middle one; `segment_volume` uses the
+prompted slice), a number is the user's (image px), and "off" resizes each whole slice to
+the model's input (SAM's rule). A diameter gives ONE zoom for every slice
+(`scale.plan_zoom`), so that all slices share the model's input frame and a slice's low-res
+logits can prompt the next one. When objects are so small that the zoom would need tiles,
+the largest zoom at which a whole slice fits is used (and said).
 
 With `cache=` a folder, embeddings go to the tiled package's zarr store
 (`napari_sam.tiled.cache.ZarrStore`, one chunk per slice at grid index (k, 0)), signed with
@@ -81,12 +83,13 @@ class SliceEmbeddings:
     indexable by slice (zarr, dask: one slice is read at a time); channels, value_range: as
     for `Predictor.set_image` (value_range None: one range over the stack); cache: None
     (memory) or a folder; cache_dtype: "float16" (half the disk) or "float32"; diameter:
-    "off", a number of image px or None (estimated), see the module doc.
+    None (estimated on slice `reference`, default the middle one), a number of image px or
+    "off", see the module doc.
     """
 
     def __init__(self, predictor: Predictor, stack, channels: Optional[Sequence[int]] = None,
                  value_range=None, cache=None, cache_dtype: str = "float32",
-                 diameter="off") -> None:
+                 diameter=None, reference: Optional[int] = None) -> None:
         self.predictor = predictor
         self.stack = check_stack(stack)
         self.channels = channels
@@ -94,7 +97,7 @@ class SliceEmbeddings:
                             else value_range)
         model = predictor.model
         self.shape = tuple(int(s) for s in self.stack.shape[1:3])
-        self.diameter, self.zoom = self._plan(diameter)
+        self.diameter, self.zoom = self._plan(diameter, reference)
         self.input_size = (target_shape(*self.shape, model.image_size) if self.zoom is None
                            else zoomed_shape(*self.shape, self.zoom, model.image_size))
         self._memory = {}
@@ -111,12 +114,14 @@ class SliceEmbeddings:
                    "value_range": vr, "pixels": _fingerprint(self.stack), "zoom": self.zoom}
             self._sig, self._cache_path, self._cache_dtype = sig, cache, cache_dtype
 
-    def _plan(self, diameter):
+    def _plan(self, diameter, reference=None):
         """(diameter in image px or None, zoom or None) for every slice (module doc)."""
         from ..scale import plan_zoom, resolve_diameter
 
-        middle = np.asarray(self.stack[len(self) // 2])
-        d = resolve_diameter(middle, diameter, self.channels)
+        if isinstance(diameter, str) and diameter.lower() == "off":
+            return None, None
+        k = len(self) // 2 if reference is None else min(max(int(reference), 0), len(self) - 1)
+        d = resolve_diameter(np.asarray(self.stack[k]), diameter, self.channels)
         if d is None:
             return None, None
         model = self.predictor.model

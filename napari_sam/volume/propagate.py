@@ -258,10 +258,10 @@ def segment_volume(volume, model=None, *, z: int, points=None, point_labels=None
                    mask=None, anchors: Optional[Dict[int, dict]] = None,
                    spacing: Optional[Sequence[float]] = None, rules: Optional[StopRules] = None,
                    prompt: Sequence[str] = ("box", "mask"), n_points: int = 1,
-                   channels=None, value_range=None, cache=None, diameter="off",
+                   channels=None, value_range=None, cache=None, diameter=None,
                    embeddings: Optional[SliceEmbeddings] = None, progress=null_progress,
                    cancel: Optional[Callable[[], bool]] = None, return_info: bool = False,
-                   device="auto"):
+                   device="auto", method: str = "auto", floor: Optional[float] = 0.3):
     """Segment one object through a (Z, Y, X) or (Z, Y, X, C) volume (rules: module doc).
 
     volume: the stack, channels last; model: a Predictor, Sam, registry name or checkpoint
@@ -269,19 +269,26 @@ def segment_volume(volume, model=None, *, z: int, points=None, point_labels=None
     col); point_labels: N of 1 / 0; box: (row0, col0, row1, col1); mask: (Y, X) bool.
     anchors: {slice: {"points", "point_labels", "box", "mask"}} prompts on further slices.
     spacing: (dz, dy, dx) voxel size. prompt: what the neighbour's answer sends ("box",
-    "points", "mask"). cache: None or a folder for the slice embeddings; diameter: "off"
-    (whole slices), image px or None (estimated once), see `SliceEmbeddings`. progress(done,
+    "points", "mask"). cache: None or a folder for the slice embeddings; diameter: None
+    (estimated once, on slice `z`), image px, or "off" (whole slices resized to the model's
+    input), see `SliceEmbeddings`. progress(done,
     total, message); cancel: a callable (or threading.Event) polled before each slice,
-    raising `Cancelled` when it says so. Returns (Z, Y, X) bool, and a `PropagationInfo`
-    with `return_info`.
+    raising `Cancelled` when it says so. method: "prompt" (slice-to-slice prompting, module
+    doc), "memory" (SAM 2.1's memory propagation, `volume.memory`; SAM 2.1 models only) or
+    "auto" (memory for SAM 2.1 models, prompting otherwise). floor: the intensity floor
+    (`volume.floor`: each slice keeps the pixels at least this fraction of the way from the
+    anchor's surroundings to its inside; None or 0: off). Returns (Z, Y, X) bool, and a
+    `PropagationInfo` with `return_info`.
     """
+    from .memory import resolve_method, segment_memory
+
     bad = set(prompt) - {"box", "points", "mask"}
     if bad or not prompt:
         raise ValueError(f"prompt must name some of 'box', 'points', 'mask', got {tuple(prompt)}")
     if embeddings is None:
         volume = check_stack(volume)
         embeddings = SliceEmbeddings(as_predictor(model, device), volume, channels,
-                                     value_range, cache, diameter=diameter)
+                                     value_range, cache, diameter=diameter, reference=z)
     elif tuple(embeddings.stack.shape) != tuple(np.shape(volume)):
         raise ValueError(f"embeddings are of a stack of shape {embeddings.stack.shape}, not "
                          f"{np.shape(volume)}")
@@ -297,11 +304,16 @@ def segment_volume(volume, model=None, *, z: int, points=None, point_labels=None
     rules = (rules or StopRules()).for_spacing(spacing)
     order = sorted(given)
     total, seen = n, set()
+    method = resolve_method(method, embeddings.predictor)
 
     def tick(k):
         seen.add(k)
         progress(min(len(seen), total), total, f"slice {k}")
 
+    if method == "memory":
+        progress(0, total, "following the object with SAM 2.1's memory")
+        out, info = segment_memory(embeddings, given, rules, tick, cancel)
+        return _finish(out, info, embeddings, rules, floor, progress, return_info)
     progress(0, total, "segmenting the anchor slices")
     answers: Dict[int, SliceAnswer] = {}
     for k in order:
@@ -335,7 +347,18 @@ def segment_volume(volume, model=None, *, z: int, points=None, point_labels=None
     for k, ans in answers.items():
         out[k] = ans.mask
         scores[k] = ans.score
-    progress(total, total, f"object on {int(out.any((1, 2)).sum())} slices")
-    if return_info:
-        return out, PropagationInfo(scores, stops, tuple(order))
-    return out
+    info = PropagationInfo(scores, stops, tuple(order))
+    return _finish(out, info, embeddings, rules, floor, progress, return_info)
+
+
+def _finish(out, info, embeddings, rules, floor, progress, return_info):
+    """The intensity floor (`volume.floor`), the last progress report, the return value."""
+    from .floor import apply_floor, measure
+
+    if floor:
+        floors = {k: measure(embeddings.pixels(k), out[k], rules.ring) for k in info.anchors}
+        apply_floor(out, floors, embeddings.pixels, floor)
+        info.scores[~out.any((1, 2))] = np.nan
+    n = len(out)
+    progress(n, n, f"object on {int(out.any((1, 2)).sum())} slices")
+    return (out, info) if return_info else out

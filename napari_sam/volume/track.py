@@ -108,15 +108,18 @@ def _fill_gaps(emb: SliceEmbeddings, per_frame: np.ndarray, rules: StopRules, ca
 def track(frames=None, model=None, *, labels=None, min_iou: float = 0.3, max_gap: int = 1,
           division_overlap: float = 0.3, min_length: int = 1, fill_gaps: bool = True,
           rules: Optional[StopRules] = None, channels=None, value_range=None, cache=None,
-          diameter="off",
+          diameter=None,
           embeddings: Optional[SliceEmbeddings] = None, progress=null_progress, cancel=None,
-          device="auto", **automask_kw) -> TrackResult:
+          device="auto", method: str = "auto", **automask_kw) -> TrackResult:
     """Track the objects of a (T, Y, X) or (T, Y, X, C) time-lapse (rule: module doc).
 
     frames: the movie, channels last (may be None when `labels` are given); model: a
     Predictor, Sam, registry name or path (None: the bundled model); labels: (T, Y, X)
     per-frame labels to link instead of segmenting (their ids need not agree between
     frames); min_length: the fewest frames a track spans; diameter: as for `SliceEmbeddings`;
+    method: how missed cells are followed into a frame (`fill_gaps`): "prompt" (the
+    previous frame's box and logits), "memory" (SAM 2.1's memory of the cell's last frames,
+    `memory.fill_gaps_memory`; SAM 2.1 models only) or "auto" (memory for SAM 2.1 models);
     other keywords go to `automask.volume.segment_slices` (mode, thresholds, points_per_side...).
     """
     if labels is not None:
@@ -136,8 +139,12 @@ def track(frames=None, model=None, *, labels=None, min_iou: float = 0.3, max_gap
                                          value_range, cache, diameter=diameter)
         per_frame = segment_slices(embeddings, progress, cancel, **automask_kw)
         if fill_gaps:
+            from .memory import fill_gaps_memory, resolve_method
+
             progress(len(embeddings), len(embeddings), "following missed cells")
-            per_frame = _fill_gaps(embeddings, per_frame, rules or StopRules(), cancel)
+            fill = (fill_gaps_memory if resolve_method(method, embeddings.predictor) == "memory"
+                    else _fill_gaps)
+            per_frame = fill(embeddings, per_frame, rules or StopRules(), cancel)
     out, lineage = link_labels(per_frame, min_iou, max_gap, divisions=True,
                                division_overlap=division_overlap, min_extent=min_length)
     return TrackResult(out, lineage)

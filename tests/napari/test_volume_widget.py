@@ -90,6 +90,41 @@ def test_track_adds_a_tracks_layer_that_follows_undo(make_napari_viewer, qtbot, 
     assert "vol tracks" not in viewer.layers
 
 
+def test_segment_in_volume_with_sam2_uses_the_memory(make_napari_viewer, qtbot, wait, vol,
+                                                     monkeypatch):
+    """A SAM 2.1 model: Shift-V follows the object with SAM 2's memory (volume.memory), and
+    the answer is committed as one id that Undo removes."""
+    import torch
+    from testing_utils import randomize_
+
+    import napari_sam.volume.memory as memory
+    from napari_sam.model import build_model
+
+    model = randomize_(build_model("test_sam2"), seed=2)
+    with torch.no_grad():  # random weights: say the object is present
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(4.0)
+    calls = []
+    real = memory.segment_memory
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        calls.append(out[0].copy())
+        return out
+    monkeypatch.setattr(memory, "segment_memory", spy)
+    viewer, image, w, gt, z = setup(make_napari_viewer, qtbot, wait, model, vol)
+    r, c = interior_points(gt[z])[0]
+    click(w, image, (z, r, c))
+    assert w.volume.start() is None
+    assert "SAM 2.1's memory" in w.status.value
+    qtbot.waitUntil(lambda: not w.volume.busy, timeout=60_000)
+    assert len(calls) == 1 and calls[0][z].any()  # the memory path ran, from slice z
+    labels = viewer.layers["vol labels"]
+    assert set(np.unique(labels.data)) == {0, 1}  # one id through the slices
+    assert not ((labels.data == 1) & ~calls[0]).any()  # within the memory path's answer
+    w.undo()
+    assert not labels.data.any()
+
+
 def test_segment_in_volume_needs_a_click(make_napari_viewer, qtbot, wait, bundled, vol):
     viewer, image, w, gt, z = setup(make_napari_viewer, qtbot, wait, bundled, vol)
     assert "click on the object" in w.volume.start()
