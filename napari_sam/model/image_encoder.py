@@ -11,7 +11,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..runtime.kernels import linear, scratch, tensor_state, zero_bordered
+from ..runtime.kernels import constant, derived, linear, scratch, zero_bordered
+from ..runtime.session import current
 from .common import MLPBlock, neck
 from .config import ViTConfig
 
@@ -22,25 +23,14 @@ _CHUNK_PAIRS = 1024 * 4096
 # precomputed; windows use it, a global 64 x 64 grid (33 M elements) does not.
 _COMBINED_TABLE_MAX = 1 << 22
 
-# How attention adds the decomposed relative-position term (see `Attention.attend`):
-# "auto": "augmented" for bf16/fp16 (matmul units are cheap, memory traffic is not),
-# "bias" for fp32; "bias" / "augmented" force one path (tests compare them).
-ATTENTION_PATH = "auto"
-
-_INDEX_CACHE: dict = {}
-_ONEHOT_CACHE: dict = {}
 
 
 def _rel_index(size: int, device: torch.device) -> torch.Tensor:
-    if torch.compiler.is_compiling():
+    def make():
         r = torch.arange(size, device=device)
         return r[:, None] - r[None, :] + (size - 1)
-    key = (size, str(device))
-    idx = _INDEX_CACHE.get(key)
-    if idx is None:
-        r = torch.arange(size, device=device)
-        idx = _INDEX_CACHE[key] = r[:, None] - r[None, :] + (size - 1)
-    return idx
+
+    return constant(("rel_index", size, str(device)), make)
 
 
 def relative_table(table: torch.Tensor, size: int) -> torch.Tensor:
@@ -57,16 +47,13 @@ def relative_table(table: torch.Tensor, size: int) -> torch.Tensor:
 def _key_positions(wh: int, ww: int, width: int, dtype, device) -> torch.Tensor:
     """(wh*ww, width) keys' extra features for the augmented path: one-hot of the key's
     row (first wh columns) and column (next ww), zeros after."""
-    key = (wh, ww, width, dtype, str(device))
-    t = None if torch.compiler.is_compiling() else _ONEHOT_CACHE.get(key)
-    if t is None:
+    def make():
         t = torch.zeros(wh, ww, width, dtype=dtype, device=device)
         t[torch.arange(wh), :, torch.arange(wh)] = 1
         t[:, torch.arange(ww), wh + torch.arange(ww)] = 1
-        t = t.reshape(wh * ww, width)
-        if not torch.compiler.is_compiling():
-            _ONEHOT_CACHE[key] = t
-    return t
+        return t.reshape(wh * ww, width)
+
+    return constant(("key_positions", wh, ww, width, dtype, str(device)), make)
 
 
 def _augmented_buffer(nb: int, n: int, nh: int, e: int, hd: int, wh: int, ww: int,
@@ -74,8 +61,8 @@ def _augmented_buffer(nb: int, n: int, nh: int, e: int, hd: int, wh: int, ww: in
     """The (3, windows, cells, heads, E) q/k/v buffer of the augmented path with its
     constant parts in place: the keys' one-hot positions and the zero padding of q and v.
 
-    In inference the buffer is kept (`kernels.scratch`: per thread, per shape) and reused
-    by every block and every image: the parts that never change are written once, and the
+    In a session's inference the buffer is kept (`kernels.scratch`: per thread, per shape)
+    and reused by every block and every image: the parts that never change are written once, and the
     buffer -- 57 MB for a ViT-B global block -- is not allocated and page-faulted in again
     for each block. Under autograd (or torch.compile) a fresh one is made each call.
     """
@@ -98,9 +85,15 @@ def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _use_augmented(dtype: torch.dtype) -> bool:
-    if ATTENTION_PATH == "auto":
+    """How attention adds the decomposed relative-position term (see `Attention.attend`):
+    the active session's choice (`InferenceSession.attention`); "auto" (and no session):
+    "augmented" for bf16/fp16 (matmul units are cheap, memory traffic is not), "bias" for
+    fp32."""
+    s = current()
+    path = "auto" if s is None else s.attention
+    if path == "auto":
         return dtype in (torch.bfloat16, torch.float16)
-    return ATTENTION_PATH == "augmented"
+    return path == "augmented"
 
 
 class Attention(nn.Module):
@@ -116,24 +109,15 @@ class Attention(nn.Module):
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_size - 1, head_dim))
 
     def _table(self, param, size, dtype: torch.dtype, factor: float):
-        """`relative_table(param, size) * factor` in `dtype`, cached while the weights do not
-        change (inference only: with autograd on it is recomputed every call).
+        """`relative_table(param, size) * factor` in `dtype`, kept by the session while the
+        weights do not change (`kernels.derived`).
 
         param None, size (wh, ww): the combined (wh*ww, head_dim, wh + ww) table of cell
         t = (y, x): [Rh[y].T | Rw[x].T], for computing both terms in one batched matmul."""
         ph, pw = self.rel_pos_h, self.rel_pos_w
-        state = tensor_state(ph, pw)
-        if (torch.is_grad_enabled() and ph.requires_grad) or torch.compiler.is_compiling():
-            return self._make_table(param, size, dtype, factor)
-        key = (param is pw, size, dtype, factor)
-        tables = self.__dict__.setdefault("_tables", {})  # not in the state dict
-        hit = tables.get(key)
-        if hit is not None and hit[0] == state:
-            return hit[1]
-        with torch.no_grad():
-            t = self._make_table(param, size, dtype, factor)
-        tables[key] = (state, t)
-        return t
+        key = (None if param is None else param is pw, size, dtype, factor)
+        return derived(self, "rel_table", lambda: self._make_table(param, size, dtype, factor),
+                       ph, pw, key=key)
 
     def _make_table(self, param, size, dtype, factor):
         if param is not None:

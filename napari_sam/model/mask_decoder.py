@@ -8,7 +8,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..runtime.kernels import derived, linear, tensor_state
+from ..runtime.kernels import derived, linear
 from .common import MLP, LayerNorm2d
 from .transformer import TwoWayTransformer
 
@@ -133,6 +133,4 @@ class MaskDecoder(nn.Module):
             bias = None if bs is None else bs.repeat(4)
             return _Linear(weight, bias)
 
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return make()
-        return derived(conv, "_as_linear", tensor_state(wt, bs), make)
+        return derived(conv, "as_linear", make, wt, bs)

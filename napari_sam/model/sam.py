@@ -13,7 +13,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..runtime.kernels import derived, version
+from ..runtime.kernels import constant
+from ..runtime.session import version
 from .config import SamConfig, TinyViTConfig
 from .image_encoder import ImageEncoderViT
 from .instance_head import InstanceHead
@@ -81,25 +82,24 @@ class Sam(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    # attributes holding state derived from the weights, for speed (see common.linear,
-    # TwoWayTransformer, mask_upscaler) and the signature; rebuilt on demand
-    _TRANSIENT = ("_first_block", "_low_precision", "_upscalers", "_as_linear", "_tables",
-                  "_dense_pe", "_signature")
+    # the one attribute the model keeps beside its weights: the memo of `signature`. The
+    # speed state (low-precision weights, tables, scratch buffers, per-image caches) lives
+    # in an `InferenceSession` (napari_sam.runtime.session), held by the predictors.
+    _TRANSIENT = ("_signature",)
 
     def invalidate_caches(self) -> None:
-        """Drop everything derived from the weights (low-precision copies, attention tables,
-        the decoder's per-image projections, the `signature`) in every submodule.
+        """Forget the memo of `signature`.
 
         Changes through torch (`load_state_dict`, in-place ops on parameters, assigning new
         parameters) are seen without this, through the tensors' version counters and
         addresses; writes torch cannot see (through `.data`, or into a parameter's memory
-        from numpy) need this call afterwards."""
-        for m in self.modules():
-            for name in self._TRANSIENT:
-                m.__dict__.pop(name, None)
+        from numpy) need this call afterwards (and `Predictor.invalidate` for the speed
+        state of a live predictor)."""
+        for name in self._TRANSIENT:
+            self.__dict__.pop(name, None)
 
     def __getstate__(self):
-        """Pickle without the speed caches, so the model can be sent to worker processes."""
+        """Pickle without the signature memo."""
         self.invalidate_caches()
         return super().__getstate__()
 
@@ -204,19 +204,14 @@ class Sam(nn.Module):
         return F.interpolate(x, tuple(original_hw), mode="bilinear", align_corners=False)
 
     def mask_upscaler(self, input_hw: Tuple[int, int], original_hw: Tuple[int, int]):
-        """`MaskUpscaler` for these sizes (cached): full-resolution masks computed inside
-        each mask's box only, as `upscale_logits(...) > threshold` would give them."""
+        """`MaskUpscaler` for these sizes (kept by the active session): full-resolution
+        masks computed inside each mask's box only, as `upscale_logits(...) > threshold`
+        would give them."""
         from .upscale import MaskUpscaler
 
-        key = (tuple(input_hw), tuple(original_hw), self.device)
-        cache = self.__dict__.setdefault("_upscalers", {})
-        up = cache.get(key)
-        if up is None:
-            if len(cache) > 8:
-                cache.clear()
-            up = cache[key] = MaskUpscaler(self.config.image_size, self.config.mask_size,
-                                           input_hw, original_hw, self.device)
-        return up
+        key = ("upscaler", tuple(input_hw), tuple(original_hw), str(self.device))
+        return constant(key, lambda: MaskUpscaler(self.config.image_size, self.config.mask_size,
+                                                  input_hw, original_hw, self.device))
 
     def signature(self) -> str:
         """Fingerprint of the architecture and the current weights: 16 hex digits, the key
@@ -231,7 +226,10 @@ class Sam(nn.Module):
             return self._fingerprint()
         state = tuple((name, version(t), t.data_ptr(), t.dtype, t.device, tuple(t.shape))
                       for name, t in tensors.items())
-        return derived(self, "_signature", state, self._fingerprint)
+        memo = self.__dict__.get("_signature")
+        if memo is None or memo[0] != state:
+            memo = self.__dict__["_signature"] = (state, self._fingerprint())
+        return memo[1]
 
     def _fingerprint(self) -> str:
         import hashlib

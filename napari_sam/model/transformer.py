@@ -8,8 +8,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..runtime.kernels import (derived, linear, low_precision_params, onednn_bf16,
-                               tensor_state, version)
+from ..runtime.kernels import caching, linear, stacked_projections
 from .common import MLP, MLPBlock
 
 
@@ -142,9 +141,10 @@ class TwoWayBlock(nn.Module):
         keys + key_pe feeds two of them: it is computed once and cast once (under autocast
         every projection would cast its (hw, C) input again). With `image_pe` (the fp32
         (1, C, h, w) encoding that key_pe comes from) all three may run as one matmul, see
-        `_image_projections`."""
+        `kernels.stacked_projections`."""
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        fused = _image_projections(self, keys, image_pe, (t2i.k_proj, i2t.q_proj), (t2i.v_proj,))
+        fused = stacked_projections(self, keys, image_pe, (t2i.k_proj, i2t.q_proj),
+                                    (t2i.v_proj,))
         if fused is not None:
             return fused[0], fused[2], fused[1]
         k, kv = _low(keys + key_pe), _low(keys)
@@ -174,41 +174,6 @@ class TwoWayBlock(nn.Module):
         return queries, keys
 
 
-def _image_projections(owner: nn.Module, keys: torch.Tensor, image_pe: torch.Tensor | None,
-                       with_pe: tuple, plain: tuple):
-    """[l(keys + pe) for l in with_pe] + [l(keys) for l in plain] as one oneDNN matmul of the
-    keys with the stacked weights plus a table of the positional terms, pe @ W.T + bias
-    (computed in fp32 from `image_pe`, rounded to bf16 once, cached on `owner` while weights
-    and encoding are unchanged), added in the matmul's epilogue: no keys + pe pass, no
-    casts, one call instead of three. Only under bf16 autocast on CPU (inference) with one
-    image's keys (1, hw, C) in bf16; otherwise None."""
-    layers = with_pe + plain
-    if (image_pe is None or keys.shape[0] != 1 or keys.dtype != torch.bfloat16
-            or any(layer.bias is None for layer in layers) or not onednn_bf16(keys)):
-        return None
-    pe_key = (image_pe.untyped_storage().data_ptr(), image_pe.storage_offset(),
-              tuple(image_pe.shape), image_pe.stride(), version(image_pe))
-    key = (pe_key, tensor_state(*(t for layer in layers for t in (layer.weight, layer.bias))))
-
-    def make():
-        pe = image_pe.flatten(2)[0].t().float()  # (hw, C)
-        with torch.autocast(keys.device.type, enabled=False):
-            table = torch.cat([F.linear(pe, layer.weight, layer.bias) for layer in with_pe]
-                              + [layer.bias.float().expand(pe.shape[0], -1) for layer in plain],
-                              dim=1)
-        weight = torch.cat([low_precision_params(layer, torch.bfloat16)[0] for layer in layers])
-        # the table holds `image_pe`: its memory cannot be reused while the key is kept
-        return weight, table.to(torch.bfloat16), image_pe
-
-    weight, table, _ = derived(owner, "_low_precision", key, make)
-    try:
-        y = torch.ops.mkldnn._linear_pointwise.binary(keys[0], table, weight, None, "add")
-    except (RuntimeError, NotImplementedError, TypeError):
-        return None
-    sizes = [layer.out_features for layer in layers]
-    return [t[None] for t in y.split(sizes, dim=1)]
-
-
 class TwoWayTransformer(nn.Module):
     def __init__(self, depth: int, dim: int, heads: int, mlp_dim: int,
                  mlp_layers_keys: bool = False) -> None:
@@ -220,10 +185,11 @@ class TwoWayTransformer(nn.Module):
         self.norm_final_attn = nn.LayerNorm(dim)
 
     def cached(self, cache_key) -> bool:
-        """True when `forward` with this `cache_key` will reuse the cached image tokens
-        (then `image` may be None)."""
-        hit = self.__dict__.get("_first_block")
-        return cache_key is not None and hit is not None and hit[0] == cache_key
+        """True when `forward` with this `cache_key` will reuse the image tokens kept by the
+        active session (then `image` may be None)."""
+        s = caching()
+        return (cache_key is not None and s is not None
+                and s.image_cache("first_block", cache_key) is not None)
 
     def forward(self, image: torch.Tensor | None, image_pe: torch.Tensor, tokens: torch.Tensor,
                 cache_key: tuple | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -232,11 +198,14 @@ class TwoWayTransformer(nn.Module):
         (B, hw, C)).
 
         cache_key: identifies the image (see `MaskDecoder`): the first block's image-side
-        projections are then kept and reused by later calls with the same key (inference
-        only), e.g. every click on one embedded image."""
+        projections are then kept by the active session (per thread, for the image last
+        prompted) and reused by later calls with the same key, e.g. every click on one
+        embedded image."""
         first = None
-        if self.cached(cache_key):
-            keys, key_pe, first = self.__dict__["_first_block"][1:]
+        s = caching() if cache_key is not None else None
+        hit = None if s is None else s.image_cache("first_block", cache_key)
+        if hit is not None:
+            keys, key_pe, first = hit
         else:
             # token-major (B, hw, C): in the (B, C, h, w) layout's transposed view every add
             # and projection of the first layer reads memory with a stride of hw. Under
@@ -246,9 +215,9 @@ class TwoWayTransformer(nn.Module):
             # nothing casting them again.
             keys = _low(image.flatten(2).transpose(1, 2).contiguous())
             key_pe = _low(image_pe.flatten(2).transpose(1, 2).contiguous())
-            if cache_key is not None:
+            if s is not None:
                 first = self.layers[0].image_side(keys, key_pe, image_pe)
-                self.__dict__["_first_block"] = (cache_key, keys, key_pe, first)
+                s.image_cache("first_block", cache_key, lambda: (keys, key_pe, first))
         queries = tokens
         for i, layer in enumerate(self.layers):
             queries, keys = layer(queries, keys, tokens, key_pe,
@@ -256,7 +225,7 @@ class TwoWayTransformer(nn.Module):
         if keys.shape[0] != queries.shape[0]:  # no blocks
             keys = keys.expand(queries.shape[0], -1, -1)
         final = self.final_attn_token_to_image
-        kv = _image_projections(self, keys, image_pe, (final.k_proj,), (final.v_proj,))
+        kv = stacked_projections(self, keys, image_pe, (final.k_proj,), (final.v_proj,))
         if kv is None:
             attn = final(queries + tokens, _low(keys + key_pe), _low(keys))
         else:
