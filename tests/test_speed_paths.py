@@ -24,7 +24,7 @@ from napari_sam import device as D
 from napari_sam.model import Sam
 from napari_sam.model import common
 from napari_sam.model import image_encoder as ie
-from napari_sam.runtime import kernels
+from napari_sam.runtime import kernels, vit_attention
 from napari_sam.runtime.session import InferenceSession
 from napari_sam.model.config import TEST_VIT
 from napari_sam.model.transformer import Attention as DecoderAttention
@@ -71,7 +71,7 @@ def test_augmented_attention_equals_bias_path_fp32(cfg):
         a = encode(model, x, "bias")
         b = encode(model, x, session=session)
         b2 = encode(model, x, session=session)  # reused buffers give the same result
-    assert torch.equal(a, plain)
+    assert rel(a, plain) < 1e-6  # the session's bias path: the plain result
     assert rel(b, a) < 1e-5
     assert torch.equal(b, b2)
 
@@ -144,14 +144,18 @@ def test_window_copies_match_pad_and_reshape(h, w, ws):
 def test_relative_tables_are_cached_and_follow_the_weights():
     model = Sam(TEST_VIT)
     attn = model.image_encoder.blocks[0].attn
+
+    def table():
+        return vit_attention.rel_table(attn, attn.rel_pos_h, 4, torch.float32, 1.0)
+
     with torch.no_grad():
-        t0 = attn._table(attn.rel_pos_h, 4, torch.float32, 1.0)
-        assert attn._table(attn.rel_pos_h, 4, torch.float32, 1.0) is not t0  # no session
+        t0 = table()
+        assert table() is not t0  # no session
         with InferenceSession(model):
-            t1 = attn._table(attn.rel_pos_h, 4, torch.float32, 1.0)
-            assert attn._table(attn.rel_pos_h, 4, torch.float32, 1.0) is t1
+            t1 = table()
+            assert table() is t1
             attn.rel_pos_h.add_(1.0)  # an optimiser step: the version changes
-            t2 = attn._table(attn.rel_pos_h, 4, torch.float32, 1.0)
+            t2 = table()
     assert torch.equal(t0, t1) and t2 is not t1
     assert torch.allclose(t2, ie.relative_table(attn.rel_pos_h.detach(), 4))
 
