@@ -18,9 +18,9 @@ import pytest
 import torch
 from testing_utils import randomize_, torch_threads
 
-import napari_sam.model.transformer as T
 from napari_sam.model import Sam
 from napari_sam.model.config import TEST_VIT
+from napari_sam.runtime import two_way
 from napari_sam.runtime.session import InferenceSession
 from napari_sam.predictor import Predictor
 
@@ -97,7 +97,7 @@ def test_bf16_fused_paths_agree_with_the_plain_bf16_decoder(monkeypatch):
         ref = model.decode(emb, pts)[0]  # fp32
     fused = _bf16_decode(model, emb, pts, InferenceSession(model))
     plain = _bf16_decode(model, emb, pts)  # no session: no fused kernel at all
-    monkeypatch.setattr(T, "stacked_projections", lambda *a: None)
+    monkeypatch.setattr(two_way, "stacked_projections", lambda *a: None)
     linear_only = _bf16_decode(model, emb, pts, InferenceSession(model))
     scale = ref.abs().max()
     for fast in (fused, linear_only):

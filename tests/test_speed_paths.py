@@ -171,12 +171,17 @@ def test_small_attention_matches_sdpa(dtype, nq, nk):
     k = torch.randn(3, nk, 64, generator=g).to(dtype)
     attn = attn.to(dtype)
     with torch.no_grad():
-        fast = attn(q, k, k)
+        with InferenceSession(attn):
+            fast = attn(q, k, k)  # block-diagonal heads (runtime.two_way)
+            shared = attn(q[:1], k[:1], k[:1])
+        plain = attn(q, k, k)  # the module's plain form
         qh, kh, vh = (attn._heads(attn.q_proj(q)), attn._heads(attn.k_proj(k)),
                       attn._heads(attn.v_proj(k)))
         o = F.scaled_dot_product_attention(qh, kh, vh)
         slow = attn.out_proj(o.transpose(1, 2).reshape(3, nq, -1))
-    assert rel(fast.float(), slow.float()) < (1e-5 if dtype == torch.float32 else 3e-2)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert rel(fast.float(), slow.float()) < tol and rel(plain.float(), slow.float()) < tol
+    assert rel(shared.float(), slow[:1].float()) < tol
 
 
 def test_batched_prompts_equal_one_by_one():
@@ -385,7 +390,7 @@ def test_mask_upscaler_without_second_resize_is_exact(hw):
 
 
 def model_key(model, emb):
-    from napari_sam.model.sam import _ImageKey
+    from napari_sam.runtime.two_way import _ImageKey
 
     return _ImageKey(emb, model)
 
@@ -405,13 +410,15 @@ def test_decoder_first_block_cache_follows_the_embedding():
             return model.decode(e, pts)[0]
 
     def uncached(e):
-        return model.decode(e, pts)[0]  # no session: nothing kept
+        with InferenceSession(model):  # a new session: nothing kept yet
+            return model.decode(e, pts)[0]
 
     with torch.no_grad():
         first = cached(emb)
         assert session.image_cache("first_block", model_key(model, emb)) is not None
         assert torch.equal(cached(emb), first)
         assert rel(first, uncached(emb)) < 1e-6
+        assert rel(first, model.decode(emb, pts)[0]) < 1e-5  # the plain form
         emb.mul_(1.5)
         assert session.image_cache("first_block", model_key(model, emb)) is None
         assert rel(cached(emb), uncached(emb)) < 1e-6

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..runtime.kernels import constant
 from ..runtime.session import version
+from ..runtime.two_way import image_key
 from .config import SamConfig, TinyViTConfig
 from .image_encoder import ImageEncoderViT
 from .instance_head import InstanceHead
@@ -22,35 +23,6 @@ from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .tiny_vit import TinyViT
 from .unetr_decoder import UNETRDecoder
-
-
-class _ImageKey:
-    """Identifies one image embedding (the tensor object itself, via a weak reference, and
-    its version) together with everything the decoder's first block computes from it: the
-    no-mask embedding, the positional encoding, the first block's weights and the autocast
-    dtype. Equal keys mean the cached first-block projections are still valid."""
-
-    def __init__(self, embeddings: torch.Tensor, model: "Sam") -> None:
-        import weakref
-
-        self.ref = weakref.ref(embeddings)
-        pe = model.prompt_encoder
-        dev = embeddings.device.type
-        self.state = (
-            version(embeddings), embeddings.data_ptr(), tuple(embeddings.shape),
-            embeddings.dtype, str(embeddings.device),
-            torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev),
-            tuple((version(p), p.data_ptr()) for p in (
-                pe.no_mask_embed.weight, pe.pe_layer.positional_encoding_gaussian_matrix,
-                *model.mask_decoder.transformer.layers[0].parameters())))
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, _ImageKey):
-            return False
-        a = self.ref()
-        return a is not None and a is other.ref() and self.state == other.state
-
-    __hash__ = None
 
 
 class Sam(nn.Module):
@@ -183,11 +155,8 @@ class Sam(nn.Module):
         """
         sparse, dense = self.prompt_encoder(points, boxes, mask_input)
         shared = mask_input is None and embeddings.shape[0] == 1
-        key = None
-        # inference tensors have no version counter: an in-place change could not be seen
-        if (shared and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-                and not embeddings.is_inference()):
-            key = _ImageKey(embeddings, self)
+        # inside a session: the key under which it keeps this image's first-block work
+        key = image_key(embeddings, self) if shared else None
         return self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense,
                                  multimask, shared_dense=shared, cache_key=key)
 
