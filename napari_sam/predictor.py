@@ -176,6 +176,7 @@ class Predictor:
             return None
         pixels = to_model_pixels(image, channels, value_range)
         x = self.model.to_input(pixels, self.device, self.plan.zoom)
+        self.session.refresh()  # a new image: drop state of weights changed since the last
         with self.session, autocast(self.device, self.dtype):
             feats = self._encode(x).float()
         if feats.is_inference():  # called under inference_mode: keep a normal tensor, whose
@@ -219,6 +220,7 @@ class Predictor:
         if emb.model_signature != self.model.signature():
             raise ValueError("this embedding was computed with another model; "
                              "call set_image again with the current model")
+        self.session.refresh()
         self._emb = ImageEmbedding(emb.features.to(self.device), tuple(emb.original_size),
                                    tuple(emb.input_size), emb.model_signature)
         self._input, self._tiled = None, None

@@ -109,6 +109,7 @@ class VideoPredictor:
         if ff is None:
             px = to_model_pixels(self._frame(t), self.channels, self.value_range)
             x = self.model.to_input(px, self.device)
+            self.session.refresh()
             with self.session, autocast(self.device, self.dtype):
                 ff = T.frame_features(self.model, x)
             ff = T.FrameFeatures([h.float() for h in ff.high_res], ff.feats.float(),

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import threading
 
@@ -29,22 +30,29 @@ def _model(seed):
 
 
 def test_load_state_dict_is_seen_by_the_next_predict():
+    """With the same embedding (the decoder's weights changed under a live predictor) and
+    with a new image (the encoder's too)."""
     with torch_threads(1):
         model, other = _model(1), _model(2)
         pred = Predictor(model, "cpu", "bf16")
-        pred.set_image(IMG)
+        emb = pred.set_image(IMG)
         before = pred.predict(points=[[60, 40]])[2]
         kept = dict(pred.session._derived)
         assert kept  # bf16 weight copies, tables ... were kept
         model.load_state_dict(other.state_dict())
+        same_image = pred.predict(points=[[60, 40]])[2]  # the old embedding, new decoder
+        fresh = Predictor(_model(2), "cpu", "bf16")
+        fresh.set_embedding(dataclasses.replace(emb, model_signature=fresh.model.signature()))
+        expected_same = fresh.predict(points=[[60, 40]])[2]
         pred.set_image(IMG)
         after = pred.predict(points=[[60, 40]])[2]
-        fresh = Predictor(_model(2), "cpu", "bf16")
         fresh.set_image(IMG)
         expected = fresh.predict(points=[[60, 40]])[2]
+    assert not np.array_equal(before, same_image)
+    np.testing.assert_array_equal(same_image, expected_same)
     assert not np.array_equal(before, after)
     np.testing.assert_array_equal(after, expected)
-    # the old state was dropped, not kept beside the new one
+    # set_image dropped the old state: nothing of it is kept beside the new one
     assert not any(v is pred.session._derived.get(k) for k, v in kept.items())
 
 

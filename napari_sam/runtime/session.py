@@ -14,11 +14,13 @@ thread (a context variable, never a process-wide setting) the fast paths in
 - per-thread, per-image caches, e.g. the decoder's first-block projections of the image
   last prompted (`image_cache`).
 
-Everything has the session's lifetime and goes with `invalidate()`, which entering the
-session calls by itself when any parameter or buffer of the model was changed through torch
-(`load_state_dict`, in-place ops, new tensors) or the model was switched to training.
-Writes torch cannot see (through `.data`, or into a parameter's memory from numpy) need an
-explicit `invalidate()`.
+Everything has the session's lifetime and goes with `invalidate()`. `refresh()` (called by
+the predictors for each new image) invalidates when any parameter or buffer of the model
+was changed through torch (`load_state_dict`, in-place ops, new tensors) or the model was
+switched to training. Between two refreshes each derived tensor is checked against the
+version counters and addresses of the tensors it comes from, so a weight change is seen by
+the very next call, with or without a new image. Writes torch cannot see (through `.data`,
+or into a parameter's memory from numpy) need an explicit `invalidate()`.
 
 Without an active session the model runs its plain path: nothing is kept, and the fused
 kernels fall back to the ordinary torch ops (`kernels`). Nothing is kept under autograd or
@@ -95,7 +97,6 @@ class InferenceSession:
 
     # ---- lifetime ---------------------------------------------------------------------
     def __enter__(self) -> "InferenceSession":
-        self.refresh()
         tokens = self._threads.__dict__.setdefault("tokens", [])
         tokens.append(_CURRENT.set(self))
         return self
@@ -109,8 +110,9 @@ class InferenceSession:
                                      for t in (*m.parameters(), *m.buffers()))
 
     def refresh(self) -> bool:
-        """Invalidate if the model's weights changed (through torch) since the last call;
-        True if they did."""
+        """Invalidate if the model's weights changed (through torch) or it was switched to
+        training since the last call; True if so. A walk over all parameters (about a
+        millisecond for ViT-B): the predictors call it once per image, not per prompt."""
         state = self._weights_state()
         changed = state != self._weights
         if changed:

@@ -115,6 +115,7 @@ class TiledEmbeddings:
     def encode(self, tiles: Sequence[Tile]) -> np.ndarray:
         """Run the encoder on `tiles` (all of one shape): (B, C, g, g) float32."""
         xs = [self.model_input(t) for t in tiles]
+        self.session.refresh()
         with self.session, autocast(self.device, self.dtype):
             feats = self.model.encode(torch.cat(xs))
         return feats.float().cpu().numpy()
