@@ -29,6 +29,7 @@ import torch
 from .device import (autocast, configure_threads, resolve_decoder_precision, resolve_device,
                      resolve_precision)
 from .model import Sam, is_model, load_model
+from .runtime.session import InferenceSession
 from .scale import Diameter, ZoomPlan, plan_zoom, resolve_diameter
 from .transforms import box_rc_to_xyxy, rc_to_xy, to_model_pixels
 
@@ -79,13 +80,19 @@ class Predictor:
     decode_chunk: prompts decoded per model call in `predict_lowres`: an int, None (all at
     once) or "auto" (on CPU `cpu_decode_chunk(model.config)`, elsewhere all at once).
 
+    session: the `InferenceSession` that keeps the speed state (derived weights, scratch
+    buffers, per-image caches) of every model call; default a new one for this model.
+    Predictors of one model may share one (e.g. one per thread). It notices weight changes
+    made through torch by itself; after writes torch cannot see call `invalidate()`.
+
     Creating or using a Predictor changes nothing in the process; num_threads, when given,
     sets torch's thread count (`torch.set_num_threads`, process-wide). For the tuning of
     threads, OpenMP and the allocator together see `napari_sam.tune_cpu`."""
 
     def __init__(self, model: Union[Sam, str, None] = None, device="auto", precision="auto",
                  compile: bool = False, num_threads: Optional[int] = None,
-                 decode_chunk: Union[int, str, None] = "auto", diameter: Diameter = None):
+                 decode_chunk: Union[int, str, None] = "auto", diameter: Diameter = None,
+                 session: Optional[InferenceSession] = None):
         self.device = resolve_device(device)
         self.precision = precision
         self.diameter = diameter  # the default for set_image (see the module docstring)
@@ -94,6 +101,9 @@ class Predictor:
         self.model = (model.to(self.device) if is_model(model)
                       else load_model(model, self.device))
         self.model.eval()
+        if session is not None and session.model is not self.model:
+            raise ValueError("the session belongs to another model")
+        self.session = session or InferenceSession(self.model)
         self.dtype = resolve_precision(precision, self.device)  # the encoder's
         self.decoder_dtype = resolve_decoder_precision(precision, self.device, self.model.config)
         if num_threads is not None:
@@ -112,6 +122,15 @@ class Predictor:
         self.compile = bool(compile)
         self._compiled = None  # the compiled encoder; False once compiling has failed
         self._emb: Optional[ImageEmbedding] = None
+
+    def invalidate(self) -> None:
+        """Drop the speed state derived from the weights (`session`) and the model's
+        signature memo: needed only after writes to the weights that torch cannot see
+        (through `.data`, or into their memory from numpy)."""
+        self.session.invalidate()
+        invalidate = getattr(self.model, "invalidate_caches", None)
+        if invalidate is not None:
+            invalidate()
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.compile and self._compiled is not False:
@@ -171,11 +190,13 @@ class Predictor:
 
             self._tiled = TiledPredictor(
                 self.model, image, tile_size=self.plan.tile, overlap=self.plan.overlap,
-                channels=channels, device=self.device, precision=self.precision)
+                channels=channels, device=self.device, precision=self.precision,
+                session=self.session)
             return None
         pixels = to_model_pixels(image, channels, value_range)
         x = self.model.to_input(pixels, self.device, self.plan.zoom)
-        with autocast(self.device, self.dtype):
+        self.session.refresh()  # a new image: drop state of weights changed since the last
+        with self.session, autocast(self.device, self.dtype):
             feats = self._encode(x).float()
         if feats.is_inference():  # called under inference_mode: keep a normal tensor, whose
             with torch.inference_mode(False):  # version counter lets the decoder cache
@@ -200,7 +221,7 @@ class Predictor:
         if x is None and self.model.instance_decoder_kind == "head":
             raise RuntimeError("instance maps need the image: call set_image(image) (an "
                                "embedding restored with set_embedding has no pixels)")
-        with autocast(self.device, self.dtype):
+        with self.session, autocast(self.device, self.dtype):
             logits = self.model.instance_logits(emb.features, x)
         return maps_from_logits(logits, emb.input_size, emb.original_size)
 
@@ -218,6 +239,7 @@ class Predictor:
         if emb.model_signature != self.model.signature():
             raise ValueError("this embedding was computed with another model; "
                              "call set_image again with the current model")
+        self.session.refresh()
         self._emb = ImageEmbedding(emb.features.to(self.device), tuple(emb.original_size),
                                    tuple(emb.input_size), emb.model_signature)
         self._input, self._tiled = None, None
@@ -307,7 +329,7 @@ class Predictor:
             return None if t is None else t if t.shape[0] == 1 else t[s:s + step]
 
         outs = []
-        with autocast(self.device, self.decoder_dtype):
+        with self.session, autocast(self.device, self.decoder_dtype):
             for s in range(0, n, step):
                 pts = None if xy is None else (part(xy, s), part(labels, s))
                 outs.append(self.model.decode(emb.features, pts, part(boxes, s),
@@ -381,9 +403,12 @@ class Predictor:
     def upscale_masks(self, logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
         """(..., m, m) low-res logits -> (..., Y, X) bool masks at the image's size: the
         same as `upscale(logits) > threshold`, computed only inside each mask's box."""
+        return self._upscaler().masks(logits, threshold)
+
+    def _upscaler(self):
         emb = self.get_embedding()
-        up = self.model.mask_upscaler(emb.input_size, emb.original_size)
-        return up.masks(logits, threshold)
+        with self.session:
+            return self.model.mask_upscaler(emb.input_size, emb.original_size)
 
     def _masks_numpy(self, logits: torch.Tensor, threshold: float = 0.0) -> np.ndarray:
         """`upscale_masks(logits, threshold)` as a numpy array, for (K, m, m) logits on the
@@ -391,8 +416,7 @@ class Predictor:
         positives), thresholded by numpy straight into the output. numpy's comparison
         writes booleans about four times as fast as torch's here, and no torch bool
         intermediate is copied into the frame afterwards."""
-        emb = self.get_embedding()
-        up = self.model.mask_upscaler(emb.input_size, emb.original_size)
+        up = self._upscaler()
         out = np.zeros((logits.shape[0],) + tuple(up.out_hw), dtype=bool)
         for g, (r0, r1), (c0, c1), block in up.blocks(logits, threshold):
             np.greater(block.numpy(), threshold, out=out[g, r0:r1, c0:c1])

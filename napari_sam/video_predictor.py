@@ -35,6 +35,7 @@ from .device import autocast, configure_threads, resolve_device, resolve_precisi
 from .model import load_model
 from .model.sam2 import Sam2
 from .model.sam2 import tracking as T
+from .runtime.session import InferenceSession
 from .transforms import box_rc_to_xyxy, intensity_range, rc_to_xy, select_channels, to_model_pixels
 
 
@@ -67,6 +68,8 @@ class VideoPredictor:
             raise ValueError(f"VideoPredictor needs a SAM 2.1 model, got {type(self.model).__name__}"
                              " (use napari_sam.volume for SAM 1 models)")
         self.model.eval()
+        # the speed state of the model calls (see `Predictor`)
+        self.session = InferenceSession(self.model)
         self.dtype = resolve_precision(precision, self.device)
         if self.device.type == "cpu":
             configure_threads(num_threads)
@@ -108,7 +111,8 @@ class VideoPredictor:
         if ff is None:
             px = to_model_pixels(self._frame(t), self.channels, self.value_range)
             x = self.model.to_input(px, self.device)
-            with autocast(self.device, self.dtype):
+            self.session.refresh()
+            with self.session, autocast(self.device, self.dtype):
                 ff = T.frame_features(self.model, x)
             ff = T.FrameFeatures([h.float() for h in ff.high_res], ff.feats.float(),
                                  ff.pos.float())
@@ -205,13 +209,13 @@ class VideoPredictor:
         if m.shape[-2:] != (s, s):
             m = F.interpolate(m, (s, s), mode="bilinear", align_corners=False, antialias=True)
             m = (m >= 0.5).float()
-        with autocast(self.device, self.dtype):
+        with self.session, autocast(self.device, self.dtype):
             return T.mask_as_output(self.model, self.features(frame), m)
 
     def _step(self, obj: _Object, frame: int, first: bool, points, prev_logits, reverse: bool,
               run_memory: bool) -> T.FrameOutput:
         ff = self.features(frame)
-        with autocast(self.device, self.dtype):
+        with self.session, autocast(self.device, self.dtype):
             pix = T.conditioned_features(self.model, ff, frame, first, obj.cond, obj.non_cond,
                                          self.num_frames, reverse, self._mem_pos)
             out = T.decode_frame(self.model, pix, ff, points, prev_logits)
@@ -233,7 +237,7 @@ class VideoPredictor:
             for is_cond in (False, True):
                 for frame, out in obj.temp[is_cond].items():
                     if out.maskmem is None:
-                        with autocast(self.device, self.dtype):
+                        with self.session, autocast(self.device, self.dtype):
                             out.maskmem = T.encode_memory(self.model, self.features(frame),
                                                           out, True, self.memory_dtype)
                     (obj.cond if is_cond else obj.non_cond)[frame] = out

@@ -8,6 +8,7 @@ max |ours - ref| <= 1e-4 * max |ref|.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -17,6 +18,7 @@ from testing_utils import randomize_, torch_threads
 from torch import nn
 
 from napari_sam.model import Sam
+from napari_sam.runtime.session import InferenceSession
 from napari_sam.model.config import MOBILE_SAM, SAM_VIT_B, TEST_TINY_VIT, TEST_VIT, SamConfig
 
 RTOL = 1e-4
@@ -151,6 +153,10 @@ class Pair:
     tag: str
     x: torch.Tensor
     _emb: tuple | None = None
+    session: object = None  # an InferenceSession: ours runs its fast paths inside it
+
+    def _ours(self):
+        return self.session if self.session is not None else contextlib.nullcontext()
 
     def ref_encode(self, x: torch.Tensor) -> torch.Tensor:
         xp = self.ref.preprocess(x)
@@ -161,13 +167,15 @@ class Pair:
     def embeddings(self):
         if self._emb is None:
             with torch.no_grad():
-                self._emb = self.ours.encode(self.x), self.ref_encode(self.x)
+                with self._ours():
+                    ours = self.ours.encode(self.x)
+                self._emb = ours, self.ref_encode(self.x)
         return self._emb
 
     def decode(self, prompts: dict, multimask: bool):
         ours_emb, ref_emb = self.embeddings()
         p = prompts
-        with torch.no_grad():
+        with torch.no_grad(), self._ours():
             ours = self.ours.decode(ours_emb, p.get("points"), p.get("boxes"), p.get("mask_input"),
                                     multimask)
             sparse, dense = self.ref.prompt_encoder(
@@ -221,6 +229,11 @@ def test_vit_image_embeddings(vit_pair):
     ours, ref = vit_pair.embeddings()
     assert ours.shape == (1, vit_pair.cfg.prompt_embed_dim, 16, 16)
     check(f"{vit_pair.tag} image embeddings", ours, ref)
+
+
+def test_vit_session_paths_match_reference(vit_pair):
+    """The same comparisons with ours inside an InferenceSession (its fused fp32 paths)."""
+    check_pair(dataclasses.replace(vit_pair, session=InferenceSession(vit_pair.ours), _emb=None))
 
 
 @pytest.mark.parametrize("multimask", [True, False], ids=["multi", "single"])
@@ -294,6 +307,10 @@ def test_tiny_vit_image_embeddings(tiny_pair):
     g = tiny_pair.cfg.embed_grid
     assert ours.shape == (1, tiny_pair.cfg.prompt_embed_dim, g, g)
     check(f"{tiny_pair.tag} image embeddings", ours, ref)
+
+
+def test_tiny_vit_session_paths_match_reference(tiny_pair):
+    check_pair(dataclasses.replace(tiny_pair, session=InferenceSession(tiny_pair.ours), _emb=None))
 
 
 @pytest.mark.parametrize("multimask", [True, False], ids=["multi", "single"])

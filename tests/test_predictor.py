@@ -18,9 +18,10 @@ import pytest
 import torch
 from testing_utils import randomize_, torch_threads
 
-import napari_sam.model.transformer as T
 from napari_sam.model import Sam
 from napari_sam.model.config import TEST_VIT
+from napari_sam.runtime import two_way
+from napari_sam.runtime.session import InferenceSession
 from napari_sam.predictor import Predictor
 
 
@@ -79,9 +80,13 @@ def test_decoder_computes_only_the_returned_masks():
             assert torch.equal(s, iou[:, which])
 
 
-def _bf16_decode(model, emb, pts):
+def _bf16_decode(model, emb, pts, session=None):
+    """bf16 decoding: plain without a session, the fast paths inside `session`."""
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        return model.decode(emb, pts)[0].float()
+        if session is None:
+            return model.decode(emb, pts)[0].float()
+        with session:
+            return model.decode(emb, pts)[0].float()
 
 
 def test_bf16_fused_paths_agree_with_the_plain_bf16_decoder(monkeypatch):
@@ -90,28 +95,30 @@ def test_bf16_fused_paths_agree_with_the_plain_bf16_decoder(monkeypatch):
     pts = (torch.tensor([[[100.0, 60.0]]]), torch.ones(1, 1, dtype=torch.long))
     with torch.no_grad():
         ref = model.decode(emb, pts)[0]  # fp32
-    fused = _bf16_decode(model, emb, pts)
-    monkeypatch.setattr(T, "_image_projections", lambda *a: None)
-    plain = _bf16_decode(copy.deepcopy(model), emb, pts)
+    fused = _bf16_decode(model, emb, pts, InferenceSession(model))
+    plain = _bf16_decode(model, emb, pts)  # no session: no fused kernel at all
+    monkeypatch.setattr(two_way, "stacked_projections", lambda *a: None)
+    linear_only = _bf16_decode(model, emb, pts, InferenceSession(model))
     scale = ref.abs().max()
-    assert (fused - plain).abs().max() / scale < 0.03
-    assert (fused - ref).abs().max() <= 1.5 * (plain - ref).abs().max() + 1e-3 * scale
+    for fast in (fused, linear_only):
+        assert not torch.equal(fast, plain)  # the fast paths ran
+        assert (fast - plain).abs().max() / scale < 0.03
+        assert (fast - ref).abs().max() <= 1.5 * (plain - ref).abs().max() + 1e-3 * scale
 
 
 def test_cached_image_projections_follow_the_weights():
     model = randomize_(Sam(TEST_VIT), seed=5).eval()
     emb = torch.randn(1, 64, 16, 16, generator=torch.Generator().manual_seed(6))
     pts = (torch.tensor([[[80.0, 120.0]]]), torch.ones(1, 1, dtype=torch.long))
-    _bf16_decode(model, emb, pts)  # fills the caches
+    session = InferenceSession(model)
+    _bf16_decode(model, emb, pts, session)  # fills the caches
     tr = model.mask_decoder.transformer
     with torch.no_grad():
         tr.final_attn_token_to_image.k_proj.weight.mul_(0.5)
         tr.layers[1].cross_attn_image_to_token.q_proj.bias.add_(0.3)
     fresh = copy.deepcopy(model)
-    for m in fresh.modules():  # a copy without any cached state
-        for name in Sam._TRANSIENT:
-            m.__dict__.pop(name, None)
-    assert torch.equal(_bf16_decode(model, emb, pts), _bf16_decode(fresh, emb, pts))
+    assert torch.equal(_bf16_decode(model, emb, pts, session),
+                       _bf16_decode(fresh, emb, pts, InferenceSession(fresh)))
 
 
 def test_prompts_decoded_in_chunks_equal_one_batch():

@@ -24,7 +24,8 @@ from napari_sam import device as D
 from napari_sam.model import Sam
 from napari_sam.model import common
 from napari_sam.model import image_encoder as ie
-from napari_sam.runtime import kernels
+from napari_sam.runtime import kernels, vit_attention
+from napari_sam.runtime.session import InferenceSession
 from napari_sam.model.config import TEST_VIT
 from napari_sam.model.transformer import Attention as DecoderAttention
 from napari_sam.predictor import Predictor
@@ -40,11 +41,13 @@ def _one_thread():
         yield
 
 
-@pytest.fixture
-def attention_path():
-    old = ie.ATTENTION_PATH
-    yield lambda p: setattr(ie, "ATTENTION_PATH", p)
-    ie.ATTENTION_PATH = old
+def encode(model, x, path=None, session=None):
+    """`model.encode(x)`: plain without `path` / `session`, else inside `session` (default a
+    new one whose attention takes `path`)."""
+    if path is None and session is None:
+        return model.encode(x)
+    with session or InferenceSession(model, attention=path):
+        return model.encode(x)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -59,30 +62,30 @@ def image(cfg, seed=0):
 # --- encoder ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cfg", [TEST_VIT, TEST_VIT_W5], ids=lambda c: c.name)
-def test_augmented_attention_equals_bias_path_fp32(cfg, attention_path):
+def test_augmented_attention_equals_bias_path_fp32(cfg):
     model = randomize_(Sam(cfg)).eval()
     x = image(cfg)
+    session = InferenceSession(model, attention="augmented")
     with torch.no_grad():
-        attention_path("bias")
-        a = model.encode(x)
-        attention_path("augmented")
-        b = model.encode(x)
-        b2 = model.encode(x)  # reused buffers give the same result
+        plain = encode(model, x)  # no session
+        a = encode(model, x, "bias")
+        b = encode(model, x, session=session)
+        b2 = encode(model, x, session=session)  # reused buffers give the same result
+    assert rel(a, plain) < 1e-6  # the session's bias path: the plain result
     assert rel(b, a) < 1e-5
     assert torch.equal(b, b2)
 
 
 @pytest.mark.parametrize("cfg", [TEST_VIT, TEST_VIT_W5], ids=lambda c: c.name)
-def test_augmented_attention_bf16_close_to_fp32(cfg, attention_path):
+def test_augmented_attention_bf16_close_to_fp32(cfg):
     model = randomize_(Sam(cfg)).eval()
     x = image(cfg)
     with torch.no_grad():
         ref = model.encode(x)
         out = {}
         for path in ("bias", "augmented"):
-            attention_path(path)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                out[path] = model.encode(x).float()
+                out[path] = encode(model, x, path).float()
     for path, o in out.items():
         corr = torch.corrcoef(torch.stack([o.flatten(), ref.flatten()]))[0, 1].item()
         print(f"{cfg.name} bf16 {path}: max rel diff {rel(o, ref):.3g}, corr {corr:.6f}")
@@ -91,28 +94,29 @@ def test_augmented_attention_bf16_close_to_fp32(cfg, attention_path):
     assert rel(out["augmented"], ref) < 1.5 * rel(out["bias"], ref) + 1e-3
 
 
-def test_augmented_attention_under_autograd(attention_path):
+def test_augmented_attention_under_autograd():
     """Training: fresh buffers, gradients flow to the relative-position tables."""
-    attention_path("augmented")
     model = randomize_(Sam(TEST_VIT_W5))
-    model.image_encoder(model.preprocess(image(TEST_VIT_W5))).square().mean().backward()
+    with InferenceSession(model, attention="augmented") as s:
+        model.image_encoder(model.preprocess(image(TEST_VIT_W5))).square().mean().backward()
+    assert not s._local()["scratch"]  # nothing kept under autograd
     blk = model.image_encoder.blocks[0].attn
     assert blk.rel_pos_h.grad is not None and blk.rel_pos_h.grad.abs().sum() > 0
     assert blk.rel_pos_w.grad.abs().sum() > 0
 
 
-def test_workspace_is_per_thread(attention_path):
-    attention_path("augmented")
+def test_workspace_is_per_thread():
     model = randomize_(Sam(TEST_VIT)).eval()
+    session = InferenceSession(model, attention="augmented")  # one session, two threads
     x = [image(TEST_VIT, s) for s in range(2)]
     with torch.no_grad():
-        expected = [model.encode(v) for v in x]
+        expected = [encode(model, v, "augmented") for v in x]
     got = [None, None]
 
     def run(i):
         with torch.no_grad():
             for _ in range(3):
-                got[i] = model.encode(x[i])
+                got[i] = encode(model, x[i], session=session)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in threads:
@@ -121,7 +125,6 @@ def test_workspace_is_per_thread(attention_path):
         t.join()
     for g, e in zip(got, expected):
         assert torch.equal(g, e)
-    kernels.clear_workspaces()
 
 
 @pytest.mark.parametrize("h,w,ws", [(16, 16, 4), (16, 16, 5), (13, 9, 4), (7, 7, 7), (6, 11, 8)])
@@ -139,13 +142,21 @@ def test_window_copies_match_pad_and_reshape(h, w, ws):
 
 
 def test_relative_tables_are_cached_and_follow_the_weights():
-    attn = Sam(TEST_VIT).image_encoder.blocks[0].attn
+    model = Sam(TEST_VIT)
+    attn = model.image_encoder.blocks[0].attn
+
+    def table():
+        return vit_attention.rel_table(attn, attn.rel_pos_h, 4, torch.float32, 1.0)
+
     with torch.no_grad():
-        t1 = attn._table(attn.rel_pos_h, 4, torch.float32, 1.0)
-        assert attn._table(attn.rel_pos_h, 4, torch.float32, 1.0) is t1
-        attn.rel_pos_h.add_(1.0)  # an optimiser step: the version changes
-        t2 = attn._table(attn.rel_pos_h, 4, torch.float32, 1.0)
-    assert t2 is not t1
+        t0 = table()
+        assert table() is not t0  # no session
+        with InferenceSession(model):
+            t1 = table()
+            assert table() is t1
+            attn.rel_pos_h.add_(1.0)  # an optimiser step: the version changes
+            t2 = table()
+    assert torch.equal(t0, t1) and t2 is not t1
     assert torch.allclose(t2, ie.relative_table(attn.rel_pos_h.detach(), 4))
 
 
@@ -160,12 +171,17 @@ def test_small_attention_matches_sdpa(dtype, nq, nk):
     k = torch.randn(3, nk, 64, generator=g).to(dtype)
     attn = attn.to(dtype)
     with torch.no_grad():
-        fast = attn(q, k, k)
+        with InferenceSession(attn):
+            fast = attn(q, k, k)  # block-diagonal heads (runtime.two_way)
+            shared = attn(q[:1], k[:1], k[:1])
+        plain = attn(q, k, k)  # the module's plain form
         qh, kh, vh = (attn._heads(attn.q_proj(q)), attn._heads(attn.k_proj(k)),
                       attn._heads(attn.v_proj(k)))
         o = F.scaled_dot_product_attention(qh, kh, vh)
         slow = attn.out_proj(o.transpose(1, 2).reshape(3, nq, -1))
-    assert rel(fast.float(), slow.float()) < (1e-5 if dtype == torch.float32 else 3e-2)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert rel(fast.float(), slow.float()) < tol and rel(plain.float(), slow.float()) < tol
+    assert rel(shared.float(), slow[:1].float()) < tol
 
 
 def test_batched_prompts_equal_one_by_one():
@@ -201,8 +217,10 @@ def test_mask_upscaler_matches_upscale_logits(input_hw, original_hw):
     model = Sam(TEST_VIT)
     x = lowres(TEST_VIT.mask_size)
     ref = model.upscale_logits(x, input_hw, original_hw)
-    up = model.mask_upscaler(input_hw, original_hw)
-    assert model.mask_upscaler(input_hw, original_hw) is up  # cached
+    with InferenceSession(model):
+        up = model.mask_upscaler(input_hw, original_hw)
+        assert model.mask_upscaler(input_hw, original_hw) is up  # kept by the session
+    assert model.mask_upscaler(input_hw, original_hw) is not up
     assert rel(up.logits(x), ref) < 1e-5
     masks = up.masks(x)
     expected = ref > 0
@@ -257,12 +275,28 @@ def test_fused_linear_matches_plain(act):
     x = torch.randn(2, 5, 48)
     plain = F.linear(x, lin.weight, lin.bias)
     plain = {"": plain, "gelu": F.gelu(plain), "relu": F.relu(plain)}[act]
-    with torch.no_grad():
+    with torch.no_grad(), InferenceSession(lin):
         assert rel(kernels.linear(x, lin, act), plain) < 1e-6  # fp32: plain F.linear
         with torch.autocast("cpu", dtype=torch.bfloat16):
             fast = kernels.linear(x, lin, act)
-    assert fast.shape == plain.shape
+            big = kernels.linear(x.repeat(1, 30, 1), lin, act)  # > SMALL_ROWS: oneDNN
+            w_bf16 = kernels.low_precision_params(lin, torch.bfloat16)[0]
+            assert kernels.low_precision_params(lin, torch.bfloat16)[0] is w_bf16  # kept
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain_bf16 = kernels.linear(x.repeat(1, 30, 1), lin, act)  # no session: F.linear
+    assert fast.shape == plain.shape and big.dtype == torch.bfloat16
     assert rel(fast.float(), plain) < 2e-2
+    assert rel(big.float(), plain.repeat(1, 30, 1)) < 2e-2
+    assert rel(big.float(), plain_bf16.float()) < 2e-2
+
+
+def test_fused_linear_residual_matches_plain():
+    lin = randomize_(torch.nn.Linear(48, 48))
+    x, res = torch.randn(2, 100, 48), torch.randn(2, 100, 48)
+    plain = res + F.linear(x, lin.weight, lin.bias)
+    with torch.no_grad(), InferenceSession(lin), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = kernels.linear(x, lin, residual=res.bfloat16())
+    assert fast.dtype == torch.bfloat16 and rel(fast.float(), plain) < 2e-2
 
 
 def test_scratch_buffers_are_kept_in_inference_only():
@@ -272,18 +306,19 @@ def test_scratch_buffers_are_kept_in_inference_only():
         made.append(torch.zeros(3))
         return made[-1]
 
-    kernels.clear_workspaces()
-    with torch.no_grad():
+    session = InferenceSession(torch.nn.Linear(2, 2))
+    with torch.no_grad(), session:
         first = kernels.scratch("test", ("k", 3), make)
         assert kernels.scratch("test", ("k", 3), make) is first and len(made) == 1
         assert kernels.zero_bordered(1, 2, 2, 1, torch.float32, first.device) is \
             kernels.zero_bordered(1, 2, 2, 1, torch.float32, first.device)
-    with torch.enable_grad():
+    with torch.no_grad():  # no session
         assert kernels.scratch("test", ("k", 3), make) is not first and len(made) == 2
-    kernels.clear_workspaces()
-    with torch.no_grad():
+    with torch.enable_grad(), session:
         assert kernels.scratch("test", ("k", 3), make) is not first and len(made) == 3
-    kernels.clear_workspaces()
+    session.invalidate()
+    with torch.no_grad(), session:
+        assert kernels.scratch("test", ("k", 3), make) is not first and len(made) == 4
 
 
 # --- runtime options -------------------------------------------------------------------------
@@ -344,13 +379,20 @@ def test_mask_upscaler_without_second_resize_is_exact(hw):
     x[2, 0, 20:23, 30:31] = 4.0       # inside
     x[3] = torch.randn(1, m, m)       # everywhere
     ref = model.upscale_logits(x, hw, hw)
-    up = model.mask_upscaler(hw, hw)
+    with InferenceSession(model):
+        up = model.mask_upscaler(hw, hw)
     assert up.factor == TEST_VIT.image_size // m
     assert torch.equal(up.logits(x), ref)
     for i in range(5):  # one by one: each mask's own box
         assert torch.equal(up.masks(x[i]), ref[i] > 0)
     assert torch.equal(up.masks(x[:3, 0]), ref[:3, 0] > 0)  # together: their union box
     assert torch.equal(up.masks(x[:, 0], 0.5), ref[:, 0] > 0.5)  # more than UNION_MAX
+
+
+def model_key(model, emb):
+    from napari_sam.runtime.two_way import _ImageKey
+
+    return _ImageKey(emb, model)
 
 
 def test_decoder_first_block_cache_follows_the_embedding():
@@ -361,20 +403,29 @@ def test_decoder_first_block_cache_follows_the_embedding():
     emb = torch.randn(1, 64, 16, 16, generator=g)
     pts = (torch.tensor([[[30.0, 40.0]]]), torch.ones(1, 1, dtype=torch.long))
 
+    session = InferenceSession(model)
+
+    def cached(e):
+        with session:
+            return model.decode(e, pts)[0]
+
     def uncached(e):
-        with torch.enable_grad():  # no cache under autograd
-            return model.decode(e, pts)[0].detach()
+        with InferenceSession(model):  # a new session: nothing kept yet
+            return model.decode(e, pts)[0]
 
     with torch.no_grad():
-        first = model.decode(emb, pts)[0]
-        assert torch.equal(model.decode(emb, pts)[0], first)
+        first = cached(emb)
+        assert session.image_cache("first_block", model_key(model, emb)) is not None
+        assert torch.equal(cached(emb), first)
         assert rel(first, uncached(emb)) < 1e-6
+        assert rel(first, model.decode(emb, pts)[0]) < 1e-5  # the plain form
         emb.mul_(1.5)
-        assert rel(model.decode(emb, pts)[0], uncached(emb)) < 1e-6
+        assert session.image_cache("first_block", model_key(model, emb)) is None
+        assert rel(cached(emb), uncached(emb)) < 1e-6
         other = torch.randn(1, 64, 16, 16, generator=g)
-        assert rel(model.decode(other, pts)[0], uncached(other)) < 1e-6
+        assert rel(cached(other), uncached(other)) < 1e-6
         model.mask_decoder.transformer.layers[0].cross_attn_token_to_image.k_proj.weight.mul_(0.5)
-        assert rel(model.decode(other, pts)[0], uncached(other)) < 1e-6
+        assert rel(cached(other), uncached(other)) < 1e-6
 
 
 def test_cached_constants_do_not_depend_on_the_first_callers_precision():
@@ -387,7 +438,7 @@ def test_cached_constants_do_not_depend_on_the_first_callers_precision():
     low = Predictor(model, "cpu", "bf16", diameter="off")
     low.set_image(img)
     low.predict(points=[[60, 40]])
-    a = Predictor(model, "cpu", "fp32", diameter="off")
+    a = Predictor(model, "cpu", "fp32", session=low.session, diameter="off")  # bf16's session
     a.set_image(img)
     b = Predictor(fresh, "cpu", "fp32", diameter="off")
     b.set_image(img)

@@ -81,7 +81,7 @@ class AutomaskSegmenter:
             gens = self._local.gens = {}
         gen = gens.get(id(emb))
         if gen is None:
-            pred = Predictor(emb.model, emb.device, emb.precision)
+            pred = Predictor(emb.model, emb.device, emb.precision, session=emb.session)
             kw = {k: v for k, v in self.init_kw.items() if k not in ("device", "precision")}
             gen = gens[id(emb)] = AutoMaskGenerator(pred, **kw)
             # thresholds are fixed for a tiled run (None: the model's): keep only the
@@ -130,7 +130,8 @@ class AISSegmenter:
 
         pred = getattr(self._local, "pred", None)
         if pred is None or pred.model is not emb.model:
-            pred = self._local.pred = Predictor(emb.model, emb.device, emb.precision)
+            pred = self._local.pred = Predictor(emb.model, emb.device, emb.precision,
+                                                session=emb.session)
         e, maps = tile_maps(emb, tile)
         pred.set_embedding(e)
         res = labels_and_records(pred, self.min_area, tile.window[:2], maps, **self.params)

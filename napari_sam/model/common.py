@@ -6,9 +6,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-# re-exported: model code imports these from here too (their home is runtime/kernels.py)
-from ..runtime.kernels import (derived, linear, release_caches, tensor_state,  # noqa: F401
-                               version)
+# re-exported: SAM 2's modules import it from here (its home is runtime/kernels.py)
+from ..runtime.kernels import linear  # noqa: F401
 
 
 class LayerNorm2d(nn.Module):

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from ..runtime.kernels import derived, tensor_state
+from ..runtime.kernels import derived
 from .common import LayerNorm2d
 
 
@@ -63,7 +63,7 @@ class PromptEncoder(nn.Module):
 
     def get_dense_pe(self) -> torch.Tensor:
         """(1, C, g, g) positional encoding of the image embedding grid (a channels-last view,
-        cached while the Fourier matrix is unchanged)."""
+        kept by the session while the Fourier matrix is unchanged)."""
         g = self.pe_layer.positional_encoding_gaussian_matrix
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and g.requires_grad):
             return self.pe_layer.grid(self.grid, self.grid)[None]
@@ -74,7 +74,7 @@ class PromptEncoder(nn.Module):
             with torch.autocast(g.device.type, enabled=False):
                 return self.pe_layer.grid(self.grid, self.grid)[None]
 
-        return derived(self, "_dense_pe", tensor_state(g), make)
+        return derived(self, "dense_pe", make, g)
 
     def _points(self, xy: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         if pad:  # without a box the decoder expects one "not a point" token

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..runtime.kernels import derived, version
+from ..runtime.kernels import constant
+from ..runtime.session import version
+from ..runtime.two_way import image_key
 from .config import SamConfig, TinyViTConfig
 from .image_encoder import ImageEncoderViT
 from .instance_head import InstanceHead
@@ -21,35 +23,6 @@ from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .tiny_vit import TinyViT
 from .unetr_decoder import UNETRDecoder
-
-
-class _ImageKey:
-    """Identifies one image embedding (the tensor object itself, via a weak reference, and
-    its version) together with everything the decoder's first block computes from it: the
-    no-mask embedding, the positional encoding, the first block's weights and the autocast
-    dtype. Equal keys mean the cached first-block projections are still valid."""
-
-    def __init__(self, embeddings: torch.Tensor, model: "Sam") -> None:
-        import weakref
-
-        self.ref = weakref.ref(embeddings)
-        pe = model.prompt_encoder
-        dev = embeddings.device.type
-        self.state = (
-            version(embeddings), embeddings.data_ptr(), tuple(embeddings.shape),
-            embeddings.dtype, str(embeddings.device),
-            torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev),
-            tuple((version(p), p.data_ptr()) for p in (
-                pe.no_mask_embed.weight, pe.pe_layer.positional_encoding_gaussian_matrix,
-                *model.mask_decoder.transformer.layers[0].parameters())))
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, _ImageKey):
-            return False
-        a = self.ref()
-        return a is not None and a is other.ref() and self.state == other.state
-
-    __hash__ = None
 
 
 class Sam(nn.Module):
@@ -81,25 +54,24 @@ class Sam(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    # attributes holding state derived from the weights, for speed (see common.linear,
-    # TwoWayTransformer, mask_upscaler) and the signature; rebuilt on demand
-    _TRANSIENT = ("_first_block", "_low_precision", "_upscalers", "_as_linear", "_tables",
-                  "_dense_pe", "_signature")
+    # the one attribute the model keeps beside its weights: the memo of `signature`. The
+    # speed state (low-precision weights, tables, scratch buffers, per-image caches) lives
+    # in an `InferenceSession` (napari_sam.runtime.session), held by the predictors.
+    _TRANSIENT = ("_signature",)
 
     def invalidate_caches(self) -> None:
-        """Drop everything derived from the weights (low-precision copies, attention tables,
-        the decoder's per-image projections, the `signature`) in every submodule.
+        """Forget the memo of `signature`.
 
         Changes through torch (`load_state_dict`, in-place ops on parameters, assigning new
         parameters) are seen without this, through the tensors' version counters and
         addresses; writes torch cannot see (through `.data`, or into a parameter's memory
-        from numpy) need this call afterwards."""
-        for m in self.modules():
-            for name in self._TRANSIENT:
-                m.__dict__.pop(name, None)
+        from numpy) need this call afterwards (and `Predictor.invalidate` for the speed
+        state of a live predictor)."""
+        for name in self._TRANSIENT:
+            self.__dict__.pop(name, None)
 
     def __getstate__(self):
-        """Pickle without the speed caches, so the model can be sent to worker processes."""
+        """Pickle without the signature memo."""
         self.invalidate_caches()
         return super().__getstate__()
 
@@ -183,11 +155,8 @@ class Sam(nn.Module):
         """
         sparse, dense = self.prompt_encoder(points, boxes, mask_input)
         shared = mask_input is None and embeddings.shape[0] == 1
-        key = None
-        # inference tensors have no version counter: an in-place change could not be seen
-        if (shared and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-                and not embeddings.is_inference()):
-            key = _ImageKey(embeddings, self)
+        # inside a session: the key under which it keeps this image's first-block work
+        key = image_key(embeddings, self) if shared else None
         return self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense,
                                  multimask, shared_dense=shared, cache_key=key)
 
@@ -204,19 +173,14 @@ class Sam(nn.Module):
         return F.interpolate(x, tuple(original_hw), mode="bilinear", align_corners=False)
 
     def mask_upscaler(self, input_hw: Tuple[int, int], original_hw: Tuple[int, int]):
-        """`MaskUpscaler` for these sizes (cached): full-resolution masks computed inside
-        each mask's box only, as `upscale_logits(...) > threshold` would give them."""
+        """`MaskUpscaler` for these sizes (kept by the active session): full-resolution
+        masks computed inside each mask's box only, as `upscale_logits(...) > threshold`
+        would give them."""
         from .upscale import MaskUpscaler
 
-        key = (tuple(input_hw), tuple(original_hw), self.device)
-        cache = self.__dict__.setdefault("_upscalers", {})
-        up = cache.get(key)
-        if up is None:
-            if len(cache) > 8:
-                cache.clear()
-            up = cache[key] = MaskUpscaler(self.config.image_size, self.config.mask_size,
-                                           input_hw, original_hw, self.device)
-        return up
+        key = ("upscaler", tuple(input_hw), tuple(original_hw), str(self.device))
+        return constant(key, lambda: MaskUpscaler(self.config.image_size, self.config.mask_size,
+                                                  input_hw, original_hw, self.device))
 
     def signature(self) -> str:
         """Fingerprint of the architecture and the current weights: 16 hex digits, the key
@@ -231,7 +195,10 @@ class Sam(nn.Module):
             return self._fingerprint()
         state = tuple((name, version(t), t.data_ptr(), t.dtype, t.device, tuple(t.shape))
                       for name, t in tensors.items())
-        return derived(self, "_signature", state, self._fingerprint)
+        memo = self.__dict__.get("_signature")
+        if memo is None or memo[0] != state:
+            memo = self.__dict__["_signature"] = (state, self._fingerprint())
+        return memo[1]
 
     def _fingerprint(self) -> str:
         import hashlib

@@ -1,4 +1,8 @@
-"""The mask decoder's two-way transformer: prompt tokens and image tokens attend to each other."""
+"""The mask decoder's two-way transformer: prompt tokens and image tokens attend to each other.
+
+The modules compute in SAM's plain form; inside an `InferenceSession` they run the fast
+form of `napari_sam.runtime.two_way` instead (same results, see there).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,9 @@ from typing import Tuple
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
-from ..runtime.kernels import (derived, linear, low_precision_params, onednn_bf16,
-                               tensor_state, version)
+from ..runtime import two_way
+from ..runtime.session import current
 from .common import MLP, MLPBlock
 
 
@@ -26,95 +29,18 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(inner, dim)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n, C') -> (B, heads, n, C' / heads)."""
         b, n, c = x.shape
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return self._combine(linear(q, self.q_proj), linear(k, self.k_proj),
-                             linear(v, self.v_proj))
-
-    def _combine(self, qp: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor,
-                 residual: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention of projected queries (Bq, nq, C') over projected keys / values
-        (Bk, nk, C'), then the output projection (plus `residual`, fused into it where
-        possible). Bq and Bk are B or 1 (one image's tokens shared by B prompts; never copied
-        B times).
-
-        Between the image (thousands of tokens) and the prompt tokens (a handful) the heads
-        are handled as one block-diagonal matrix of the few tokens: each product is then a
-        single matmul with the image tokens in their natural (n, C') layout, where splitting
-        heads would copy (transpose) every image-side tensor, and softmax runs over rows or
-        a second-last axis that vectorise."""
-        h = self.num_heads
-        b = max(qp.shape[0], kp.shape[0])
-        nq, nk, c = qp.shape[1], kp.shape[1], qp.shape[2]
-        scale = (c // h) ** -0.5
-        if torch.jit.is_tracing():  # ONNX export: plain heads, no in-place block copies
-            q, k, v = (self._heads(t.expand(b, -1, -1)) for t in (qp, kp, vp))
-            p = torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)
-            out = (p @ v).transpose(1, 2).reshape(b, nq, c)
-        elif nk <= 32 < nq:  # image tokens attending to the prompt tokens
-            kb = _block_diag(kp * scale, h)  # (B, h*nk, C')
-            vb = _block_diag(vp, h)
-            if qp.shape[0] == 1:  # x @ W.T natively: no transposed copy of the image side
-                s = F.linear(kb, qp[0])
-            else:
-                s = kb @ qp.transpose(-2, -1)
-            p = torch.softmax(s.view(b, h, nk, nq), dim=-2).view(b, h * nk, nq)
-            out = _like(p, vb).transpose(-2, -1) @ vb  # (B, nq, C'), token-major
-        elif nq <= 32 < nk:  # prompt tokens attending to the image
-            qb = _block_diag(qp * scale, h)  # (B, h*nq, C')
-            if kp.shape[0] == 1:
-                p = torch.softmax(F.linear(qb, kp[0]), dim=-1)
-                ob = _like(p, vp) @ vp[0]
-            else:
-                p = torch.softmax(qb @ kp.transpose(-2, -1), dim=-1)
-                ob = _like(p, vp) @ vp
-            out = _diagonal_blocks(ob, h)  # (B, nq, C')
-        else:  # among the prompt tokens: a few rows, fp32 (see `common.linear`)
-            q, k, v = (self._heads(t.expand(b, -1, -1).float()) for t in (qp, kp, vp))
-            with torch.autocast(q.device.type, enabled=False):
-                out = F.scaled_dot_product_attention(q, k, v)
-            out = out.transpose(1, 2).reshape(b, nq, c)
-        return linear(out, self.out_proj, residual=residual)
-
-
-def _like(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """`p` ready to multiply `v`: as it is under autocast (the matmul casts both), else in
-    `v`'s dtype."""
-    if p.dtype == v.dtype or torch.is_autocast_enabled(p.device.type):
-        return p
-    return p.to(v.dtype)
-
-
-def _block_diag(x: torch.Tensor, h: int) -> torch.Tensor:
-    """(B, n, h*d) -> (B, h*n, h*d): row block i holds head i's slice of x, zeros elsewhere."""
-    b, n, c = x.shape
-    out = x.new_zeros(b, h, n, h, c // h)
-    out.diagonal(0, 1, 3).copy_(x.view(b, n, h, c // h).permute(0, 1, 3, 2))
-    return out.view(b, h * n, c)
-
-
-def _diagonal_blocks(x: torch.Tensor, h: int) -> torch.Tensor:
-    """(B, h*n, h*d) -> (B, n, h*d): for each head i, row block i's column block i."""
-    b, hn, c = x.shape
-    n = hn // h
-    return x.view(b, h, n, h, c // h).diagonal(0, 1, 3).permute(0, 1, 3, 2).reshape(b, n, c)
-
-
-def _autocast_dtype(x: torch.Tensor):
-    """The dtype autocast would cast `x` to for a matmul, or None outside autocast."""
-    dev = x.device.type
-    if x.is_floating_point() and torch.is_autocast_enabled(dev):
-        dt = torch.get_autocast_dtype(dev)
-        return dt if dt != x.dtype else None
-    return None
-
-
-def _low(x: torch.Tensor) -> torch.Tensor:
-    """`x` in the autocast dtype (if autocast is on), i.e. as the next matmul reads it."""
-    dt = _autocast_dtype(x)
-    return x if dt is None else x.to(dt)
+        """Queries (B, nq, C) attend over keys and values (B, nk, C): (B, nq, C)."""
+        if current() is not None:
+            return two_way.attention(self, q, k, v)
+        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+        out = torch.softmax(scores, dim=-1) @ v  # (B, heads, nq, C' / heads)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
 
 
 class TwoWayBlock(nn.Module):
@@ -134,79 +60,22 @@ class TwoWayBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(dim, heads, downsample=2)
         self.skip_first_pe = skip_first_pe
 
-    def image_side(self, keys: torch.Tensor, key_pe: torch.Tensor,
-                   image_pe: torch.Tensor | None = None) -> tuple:
-        """The projections of this block that read only the image tokens: keys and values of
-        token->image, queries of image->token (heads split), at the batch size of `keys`.
-
-        keys + key_pe feeds two of them: it is computed once and cast once (under autocast
-        every projection would cast its (hw, C) input again). With `image_pe` (the fp32
-        (1, C, h, w) encoding that key_pe comes from) all three may run as one matmul, see
-        `_image_projections`."""
-        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        fused = _image_projections(self, keys, image_pe, (t2i.k_proj, i2t.q_proj), (t2i.v_proj,))
-        if fused is not None:
-            return fused[0], fused[2], fused[1]
-        k, kv = _low(keys + key_pe), _low(keys)
-        return linear(k, t2i.k_proj), linear(kv, t2i.v_proj), linear(k, i2t.q_proj)
-
-    def forward(self, queries, keys, query_pe, key_pe, image_side: tuple | None = None,
-                image_pe: torch.Tensor | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """queries (B, N, C); keys (1 or B, hw, C): one image's tokens are shared by all B
-        prompts until this block mixes the prompts in, so its image-side projections run
-        once (or come precomputed in `image_side`)."""
+    def forward(self, queries, keys, query_pe, key_pe) -> Tuple[torch.Tensor, torch.Tensor]:
+        """queries (B, N, C) and their encoding query_pe; keys (B, hw, C) and key_pe."""
+        if current() is not None:
+            return two_way.block_forward(self, queries, keys, query_pe, key_pe)
         if self.skip_first_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
             q = queries + query_pe
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
-        k_t2i, v_t2i, q_i2t = image_side if image_side is not None else self.image_side(
-            keys, key_pe, image_pe)
-        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        q = linear(queries + query_pe, t2i.q_proj)
-        queries = self.norm2(queries + t2i._combine(q, k_t2i, v_t2i))
+        q, k = queries + query_pe, keys + key_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
         queries = self.norm3(queries + self.mlp(queries))
-        q = queries + query_pe
-        # keys + attention: a shared (1, hw, C) keys broadcasts to (B, hw, C)
-        keys = self.norm4(i2t._combine(q_i2t, linear(q, i2t.k_proj), linear(queries, i2t.v_proj),
-                                       residual=keys))
+        q, k = queries + query_pe, keys + key_pe
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
         return queries, keys
-
-
-def _image_projections(owner: nn.Module, keys: torch.Tensor, image_pe: torch.Tensor | None,
-                       with_pe: tuple, plain: tuple):
-    """[l(keys + pe) for l in with_pe] + [l(keys) for l in plain] as one oneDNN matmul of the
-    keys with the stacked weights plus a table of the positional terms, pe @ W.T + bias
-    (computed in fp32 from `image_pe`, rounded to bf16 once, cached on `owner` while weights
-    and encoding are unchanged), added in the matmul's epilogue: no keys + pe pass, no
-    casts, one call instead of three. Only under bf16 autocast on CPU (inference) with one
-    image's keys (1, hw, C) in bf16; otherwise None."""
-    layers = with_pe + plain
-    if (image_pe is None or keys.shape[0] != 1 or keys.dtype != torch.bfloat16
-            or any(layer.bias is None for layer in layers) or not onednn_bf16(keys)):
-        return None
-    pe_key = (image_pe.untyped_storage().data_ptr(), image_pe.storage_offset(),
-              tuple(image_pe.shape), image_pe.stride(), version(image_pe))
-    key = (pe_key, tensor_state(*(t for layer in layers for t in (layer.weight, layer.bias))))
-
-    def make():
-        pe = image_pe.flatten(2)[0].t().float()  # (hw, C)
-        with torch.autocast(keys.device.type, enabled=False):
-            table = torch.cat([F.linear(pe, layer.weight, layer.bias) for layer in with_pe]
-                              + [layer.bias.float().expand(pe.shape[0], -1) for layer in plain],
-                              dim=1)
-        weight = torch.cat([low_precision_params(layer, torch.bfloat16)[0] for layer in layers])
-        # the table holds `image_pe`: its memory cannot be reused while the key is kept
-        return weight, table.to(torch.bfloat16), image_pe
-
-    weight, table, _ = derived(owner, "_low_precision", key, make)
-    try:
-        y = torch.ops.mkldnn._linear_pointwise.binary(keys[0], table, weight, None, "add")
-    except (RuntimeError, NotImplementedError, TypeError):
-        return None
-    sizes = [layer.out_features for layer in layers]
-    return [t[None] for t in y.split(sizes, dim=1)]
 
 
 class TwoWayTransformer(nn.Module):
@@ -219,46 +88,22 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = Attention(dim, heads, downsample=2)
         self.norm_final_attn = nn.LayerNorm(dim)
 
-    def cached(self, cache_key) -> bool:
-        """True when `forward` with this `cache_key` will reuse the cached image tokens
-        (then `image` may be None)."""
-        hit = self.__dict__.get("_first_block")
-        return cache_key is not None and hit is not None and hit[0] == cache_key
-
     def forward(self, image: torch.Tensor | None, image_pe: torch.Tensor, tokens: torch.Tensor,
-                cache_key: tuple | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """image: (1 or B, C, h, w) -- batch 1 when all prompts share one image and dense
-        embedding; image_pe: (1, C, h, w); tokens: (B, N, C) -> (tokens, image tokens
-        (B, hw, C)).
+                cache_key=None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """image: (1 or B, C, h, w) (batch 1: one image shared by all prompts); image_pe:
+        (1, C, h, w); tokens: (B, N, C) -> (tokens, image tokens (B, hw, C)).
 
-        cache_key: identifies the image (see `MaskDecoder`): the first block's image-side
-        projections are then kept and reused by later calls with the same key (inference
-        only), e.g. every click on one embedded image."""
-        first = None
-        if self.cached(cache_key):
-            keys, key_pe, first = self.__dict__["_first_block"][1:]
-        else:
-            # token-major (B, hw, C): in the (B, C, h, w) layout's transposed view every add
-            # and projection of the first layer reads memory with a stride of hw. Under
-            # autocast the image tokens and their positional encoding go to the autocast
-            # dtype once, here: they are the decoder's big tensors, and in bf16 every add,
-            # norm (accumulating in fp32) and projection of them moves half the bytes with
-            # nothing casting them again.
-            keys = _low(image.flatten(2).transpose(1, 2).contiguous())
-            key_pe = _low(image_pe.flatten(2).transpose(1, 2).contiguous())
-            if cache_key is not None:
-                first = self.layers[0].image_side(keys, key_pe, image_pe)
-                self.__dict__["_first_block"] = (cache_key, keys, key_pe, first)
+        cache_key: inside a session, identifies the image (`two_way.image_key`) so that the
+        first block's image-side work is kept and reused (then `image` may be None when
+        `two_way.first_block_kept(cache_key)`); ignored by the plain form."""
+        if current() is not None:
+            return two_way.transformer_forward(self, image, image_pe, tokens, cache_key)
+        b = tokens.shape[0]
+        keys = image.flatten(2).transpose(1, 2).expand(b, -1, -1)  # (B, hw, C)
+        key_pe = image_pe.flatten(2).transpose(1, 2)
         queries = tokens
-        for i, layer in enumerate(self.layers):
-            queries, keys = layer(queries, keys, tokens, key_pe,
-                                  first if i == 0 else None, image_pe)
-        if keys.shape[0] != queries.shape[0]:  # no blocks
-            keys = keys.expand(queries.shape[0], -1, -1)
-        final = self.final_attn_token_to_image
-        kv = _image_projections(self, keys, image_pe, (final.k_proj,), (final.v_proj,))
-        if kv is None:
-            attn = final(queries + tokens, _low(keys + key_pe), _low(keys))
-        else:
-            attn = final._combine(linear(queries + tokens, final.q_proj), *kv)
-        return self.norm_final_attn(queries + attn), keys
+        for layer in self.layers:
+            queries, keys = layer(queries, keys, tokens, key_pe)
+        q, k = queries + tokens, keys + key_pe
+        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
+        return queries, keys

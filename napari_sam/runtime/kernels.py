@@ -1,65 +1,74 @@
-"""The fused CPU kernels and the speed state they keep, behind one small module.
+"""The fused CPU kernels, each with its plain fallback, behind one small module.
 
-Model code (`napari_sam.model`) calls these instead of the plain torch ops; each has a
-plain fallback with the same results (bit-identical in fp32, within bf16 rounding under
-bf16 autocast; `tests/test_speed_paths.py` and `tests/test_precision.py` compare them):
+Model code (`napari_sam.model`) calls these instead of the plain torch ops. The fast forms
+run only inside an `InferenceSession` (`napari_sam.runtime.session`), which keeps what they
+derive from the weights; without one (and under autograd or torch.compile) each falls back
+to the ordinary ops, with the same results (bit-identical in fp32, within bf16 rounding
+under bf16 autocast: `tests/test_speed_paths.py` and `tests/test_precision.py` compare
+them):
 
 - `linear(x, layer, act, residual)`: under bf16 autocast on CPU one oneDNN call with bias,
-  activation or residual fused (`torch.ops.mkldnn._linear_pointwise`), bf16 weight copies
-  kept per layer (`low_precision_params`); elsewhere `F.linear` + activation + residual.
-- `derived(owner, name, state, make)` and `tensor_state(...)`: tensors derived from the
-  weights, kept on the module and remade when the weights' version counters or addresses
-  change (`Sam.invalidate_caches` drops them all).
-- `scratch(kind, key, make)` / `zero_bordered(...)`: per-thread buffers reused across
-  blocks and images in inference (`clear_workspaces` frees them).
+  activation or residual fused (`torch.ops.mkldnn._linear_pointwise`), on bf16 weight
+  copies kept by the session; elsewhere `F.linear` + activation + residual.
+- `stacked_projections(keys, pe, with_pe, plain)`: several projections of one image's
+  tokens, some of them of tokens + positional encoding, as one oneDNN matmul with a table
+  of the positional terms added in its epilogue; None where that does not apply.
+- `derived`, `constant`, `scratch`, `zero_bordered`: the session's stores (see there), or
+  a fresh `make()` without one.
 """
 
 from __future__ import annotations
-
-import threading
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .session import caching, current, tensor_state, version  # noqa: F401
+
 _ONEDNN = {"ok": None}
 
-
-def version(t: torch.Tensor) -> int:
-    """`t._version`, the in-place modification counter; -1 for inference tensors, which have
-    none (they cannot be modified outside inference mode)."""
-    return -1 if t.is_inference() else t._version
+# `linear` inputs with at most this many rows (prompt tokens) run in fp32 under bf16 autocast
+SMALL_ROWS = 64
 
 
-def tensor_state(*tensors) -> tuple:
-    """What identifies the current values of `tensors` (None allowed): version counter,
-    storage address, device and dtype of each. Equal states: nothing was changed in place
-    or replaced."""
-    return tuple(None if t is None else (version(t), t.data_ptr(), t.device, t.dtype)
-                 for t in tensors)
+def derived(owner: nn.Module, name: str, make, *tensors, key=None):
+    """`make()`, kept by the active session while `tensors` (those it is derived from) are
+    unchanged; computed afresh without a session, under autograd or torch.compile."""
+    s = caching()
+    return make() if s is None else s.derived(owner, name, make, *tensors, key=key)
 
 
-def derived(owner: nn.Module, name: str, state, make):
-    """`make()`, kept on `owner` as `owner.__dict__[name]` (not in its state dict, dropped
-    when the model is pickled: see `napari_sam.model.Sam._TRANSIENT`) and made again when
-    `state` (e.g. a `tensor_state` of the parameters it comes from) differs from the stored
-    one.
-    Inference only: callers compute afresh while autograd or compilation is on."""
-    hit = owner.__dict__.get(name)
-    if hit is None or hit[0] != state:
-        with torch.no_grad():
-            hit = owner.__dict__[name] = (state, make())
-    return hit[1]
+def constant(key, make):
+    """`make()` (a function of shapes only, no autograd), kept by the active session under
+    `key`, also while autograd is on (not under torch.compile)."""
+    s = current()
+    if s is None or torch.compiler.is_compiling():
+        return make()
+    return s.constant(key, make)
+
+
+def scratch(kind: str, key, make):
+    """A buffer from `make()`, kept for this thread by the active session and returned
+    again for the same key (see `InferenceSession.scratch`); a fresh one otherwise."""
+    s = caching()
+    return make() if s is None else s.scratch(kind, key, make)
+
+
+def zero_bordered(b: int, h: int, w: int, c: int, dtype: torch.dtype,
+                  device: torch.device) -> torch.Tensor:
+    """A (b, h, w, c) grid whose caller fills the top-left part; the rest is zero. Kept and
+    reused by the session (per thread, per shape), so only the interior is ever written."""
+    return scratch("grids", (b, h, w, c, dtype, str(device)),
+                   lambda: torch.zeros(b, h, w, c, dtype=dtype, device=device))
 
 
 def onednn_bf16(x: torch.Tensor) -> bool:
-    """True where `linear` may call oneDNN's fused linear: CPU, bf16 autocast, no autograd."""
-    if _ONEDNN["ok"] is False or x.device.type != "cpu" or torch.is_grad_enabled():
+    """True where the fused oneDNN kernels may run: a session is caching, `x` is on the CPU,
+    bf16 autocast is on, and the operator exists."""
+    if _ONEDNN["ok"] is False or x.device.type != "cpu" or caching() is None:
         return False
     if not (torch.is_autocast_enabled("cpu")
             and torch.get_autocast_dtype("cpu") == torch.bfloat16):
-        return False
-    if torch.compiler.is_compiling():
         return False
     if _ONEDNN["ok"] is None:
         _ONEDNN["ok"] = (torch.backends.mkldnn.is_available()
@@ -68,37 +77,25 @@ def onednn_bf16(x: torch.Tensor) -> bool:
 
 
 def low_precision_params(layer: nn.Linear, dtype: torch.dtype):
-    """`layer`'s weight and bias in `dtype`, kept on the module (not in its state dict) while
-    the parameters are unchanged: casting them again for every image would cost a pass over
-    all weights and, on a busy machine, one more parallel region per layer. Inference only
-    (the caller checks); `release_caches` drops them."""
+    """`layer`'s weight and bias in `dtype`, kept by the session while the parameters are
+    unchanged: casting them again for every image would cost a pass over all weights."""
     wt, bs = layer.weight, layer.bias
-    return derived(layer, "_low_precision", (dtype, tensor_state(wt, bs)),
-                   lambda: (wt.to(dtype), None if bs is None else bs.to(dtype)))
-
-
-def release_caches(module: nn.Module) -> None:
-    """Drop the low-precision weight copies kept by `linear` in `module`'s layers."""
-    for m in module.modules():
-        m.__dict__.pop("_low_precision", None)
-
-
-# `linear` inputs with at most this many rows (prompt tokens) run in fp32 under bf16 autocast
-SMALL_ROWS = 64
+    return derived(layer, "low_precision",
+                   lambda: (wt.to(dtype), None if bs is None else bs.to(dtype)),
+                   wt, bs, key=dtype)
 
 
 def linear(x: torch.Tensor, layer: nn.Linear, act: str = "",
            residual: torch.Tensor | None = None) -> torch.Tensor:
     """`residual + act(layer(x))` ("gelu": exact GELU, "relu", "": none; no residual: None).
 
-    Under bf16 autocast on CPU (inference) this is one oneDNN call with the bias and the
-    activation (or the residual) fused into the matmul (`torch.ops.mkldnn._linear_pointwise`,
-    what inductor uses): the activation runs in fp32 on the accumulator and is rounded to bf16
-    once, and the output is written once instead of three times (bias broadcast, matmul,
-    activation). An input of at most `SMALL_ROWS` rows (the prompt tokens) runs in fp32
-    instead, outside autocast: a matmul that small costs less than the casts and the oneDNN
-    call around it, and the tokens keep fp32 precision. Everywhere else, and if that operator
-    is missing or fails, plain `F.linear` + activation + residual.
+    Fast form (`onednn_bf16`): one oneDNN call with the bias and the activation (or the
+    residual) fused into the matmul: the activation runs in fp32 on the accumulator and is
+    rounded to bf16 once, and the output is written once instead of three times. An input
+    of at most `SMALL_ROWS` rows (the prompt tokens) runs in fp32 instead, outside
+    autocast: a matmul that small costs less than the casts around it, and the tokens keep
+    fp32 precision. Plain form, and if the operator fails: `F.linear` + activation +
+    residual.
     """
     if onednn_bf16(x):
         if x.numel() <= SMALL_ROWS * x.shape[-1]:
@@ -129,35 +126,40 @@ def _finish(y: torch.Tensor, act: str, residual: torch.Tensor | None) -> torch.T
     return y if residual is None else residual + y
 
 
-# --- per-thread scratch buffers ---------------------------------------------------------
+def stacked_projections(owner: nn.Module, keys: torch.Tensor, pe: torch.Tensor | None,
+                        with_pe: tuple, plain: tuple):
+    """[l(keys + pe') for l in with_pe] + [l(keys) for l in plain], each (1, hw, C_l), as
+    one oneDNN matmul of the keys with the stacked weights plus a table of the positional
+    terms, pe' @ W.T + bias, added in the matmul's epilogue: no keys + pe pass, no casts,
+    one call instead of several. pe: the fp32 (1, C, h, w) encoding (pe' its token-major
+    (hw, C) form); the table is computed from it in fp32, rounded to bf16 once and kept by
+    the session for `owner` while weights and encoding are unchanged.
 
-_WORKSPACE = threading.local()
+    Only for one image's bf16 keys (1, hw, C) in the fast form (`onednn_bf16`) with biased
+    layers; otherwise (or if the operator fails) None: the caller takes the plain path."""
+    layers = with_pe + plain
+    if (pe is None or keys.shape[0] != 1 or keys.dtype != torch.bfloat16
+            or any(layer.bias is None for layer in layers) or not onednn_bf16(keys)):
+        return None
+    pe_key = (pe.untyped_storage().data_ptr(), pe.storage_offset(), tuple(pe.shape),
+              pe.stride(), version(pe))
 
+    def make():
+        tokens = pe.flatten(2)[0].t().float()  # (hw, C)
+        with torch.autocast(keys.device.type, enabled=False):
+            table = torch.cat(
+                [F.linear(tokens, layer.weight, layer.bias) for layer in with_pe]
+                + [layer.bias.float().expand(tokens.shape[0], -1) for layer in plain], dim=1)
+        weight = torch.cat([low_precision_params(layer, torch.bfloat16)[0] for layer in layers])
+        # holds `pe`: its memory cannot be reused (and its address match) while kept
+        return weight, table.to(torch.bfloat16), pe
 
-def clear_workspaces() -> None:
-    """Free this thread's cached scratch buffers (attention buffers, zero-bordered grids)."""
-    _WORKSPACE.__dict__.clear()
-
-
-def scratch(kind: str, key, make):
-    """`make()`, kept for this thread under (`kind`, `key`) and returned again for the same
-    key while inference runs (at most 4 buffers per kind); under autograd or torch.compile a
-    fresh `make()` each call. The caller may rely on whatever `make` wrote and it never
-    overwrites (constant parts), not on anything else."""
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
-        return make()
-    cache = _WORKSPACE.__dict__.setdefault(kind, {})
-    buf = cache.get(key)
-    if buf is None:
-        if len(cache) >= 4:
-            cache.clear()
-        buf = cache[key] = make()
-    return buf
-
-
-def zero_bordered(b: int, h: int, w: int, c: int, dtype: torch.dtype,
-                  device: torch.device) -> torch.Tensor:
-    """A (b, h, w, c) grid whose caller fills the top-left part; the rest is zero. Kept and
-    reused (per thread, per shape) in inference, so only the interior is ever written."""
-    return scratch("grids", (b, h, w, c, dtype, str(device)),
-                   lambda: torch.zeros(b, h, w, c, dtype=dtype, device=device))
+    weight, table, _ = derived(owner, "stacked_projections", make,
+                               *(t for layer in layers for t in (layer.weight, layer.bias)),
+                               key=pe_key)
+    try:
+        y = torch.ops.mkldnn._linear_pointwise.binary(keys[0], table, weight, None, "add")
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+    sizes = [layer.out_features for layer in layers]
+    return [t[None] for t in y.split(sizes, dim=1)]

@@ -23,6 +23,7 @@ import torch
 from ..device import autocast, resolve_device, resolve_precision
 from ..model import Sam, is_model, load_model
 from ..predictor import ImageEmbedding, Predictor
+from ..runtime.session import InferenceSession
 from ..progress import null_progress
 from .cache import CacheCorruptError, MemoryStore, ZarrStore, resolve_cache_dir
 from .grid import Tile, TileGrid
@@ -48,17 +49,21 @@ class TiledEmbeddings:
     zarr, dask) or an image path, (Y, X) or (Y, X, C). tile_size/overlap: pixels (defaults
     from `default_tiling`). cache: None (memory), a folder, "beside", "user" or "auto" (see
     `cache.resolve_cache_dir`). cache_dtype: "float16" or "float32" on disk. batch_size:
-    tiles per encoder call (default 1 on CPU, 4 on a GPU).
+    tiles per encoder call (default 1 on CPU, 4 on a GPU). session: the `InferenceSession`
+    of the model calls (default a new one), shared with the tile `predictor`.
     """
 
     def __init__(self, model: Union[Sam, str, None], image, *, tile_size: Optional[int] = None,
                  overlap: Optional[int] = None, channels: Optional[Sequence[int]] = None,
                  cache=None, cache_dtype: str = "float16", device="auto", precision="auto",
-                 batch_size: Optional[int] = None, memory_tiles: int = 16) -> None:
+                 batch_size: Optional[int] = None, memory_tiles: int = 16,
+                 session: Optional[InferenceSession] = None) -> None:
         self.device = resolve_device(device)
         self.model = (model.to(self.device) if is_model(model)
                       else load_model(model, self.device))
         self.model.eval()
+        self.session = (session if session is not None and session.model is self.model
+                        else InferenceSession(self.model))
         self.dtype = resolve_precision(precision, self.device)  # the encoder's
         self.precision = precision  # as given: "auto" may decode in another dtype (Predictor)
         self.source = image if isinstance(image, ImageSource) else ImageSource(image, channels)
@@ -110,7 +115,8 @@ class TiledEmbeddings:
     def encode(self, tiles: Sequence[Tile]) -> np.ndarray:
         """Run the encoder on `tiles` (all of one shape): (B, C, g, g) float32."""
         xs = [self.model_input(t) for t in tiles]
-        with autocast(self.device, self.dtype):
+        self.session.refresh()
+        with self.session, autocast(self.device, self.dtype):
             feats = self.model.encode(torch.cat(xs))
         return feats.float().cpu().numpy()
 
@@ -163,6 +169,7 @@ class TiledEmbeddings:
     def predictor(self, tile: Tile) -> Predictor:
         """A Predictor (shared, reused) holding `tile`'s embedding; prompts in tile pixels."""
         if self._predictor is None:
-            self._predictor = Predictor(self.model, self.device, self.precision)
+            self._predictor = Predictor(self.model, self.device, self.precision,
+                                        session=self.session)
         self._predictor.set_embedding(self.embedding(tile))
         return self._predictor

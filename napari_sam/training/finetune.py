@@ -34,6 +34,7 @@ import torch
 
 from ..io.atomic import atomic_path
 from ..model import Sam, load_model, save_checkpoint
+from ..runtime.session import InferenceSession
 from .augment import random_view
 from .finetune_eval import validate
 from .train import MODE_P, MODES, prompt_losses
@@ -122,6 +123,8 @@ class _Views:
                  log) -> None:
         self.model, self.train, self.rng, self.device, self.amp = model, train, rng, device, amp
         self.frozen = frozen
+        # the model's fast forms (runtime.session), for embedding and the training steps
+        self.session = InferenceSession(model)
         self.pad = np.asarray(model.config.pixel_mean, np.float32)
         self.cache = []
         if frozen:
@@ -129,7 +132,7 @@ class _Views:
             log(f"embedding {n} training views once (frozen encoder)")
             for i in range(n):
                 px, lab = self._view(train[i % len(train)])
-                with torch.no_grad(), self._autocast():
+                with torch.no_grad(), self._autocast(), self.session:
                     emb = model.encode(self._tensor([px])).to(torch.bfloat16)
                 self.cache.append((emb, np.round(px).astype(np.uint8), lab))
 
@@ -169,7 +172,7 @@ def _instance_loss(model: Sam, emb, x, labels) -> torch.Tensor:
 def step_loss(model: Sam, views: _Views, rng, cfg: FinetuneConfig) -> torch.Tensor:
     """One training step's loss (not yet backpropagated)."""
     mode = MODES[rng.choice(3, p=MODE_P)]
-    with views._autocast():
+    with views._autocast(), views.session:
         emb, x, labels = views.batch(cfg.batch)
         l1, l2 = prompt_losses(model, emb.repeat_interleave(cfg.objects, 0), rng, labels,
                                cfg.objects, mode, loss_size=256)

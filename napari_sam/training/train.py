@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..model import Sam, build_model, save_checkpoint
 from ..model.config import config_from_dict, config_to_dict
+from ..runtime.session import InferenceSession
 from ..transforms import rc_to_xy
 from .pool import SamplePool
 from .prompts import corrective_click, jittered_box, random_point
@@ -178,7 +179,8 @@ def train_step(model, opt, rng, pool: SamplePool, tc: TrainConfig):
     batch = pool.batch(tc.batch)
     x = torch.from_numpy(np.stack([p for p, _ in batch])).permute(0, 3, 1, 2).float()
     mode = MODES[rng.choice(3, p=MODE_P)]
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
+    # the model's fast forms (runtime.session); under autograd nothing is kept
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16), InferenceSession(model):
         emb = model.encode(x).repeat_interleave(tc.objects, 0)
         loss1, loss2 = prompt_losses(model, emb, rng, [lab for _, lab in batch], tc.objects,
                                      mode)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from ..model import Sam, save_checkpoint
 from ..model.checkpoints import read_checkpoint
 from ..model.config import BUNDLED
+from ..runtime.session import InferenceSession
 from .instance_targets import instance_targets
 from .pool import model_sample
 
@@ -164,6 +165,7 @@ def train(a) -> Sam:
     val = validation_sets(6)
     logf = open(out / "log.jsonl", "a")
     t0, last, hist = time.time(), time.time(), []
+    session = InferenceSession(model)  # the frozen encoder's fast form, kept across steps
     while step < a.steps:
         t = step / max(1, a.steps)
         lr = a.lr * min(1.0, (step + 1) / 200) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
@@ -171,7 +173,7 @@ def train(a) -> Sam:
             g["lr"] = lr
         x, tgt = pool.batch(a.batch)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            with torch.no_grad():
+            with torch.no_grad(), session:
                 emb = model.encode(x)
             loss = head_loss(model.instance_logits(emb, x), tgt)
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,187 @@
+"""InferenceSession: the one owner of the speed state kept between model calls.
+
+A `Predictor` (and a tiled or video predictor) holds one session for its model and runs
+every model call inside it (`with session: ...`). While a session is active in the current
+thread (a context variable, never a process-wide setting) the fast paths in
+`napari_sam.runtime.kernels` keep what they derive there:
+
+- tensors derived from the weights: bf16 copies of linear layers, fused projection
+  tables, relative-position tables, transposed convolutions as linear layers, the
+  decoder's positional encoding (`derived`);
+- constants that depend on shapes only (index tables, one-hot key positions) and mask
+  upscalers (`constant`);
+- per-thread scratch buffers reused across blocks and images (`scratch`);
+- per-thread, per-image caches, e.g. the decoder's first-block projections of the image
+  last prompted (`image_cache`).
+
+Everything has the session's lifetime and goes with `invalidate()`. `refresh()` (called by
+the predictors for each new image) invalidates when any parameter or buffer of the model
+was changed through torch (`load_state_dict`, in-place ops, new tensors) or the model was
+switched to training. Between two refreshes each derived tensor is checked against the
+version counters and addresses of the tensors it comes from, so a weight change is seen by
+the very next call, with or without a new image. Writes torch cannot see (through `.data`,
+or into a parameter's memory from numpy) need an explicit `invalidate()`.
+
+Without an active session the model runs its plain path: nothing is kept, and the fused
+kernels fall back to the ordinary torch ops (`kernels`). Nothing is kept under autograd or
+torch.compile either.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+
+import torch
+from torch import nn
+
+_CURRENT: contextvars.ContextVar = contextvars.ContextVar("napari_sam_session", default=None)
+
+# attention formulations of the ViT encoder (see `napari_sam.runtime.vit_attention`)
+ATTENTION_PATHS = ("auto", "bias", "augmented")
+
+
+def current() -> "InferenceSession | None":
+    """The session active in this thread's context, or None."""
+    return _CURRENT.get()
+
+
+def caching() -> "InferenceSession | None":
+    """The active session when results may be kept (inference: no autograd, no
+    torch.compile tracing), else None."""
+    s = _CURRENT.get()
+    if s is None or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return None
+    return s
+
+
+def version(t: torch.Tensor) -> int:
+    """`t._version`, the in-place modification counter; -1 for inference tensors, which have
+    none (they cannot be modified outside inference mode)."""
+    return -1 if t.is_inference() else t._version
+
+
+def tensor_state(*tensors) -> tuple:
+    """What identifies the current values of `tensors` (None allowed): version counter,
+    storage address, device and dtype of each. Equal states: nothing was changed in place
+    or replaced."""
+    return tuple(None if t is None else (version(t), t.data_ptr(), t.device, t.dtype)
+                 for t in tensors)
+
+
+class InferenceSession:
+    """Owner of the derived tensors, scratch buffers and per-image caches of one model.
+
+    model: the `nn.Module` whose weights the state is derived from. attention: how the ViT
+    encoder's attention adds its relative positions: "auto" (folded into the dot product,
+    "augmented", in bf16 / fp16; as an additive "bias" in fp32), or one of them forced.
+
+    Use as a context manager around model calls; it may be entered again (nested) and from
+    several threads at once (scratch buffers and image caches are per thread).
+    """
+
+    def __init__(self, model: nn.Module, attention: str = "auto") -> None:
+        if attention not in ATTENTION_PATHS:
+            raise ValueError(f"attention must be one of {ATTENTION_PATHS}, got {attention!r}")
+        self.model = model
+        self.attention = attention
+        self._derived: dict = {}
+        self._constants: dict = {}
+        self._threads = threading.local()
+        self._generation = 0
+        self._weights = None
+
+    def __reduce__(self):
+        """Pickled (e.g. for worker processes) as a new, empty session of the model."""
+        return (InferenceSession, (self.model, self.attention))
+
+    # ---- lifetime ---------------------------------------------------------------------
+    def __enter__(self) -> "InferenceSession":
+        tokens = self._threads.__dict__.setdefault("tokens", [])
+        tokens.append(_CURRENT.set(self))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _CURRENT.reset(self._threads.tokens.pop())
+
+    def _weights_state(self) -> tuple:
+        m = self.model
+        return (m.training,) + tuple((version(t), t.data_ptr(), t.dtype, t.device)
+                                     for t in (*m.parameters(), *m.buffers()))
+
+    def refresh(self) -> bool:
+        """Invalidate if the model's weights changed (through torch) or it was switched to
+        training since the last call; True if so. A walk over all parameters (about a
+        millisecond for ViT-B): the predictors call it once per image, not per prompt."""
+        state = self._weights_state()
+        changed = state != self._weights
+        if changed:
+            self.invalidate()
+            self._weights = state
+        return changed
+
+    def invalidate(self) -> None:
+        """Drop everything kept: derived tensors, constants, and (in every thread, on its
+        next use) scratch buffers and image caches."""
+        self._derived = {}
+        self._constants = {}
+        self._generation += 1
+        self._threads.__dict__.pop("store", None)
+
+    def _local(self) -> dict:
+        """This thread's store ({"scratch": {...}, "images": {...}}), emptied after an
+        `invalidate`."""
+        d = self._threads.__dict__
+        store = d.get("store")
+        if store is None or store["generation"] != self._generation:
+            store = d["store"] = {"generation": self._generation, "scratch": {},
+                                  "images": {}}
+        return store
+
+    # ---- what is kept -----------------------------------------------------------------
+    def derived(self, owner: nn.Module, name: str, make, *tensors, key=None):
+        """`make()` for `owner` (a module of the model), kept under (`name`, `key`) while
+        `tensors` (those it is derived from) are unchanged (`tensor_state`)."""
+        slot = (id(owner), name, key)
+        state = tensor_state(*tensors)
+        hit = self._derived.get(slot)
+        if hit is None or hit[0] is not owner or hit[1] != state:
+            with torch.no_grad():
+                hit = self._derived[slot] = (owner, state, make())
+        return hit[2]
+
+    def constant(self, key, make, limit: int = 64):
+        """`make()` kept under `key` (a tuple starting with a kind name; at most `limit`
+        entries in all)."""
+        hit = self._constants.get(key)
+        if hit is None:
+            if len(self._constants) >= limit:
+                self._constants.clear()
+            with torch.no_grad():
+                hit = self._constants[key] = make()
+        return hit
+
+    def scratch(self, kind: str, key, make):
+        """`make()` kept for this thread under (`kind`, `key`), at most 4 per kind. The
+        caller may rely on whatever `make` wrote and it never overwrites (constant parts),
+        not on anything else."""
+        cache = self._local()["scratch"].setdefault(kind, {})
+        buf = cache.get(key)
+        if buf is None:
+            if len(cache) >= 4:
+                cache.clear()
+            buf = cache[key] = make()
+        return buf
+
+    def image_cache(self, name: str, key, make=None):
+        """The value kept for this thread under `name` if its key equals `key`; else
+        `make()` (kept, replacing the previous image's) or None without `make`."""
+        images = self._local()["images"]
+        hit = images.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        if make is None:
+            return None
+        value = make()
+        images[name] = (key, value)
+        return value
