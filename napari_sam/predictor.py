@@ -26,8 +26,8 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .device import (autocast, configure_threads, resolve_decoder_precision, resolve_device,
-                     resolve_precision)
+from .device import (autocast, configure_threads, cpu_decode_chunk,  # noqa: F401 (public)
+                     resolve_decoder_precision, resolve_device, resolve_precision)
 from .model import Sam, is_model, load_model
 from .runtime.session import InferenceSession
 from .scale import Diameter, ZoomPlan, plan_zoom, resolve_diameter
@@ -44,29 +44,6 @@ class ImageEmbedding:
     original_size: Tuple[int, int]  # (Y, X) of the image
     input_size: Tuple[int, int]     # (h, w) of the resized image inside the model's square
     model_signature: str
-
-
-# On CPU every prompt carries its own (hw, C) copy of the image tokens through the decoder,
-# and how many prompts one call should take depends on what a fresh tensor costs. With
-# glibc's default thresholds every tensor above its mmap threshold (at most 32 MiB) is a new
-# mmap that is page-faulted in, and calls whose copies stay below it win (ViT-B, automask
-# 16 x 16 points on 2 cores: 2.9 s of decoding with 8 prompts per call, 4.8 s with 64). With
-# the allocator tuned (`tune_cpu`, `allocator`) freed blocks are reused and larger calls
-# amortise the per-call work a little (whole automask run: 3.71 s with 8 per call, 3.43 s
-# with 32, 3.47 s with 64). The default ("auto") is the value that is safe either way and
-# depends on the model only; `cpu_decode_chunk(config, tuned_allocator=True)` is there for
-# a caller that tuned the allocator and says so.
-# Prompts per call: this many image-token values in all (8 or 32 for SAM's 64^2 x 256
-# tokens, 64 for the bundled model's 32^2 x 128), at most 64.
-DECODE_CHUNK_VALUES = 2 ** 23
-DECODE_CHUNK_VALUES_TUNED = 2 ** 25
-
-
-def cpu_decode_chunk(config, tuned_allocator: bool = False) -> int:
-    """Prompts decoded per model call on CPU for a model `config` (`SamConfig`): the value
-    for glibc's default allocator settings, or for the tuned ones (`tuned_allocator`)."""
-    values = DECODE_CHUNK_VALUES_TUNED if tuned_allocator else DECODE_CHUNK_VALUES
-    return max(1, min(64, values // config.image_token_values))
 
 
 class Predictor:
