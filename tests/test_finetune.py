@@ -11,6 +11,7 @@ from napari_sam.model import build_model, load_model, save_checkpoint
 from napari_sam.model.checkpoints import read_checkpoint
 from napari_sam.model.config import TEST_VIT
 from napari_sam.training.finetune import STATE_SUFFIX, FinetuneConfig, finetune
+from napari_sam.training.finetune_eval import AIS_GRID
 from napari_sam.training.user_data import from_arrays
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,27 +50,38 @@ def data(n_train=2):
 @needs_bundled
 def test_finetuning_lowers_the_loss_and_raises_the_validation_score(tmp_path):
     train, val = data(3)
-    cfg = FinetuneConfig(minutes=0, max_steps=12, eval_every=6, lr=1e-3, train="decoder",
+    cfg = FinetuneConfig(minutes=0, max_steps=16, eval_every=8, lr=1e-3, train="decoder",
                          views=2, val_objects=4, batch=2, objects=2)
     records = []
     res = finetune(train, val, tmp_path / "m.pt", cfg, progress=records.append)
-    assert [r["step"] for r in records] == [0, 6, 12]
+    assert [r["step"] for r in records] == [0, 8, 16]
     assert records[2]["loss"] < records[1]["loss"]
     assert res.after["score"] > res.before["score"] + 0.1, records
     assert res.after["score"] == max(r["score"] for r in records)  # the best one is kept
     # the output is a napari-sam model with its metadata and recalibrated thresholds
     model = load_model(str(tmp_path / "m.pt"))
     extra = read_checkpoint(tmp_path / "m.pt").extra
-    assert extra["finetune"]["trained"] == "decoder" and extra["finetune"]["steps"] == 12
+    assert extra["finetune"]["trained"] == "decoder" and extra["finetune"]["steps"] == 16
     assert extra["finetune"]["before"]["score"] == res.before["score"]
     assert extra["finetune"]["data"]["train"]["samples"] == 3
     assert set(model.automask_defaults) == {"pred_iou_thresh", "stability_thresh"}
-    # objects of about 16 px, zoomed 4x (64 px image -> 256 px input): the Predictor's
-    # automatic zoom will show new objects at that size
-    assert 40 < extra["object_size"]["diameter"] < 90
-    assert model.object_size["diameter"] == extra["object_size"]["diameter"]
-    # frozen encoder: its weights are the base model's
+    # AMG and AIS recalibrated (the bundled model has an instance head), the better mode kept
+    assert model.automask_defaults == extra["automask"] == res.after["automask"]
+    assert model.ais_defaults == extra["ais"] == res.after["ais"]
+    assert set(extra["ais"]) == set(AIS_GRID)
+    assert model.automask_mode == extra["automask_mode"] == res.after["automask_mode"]
+    assert {"amg", "ais"} <= set(extra["automask_calibration"])
+    assert 0 <= res.after["automask_f1@0.5"] <= 1 and "automask_f1@0.5" in res.before
+    # the views showed the objects (about 12 px estimated, the estimate inference makes) at
+    # the base model's preferred diameter: the output keeps it, so the automatic zoom of
+    # new images matches the training zoom
     base = load_model("bundled")
+    assert extra["object_size"]["diameter"] == base.object_size["diameter"]
+    assert model.object_size == {"diameter": base.object_size["diameter"],
+                                 "range": base.object_size["range"]}
+    assert 9 < extra["object_size"]["finetune_images_px"] < 16
+    assert extra["object_size"]["finetune_sources"] == ["estimated"]
+    # frozen encoder: its weights are the base model's
     for (k, a), b in zip(model.image_encoder.state_dict().items(),
                          base.image_encoder.state_dict().values()):
         assert torch.equal(a, b), k

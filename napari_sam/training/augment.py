@@ -1,12 +1,13 @@
 """Training views of the user's samples: crops at the model's input size, augmented.
 
 A view is what the model would see of a part of an image at inference, jittered: the crop
-is scaled by the factor the Predictor would use for the whole image (its longest side
-shrunk or enlarged to the model's input; 1 for images that the widgets tile, longer than
-twice the input), times a random scale jitter; then flipped, rotated by a multiple of 90
-degrees, and its intensities changed (gamma, contrast, brightness, noise). The view is
-padded to the model's square input with the pixel mean (0 after normalisation, as
-`Sam.preprocess` pads).
+is scaled by the zoom the default inference applies to the image (`sample_zoom`: the
+objects' diameter, estimated as `scale.resolve_diameter` estimates it, brought to the
+model's preferred diameter by `scale.plan_zoom`; the images that inference tiles at that
+zoom are cropped to the tile side), times a random scale jitter around it; then flipped,
+rotated by a multiple of 90 degrees, and its intensities changed (gamma, contrast,
+brightness, noise). The view is padded to the model's square input with the pixel mean (0
+after normalisation, as `Sam.preprocess` pads).
 """
 
 from __future__ import annotations
@@ -23,6 +24,29 @@ def inference_scale(shape: Tuple[int, int], image_size: int) -> float:
     input, except for planes longer than twice the input, which are tiled at 1:1."""
     long_side = max(shape)
     return image_size / long_side if long_side <= 2 * image_size else 1.0
+
+
+def sample_zoom(model, pixels: np.ndarray, labels: np.ndarray) -> Tuple[float, float, str]:
+    """The zoom the default (scale-aware) inference gives an annotated image.
+
+    pixels (Y, X, 3), labels (Y, X) -> (zoom in model-input px per image px, the objects'
+    diameter in image px, its source). The diameter is estimated from the pixels as
+    inference estimates it ("estimated"); when the estimate is not confident enough, the
+    annotations' median equivalent diameter is used ("annotations": what a user would type
+    as the diameter). The zoom is `scale.plan_zoom`'s for that diameter; models without an
+    object-size zoom (SAM 2.1's square input) get `inference_scale` ("none")."""
+    from ..scale import plan_zoom, resolve_diameter
+
+    if getattr(model, "square_input", False):
+        return inference_scale(labels.shape, model.image_size), 0.0, "none"
+    d, source = resolve_diameter(pixels, None), "estimated"
+    if d is None:
+        areas = np.bincount(labels.ravel())[1:]
+        areas = areas[areas > 0]
+        if not areas.size:
+            return inference_scale(labels.shape, model.image_size), 0.0, "none"
+        d, source = float(np.sqrt(4 * np.median(areas) / np.pi)), "annotations"
+    return float(plan_zoom(labels.shape, model, d).zoom), float(d), source
 
 
 def _resize(a: np.ndarray, hw: Tuple[int, int], nearest: bool) -> np.ndarray:
@@ -47,16 +71,19 @@ def _intensity(rng: np.random.Generator, px: np.ndarray) -> np.ndarray:
 
 def random_view(rng: np.random.Generator, pixels: np.ndarray, labels: np.ndarray,
                 image_size: int, pad_value, scale_jitter: float = 1.35, min_area: int = 12,
-                tries: int = 8) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+                tries: int = 8, zoom: Optional[float] = None
+                ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """One augmented view of a sample.
 
     pixels (Y, X, 3) uint8/float 0-255, labels (Y, X) uint32 -> float32 (S, S, 3) pixels and
     uint32 (S, S) labels with at least one object of `min_area` pixels (S = image_size);
     None when `tries` crops held none. Objects cut below `min_area` are set to 0.
-    `scale_jitter`: the zoom varies log-uniformly by this factor either way.
+    zoom: model-input px per image px before the jitter (`sample_zoom`; None:
+    `inference_scale`, the whole image resized to the input). `scale_jitter`: the zoom
+    varies log-uniformly by this factor either way.
     """
     h, w = labels.shape
-    base = inference_scale((h, w), image_size)
+    base = float(zoom) if zoom else inference_scale((h, w), image_size)
     pad = np.asarray(pad_value, np.float32)
     for _ in range(tries):
         f = base * float(np.exp(rng.uniform(-np.log(scale_jitter), np.log(scale_jitter))))
