@@ -1,10 +1,9 @@
 """Training views of the user's samples: crops at the model's input size, augmented.
 
 A view is what the model would see of a part of an image at inference, jittered: the crop
-is scaled by the zoom the default inference applies to the image (`sample_zoom`: the
-objects' diameter, estimated as `scale.resolve_diameter` estimates it, brought to the
-model's preferred diameter by `scale.plan_zoom`; the images that inference tiles at that
-zoom are cropped to the tile side), times a random scale jitter around it; then flipped,
+is scaled by the zoom that brings the annotated objects to the model's preferred diameter
+(`sample_zoom`, `scale.plan_zoom`; the images that inference tiles at that zoom are cropped
+to the tile side), times a random scale jitter around it; then flipped,
 rotated by a multiple of 90 degrees, and its intensities changed (gamma, contrast,
 brightness, noise). The view is padded to the model's square input with the pixel mean (0
 after normalisation, as `Sam.preprocess` pads).
@@ -26,27 +25,28 @@ def inference_scale(shape: Tuple[int, int], image_size: int) -> float:
     return image_size / long_side if long_side <= 2 * image_size else 1.0
 
 
-def sample_zoom(model, pixels: np.ndarray, labels: np.ndarray) -> Tuple[float, float, str]:
-    """The zoom the default (scale-aware) inference gives an annotated image.
+def sample_zoom(model, pixels: np.ndarray, labels: np.ndarray
+                ) -> Tuple[float, float, Optional[float]]:
+    """The zoom at which fine-tuning shows an annotated image to the model.
 
-    pixels (Y, X, 3), labels (Y, X) -> (zoom in model-input px per image px, the objects'
-    diameter in image px, its source). The diameter is estimated from the pixels as
-    inference estimates it ("estimated"); when the estimate is not confident enough, the
-    annotations' median equivalent diameter is used ("annotations": what a user would type
-    as the diameter). The zoom is `scale.plan_zoom`'s for that diameter; models without an
-    object-size zoom (SAM 2.1's square input) get `inference_scale` ("none")."""
+    pixels (Y, X, 3), labels (Y, X) -> (zoom in model-input px per image px, the annotated
+    objects' median equivalent diameter in image px, the diameter that inference's
+    estimator (`scale.resolve_diameter`) finds in the pixels, or None when it is not
+    confident). The zoom is `scale.plan_zoom`'s for the annotated diameter: objects reach
+    the model at its preferred diameter, the size the base model segments best. Fine-tuning
+    stores the estimator's bias on these images in the output's object size (see
+    `finetune.trained_object_size`), so that the default inference, which estimates the
+    diameter, zooms new images of the kind as the training did. Models without an
+    object-size zoom (SAM 2.1's square input) and images without objects get
+    `inference_scale`."""
     from ..scale import plan_zoom, resolve_diameter
 
-    if getattr(model, "square_input", False):
-        return inference_scale(labels.shape, model.image_size), 0.0, "none"
-    d, source = resolve_diameter(pixels, None), "estimated"
-    if d is None:
-        areas = np.bincount(labels.ravel())[1:]
-        areas = areas[areas > 0]
-        if not areas.size:
-            return inference_scale(labels.shape, model.image_size), 0.0, "none"
-        d, source = float(np.sqrt(4 * np.median(areas) / np.pi)), "annotations"
-    return float(plan_zoom(labels.shape, model, d).zoom), float(d), source
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    if getattr(model, "square_input", False) or not areas.size:
+        return inference_scale(labels.shape, model.image_size), 0.0, None
+    d = float(np.sqrt(4 * np.median(areas) / np.pi))
+    return float(plan_zoom(labels.shape, model, d).zoom), d, resolve_diameter(pixels, None)
 
 
 def _resize(a: np.ndarray, hw: Tuple[int, int], nearest: bool) -> np.ndarray:

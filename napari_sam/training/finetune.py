@@ -12,11 +12,13 @@ the best output, MSE on the IoU head), on augmented views of the user's images
 A model with an instance decoder (`Sam.has_instance_head`: the bundled model's head or
 micro-sam's UNETR decoder) trains it too (`train_instance.head_loss` on `instance_targets`).
 
-Scale: the training views and the validation see each image at the zoom of the default,
-scale-aware inference (`augment.sample_zoom`: the objects' estimated diameter brought to the
-base model's preferred diameter; views jitter the zoom around it), and the output keeps the
-base model's preferred object size (`object_size`), so new images of the same kind reach the
-fine-tuned model at the size it was trained on. The encoder runs under `precision`'s
+Scale: the training views show the annotated objects at the base model's preferred diameter
+(`augment.sample_zoom`; views jitter the zoom around it), and the evaluations that choose the
+best weights see the validation images at that zoom too. The output's `object_size` is the
+preferred diameter in the units of inference's diameter estimator (`trained_object_size`),
+so the default, scale-aware inference (diameter estimated) zooms new images of the same kind
+as the training did. "before" and "after" score the default inference (estimated diameters;
+the base's and the output's object size, thresholds and automatic mode). The encoder runs under `precision`'s
 autocast; the training step's decoder under `device.resolve_decoder_precision` (bf16 on CPU
 only for decoders as large as SAM's, where it pays).
 
@@ -246,10 +248,13 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
         n = add_lora(model, cfg.lora_rank, proj=cfg.lora_proj)
         log(f"LoRA adapters of rank {cfg.lora_rank} on {n} encoder linears")
     _trainable(model, part)
-    # each image at the zoom of the default inference (estimated diameter -> preferred size)
+    # training views: annotated objects at the base's preferred diameter (jittered); the
+    # output's object size makes the default inference (diameter estimated) zoom alike
     scales = [sample_zoom(model, s.pixels, s.labels) for s in train + val]
     zooms = [z for z, _, _ in scales[:len(train)]]
-    diameters = [d or None for _, d, _ in scales[len(train):]]
+    size = trained_object_size(model, scales[:len(train)])
+    diameters = [d or None for _, d, _ in scales[len(train):]]  # the training geometry
+    estimated = [e for _, _, e in scales[len(train):]]  # what the default inference finds
     lr0 = cfg.lr or (2e-4 if part == "all" else 3e-4)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr0, weight_decay=0.01)
@@ -272,12 +277,16 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
         log(f"resumed from {state_path} at step {step} ({spent / 60:.1f} min spent)")
     if not state_path.is_file():
         log(f"validation before training ({len(val)} samples)")
+        # "before": the base model as the default inference runs it; the evaluations that
+        # choose the best weights use the training geometry (annotated diameters)
         before = validate(model, val, cfg.val_objects, automask=cfg.calibrate, amp=amp,
-                          diameters=diameters)
-        best_score, best = before["score"], _weights(model, part)
+                          diameters=estimated)
+        first = (before if estimated == diameters else
+                 validate(model, val, cfg.val_objects, amp=amp, diameters=diameters))
+        best_score, best = first["score"], _weights(model, part)
         history.append({"step": 0, "seconds": 0.0, "loss": None,
-                        "score": before["score"], "click_miou": before["click_miou"],
-                        "box_miou": before["box_miou"], "best": before["score"]})
+                        "score": first["score"], "click_miou": first["click_miou"],
+                        "box_miou": first["box_miou"], "best": first["score"]})
         progress(history[-1])
     # the budget counts training and its evaluations, from here (not the first validation)
     t0 = time.monotonic() - spent
@@ -342,10 +351,11 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
 
         merge_lora(model)  # plain linears again: the checkpoint has the base model's keys
     log("validation of the best weights" + (" and automask calibration" if cfg.calibrate else ""))
+    model.object_size = {"diameter": size["diameter"], "range": size["range"]}
     after = validate(model, val, cfg.val_objects, automask=cfg.calibrate, amp=amp,
-                     diameters=diameters, calibrate=cfg.calibrate)
+                     diameters=estimated, calibrate=cfg.calibrate)
     extra = _metadata(model, cfg, part, train, val, before, after, step, seconds, history,
-                      scales)
+                      size)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output, overwrite=True) as tmp:
         save_checkpoint(tmp, model.to("cpu"), extra)
@@ -354,22 +364,30 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
 
 
 def trained_object_size(model: Sam, scales: list) -> dict:
-    """The checkpoint's `object_size` (see `scale.preferred_diameter`): the base model's
-    preferred diameter and range in model-input pixels, at which the training views showed
-    the objects (`augment.sample_zoom`), so that the automatic zoom shows new images'
-    objects at the size the model was fine-tuned on; with the diameters (image px) measured
-    on the user's images and how ("estimated" or "annotations")."""
+    """The checkpoint's `object_size` (see `scale.preferred_diameter`) from the training
+    samples' `augment.sample_zoom` records (zoom, annotated diameter, estimated diameter).
+
+    The training views show the annotated objects at the base model's preferred diameter.
+    The default inference zooms by preferred / estimated diameter; where the estimator
+    misjudges these images (e.g. it measures the bright rim of ring-like cells, not the
+    cell), the preferred diameter is stored times the median ratio estimated / annotated
+    diameter, so the default inference zooms new images of the kind as the training did.
+    A diameter typed by the user is then read in the estimator's units. -> {"diameter",
+    "range", "estimate_ratio", "annotated_px", "estimated_px"}."""
     from ..scale import preferred_diameter
 
     pref, (lo, hi) = preferred_diameter(model)
-    ds = [d for _, d, src in scales if src != "none"]
-    return {"diameter": pref, "range": [lo, hi],
-            "finetune_images_px": round(float(np.median(ds)), 2) if ds else None,
-            "finetune_sources": sorted({src for _, _, src in scales})}
+    pairs = [(d, e) for _, d, e in scales if d and e]
+    ratio = float(np.median([e / d for d, e in pairs])) if pairs else 1.0
+    return {"diameter": round(pref * ratio, 2), "range": [round(lo * ratio, 2),
+                                                          round(hi * ratio, 2)],
+            "estimate_ratio": round(ratio, 4),
+            "annotated_px": round(float(np.median([d for _, d, _ in scales if d] or [0])), 2),
+            "estimated_px": round(float(np.median([e for _, e in pairs])), 2) if pairs else None}
 
 
 def _metadata(model, cfg, part, train, val, before, after, step, seconds, history,
-              scales) -> dict:
+              size) -> dict:
     from ..model.checkpoints import read_checkpoint
     from ..model.registry import BUNDLED_PATH
 
@@ -382,7 +400,7 @@ def _metadata(model, cfg, part, train, val, before, after, step, seconds, histor
             base_steps = 0
     data = summary(train, val)
     extra = {"trained_steps": base_steps,
-             "object_size": trained_object_size(model, scales),
+             "object_size": size,
              "finetune": {"base": str(cfg.base), "trained": part, "steps": int(step),
                           "seconds": round(seconds, 1), "data": data,
                           "lora": ({"rank": cfg.lora_rank, "proj": cfg.lora_proj, "merged": True}
