@@ -16,9 +16,10 @@ the model input, AMG). Goal: both +0.15.
 
 `--vit-b-step`: a random-weight ViT-B (no download), `--images` 512 x 512 images embedded
 once as cached training views (frozen encoder), then the median time of `--runs`
-decoder-only training steps (`--batch` views x `--objects` prompted objects, a simulated
-click / box round and a corrective click), with the decoder under bf16 autocast and in fp32
-side by side (goal under 1 s).
+decoder-only training steps for each of `--step-sizes` (B views x O prompted objects; a
+simulated click / box round and a corrective click, forward and backward, AdamW), with the
+decoder under bf16 autocast and in fp32 side by side, and the step's GFLOP (goal: a step
+under 1 s).
 """
 
 from __future__ import annotations
@@ -45,21 +46,30 @@ def load() -> str:
 
 def heldout(model_path: str, pairs, geometry: str = "auto") -> dict:
     """Click / box mean IoU and automask F1 on (image, labels) pairs. geometry "auto": the
-    default inference (diameter estimated, mode "auto"); "off": the whole image resized to
+    default inference (diameter estimated, mode "auto"); "annotated": each image's annotated
+    median diameter given as the diameter, mode "auto"; "off": the whole image resized to
     the model input, AMG (the geometry before `napari_sam.scale`)."""
-    from napari_sam.predictor import Predictor
-    from napari_sam.segment import resolve_mode
-    from napari_sam.training.evaluate import evaluate_automask, evaluate_prompts
+    import numpy as np
 
-    if geometry == "off":
-        pred = Predictor(model_path, diameter="off")
-        res = evaluate_prompts(pred, pairs, max_objects=50)
-        res.update(evaluate_automask(pairs, pred.model, mode="amg", diameter="off"))
-        return res
-    pred = Predictor(model_path, diameter=None)
-    res = evaluate_prompts(pred, pairs, max_objects=50)
-    res.update(evaluate_automask(pairs, pred.model, mode="auto", diameter=None))
-    res["mode"] = resolve_mode("auto", pred.model)
+    from napari_sam.predictor import Predictor
+    from napari_sam.segment import automask, resolve_mode
+    from napari_sam.training.evaluate import match_f1, prompt_ious
+
+    off = geometry == "off"
+    pred = Predictor(model_path)
+    click, box, f1 = [], [], []
+    for img, lab in pairs:
+        areas = np.bincount(lab.ravel())[1:]
+        d = {"off": "off", "auto": None}.get(
+            geometry, float(np.sqrt(4 * np.median(areas[areas > 0]) / np.pi)))
+        pred.diameter = d
+        c, b = prompt_ious(pred, img, lab, 50)
+        click, box = click + c, box + b
+        f1.append(match_f1(automask(img, pred, mode="amg" if off else "auto", diameter=d), lab))
+    res = {"click_miou": float(np.mean(click)), "box_miou": float(np.mean(box)),
+           "objects": len(click), "images": len(pairs),
+           **{k: float(np.mean([f[k] for f in f1])) for k in ("f1@0.5", "f1@0.75")}}
+    res["mode"] = "amg" if off else resolve_mode("auto", pred.model)
     return res
 
 
@@ -79,12 +89,13 @@ def accuracy(args) -> dict:
     out = work / "finetuned.pt"
     load_before = load()
     t0 = time.time()
-    rc = cli(["finetune", *map(str, sorted(work.glob("ring_?.tif"))), "--labels", str(work),
-              "-o", str(out), "--minutes", str(args.minutes), "--overwrite",
-              "--log", str(work / "log.jsonl")])
+    if not args.score_only:
+        rc = cli(["finetune", *map(str, sorted(work.glob("ring_?.tif"))), "--labels",
+                  str(work), "-o", str(out), "--minutes", str(args.minutes), "--overwrite",
+                  "--log", str(work / "log.jsonl")])
+        if rc:
+            raise SystemExit(rc)
     wall = time.time() - t0
-    if rc:
-        raise SystemExit(rc)
     before = heldout("bundled", test, args.geometry)
     after = heldout(str(out), test, args.geometry)
     res = {"minutes": args.minutes, "geometry": args.geometry, "wall_s": round(wall, 1),
@@ -98,6 +109,7 @@ def accuracy(args) -> dict:
 def step_time(args) -> dict:
     import numpy as np
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from napari_sam.model import build_model
     from napari_sam.training.finetune import FinetuneConfig, _trainable, _Views, step_loss
@@ -113,30 +125,41 @@ def step_time(args) -> dict:
     _trainable(model, "decoder")
     model.train()
     model.image_encoder.eval()
-    cfg = FinetuneConfig(views=1, batch=args.batch, objects=args.objects)
+    sizes = [tuple(int(v) for v in t.split("x")) for t in args.step_sizes.split(",")]
     rng = np.random.default_rng(0)
     samples = from_arrays([ring_cells(i, (512, 512)) for i in range(args.images)])
     t = time.time()
-    views = _Views(model, samples, rng, cfg, torch.device("cpu"), torch.bfloat16, True,
-                   lambda m: print(m, file=sys.stderr))
+    views = _Views(model, samples, rng, FinetuneConfig(views=1), torch.device("cpu"),
+                   torch.bfloat16, True, lambda m: print(m, file=sys.stderr))
     embed = (time.time() - t) / len(samples)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    res = {"arch": "vit_b (random weights)", "images": args.images, "batch": args.batch,
-           "objects": args.objects, "runs": args.runs, "embed_one_view_s": round(embed, 2)}
-    # the two decoder precisions alternate step by step, so both see the same load
-    times = {"bf16": [], "fp32": []}
-    for i in range(args.runs + 2):
-        for name, amp in (("bf16", torch.bfloat16), ("fp32", None)):
-            t = time.perf_counter()
-            loss = step_loss(model, views, rng, cfg, amp)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i >= 2:  # the first steps allocate and warm up
-                times[name].append(time.perf_counter() - t)
-    for name, ts in times.items():
-        res[f"step_median_s_{name}"] = round(statistics.median(ts), 3)
-    res["fp32_over_bf16"] = round(res["step_median_s_fp32"] / res["step_median_s_bf16"], 2)
+    res = {"arch": "vit_b (random weights)", "images": args.images, "runs": args.runs,
+           "embed_one_view_s": round(embed, 2), "load_before": load(), "steps": []}
+
+    def step(cfg, amp):
+        loss = step_loss(model, views, rng, cfg, amp)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for batch, objects in sizes:
+        cfg = FinetuneConfig(views=1, batch=batch, objects=objects)
+        with FlopCounterMode(display=False) as fc:
+            step(cfg, torch.bfloat16)
+        # the two decoder precisions alternate step by step, so both see the same load
+        times = {"bf16": [], "fp32": []}
+        for i in range(args.runs + 1):
+            for name, amp in (("bf16", torch.bfloat16), ("fp32", None)):
+                t = time.perf_counter()
+                step(cfg, amp)
+                if i >= 1:  # the first step of each allocates and warms up
+                    times[name].append(time.perf_counter() - t)
+        row = {"batch": batch, "objects": objects, "gflop": round(fc.get_total_flops() / 1e9, 1)}
+        for name, ts in times.items():
+            row[f"median_s_{name}"] = round(statistics.median(ts), 3)
+        row["fp32_over_bf16"] = round(row["median_s_fp32"] / row["median_s_bf16"], 2)
+        print(json.dumps(row), flush=True)
+        res["steps"].append(row)
     res.update(threads=torch.get_num_threads(), load=load())
     print(json.dumps(res))
     return res
@@ -146,13 +169,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--work", default="", help="folder for the data and the model (default: temp)")
-    ap.add_argument("--geometry", default="auto", choices=("auto", "off"),
-                    help="held-out scoring: the default scale-aware inference, or no zoom")
+    ap.add_argument("--geometry", default="auto", choices=("auto", "annotated", "off"),
+                    help="held-out scoring: the default scale-aware inference (diameter "
+                         "estimated), the annotated diameter given, or no zoom")
+    ap.add_argument("--score-only", action="store_true",
+                    help="score the finetuned.pt already in --work (no training)")
     ap.add_argument("--vit-b-step", "--step-time", dest="step_time", action="store_true",
                     help="time decoder-only ViT-B training steps on cached embeddings")
     ap.add_argument("--images", type=int, default=3, help="--vit-b-step: cached 512^2 images")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--objects", type=int, default=4)
+    ap.add_argument("--step-sizes", default="4x4,1x4", metavar="BxO,...",
+                    help="--vit-b-step: steps of B views x O prompted objects to time "
+                         "(default: the fine-tuning default 4x4, and 1x4)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", default="", help="write the figures here")
     args = ap.parse_args()
