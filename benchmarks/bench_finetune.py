@@ -1,16 +1,25 @@
 """Fine-tuning on a synthetic domain shift: held-out accuracy before and after.
 
     .venv/bin/python benchmarks/bench_finetune.py --minutes 10
-    .venv/bin/python benchmarks/bench_finetune.py --step-time   # ViT-B decoder-only step
+    .venv/bin/python benchmarks/bench_finetune.py --vit-b-step   # ViT-B decoder-only step
 
 The domain: "ring cells" (`napari_sam.training.synthetic_shift`), bright rims around dark
 insides, which the bundled model never saw. Four annotated 512 x 512 images go to
 `napari-sam finetune` (the command's own code path: one is held out for validation); four
-other images are the test set, scored with the fixed prompt rules (`evaluate`: one click at
-the most interior point, the tight box) and automask F1@0.5 with each model's own default
-thresholds (the shipped model's calibrated ones; the fine-tuned model's recalibrated ones).
-Goal: both +0.15. `--step-time`: the median time of a decoder-only training step of a
-random-weight ViT-B with cached embeddings (goal under 1 s), against its forward pass.
+other images are the test set, scored as the default, scale-aware inference runs (the
+objects' diameter estimated, the image zoomed to each model's preferred object size): the
+fixed prompt rules (`evaluate`: one click at the most interior point, the tight box) and
+the automatic segmentation F1@0.5 in mode "auto" with each model's own settings (the
+shipped model's calibrated ones; the fine-tuned model's recalibrated AMG / AIS ones).
+`--geometry off` scores as before the automatic zoom existed (the whole image resized to
+the model input, AMG). Goal: both +0.15.
+
+`--vit-b-step`: a random-weight ViT-B (no download), `--images` 512 x 512 images embedded
+once as cached training views (frozen encoder), then the median time of `--runs`
+decoder-only training steps for each of `--step-sizes` (B views x O prompted objects; a
+simulated click / box round and a corrective click, forward and backward, AdamW), with the
+decoder under bf16 autocast and in fp32 side by side, and the step's GFLOP (goal: a step
+under 1 s).
 """
 
 from __future__ import annotations
@@ -35,15 +44,32 @@ def load() -> str:
         return "?"
 
 
-def heldout(model_path: str, pairs) -> dict:
-    from napari_sam.predictor import Predictor
-    from napari_sam.training.evaluate import evaluate_automask, evaluate_prompts
+def heldout(model_path: str, pairs, geometry: str = "auto") -> dict:
+    """Click / box mean IoU and automask F1 on (image, labels) pairs. geometry "auto": the
+    default inference (diameter estimated, mode "auto"); "annotated": each image's annotated
+    median diameter given as the diameter, mode "auto"; "off": the whole image resized to
+    the model input, AMG (the geometry before `napari_sam.scale`)."""
+    import numpy as np
 
-    # the geometry the figures below were measured with (before the automatic zoom of
-    # napari_sam.scale existed): the whole image resized to the model's input, SAM-style AMG
-    pred = Predictor(model_path, diameter="off")
-    res = evaluate_prompts(pred, pairs, max_objects=50)
-    res.update(evaluate_automask(pairs, pred.model, mode="amg", diameter="off"))
+    from napari_sam.predictor import Predictor
+    from napari_sam.automask.segmenter import automask, resolve_mode
+    from napari_sam.training.evaluate import match_f1, prompt_ious
+
+    off = geometry == "off"
+    pred = Predictor(model_path)
+    click, box, f1 = [], [], []
+    for img, lab in pairs:
+        areas = np.bincount(lab.ravel())[1:]
+        d = {"off": "off", "auto": None}.get(
+            geometry, float(np.sqrt(4 * np.median(areas[areas > 0]) / np.pi)))
+        pred.diameter = d
+        c, b = prompt_ious(pred, img, lab, 50)
+        click, box = click + c, box + b
+        f1.append(match_f1(automask(img, pred, mode="amg" if off else "auto", diameter=d), lab))
+    res = {"click_miou": float(np.mean(click)), "box_miou": float(np.mean(box)),
+           "objects": len(click), "images": len(pairs),
+           **{k: float(np.mean([f[k] for f in f1])) for k in ("f1@0.5", "f1@0.75")}}
+    res["mode"] = "amg" if off else resolve_mode("auto", pred.model)
     return res
 
 
@@ -63,15 +89,17 @@ def accuracy(args) -> dict:
     out = work / "finetuned.pt"
     load_before = load()
     t0 = time.time()
-    rc = cli(["finetune", *map(str, sorted(work.glob("ring_?.tif"))), "--labels", str(work),
-              "-o", str(out), "--minutes", str(args.minutes), "--overwrite",
-              "--log", str(work / "log.jsonl")])
+    if not args.score_only:
+        rc = cli(["finetune", *map(str, sorted(work.glob("ring_?.tif"))), "--labels",
+                  str(work), "-o", str(out), "--minutes", str(args.minutes), "--overwrite",
+                  "--log", str(work / "log.jsonl")])
+        if rc:
+            raise SystemExit(rc)
     wall = time.time() - t0
-    if rc:
-        raise SystemExit(rc)
-    before, after = heldout("bundled", test), heldout(str(out), test)
-    res = {"minutes": args.minutes, "wall_s": round(wall, 1), "load_before": load_before,
-           "load_after": load(), "before": before, "after": after}
+    before = heldout("bundled", test, args.geometry)
+    after = heldout(str(out), test, args.geometry)
+    res = {"minutes": args.minutes, "geometry": args.geometry, "wall_s": round(wall, 1),
+           "load_before": load_before, "load_after": load(), "before": before, "after": after}
     print(json.dumps(res, indent=1))
     for k in ("click_miou", "box_miou", "f1@0.5", "f1@0.75"):
         print(f"{k:12s} {before[k]:.3f} -> {after[k]:.3f} ({after[k] - before[k]:+.3f})")
@@ -81,6 +109,7 @@ def accuracy(args) -> dict:
 def step_time(args) -> dict:
     import numpy as np
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from napari_sam.model import build_model
     from napari_sam.training.finetune import FinetuneConfig, _trainable, _Views, step_loss
@@ -90,30 +119,48 @@ def step_time(args) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from testing_utils import randomize_
 
-    model = build_model("vit_b")
+    torch.manual_seed(0)
+    model = build_model("vit_b")  # random weights: nothing is downloaded
     randomize_(model)
     _trainable(model, "decoder")
     model.train()
     model.image_encoder.eval()
-    cfg = FinetuneConfig(views=1, batch=args.batch, objects=args.objects)
+    sizes = [tuple(int(v) for v in t.split("x")) for t in args.step_sizes.split(",")]
     rng = np.random.default_rng(0)
-    samples = from_arrays([ring_cells(0, (512, 512))])
+    samples = from_arrays([ring_cells(i, (512, 512)) for i in range(args.images)])
     t = time.time()
-    views = _Views(model, samples, rng, cfg, torch.device("cpu"), torch.bfloat16, True, print)
-    embed = time.time() - t
+    views = _Views(model, samples, rng, FinetuneConfig(views=1), torch.device("cpu"),
+                   torch.bfloat16, True, lambda m: print(m, file=sys.stderr))
+    embed = (time.time() - t) / len(samples)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    times = []
-    for i in range(args.runs + 2):
-        t = time.perf_counter()
-        loss = step_loss(model, views, rng, cfg)
+    res = {"arch": "vit_b (random weights)", "images": args.images, "runs": args.runs,
+           "embed_one_view_s": round(embed, 2), "load_before": load(), "steps": []}
+
+    def step(cfg, amp):
+        loss = step_loss(model, views, rng, cfg, amp)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        times.append(time.perf_counter() - t)
-    med = statistics.median(times[2:])
-    res = {"arch": "vit_b (random weights)", "batch": args.batch, "objects": args.objects,
-           "step_median_s": round(med, 3), "embed_one_view_s": round(embed, 2),
-           "threads": torch.get_num_threads(), "load": load()}
+
+    for batch, objects in sizes:
+        cfg = FinetuneConfig(views=1, batch=batch, objects=objects)
+        with FlopCounterMode(display=False) as fc:
+            step(cfg, torch.bfloat16)
+        # the two decoder precisions alternate step by step, so both see the same load
+        times = {"bf16": [], "fp32": []}
+        for i in range(args.runs + 1):
+            for name, amp in (("bf16", torch.bfloat16), ("fp32", None)):
+                t = time.perf_counter()
+                step(cfg, amp)
+                if i >= 1:  # the first step of each allocates and warms up
+                    times[name].append(time.perf_counter() - t)
+        row = {"batch": batch, "objects": objects, "gflop": round(fc.get_total_flops() / 1e9, 1)}
+        for name, ts in times.items():
+            row[f"median_s_{name}"] = round(statistics.median(ts), 3)
+        row["fp32_over_bf16"] = round(row["median_s_fp32"] / row["median_s_bf16"], 2)
+        print(json.dumps(row), flush=True)
+        res["steps"].append(row)
+    res.update(threads=torch.get_num_threads(), load=load())
     print(json.dumps(res))
     return res
 
@@ -122,9 +169,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--work", default="", help="folder for the data and the model (default: temp)")
-    ap.add_argument("--step-time", action="store_true")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--objects", type=int, default=4)
+    ap.add_argument("--geometry", default="auto", choices=("auto", "annotated", "off"),
+                    help="held-out scoring: the default scale-aware inference (diameter "
+                         "estimated), the annotated diameter given, or no zoom")
+    ap.add_argument("--score-only", action="store_true",
+                    help="score the finetuned.pt already in --work (no training)")
+    ap.add_argument("--vit-b-step", "--step-time", dest="step_time", action="store_true",
+                    help="time decoder-only ViT-B training steps on cached embeddings")
+    ap.add_argument("--images", type=int, default=3, help="--vit-b-step: cached 512^2 images")
+    ap.add_argument("--step-sizes", default="4x4,1x4", metavar="BxO,...",
+                    help="--vit-b-step: steps of B views x O prompted objects to time "
+                         "(default: the fine-tuning default 4x4, and 1x4)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", default="", help="write the figures here")
     args = ap.parse_args()

@@ -11,6 +11,7 @@ from napari_sam.model import build_model, load_model, save_checkpoint
 from napari_sam.model.checkpoints import read_checkpoint
 from napari_sam.model.config import TEST_VIT
 from napari_sam.training.finetune import STATE_SUFFIX, FinetuneConfig, finetune
+from napari_sam.training.finetune_eval import AIS_GRID
 from napari_sam.training.user_data import from_arrays
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,9 +37,16 @@ def halo_cells(seed, n=64, grow=3):
     return img.astype(np.float32), lab
 
 
+# the tiny models' preferred object size: the halo cells' (about 12 px estimated) at 1:1, so
+# the scale-aware zoom shows each 64 px image in one 64 px input (no tiles)
+TINY_SIZE = {"diameter": 12.0, "range": [8.0, 16.0]}
+
+
 def tiny_model(instance_head=()):
     torch.manual_seed(0)
-    return build_model(TEST_VIT.with_(image_size=64, instance_head=instance_head))
+    model = build_model(TEST_VIT.with_(image_size=64, instance_head=instance_head))
+    model.object_size = dict(TINY_SIZE)
+    return model
 
 
 def data(n_train=2):
@@ -49,27 +57,40 @@ def data(n_train=2):
 @needs_bundled
 def test_finetuning_lowers_the_loss_and_raises_the_validation_score(tmp_path):
     train, val = data(3)
-    cfg = FinetuneConfig(minutes=0, max_steps=12, eval_every=6, lr=1e-3, train="decoder",
+    cfg = FinetuneConfig(minutes=0, max_steps=16, eval_every=8, lr=1e-3, train="decoder",
                          views=2, val_objects=4, batch=2, objects=2)
     records = []
     res = finetune(train, val, tmp_path / "m.pt", cfg, progress=records.append)
-    assert [r["step"] for r in records] == [0, 6, 12]
+    assert [r["step"] for r in records] == [0, 8, 16]
     assert records[2]["loss"] < records[1]["loss"]
     assert res.after["score"] > res.before["score"] + 0.1, records
-    assert res.after["score"] == max(r["score"] for r in records)  # the best one is kept
+    assert records[-1]["best"] == max(r["score"] for r in records)  # the best one is kept
     # the output is a napari-sam model with its metadata and recalibrated thresholds
     model = load_model(str(tmp_path / "m.pt"))
     extra = read_checkpoint(tmp_path / "m.pt").extra
-    assert extra["finetune"]["trained"] == "decoder" and extra["finetune"]["steps"] == 12
+    assert extra["finetune"]["trained"] == "decoder" and extra["finetune"]["steps"] == 16
     assert extra["finetune"]["before"]["score"] == res.before["score"]
     assert extra["finetune"]["data"]["train"]["samples"] == 3
     assert set(model.automask_defaults) == {"pred_iou_thresh", "stability_thresh"}
-    # objects of about 16 px, zoomed 4x (64 px image -> 256 px input): the Predictor's
-    # automatic zoom will show new objects at that size
-    assert 40 < extra["object_size"]["diameter"] < 90
-    assert model.object_size["diameter"] == extra["object_size"]["diameter"]
-    # frozen encoder: its weights are the base model's
+    # AMG and AIS recalibrated (the bundled model has an instance head), the better mode kept
+    assert model.automask_defaults == extra["automask"] == res.after["automask"]
+    assert model.ais_defaults == extra["ais"] == res.after["ais"]
+    assert set(extra["ais"]) == set(AIS_GRID)
+    assert model.automask_mode == extra["automask_mode"] == res.after["automask_mode"]
+    assert {"amg", "ais"} <= set(extra["automask_calibration"])
+    assert 0 <= res.after["automask_f1@0.5"] <= 1 and "automask_f1@0.5" in res.before
+    # the views showed the annotated objects (about 16 px with their halo) at the base
+    # model's preferred diameter; the estimator finds the bright discs (about 12 px), and
+    # the stored object size folds that ratio in, so the default inference (diameter
+    # estimated) zooms new images as the training did
     base = load_model("bundled")
+    size = extra["object_size"]
+    assert 13 < size["annotated_px"] < 20 and 9 < size["estimated_px"] < 15
+    assert 0.5 < size["estimate_ratio"] < 0.95
+    assert size["diameter"] == pytest.approx(base.object_size["diameter"]
+                                             * size["estimate_ratio"], abs=0.01)
+    assert model.object_size == {"diameter": size["diameter"], "range": size["range"]}
+    # frozen encoder: its weights are the base model's
     for (k, a), b in zip(model.image_encoder.state_dict().items(),
                          base.image_encoder.state_dict().values()):
         assert torch.equal(a, b), k
@@ -134,7 +155,7 @@ def test_cli(tmp_path, capsys):
         tifffile.imwrite(tmp_path / f"cells_{i}.tif", img)
         tifffile.imwrite(tmp_path / f"cells_{i}_masks.tif", lab)
     base = tmp_path / "base.pt"
-    save_checkpoint(base, tiny_model())
+    save_checkpoint(base, tiny_model(), {"object_size": TINY_SIZE})
     out = tmp_path / "out.pt"
     args = [str(tmp_path / "cells_?.tif"), "--labels", str(tmp_path), "-o", str(out),
             "--base", str(base), "--max-steps", "2", "--minutes", "0", "--batch", "1"]
@@ -143,6 +164,13 @@ def test_cli(tmp_path, capsys):
     assert "2 training and 1 validation samples" in text
     assert "step     0" in text and "click_miou" in text and "automask_f1@0.5" in text
     assert read_checkpoint(out).extra["finetune"]["base"] == str(base)
+    # LoRA adapters from the command line: merged, so the output loads as the base does
+    lora = tmp_path / "lora.pt"
+    assert cli(["finetune", *args[:4], str(lora), *args[5:], "--train", "decoder",
+                "--lora", "2", "--lora-proj"]) == 0
+    assert read_checkpoint(lora).extra["finetune"]["lora"]["rank"] == 2
+    assert list(load_model(str(lora)).state_dict()) == list(tiny_model().state_dict())
+    capsys.readouterr()
     assert cli(["finetune", *args]) == 1  # the output exists: not replaced
     assert "already exists" in capsys.readouterr().err
     tifffile.imwrite(tmp_path / "cells_2_masks.tif", np.zeros((64, 32), np.uint32))

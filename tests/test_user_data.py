@@ -5,7 +5,7 @@ import pytest
 import tifffile
 
 from napari_sam.io.coco import write_coco
-from napari_sam.training.augment import inference_scale, random_view
+from napari_sam.training.augment import inference_scale, random_view, sample_zoom
 from napari_sam.training.user_data import (DataError, from_arrays, load_files, object_size,
                                            pair_files, split_validation, summary)
 
@@ -110,3 +110,63 @@ def test_views_match_the_inference_scale_and_keep_objects():
         areas = np.bincount(lab_v.ravel())[1:]
         assert areas.max() > 36 * 4 and areas.max() < 36 * 16 * 1.35 ** 2 * 1.2
         assert (px[lab_v > 0] > 0).all()
+
+
+def _discs(seed=0, n=128, r=6.0, count=12):
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((n, n), np.uint32)
+    yy, xx = np.mgrid[:n, :n]
+    k = 0
+    for _ in range(200):
+        cy, cx = rng.uniform(r + 2, n - r - 2, 2)
+        d = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        if not lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= (r + 3) ** 2].any():
+            k += 1
+            lab[d] = k
+        if k == count:
+            break
+    img = np.where(lab > 0, 200.0, 40.0) + rng.normal(0, 5, lab.shape)
+    return img.astype(np.float32), lab
+
+
+def test_views_use_the_zoom_of_the_scale_aware_inference():
+    import torch
+
+    from napari_sam.model import build_model
+    from napari_sam.model.config import TEST_VIT
+    from napari_sam.predictor import Predictor
+    from napari_sam.training.finetune import trained_object_size
+
+    torch.manual_seed(0)
+    model = build_model(TEST_VIT.with_(image_size=64))
+    model.object_size = {"diameter": 24.0, "range": [16.0, 32.0]}
+    (s,) = from_arrays([_discs()])
+    zoom, d, est = sample_zoom(model, s.pixels, s.labels)
+    assert d == pytest.approx(object_size([s])) and 11 < d < 13  # discs of radius 6
+    assert zoom == pytest.approx(24.0 / d, rel=0.02)  # objects at the preferred diameter
+    # the Predictor zooms alike when given the annotated diameter...
+    pred = Predictor(model, device="cpu", diameter=d)
+    pred.set_image(s.pixels)
+    assert pred.plan.zoom == pytest.approx(zoom) and pred.plan.tiled  # 128 px x 2 > 64
+    # ... and by default (diameter estimated) once the model carries the object size that
+    # fine-tuning stores: the estimator's bias is folded into the preferred diameter
+    assert est is not None and est != pytest.approx(d, rel=1e-3)
+    model.object_size = trained_object_size(model, [(zoom, d, est)])
+    assert model.object_size["estimate_ratio"] == pytest.approx(est / d, abs=1e-4)
+    pred = Predictor(model, device="cpu", diameter=None)
+    pred.set_image(s.pixels)
+    assert pred.plan.zoom == pytest.approx(zoom, rel=2e-3)
+    # views: objects at the preferred diameter (24 px), jittered by up to 1.35 either way
+    rng = np.random.default_rng(1)
+    sizes = []
+    for _ in range(12):
+        px, lab_v = random_view(rng, s.pixels, s.labels, 64, (0.0, 0.0, 0.0), zoom=zoom)
+        assert px.shape == (64, 64, 3)
+        areas = np.bincount(lab_v.ravel())[1:]
+        sizes.append(np.sqrt(4 * areas.max() / np.pi))
+    # (an object cut by the crop's border can be smaller)
+    assert 24 / 1.35 / 1.1 < np.median(sizes) < 24 * 1.35 and max(sizes) < 24 * 1.35 * 1.2
+    assert max(sizes) / min(sizes) > 1.1  # the jitter varies the zoom
+    # no confident estimate (a flat image): None, as inference would not zoom
+    flat = from_arrays([(np.full((64, 64), 100, np.uint16), s.labels[:64, :64])])[0]
+    assert sample_zoom(model, flat.pixels, flat.labels)[2] is None

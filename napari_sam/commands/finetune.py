@@ -44,6 +44,11 @@ def add_parser(sub) -> None:
     p.add_argument("--train", default="auto", choices=("auto", "all", "decoder"),
                    help="what to train: all weights (default for the bundled model) or the "
                         "mask decoder and prompt encoder (default for SAM ViTs)")
+    p.add_argument("--lora", type=int, default=0, metavar="R",
+                   help="also train rank-R LoRA adapters on the image encoder's attention "
+                        "(qkv; with --train decoder), merged into the weights at export")
+    p.add_argument("--lora-proj", action="store_true",
+                   help="with --lora: adapters on the attention output projections too")
     p.add_argument("--validation", type=float, default=0.25, metavar="F",
                    help="fraction of the images (or of a single image) held out (default 0.25)")
     p.add_argument("--batch", type=int, default=4)
@@ -82,6 +87,8 @@ def run(args) -> int:
             check_writable(out, args.overwrite)
         except FileExistsError as err:
             raise ValueError(err.strerror) from None
+    if args.lora < 0 or (args.lora_proj and not args.lora):
+        raise ValueError("--lora takes a rank of at least 1 (--lora-proj needs --lora)")
     channels = _channels(args.channels) if args.channels else None
     samples = load_files(args.images, args.labels, channels)
     inputs = {Path(s).resolve() for s in list(args.images) + list(args.labels)}
@@ -92,7 +99,8 @@ def run(args) -> int:
           f"({sum(s.n_objects for s in train)} + {sum(s.n_objects for s in val)} objects)")
     cfg = FinetuneConfig(base=args.base, minutes=args.minutes, max_steps=args.max_steps,
                          train=args.train, batch=args.batch, lr=args.lr, seed=args.seed,
-                         device=args.device, precision=args.precision)
+                         device=args.device, precision=args.precision,
+                         lora_rank=args.lora, lora_proj=args.lora_proj)
     logf = open(args.log, "a") if args.log else None
 
     def progress(rec):

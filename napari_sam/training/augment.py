@@ -1,12 +1,12 @@
 """Training views of the user's samples: crops at the model's input size, augmented.
 
 A view is what the model would see of a part of an image at inference, jittered: the crop
-is scaled by the factor the Predictor would use for the whole image (its longest side
-shrunk or enlarged to the model's input; 1 for images that the widgets tile, longer than
-twice the input), times a random scale jitter; then flipped, rotated by a multiple of 90
-degrees, and its intensities changed (gamma, contrast, brightness, noise). The view is
-padded to the model's square input with the pixel mean (0 after normalisation, as
-`Sam.preprocess` pads).
+is scaled by the zoom that brings the annotated objects to the model's preferred diameter
+(`sample_zoom`, `scale.plan_zoom`; the images that inference tiles at that zoom are cropped
+to the tile side), times a random scale jitter around it; then flipped,
+rotated by a multiple of 90 degrees, and its intensities changed (gamma, contrast,
+brightness, noise). The view is padded to the model's square input with the pixel mean (0
+after normalisation, as `Sam.preprocess` pads).
 """
 
 from __future__ import annotations
@@ -23,6 +23,30 @@ def inference_scale(shape: Tuple[int, int], image_size: int) -> float:
     input, except for planes longer than twice the input, which are tiled at 1:1."""
     long_side = max(shape)
     return image_size / long_side if long_side <= 2 * image_size else 1.0
+
+
+def sample_zoom(model, pixels: np.ndarray, labels: np.ndarray
+                ) -> Tuple[float, float, Optional[float]]:
+    """The zoom at which fine-tuning shows an annotated image to the model.
+
+    pixels (Y, X, 3), labels (Y, X) -> (zoom in model-input px per image px, the annotated
+    objects' median equivalent diameter in image px, the diameter that inference's
+    estimator (`scale.resolve_diameter`) finds in the pixels, or None when it is not
+    confident). The zoom is `scale.plan_zoom`'s for the annotated diameter: objects reach
+    the model at its preferred diameter, the size the base model segments best. Fine-tuning
+    stores the estimator's bias on these images in the output's object size (see
+    `finetune.trained_object_size`), so that the default inference, which estimates the
+    diameter, zooms new images of the kind as the training did. Models without an
+    object-size zoom (SAM 2.1's square input) and images without objects get
+    `inference_scale`."""
+    from ..scale import plan_zoom, resolve_diameter
+
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    if getattr(model, "square_input", False) or not areas.size:
+        return inference_scale(labels.shape, model.image_size), 0.0, None
+    d = float(np.sqrt(4 * np.median(areas) / np.pi))
+    return float(plan_zoom(labels.shape, model, d).zoom), d, resolve_diameter(pixels, None)
 
 
 def _resize(a: np.ndarray, hw: Tuple[int, int], nearest: bool) -> np.ndarray:
@@ -47,16 +71,19 @@ def _intensity(rng: np.random.Generator, px: np.ndarray) -> np.ndarray:
 
 def random_view(rng: np.random.Generator, pixels: np.ndarray, labels: np.ndarray,
                 image_size: int, pad_value, scale_jitter: float = 1.35, min_area: int = 12,
-                tries: int = 8) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+                tries: int = 8, zoom: Optional[float] = None
+                ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """One augmented view of a sample.
 
     pixels (Y, X, 3) uint8/float 0-255, labels (Y, X) uint32 -> float32 (S, S, 3) pixels and
     uint32 (S, S) labels with at least one object of `min_area` pixels (S = image_size);
     None when `tries` crops held none. Objects cut below `min_area` are set to 0.
-    `scale_jitter`: the zoom varies log-uniformly by this factor either way.
+    zoom: model-input px per image px before the jitter (`sample_zoom`; None:
+    `inference_scale`, the whole image resized to the input). `scale_jitter`: the zoom
+    varies log-uniformly by this factor either way.
     """
     h, w = labels.shape
-    base = inference_scale((h, w), image_size)
+    base = float(zoom) if zoom else inference_scale((h, w), image_size)
     pad = np.asarray(pad_value, np.float32)
     for _ in range(tries):
         f = base * float(np.exp(rng.uniform(-np.log(scale_jitter), np.log(scale_jitter))))

@@ -6,9 +6,21 @@ the best output, MSE on the IoU head), on augmented views of the user's images
 (`augment.random_view`). What is trained (`FinetuneConfig.train`):
 - "all": every weight (the default for small encoders such as the bundled model's);
 - "decoder": the mask decoder and the prompt encoder (the default for SAM / micro-sam ViTs);
-  the encoder is frozen, so each view is embedded once and cached (`views` per image).
-A model with an instance head (`Sam.has_instance_head`) trains the head too
-(`train_instance.head_loss` on `instance_targets`).
+  the encoder is frozen, so each view is embedded once and cached (`views` per image);
+- with `lora_rank` > 0, "decoder" plus low-rank adapters on the image encoder's attention
+  (`lora.py`), merged into the encoder's weights when the result is written.
+A model with an instance decoder (`Sam.has_instance_head`: the bundled model's head or
+micro-sam's UNETR decoder) trains it too (`train_instance.head_loss` on `instance_targets`).
+
+Scale: the training views show the annotated objects at the base model's preferred diameter
+(`augment.sample_zoom`; views jitter the zoom around it), and the evaluations that choose the
+best weights see the validation images at that zoom too. The output's `object_size` is the
+preferred diameter in the units of inference's diameter estimator (`trained_object_size`),
+so the default, scale-aware inference (diameter estimated) zooms new images of the same kind
+as the training did. "before" and "after" score the default inference (estimated diameters;
+the base's and the output's object size, thresholds and automatic mode). The encoder runs under `precision`'s
+autocast; the training step's decoder under `device.resolve_decoder_precision` (bf16 on CPU
+only for decoders as large as SAM's, where it pays).
 
 Every evaluation scores the validation samples with the fixed prompt rules of
 `evaluate.prompt_ious` (score: mean of click and box mean IoU); the best weights are kept,
@@ -16,7 +28,9 @@ and a time budget (`minutes`: training and its evaluations, after the first vali
 or `max_steps` ends the run, as does `should_stop()` (Cancel: the best weights so far are still written). A state file beside the
 output (`<output>.state.pt`) is written every `checkpoint_minutes`; running again with the
 same output resumes from it. The result is a napari-sam checkpoint (`save_checkpoint`,
-atomic) with the metadata under the key "finetune" and recalibrated automask thresholds.
+atomic) with the metadata under the key "finetune", recalibrated automask thresholds (AMG
+"automask", AIS "ais", and the better of the two as "automask_mode"; `finetune_eval`) and
+the object size.
 """
 
 from __future__ import annotations
@@ -34,10 +48,9 @@ import torch
 
 from ..io.atomic import atomic_path
 from ..model import Sam, load_model, save_checkpoint
-from ..runtime.session import InferenceSession
-from .augment import random_view
+from .augment import sample_zoom
 from .finetune_eval import validate
-from .train import MODE_P, MODES, prompt_losses
+from .finetune_steps import TrainingViews, maybe_autocast, step_loss  # noqa: F401 (public)
 from .user_data import Sample, summary
 
 STATE_SUFFIX = ".state.pt"
@@ -61,6 +74,8 @@ class FinetuneConfig:
     device: str = "auto"
     precision: str = "auto"      # autocast dtype: "auto" (bf16 on capable CPUs/GPUs), fp32, bf16
     checkpoint_minutes: float = 2.0
+    lora_rank: int = 0           # > 0: LoRA adapters of this rank on the encoder's attention
+    lora_proj: bool = False      # adapters on the attention output projection too
 
 
 @dataclass
@@ -85,17 +100,20 @@ def trained_part(model: Sam, train: str) -> str:
 
 
 def _trainable(model: Sam, part: str) -> List[str]:
-    prefixes = ("",) if part == "all" else ("mask_decoder.", "prompt_encoder.", "instance_head.")
     for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith(prefixes))
+        p.requires_grad_(name.startswith(_prefixes(part)) or ".lora_" in name)
     return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _prefixes(part: str) -> tuple:
+    return ("",) if part == "all" else ("mask_decoder.", "prompt_encoder.", "instance_head.",
+                                        "instance_decoder.")
 
 
 def _weights(model: Sam, part: str) -> dict:
     """A copy of the trained part's state (parameters and buffers)."""
-    prefixes = ("",) if part == "all" else ("mask_decoder.", "prompt_encoder.", "instance_head.")
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-            if k.startswith(prefixes)}
+            if k.startswith(_prefixes(part)) or ".lora_" in k}
 
 
 def _train_mode(model: Sam, part: str) -> None:
@@ -105,82 +123,17 @@ def _train_mode(model: Sam, part: str) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.eval()
-    if part == "decoder":
+    if part == "decoder":  # with LoRA adapters too: the encoder has no dropout to switch
         model.image_encoder.eval()
 
 
-def _amp(precision: str, device: torch.device):
-    from ..device import resolve_precision
+def _amp(precision: str, device: torch.device, config=None):
+    """The autocast dtype (None: fp32) of the encoder, or with `config` of the decoder."""
+    from ..device import resolve_decoder_precision, resolve_precision
 
-    dtype = resolve_precision(precision, device)
+    dtype = (resolve_precision(precision, device) if config is None
+             else resolve_decoder_precision(precision, device, config))
     return dtype if dtype != torch.float32 else None
-
-
-class _Views:
-    """Training views; with a frozen encoder, embedded once and cached."""
-
-    def __init__(self, model: Sam, train: List[Sample], rng, cfg, device, amp, frozen: bool,
-                 log) -> None:
-        self.model, self.train, self.rng, self.device, self.amp = model, train, rng, device, amp
-        self.frozen = frozen
-        # the model's fast forms (runtime.session), for embedding and the training steps
-        self.session = InferenceSession(model)
-        self.pad = np.asarray(model.config.pixel_mean, np.float32)
-        self.cache = []
-        if frozen:
-            n = cfg.views * len(train)
-            log(f"embedding {n} training views once (frozen encoder)")
-            for i in range(n):
-                px, lab = self._view(train[i % len(train)])
-                with torch.no_grad(), self._autocast(), self.session:
-                    emb = model.encode(self._tensor([px])).to(torch.bfloat16)
-                self.cache.append((emb, np.round(px).astype(np.uint8), lab))
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp or torch.float32,
-                              enabled=self.amp is not None)
-
-    def _view(self, s: Sample):
-        v = None
-        while v is None:
-            v = random_view(self.rng, s.pixels, s.labels, self.model.config.image_size, self.pad)
-        return v
-
-    def _tensor(self, pxs) -> torch.Tensor:
-        return torch.from_numpy(np.stack(pxs)).permute(0, 3, 1, 2).float().to(self.device)
-
-    def batch(self, b: int):
-        """-> (embeddings (b, C, g, g), pixels (b, 3, S, S), [labels (S, S)] * b)."""
-        if self.frozen:
-            idx = self.rng.integers(len(self.cache), size=b)
-            emb = torch.cat([self.cache[i][0] for i in idx]).float()
-            x = self._tensor([self.cache[i][1] for i in idx])
-            return emb, x, [self.cache[i][2] for i in idx]
-        views = [self._view(self.train[i]) for i in self.rng.integers(len(self.train), size=b)]
-        x = self._tensor([v[0] for v in views])
-        return self.model.encode(x), x, [v[1] for v in views]
-
-
-def _instance_loss(model: Sam, emb, x, labels) -> torch.Tensor:
-    from .instance_targets import instance_targets
-    from .train_instance import head_loss
-
-    tgt = torch.from_numpy(np.stack([instance_targets(lab) for lab in labels])).to(x.device)
-    return head_loss(model.instance_logits(emb, x), tgt)
-
-
-def step_loss(model: Sam, views: _Views, rng, cfg: FinetuneConfig) -> torch.Tensor:
-    """One training step's loss (not yet backpropagated)."""
-    mode = MODES[rng.choice(3, p=MODE_P)]
-    with views._autocast(), views.session:
-        emb, x, labels = views.batch(cfg.batch)
-        l1, l2 = prompt_losses(model, emb.repeat_interleave(cfg.objects, 0), rng, labels,
-                               cfg.objects, mode, loss_size=256)
-        loss = l1 + l2
-        if model.has_instance_head and any(p.requires_grad
-                                           for p in model.instance_head.parameters()):
-            loss = loss + _instance_loss(model, emb, x, labels)
-    return loss
 
 
 def _lr(cfg: FinetuneConfig, lr0: float, step: int, frac: float) -> float:
@@ -213,11 +166,27 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
     device = resolve_device(cfg.device)
     model = copy.deepcopy(model).to(device) if model is not None else load_model(cfg.base, device)
     part = trained_part(model, cfg.train)
+    if cfg.lora_rank > 0:
+        from .lora import add_lora
+
+        if part == "all":
+            raise ValueError("LoRA adapters go with train='decoder' (a frozen encoder); "
+                             "train='all' trains every encoder weight already")
+        n = add_lora(model, cfg.lora_rank, proj=cfg.lora_proj)
+        log(f"LoRA adapters of rank {cfg.lora_rank} on {n} encoder linears")
     _trainable(model, part)
+    # training views: annotated objects at the base's preferred diameter (jittered); the
+    # output's object size makes the default inference (diameter estimated) zoom alike
+    scales = [sample_zoom(model, s.pixels, s.labels) for s in train + val]
+    zooms = [z for z, _, _ in scales[:len(train)]]
+    size = trained_object_size(model, scales[:len(train)])
+    diameters = [d or None for _, d, _ in scales[len(train):]]  # the training geometry
+    estimated = [e for _, _, e in scales[len(train):]]  # what the default inference finds
     lr0 = cfg.lr or (2e-4 if part == "all" else 3e-4)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr0, weight_decay=0.01)
     amp = _amp(cfg.precision, device)
+    dec_amp = _amp(cfg.precision, device, model.config)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     sig = _signature(train, val, cfg)
@@ -235,16 +204,22 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
         log(f"resumed from {state_path} at step {step} ({spent / 60:.1f} min spent)")
     if not state_path.is_file():
         log(f"validation before training ({len(val)} samples)")
-        before = validate(model, val, cfg.val_objects, automask=cfg.calibrate, amp=amp)
-        best_score, best = before["score"], _weights(model, part)
+        # "before": the base model as the default inference runs it; the evaluations that
+        # choose the best weights use the training geometry (annotated diameters)
+        before = validate(model, val, cfg.val_objects, automask=cfg.calibrate, amp=amp,
+                          diameters=estimated)
+        first = (before if estimated == diameters else
+                 validate(model, val, cfg.val_objects, amp=amp, diameters=diameters))
+        best_score, best = first["score"], _weights(model, part)
         history.append({"step": 0, "seconds": 0.0, "loss": None,
-                        "score": before["score"], "click_miou": before["click_miou"],
-                        "box_miou": before["box_miou"], "best": before["score"]})
+                        "score": first["score"], "click_miou": first["click_miou"],
+                        "box_miou": first["box_miou"], "best": first["score"]})
         progress(history[-1])
     # the budget counts training and its evaluations, from here (not the first validation)
     t0 = time.monotonic() - spent
     _train_mode(model, part)
-    views = _Views(model, train, rng, cfg, device, amp, part == "decoder", log)
+    views = TrainingViews(model, train, rng, cfg, device, amp, part == "decoder" and not cfg.lora_rank,
+                   log, zooms)
     budget = cfg.minutes * 60 if cfg.minutes > 0 else math.inf
     every_s = cfg.eval_seconds or (budget / 8 if budget < math.inf else 60.0)
     last_eval = last_save = time.monotonic()
@@ -268,7 +243,7 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
         frac = max(elapsed / budget, step / cfg.max_steps if cfg.max_steps else 0.0)
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, lr0, step, frac)
-        loss = step_loss(model, views, rng, cfg)
+        loss = step_loss(model, views, rng, cfg, dec_amp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -279,7 +254,7 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
         due = (step % cfg.eval_every == 0) if cfg.eval_every else (now - last_eval >= every_s)
         end = now - t0 >= budget or (cfg.max_steps and step >= cfg.max_steps)
         if due or end:
-            res = validate(model, val, cfg.val_objects, amp=amp)
+            res = validate(model, val, cfg.val_objects, amp=amp, diameters=diameters)
             _train_mode(model, part)
             if res["score"] > best_score:
                 best_score, best = res["score"], _weights(model, part)
@@ -298,9 +273,16 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
     model.load_state_dict(best, strict=False)
     model.eval()
     model.__dict__.pop("_signature", None)
+    if cfg.lora_rank > 0:
+        from .lora import merge_lora
+
+        merge_lora(model)  # plain linears again: the checkpoint has the base model's keys
     log("validation of the best weights" + (" and automask calibration" if cfg.calibrate else ""))
-    after = validate(model, val, cfg.val_objects, automask=cfg.calibrate, amp=amp)
-    extra = _metadata(model, cfg, part, train, val, before, after, step, seconds, history)
+    model.object_size = {"diameter": size["diameter"], "range": size["range"]}
+    after = validate(model, val, cfg.val_objects, automask=cfg.calibrate, amp=amp,
+                     diameters=estimated, calibrate=cfg.calibrate)
+    extra = _metadata(model, cfg, part, train, val, before, after, step, seconds, history,
+                      size)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output, overwrite=True) as tmp:
         save_checkpoint(tmp, model.to("cpu"), extra)
@@ -308,20 +290,31 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
     return FinetuneResult(output, before, after, step, seconds, history, stopped)
 
 
-def trained_object_size(train: List[Sample], image_size: int) -> dict:
-    """The checkpoint's `object_size` (see `scale.preferred_diameter`): the median object
-    diameter in model-input pixels at the zoom the views were made at, and the range the
-    scale jitter covered; so the Predictor's automatic zoom shows new images' objects at the
-    size the model was fine-tuned on."""
-    from .augment import inference_scale
-    from .user_data import object_size
+def trained_object_size(model: Sam, scales: list) -> dict:
+    """The checkpoint's `object_size` (see `scale.preferred_diameter`) from the training
+    samples' `augment.sample_zoom` records (zoom, annotated diameter, estimated diameter).
 
-    d = float(np.median([object_size([s]) * inference_scale(s.labels.shape, image_size)
-                         for s in train]))
-    return {"diameter": round(d, 2), "range": [round(d / 1.5, 2), round(d * 1.5, 2)]}
+    The training views show the annotated objects at the base model's preferred diameter.
+    The default inference zooms by preferred / estimated diameter; where the estimator
+    misjudges these images (e.g. it measures the bright rim of ring-like cells, not the
+    cell), the preferred diameter is stored times the median ratio estimated / annotated
+    diameter, so the default inference zooms new images of the kind as the training did.
+    A diameter typed by the user is then read in the estimator's units. -> {"diameter",
+    "range", "estimate_ratio", "annotated_px", "estimated_px"}."""
+    from ..scale import preferred_diameter
+
+    pref, (lo, hi) = preferred_diameter(model)
+    pairs = [(d, e) for _, d, e in scales if d and e]
+    ratio = float(np.median([e / d for d, e in pairs])) if pairs else 1.0
+    return {"diameter": round(pref * ratio, 2), "range": [round(lo * ratio, 2),
+                                                          round(hi * ratio, 2)],
+            "estimate_ratio": round(ratio, 4),
+            "annotated_px": round(float(np.median([d for _, d, _ in scales if d] or [0])), 2),
+            "estimated_px": round(float(np.median([e for _, e in pairs])), 2) if pairs else None}
 
 
-def _metadata(model, cfg, part, train, val, before, after, step, seconds, history) -> dict:
+def _metadata(model, cfg, part, train, val, before, after, step, seconds, history,
+              size) -> dict:
     from ..model.checkpoints import read_checkpoint
     from ..model.registry import BUNDLED_PATH
 
@@ -334,16 +327,24 @@ def _metadata(model, cfg, part, train, val, before, after, step, seconds, histor
             base_steps = 0
     data = summary(train, val)
     extra = {"trained_steps": base_steps,
-             "object_size": trained_object_size(train, model.config.image_size),
+             "object_size": size,
              "finetune": {"base": str(cfg.base), "trained": part, "steps": int(step),
                           "seconds": round(seconds, 1), "data": data,
+                          "lora": ({"rank": cfg.lora_rank, "proj": cfg.lora_proj, "merged": True}
+                                   if cfg.lora_rank else None),
                           "before": before, "after": after,
                           "history": [[h["step"], h["score"]] for h in history],
                           "config": asdict(cfg)}}
+    # automatic segmentation: recalibrated ones, else those the base model came with
     if "automask" in after:
-        extra["automask"] = after["automask"]
         extra["automask_calibration"] = {"validation_samples": len(val),
-                                         "f1@0.5": after.get("automask_f1@0.5")}
-    elif model.automask_defaults:
+                                         **after.get("calibration", {}),
+                                         "f1@0.5": after.get("automask_f1@0.5"),
+                                         "f1@0.75": after.get("automask_f1@0.75")}
+    if model.automask_defaults:
         extra["automask"] = dict(model.automask_defaults)
+    if getattr(model, "ais_defaults", None) and model.has_instance_head:
+        extra["ais"] = dict(model.ais_defaults)
+    if getattr(model, "automask_mode", None) in ("ais", "amg"):
+        extra["automask_mode"] = model.automask_mode
     return extra

@@ -17,14 +17,16 @@ from napari_sam.model import build_model, load_model
 from napari_sam.model.config import TEST_VIT
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_finetune import halo_cells  # noqa: E402
+from test_finetune import TINY_SIZE, halo_cells  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
 
 def tiny():
     torch.manual_seed(0)
-    return build_model(TEST_VIT.with_(image_size=64))
+    model = build_model(TEST_VIT.with_(image_size=64))
+    model.object_size = dict(TINY_SIZE)  # the halo cells at 1:1: no tiles
+    return model
 
 
 def setup(viewer, n=3):

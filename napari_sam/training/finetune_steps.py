@@ -1,0 +1,91 @@
+"""One fine-tuning step: training views (cached embeddings when the encoder is frozen)
+and the step's loss (prompt losses, plus the instance head's when it is trained)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from ..model import Sam
+from ..runtime.session import InferenceSession
+from .augment import random_view
+from .train import MODE_P, MODES, prompt_losses
+from .user_data import Sample
+
+
+def maybe_autocast(device: torch.device, dtype):
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+class TrainingViews:
+    """Training views at each sample's inference zoom (`zooms`); with a frozen encoder,
+    embedded once and cached. `amp`: the encoder's autocast dtype (None: fp32)."""
+
+    def __init__(self, model: Sam, train: List[Sample], rng, cfg, device, amp, frozen: bool,
+                 log, zooms: Optional[List[float]] = None) -> None:
+        self.model, self.train, self.rng, self.device, self.amp = model, train, rng, device, amp
+        self.frozen = frozen
+        self.zooms = zooms or [None] * len(train)
+        # the model's fast forms (runtime.session), for embedding and the training steps
+        self.session = InferenceSession(model)
+        self.pad = np.asarray(model.config.pixel_mean, np.float32)
+        self.cache = []
+        if frozen:
+            n = cfg.views * len(train)
+            log(f"embedding {n} training views once (frozen encoder)")
+            for i in range(n):
+                px, lab = self._view(i % len(train))
+                with torch.no_grad(), maybe_autocast(self.device, self.amp), self.session:
+                    emb = model.encode(self._tensor([px])).to(torch.bfloat16)
+                self.cache.append((emb, np.round(px).astype(np.uint8), lab))
+
+    def _view(self, i: int):
+        s, v = self.train[i], None
+        while v is None:
+            v = random_view(self.rng, s.pixels, s.labels, self.model.config.image_size,
+                            self.pad, zoom=self.zooms[i])
+        return v
+
+    def _tensor(self, pxs) -> torch.Tensor:
+        return torch.from_numpy(np.stack(pxs)).permute(0, 3, 1, 2).float().to(self.device)
+
+    def batch(self, b: int):
+        """-> (embeddings (b, C, g, g) float32, pixels (b, 3, S, S), [labels (S, S)] * b)."""
+        if self.frozen:
+            idx = self.rng.integers(len(self.cache), size=b)
+            emb = torch.cat([self.cache[i][0] for i in idx]).float()
+            x = self._tensor([self.cache[i][1] for i in idx])
+            return emb, x, [self.cache[i][2] for i in idx]
+        views = [self._view(int(i)) for i in self.rng.integers(len(self.train), size=b)]
+        x = self._tensor([v[0] for v in views])
+        with maybe_autocast(self.device, self.amp):
+            emb = self.model.encode(x)
+        return emb.float(), x, [v[1] for v in views]
+
+
+def _instance_loss(model: Sam, emb, x, labels) -> torch.Tensor:
+    from .instance_targets import instance_targets
+    from .train_instance import head_loss
+
+    tgt = torch.from_numpy(np.stack([instance_targets(lab) for lab in labels])).to(x.device)
+    return head_loss(model.instance_logits(emb, x).float(), tgt)
+
+
+def step_loss(model: Sam, views: TrainingViews, rng, cfg,
+              amp: Optional[torch.dtype] = None) -> torch.Tensor:
+    """One training step's loss (not yet backpropagated); the decoders run under `amp`'s
+    autocast (None: fp32), the encoder (without cached embeddings) under `views.amp`."""
+    mode = MODES[rng.choice(3, p=MODE_P)]
+    with views.session:
+        emb, x, labels = views.batch(cfg.batch)
+    with maybe_autocast(views.device, amp), views.session:
+        l1, l2 = prompt_losses(model, emb.repeat_interleave(cfg.objects, 0), rng, labels,
+                               cfg.objects, mode, loss_size=256)
+        loss = l1 + l2
+        if model.has_instance_head and any(p.requires_grad for n, p in model.named_parameters()
+                                           if n.startswith(("instance_head.",
+                                                            "instance_decoder."))):
+            loss = loss + _instance_loss(model, emb, x, labels)
+    return loss
