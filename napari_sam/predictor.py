@@ -158,7 +158,7 @@ class Predictor:
             self.plan = ZoomPlan(None)
         elif zoom is None:
             d = resolve_diameter(image, self.diameter if diameter is _UNSET else diameter,
-                                 channels)
+                                 channels, self.model)
             self.plan = plan_zoom(np.shape(image), self.model, d)
         else:
             self.plan = ZoomPlan(float(zoom))

@@ -196,6 +196,16 @@ def preferred_diameter(model) -> Tuple[float, Tuple[float, float]]:
     return float(info["diameter"]), (float(lo), float(hi))
 
 
+def estimate_ratio(model) -> float:
+    """How `estimate_diameter` reads the objects `model` was fine-tuned on: the median ratio
+    estimated / annotated diameter over its training images (1.0 when the checkpoint does
+    not say). An estimate is divided by it, so it is in the units of a typed diameter."""
+    model = getattr(model, "model", model)
+    info = getattr(model, "object_size", None) or {}
+    ratio = info.get("estimate_ratio", 1.0)
+    return float(ratio) if ratio and ratio > 0 else 1.0
+
+
 def parse_diameter(text) -> Diameter:
     """A diameter as a user types it (a widget field, `--diameter`).
 
@@ -227,7 +237,7 @@ def parse_diameter(text) -> Diameter:
     return v
 
 
-def resolve_diameter(image, diameter: Diameter, channels=None) -> Optional[float]:
+def resolve_diameter(image, diameter: Diameter, channels=None, model=None) -> Optional[float]:
     """The objects' diameter in image pixels, or None for no zoom.
 
     Parameters
@@ -238,6 +248,9 @@ def resolve_diameter(image, diameter: Diameter, channels=None) -> Optional[float
         None / "auto": estimated (`estimate_diameter`); a number: taken as given;
         "off": no zoom.
     channels : sequence of int, optional
+    model : Sam or Predictor, optional
+        The model the diameter is for: an estimate is divided by its `estimate_ratio`
+        (fine-tuned models whose training images the estimate misjudged).
 
     Returns
     -------
@@ -266,7 +279,9 @@ def resolve_diameter(image, diameter: Diameter, channels=None) -> Optional[float
             est = estimate_diameter(image, channels)
         except ValueError:  # too small, empty or not an image: no zoom (SAM's rule)
             return None
-        return est.diameter if est.confidence >= MIN_CONFIDENCE else None
+        if est.confidence < MIN_CONFIDENCE:
+            return None
+        return est.diameter / (estimate_ratio(model) if model is not None else 1.0)
     d = float(diameter)
     if not math.isfinite(d) or d <= 0:
         raise ValueError(f"diameter={diameter!r} must be a positive number of pixels")

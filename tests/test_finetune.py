@@ -87,9 +87,10 @@ def test_finetuning_lowers_the_loss_and_raises_the_validation_score(tmp_path):
     size = extra["object_size"]
     assert 13 < size["annotated_px"] < 20 and 9 < size["estimated_px"] < 15
     assert 0.5 < size["estimate_ratio"] < 0.95
-    assert size["diameter"] == pytest.approx(base.object_size["diameter"]
-                                             * size["estimate_ratio"], abs=0.01)
-    assert model.object_size == {"diameter": size["diameter"], "range": size["range"]}
+    # the preferred diameter stays the base's; estimates are divided by the ratio
+    assert size["diameter"] == pytest.approx(base.object_size["diameter"], abs=0.01)
+    assert model.object_size == {"diameter": size["diameter"], "range": size["range"],
+                                 "estimate_ratio": size["estimate_ratio"]}
     # frozen encoder: its weights are the base model's
     for (k, a), b in zip(model.image_encoder.state_dict().items(),
                          base.image_encoder.state_dict().values()):

@@ -34,14 +34,14 @@ def test_load_state_dict_is_seen_by_the_next_predict():
     with a new image (the encoder's too)."""
     with torch_threads(1):
         model, other = _model(1), _model(2)
-        pred = Predictor(model, "cpu", "bf16")
+        pred = Predictor(model, "cpu", "bf16", diameter="off")
         emb = pred.set_image(IMG)
         before = pred.predict(points=[[60, 40]])[2]
         kept = dict(pred.session._derived)
         assert kept  # bf16 weight copies, tables ... were kept
         model.load_state_dict(other.state_dict())
         same_image = pred.predict(points=[[60, 40]])[2]  # the old embedding, new decoder
-        fresh = Predictor(_model(2), "cpu", "bf16")
+        fresh = Predictor(_model(2), "cpu", "bf16", diameter="off")
         fresh.set_embedding(dataclasses.replace(emb, model_signature=fresh.model.signature()))
         expected_same = fresh.predict(points=[[60, 40]])[2]
         pred.set_image(IMG)
@@ -58,7 +58,7 @@ def test_load_state_dict_is_seen_by_the_next_predict():
 
 def test_train_mode_and_invalidate_drop_the_state():
     model = _model(3)
-    pred = Predictor(model, "cpu", "bf16")
+    pred = Predictor(model, "cpu", "bf16", diameter="off")
     pred.set_image(IMG)
     assert pred.session._derived
     model.train()
@@ -74,7 +74,7 @@ def test_modules_keep_nothing():
     model = _model(4)
     before = {name: set(m.__dict__) for name, m in model.named_modules()}
     for precision in ("bf16", "fp32"):
-        pred = Predictor(model, "cpu", precision)
+        pred = Predictor(model, "cpu", precision, diameter="off")
         pred.set_image(IMG)
         pred.predict(points=[[60, 40]])
         pred.predict(box=[10, 10, 80, 70])
@@ -105,7 +105,7 @@ def test_session_is_active_only_inside_with_and_per_thread():
 
 def test_session_pickles_as_an_empty_one():
     model = _model(6)
-    pred = Predictor(model, "cpu", "bf16")
+    pred = Predictor(model, "cpu", "bf16", diameter="off")
     pred.set_image(IMG)
     copy = pickle.loads(pickle.dumps(pred.session))
     assert isinstance(copy, S.InferenceSession) and not copy._derived

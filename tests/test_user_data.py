@@ -149,13 +149,18 @@ def test_views_use_the_zoom_of_the_scale_aware_inference():
     pred.set_image(s.pixels)
     assert pred.plan.zoom == pytest.approx(zoom) and pred.plan.tiled  # 128 px x 2 > 64
     # ... and by default (diameter estimated) once the model carries the object size that
-    # fine-tuning stores: the estimator's bias is folded into the preferred diameter
+    # fine-tuning stores: the estimator's bias on these images (estimate_ratio)
     assert est is not None and est != pytest.approx(d, rel=1e-3)
     model.object_size = trained_object_size(model, [(zoom, d, est)])
     assert model.object_size["estimate_ratio"] == pytest.approx(est / d, abs=1e-4)
     pred = Predictor(model, device="cpu", diameter=None)
     pred.set_image(s.pixels)
     assert pred.plan.zoom == pytest.approx(zoom, rel=2e-3)
+    # a typed (true) diameter still means what it says: the same zoom
+    assert model.object_size["diameter"] == 24.0
+    pred = Predictor(model, device="cpu", diameter=d)
+    pred.set_image(s.pixels)
+    assert pred.plan.zoom == pytest.approx(zoom)
     # views: objects at the preferred diameter (24 px), jittered by up to 1.35 either way
     rng = np.random.default_rng(1)
     sizes = []

@@ -247,7 +247,7 @@ def _size_plan(req: Request, model, lead: int, report):
         shape = tuple(np.shape(req.data)[lead:lead + 2])
     if req.diameter is None:
         report(0, 1, "estimating the object size")
-    plan = plan_zoom(shape, model, resolve_diameter(sample, req.diameter, req.channels))
+    plan = plan_zoom(shape, model, resolve_diameter(sample, req.diameter, req.channels, model))
     return plan, req.points_per_side or auto_points_per_side(model, plan, shape)
 
 

@@ -71,7 +71,7 @@ def embed_job(model, model_name: str, device: str, data, index: Tuple[int, ...],
     large = tiled is not None and tiled.wanted(model)
     try:
         sample = _central_window(data, index, 2048 if large else None)
-        d = resolve_diameter(sample, diameter, channels)
+        d = resolve_diameter(sample, diameter, channels, model)
     except EXPECTED_ERRORS as err:
         return EmbedResult(model, error=f"could not estimate the object size: {_text(err)}")
     shape = tiled.plane_shape if tiled is not None else np.shape(sample)[:2]

@@ -122,7 +122,7 @@ class AutoSegmenter:
         if getattr(self.model, "square_input", False):
             return ZoomPlan(None)
         d = resolve_diameter(image, self.diameter if diameter == "inherit" else diameter,
-                             channels)
+                             channels, self.model)
         return plan_zoom(np.shape(image), self.model, d)
 
     def __call__(self, image: np.ndarray, channels=None, value_range=None,

@@ -79,7 +79,7 @@ def _tiling_for(path: Path, model, args, opts: dict):
     side = 2048
     r0, c0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
     window = src.read((r0, c0, min(h, r0 + side), min(w, c0 + side)))
-    diameter = resolve_diameter(window, opts.get("diameter"), opts.get("channels"))
+    diameter = resolve_diameter(window, opts.get("diameter"), opts.get("channels"), model)
     if args.tile_size is not None or diameter is None:
         plan = ZoomPlan(None, args.tile_size, args.overlap, diameter)
         return args.tile_size, args.overlap, seg.tile_segmenter(plan, (h, w))

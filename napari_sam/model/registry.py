@@ -248,6 +248,10 @@ def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint"):
                              "range": [float(v) for v in size.get("range", ())] or None}
         if model.object_size["range"] is None:
             del model.object_size["range"]
+        ratio = size.get("estimate_ratio")
+        if isinstance(ratio, (int, float)) and ratio > 0 and ratio != 1:
+            # fine-tuned on images the diameter estimate misjudges (scale.estimate_ratio)
+            model.object_size["estimate_ratio"] = float(ratio)
     if ckpt.extra.get("automask_mode") in ("ais", "amg"):
         model.automask_mode = ckpt.extra["automask_mode"]
     ais = ckpt.extra.get("ais", {})

@@ -34,9 +34,9 @@ def sample_zoom(model, pixels: np.ndarray, labels: np.ndarray
     estimator (`scale.resolve_diameter`) finds in the pixels, or None when it is not
     confident). The zoom is `scale.plan_zoom`'s for the annotated diameter: objects reach
     the model at its preferred diameter, the size the base model segments best. Fine-tuning
-    stores the estimator's bias on these images in the output's object size (see
-    `finetune.trained_object_size`), so that the default inference, which estimates the
-    diameter, zooms new images of the kind as the training did. Models without an
+    stores the estimator's bias on these images in the output's object size
+    (`estimate_ratio`, see `finetune.trained_object_size`), so that the default inference,
+    which estimates the diameter, zooms new images of the kind as the training did. Models without an
     object-size zoom (SAM 2.1's square input) and images without objects get
     `inference_scale`."""
     from ..scale import plan_zoom, resolve_diameter

@@ -14,10 +14,10 @@ micro-sam's UNETR decoder) trains it too (`train_instance.head_loss` on `instanc
 
 Scale: the training views show the annotated objects at the base model's preferred diameter
 (`augment.sample_zoom`; views jitter the zoom around it), and the evaluations that choose the
-best weights see the validation images at that zoom too. The output's `object_size` is the
-preferred diameter in the units of inference's diameter estimator (`trained_object_size`),
-so the default, scale-aware inference (diameter estimated) zooms new images of the same kind
-as the training did. "before" and "after" score the default inference (estimated diameters;
+best weights see the validation images at that zoom too. The output's `object_size` keeps the
+preferred diameter and stores how the diameter estimate reads these images
+(`estimate_ratio`, `trained_object_size`), so the default, scale-aware inference (diameter
+estimated) zooms new images of the same kind as the training did, and so does a typed one. "before" and "after" score the default inference (estimated diameters;
 the base's and the output's object size, thresholds and automatic mode). The encoder runs under `precision`'s
 autocast; the training step's decoder under `device.resolve_decoder_precision` (bf16 on CPU
 only for decoders as large as SAM's, where it pays).
@@ -294,20 +294,19 @@ def trained_object_size(model: Sam, scales: list) -> dict:
     """The checkpoint's `object_size` (see `scale.preferred_diameter`) from the training
     samples' `augment.sample_zoom` records (zoom, annotated diameter, estimated diameter).
 
-    The training views show the annotated objects at the base model's preferred diameter.
-    The default inference zooms by preferred / estimated diameter; where the estimator
-    misjudges these images (e.g. it measures the bright rim of ring-like cells, not the
-    cell), the preferred diameter is stored times the median ratio estimated / annotated
-    diameter, so the default inference zooms new images of the kind as the training did.
-    A diameter typed by the user is then read in the estimator's units. -> {"diameter",
-    "range", "estimate_ratio", "annotated_px", "estimated_px"}."""
+    The training views show the annotated objects at the base model's preferred diameter,
+    which is kept. Where the diameter estimate misjudges these images (e.g. it measures the
+    bright rim of ring-like cells, not the cell), the median ratio estimated / annotated
+    diameter is stored as `estimate_ratio`: inference divides estimates by it
+    (`scale.resolve_diameter`), so images of the kind are zoomed as in training whether the
+    diameter is estimated or typed. -> {"diameter", "range", "estimate_ratio",
+    "annotated_px", "estimated_px"}."""
     from ..scale import preferred_diameter
 
     pref, (lo, hi) = preferred_diameter(model)
     pairs = [(d, e) for _, d, e in scales if d and e]
     ratio = float(np.median([e / d for d, e in pairs])) if pairs else 1.0
-    return {"diameter": round(pref * ratio, 2), "range": [round(lo * ratio, 2),
-                                                          round(hi * ratio, 2)],
+    return {"diameter": round(pref, 2), "range": [round(lo, 2), round(hi, 2)],
             "estimate_ratio": round(ratio, 4),
             "annotated_px": round(float(np.median([d for _, d, _ in scales if d] or [0])), 2),
             "estimated_px": round(float(np.median([e for _, e in pairs])), 2) if pairs else None}

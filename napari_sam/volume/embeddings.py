@@ -121,7 +121,8 @@ class SliceEmbeddings:
         if isinstance(diameter, str) and diameter.lower() == "off":
             return None, None
         k = len(self) // 2 if reference is None else min(max(int(reference), 0), len(self) - 1)
-        d = resolve_diameter(np.asarray(self.stack[k]), diameter, self.channels)
+        d = resolve_diameter(np.asarray(self.stack[k]), diameter, self.channels,
+                             self.predictor.model)
         if d is None:
             return None, None
         model = self.predictor.model
