@@ -16,7 +16,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..common import from_windows, linear, pad_to_multiple, to_windows
+from ..common import derived, from_windows, linear, pad_to_multiple, tensor_state, to_windows
 from .config import HieraConfig
 
 
@@ -139,7 +139,14 @@ class Hiera(nn.Module):
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
         """(1, h, w, C): the background embedding resized (bicubic) to the grid plus the
-        window embedding tiled over it."""
+        window embedding tiled over it; in inference kept for the last grid size (remade
+        when the embeddings change)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self._make_pos_embed(h, w)
+        state = (h, w, tensor_state(self.pos_embed, self.pos_embed_window))
+        return derived(self, "_tables", state, lambda: self._make_pos_embed(h, w))
+
+    def _make_pos_embed(self, h: int, w: int) -> torch.Tensor:
         pe = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
         win = self.pos_embed_window
         pe = pe + win.tile(1, 1, h // win.shape[-2], w // win.shape[-1])
