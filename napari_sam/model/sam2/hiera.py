@@ -16,6 +16,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ...runtime.kernels import attention
 from ..common import derived, from_windows, linear, pad_to_multiple, tensor_state, to_windows
 from .config import HieraConfig
 
@@ -57,8 +58,7 @@ class MultiScaleAttention(nn.Module):
             q = _pool(q.reshape(b, h, w, -1))
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                             v.transpose(1, 2))
+        out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         out = out.transpose(1, 2).reshape(b, h, w, -1)
         return linear(out, self.proj)
 

@@ -31,12 +31,13 @@ def rope_angles(head_dim: int, h: int, w: int, theta: float = 10000.0,
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive channel pairs of x (B, heads, n, d) by the angles of (m, d/2)
-    cos/sin; n a multiple of m (the same grid repeated: several memory frames)."""
+    cos/sin; n a multiple of m (the same grid repeated: several memory frames). Computed in
+    float32 as one complex product per pair (x0 + i x1)(cos + i sin), the same arithmetic
+    as the rotation written out, in one pass instead of six."""
     b, nh, n, d = x.shape
     m = cos.shape[0]
-    xf = x.float().reshape(b, nh, n // m, m, d // 2, 2)
-    x0, x1 = xf[..., 0], xf[..., 1]
-    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
+    xc = torch.view_as_complex(x.float().reshape(b, nh, n // m, m, d // 2, 2).contiguous())
+    out = torch.view_as_real(xc * torch.complex(cos, sin))
     return out.reshape(b, nh, n, d).type_as(x)
 
 
