@@ -166,14 +166,15 @@ def zero_bordered(b: int, h: int, w: int, c: int, dtype: torch.dtype,
 # --- attention --------------------------------------------------------------------------
 
 # bf16 attention (`attention`) only for heads at least this wide: with narrower heads the
-# score matrix costs as much to exponentiate as to compute, and torch's fused fp32 flash
-# kernel is as fast on CPUs without AMX (measured with 96-wide heads, Hiera's)
-ATTENTION_BF16_MIN_DIM = 128
-# ... and at least this many scores per head (smaller problems: the fused kernel)
+# score matrix costs as much to exponentiate as to compute, and torch's fused kernel is as
+# fast (measured on 2 Zen 4 cores, no AMX: 96-wide heads (Hiera's global blocks) ~10%
+# faster in bf16 matmuls, 256-wide (SAM 2's memory attention) 2-3x)
+ATTENTION_BF16_MIN_DIM = 96
+# ... and at least this many scores per head (smaller problems, e.g. windows: the fused one)
 ATTENTION_BF16_MIN_SCORES = 1 << 20
-# scores per chunk of query rows, all heads together (bf16: 32 MiB); measured on 2 cores:
-# 4x fewer is 20% slower (more, smaller matmuls), 4x more no faster
-ATTENTION_CHUNK_SCORES = 1 << 24
+# scores per chunk of query rows, all heads together (bf16: 64 MiB); measured on 2 cores:
+# 16x fewer is 20% slower with 96-wide heads (more, smaller matmuls), 2x more no faster
+ATTENTION_CHUNK_SCORES = 1 << 25
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
