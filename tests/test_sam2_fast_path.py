@@ -69,9 +69,10 @@ def test_bf16_attention_close_to_fp32(force_bf16_attention, dv):
     assert 1e-4 < err <= 2e-2 and err <= 4 * err_fused
 
 
-def test_values_projected_after_attention_equal_before():
+@pytest.mark.parametrize("heads", [1, 2])
+def test_values_projected_after_attention_equal_before(heads):
     torch.manual_seed(0)
-    att = randomize_(RoPEAttention(256, kv_in_dim=64), seed=3).eval()
+    att = randomize_(RoPEAttention(256, num_heads=heads, kv_in_dim=64), seed=3).eval()
     q = torch.randn(1, 64, 256)
     mem = torch.randn(1, 2 * 64 + 8, 64)
     with torch.no_grad():
@@ -79,7 +80,7 @@ def test_values_projected_after_attention_equal_before():
         # the plain order: project the values, attend, project out
         qh = att._heads(att.q_proj(q))
         kh = att._heads(att.k_proj(mem + 1))
-        cos, sin = att._angles(256, (8, 8), q.device)
+        cos, sin = att._angles(256 // heads, (8, 8), q.device)
         from napari_sam.model.sam2.memory import apply_rope
 
         qh = apply_rope(qh, cos, sin)
