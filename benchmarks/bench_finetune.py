@@ -112,7 +112,7 @@ def step_time(args) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from napari_sam.model import build_model
-    from napari_sam.training.finetune import FinetuneConfig, _trainable, _Views, step_loss
+    from napari_sam.training.finetune import FinetuneConfig, _trainable, TrainingViews, step_loss
     from napari_sam.training.synthetic_shift import ring_cells
     from napari_sam.training.user_data import from_arrays
 
@@ -129,7 +129,7 @@ def step_time(args) -> dict:
     rng = np.random.default_rng(0)
     samples = from_arrays([ring_cells(i, (512, 512)) for i in range(args.images)])
     t = time.time()
-    views = _Views(model, samples, rng, FinetuneConfig(views=1), torch.device("cpu"),
+    views = TrainingViews(model, samples, rng, FinetuneConfig(views=1), torch.device("cpu"),
                    torch.bfloat16, True, lambda m: print(m, file=sys.stderr))
     embed = (time.time() - t) / len(samples)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ...runtime.kernels import attention, derived
 from ..common import from_windows, linear, pad_to_multiple, to_windows
 from .config import HieraConfig
 
@@ -57,8 +58,7 @@ class MultiScaleAttention(nn.Module):
             q = _pool(q.reshape(b, h, w, -1))
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                             v.transpose(1, 2))
+        out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         out = out.transpose(1, 2).reshape(b, h, w, -1)
         return linear(out, self.proj)
 
@@ -139,7 +139,12 @@ class Hiera(nn.Module):
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
         """(1, h, w, C): the background embedding resized (bicubic) to the grid plus the
-        window embedding tiled over it."""
+        window embedding tiled over it; kept by the active session per grid size (remade
+        when the embeddings change)."""
+        return derived(self, "pos_embed", lambda: self._make_pos_embed(h, w), self.pos_embed,
+                       self.pos_embed_window, key=(h, w))
+
+    def _make_pos_embed(self, h: int, w: int) -> torch.Tensor:
         pe = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
         win = self.pos_embed_window
         pe = pe + win.tile(1, 1, h // win.shape[-2], w // win.shape[-1])
