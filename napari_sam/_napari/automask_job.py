@@ -13,6 +13,13 @@ replay them, so re-filtering a stack runs the same stack code again without the 
 Large 2D layers (`Request.tiled`, the interactive widget's rule) go through
 `automask_tiled.run_tiled` instead: tile by tile at native resolution, no Session (their
 thresholds apply at the next run).
+
+Decoder modes (`Request.method` "ais" / "apg", or "auto" on a model with an instance
+decoder): the worker embeds the image once and keeps the decoder's three maps in a
+`DecoderSession`; its `result` re-runs only the seeded watershed (AIS) or the prompts on the
+held embedding (APG) for new centre / boundary / foreground thresholds and min size. The
+widget hands the session back in `Request.cached` when the image layer, model, device,
+diameter, channels and slice are unchanged, so a new Run does not embed again either.
 """
 
 from __future__ import annotations
@@ -103,6 +110,12 @@ class Request:
     tiled: Optional[TiledSetup] = None
     #: the objects' diameter: None (estimated), "off" or image pixels (`scale.plan_zoom`)
     diameter: object = None
+    #: "auto", "amg", "ais" or "apg" (`segment.resolve_mode`)
+    method: str = "auto"
+    #: decoder-mode thresholds (`DECODER_KEYS`; None or missing: the model's)
+    ais: dict = field(default_factory=dict)
+    #: a `DecoderSession` of the same image, model and size to reuse (no encoder pass)
+    cached: object = None
 
 
 def check_request(shape: Sequence[int], rgb: bool, mode: str,
@@ -175,8 +188,10 @@ class Session:
         self.last: Optional[AutoMaskResult] = None
 
     def result(self, pred_iou_thresh: Optional[float], stability_thresh: Optional[float],
-               min_area: int, first: Optional[AutoMaskResult] = None) -> AutoMaskResult:
-        """Labels and records for these thresholds (None: the model's default)."""
+               min_area: int, first: Optional[AutoMaskResult] = None,
+               **decoder_kw) -> AutoMaskResult:
+        """Labels and records for these thresholds (None: the model's default); decoder
+        thresholds (`decoder_kw`) do not apply to grid prompts and are ignored."""
         kw = dict(pred_iou_thresh=pred_iou_thresh, stability_thresh=stability_thresh,
                   min_area=int(min_area))
         if first is not None:
@@ -197,6 +212,89 @@ class Session:
             res, self.lineage = link_stack_result(res, divisions=LINKED[self.mode])
         self.last = res
         return res
+
+
+DECODER_KEYS = ("center_distance_threshold", "boundary_distance_threshold",
+                "foreground_threshold")
+
+
+class DecoderSession:
+    """The instance decoder's maps of one 2D image (or slice) and the predictor holding its
+    embedding; `result` re-thresholds them (AIS: the watershed only; APG: the prompts on
+    the held embedding), never the encoder. `key` identifies image, model and size."""
+
+    def __init__(self, shape: Tuple[int, ...], index: Tuple[int, ...], predictor, maps: dict,
+                 method: str, key=None) -> None:
+        self.shape, self.index, self.predictor, self.maps = tuple(shape), tuple(index), \
+            predictor, maps
+        self.method, self.key = method, key
+        self.mode = CURRENT
+        self.lineage: Optional[dict] = None
+        self.last: Optional[AutoMaskResult] = None
+
+    def result(self, pred_iou_thresh=None, stability_thresh=None, min_area: int = 0,
+               first=None, **decoder_kw) -> AutoMaskResult:
+        """Labels (the image's or the stack's shape) and records for these thresholds
+        (decoder keys left out or None: the model's); the grid thresholds are ignored."""
+        from .. import ais, apg
+
+        kw = {k: float(v) for k, v in decoder_kw.items() if k in DECODER_KEYS and v is not None}
+        run = apg.labels_and_records if self.method == "apg" else ais.labels_and_records
+        res = run(self.predictor, int(min_area), maps=self.maps, **kw)
+        if self.index:
+            full = np.zeros(self.shape, np.uint32)
+            full[self.index] = res.labels
+            res = AutoMaskResult(full, [dict(r, index=list(self.index)) for r in res.records])
+        self.last = res
+        return res
+
+
+def decoder_defaults(model) -> dict:
+    """The decoder thresholds a model uses when none are given (its calibrated AIS ones)."""
+    from ..ais import ais_defaults
+
+    d = ais_defaults(model)
+    return {k: float(d[k]) for k in DECODER_KEYS}
+
+
+def _run_decoder(req: Request, model, predictor, plan, lead: int, method: str, report,
+                 thresholds: dict) -> "JobResult":
+    """A decoder-mode run: a `DecoderSession` for 2D images and one slice (its maps
+    re-thresholded by the sliders), else one pass of `segment.AutoSegmenter` (stacks, tiled
+    images: the sliders apply at the next Run)."""
+    from ..segment import AutoSegmenter
+
+    kw = {k: v for k, v in req.ais.items() if k in DECODER_KEYS and v is not None}
+    floors = floors_for(default_thresholds(model))
+    one_plane = lead == 0 or req.mode == CURRENT or (req.mode == CHANNELS and lead == 1)
+    if one_plane and not plan.tiled:
+        plane, shape = _plane(req)
+        index = req.index if lead and req.mode != CHANNELS else ()
+        session = req.cached
+        if session is None or session.method != method or session.predictor.model is not model:
+            report(0, 2, "embedding the image")
+            predictor.set_image(plane, req.channels, diameter="off", zoom=plan.zoom)
+            report(1, 2, "running the instance decoder")
+            session = DecoderSession(shape, index, predictor, predictor.instance_maps(),
+                                     method)
+        else:
+            report(1, 2, "re-thresholding the kept decoder maps")
+        report(2, 2, "watershed" if method == "ais" else "prompting the mask decoder")
+        res = session.result(**thresholds, **kw)
+        return JobResult(model, session, res, thresholds, floors)
+    seg = AutoSegmenter(predictor, mode=method, diameter=plan.diameter or "off",
+                        min_area=int(thresholds["min_area"]), **kw)
+    if lead == 0:
+        res = seg(_plane(req)[0], req.channels, progress=report)
+    else:
+        stack = np.asarray(req.data)
+        axes = "Z" * lead + "YX" + ("C" if req.rgb else "")
+        res = automask_stack(stack, seg, axes, progress=report, channels=req.channels)
+        if req.mode in LINKED and res.labels.ndim == 3:
+            from ..volume.auto3d import link_stack_result
+
+            res, _ = link_stack_result(res, divisions=LINKED[req.mode])
+    return JobResult(model, None, res, thresholds, floors)
 
 
 @dataclass
@@ -273,6 +371,11 @@ def run_job(req: Request, progress: Callable = null_progress,
         thresholds = {k: defaults[k] if v is None else v for k, v in req.thresholds.items()}
         lead = np.ndim(req.data) - (3 if req.rgb else 2)
         plan, points = _size_plan(req, model, lead, report)
+        from ..segment import DECODER_MODES, resolve_mode
+
+        method = resolve_mode(req.method, model)
+        if method in DECODER_MODES:
+            return _run_decoder(req, model, predictor, plan, lead, method, report, thresholds)
         make = lambda: AutoMaskGenerator(  # noqa: E731
             predictor, points_per_side=points,
             min_candidate_iou=floors["pred_iou_thresh"],
