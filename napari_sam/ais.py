@@ -153,18 +153,21 @@ def ais(predictor, maps: Optional[Dict[str, np.ndarray]] = None, **params) -> np
                                maps["boundary_distances"], **kw)
 
 
-def labels_and_records(predictor, min_area: int = 0, offset=(0, 0), maps=None, **params):
+def labels_and_records(predictor, min_area: int = 0, offset=(0, 0), maps=None,
+                       zoom: Optional[float] = None, **params):
     """AIS on the image a `Predictor` holds -> `AutoMaskResult` (labels (Y, X) uint32,
     records with id, area, bbox (row0, col0, row1, col1, exclusive ends, plus `offset`),
     score (mean foreground probability) and point (the seed's (row, col))).
 
     The smoothing (`distance_smoothing`) is in model-input pixels, as the maps were
-    predicted; it is converted to image pixels with the zoom of the embedding."""
+    predicted; it is converted to image pixels with the zoom of the embedding (or `zoom`,
+    model-input px per image px, e.g. for maps made tile by tile by `tiled_maps`)."""
     from .automask import AutoMaskResult
 
     maps = maps if maps is not None else predictor.instance_maps()
-    emb = predictor.get_embedding()
-    zoom = emb.input_size[0] / emb.original_size[0]
+    if zoom is None:
+        emb = predictor.get_embedding()
+        zoom = emb.input_size[0] / emb.original_size[0]
     kw = {**ais_defaults(predictor), **params}
     kw["distance_smoothing"] = kw["distance_smoothing"] / zoom
     kw["foreground_smoothing"] = kw.get("foreground_smoothing", 0.0) / zoom

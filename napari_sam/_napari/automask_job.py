@@ -224,9 +224,10 @@ class DecoderSession:
     the held embedding), never the encoder. `key` identifies image, model and size."""
 
     def __init__(self, shape: Tuple[int, ...], index: Tuple[int, ...], predictor, maps: dict,
-                 method: str, key=None) -> None:
+                 method: str, key=None, zoom: Optional[float] = None) -> None:
         self.shape, self.index, self.predictor, self.maps = tuple(shape), tuple(index), \
             predictor, maps
+        self.zoom = zoom  # model-input px per image px of maps made tile by tile
         self.method, self.key = method, key
         self.mode = CURRENT
         self.lineage: Optional[dict] = None
@@ -239,8 +240,11 @@ class DecoderSession:
         from .. import ais, apg
 
         kw = {k: float(v) for k, v in decoder_kw.items() if k in DECODER_KEYS and v is not None}
-        run = apg.labels_and_records if self.method == "apg" else ais.labels_and_records
-        res = run(self.predictor, int(min_area), maps=self.maps, **kw)
+        if self.method == "apg":
+            res = apg.labels_and_records(self.predictor, int(min_area), maps=self.maps, **kw)
+        else:
+            res = ais.labels_and_records(self.predictor, int(min_area), maps=self.maps,
+                                         zoom=self.zoom, **kw)
         if self.index:
             full = np.zeros(self.shape, np.uint32)
             full[self.index] = res.labels
@@ -260,23 +264,32 @@ def decoder_defaults(model) -> dict:
 def _run_decoder(req: Request, model, predictor, plan, lead: int, method: str, report,
                  thresholds: dict) -> "JobResult":
     """A decoder-mode run: a `DecoderSession` for 2D images and one slice (its maps
-    re-thresholded by the sliders), else one pass of `segment.AutoSegmenter` (stacks, tiled
-    images: the sliders apply at the next Run)."""
+    re-thresholded by the sliders; for AIS also when the object size makes the image run
+    tile by tile: the tiles' maps make one image-sized map), else one pass of
+    `segment.AutoSegmenter` (stacks, APG on tiles: the sliders apply at the next Run)."""
     from ..segment import AutoSegmenter
 
     kw = {k: v for k, v in req.ais.items() if k in DECODER_KEYS and v is not None}
     floors = floors_for(default_thresholds(model))
     one_plane = lead == 0 or req.mode == CURRENT or (req.mode == CHANNELS and lead == 1)
-    if one_plane and not plan.tiled:
+    if one_plane and (method == "ais" or not plan.tiled):
         plane, shape = _plane(req)
         index = req.index if lead and req.mode != CHANNELS else ()
         session = req.cached
         if session is None or session.method != method or session.predictor.model is not model:
             report(0, 2, "embedding the image")
-            predictor.set_image(plane, req.channels, diameter="off", zoom=plan.zoom)
-            report(1, 2, "running the instance decoder")
-            session = DecoderSession(shape, index, predictor, predictor.instance_maps(),
-                                     method)
+            if plan.tiled:  # the decoder tile by tile, one map of the whole image
+                from ..ais import tiled_maps
+
+                predictor.set_image(plane, req.channels, diameter=plan.diameter)
+                session = DecoderSession(shape, index, predictor,
+                                         tiled_maps(predictor._tiled.embeddings), method,
+                                         zoom=model.image_size / plan.tile)
+            else:
+                predictor.set_image(plane, req.channels, diameter="off", zoom=plan.zoom)
+                report(1, 2, "running the instance decoder")
+                session = DecoderSession(shape, index, predictor, predictor.instance_maps(),
+                                         method)
         else:
             report(1, 2, "re-thresholding the kept decoder maps")
         report(2, 2, "watershed" if method == "ais" else "prompting the mask decoder")
