@@ -20,6 +20,15 @@ counts and the fp32 map agreement are printed as a sanity check.
 
     .venv/bin/python benchmarks/bench_ais.py                      # ViT-B, several minutes
     .venv/bin/python benchmarks/bench_ais.py --arch test_vit --size 128   # smoke (no AMG ref)
+
+`--tiled SIDE`: instead, tiled AIS with the bundled model on a SIDE x SIDE uint16 nuclei
+field (synthetic tiles of 512 x 512, written to a disk-backed zarr first, not timed) read
+lazily and labelled into a zarr on disk (`tiled_automask(..., out=...)` with the AIS tile
+segmenter at the diameter the synthetic nuclei have): wall time, process CPU time, peak
+resident memory (flat: it should not grow with SIDE) and the object count.
+
+    .venv/bin/python benchmarks/bench_ais.py --tiled 8192     # the 8,192^2 goal (< 4 min)
+    .venv/bin/python benchmarks/bench_ais.py --tiled 2048     # a check
 """
 
 from __future__ import annotations
@@ -65,6 +74,46 @@ def once(fn):
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
+def tiled_ais(side: int, diameter: float, save_as: str) -> int:
+    """Tiled AIS with the bundled model on a side x side nuclei field, zarr in, zarr out."""
+    import resource
+
+    import zarr
+
+    from napari_sam import AutoSegmenter
+    from napari_sam.automask import tiled_automask
+    from napari_sam.training.synthetic import nuclei_image
+
+    m0 = machine()
+    print(_common.describe(m0), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = zarr.open(str(Path(tmp) / "image.zarr"), mode="w", shape=(side, side),
+                        chunks=(512, 512), dtype="uint16")
+        n = side // 512
+        for i in range(n):  # a few different fields, so tiles differ
+            for j in range(n):
+                src[i * 512:(i + 1) * 512, j * 512:(j + 1) * 512] = np.asarray(
+                    nuclei_image(seed=(i * n + j) % 7)[0], np.uint16)
+        seg = AutoSegmenter("bundled", mode="ais", diameter=diameter)
+        plan = seg.plan(np.zeros((side, side), np.uint16))
+        segmenter = seg.tile_segmenter(plan, (side, side))
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        (res, wall, cpu) = once(lambda: tiled_automask(
+            src, seg.model, out=Path(tmp) / "labels.zarr", tile_size=plan.tile,
+            overlap=plan.overlap, segmenter=segmenter, device=seg.predictor.device,
+            precision=seg.predictor.precision))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out = {"machine": m0, "side": side, "diameter": diameter, "tile": plan.tile,
+               "overlap": plan.overlap, "wall_s": wall, "cpu_s": cpu,
+               "peak_rss_mb_before": rss0, "peak_rss_mb": rss,
+               "objects": len(res.records)}
+    print(f"tiled AIS {side}^2 (tile {plan.tile}, overlap {plan.overlap}): {fmt_s(wall)} wall, "
+          f"{fmt_s(cpu)} CPU, peak RSS {rss:.0f} MB (before the run {rss0:.0f} MB), "
+          f"{len(res.records)} objects", flush=True)
+    print(f"saved {save(save_as, out)}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", default="vit_b")
@@ -74,7 +123,13 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-reference-amg", action="store_true")
     ap.add_argument("--warmup", type=int, default=1, help="warm-up runs of ours per mode")
     ap.add_argument("--save", default="ais")
+    ap.add_argument("--tiled", type=int, default=0, metavar="SIDE",
+                    help="tiled AIS with the bundled model on a SIDE^2 image (see above)")
+    ap.add_argument("--diameter", type=float, default=20.0,
+                    help="--tiled: the objects' diameter in px (the synthetic nuclei: ~20)")
     args = ap.parse_args(argv)
+    if args.tiled:
+        return tiled_ais(args.tiled, args.diameter, args.save + f"_tiled{args.tiled}")
 
     from napari_sam import Predictor, automask, load_model
     from napari_sam.automask.ais import ais

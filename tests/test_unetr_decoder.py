@@ -187,16 +187,21 @@ def _check_full_model(micro_sam, tmp_path, model_type, ref_sam, image_hw):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "full ViT-B chain: 7.9e-5 in one run, 2.0e-4 (foreground) in another, against the 1e-4 "
-    "goal; the decoder alone is bit-identical, the difference comes from the encoder's fp32 "
-    "accumulation (issue 14, open)"))
-def test_vit_b_matches_micro_sam(micro_sam, tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_vit_b_matches_micro_sam(micro_sam, tmp_path, threads):
+    """The full ViT-B chain. The decoder amplifies the encoder's rounding about 50-fold, so
+    this holds only because the fp32 encoder's neck computes as SAM's does (its input in
+    SAM's memory layout, the norms in SAM's order; `ImageEncoderViT.forward`,
+    `LayerNorm2d.sam_order`); with the fused kernels there it was 7e-5 to 2e-4 depending on
+    the thread count. Both thread counts are pinned, so each run is reproducible."""
+    from testing_utils import torch_threads
+
     from napari_sam.model.config import SAM_VIT_B
 
-    torch.manual_seed(1)
-    _check_full_model(micro_sam, tmp_path, "vit_b", reference_stub.build_reference(SAM_VIT_B),
-                      (768, 1024))
+    with torch_threads(threads):
+        torch.manual_seed(1)
+        _check_full_model(micro_sam, tmp_path, "vit_b",
+                          reference_stub.build_reference(SAM_VIT_B), (768, 1024))
 
 
 @pytest.mark.slow

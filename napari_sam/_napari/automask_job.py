@@ -13,6 +13,13 @@ replay them, so re-filtering a stack runs the same stack code again without the 
 Large 2D layers (`Request.tiled`, the interactive widget's rule) go through
 `automask_tiled.run_tiled` instead: tile by tile at native resolution, no Session (their
 thresholds apply at the next run).
+
+Decoder modes (`Request.method` "ais" / "apg", or "auto" on a model with an instance
+decoder): the worker embeds the image once and keeps the decoder's three maps in a
+`decoder_job.DecoderSession`; its `result` re-runs only the seeded watershed (AIS) or the prompts on the
+held embedding (APG) for new centre / boundary / foreground thresholds and min size. The
+widget hands the session back in `Request.cached` when the image layer, model, device,
+diameter, channels and slice are unchanged, so a new Run does not embed again either.
 """
 
 from __future__ import annotations
@@ -103,6 +110,12 @@ class Request:
     tiled: Optional[TiledSetup] = None
     #: the objects' diameter: None (estimated), "off" or image pixels (`scale.plan_zoom`)
     diameter: object = None
+    #: "auto", "amg", "ais" or "apg" (`automask.segmenter.resolve_mode`)
+    method: str = "auto"
+    #: decoder-mode thresholds (`DECODER_KEYS`; None or missing: the model's)
+    ais: dict = field(default_factory=dict)
+    #: a `DecoderSession` of the same image, model and size to reuse (no encoder pass)
+    cached: object = None
 
 
 def check_request(shape: Sequence[int], rgb: bool, mode: str,
@@ -175,8 +188,10 @@ class Session:
         self.last: Optional[AutoMaskResult] = None
 
     def result(self, pred_iou_thresh: Optional[float], stability_thresh: Optional[float],
-               min_area: int, first: Optional[AutoMaskResult] = None) -> AutoMaskResult:
-        """Labels and records for these thresholds (None: the model's default)."""
+               min_area: int, first: Optional[AutoMaskResult] = None,
+               **decoder_kw) -> AutoMaskResult:
+        """Labels and records for these thresholds (None: the model's default); decoder
+        thresholds (`decoder_kw`) do not apply to grid prompts and are ignored."""
         kw = dict(pred_iou_thresh=pred_iou_thresh, stability_thresh=stability_thresh,
                   min_area=int(min_area))
         if first is not None:
@@ -273,6 +288,13 @@ def run_job(req: Request, progress: Callable = null_progress,
         thresholds = {k: defaults[k] if v is None else v for k, v in req.thresholds.items()}
         lead = np.ndim(req.data) - (3 if req.rgb else 2)
         plan, points = _size_plan(req, model, lead, report)
+        from ..automask.segmenter import DECODER_MODES, resolve_mode
+
+        method = resolve_mode(req.method, model)
+        if method in DECODER_MODES:
+            from .decoder_job import run_decoder
+
+            return run_decoder(req, model, predictor, plan, lead, method, report, thresholds)
         make = lambda: AutoMaskGenerator(  # noqa: E731
             predictor, points_per_side=points,
             min_candidate_iou=floors["pred_iou_thresh"],

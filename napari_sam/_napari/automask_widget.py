@@ -5,6 +5,13 @@ the result goes into a new uint32 Labels layer with the image's scale and transl
 threshold sliders re-filter the kept candidates on the GUI thread (`automask_job.Session`:
 no model call) and update that same layer. The computation is in `automask_job.py`.
 
+Modes (`automask.segmenter.resolve_mode`): amg (the prompt grid), ais (the model's instance decoder and
+a seeded watershed), apg (the decoder's seeds as prompts), auto (ais when the model has a
+decoder). In the decoder modes the centre / boundary distance and foreground sliders and
+min area re-threshold the decoder maps kept from the run (`decoder_job.DecoderSession`):
+the encoder never runs again for them, nor for a new Run on the same image layer, model,
+device, diameter, channels and slice.
+
 Large 2D layers (the interactive widget's rule: the `tiling` row, `tiled_jobs.TilingRule`)
 are segmented tile by tile at native resolution (`automask_tiled.py`); their result is in
 memory or, when very large, a zarr label image on disk, and the sliders apply at the next
@@ -28,6 +35,7 @@ from . import layers as L
 from .layers import is_kind
 from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, THRESHOLDS, Request,
                            check_request, floors_for, run_job, stored_thresholds)
+from .decoder_job import DECODER_KEYS, DecoderSession
 from .automask_tiled import labels_levels
 from .downloads import missing, size_text
 from .controls import _expanding_text, _row, model_controls, tiling_controls
@@ -74,6 +82,7 @@ class AutomaskWidget(Container):
         self.tiled_result = None   # automask_tiled.TiledOutput when the last run was tiled
         self._source = None        # the image layer of the last run
         self._key = None           # (model name, device) of the last run
+        self._run_key = None       # `_cache_key` of the last run (decoder sessions)
         self._closed = False
         self._follow = True        # thresholds follow the model's defaults until moved
         self._relay = _Relay()
@@ -98,6 +107,12 @@ class AutomaskWidget(Container):
                                  "0,1,2 (empty: the image as it is)")
         self.model, self.model_file, self.device = model_controls(model, device,
                                                                   self._given is not None)
+        self.method = ComboBox(label="mode", choices=["auto", "amg", "ais", "apg"],
+                               value="auto", tooltip="amg: a grid of point prompts; ais: the "
+                               "model's instance decoder and a seeded watershed (fast, "
+                               "sliders re-threshold without the model); apg: the decoder's "
+                               "seeds as prompts for SAM; auto: ais when the model has a "
+                               "decoder, else amg")
         self.points_per_side = SpinBox(label="points per side", min=0, max=128,
                                        value=DEFAULTS["points_per_side"],
                                        tooltip="the prompt grid: N x N points (N^2 prompts) "
@@ -126,12 +141,27 @@ class AutomaskWidget(Container):
         self._set_sliders(defaults, floors_for(defaults))
         self.min_area = Slider(label="min area", min=0, max=2000, value=DEFAULTS["min_area"],
                                tooltip="drop objects smaller than this many pixels")
+        tips = {"center_distance_threshold": "seeds where the predicted distance to the "
+                "object centre is below this", "boundary_distance_threshold": "seeds where "
+                "the predicted distance to the boundary is below this",
+                "foreground_threshold": "pixels whose foreground probability is above this "
+                "belong to objects"}
+        self.center = FloatSlider(label="centre distance", min=0.0, max=1.0, step=0.01,
+                                  value=0.5, tooltip=tips["center_distance_threshold"])
+        self.boundary = FloatSlider(label="boundary distance", min=0.0, max=1.0, step=0.01,
+                                    value=0.5, tooltip=tips["boundary_distance_threshold"])
+        self.foreground = FloatSlider(label="foreground", min=0.0, max=1.0, step=0.01,
+                                      value=0.5, tooltip=tips["foreground_threshold"])
+        self._decoder_sliders = dict(zip(DECODER_KEYS, (self.center, self.boundary,
+                                                        self.foreground)))
+        self._decoder_follow = True  # the decoder sliders show the model's until moved
         self.extend([self.image, self.slices, self.channels, self.model, self.model_file,
-                     self.device, self.size.row, self.points_per_side,
+                     self.device, self.method, self.size.row, self.points_per_side,
                      _row(self.tiling, Label(value="above px"), self.tile_above,
                           label="tiling"),
                      _row(self.run_button, self.cancel_button), self.progress, self.status,
-                     self.note, self.pred_iou, self.stability, self.min_area])
+                     self.note, self.pred_iou, self.stability, self.center, self.boundary,
+                     self.foreground, self.min_area])
         _expanding_text(self.status.native)
         _expanding_text(self.note.native)
         self.image.changed.connect(self._on_image_changed)
@@ -143,6 +173,10 @@ class AutomaskWidget(Container):
         for slider in (self.pred_iou, self.stability):
             slider.changed.connect(self._on_threshold_moved)
         self.min_area.changed.connect(self.refilter)
+        for slider in self._decoder_sliders.values():
+            slider.changed.connect(self._on_decoder_moved)
+        self.method.changed.connect(self._on_method_changed)
+        self._on_method_changed()
 
     def _image_choices(self, *_):
         return [(ly.name, ly) for ly in self.viewer.layers if is_kind(ly, "Image")]
@@ -174,6 +208,29 @@ class AutomaskWidget(Container):
         given = self._given if self.model.value == GIVEN_CHOICE else None
         defaults = stored_thresholds(self._model_name(), given)
         self._set_sliders(defaults, floors_for(defaults))
+
+    def _on_method_changed(self, *_) -> None:
+        """Show the sliders of the chosen mode (auto: both kinds until a run tells)."""
+        method = self.method.value
+        for w in (self.pred_iou, self.stability, self.points_per_side):
+            w.visible = method in ("auto", "amg")
+        for w in self._decoder_sliders.values():
+            w.visible = method != "amg"
+
+    def _on_decoder_moved(self, *_) -> None:
+        self._decoder_follow = False
+        self.refilter()
+
+    def _decoder_values(self, defaults: bool = False) -> dict:
+        """The decoder sliders' values; with `defaults`, None (the model's) while untouched."""
+        follow = defaults and self._decoder_follow
+        return {k: None if follow else float(s.value) for k, s in self._decoder_sliders.items()}
+
+    def _cache_key(self, req) -> tuple:
+        """What a kept decoder session depends on: image layer, model, device, object size,
+        channels and slice."""
+        return (id(self.image.value), req.model_name, id(req.model), req.device,
+                str(req.diameter), tuple(req.channels or ()), tuple(req.index), req.mode)
 
     def _on_threshold_moved(self, *_) -> None:
         self._follow = False
@@ -225,9 +282,14 @@ class AutomaskWidget(Container):
             (name, self.device.value))
         index = L.slice_index(self.viewer, image) if mode == CURRENT else ()
         rule = TilingRule(self.tiling.value, int(self.tile_above.value))
-        return Request(data, image.rgb, index, mode, channels, model, name, self.device.value,
-                       int(self.points_per_side.value), self._thresholds(defaults=True),
-                       tiled_setup(image, rule), self.size.value)
+        req = Request(data, image.rgb, index, mode, channels, model, name, self.device.value,
+                      int(self.points_per_side.value), self._thresholds(defaults=True),
+                      tiled_setup(image, rule), self.size.value, self.method.value,
+                      self._decoder_values(defaults=True))
+        kept = self.session
+        if isinstance(kept, DecoderSession) and kept.key == self._cache_key(req):
+            req.cached = kept  # same image, model and size: no encoder pass
+        return req
 
     def run(self, *_) -> None:
         """Segment the chosen image in a worker thread; the result becomes a new layer."""
@@ -240,6 +302,7 @@ class AutomaskWidget(Container):
         self._stop.clear()
         self._source = self.image.value
         self._key = (req.model_name, req.device)
+        self._run_key = self._cache_key(req)
         relay = self._relay
         self._worker = create_worker(
             run_job, req, lambda d, t, m="": relay.progressed.emit(int(d), int(t), str(m)),
@@ -278,6 +341,14 @@ class AutomaskWidget(Container):
             self.status.value = out.error
         else:
             self.session, self.tiled_result = out.session, out.tiled
+            if isinstance(out.session, DecoderSession):
+                out.session.key = self._run_key
+                if self._decoder_follow:  # show the thresholds the run used
+                    from .decoder_job import decoder_defaults
+
+                    for k, slider in self._decoder_sliders.items():
+                        with slider.changed.blocked():
+                            slider.value = decoder_defaults(out.model)[k]
             self._set_sliders(out.thresholds if self._follow else self._thresholds(),
                               out.floors)
             if out.tiled is not None:
@@ -306,7 +377,8 @@ class AutomaskWidget(Container):
             self.status.value = "tiled run: the thresholds apply at the next Run"
         if self.session is None or self.busy:
             return
-        self._show(self.session.result(**self._thresholds(defaults=True)))
+        self._show(self.session.result(**self._thresholds(defaults=True),
+                                       **self._decoder_values(defaults=True)))
 
     def _show(self, result, new_layer: bool = False) -> None:
         layer = self.result_layer

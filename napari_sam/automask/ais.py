@@ -142,40 +142,51 @@ def ais(predictor, maps: Optional[Dict[str, np.ndarray]] = None, **params) -> np
                                maps["boundary_distances"], **kw)
 
 
-def labels_and_records(predictor, min_area: int = 0, offset=(0, 0), maps=None, **params):
+def labels_and_records(predictor, min_area: int = 0, offset=(0, 0), maps=None,
+                       zoom: Optional[float] = None, **params):
     """AIS on the image a `Predictor` holds -> `AutoMaskResult` (labels (Y, X) uint32,
     records with id, area, bbox (row0, col0, row1, col1, exclusive ends, plus `offset`),
     score (mean foreground probability) and point (the seed's (row, col))).
 
     The smoothing (`distance_smoothing`) is in model-input pixels, as the maps were
-    predicted; it is converted to image pixels with the zoom of the embedding."""
-    from scipy import ndimage as ndi
-
+    predicted; it is converted to image pixels with the zoom of the embedding (or `zoom`,
+    model-input px per image px, e.g. for maps made tile by tile by `tiled_maps`)."""
     from .amg import AutoMaskResult
-    from .candidates import label_boxes
 
     maps = maps if maps is not None else predictor.instance_maps()
-    emb = predictor.get_embedding()
-    zoom = emb.input_size[0] / emb.original_size[0]
+    if zoom is None:
+        emb = predictor.get_embedding()
+        zoom = emb.input_size[0] / emb.original_size[0]
     kw = {**ais_defaults(predictor), **params}
     kw["distance_smoothing"] = kw["distance_smoothing"] / zoom
     kw["foreground_smoothing"] = kw.get("foreground_smoothing", 0.0) / zoom
     kw["min_size"] = max(int(kw.get("min_size", 0)), int(min_area))
     labels = watershed_from_maps(maps["foreground"], maps["center_distances"],
                                  maps["boundary_distances"], **kw)
+    return AutoMaskResult(labels, label_records(labels, maps, offset))
+
+
+def label_records(labels: np.ndarray, maps: Dict[str, np.ndarray], offset=(0, 0)) -> list:
+    """One record per object of (Y, X) `labels` (ids 1..n): id, area (px), bbox (row0,
+    col0, row1, col1, exclusive ends, plus `offset` (row, col)), predicted_iou (the mean
+    foreground probability), stability (1.0) and point (the (row, col) of the object's
+    smallest boundary distance, plus `offset`)."""
+    from scipy import ndimage as ndi
+
+    from .candidates import label_boxes
+
     n = int(labels.max())
     if n == 0:
-        return AutoMaskResult(labels, [])
+        return []
     index = np.arange(1, n + 1)
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     score = ndi.mean(maps["foreground"], labels, index)
     centre = ndi.minimum_position(maps["boundary_distances"], labels, index)
     boxes = label_boxes(labels, n) + np.tile(np.asarray(offset, np.int64), 2)
-    records = [{"id": k + 1, "area": int(areas[k]), "bbox": [int(v) for v in boxes[k]],
-                "predicted_iou": float(score[k]), "stability": 1.0,
-                "point": [float(centre[k][0] + offset[0]), float(centre[k][1] + offset[1])]}
-               for k in range(n)]
-    return AutoMaskResult(labels, records)
+    return [{"id": k + 1, "area": int(areas[k]), "bbox": [int(v) for v in boxes[k]],
+             "predicted_iou": float(score[k]), "stability": 1.0,
+             "point": [float(centre[k][0] + offset[0]), float(centre[k][1] + offset[1])]}
+            for k in range(n)]
 
 
 def ais_defaults(model) -> Dict[str, float]:

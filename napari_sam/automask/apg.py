@@ -211,3 +211,18 @@ def apg(predictor, maps: Optional[Dict[str, np.ndarray]] = None, **params) -> np
     masks, scores, boxes = masks[big], scores[big], boxes[big]
     keep = _nms(masks, scores, boxes, p["nms_threshold"])
     return _paint(masks, keep, p["min_size"])
+
+
+def labels_and_records(predictor, min_area: int = 0, offset=(0, 0), maps=None, **params):
+    """APG on the image a `Predictor` holds -> `AutoMaskResult` (labels (Y, X) uint32, one
+    record per object as `ais.label_records` makes them, bbox and point plus `offset`
+    (row, col)). min_area: objects smaller than this are dropped (APG's `min_size` is
+    raised to it). params: as for `apg`."""
+    from .ais import label_records
+    from .amg import AutoMaskResult
+
+    maps = maps if maps is not None else predictor.instance_maps()
+    p = dict(params)
+    p["min_size"] = max(int(p.get("min_size", APG_DEFAULTS["min_size"])), int(min_area))
+    labels = apg(predictor, maps=maps, **p)
+    return AutoMaskResult(labels, label_records(labels, maps, offset))

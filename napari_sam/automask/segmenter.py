@@ -5,7 +5,8 @@
     result = seg(image)                            # AutoMaskResult(labels, records)
 
 Modes: "amg" (a grid of point prompts, `automask.AutoMaskGenerator`), "ais" (the model's
-instance decoder and a seeded watershed, `ais`), "auto" (the mode the checkpoint names as
+instance decoder and a seeded watershed, `ais`), "apg" (the decoder's seeds as point
+prompts for SAM's mask decoder, `apg`), "auto" (the mode the checkpoint names as
 its best, measured when it was exported; else AIS when the model has an instance decoder,
 else AMG). The objects' diameter (None: estimated, a number of image px, or "off")
 sets the zoom at which the image reaches the model (`scale.plan_zoom`), the density of the
@@ -27,7 +28,8 @@ from ..predictor import Predictor
 from ..progress import null_progress
 from ..scale import Diameter, ZoomPlan, plan_zoom, preferred_diameter, resolve_diameter
 
-MODES = ("auto", "amg", "ais")
+MODES = ("auto", "amg", "ais", "apg")
+DECODER_MODES = ("ais", "apg")  # the modes that need an instance decoder
 # AMG grid spacing in preferred object diameters (model-input pixels)
 POINT_SPACING = 0.5
 POINTS_RANGE = (8, 64)
@@ -56,20 +58,21 @@ def auto_min_area(diameter: Optional[float]) -> int:
 
 
 def resolve_mode(mode: str, model) -> str:
-    """"amg" or "ais" for `mode` on `model` (a Sam)."""
+    """"amg", "ais" or "apg" for `mode` on `model` (a Sam); a ValueError naming the model
+    when the mode needs an instance decoder the model lacks."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
     has = getattr(model, "has_instance_head", False)
     if mode == "auto":  # the checkpoint's choice (measured at export), else AIS if it can
         preferred = getattr(model, "automask_mode", None)
-        if preferred in ("ais", "amg") and (preferred == "amg" or has):
+        if preferred in ("ais", "amg", "apg") and (preferred == "amg" or has):
             return preferred
         return "ais" if has else "amg"
-    if mode == "ais" and not has:
+    if mode in DECODER_MODES and not has:
         raise ValueError(
-            f"mode='ais' needs a model with an instance decoder; {model.config.name!r} has "
+            f"mode={mode!r} needs a model with an instance decoder; {model.config.name!r} has "
             "none: use mode='amg' (or 'auto'), or the bundled model / a micro-sam checkpoint "
-            "with a decoder")
+            "with a decoder (e.g. vit_b_lm)")
     return mode
 
 
@@ -79,8 +82,9 @@ class AutoSegmenter:
     model: Sam, Predictor, registry name or path (None: bundled). points_per_side: None =
     from the objects' size. min_area: None = from the objects' size (0 when unknown).
     Thresholds left as None are the model's. Other keywords go to `AutoMaskGenerator` and
-    its `generate` (points_per_batch, crop_n_layers, nms_thresh, ...) or, in AIS mode, to
-    `ais.watershed_from_maps` (center_distance_threshold, ...).
+    its `generate` (points_per_batch, crop_n_layers, nms_thresh, ...), in AIS mode to
+    `ais.watershed_from_maps` (center_distance_threshold, ...), in APG mode to `apg.apg`
+    (min_size, nms_threshold, refine_with_box_prompts, ...).
     """
 
     def __init__(self, model=None, *, mode: str = "auto", diameter: Diameter = None,
@@ -88,6 +92,7 @@ class AutoSegmenter:
                  stability_thresh: Optional[float] = None, min_area: Optional[int] = None,
                  device="auto", precision="auto", **kw) -> None:
         from .ais import AIS_DEFAULTS
+        from .apg import APG_DEFAULTS
 
         self.predictor = (model if isinstance(model, Predictor)
                           else Predictor(model, device=device, precision=precision))
@@ -97,7 +102,8 @@ class AutoSegmenter:
         self.points_per_side = points_per_side
         self.thresholds = (pred_iou_thresh, stability_thresh)
         self.min_area = min_area
-        self.ais_kw = {k: kw.pop(k) for k in list(kw) if k in AIS_DEFAULTS}
+        known = APG_DEFAULTS if self.mode == "apg" else AIS_DEFAULTS
+        self.ais_kw = {k: kw.pop(k) for k in list(kw) if k in known}
         self.init_kw, run, self.gen_kw = split_kwargs(kw)
         if run:
             raise TypeError(f"{', '.join(run)}: give these when calling the segmenter")
@@ -143,7 +149,7 @@ class AutoSegmenter:
         min_area = self.min_area if self.min_area is not None else auto_min_area(plan.diameter)
         if plan.tiled:
             return self._tiled(image, plan, channels, min_area, progress)
-        if self.mode == "ais":
+        if self.mode in DECODER_MODES:
             return self._ais(image, plan, channels, value_range, min_area)
         n = self.points_per_side or auto_points_per_side(self.model, plan, image.shape)
         gen = self.generator(n)
@@ -151,20 +157,23 @@ class AutoSegmenter:
         return gen.generate(*self.thresholds, min_area, **self.gen_kw)
 
     def _ais(self, image, plan: ZoomPlan, channels, value_range, min_area) -> AutoMaskResult:
-        from .ais import labels_and_records
+        from . import ais, apg
 
         self.predictor.set_image(np.asarray(image), channels, value_range, diameter="off",
                                  zoom=plan.zoom)
-        return labels_and_records(self.predictor, min_area=min_area, **self.ais_kw)
+        run = apg.labels_and_records if self.mode == "apg" else ais.labels_and_records
+        return run(self.predictor, min_area=min_area, **self.ais_kw)
 
     def tile_segmenter(self, plan: ZoomPlan, shape):
         """The per-tile segmenter of `tiled.tiled_automask` for an image of `shape` (Y, X)
-        run as `plan` says: AIS or grid prompts, with this segmenter's settings."""
-        from .tiled import AISSegmenter, AutomaskSegmenter
+        run as `plan` says: AIS, APG or grid prompts, with this segmenter's settings."""
+        from .tiled import AISSegmenter, APGSegmenter, AutomaskSegmenter
 
         min_area = self.min_area if self.min_area is not None else auto_min_area(plan.diameter)
         if self.mode == "ais":
             return AISSegmenter(min_area=min_area, **self.ais_kw)
+        if self.mode == "apg":
+            return APGSegmenter(min_area=min_area, **self.ais_kw)
         n = self.points_per_side or auto_points_per_side(self.model, plan, shape)
         return AutomaskSegmenter(n, *self.thresholds, min_area, **self.init_kw, **self.gen_kw)
 
@@ -187,7 +196,7 @@ def automask(image: np.ndarray, model=None, *, mode: str = "auto", diameter: Dia
     """Segment everything in a 2D image (Y, X) or (Y, X, C): uint32 labels (Y, X).
 
     model: Sam, Predictor, registry name or path (None: the bundled model). mode: "auto",
-    "amg" or "ais". diameter: the objects' diameter in image px (None: estimated; "off":
+    "amg", "ais" or "apg" (the last two need a model with an instance decoder). diameter: the objects' diameter in image px (None: estimated; "off":
     the whole image resized to the model input, no zoom). See `AutoSegmenter` for the rest.
     """
     seg = AutoSegmenter(model, mode=mode, diameter=diameter, points_per_side=points_per_side,

@@ -138,6 +138,28 @@ class AISSegmenter:
         return res.labels, res.records
 
 
+class APGSegmenter(AISSegmenter):
+    """Tile segmenter for APG (`automask.apg`): the decoder's seeds on one tile as point
+    prompts for the mask decoder, on the tile's embedding. Keywords: min_area and those of
+    `apg.apg`."""
+
+    def settings(self) -> dict:
+        return {**super().settings(), "segmenter": "apg"}
+
+    def __call__(self, emb: TiledEmbeddings, tile: Tile):
+        from .ais import tile_maps
+        from .apg import labels_and_records
+        from ..predictor import Predictor
+
+        pred = getattr(self._local, "pred", None)
+        if pred is None or pred.model is not emb.model:
+            pred = self._local.pred = Predictor(emb.model, emb.device, emb.precision)
+        e, maps = tile_maps(emb, tile)
+        pred.set_embedding(e)
+        res = labels_and_records(pred, self.min_area, tile.window[:2], maps, **self.params)
+        return res.labels, res.records
+
+
 @dataclass
 class TileJob:
     """Everything a worker needs to segment tiles of one image (picklable)."""

@@ -31,8 +31,9 @@ def segment_slices(embeddings: SliceEmbeddings, progress=null_progress, cancel=N
                    mode: str = "auto", **automask_kw) -> np.ndarray:
     """(N, Y, X) uint32: each slice of `embeddings.stack` segmented on its own (ids per
     slice), at the stack's zoom. mode: "amg" (grid prompts on the slice's cached
-    embedding), "ais" (the instance decoder) or "auto" (the checkpoint's choice, as
-    `automask.automask`); other keywords as for `automask.AutoSegmenter`."""
+    embedding), "ais" (the instance decoder), "apg" (its seeds as prompts) or "auto" (the
+    checkpoint's choice, as `automask.automask`); other keywords as for
+    `automask.AutoSegmenter`."""
     from ..scale import ZoomPlan
     from .segmenter import AutoSegmenter, auto_min_area, auto_points_per_side
 
@@ -45,11 +46,12 @@ def segment_slices(embeddings: SliceEmbeddings, progress=null_progress, cancel=N
     for k in range(n):
         _check_cancel(cancel)
         progress(k, n, f"segmenting slice {k + 1}/{n}")
-        if seg.mode == "ais":
-            from .ais import labels_and_records
+        if seg.mode in ("ais", "apg"):
+            from . import ais, apg
 
             embeddings.set_image(k)  # the instance head needs the slice's pixels
-            res = labels_and_records(pred, min_area=min_area, **seg.ais_kw)
+            run = apg.labels_and_records if seg.mode == "apg" else ais.labels_and_records
+            res = run(pred, min_area=min_area, **seg.ais_kw)
         else:
             gen = seg.generator(seg.points_per_side
                                 or auto_points_per_side(pred.model, plan, embeddings.shape))

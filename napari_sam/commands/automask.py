@@ -61,10 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="channels to use (1 to 3) for images with more than three")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g = parser.add_argument_group("automatic mask generation")
-    g.add_argument("--mode", default="auto", choices=("auto", "amg", "ais"),
+    g.add_argument("--mode", default="auto", choices=("auto", "amg", "ais", "apg"),
                    help="amg: a grid of point prompts; ais: the model's instance decoder and "
                         "a seeded watershed (the bundled model and micro-sam checkpoints with "
-                        "a decoder); auto (default): ais when the model has a decoder")
+                        "a decoder); apg: the decoder's seeds as point prompts for SAM "
+                        "(slower than ais, sharper outlines); auto (default): ais when the "
+                        "model has a decoder")
     g.add_argument("--diameter", type=_diameter, default=None, metavar="auto|N|off",
                    help="the objects' diameter in pixels: auto (default) estimates it, a "
                         "number gives it, off resizes the whole image to the model input. "

@@ -11,7 +11,18 @@ from ..runtime.kernels import linear  # noqa: F401
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, H, W) tensor."""
+    """LayerNorm over the channel axis of a (B, C, H, W) tensor.
+
+    sam_order: in fp32, compute it as SAM's reference does (mean, mean of the centred
+    squares, divide by sqrt(var + eps), then the affine), not with the fused `layer_norm`
+    kernel. The two differ by an ulp or so per pixel, but the encoder's last norm sets the
+    embedding every decoder reads, and micro-sam's instance decoder (whose instance norms
+    amplify such per-pixel differences) then differs by ~1e-4 instead of ~2e-6
+    (tests/test_unetr_decoder.py). `neck` turns it on; it costs nothing measurable there (one
+    (B, 256, 64, 64) tensor per image). Other dtypes always use the fused kernel.
+    """
+
+    sam_order = False
 
     def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -20,6 +31,11 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sam_order and x.dtype == torch.float32:
+            u = x.mean(1, keepdim=True)
+            d = x - u
+            y = d / torch.sqrt(d.pow(2).mean(1, keepdim=True) + self.eps)
+            return self.weight[:, None, None] * y + self.bias[:, None, None]
         # normalise in channels-last layout, where layer_norm is one fused kernel (the
         # normalised shape from the weight, a constant when the graph is traced for ONNX)
         c = self.weight.shape[0]
@@ -62,12 +78,16 @@ class MLP(nn.Module):
 
 
 def neck(in_dim: int, out_dim: int) -> nn.Sequential:
-    """1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d: both encoders end with this."""
+    """1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d: both encoders end with this (the
+    norms in SAM's order of operations in fp32, see `LayerNorm2d`)."""
+    norms = [LayerNorm2d(out_dim), LayerNorm2d(out_dim)]
+    for n in norms:
+        n.sam_order = True
     return nn.Sequential(
         nn.Conv2d(in_dim, out_dim, 1, bias=False),
-        LayerNorm2d(out_dim),
+        norms[0],
         nn.Conv2d(out_dim, out_dim, 3, padding=1, bias=False),
-        LayerNorm2d(out_dim),
+        norms[1],
     )
 
 

@@ -135,4 +135,10 @@ class ImageEncoderViT(nn.Module):
         x = x + self.pos_embed
         for blk in self.blocks:
             x = blk(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+        x = x.permute(0, 3, 1, 2)
+        if x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
+            # plain fp32: the neck's input in SAM's memory layout (its residual stream is
+            # channels-first in memory), so that the neck's convolutions and norms round as
+            # SAM's do; decoders downstream (micro-sam's UNETR) amplify the difference
+            x = x.contiguous()
+        return self.neck(x)

@@ -51,7 +51,7 @@ def validate(model, samples: List, max_objects: int = 40, automask: bool = False
     each sample (0: all); score: their mean. With `calibrate`: `calibrate_automask` first,
     its choices set on `model` and returned under "calibration" (and "automask", "ais",
     "automask_mode"). With `automask`: "automask_f1@0.5" / "@0.75", the F1 of the default
-    automatic segmentation (`segment.AutoSegmenter`, mode "auto", the model's thresholds).
+    automatic segmentation (`automask.AutoSegmenter`, mode "auto", the model's thresholds).
     """
     was_training = model.training
     model.eval()

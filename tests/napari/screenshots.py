@@ -43,17 +43,19 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs"))
     ap.add_argument("--clicks", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--only", choices=("interactive", "automask"), default=None,
-                    help="take only these screenshots (default: both)")
+    ap.add_argument("--only", choices=("interactive", "automask", "ais"), default=None,
+                    help="take only these screenshots (default: all)")
     ap.add_argument("--pred-iou", type=float, default=None,
                     help="automask threshold (default: the model's)")
     ap.add_argument("--stability", type=float, default=None,
                     help="automask threshold (default: the model's)")
     args = ap.parse_args(argv)
-    if args.only != "automask":
+    if args.only in (None, "interactive"):
         interactive(args)
-    if args.only != "interactive":
+    if args.only in (None, "automask"):
         automask(args)
+    if args.only in (None, "ais"):
+        ais(args)
     return 0
 
 
@@ -101,6 +103,7 @@ def automask(args) -> None:
     data, kwargs, _ = nuclei()[0]
     viewer.add_image(data, **kwargs)
     widget = AutomaskWidget(viewer, model=env.model)
+    widget.method.value = "amg"  # the grid of prompts (see `ais` for the decoder mode)
     viewer.window.add_dock_widget(widget, name="Automatic segmentation", area="right")
     if args.pred_iou is not None:
         widget.pred_iou.value = args.pred_iou
@@ -122,6 +125,39 @@ def automask(args) -> None:
     viewer.reset_view()
     env.close_toasts()
     imsave(Path(args.out) / "napari_automask.png",
+           viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+    viewer.close()
+
+
+def ais(args) -> None:
+    """The automask widget in AIS mode on the nuclei sample, after a foreground slider move
+    (re-thresholding the kept decoder maps): docs/ais_widget.png."""
+    from napari_sam._napari.automask_widget import AutomaskWidget
+
+    env = _load(args)
+    napari, imsave, nuclei, settle = env.napari, env.imsave, env.nuclei, env.settle
+    viewer = napari.Viewer()
+    viewer.window.resize(1400, 900)
+    data, kwargs, _ = nuclei()[0]
+    viewer.add_image(data, **kwargs)
+    widget = AutomaskWidget(viewer, model=env.model)
+    widget.method.value = "ais"
+    viewer.window.add_dock_widget(widget, name="Automatic segmentation", area="right")
+    t0 = time.perf_counter()
+    widget.run()
+    end = time.time() + 300
+    while widget.busy and time.time() < end:
+        settle(0.1)
+    if widget.session is None:
+        raise SystemExit(f"AIS did not finish: {widget.status.value}")
+    print(f"ais: {widget.status.value} in {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    widget.foreground.value = min(widget.foreground.value + 0.1, 0.95)  # watershed only
+    print(f"foreground slider: {widget.status.value} in "
+          f"{(time.perf_counter() - t0) * 1000:.0f} ms")
+    viewer.reset_view()
+    env.close_toasts()
+    imsave(Path(args.out) / "ais_widget.png",
            viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
     viewer.close()
 
