@@ -49,13 +49,13 @@ def child(args) -> None:
         image = rng.integers(0, 255, (args.size, args.size, 3), dtype=np.uint8)
     times = []
     if args.task == "encoder":
-        pred = Predictor(model, "cpu", "auto")
+        pred = Predictor(model, "cpu", "auto", diameter="off")
         for i in range(args.runs + 1):
             t0 = time.perf_counter()
             pred.set_image(image)
             times.append(time.perf_counter() - t0)
     elif args.task == "click":
-        pred = Predictor(model, "cpu", "auto")
+        pred = Predictor(model, "cpu", "auto", diameter="off")
         pred.set_image(image)
         pts = rng.uniform(0, args.size - 1, (args.runs * 5 + 1, 2))
         for p in pts:

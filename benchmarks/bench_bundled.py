@@ -132,7 +132,7 @@ def main(argv=None) -> int:
 
     embeds, clicks, preds = [], {}, {}
     for prec in args.precisions.split(","):
-        p = preds[prec] = Predictor(model, "cpu", prec)
+        p = preds[prec] = Predictor(model, "cpu", prec, diameter="off")
         name = f"ours {prec} ({precision_label(p)})"
         embeds.append(C.Timer(name, lambda p=p: p.set_image(rgb)))
         embeds.append(C.Timer(name + " uint16 gray", lambda p=p: p.set_image(gray)))

@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     sides = {}
     with torch.inference_mode():
         for prec in args.precisions.split(","):
-            p = Predictor(ours, "cpu", prec)
+            p = Predictor(ours, "cpu", prec, diameter="off")
             p.set_image(image)
             sides[f"ours {prec} ({precision_label(p)})"] = (
                 lambda pt, p=p: p.predict(points=[pt], point_labels=[1])[0])

@@ -64,7 +64,7 @@ def timing(args) -> dict:
     print(f"encoder benchmark: {args.arch}, image {image.shape}; {C.describe(m)}", flush=True)
     timers, preds = [], {}
     for prec in args.precisions.split(","):
-        p = preds[prec] = Predictor(ours, "cpu", prec)
+        p = preds[prec] = Predictor(ours, "cpu", prec, diameter="off")
         timers.append(C.Timer(f"ours {prec} ({str(p.dtype).replace('torch.', '')})",
                               lambda p=p: p.set_image(image)))
     ref_pred = None
@@ -94,7 +94,7 @@ def timing(args) -> dict:
         print(line, flush=True)
 
     # agreement: reduced precision vs fp32 (ours), ours fp32 vs reference
-    fp32 = preds.get("fp32") or Predictor(ours, "cpu", "fp32")
+    fp32 = preds.get("fp32") or Predictor(ours, "cpu", "fp32", diameter="off")
     pts, boxes = prompts(args.size)
     with torch.inference_mode():
         fp32.set_image(image)
@@ -138,7 +138,7 @@ def memory_child(impl: str, args) -> None:
         from napari_sam.model import build_model
         from napari_sam.predictor import Predictor
 
-        pred = Predictor(build_model(args.arch), "cpu", impl.split(":", 1)[1])
+        pred = Predictor(build_model(args.arch), "cpu", impl.split(":", 1)[1], diameter="off")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.inference_mode():
         pred.set_image(image)

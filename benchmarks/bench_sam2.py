@@ -52,7 +52,7 @@ def embedding(args, ref, ours) -> dict:
     image = C.make_image(args.image, args.seed)
     timers, preds = [], {}
     for prec in args.precisions.split(","):
-        p = preds[prec] = Predictor(ours, "cpu", prec)
+        p = preds[prec] = Predictor(ours, "cpu", prec, diameter="off")
         timers.append(C.Timer(f"ours {prec} ({str(p.dtype).replace('torch.', '')})",
                               lambda p=p: p.set_image(image)))
     rp = image_predictor(ref)
