@@ -70,9 +70,9 @@ def test_object_size_is_estimated_on_the_prompted_slice(monkeypatch):
     seen = []
     real = scale.resolve_diameter
 
-    def spy(image, diameter, channels=None):
+    def spy(image, diameter, channels=None, model=None):
         seen.append((float(np.asarray(image).min()), diameter))
-        return real(image, diameter, channels)
+        return real(image, diameter, channels, model)
     monkeypatch.setattr(scale, "resolve_diameter", spy)
     pred = Predictor(build_model("test_vit"), device="cpu")
     segment_volume(vol, pred, z=1, points=[[15, 15]], floor=None)

@@ -193,11 +193,37 @@ def automask(image: np.ndarray, model=None, *, mode: str = "auto", diameter: Dia
              stability_thresh: Optional[float] = None, min_area: Optional[int] = None,
              channels=None, value_range=None, progress=null_progress, device="auto",
              **kw) -> np.ndarray:
-    """Segment everything in a 2D image (Y, X) or (Y, X, C): uint32 labels (Y, X).
+    """Segment everything in a 2D image.
 
-    model: Sam, Predictor, registry name or path (None: the bundled model). mode: "auto",
-    "amg", "ais" or "apg" (the last two need a model with an instance decoder). diameter: the objects' diameter in image px (None: estimated; "off":
-    the whole image resized to the model input, no zoom). See `AutoSegmenter` for the rest.
+    Parameters
+    ----------
+    image : ndarray, (Y, X) or (Y, X, C), any dtype and size
+    model : Sam, Predictor, str or path, optional
+        A model, a registry name ("vit_b_lm", ...) or a checkpoint (None: the bundled model).
+    mode : {"auto", "amg", "ais", "apg"}
+        "amg": a grid of point prompts; "ais": the instance decoder and a seeded watershed;
+        "apg": the decoder's seeds as prompts; "auto": the checkpoint's choice, else AIS when
+        the model has an instance decoder, else AMG.
+    diameter : None, "off" or float
+        The objects' diameter in image pixels (None: estimated; "off": the whole image
+        resized to the model input, no zoom).
+    points_per_side, pred_iou_thresh, stability_thresh, min_area : optional
+        AMG grid density and thresholds, smallest object (pixels); None: from the objects'
+        size and the model's calibrated thresholds.
+    channels : sequence of int, optional
+        Up to 3 channels of a (Y, X, C) image.
+    value_range : (float, float), optional
+        Intensity range mapped to 0..255 (default: robust percentiles).
+    progress : callable(done, total, message), optional
+    device : str
+        "auto", "cpu", "cuda", ...
+    **kw
+        Passed to `AutoSegmenter` (AMG, AIS or APG keywords).
+
+    Returns
+    -------
+    labels : ndarray, (Y, X) uint32
+        0 is background; ids 1..N, in the image's own pixel grid.
     """
     seg = AutoSegmenter(model, mode=mode, diameter=diameter, points_per_side=points_per_side,
                         pred_iou_thresh=pred_iou_thresh, stability_thresh=stability_thresh,

@@ -251,14 +251,41 @@ def tiled_automask(image, model=None, out=None, *, tile_size: Optional[int] = No
                    tiles_per_task: int = 4, keep_work: bool = False, overwrite: bool = False,
                    device="auto", precision="auto", progress=null_progress,
                    **automask_kw) -> TiledAutomaskResult:
-    """Segment everything in a 2D image of any size; see the module docstring.
+    """Segment everything in a 2D image of any size, tile by tile (see the module docstring).
 
-    image: array-like (numpy, memmap, zarr, dask) or a path; model: Sam, name or path.
-    out: None (labels in memory) or the path of a zarr label image to create.
-    cache: where tile embeddings are kept (None: not kept; see TiledEmbeddings).
-    scheduler: None (this process), "threads", "local" (a LocalCluster of processes),
-    "local-threads", a scheduler address "tcp://host:port", or a dask Client.
-    Other keywords go to `AutomaskSegmenter` (points_per_side, pred_iou_thresh, ...).
+    The tiles are taken at native resolution unless `tile_size` says otherwise; for tiles
+    at the objects' zoom use `automask(image)` (or `AutoSegmenter`), which plans them from
+    the objects' diameter and calls this function.
+
+    Parameters
+    ----------
+    image : array-like (numpy, memmap, zarr, dask) (Y, X) or (Y, X, C), or a path
+    model : Sam, str or path, optional
+        None: the bundled model.
+    out : path, optional
+        A zarr label image to create (None: labels in memory).
+    tile_size, overlap : int, optional
+        Tile side and overlap in image pixels (default: the model's, `default_tiling`).
+    channels : sequence of int, optional
+    cache : None, "beside", "user" or a folder
+        Where tile embeddings are kept (None: not kept; see `TiledEmbeddings`).
+    foreground : ndarray (Y', X') bool, optional
+        A coarse mask; only tiles over it are segmented.
+    segmenter : callable, optional
+        The per-tile segmenter (`AutomaskSegmenter`, `AISSegmenter`, `APGSegmenter`).
+    link_iou : float
+        IoU above which pieces of an object on two sides of a seam are joined.
+    scheduler : None, "threads", "local", "local-threads", "tcp://host:port" or a Client
+        Where tiles run (None: one after the other in this process).
+    **automask_kw
+        Passed to `AutomaskSegmenter` (points_per_side, pred_iou_thresh, ...).
+
+    Returns
+    -------
+    TiledAutomaskResult
+        `labels` (Y, X) uint32 (numpy, or the zarr array at `out`), `records` (one dict per
+        object: id, area, bbox (row0, col0, row1, col1), centroid (row, col), ...), tiles
+        run and used, and the tile grid's shape.
     """
 
     embed_kw = dict(tile_size=tile_size, overlap=overlap, channels=channels, cache=cache,
