@@ -35,7 +35,13 @@ import threading
 import torch
 from torch import nn
 
-_CURRENT: contextvars.ContextVar = contextvars.ContextVar("napari_sam_session", default=None)
+# the sessions entered in this context, innermost last (a tuple: entering and leaving set a new
+# value, so no contextvars Token is kept anywhere, e.g. in a thread-local store, whose
+# clean-up when a Qt pool thread's Python state is deleted crashed CPython 3.11)
+_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("napari_sam_sessions", default=())
+# per-thread stores kept for at most this many threads (caches only: a dropped store is
+# made again on the next use)
+MAX_THREAD_STORES = 16
 
 # attention formulations of the ViT encoder (see `napari_sam.runtime.vit_attention`)
 ATTENTION_PATHS = ("auto", "bias", "augmented")
@@ -43,13 +49,14 @@ ATTENTION_PATHS = ("auto", "bias", "augmented")
 
 def current() -> "InferenceSession | None":
     """The session active in this thread's context, or None."""
-    return _CURRENT.get()
+    active = _ACTIVE.get()
+    return active[-1] if active else None
 
 
 def caching() -> "InferenceSession | None":
     """The active session when results may be kept (inference: no autograd, no
     torch.compile tracing), else None."""
-    s = _CURRENT.get()
+    s = current()
     if s is None or torch.is_grad_enabled() or torch.compiler.is_compiling():
         return None
     return s
@@ -87,7 +94,9 @@ class InferenceSession:
         self.attention = attention
         self._derived: dict = {}
         self._constants: dict = {}
-        self._threads = threading.local()
+        # per-thread stores by thread id (not threading.local: see `_ACTIVE`)
+        self._threads: dict = {}
+        self._lock = threading.Lock()
         self._generation = 0
         self._weights = None
 
@@ -97,12 +106,13 @@ class InferenceSession:
 
     # ---- lifetime ---------------------------------------------------------------------
     def __enter__(self) -> "InferenceSession":
-        tokens = self._threads.__dict__.setdefault("tokens", [])
-        tokens.append(_CURRENT.set(self))
+        _ACTIVE.set(_ACTIVE.get() + (self,))
         return self
 
     def __exit__(self, *exc) -> None:
-        _CURRENT.reset(self._threads.tokens.pop())
+        active = _ACTIVE.get()
+        _ACTIVE.set(active[:-1] if active and active[-1] is self else
+                    tuple(s for s in active if s is not self))
 
     def _weights_state(self) -> tuple:
         m = self.model
@@ -126,16 +136,20 @@ class InferenceSession:
         self._derived = {}
         self._constants = {}
         self._generation += 1
-        self._threads.__dict__.pop("store", None)
+        with self._lock:
+            self._threads = {}
 
     def _local(self) -> dict:
         """This thread's store ({"scratch": {...}, "images": {...}}), emptied after an
         `invalidate`."""
-        d = self._threads.__dict__
-        store = d.get("store")
+        ident = threading.get_ident()
+        store = self._threads.get(ident)
         if store is None or store["generation"] != self._generation:
-            store = d["store"] = {"generation": self._generation, "scratch": {},
-                                  "images": {}}
+            store = {"generation": self._generation, "scratch": {}, "images": {}}
+            with self._lock:
+                if len(self._threads) >= MAX_THREAD_STORES:
+                    self._threads.pop(next(iter(self._threads)))
+                self._threads[ident] = store
         return store
 
     # ---- what is kept -----------------------------------------------------------------
