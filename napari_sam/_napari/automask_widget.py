@@ -430,6 +430,6 @@ class AutomaskWidget(Container):
         if self._worker is not None:
             self._worker.quit()
         self._closed = True
-        self.size.quit()
+        self.size.close()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self.reset_choices)

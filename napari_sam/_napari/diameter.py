@@ -93,6 +93,14 @@ class DiameterControl:
         if self.worker is not None:
             self.worker.quit()
 
+    def close(self) -> None:
+        """The panel is closing: stop the estimate and remove the circle on the event loop's
+        next turn (removing layers while napari tears the dock down crashes it)."""
+        from qtpy.QtCore import QTimer
+
+        self.quit()
+        QTimer.singleShot(0, self.remove_circle)
+
     def remove_circle(self) -> None:
         """Remove the circle layer (call on the event loop's next turn when closing)."""
         layer = self.circle_layer()

@@ -360,8 +360,7 @@ class SamWidget(Actions, Container):
         self._embedder.cancel()
         self._tiled.cancel()
         self._download.close()
-        self.size.quit()
+        self.size.close()
         # layers are removed on the next turn of the event loop: removing them while napari
         # is still tearing the dock down crashes it (segfault)
         QTimer.singleShot(0, self._remove_prompt_layers)
-        QTimer.singleShot(0, self.size.remove_circle)

@@ -276,3 +276,19 @@ def test_thresholds_follow_the_loaded_model(make_napari_viewer, qtbot, tmp_path)
     run(qtbot, w)
     assert w.pred_iou.value == 0.45
     assert all(r["predicted_iou"] >= 0.45 for r in w.result_layer.metadata["records"])
+
+
+def test_closing_the_panel_removes_its_diameter_circle(make_napari_viewer, qtbot):
+    """A typed diameter draws the 'SAM diameter' circle; closing the automask panel removes
+    it with the panel (as the interactive widget's close does)."""
+    from napari_sam._napari.diameter import CIRCLE_LAYER
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="img")
+    w = AutomaskWidget(viewer, model=build_model("test_vit"))
+    viewer.window.add_dock_widget(w, name="Automatic segmentation")
+    w.diameter.value = "20"
+    qtbot.waitUntil(lambda: CIRCLE_LAYER in [ly.name for ly in viewer.layers], timeout=5_000)
+    viewer.window.remove_dock_widget(w.native)  # as the dock's close button does
+    qtbot.waitUntil(lambda: CIRCLE_LAYER not in [ly.name for ly in viewer.layers],
+                    timeout=5_000)
