@@ -50,7 +50,7 @@ from ..io.atomic import atomic_path
 from ..model import Sam, load_model, save_checkpoint
 from .augment import sample_zoom
 from .finetune_eval import validate
-from .finetune_steps import TrainingViews, maybe_autocast, step_loss  # noqa: F401 (public)
+from .finetune_steps import TrainingViews, step_loss
 from .user_data import Sample, summary
 
 STATE_SUFFIX = ".state.pt"

@@ -8,6 +8,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from ..device import autocast
 from ..model import Sam
 from ..runtime.session import InferenceSession
 from .augment import random_view
@@ -16,7 +17,8 @@ from .user_data import Sample
 
 
 def maybe_autocast(device: torch.device, dtype):
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    """`device.autocast` for an optional dtype (None: fp32, no autocast)."""
+    return autocast(device, dtype or torch.float32)
 
 
 class TrainingViews:
