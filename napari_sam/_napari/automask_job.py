@@ -235,7 +235,7 @@ def cancellable(progress: Callable, cancelled: Callable[[], bool]) -> Callable:
     return report
 
 
-def _plane(req: Request) -> Tuple[np.ndarray, Tuple[int, ...]]:
+def request_plane(req: Request) -> Tuple[np.ndarray, Tuple[int, ...]]:
     """The 2D image to segment (Y, X[, C]) and the labels' shape."""
     data = req.data
     lead = np.ndim(data) - (3 if req.rgb else 2)
@@ -253,7 +253,7 @@ def _size_plan(req: Request, model, lead: int, report):
     from .embedding import _central_window
 
     if req.mode == CHANNELS and lead == 1:
-        sample = _plane(req)[0]
+        sample = request_plane(req)[0]
         shape = sample.shape[:2]
     else:
         index = req.index if req.index or lead == 0 else tuple(
@@ -315,7 +315,7 @@ def run_job(req: Request, progress: Callable = null_progress,
             session = Session(first.labels.shape, stack=stack, slices=slices, axes=axes,
                               mode=req.mode)
         else:
-            plane, shape = _plane(req)
+            plane, shape = request_plane(req)
             generator = make().initialize(plane, report, req.channels, zoom=plan.zoom)
             session = Session(shape, req.index if lead and req.mode != CHANNELS else (),
                               generator=generator)

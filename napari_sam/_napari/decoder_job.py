@@ -9,7 +9,7 @@ import numpy as np
 
 from ..automask.amg import AutoMaskResult, default_thresholds
 from ..automask.stack import automask_stack
-from .automask_job import CHANNELS, CURRENT, LINKED, JobResult, Request, _plane, floors_for
+from .automask_job import CHANNELS, CURRENT, LINKED, JobResult, Request, floors_for, request_plane
 
 
 DECODER_KEYS = ("center_distance_threshold", "boundary_distance_threshold",
@@ -71,7 +71,7 @@ def run_decoder(req: Request, model, predictor, plan, lead: int, method: str, re
     floors = floors_for(default_thresholds(model))
     one_plane = lead == 0 or req.mode == CURRENT or (req.mode == CHANNELS and lead == 1)
     if one_plane and (method == "ais" or not plan.tiled):
-        plane, shape = _plane(req)
+        plane, shape = request_plane(req)
         index = req.index if lead and req.mode != CHANNELS else ()
         session = req.cached
         if session is None or session.method != method or session.predictor.model is not model:
@@ -96,7 +96,7 @@ def run_decoder(req: Request, model, predictor, plan, lead: int, method: str, re
     seg = AutoSegmenter(predictor, mode=method, diameter=plan.diameter or "off",
                         min_area=int(thresholds["min_area"]), **kw)
     if lead == 0:
-        res = seg(_plane(req)[0], req.channels, progress=report)
+        res = seg(request_plane(req)[0], req.channels, progress=report)
     else:
         stack = np.asarray(req.data)
         axes = "Z" * lead + "YX" + ("C" if req.rgb else "")
