@@ -309,12 +309,15 @@ class ZoomPlan:
     """How an image reaches the model. zoom: model-input px per image px (None: the whole
     image resized to the input, SAM's rule); tile: None (one embedding) or the tile side in
     image pixels, with `overlap` image pixels between tiles; diameter: the objects'
-    diameter in image px that the plan was made for (None: unknown / off)."""
+    diameter in image px that the plan was made for (None: unknown / off); tile_input: a
+    tile's side in model-input pixels (None: the model's input; larger only for instance
+    maps of a model with `flexible_input`, see `tiled_plan`)."""
 
     zoom: Optional[float]
     tile: Optional[int] = None
     overlap: Optional[int] = None
     diameter: Optional[float] = None
+    tile_input: Optional[int] = None
 
     @property
     def tiled(self) -> bool:
@@ -328,21 +331,47 @@ def target_zoom(model, diameter: float) -> float:
     return min(target, model.image_size / 16)
 
 
-def tiled_plan(model, diameter: float) -> ZoomPlan:
-    """Tiles at the zoom objects of `diameter` image px need: tile side = model input /
-    zoom; overlap = the model's default overlap at that zoom, at least one diameter, at most
-    half a tile."""
+# model-input side of the tiles that only need instance maps (AIS) on a model with
+# `flexible_input`: 3 x 3 of its 256-px inputs; the share of pixels computed twice in the
+# overlaps falls from 44 % (256-px tiles, 64-px overlaps) to 23 %. The encoder and head cost
+# per pixel is about the same at 256 and 768 (docs/large_images.md)
+AIS_TILE_INPUT = 768
+
+
+def tiled_plan(model, diameter: float, tile_input: Optional[int] = None,
+               shape=None) -> ZoomPlan:
+    """Tiles at the zoom objects of `diameter` image px need: tile side = `tile_input`
+    (default the model input) / zoom; overlap = the model's default overlap at that zoom, at
+    least one diameter, at most half a tile. With the image's `shape` (Y, X, ...), a larger
+    `tile_input` is cut to a multiple of 64 whose tiles fit inside the image: every tile is
+    then whole, with no padding (the instance head's group norms see only pixels)."""
     from .tiled.embed import default_tiling
 
     model = getattr(model, "model", model)
     size = model.image_size
-    tile = max(16, int(round(size / target_zoom(model, diameter))))
+    side = size if tile_input is None else model.input_side(tile_input)
+    zoom = target_zoom(model, diameter)
+    if shape is not None and side > size:
+        fits = int(min(int(shape[0]), int(shape[1])) * zoom) // 64 * 64
+        side = max(size, min(side, fits))
+    tile = max(16, int(round(side / zoom)))
     _, overlap = default_tiling(model)
-    overlap = min(tile // 2, max(int(round(overlap * tile / size)), int(math.ceil(diameter))))
-    return ZoomPlan(size / tile, tile, overlap, diameter)
+    overlap = min(tile // 2, max(int(round(overlap / zoom)), int(math.ceil(diameter))))
+    return ZoomPlan(side / tile, tile, overlap, diameter,
+                    None if side == size else side)
 
 
-def plan_zoom(shape, model, diameter: Optional[float]) -> ZoomPlan:
+def instance_tile_input(model, mode: str) -> Optional[int]:
+    """The tile side in model-input pixels for automask `mode` ("ais" reads only instance
+    maps; with `flexible_input` it gets `AIS_TILE_INPUT`); None: the model's input."""
+    model = getattr(model, "model", model)
+    if mode == "ais" and getattr(model, "flexible_input", False):
+        return AIS_TILE_INPUT
+    return None
+
+
+def plan_zoom(shape, model, diameter: Optional[float],
+              tile_input: Optional[int] = None) -> ZoomPlan:
     """How an image reaches the model, given its objects' diameter.
 
     Parameters
@@ -352,12 +381,14 @@ def plan_zoom(shape, model, diameter: Optional[float]) -> ZoomPlan:
     model : Sam, Sam2 or Predictor
     diameter : float or None
         The objects' diameter in image pixels; None: no zoom (SAM's whole-image resize).
+    tile_input : int, optional
+        The side of a tile in model-input pixels, if tiled (`instance_tile_input`).
 
     Returns
     -------
     ZoomPlan
         One embedding at `zoom` when the image fits the model input at (at least
-        `FIT_TOLERANCE` of) the zoom it needs, else `tiled_plan(model, diameter)`.
+        `FIT_TOLERANCE` of) the zoom it needs, else `tiled_plan(model, diameter, tile_input)`.
     """
     if diameter is None:
         return ZoomPlan(None)
@@ -368,4 +399,4 @@ def plan_zoom(shape, model, diameter: Optional[float]) -> ZoomPlan:
         return ZoomPlan(target, diameter=diameter)
     if fit >= target * FIT_TOLERANCE:
         return ZoomPlan(fit, diameter=diameter)
-    return tiled_plan(model, diameter)
+    return tiled_plan(model, diameter, tile_input, shape)

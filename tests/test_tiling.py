@@ -294,3 +294,42 @@ def test_tiled_predictor_keeps_the_precision_policy(one_thread):
     assert pred.decoder_dtype == Predictor(emb.model, "cpu", "auto").decoder_dtype
     if emb.dtype == torch.bfloat16:  # a CPU with fast bf16: small decoders stay in fp32
         assert pred.decoder_dtype == torch.float32
+
+
+def test_input_side_rules():
+    """Only a model whose encoder and head have no fixed positions takes larger squares;
+    tiles of them have instance maps but no prompts."""
+    from dataclasses import replace
+
+    from napari_sam.automask.ais import tile_maps
+    from napari_sam.model import Sam
+    from napari_sam.model.config import TEST_TINY_VIT
+
+    vit = build_model("test_vit")
+    assert not vit.flexible_input
+    assert vit.input_side(None) == vit.image_size
+    with pytest.raises(ValueError, match="takes 256 x 256 inputs only"):
+        vit.input_side(512)
+    torch.manual_seed(0)
+    flex = Sam(replace(TEST_TINY_VIT, instance_head=(32, 24, 16, 8, 8))).eval()
+    assert flex.flexible_input
+    with pytest.raises(ValueError, match="multiple of 64"):
+        flex.input_side(300)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 4000, (300, 420)).astype(np.uint16)
+    emb = TiledEmbeddings(flex, image, tile_size=200, overlap=40, tile_input=512,
+                          precision="fp32")
+    c, g, _ = flex.embedding_shape
+    assert emb.feature_shape == (c, 2 * g, 2 * g) and emb.zoom == pytest.approx(512 / 200)
+    tile = emb.grid[0, 0]
+    x = emb.model_input(tile)
+    assert tuple(x.shape[-2:]) == emb.input_size(tile) == (512, 512)
+    with torch.no_grad():
+        direct = flex.encode(x, size=512)
+    assert torch.allclose(emb.features(tile), direct, atol=1e-4, rtol=1e-4)
+    _, maps = tile_maps(emb, tile)
+    assert maps["foreground"].shape == tile.shape
+    with pytest.raises(ValueError, match="instance maps only"):
+        emb.predictor(tile)
+    with pytest.raises(ValueError, match="takes 256 x 256 inputs only"):
+        TiledEmbeddings(vit, image, tile_size=200, overlap=40, tile_input=512)

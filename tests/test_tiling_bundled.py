@@ -79,3 +79,43 @@ def test_tiled_automask_splits_no_object_at_seams(model):
         split += len(big) >= 2
     assert found >= 0.6 * len(crossing)  # the model finds most of them
     assert split == 0
+
+
+def test_large_instance_tiles_match_model_input_tiles(model):
+    """AIS on 768-px tiles (the bundled model's encoder and head have no fixed positions)
+    finds the same nuclei as on 256-px tiles, with about a third of the tiles."""
+    from napari_sam.automask import AutoSegmenter
+    from napari_sam.automask.tiled import AISSegmenter
+    from napari_sam.scale import AIS_TILE_INPUT, tiled_plan
+    from napari_sam.training.evaluate import match_f1
+
+    img, truth = nuclei_image(7, size=(520, 600))
+    seg = AutoSegmenter(model, diameter=24)
+    labels = seg(img).labels
+    plan = seg.last_plan
+    assert plan.tiled and plan.tile_input == AIS_TILE_INPUT
+    assert plan.zoom == pytest.approx(AIS_TILE_INPUT / plan.tile)
+    small = tiled_plan(model, 24)
+    assert small.tile_input is None and small.zoom == pytest.approx(plan.zoom, rel=0.02)
+    ref = tiled_automask(img, model, tile_size=small.tile, overlap=small.overlap,
+                         segmenter=AISSegmenter(min_area=20))
+    big = tiled_automask(img, model, tile_size=plan.tile, overlap=plan.overlap,
+                         tile_input=plan.tile_input, segmenter=AISSegmenter(min_area=20))
+    assert big.tiles_used * 2 <= ref.tiles_used
+    f_big, f_ref = match_f1(big.labels, truth), match_f1(ref.labels, truth)
+    for k in ("f1@0.5", "f1@0.75"):
+        assert f_big[k] >= f_ref[k] - 0.02, (k, f_big, f_ref)
+    assert match_f1(labels, truth)["f1@0.5"] >= 0.9
+    # an image narrower than a large tile gets tiles that fit it (no padding)
+    narrow = tiled_plan(model, 24, AIS_TILE_INPUT, (300, 2000))
+    assert narrow.tile <= 300 and narrow.tile_input % 64 == 0
+    assert 256 <= narrow.tile_input < AIS_TILE_INPUT
+
+
+def test_prompt_modes_keep_model_input_tiles(model):
+    from napari_sam.automask import AutoSegmenter
+
+    img, _ = nuclei_image(7, size=(520, 600))
+    for mode in ("apg", "amg"):
+        seg = AutoSegmenter(model, mode=mode, diameter=24)
+        assert seg.plan(img).tile_input is None, mode

@@ -25,8 +25,8 @@ class DecoderSession:
                  method: str, key=None, zoom: Optional[float] = None) -> None:
         self.shape, self.index, self.predictor, self.maps = tuple(shape), tuple(index), \
             predictor, maps
-        self.zoom = zoom  # model-input px per image px of maps made tile by tile
         self.method, self.key = method, key
+        self.zoom = zoom  # model-input px per image px of maps made tile by tile
         self.mode = CURRENT
         self.lineage: Optional[dict] = None
         self.last: Optional[AutoMaskResult] = None
@@ -59,6 +59,21 @@ def decoder_defaults(model) -> dict:
     return {k: float(d[k]) for k in DECODER_KEYS}
 
 
+def _tiled_maps(plane, req: Request, model, predictor, plan):
+    """(maps, zoom): the AIS maps of a whole 2D plane from tiles at `plan`'s zoom, as large
+    as the model takes them (`scale.instance_tile_input`), in the predictor's session."""
+    from ..automask.ais import tiled_maps
+    from ..scale import instance_tile_input, tiled_plan
+    from ..tiled import TiledEmbeddings
+
+    big = tiled_plan(model, plan.diameter, instance_tile_input(model, "ais"), plane.shape[:2])
+    emb = TiledEmbeddings(model, plane, tile_size=big.tile, overlap=big.overlap,
+                          tile_input=big.tile_input, channels=req.channels,
+                          device=predictor.device, precision=predictor.precision,
+                          session=predictor.session)
+    return tiled_maps(emb), emb.zoom
+
+
 def run_decoder(req: Request, model, predictor, plan, lead: int, method: str, report,
                  thresholds: dict) -> "JobResult":
     """A decoder-mode run: a `DecoderSession` for 2D images and one slice (its maps
@@ -77,12 +92,8 @@ def run_decoder(req: Request, model, predictor, plan, lead: int, method: str, re
         if session is None or session.method != method or session.predictor.model is not model:
             report(0, 2, "embedding the image")
             if plan.tiled:  # the decoder tile by tile, one map of the whole image
-                from ..automask.ais import tiled_maps
-
-                predictor.set_image(plane, req.channels, diameter=plan.diameter)
-                session = DecoderSession(shape, index, predictor,
-                                         tiled_maps(predictor._tiled.embeddings), method,
-                                         zoom=model.image_size / plan.tile)
+                maps, zoom = _tiled_maps(plane, req, model, predictor, plan)
+                session = DecoderSession(shape, index, predictor, maps, method, zoom=zoom)
             else:
                 predictor.set_image(plane, req.channels, diameter="off", zoom=plan.zoom)
                 report(1, 2, "running the instance decoder")

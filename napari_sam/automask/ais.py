@@ -56,7 +56,7 @@ def tile_maps(emb, tile):
 
     e = emb.embedding(tile, keep=emb.cache_dir is not None)
     with torch.no_grad(), autocast(emb.device, emb.dtype):
-        logits = emb.model.instance_logits(e.features, emb.model_input(tile))
+        logits = emb.model.instance_logits(e.features, emb.model_input(tile), **emb.size_kw)
     return e, maps_from_logits(logits, e.input_size, e.original_size)
 
 
@@ -144,7 +144,8 @@ def ais(predictor, maps: Optional[Dict[str, np.ndarray]] = None, **params) -> np
 
 def labels_and_records(predictor, min_area: int = 0, offset=(0, 0), maps=None,
                        zoom: Optional[float] = None, **params):
-    """AIS on the image a `Predictor` holds -> `AutoMaskResult` (labels (Y, X) uint32,
+    """AIS on the image a `Predictor` holds (or on given `maps` and `zoom`, for which the
+    model alone will do) -> `AutoMaskResult` (labels (Y, X) uint32,
     records with id, area, bbox (row0, col0, row1, col1, exclusive ends, plus `offset`),
     score (mean foreground probability) and point (the seed's (row, col))).
 

@@ -26,7 +26,8 @@ import numpy as np
 from .amg import AutoMaskGenerator, AutoMaskResult, fixed_thresholds, split_kwargs
 from ..predictor import Predictor
 from ..progress import null_progress
-from ..scale import Diameter, ZoomPlan, plan_zoom, preferred_diameter, resolve_diameter
+from ..scale import (Diameter, ZoomPlan, instance_tile_input, plan_zoom, preferred_diameter,
+                     resolve_diameter)
 
 MODES = ("auto", "amg", "ais", "apg")
 DECODER_MODES = ("ais", "apg")  # the modes that need an instance decoder
@@ -129,7 +130,8 @@ class AutoSegmenter:
             return ZoomPlan(None)
         d = resolve_diameter(image, self.diameter if diameter == "inherit" else diameter,
                              channels, self.model)
-        return plan_zoom(np.shape(image), self.model, d)
+        return plan_zoom(np.shape(image), self.model, d,
+                         instance_tile_input(self.model, self.mode))
 
     def __call__(self, image: np.ndarray, channels=None, value_range=None,
                  progress=null_progress, diameter: Diameter = "inherit") -> AutoMaskResult:
@@ -182,7 +184,7 @@ class AutoSegmenter:
 
         segmenter = self.tile_segmenter(plan, image.shape)
         res = tiled_automask(image, self.model, tile_size=plan.tile, overlap=plan.overlap,
-                             channels=channels, segmenter=segmenter,
+                             tile_input=plan.tile_input, channels=channels, segmenter=segmenter,
                              device=self.predictor.device, precision=self.predictor.precision,
                              progress=progress)
         return AutoMaskResult(np.asarray(res.labels), res.records)

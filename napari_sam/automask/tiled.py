@@ -126,15 +126,10 @@ class AISSegmenter:
 
     def __call__(self, emb: TiledEmbeddings, tile: Tile):
         from .ais import labels_and_records, tile_maps
-        from ..predictor import Predictor
 
-        pred = getattr(self._local, "pred", None)
-        if pred is None or pred.model is not emb.model:
-            pred = self._local.pred = Predictor(emb.model, emb.device, emb.precision,
-                                                session=emb.session)
-        e, maps = tile_maps(emb, tile)
-        pred.set_embedding(e)
-        res = labels_and_records(pred, self.min_area, tile.window[:2], maps, **self.params)
+        _, maps = tile_maps(emb, tile)
+        res = labels_and_records(emb.model, self.min_area, tile.window[:2], maps,
+                                 zoom=emb.zoom, **self.params)
         return res.labels, res.records
 
 
@@ -245,7 +240,8 @@ class TiledAutomaskResult:
 
 
 def tiled_automask(image, model=None, out=None, *, tile_size: Optional[int] = None,
-                   overlap: Optional[int] = None, channels=None, cache=None,
+                   overlap: Optional[int] = None, tile_input: Optional[int] = None,
+                   channels=None, cache=None,
                    cache_dtype: str = "float16", foreground=None, segmenter=None,
                    link_iou: float = 0.3, scheduler=None, workers: Optional[int] = None,
                    tiles_per_task: int = 4, keep_work: bool = False, overwrite: bool = False,
@@ -266,6 +262,10 @@ def tiled_automask(image, model=None, out=None, *, tile_size: Optional[int] = No
         A zarr label image to create (None: labels in memory).
     tile_size, overlap : int, optional
         Tile side and overlap in image pixels (default: the model's, `default_tiling`).
+    tile_input : int, optional
+        A tile's side in model-input pixels (default: the model's input); a larger one
+        (`scale.instance_tile_input`) only with the AIS segmenter on a model with
+        `flexible_input`.
     channels : sequence of int, optional
     cache : None, "beside", "user" or a folder
         Where tile embeddings are kept (None: not kept; see `TiledEmbeddings`).
@@ -289,7 +289,8 @@ def tiled_automask(image, model=None, out=None, *, tile_size: Optional[int] = No
     """
 
     embed_kw = dict(tile_size=tile_size, overlap=overlap, channels=channels, cache=cache,
-                    cache_dtype=cache_dtype, device=device, precision=precision)
+                    cache_dtype=cache_dtype, device=device, precision=precision,
+                    tile_input=tile_input)
     emb = TiledEmbeddings(model, image, **embed_kw)
     embed_kw.update(tile_size=emb.grid.tile, overlap=emb.grid.overlap,
                     cache=None if emb.cache_dir is None else str(emb.cache_dir))

@@ -63,10 +63,11 @@ def _plan(files, args, tile: int):
 
 
 def _tiling_for(path: Path, model, args, opts: dict):
-    """(tile, overlap, per-tile segmenter) for one large file: --tile-size/--overlap when
-    given, else from the objects' diameter (--diameter; estimated on a central window of at
-    most 2,048 px), else the model's native tiling (--diameter off)."""
-    from ..scale import ZoomPlan, resolve_diameter, tiled_plan
+    """(tile, overlap, tile_input, per-tile segmenter) for one large file: --tile-size and
+    --overlap when given, else from the objects' diameter (--diameter; estimated on a
+    central window of at most 2,048 px), else the model's native tiling (--diameter off).
+    tile_input: a tile's side in model-input pixels (None: the model's input)."""
+    from ..scale import ZoomPlan, instance_tile_input, resolve_diameter, tiled_plan
     from ..automask.segmenter import AutoSegmenter
     from ..tiled.source import ImageSource
 
@@ -82,10 +83,10 @@ def _tiling_for(path: Path, model, args, opts: dict):
     diameter = resolve_diameter(window, opts.get("diameter"), opts.get("channels"), model)
     if args.tile_size is not None or diameter is None:
         plan = ZoomPlan(None, args.tile_size, args.overlap, diameter)
-        return args.tile_size, args.overlap, seg.tile_segmenter(plan, (h, w))
-    plan = tiled_plan(model, diameter)
+        return args.tile_size, args.overlap, None, seg.tile_segmenter(plan, (h, w))
+    plan = tiled_plan(model, diameter, instance_tile_input(seg.model, seg.mode), (h, w))
     overlap = args.overlap if args.overlap is not None else plan.overlap
-    return plan.tile, overlap, seg.tile_segmenter(plan, (h, w))
+    return plan.tile, overlap, plan.tile_input, seg.tile_segmenter(plan, (h, w))
 
 
 def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
@@ -107,9 +108,9 @@ def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
         return info
     work = outdir / f".{output_stem(path)}.tiling"
     work.mkdir(parents=True, exist_ok=True)
-    tile, overlap, segmenter = _tiling_for(path, model, args, opts)
+    tile, overlap, tile_input, segmenter = _tiling_for(path, model, args, opts)
     res = tiled_automask(str(path), model, work / "labels.zarr", tile_size=tile,
-                         overlap=overlap, channels=opts.get("channels"), cache=args.cache,
+                         overlap=overlap, tile_input=tile_input, channels=opts.get("channels"), cache=args.cache,
                          scheduler=args.scheduler, workers=args.workers, overwrite=True,
                          device=opts["device"], precision=opts["precision"], progress=progress,
                          segmenter=segmenter)

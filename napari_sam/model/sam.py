@@ -14,7 +14,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..runtime.kernels import constant
-from ..runtime.session import version
+from ..runtime.session import weights_state
 from ..runtime.two_way import image_key
 from .config import SamConfig, TinyViTConfig
 from .image_encoder import ImageEncoderViT
@@ -79,16 +79,39 @@ class Sam(nn.Module):
     def image_size(self) -> int:
         return self.config.image_size
 
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, h, w) pixels in 0-255, longest side <= image_size -> normalised, padded square."""
+    def preprocess(self, x: torch.Tensor, size: Optional[int] = None) -> torch.Tensor:
+        """(B, 3, h, w) pixels in 0-255, longest side <= `size` -> normalised, zero-padded
+        (B, 3, size, size). size: the square's side, default `image_size`; another side only
+        for a model with `flexible_input`."""
         x = (x - self.pixel_mean) / self.pixel_std
-        s = self.config.image_size
+        s = self.input_side(size)
         return F.pad(x, (0, s - x.shape[-1], 0, s - x.shape[-2]))
 
-    def encode(self, x: torch.Tensor, encoder=None) -> torch.Tensor:
-        """(B, 3, h, w) 0-255 pixels -> (B, C, g, g) image embeddings. `encoder`: a
-        replacement for `image_encoder` (e.g. a compiled one)."""
-        return (encoder or self.image_encoder)(self.preprocess(x))
+    def input_side(self, size: Optional[int]) -> int:
+        """The side of the square input for a requested `size` (None: `image_size`); raises
+        ValueError for a side this model cannot take."""
+        s = self.config.image_size
+        if size is None or size == s:
+            return s
+        if not self.flexible_input:
+            raise ValueError(f"the model {self.config.name!r} takes {s} x {s} inputs only "
+                             f"(asked for {size}); its encoder's positions are fixed")
+        if size % 64 or size < s:
+            raise ValueError(f"input side {size}: must be a multiple of 64, at least {s}")
+        return int(size)
+
+    @property
+    def flexible_input(self) -> bool:
+        """Whether encoder and instance head run on squares larger than `image_size` (a
+        multiple of 64): true for the bundled model (TinyViT's windowed attention and a
+        convolutional head have no fixed positions). Prompts still need `image_size`."""
+        return isinstance(self.image_encoder, TinyViT) and hasattr(self, "instance_head")
+
+    def encode(self, x: torch.Tensor, encoder=None, size: Optional[int] = None) -> torch.Tensor:
+        """(B, 3, h, w) 0-255 pixels -> (B, C, g, g) image embeddings (g = size / stride).
+        `encoder`: a replacement for `image_encoder` (e.g. a compiled one); size: the padded
+        input's side (`preprocess`)."""
+        return (encoder or self.image_encoder)(self.preprocess(x, size))
 
     def input_hw(self, h: int, w: int, zoom: Optional[float] = None) -> Tuple[int, int]:
         """Size of an (h, w) image inside the model's square: longest side `image_size`, or
@@ -125,11 +148,14 @@ class Sam(nn.Module):
             return self.config.instance_decoder
         return "head" if hasattr(self, "instance_head") else ""
 
-    def instance_logits(self, embeddings: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def instance_logits(self, embeddings: torch.Tensor, x: torch.Tensor,
+                        size: Optional[int] = None) -> torch.Tensor:
         """Instance logits (B, 3, S, S) in the padded model-input frame (foreground, centre
         and boundary distances, before the sigmoid; see `instance_head`) from embeddings
         (B, C, g, g) and the (B, 3, h, w) 0-255 pixels that `encode` was given (micro-sam's
-        decoder reads only the embeddings)."""
+        decoder reads only the embeddings); size: the `encode` call's (S; default
+        `image_size`)."""
+        self.input_side(size)
         if hasattr(self, "instance_decoder"):
             y = self.instance_decoder(embeddings)
             s = self.config.image_size
@@ -138,7 +164,7 @@ class Sam(nn.Module):
             return y
         if not self.has_instance_head:
             raise ValueError(f"the model {self.config.name!r} has no instance head")
-        return self.instance_head(embeddings, self.preprocess(x))
+        return self.instance_head(embeddings, self.preprocess(x, size))
 
     def decode(
         self,
@@ -190,11 +216,9 @@ class Sam(nn.Module):
         (`load_state_dict`, in-place ops, new tensors assigned): the stored value carries
         each tensor's version counter and address. See `invalidate_caches` for changes
         torch cannot see."""
-        tensors = self.state_dict(keep_vars=True)
-        if any(t.is_inference() for t in tensors.values()):  # no version counter: compute
+        state = weights_state(self)
+        if any(v[0] == -1 for v in state[1:]):  # inference tensors, no version counter
             return self._fingerprint()
-        state = tuple((name, version(t), t.data_ptr(), t.dtype, t.device, tuple(t.shape))
-                      for name, t in tensors.items())
         memo = self.__dict__.get("_signature")
         if memo is None or memo[0] != state:
             memo = self.__dict__["_signature"] = (state, self._fingerprint())

@@ -76,6 +76,23 @@ def tensor_state(*tensors) -> tuple:
                  for t in tensors)
 
 
+def weights_state(model: nn.Module) -> tuple:
+    """What identifies the current weights of `model`: `model.training` and, for every
+    parameter and buffer in module order, (version counter, address, dtype, device, shape).
+    Equal states: no weight was changed through torch, replaced or moved. A direct walk over
+    the modules' own dicts, about 5x quicker than `parameters()` / `state_dict()` (it runs for
+    every tile of a tiled image)."""
+    out = [model.training]
+    stack = [model]
+    while stack:
+        m = stack.pop()
+        for t in (*m._parameters.values(), *m._buffers.values()):
+            if t is not None:
+                out.append((version(t), t.data_ptr(), t.dtype, t.device, t.shape))
+        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+    return tuple(out)
+
+
 class InferenceSession:
     """Owner of the derived tensors, scratch buffers and per-image caches of one model.
 
@@ -114,16 +131,11 @@ class InferenceSession:
         _ACTIVE.set(active[:-1] if active and active[-1] is self else
                     tuple(s for s in active if s is not self))
 
-    def _weights_state(self) -> tuple:
-        m = self.model
-        return (m.training,) + tuple((version(t), t.data_ptr(), t.dtype, t.device)
-                                     for t in (*m.parameters(), *m.buffers()))
-
     def refresh(self) -> bool:
         """Invalidate if the model's weights changed (through torch) or it was switched to
         training since the last call; True if so. A walk over all parameters (about a
         millisecond for ViT-B): the predictors call it once per image, not per prompt."""
-        state = self._weights_state()
+        state = weights_state(self.model)
         changed = state != self._weights
         if changed:
             self.invalidate()

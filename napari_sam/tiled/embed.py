@@ -24,6 +24,7 @@ from ..device import autocast, resolve_device, resolve_precision
 from ..model import Sam, is_model, load_model
 from ..predictor import ImageEmbedding, Predictor
 from ..runtime.session import InferenceSession
+from ..transforms import resize_for_model, zoomed_shape
 from ..progress import null_progress
 from .cache import CacheCorruptError, MemoryStore, ZarrStore, resolve_cache_dir
 from .grid import Tile, TileGrid
@@ -50,14 +51,19 @@ class TiledEmbeddings:
     from `default_tiling`). cache: None (memory), a folder, "beside", "user" or "auto" (see
     `cache.resolve_cache_dir`). cache_dtype: "float16" or "float32" on disk. batch_size:
     tiles per encoder call (default 1 on CPU, 4 on a GPU). session: the `InferenceSession`
-    of the model calls (default a new one), shared with the tile `predictor`.
+    of the model calls (default a new one), shared with the tile `predictor`. tile_input:
+    the side of a whole tile in model-input pixels (default the model's input, `image_size`);
+    a larger one (a multiple of 64) only for a model with `flexible_input`, for the
+    instance maps (`automask.ais.tile_maps`): fewer, larger tiles waste less on overlaps,
+    but prompts cannot be answered on them (`predictor` refuses).
     """
 
     def __init__(self, model: Union[Sam, str, None], image, *, tile_size: Optional[int] = None,
                  overlap: Optional[int] = None, channels: Optional[Sequence[int]] = None,
                  cache=None, cache_dtype: str = "float16", device="auto", precision="auto",
                  batch_size: Optional[int] = None, memory_tiles: int = 16,
-                 session: Optional[InferenceSession] = None) -> None:
+                 session: Optional[InferenceSession] = None,
+                 tile_input: Optional[int] = None) -> None:
         self.device = resolve_device(device)
         self.model = (model.to(self.device) if is_model(model)
                       else load_model(model, self.device))
@@ -72,15 +78,24 @@ class TiledEmbeddings:
         self.value_range = self.source.value_range()
         self.batch_size = batch_size or (1 if self.device.type == "cpu" else 4)
         cfg = self.model.config
-        self.feature_shape = tuple(self.model.embedding_shape)
+        self.tile_input = (cfg.image_size if tile_input in (None, cfg.image_size)
+                           else self.model.input_side(tile_input))
+        c, g, _ = self.model.embedding_shape
+        g = g * self.tile_input // cfg.image_size
+        self.feature_shape = (c, g, g)
+        tiling = {"tile": self.grid.tile, "overlap": self.grid.overlap}
+        if self.tile_input != cfg.image_size:
+            tiling["input"] = self.tile_input
         self.signature = {
             "image": self.source.fingerprint(),
             "model": {"name": cfg.name, "signature": self.model.signature()},
-            "tiling": {"tile": self.grid.tile, "overlap": self.grid.overlap},
+            "tiling": tiling,
             "normalisation": {"channels": self.source.channels,
                               "value_range": self.value_range},
         }
         key = f"{cfg.name}-{self.model.signature()[:8]}-t{self.grid.tile}-o{self.grid.overlap}"
+        if "input" in tiling:
+            key += f"-i{self.tile_input}"
         self.cache_dir = resolve_cache_dir(cache, self.source.path, key,
                                            _short_hash(self.signature["image"]))
         if self.cache_dir is None:
@@ -91,21 +106,35 @@ class TiledEmbeddings:
         self._memory: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
         self._memory_tiles = memory_tiles
         self._predictor: Optional[Predictor] = None
+        self._last_input: Optional[tuple] = None
 
     # ---- computing -------------------------------------------------------------------
     @property
     def zoom(self) -> float:
         """Model-input pixels per image pixel, the same for every tile (a tile smaller than
         the tile size, at the image's edge, is not enlarged more than the others)."""
-        return self.model.image_size / self.grid.tile
+        return self.tile_input / self.grid.tile
+
+    @property
+    def size_kw(self) -> dict:
+        """The `size` keyword of the model's `encode` / `instance_logits` for these tiles
+        (empty at the model's own input size)."""
+        return {} if self.tile_input == self.model.image_size else {"size": self.tile_input}
 
     def input_size(self, tile: Tile):
-        return self.model.input_hw(*tile.shape, zoom=self.zoom)
+        """(h, w) of `tile` in model-input pixels."""
+        return zoomed_shape(*tile.shape, self.zoom, self.tile_input)
 
     def model_input(self, tile: Tile) -> torch.Tensor:
-        """(1, 3, h, w) 0-255 pixels of `tile` as the encoder gets them."""
-        return self.model.to_input(self.source.pixels(tile.window, self.value_range),
-                                   self.device, self.zoom)
+        """(1, 3, h, w) 0-255 pixels of `tile` as the encoder gets them (the last tile's are
+        kept: the instance head reads them again right after the encoder)."""
+        last = self._last_input
+        if last is not None and last[0] == tile.window:
+            return last[1]
+        x = resize_for_model(self.source.pixels(tile.window, self.value_range),
+                             self.tile_input, self.device, self.zoom)
+        self._last_input = (tile.window, x)
+        return x
 
     def missing(self, tiles: Optional[Iterable[Tile]] = None) -> List[Tile]:
         done = self.store.done()
@@ -117,7 +146,7 @@ class TiledEmbeddings:
         xs = [self.model_input(t) for t in tiles]
         self.session.refresh()
         with self.session, autocast(self.device, self.dtype):
-            feats = self.model.encode(torch.cat(xs))
+            feats = self.model.encode(torch.cat(xs), **self.size_kw)
         return feats.float().cpu().numpy()
 
     def compute(self, tiles: Optional[Iterable[Tile]] = None, progress=null_progress) -> int:
@@ -168,6 +197,9 @@ class TiledEmbeddings:
 
     def predictor(self, tile: Tile) -> Predictor:
         """A Predictor (shared, reused) holding `tile`'s embedding; prompts in tile pixels."""
+        if self.tile_input != self.model.image_size:
+            raise ValueError(f"tiles of {self.tile_input} model pixels have instance maps only; "
+                             f"prompts need tiles of the model's input ({self.model.image_size})")
         if self._predictor is None:
             self._predictor = Predictor(self.model, self.device, self.precision,
                                         session=self.session)

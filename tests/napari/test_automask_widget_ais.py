@@ -106,3 +106,26 @@ def test_apg_mode_and_decoder_errors(make_napari_viewer, qtbot):
     assert "instance decoder" in w.status.value and "test_vit" in w.status.value
     w.method.value = "amg"
     assert not w.pred_iou.native.isHidden() and w.center.native.isHidden()
+
+
+def test_ais_on_tiles_when_objects_are_small_for_the_input(make_napari_viewer, qtbot):
+    """A typed diameter that needs more zoom than the image fits runs the decoder tile by
+    tile into one map of the whole image; the sliders still re-threshold it alone."""
+    viewer = make_napari_viewer()
+    data, truth = blobs()
+    viewer.add_image(data, name="blobs")
+    model = map_model()
+    calls = count_calls(model)
+    w = make_widget(viewer, model, diameter="12")  # zoom 4: tiles of 64 image px
+    w.method.value = "ais"
+    run(qtbot, w)
+    labels = viewer.layers["blobs automask"]
+    assert calls["encode"] >= 4                      # several tiles, each encoded once
+    session = w.session
+    assert session.zoom == pytest.approx(model.image_size / 64, rel=0.1)
+    assert session.maps["foreground"].shape == data.shape
+    for k in range(1, 5):                              # every disc is found
+        assert (labels.data[truth == k] > 0).mean() > 0.8
+    first = dict(calls)
+    w.center.value = 0.0                               # no seeds: nothing, no model call
+    assert labels.data.max() == 0 and calls == first
