@@ -14,6 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..runtime.kernels import biased_attention
 from .common import from_windows, neck, pad_to_multiple, to_windows
 from .config import TinyViTConfig
 
@@ -85,8 +86,8 @@ class WindowAttention(nn.Module):
         # qkv is laid out per head as [q | k | v]
         qkv = self.qkv(self.norm(x)).view(b, n, nh, 3, c // nh).permute(3, 0, 2, 1, 4)
         q, k, v = qkv.unbind(0)
-        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        bias = self.attention_biases[:, self.attention_bias_idxs]
+        out = biased_attention(q, k, v, bias)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
