@@ -29,10 +29,17 @@ import torch
 from ..progress import null_progress
 from ..prompts import mask_to_logits
 from . import ctc
-from ..automask.volume import segment_slices
 from .embeddings import SliceEmbeddings, as_predictor, check_stack
 from .link import link_labels
 from .propagate import SliceAnswer, StopRules, _check_cancel, _connected_to, _follow, contrast
+
+
+def segment_slices(*args, **kw):
+    """`automask.volume.segment_slices`, imported on first call: that module imports this
+    package, so importing it here at load time would close an import circle."""
+    from ..automask.volume import segment_slices as run
+
+    return run(*args, **kw)
 
 
 @dataclass
