@@ -28,14 +28,36 @@ from ..model.instance_head import maps_from_logits  # noqa: E402,F401 (public he
 
 def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channels=None,
                   predictor=None) -> Dict[str, np.ndarray]:
-    """The instance decoder's three maps for a (Y, X) or (Y, X, C) image: a dict with
-    `foreground`, `center_distances` and `boundary_distances`, each (Y, X) float32 in 0..1
-    at the image's size (the arrays micro-sam's `InstanceSegmentationWithDecoder.initialize`
-    computes), computed at the predictor's object-size zoom (tile by tile when the zoomed
-    image exceeds the model input). model: a `Sam`, a name or a checkpoint path with an
-    instance decoder (the bundled model, or a micro-sam checkpoint with `decoder_state`);
-    precision: as for `Predictor`; channels: which channels make the RGB input; predictor:
-    a `Predictor` to use (default: a new one on `model`, diameter estimated)."""
+    """The instance decoder's three maps of an image (the arrays micro-sam's
+    `InstanceSegmentationWithDecoder.initialize` computes).
+
+    The image reaches the model at the predictor's object-size zoom, tile by tile when the
+    zoomed image exceeds the model's input.
+
+    Parameters
+    ----------
+    image : ndarray, (Y, X) or (Y, X, C), any dtype
+    model : Sam, str or Path, optional
+        A model with an instance decoder (the bundled model, or a micro-sam checkpoint with
+        `decoder_state`), a registry name or a checkpoint path; None: the bundled model.
+    precision : str
+        As for `Predictor`.
+    channels : sequence of int, optional
+        Up to 3 channels of a (Y, X, C) image.
+    predictor : Predictor, optional
+        The Predictor to use (default: a new one on `model`, the diameter estimated).
+
+    Returns
+    -------
+    maps : dict of str to ndarray
+        "foreground", "center_distances", "boundary_distances": each (Y, X) float32 in
+        0..1, at the image's size.
+
+    Raises
+    ------
+    ValueError
+        When the model has no instance decoder.
+    """
     from ..predictor import Predictor
 
     pred = predictor or Predictor(model, precision=precision)

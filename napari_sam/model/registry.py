@@ -40,8 +40,18 @@ def is_model(obj) -> bool:
 
 
 def build_model(arch, device: Union[str, torch.device] = "cpu"):
-    """A model with freshly initialised (random) weights: a name from `CONFIGS` or
-    `sam2.SAM2_CONFIGS`, or a `SamConfig` / `Sam2Config`."""
+    """A model with freshly initialised (random) weights, in eval mode.
+
+    Parameters
+    ----------
+    arch : str, SamConfig or Sam2Config
+        A name from `CONFIGS` ("vit_b", "test_vit", ...) or `sam2.SAM2_CONFIGS`, or a config.
+    device : str or torch.device
+
+    Returns
+    -------
+    Sam or Sam2
+    """
     from .sam2 import SAM2_CONFIGS, Sam2, Sam2Config
 
     if isinstance(arch, str) and arch in SAM2_CONFIGS:
@@ -261,11 +271,29 @@ def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint"):
 
 
 def load_model(name_or_path: Optional[str] = None, device: Union[str, torch.device] = "cpu"):
-    """Load a model by registry name ("vit_b", "vit_b_lm", "sam2.1_hiera_tiny", ...), file
-    path, or "bundled". Returns a `Sam`, or a `Sam2` for SAM 2 checkpoints.
+    """Load a model by registry name, checkpoint path, or "bundled".
 
-    With no argument the bundled model (shipped inside the package) is loaded. Registry
-    names are downloaded once (hash-checked) into the cache folder and read from there.
+    Registry names are downloaded once (hash-checked) into the cache folder and read from
+    there.
+
+    Parameters
+    ----------
+    name_or_path : str, Path or Sam, optional
+        "bundled" or None (the model shipped inside the package), a registry name
+        ("vit_b", "vit_b_lm", "sam2.1_hiera_tiny", ...) or a checkpoint file; a loaded
+        model is moved to `device` and returned.
+    device : str or torch.device
+        "cpu", "cuda", "auto", ...
+
+    Returns
+    -------
+    Sam or Sam2
+        A `Sam2` for SAM 2 checkpoints; `.source` holds the name or path given.
+
+    Raises
+    ------
+    FileNotFoundError, KeyError, CheckpointError
+        A missing file, an unknown name, a file that is not a loadable checkpoint.
     """
     from ..device import resolve_device
 
