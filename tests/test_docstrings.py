@@ -1,6 +1,7 @@
 """The public API documents its arguments and returns in numpydoc sections.
 
-Every callable in `napari_sam.__all__` (and the public methods of the classes there) has a
+Every callable in `napari_sam.__all__` (and the public methods of the classes there), and
+every function in the `__all__` of the subpackages it re-exports from (and in `scale`), has a
 "Parameters" and a "Returns" (or "Yields") section (no Returns when annotated `-> None`,
 none of either without arguments); a class has "Parameters" on itself or
 on its `__init__`. A section counts only with its dashed underline, as numpydoc writes it.
@@ -69,6 +70,24 @@ def problems(name: str, obj) -> list:
 PUBLIC = [name for name in napari_sam.__all__ if callable(getattr(napari_sam, name))]
 
 
+def _module_functions():
+    """Functions of the modules `napari_sam` re-exports from: each subpackage's `__all__`,
+    and what `scale` defines."""
+    import importlib
+
+    out = []
+    for package in ("automask", "model", "tiled", "volume"):
+        module = importlib.import_module(f"napari_sam.{package}")
+        out += [(f"{package}.{n}", getattr(module, n)) for n in module.__all__]
+    scale = importlib.import_module("napari_sam.scale")
+    out += [(f"scale.{n}", f) for n, f in vars(scale).items()
+            if not n.startswith("_") and getattr(f, "__module__", "") == scale.__name__]
+    return [(name, f) for name, f in out if inspect.isfunction(f)]
+
+
+MODULE_FUNCTIONS = _module_functions()
+
+
 def test_the_public_api_is_large_enough_to_check():
     assert {"Predictor", "automask", "load_model", "TiledPredictor", "track"} <= set(PUBLIC)
 
@@ -76,6 +95,17 @@ def test_the_public_api_is_large_enough_to_check():
 @pytest.mark.parametrize("name", PUBLIC)
 def test_public_docstrings_have_parameters_and_returns(name):
     assert problems(name, getattr(napari_sam, name)) == []
+
+
+def test_the_module_functions_include_the_subpackages():
+    names = {name for name, _ in MODULE_FUNCTIONS}
+    assert {"automask.point_grid", "model.read_checkpoint", "tiled.stitch",
+            "volume.link_labels", "scale.plan_zoom"} <= names
+
+
+@pytest.mark.parametrize("name, func", MODULE_FUNCTIONS, ids=[n for n, _ in MODULE_FUNCTIONS])
+def test_module_function_docstrings_have_parameters_and_returns(name, func):
+    assert problems(name, func) == []
 
 
 def test_the_check_fails_on_a_docstring_without_sections():

@@ -25,6 +25,22 @@ DEFAULT_MODEL = "bundled"
 
 
 def get_config(name: str) -> SamConfig:
+    """The SAM 1 architecture of a name in `CONFIGS`.
+
+    Parameters
+    ----------
+    name : str
+        One of `CONFIGS`: "vit_b", "vit_l", "vit_h", "test_vit", ...
+
+    Returns
+    -------
+    SamConfig
+
+    Raises
+    ------
+    KeyError
+        For an unknown name.
+    """
     try:
         return CONFIGS[name]
     except KeyError:
@@ -32,8 +48,17 @@ def get_config(name: str) -> SamConfig:
 
 
 def is_model(obj) -> bool:
-    """True for the networks the Predictor takes: `Sam` (SAM 1, MobileSAM, bundled) and
-    `Sam2` (SAM 2.1)."""
+    """Whether `obj` is a network the Predictor takes.
+
+    Parameters
+    ----------
+    obj : object
+
+    Returns
+    -------
+    bool
+        True for `Sam` (SAM 1, MobileSAM, the bundled model) and `Sam2` (SAM 2.1).
+    """
     from .sam2 import Sam2
 
     return isinstance(obj, (Sam, Sam2))
@@ -68,7 +93,22 @@ def _count(sd, pattern: str) -> int:
 
 
 def infer_config(sd: Dict[str, torch.Tensor]) -> SamConfig:
-    """Work out the architecture from tensor names and shapes alone."""
+    """Work out a SAM 1 / MobileSAM architecture from tensor names and shapes alone.
+
+    Parameters
+    ----------
+    sd : dict of str to Tensor
+        A state dict (prefixes already stripped, as `read_checkpoint` gives it).
+
+    Returns
+    -------
+    SamConfig
+
+    Raises
+    ------
+    CheckpointError
+        When the image encoder is neither SAM's ViT nor MobileSAM's TinyViT.
+    """
     if "image_encoder.pos_embed" in sd:
         _, g, _, dim = sd["image_encoder.pos_embed"].shape
         patch = sd["image_encoder.patch_embed.proj.weight"].shape[-1]

@@ -226,7 +226,12 @@ class ZarrStore:
 
 
 def default_cache_root() -> Path:
-    """The per-user cache folder for embeddings (platformdirs)."""
+    """The per-user cache folder for embeddings (platformdirs).
+
+    Returns
+    -------
+    Path
+    """
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("napari-sam")) / "embeddings"
