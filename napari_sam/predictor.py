@@ -14,7 +14,8 @@ that objects have the model's preferred size (`scale.plan_zoom`); when the zoome
 larger than the model's input, prompts are answered tile by tile by a
 `tiled.TiledPredictor` at that zoom (`plan.tiled`: one mask per prompt, no low-res logits,
 no `get_embedding`; pass diameter="off" for SAM's single embedding and its three masks).
-Results are always in the image's pixel grid.
+Results are always in the image's pixel grid. The batched tensor API in the model's input
+frame (`predict_lowres`, `points_to_input`, `upscale_masks`, ...) is in `predictor_lowres.py`.
 """
 
 from __future__ import annotations
@@ -29,42 +30,69 @@ import torch
 from .device import (autocast, configure_threads, cpu_decode_chunk,  # noqa: F401 (public)
                      resolve_decoder_precision, resolve_device, resolve_precision)
 from .model import Sam, is_model, load_model
+from .predictor_lowres import LowResPrompts
+from .prompt_check import check_prompt
 from .runtime.session import InferenceSession
 from .scale import Diameter, ZoomPlan, plan_zoom, resolve_diameter
-from .transforms import box_rc_to_xyxy, rc_to_xy, to_model_pixels
+from .transforms import to_model_pixels
 
 _UNSET = object()
 
 
 @dataclass
 class ImageEmbedding:
-    """What `set_image` computes; store it and give it back with `set_embedding`."""
+    """What `set_image` computes; store it and give it back with `set_embedding`.
 
-    features: torch.Tensor          # (1, C, g, g) float32
-    original_size: Tuple[int, int]  # (Y, X) of the image
-    input_size: Tuple[int, int]     # (h, w) of the resized image inside the model's square
+    Parameters
+    ----------
+    features : Tensor, (1, C, g, g) float32
+        The image encoder's output (g: the model's embedding grid side).
+    original_size : (int, int)
+        (Y, X) of the image.
+    input_size : (int, int)
+        (h, w) of the resized image inside the model's square input.
+    model_signature : str
+        `Sam.signature()` of the weights that computed it.
+    """
+
+    features: torch.Tensor
+    original_size: Tuple[int, int]
+    input_size: Tuple[int, int]
     model_signature: str
 
 
-class Predictor:
-    """precision: "fp32", "bf16" or "fp16": encoder and decoder run under autocast to it;
-    "auto": the encoder in bf16 on CUDA and on CPUs with AMX / AVX-512 bf16 (else fp32), the
-    decoder likewise except on CPU for small decoders (the bundled model's), which run in fp32,
-    as fast there and closer to the fp32 results (`device.resolve_decoder_precision`).
-    `dtype` (the encoder's) and `decoder_dtype` say what was chosen; embeddings are stored as
-    float32. compile: run the image encoder through `torch.compile` (the first `set_image`
-    compiles, minutes on a small CPU; on failure a warning and the eager encoder).
-    decode_chunk: prompts decoded per model call in `predict_lowres`: an int, None (all at
-    once) or "auto" (on CPU `cpu_decode_chunk(model.config)`, elsewhere all at once).
+class Predictor(LowResPrompts):
+    """A model and one embedded image, answering prompts in the image's (row, col) pixels.
 
-    session: the `InferenceSession` that keeps the speed state (derived weights, scratch
-    buffers, per-image caches) of every model call; default a new one for this model.
-    Predictors of one model may share one (e.g. one per thread). It notices weight changes
-    made through torch by itself; after writes torch cannot see call `invalidate()`.
+    Creating or using a Predictor changes nothing in the process (only `num_threads`, when
+    given, sets torch's process-wide thread count); for CPU tuning see `napari_sam.tune_cpu`.
 
-    Creating or using a Predictor changes nothing in the process; num_threads, when given,
-    sets torch's thread count (`torch.set_num_threads`, process-wide). For the tuning of
-    threads, OpenMP and the allocator together see `napari_sam.tune_cpu`."""
+    Parameters
+    ----------
+    model : Sam, str or Path, optional
+        A loaded model, a registry name or a checkpoint path; None: the bundled model.
+    device : str or torch.device
+        "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", ...
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast dtype of the encoder and decoder. "auto": the encoder in bf16 on CUDA and
+        on CPUs with AMX / AVX-512 bf16, else fp32; the decoder likewise, except small
+        decoders on CPU (the bundled model's), which stay fp32 (as fast there, closer to
+        fp32 results). `dtype` and `decoder_dtype` hold the choice; embeddings are float32.
+    compile : bool
+        Run the image encoder through `torch.compile` (the first `set_image` compiles; on
+        failure a warning and the eager encoder).
+    num_threads : int, optional
+        Sets `torch.set_num_threads` (process-wide).
+    decode_chunk : int, None or "auto"
+        Prompts per model call in `predict_lowres`: None all at once, "auto" on CPU
+        `device.cpu_decode_chunk(model.config)`, elsewhere all at once.
+    diameter : None, "off" or float
+        The default object diameter of `set_image` (see the module docstring).
+    session : InferenceSession, optional
+        Keeps the speed state (derived weights, scratch buffers, per-image caches) of the
+        model calls; default a new one. Predictors of one model may share one. It notices
+        weight changes made through torch; after writes torch cannot see, `invalidate()`.
+    """
 
     def __init__(self, model: Union[Sam, str, None] = None, device="auto", precision="auto",
                  compile: bool = False, num_threads: Optional[int] = None,
@@ -186,9 +214,19 @@ class Predictor:
 
     @torch.no_grad()
     def instance_maps(self) -> dict:
-        """The instance decoder's maps for the image set by `set_image` (or, for micro-sam's
-        decoder, restored by `set_embedding`): dict of (Y, X) float32 arrays in 0..1
-        (`foreground`, `center_distances`, `boundary_distances`); no second encoder pass."""
+        """The instance decoder's maps for the image set by `set_image` (no second encoder
+        pass; for micro-sam's decoder also after `set_embedding`).
+
+        Returns
+        -------
+        maps : dict of str to ndarray
+            "foreground", "center_distances", "boundary_distances": (Y, X) float32 in 0..1.
+
+        Raises
+        ------
+        ValueError
+            When the model has no instance decoder.
+        """
         from .model.instance_head import maps_from_logits
 
         emb = self.get_embedding()
@@ -203,6 +241,17 @@ class Predictor:
         return maps_from_logits(logits, emb.input_size, emb.original_size)
 
     def get_embedding(self) -> ImageEmbedding:
+        """The embedding of the current image.
+
+        Returns
+        -------
+        ImageEmbedding
+
+        Raises
+        ------
+        RuntimeError
+            No image is set, or the image is answered tile by tile (no single embedding).
+        """
         if self._emb is None:
             if self._tiled is not None:
                 raise RuntimeError(
@@ -213,6 +262,13 @@ class Predictor:
         return self._emb
 
     def set_embedding(self, emb: ImageEmbedding) -> None:
+        """Restore an embedding from `set_image` / `get_embedding` instead of encoding again.
+
+        Parameters
+        ----------
+        emb : ImageEmbedding
+            Computed by this model's current weights (else a ValueError).
+        """
         if emb.model_signature != self.model.signature():
             raise ValueError("this embedding was computed with another model; "
                              "call set_image again with the current model")
@@ -225,100 +281,15 @@ class Predictor:
     def is_image_set(self) -> bool:
         return self._emb is not None or self._tiled is not None
 
-    # ---- prompts ---------------------------------------------------------------------
-    def _scale(self) -> np.ndarray:
-        emb = self.get_embedding()
-        return np.array([emb.input_size[1] / emb.original_size[1],
-                         emb.input_size[0] / emb.original_size[0]])
-
-    def points_to_input(self, points_rc) -> torch.Tensor:
-        """(N, 2) (row, col) image pixels -> (N, 2) (x, y) in the model's input frame."""
-        return torch.as_tensor(rc_to_xy(points_rc) * self._scale(), dtype=torch.float32,
-                               device=self.device)
-
-    def box_to_input(self, box_rc) -> torch.Tensor:
-        xyxy = box_rc_to_xyxy(box_rc) * np.tile(self._scale(), 2)
-        return torch.as_tensor(xyxy, dtype=torch.float32, device=self.device)
-
+    # ---- prompts (numpy, image pixels) -----------------------------------------------
     def _image_shape(self) -> Tuple[int, int]:
         if self._tiled is not None:
             return self._tiled.grid.shape
         return self.get_embedding().original_size
 
     def _check(self, points, labels, box, mask_input):
-        h, w = self._image_shape()
-        if points is None and box is None and mask_input is None:
-            raise ValueError("empty prompt: give at least one point, a box or a mask_input")
-        if points is not None:
-            p = np.asarray(points, dtype=np.float64)
-            if p.ndim != 2 or p.shape[1] != 2 or len(p) == 0:
-                raise ValueError(f"points must be a list of [row, col] pairs, got shape {p.shape}")
-            if not np.isfinite(p).all():
-                raise ValueError("points contain NaN or infinite coordinates")
-            bad = (p[:, 0] < -0.5) | (p[:, 0] > h - 0.5) | (p[:, 1] < -0.5) | (p[:, 1] > w - 0.5)
-            if bad.any():
-                raise ValueError(f"point {p[bad][0].tolist()} lies outside the image of shape {(h, w)}")
-            lab = np.ones(len(p), int) if labels is None else np.asarray(labels).reshape(-1)
-            if len(lab) != len(p):
-                raise ValueError(f"{len(p)} points but {len(lab)} point_labels")
-            if not np.isin(lab, (0, 1)).all():
-                raise ValueError("point_labels must be 1 (object) or 0 (background)")
-            labels = lab
-        elif labels is not None:
-            raise ValueError("point_labels given without points")
-        if box is not None:
-            b = np.asarray(box, dtype=np.float64).reshape(-1)
-            if b.shape != (4,) or not np.isfinite(b).all():
-                raise ValueError("box must be [row0, col0, row1, col1] with finite numbers")
-            if b[0] == b[2] or b[1] == b[3]:
-                raise ValueError(f"box {b.tolist()} has zero area")
-            r0, r1 = sorted((b[0], b[2]))
-            c0, c1 = sorted((b[1], b[3]))
-            if r1 <= -0.5 or r0 >= h - 0.5 or c1 <= -0.5 or c0 >= w - 0.5:
-                raise ValueError(f"box {b.tolist()} (row0, col0, row1, col1) lies wholly "
-                                 f"outside the image of shape {(h, w)}; draw it over the object")
-            box = b
-        if mask_input is not None:
-            m = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32)
-            s = self.model.config.mask_size
-            if m.shape[-2:] != (s, s) or m.numel() != s * s:
-                raise ValueError(f"mask_input must be low-res logits of shape ({s}, {s}) "
-                                 f"(the logits of an earlier predict), got {tuple(m.shape)}")
-            if not torch.isfinite(m).all():
-                raise ValueError("mask_input contains NaN or infinite values; pass the logits "
-                                 "of an earlier predict unchanged (or no mask_input)")
-            mask_input = m.reshape(1, 1, s, s).to(self.device)
-        return points, labels, box, mask_input
-
-    @torch.no_grad()
-    def predict_lowres(self, xy: Optional[torch.Tensor], labels: Optional[torch.Tensor],
-                       boxes: Optional[torch.Tensor] = None, mask_input=None, multimask=True
-                       ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Batched prompts in the input frame -> low-res logits (B, K, m, m), scores (B, K).
-
-        On CPU the prompts are decoded `decode_chunk` at a time (`cpu_decode_chunk`): every
-        prompt carries its own (hw, C) copy of the image tokens through the decoder."""
-        emb = self.get_embedding()
-        n = next((t.shape[0] for t in (xy, boxes, mask_input) if t is not None), 1)
-        step = self.decode_chunk or n
-
-        def part(t, s):  # a batch-1 tensor is shared by all prompts (broadcast), as before
-            return None if t is None else t if t.shape[0] == 1 else t[s:s + step]
-
-        outs = []
-        with self.session, autocast(self.device, self.decoder_dtype):
-            for s in range(0, n, step):
-                pts = None if xy is None else (part(xy, s), part(labels, s))
-                outs.append(self.model.decode(emb.features, pts, part(boxes, s),
-                                              part(mask_input, s), multimask))
-        if len(outs) == 1:
-            return outs[0][0].float(), outs[0][1].float()
-        return torch.cat([o[0] for o in outs]).float(), torch.cat([o[1] for o in outs]).float()
-
-    def upscale(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, K, m, m) low-res logits -> (B, K, Y, X) logits at the image's size."""
-        emb = self.get_embedding()
-        return self.model.upscale_logits(logits, emb.input_size, emb.original_size)
+        return check_prompt(points, labels, box, mask_input, self._image_shape(),
+                            self.model.config.mask_size, self.device)
 
     def predict(self, points=None, point_labels=None, box=None, mask_input=None,
                 multimask: bool = True):
@@ -376,25 +347,3 @@ class Predictor:
                 "more points instead, or set_image(..., diameter='off') for one embedding")
         m = self._tiled.predict(points, labels, box, multimask=None if multimask else False)
         return m.to_full(self._tiled.grid.shape)[None], np.array([m.score], np.float32), None
-
-    def upscale_masks(self, logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
-        """(..., m, m) low-res logits -> (..., Y, X) bool masks at the image's size: the
-        same as `upscale(logits) > threshold`, computed only inside each mask's box."""
-        return self._upscaler().masks(logits, threshold)
-
-    def _upscaler(self):
-        emb = self.get_embedding()
-        with self.session:
-            return self.model.mask_upscaler(emb.input_size, emb.original_size)
-
-    def _masks_numpy(self, logits: torch.Tensor, threshold: float = 0.0) -> np.ndarray:
-        """`upscale_masks(logits, threshold)` as a numpy array, for (K, m, m) logits on the
-        CPU: the same upsampled block (`MaskUpscaler.crop`, inside the box of the low-res
-        positives), thresholded by numpy straight into the output. numpy's comparison
-        writes booleans about four times as fast as torch's here, and no torch bool
-        intermediate is copied into the frame afterwards."""
-        up = self._upscaler()
-        out = np.zeros((logits.shape[0],) + tuple(up.out_hw), dtype=bool)
-        for g, (r0, r1), (c0, c1), block in up.blocks(logits, threshold):
-            np.greater(block.numpy(), threshold, out=out[g, r0:r1, c0:c1])
-        return out

@@ -197,9 +197,17 @@ def preferred_diameter(model) -> Tuple[float, Tuple[float, float]]:
 
 
 def estimate_ratio(model) -> float:
-    """How `estimate_diameter` reads the objects `model` was fine-tuned on: the median ratio
-    estimated / annotated diameter over its training images (1.0 when the checkpoint does
-    not say). An estimate is divided by it, so it is in the units of a typed diameter."""
+    """The median ratio estimated / annotated diameter over the model's training images
+    (1.0 when the checkpoint does not say); an estimate divided by it is a typed diameter.
+
+    Parameters
+    ----------
+    model : Sam, Sam2 or Predictor
+
+    Returns
+    -------
+    float
+    """
     model = getattr(model, "model", model)
     info = getattr(model, "object_size", None) or {}
     ratio = info.get("estimate_ratio", 1.0)
@@ -289,8 +297,18 @@ def resolve_diameter(image, diameter: Diameter, channels=None, model=None) -> Op
 
 
 def zoom_for(model, diameter: Optional[float]) -> Optional[float]:
-    """Resize factor (model-input px per image px) that brings objects of `diameter` image
-    px to the model's preferred diameter; None when `diameter` is None (no zoom)."""
+    """The zoom that brings objects of `diameter` image px to the model's preferred size.
+
+    Parameters
+    ----------
+    model : Sam or Sam2
+    diameter : float or None
+
+    Returns
+    -------
+    float or None
+        Model-input px per image px; None when `diameter` is None (no zoom).
+    """
     if diameter is None:
         return None
     pref, _ = preferred_diameter(model)
@@ -325,7 +343,17 @@ class ZoomPlan:
 
 
 def target_zoom(model, diameter: float) -> float:
-    """`zoom_for`, clamped to ZOOM_LIMITS and to tiles of at least 16 image pixels."""
+    """`zoom_for`, clamped to ZOOM_LIMITS and to tiles of at least 16 image pixels.
+
+    Parameters
+    ----------
+    model : Sam, Sam2 or Predictor
+    diameter : float
+
+    Returns
+    -------
+    float
+    """
     model = getattr(model, "model", model)
     target = float(np.clip(zoom_for(model, diameter), *ZOOM_LIMITS))
     return min(target, model.image_size / 16)
@@ -333,8 +361,8 @@ def target_zoom(model, diameter: float) -> float:
 
 # model-input side of the tiles that only need instance maps (AIS) on a model with
 # `flexible_input`: 3 x 3 of its 256-px inputs; the share of pixels computed twice in the
-# overlaps falls from 44 % (256-px tiles, 64-px overlaps) to 23 %. The encoder and head cost
-# per pixel is about the same at 256 and 768 (docs/large_images.md)
+# overlaps falls from 44 % (256-px tiles, 64-px overlaps) to 16 % at 20-px nuclei. The
+# encoder and head cost per pixel is about the same at 256 and 768 input
 AIS_TILE_INPUT = 768
 
 
@@ -342,9 +370,24 @@ def tiled_plan(model, diameter: float, tile_input: Optional[int] = None,
                shape=None) -> ZoomPlan:
     """Tiles at the zoom objects of `diameter` image px need: tile side = `tile_input`
     (default the model input) / zoom; overlap = the model's default overlap at that zoom, at
-    least one diameter, at most half a tile. With the image's `shape` (Y, X, ...), a larger
-    `tile_input` is cut to a multiple of 64 whose tiles fit inside the image: every tile is
-    then whole, with no padding (the instance head's group norms see only pixels)."""
+    least one diameter, at most half a tile.
+
+    Parameters
+    ----------
+    model : Sam, Sam2 or Predictor
+    diameter : float
+        The objects' diameter in image pixels.
+    tile_input : int, optional
+        A tile's side in model-input pixels (`instance_tile_input`; None: the model's input).
+    shape : tuple of int, optional
+        (Y, X, ...) of the image: a larger `tile_input` is cut to a multiple of 64 whose
+        tiles fit inside the image, so every tile is whole, with no padding (the instance
+        head's group norms see only pixels).
+
+    Returns
+    -------
+    ZoomPlan
+    """
     from .tiled.embed import default_tiling
 
     model = getattr(model, "model", model)

@@ -110,3 +110,23 @@ def test_no_module_imports_a_layer_above_its_own():
         if name.startswith("__pycache__") or name == "__init__" or name.endswith(".yaml"):
             continue
         gen.layer_of(name)
+
+
+def test_public_names_import_first_in_a_fresh_process():
+    """Each subpackage's public names load in a fresh interpreter whichever is imported
+    first (`automask.volume` and the `volume` package import each other's modules)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    for package in ("automask", "volume", "tiled", "model"):
+        code = ("import importlib\n"
+                f"p = importlib.import_module('napari_sam.{package}')\n"
+                "for name in p.__all__:\n"
+                "    assert getattr(p, name) is not None, name\n")
+        done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    for module in ("napari_sam.automask.volume", "napari_sam.volume.track"):
+        done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=root,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]

@@ -136,7 +136,7 @@ def run_tiled(req, model, report: Callable, thresholds: dict, plan=None,
         labels = np.asarray(res.labels[:], np.uint32)
         shutil.rmtree(out, ignore_errors=True)
         return TiledOutput(labels, **done)
-    import zarr
+    from ..io.zarr_arrays import open_array
 
     final = folder / f"{key}-{time.strftime('%Y%m%d-%H%M%S')}.zarr"
     n = 1
@@ -144,7 +144,7 @@ def run_tiled(req, model, report: Callable, thresholds: dict, plan=None,
         n += 1
         final = folder / f"{key}-{time.strftime('%Y%m%d-%H%M%S')}-{n}.zarr"
     os.replace(out, final)
-    return TiledOutput(zarr.open_array(str(final), mode="r+"), path=final, **done)
+    return TiledOutput(open_array(final, mode="r+"), path=final, **done)
 
 
 def labels_levels(labels) -> list:

@@ -16,6 +16,9 @@ Large 2D layers (the interactive widget's rule: the `tiling` row, `tiled_jobs.Ti
 are segmented tile by tile at native resolution (`automask_tiled.py`); their result is in
 memory or, when very large, a zarr label image on disk, and the sliders apply at the next
 Run (a tiled run keeps no candidates to re-filter).
+
+The controls (layout, slider bookkeeping) are in `automask_form.py`; this module runs the
+job in a worker thread and shows its result.
 """
 
 from __future__ import annotations
@@ -24,22 +27,19 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import (ComboBox, Container, FloatSlider, Label, LineEdit,
-                              ProgressBar, PushButton, Slider, SpinBox)
+from magicgui.widgets import Container
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
-from ..automask import default_thresholds
 from ..runtime.cpu import tune_cpu_if_requested
 from . import layers as L
-from .layers import is_kind
-from .automask_job import (CURRENT, DEFAULTS, FLOORS, STACK_MODES, THRESHOLDS, Request,
-                           check_request, floors_for, run_job, stored_thresholds)
-from .decoder_job import DECODER_KEYS, DecoderSession
+from .automask_form import AutomaskForm
+from .automask_job import CURRENT, Request, check_request, run_job
 from .automask_tiled import labels_levels
+from .decoder_job import DecoderSession
 from .downloads import missing, size_text
-from .controls import _expanding_text, _row, model_controls, tiling_controls
 from .keys import on_close
+from .layers import is_kind
 from .options import FILE_CHOICE, GIVEN_CHOICE, parse_channels
 from .tiled_jobs import TilingRule
 from .tiled_mode import tiled_setup
@@ -49,8 +49,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 _META_KEYS = ("source", "pixel_size", "z_size", "geo", "axes", "georef", "band_names", "nodata")
-TILED_NOTE = ("large image, run tile by tile: the sliders apply at the next Run "
-              "(re-filtering would run every tile's decoder again)")
 
 
 class _Relay(QObject):
@@ -59,7 +57,7 @@ class _Relay(QObject):
     progressed = Signal(int, int, str)
 
 
-class AutomaskWidget(Container):
+class AutomaskWidget(AutomaskForm, Container):
     """Automatic mask generation on an Image layer with live threshold sliders.
 
     model: None (the bundled model), a registry name, a checkpoint path, or a loaded Sam.
@@ -96,135 +94,9 @@ class AutomaskWidget(Container):
         on_close(self.native, self.release)
         self._on_image_changed()
 
-    # ---- layout --------------------------------------------------------------------------
-    def _build(self, model, device: str, tiling: str = "auto", tile_above: int = 0) -> None:
-        self.image = ComboBox(label="image", choices=self._image_choices)
-        self.slices = ComboBox(label="stack", choices=list(STACK_MODES), value=CURRENT,
-                               tooltip="for (Z or T, Y, X) layers: segment the displayed slice, "
-                               "every slice (ids unique across the stack), or read the first "
-                               "axis as channels")
-        self.channels = LineEdit(label="channels", tooltip="up to 3 channel indices, e.g. 0 or "
-                                 "0,1,2 (empty: the image as it is)")
-        self.model, self.model_file, self.device = model_controls(model, device,
-                                                                  self._given is not None)
-        self.method = ComboBox(label="mode", choices=["auto", "amg", "ais", "apg"],
-                               value="auto", tooltip="amg: a grid of point prompts; ais: the "
-                               "model's instance decoder and a seeded watershed (fast, "
-                               "sliders re-threshold without the model); apg: the decoder's "
-                               "seeds as prompts for SAM; auto: ais when the model has a "
-                               "decoder, else amg")
-        self.points_per_side = SpinBox(label="points per side", min=0, max=128,
-                                       value=DEFAULTS["points_per_side"],
-                                       tooltip="the prompt grid: N x N points (N^2 prompts) "
-                                       "per model input; 0: from the object size")
-        from .diameter import DiameterControl
-
-        self.size = DiameterControl(self.viewer, lambda: self.image.value,
-                                    self._channels_or_none,
-                                    lambda text: setattr(self.status, "value", text))
-        self.diameter = self.size.field
-        self.tiling, self.tile_above = tiling_controls(
-            tiling, tile_above, "segment tile by tile at native resolution, stitched across "
-            "the seams")
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="", value=0, max=1, visible=False)
-        self.status = Label(label="status", value="")
-        self.note = Label(value=TILED_NOTE, visible=False)
-        self.pred_iou = FloatSlider(label="pred IoU", min=FLOORS["pred_iou_thresh"], max=1.0,
-                                    step=0.01, tooltip="keep masks whose predicted quality is "
-                                    "at least this (default: the model's)")
-        self.stability = FloatSlider(label="stability", min=FLOORS["stability_thresh"],
-                                     max=1.0, step=0.01, tooltip="keep masks that barely "
-                                     "change with the cut-off (default: the model's)")
-        defaults = default_thresholds(self._given)  # the chosen model's: _show_model_defaults
-        self._set_sliders(defaults, floors_for(defaults))
-        self.min_area = Slider(label="min area", min=0, max=2000, value=DEFAULTS["min_area"],
-                               tooltip="drop objects smaller than this many pixels")
-        tips = {"center_distance_threshold": "seeds where the predicted distance to the "
-                "object centre is below this", "boundary_distance_threshold": "seeds where "
-                "the predicted distance to the boundary is below this",
-                "foreground_threshold": "pixels whose foreground probability is above this "
-                "belong to objects"}
-        self.center = FloatSlider(label="centre distance", min=0.0, max=1.0, step=0.01,
-                                  value=0.5, tooltip=tips["center_distance_threshold"])
-        self.boundary = FloatSlider(label="boundary distance", min=0.0, max=1.0, step=0.01,
-                                    value=0.5, tooltip=tips["boundary_distance_threshold"])
-        self.foreground = FloatSlider(label="foreground", min=0.0, max=1.0, step=0.01,
-                                      value=0.5, tooltip=tips["foreground_threshold"])
-        self._decoder_sliders = dict(zip(DECODER_KEYS, (self.center, self.boundary,
-                                                        self.foreground)))
-        self._decoder_follow = True  # the decoder sliders show the model's until moved
-        self.extend([self.image, self.slices, self.channels, self.model, self.model_file,
-                     self.device, self.method, self.size.row, self.points_per_side,
-                     _row(self.tiling, Label(value="above px"), self.tile_above,
-                          label="tiling"),
-                     _row(self.run_button, self.cancel_button), self.progress, self.status,
-                     self.note, self.pred_iou, self.stability, self.center, self.boundary,
-                     self.foreground, self.min_area])
-        _expanding_text(self.status.native)
-        _expanding_text(self.note.native)
-        self.image.changed.connect(self._on_image_changed)
-        for w in (self.model, self.model_file):
-            w.changed.connect(self._on_model_changed)
-        self._show_model_defaults()
-        self.run_button.changed.connect(self.run)
-        self.cancel_button.changed.connect(self.cancel)
-        for slider in (self.pred_iou, self.stability):
-            slider.changed.connect(self._on_threshold_moved)
-        self.min_area.changed.connect(self.refilter)
-        for slider in self._decoder_sliders.values():
-            slider.changed.connect(self._on_decoder_moved)
-        self.method.changed.connect(self._on_method_changed)
-        self._on_method_changed()
-
-    def _image_choices(self, *_):
-        return [(ly.name, ly) for ly in self.viewer.layers if is_kind(ly, "Image")]
-
     def reset_choices(self, *_) -> None:
         if not self._closed:  # napari may call this after the widget closed
             super().reset_choices()
-
-    def _on_image_changed(self, *_) -> None:
-        image = self.image.value
-        self.slices.visible = image is not None and image.ndim > 2
-        if image is not None:
-            area = L.plane_shape(image)[0] * L.plane_shape(image)[1]
-            self.min_area.max = max(100, area // 20)
-
-    def _on_model_changed(self, *_) -> None:
-        self.model_file.visible = self.model.value == FILE_CHOICE
-        self._follow = True  # the sliders show the new model's default thresholds
-        self._show_model_defaults()
-
-    def _model_name(self) -> str:
-        choice = self.model.value
-        return str(self.model_file.value) if choice == FILE_CHOICE else choice
-
-    def _show_model_defaults(self) -> None:
-        """Put the chosen model's calibrated thresholds on the sliders before any run."""
-        if not self._follow:
-            return
-        given = self._given if self.model.value == GIVEN_CHOICE else None
-        defaults = stored_thresholds(self._model_name(), given)
-        self._set_sliders(defaults, floors_for(defaults))
-
-    def _on_method_changed(self, *_) -> None:
-        """Show the sliders of the chosen mode (auto: both kinds until a run tells)."""
-        method = self.method.value
-        for w in (self.pred_iou, self.stability, self.points_per_side):
-            w.visible = method in ("auto", "amg")
-        for w in self._decoder_sliders.values():
-            w.visible = method != "amg"
-
-    def _on_decoder_moved(self, *_) -> None:
-        self._decoder_follow = False
-        self.refilter()
-
-    def _decoder_values(self, defaults: bool = False) -> dict:
-        """The decoder sliders' values; with `defaults`, None (the model's) while untouched."""
-        follow = defaults and self._decoder_follow
-        return {k: None if follow else float(s.value) for k, s in self._decoder_sliders.items()}
 
     def _cache_key(self, req) -> tuple:
         """What a kept decoder session depends on: image layer, model, device, object size,
@@ -232,29 +104,11 @@ class AutomaskWidget(Container):
         return (id(self.image.value), req.model_name, id(req.model), req.device,
                 str(req.diameter), tuple(req.channels or ()), tuple(req.index), req.mode)
 
-    def _on_threshold_moved(self, *_) -> None:
-        self._follow = False
-        self.refilter()
-
-    def _set_sliders(self, thresholds: dict, floors: dict) -> None:
-        """Show `thresholds` on the sliders (clipped to their range) without re-filtering."""
-        for key, slider in zip(THRESHOLDS, (self.pred_iou, self.stability)):
-            with slider.changed.blocked():
-                slider.min = min(max(floors[key], 0.0), FLOORS[key])
-                slider.value = min(max(thresholds[key], slider.min), slider.max)
-
     @property
     def busy(self) -> bool:
         return self._worker is not None
 
     # ---- run -----------------------------------------------------------------------------
-    def _thresholds(self, defaults: bool = False) -> dict:
-        """The sliders' values; with `defaults`, None (the model's) for untouched ones."""
-        follow = defaults and self._follow
-        return {"pred_iou_thresh": None if follow else float(self.pred_iou.value),
-                "stability_thresh": None if follow else float(self.stability.value),
-                "min_area": int(self.min_area.value)}
-
     def _request(self):
         """A Request for the chosen image and options, or a message saying what is wrong."""
         image = self.image.value
@@ -415,12 +269,6 @@ class AutomaskWidget(Container):
         hint = "" if out.records else "; none pass the thresholds: lower them and Run again"
         self.status.value = (f"{len(out.records)} objects in {layer.name!r} ({ny} x {nx} "
                              f"tiles{resumed}{where}){hint}")
-
-    def _channels_or_none(self):
-        try:
-            return parse_channels(self.channels.value)
-        except ValueError:
-            return None
 
     def release(self) -> None:
         """Stop the worker and disconnect from the viewer (the widget is closing)."""

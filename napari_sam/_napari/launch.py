@@ -34,12 +34,29 @@ def annotate(image, model=None, *, device: str = "auto", labels=None,
              channels: Optional[Sequence[int]] = None, run: bool = True):
     """Open napari with `image` and the interactive segmentation widget docked.
 
-    image: an array ((Y, X), (Y, X, 3) RGB, (Z, Y, X) stack) or an image file path.
-    model: registry name, checkpoint path, a loaded Sam, or None for the bundled model.
-    labels: an existing (Y, X) / (Z, Y, X) labels array to add objects to.
-    run: start napari's event loop (blocks until the window closes). With run=False the
-    viewer is returned at once (for scripts and notebooks that run the loop themselves).
-    Returns the napari Viewer; the widget is `viewer.window.dock_widgets["Segment Anything"]`.
+    Parameters
+    ----------
+    image : ndarray or str or Path
+        The image: (Y, X) grey, (Y, X, 3) or (Y, X, 4) uint8 RGB(A), or a (Z, Y, X) stack,
+        any dtype; or the path of an image file (read with `io.images.read_image`, its
+        pixel size becoming the layer's scale).
+    model : Sam, str or Path, optional
+        A loaded model, a registry name or a checkpoint path; None: the bundled model.
+    device : str
+        "auto", "cpu", "cuda", ... for the model.
+    labels : ndarray, optional
+        An existing label image, (Y, X) or (Z, Y, X) integer, matching the image's spatial
+        shape: committed objects are added to it (new ids above its largest).
+    channels : sequence of int, optional
+        For a file path: the channels to read (at most 3).
+    run : bool
+        Start napari's event loop, blocking until the window closes. False: return the
+        viewer at once (scripts and notebooks that run the loop themselves).
+
+    Returns
+    -------
+    viewer : napari.Viewer
+        The viewer; the widget is ``viewer.window.dock_widgets["Segment Anything"]``.
     """
     import napari
 

@@ -28,14 +28,36 @@ from ..model.instance_head import maps_from_logits  # noqa: E402,F401 (public he
 
 def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channels=None,
                   predictor=None) -> Dict[str, np.ndarray]:
-    """The instance decoder's three maps for a (Y, X) or (Y, X, C) image: a dict with
-    `foreground`, `center_distances` and `boundary_distances`, each (Y, X) float32 in 0..1
-    at the image's size (the arrays micro-sam's `InstanceSegmentationWithDecoder.initialize`
-    computes), computed at the predictor's object-size zoom (tile by tile when the zoomed
-    image exceeds the model input). model: a `Sam`, a name or a checkpoint path with an
-    instance decoder (the bundled model, or a micro-sam checkpoint with `decoder_state`);
-    precision: as for `Predictor`; channels: which channels make the RGB input; predictor:
-    a `Predictor` to use (default: a new one on `model`, diameter estimated)."""
+    """The instance decoder's three maps of an image (the arrays micro-sam's
+    `InstanceSegmentationWithDecoder.initialize` computes).
+
+    The image reaches the model at the predictor's object-size zoom, tile by tile when the
+    zoomed image exceeds the model's input.
+
+    Parameters
+    ----------
+    image : ndarray, (Y, X) or (Y, X, C), any dtype
+    model : Sam, str or Path, optional
+        A model with an instance decoder (the bundled model, or a micro-sam checkpoint with
+        `decoder_state`), a registry name or a checkpoint path; None: the bundled model.
+    precision : str
+        As for `Predictor`.
+    channels : sequence of int, optional
+        Up to 3 channels of a (Y, X, C) image.
+    predictor : Predictor, optional
+        The Predictor to use (default: a new one on `model`, the diameter estimated).
+
+    Returns
+    -------
+    maps : dict of str to ndarray
+        "foreground", "center_distances", "boundary_distances": each (Y, X) float32 in
+        0..1, at the image's size.
+
+    Raises
+    ------
+    ValueError
+        When the model has no instance decoder.
+    """
     from ..predictor import Predictor
 
     pred = predictor or Predictor(model, precision=precision)
@@ -50,8 +72,21 @@ def instance_maps(image: np.ndarray, model=None, precision: str = "auto", channe
 
 
 def tile_maps(emb, tile):
-    """(ImageEmbedding, maps) of one tile of a `tiled.TiledEmbeddings`: the tile's
-    embedding (computed or read from the cache) and its three (h, w) float32 maps."""
+    """The embedding and the instance decoder's maps of one tile.
+
+    Parameters
+    ----------
+    emb : TiledEmbeddings
+    tile : Tile
+
+    Returns
+    -------
+    embedding : ImageEmbedding
+        The tile's (computed, or read from the cache).
+    maps : dict of str to ndarray
+        "foreground", "center_distances", "boundary_distances": (h, w) float32 in 0..1,
+        (h, w) the tile window's shape.
+    """
     from ..device import autocast
 
     e = emb.embedding(tile, keep=emb.cache_dir is not None)
@@ -61,9 +96,18 @@ def tile_maps(emb, tile):
 
 
 def tiled_maps(emb) -> Dict[str, np.ndarray]:
-    """The three maps of a whole image from its tiles (`tiled.TiledEmbeddings`): each
-    tile's maps at image resolution, each pixel taken from the tile that owns it (its
-    core). Returns dicts of (Y, X) float32 arrays (the whole image in memory)."""
+    """The three maps of a whole image from its tiles: each pixel from the tile that owns
+    it (its core).
+
+    Parameters
+    ----------
+    emb : TiledEmbeddings
+
+    Returns
+    -------
+    maps : dict of str to ndarray
+        (Y, X) float32 each, the whole image in memory.
+    """
     from ..model.instance_head import MAP_NAMES
 
     h, w = emb.grid.shape
@@ -93,6 +137,21 @@ def watershed_from_maps(foreground: np.ndarray, center_distances: np.ndarray,
     inside the foreground; they flood the smoothed boundary distances within the foreground
     (`watershed.seeded_watershed`); objects under `min_size` pixels are removed and the
     labels renumbered 1..n. The same labels as micro-sam's, up to their numbering.
+
+    Parameters
+    ----------
+    foreground, center_distances, boundary_distances : ndarray, (Y, X) float
+        The instance decoder's maps (`instance_maps`).
+    center_distance_threshold, boundary_distance_threshold, foreground_threshold : float
+    distance_smoothing, foreground_smoothing : float
+        Gaussian sigmas in pixels (0: off).
+    min_size : int
+        Smallest object in pixels.
+
+    Returns
+    -------
+    labels : ndarray, (Y, X) uint32
+        0 is background, objects 1..n.
     """
     from scipy import ndimage as ndi
 
@@ -125,15 +184,24 @@ def _size_filter(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def ais(predictor, maps: Optional[Dict[str, np.ndarray]] = None, **params) -> np.ndarray:
-    """Automatic instance segmentation of the image a `Predictor` holds: (Y, X) uint32
-    labels, 0 = background.
+    """Automatic instance segmentation of the image a `Predictor` holds (the encoder does
+    not run again).
 
-    predictor: a `Predictor` whose model has an instance decoder (`has_instance_head`),
-    after `set_image` (micro-sam's decoder also works after `set_embedding`); the decoder
-    reads the embedding it holds, the encoder does not run again. maps: the decoder's maps
-    if already computed (`predictor.instance_maps()`), e.g. to re-threshold without running
-    the decoder. params: `watershed_from_maps` keywords; those left out are the model's
-    calibrated ones (`ais_defaults`), else micro-sam's defaults.
+    Parameters
+    ----------
+    predictor : Predictor
+        Its model has an instance decoder; after `set_image` (micro-sam's decoder also
+        after `set_embedding`).
+    maps : dict of str to ndarray, optional
+        The decoder's (Y, X) maps if computed already (`predictor.instance_maps()`), e.g.
+        to re-threshold without running the decoder.
+    **params
+        `watershed_from_maps` keywords; those left out are `ais_defaults(predictor)`.
+
+    Returns
+    -------
+    labels : ndarray, (Y, X) uint32
+        0 is background.
     """
     if maps is None:
         maps = predictor.instance_maps()
@@ -145,13 +213,31 @@ def ais(predictor, maps: Optional[Dict[str, np.ndarray]] = None, **params) -> np
 def labels_and_records(predictor, min_area: int = 0, offset=(0, 0), maps=None,
                        zoom: Optional[float] = None, **params):
     """AIS on the image a `Predictor` holds (or on given `maps` and `zoom`, for which the
-    model alone will do) -> `AutoMaskResult` (labels (Y, X) uint32,
-    records with id, area, bbox (row0, col0, row1, col1, exclusive ends, plus `offset`),
-    score (mean foreground probability) and point (the seed's (row, col))).
+    model alone will do), with one record per object.
 
-    The smoothing (`distance_smoothing`) is in model-input pixels, as the maps were
-    predicted; it is converted to image pixels with the zoom of the embedding (or `zoom`,
-    model-input px per image px, e.g. for maps made tile by tile by `tiled_maps`)."""
+    The smoothing sigmas are in model-input pixels, as the maps were predicted; they are
+    converted to image pixels with the embedding's zoom (or `zoom`).
+
+    Parameters
+    ----------
+    predictor : Predictor
+    min_area : int
+        Smallest object in pixels (the larger of this and `min_size`).
+    offset : (int, int)
+        (row, col) added to the records' bbox and point (tiles).
+    maps : dict of str to ndarray, optional
+        (Y, X) maps computed already (e.g. by `tiled_maps`).
+    zoom : float, optional
+        Model-input px per image px of `maps` (default: the embedding's).
+    **params
+        `watershed_from_maps` keywords (default `ais_defaults`).
+
+    Returns
+    -------
+    AutoMaskResult
+        labels (Y, X) uint32 and records: id, area, bbox (row0, col0, row1, col1;
+        exclusive ends), predicted_iou (mean foreground probability), stability, point.
+    """
     from .amg import AutoMaskResult
 
     maps = maps if maps is not None else predictor.instance_maps()
@@ -168,10 +254,24 @@ def labels_and_records(predictor, min_area: int = 0, offset=(0, 0), maps=None,
 
 
 def label_records(labels: np.ndarray, maps: Dict[str, np.ndarray], offset=(0, 0)) -> list:
-    """One record per object of (Y, X) `labels` (ids 1..n): id, area (px), bbox (row0,
-    col0, row1, col1, exclusive ends, plus `offset` (row, col)), predicted_iou (the mean
-    foreground probability), stability (1.0) and point (the (row, col) of the object's
-    smallest boundary distance, plus `offset`)."""
+    """One record per object of `labels`.
+
+    Parameters
+    ----------
+    labels : ndarray, (Y, X) uint32
+        Objects 1..n.
+    maps : dict of str to ndarray
+        The (Y, X) decoder maps the labels came from.
+    offset : (int, int)
+        (row, col) added to bbox and point.
+
+    Returns
+    -------
+    records : list of dict
+        id, area (px), bbox (row0, col0, row1, col1; exclusive ends), predicted_iou (mean
+        foreground probability), stability (1.0), point ((row, col) of the object's
+        smallest boundary distance).
+    """
     from scipy import ndimage as ndi
 
     from .candidates import label_boxes
@@ -191,7 +291,16 @@ def label_records(labels: np.ndarray, maps: Dict[str, np.ndarray], offset=(0, 0)
 
 
 def ais_defaults(model) -> Dict[str, float]:
-    """AIS parameters for a model (Sam or Predictor): those stored with its weights, else
-    micro-sam's defaults."""
+    """AIS parameters for a model: those stored with its weights, else micro-sam's.
+
+    Parameters
+    ----------
+    model : Sam or Predictor
+
+    Returns
+    -------
+    dict
+        `watershed_from_maps` keywords (and "min_size").
+    """
     model = getattr(model, "model", model)
     return {**AIS_DEFAULTS, **(getattr(model, "ais_defaults", None) or {})}

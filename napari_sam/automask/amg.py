@@ -9,14 +9,12 @@ this module is the grid-of-prompts machinery it uses.)
     result = gen.generate(pred_iou_thresh=0.8)          # again, nothing is recomputed
     result.labels, result.records
 
-`initialize` embeds the image (and, with `crop_n_layers`, overlapping crops of it), decodes
-the point grid in batches (3 masks per point) and keeps *compact candidates*: the predicted
-IoU, the stability score (by default on the low-res logits, the cheap path, see
-`candidates.stability_score`; `stability="full"` computes it exactly on the full-resolution
-masks, as the reference does, inside each mask's box, for candidates past the IoU floor), a box,
-the prompt point, and the low-res logits cut to the mask's box. Candidates below the loose
-floors `min_candidate_iou` / `min_candidate_stability` are dropped there; they are the lowest
-thresholds `generate` can use.
+`initialize` embeds the image (and, with `crop_n_layers`, overlapping crops of it) and
+decodes the point grid in batches into *compact candidates* (`decode.decode_batch`: scores,
+box, prompt point, low-res logits cut to the mask's box; stability on the low-res logits, or
+exactly on the full-resolution masks with `stability="full"`). Candidates below the loose
+floors `min_candidate_iou` / `min_candidate_stability` are dropped there; they are the
+lowest thresholds `generate` can use.
 
 Thresholds left out (None) are the model's: `default_thresholds(model)` -- SAM's 0.88 (predicted
 IoU) and 0.95 (stability), unless the checkpoint carries thresholds calibrated for its weights
@@ -45,8 +43,8 @@ import numpy as np
 import torch
 
 from .grid import GridUpscaler, crop_boxes, point_grid  # noqa: F401 (public)
-from .candidates import (Candidates, boxes_from_masks, clean_mask, label_boxes, nms,
-                          paint_labels, stability_score, trim)
+from .candidates import Candidates, clean_mask, label_boxes, nms, paint_labels, trim
+from .decode import decode_batch
 from ..predictor import Predictor
 from ..progress import null_progress
 from ..transforms import intensity_range, select_channels
@@ -56,16 +54,35 @@ SAM_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_thresh": 0.95}
 
 
 def default_thresholds(model) -> Dict[str, float]:
-    """The automask thresholds for a model (a Sam or a Predictor): those stored with its
-    weights (`Sam.automask_defaults`), else SAM's."""
+    """The automask thresholds for a model: those stored with its weights, else SAM's.
+
+    Parameters
+    ----------
+    model : Sam or Predictor
+        The model (a Predictor's model is used); its `automask_defaults`, if any, override.
+
+    Returns
+    -------
+    thresholds : dict
+        {"pred_iou_thresh": float, "stability_thresh": float}.
+    """
     model = getattr(model, "model", model)
     return {**SAM_THRESHOLDS, **(getattr(model, "automask_defaults", None) or {})}
 
 
 @dataclass
 class AutoMaskResult:
-    """labels: uint32 (Y, X); records[k] describes id k+1: id, area, bbox (row0, col0, row1,
-    col1; exclusive ends), predicted_iou, stability, point (row, col), crop_box."""
+    """The label image of an automatic segmentation and one record per object.
+
+    Parameters
+    ----------
+    labels : ndarray, (Y, X) uint32
+        0 is background, objects are 1..N in the image's pixel grid.
+    records : list of dict
+        records[k] describes id k + 1: "id", "area" (pixels), "bbox" (row0, col0, row1,
+        col1; exclusive ends), "predicted_iou", "stability", "point" (row, col) of the
+        prompt and "crop_box" (row0, col0, row1, col1).
+    """
 
     labels: np.ndarray
     records: List[dict] = field(default_factory=list)
@@ -81,6 +98,28 @@ class MaskSet:
 
 
 class AutoMaskGenerator:
+    """A grid of point prompts decoded once per image, then filtered as often as wanted.
+
+    Parameters
+    ----------
+    model_or_predictor : Predictor, Sam, str or Path, optional
+        A Predictor to share, or a model / registry name / checkpoint (None: bundled).
+    points_per_side : int
+        The grid is points_per_side x points_per_side points per crop.
+    points_per_batch : int
+        Prompts decoded per model call.
+    crop_n_layers, crop_overlap_ratio, crop_points_downscale : int, float, int
+        Layers of overlapping crops (0: none), their overlap, the grid's shrink per layer.
+    min_candidate_iou, min_candidate_stability : float
+        Candidate floors at `initialize` (the lowest thresholds `generate` can use).
+    stability_offset, mask_threshold : float
+        Logit offset of the stability score; logit cut-off of a mask.
+    stability : {"lowres", "full"}
+        Stability score on the low-res logits (fast) or the full-resolution masks.
+    device, precision : str
+        For the Predictor made when a model is given.
+    """
+
     def __init__(self, model_or_predictor=None, points_per_side: int = 32,
                  points_per_batch: int = 64, crop_n_layers: int = 0,
                  crop_overlap_ratio: float = 512 / 1500, crop_points_downscale: int = 1,
@@ -121,9 +160,25 @@ class AutoMaskGenerator:
                    ) -> "AutoMaskGenerator":
         """Embed the image (and its crops) and decode the point grid; keep candidates.
 
-        zoom: model-input px per image px for the whole image (`scale.plan_zoom`; the zoomed
-        image must fit the model input); None resizes it to the input (SAM's rule), as
-        always for the crops of `crop_n_layers`."""
+        Parameters
+        ----------
+        image : ndarray, (Y, X) or (Y, X, C), any dtype
+        progress : callable(done, total, message), optional
+        channels : sequence of int, optional
+            Up to 3 channels of a (Y, X, C) image.
+        value_range : (float, float), optional
+            Intensity range mapped to 0..255 (tiles: the whole image's).
+        embedding : ImageEmbedding, optional
+            A cached embedding of `image` (its original_size must be (Y, X)).
+        zoom : float, optional
+            Model-input px per image px for the whole image (`scale.plan_zoom`; the zoomed
+            image must fit the input); None resizes it to the input (SAM's rule), as always
+            for the crops.
+
+        Returns
+        -------
+        self : AutoMaskGenerator
+        """
         image = np.asarray(image)
         if image.ndim not in (2, 3):
             raise ValueError(f"automask takes one 2D image (Y, X) or (Y, X, C), got shape "
@@ -170,88 +225,26 @@ class AutoMaskGenerator:
             xy = self.predictor.points_to_input(points)
             pts = torch.as_tensor(points, dtype=torch.float32, device=self.device)
             for s in range(0, len(points), self.points_per_batch):
-                parts.append(self._decode_batch(xy[s:s + self.points_per_batch],
-                                                pts[s:s + self.points_per_batch], ci, up))
+                parts.append(decode_batch(self, xy[s:s + self.points_per_batch],
+                                          pts[s:s + self.points_per_batch], ci, up))
                 done += 1
                 progress(done, total, "decoding")
         self.candidates = Candidates.cat(parts)
         return self
 
-    def _decode_batch(self, xy, pts, ci: int, up: GridUpscaler) -> Candidates:
-        b = xy.shape[0]
-        labels = torch.ones(b, 1, dtype=torch.long, device=self.device)
-        logits, iou = self.predictor.predict_lowres(xy[:, None], labels, multimask=True)
-        k = logits.shape[1]
-        logits, iou = logits.flatten(0, 1), iou.flatten()
-        # only masks above the IoU floor are looked at (boxes, stability): one gather of
-        # those, instead of passes over every mask
-        first = (iou >= self.min_candidate_iou).nonzero().flatten()
-        if len(first) < len(iou):
-            logits, iou = logits[first], iou[first]
-        vh, vw = up.valid
-        valid = logits[:, :vh, :vw]
-        box = boxes_from_masks(valid > self.mask_threshold)  # low-res, exclusive ends
-        keep = box[:, 2] > box[:, 0]  # the IoU floor is applied above
-        layer, (r0, c0, r1, c1) = self.crops[ci]
-        if ci:  # a mask cut by an inner crop edge is incomplete: another crop has it whole
-            h, w = self.image_shape
-            keep &= ~(((box[:, 0] == 0) & (r0 > 0)) | ((box[:, 1] == 0) & (c0 > 0))
-                      | ((box[:, 2] == vh) & (r1 < h)) | ((box[:, 3] == vw) & (c1 < w)))
-        rs, re, l0, l1 = up.regions(box[:, 0], box[:, 2] - 1, 0)
-        cs, ce, m0, m1 = up.regions(box[:, 1], box[:, 3] - 1, 1)
-        keep &= (re > rs) & (ce > cs)
-        if self.stability == "full":
-            stab = self._full_stability(logits, valid, keep, up)
-        else:
-            stab = stability_score(valid, self.mask_threshold, self.stability_offset)
-        keep &= stab >= self.min_candidate_stability
-        idx = keep.nonzero().flatten()
-        emb = self.predictor.get_embedding()
-        m = self.predictor.model.config.mask_size
-        size = self.predictor.model.image_size
-        fr = size / m * (r1 - r0) / emb.input_size[0]
-        fc = size / m * (c1 - c0) / emb.input_size[1]
-        img_box = (box[idx].float() * torch.tensor([fr, fc, fr, fc], device=self.device)
-                   + torch.tensor([r0, c0, r0, c0], dtype=torch.float32, device=self.device))
-        region = torch.stack([rs, cs, re, ce], 1)[idx]
-        cut = torch.stack([l0, l1, m0, m1], 1)[idx]
-        store = logits[idx].to(torch.float16)
-        # one transfer for the whole batch, then views (no per-candidate device sync)
-        cuts = cut.cpu().tolist()
-        kept = [store[i, a:b_, c:d].clone() for i, (a, b_, c, d) in enumerate(cuts)]
-        point = pts.repeat_interleave(k, 0)[first][idx] + torch.tensor(
-            [r0, c0], dtype=torch.float32, device=self.device)
-        return Candidates(iou[idx], stab[idx], img_box, point,
-                          torch.full((len(idx),), ci, dtype=torch.long, device=self.device),
-                          region, cut[:, [0, 2]], kept)
-
-    def _full_stability(self, logits, valid, keep, up: GridUpscaler) -> torch.Tensor:
-        """Stability of the full-resolution masks, exactly, for the `keep` candidates.
-
-        Upsampled logits are convex combinations of low-res ones, so outside the box of
-        low-res `logits > t - offset` they are below both thresholds: only that box is
-        upsampled (one small matmul pair per candidate)."""
-        t, off = self.mask_threshold, self.stability_offset
-        stab = torch.ones(logits.shape[0], device=self.device)
-        idx = keep.nonzero().flatten()
-        if not len(idx):
-            return stab
-        loose = boxes_from_masks(valid[idx] > t - off)
-        rs, re, l0, l1 = up.regions(loose[:, 0], loose[:, 2] - 1, 0)
-        cs, ce, m0, m1 = up.regions(loose[:, 1], loose[:, 3] - 1, 1)
-        meta = torch.stack([rs, re, cs, ce, l0, l1, m0, m1], 1).tolist()
-        counts = []
-        for i, (a, b, c, d, e, f, g, h) in zip(idx.tolist(), meta):
-            u = up.crop(logits[i, e:f, g:h], (a, c, b, d), (e, g))  # (row0, col0, row1, col1)
-            counts.append(torch.stack([(u > t + off).sum(), (u > t - off).sum()]))
-        counts = torch.stack(counts).float()
-        stab[idx] = torch.where(counts[:, 1] > 0, counts[:, 0] / counts[:, 1].clamp(min=1), 1.0)
-        return stab
-
     # ---- the cheap step ----------------------------------------------------------------
     def thresholds(self, pred_iou_thresh: Optional[float] = None,
                    stability_thresh: Optional[float] = None) -> Tuple[float, float]:
-        """The given thresholds, with the model's defaults for those left as None."""
+        """The given thresholds, with the model's defaults for those left as None.
+
+        Parameters
+        ----------
+        pred_iou_thresh, stability_thresh : float, optional
+
+        Returns
+        -------
+        (pred_iou_thresh, stability_thresh) : tuple of float
+        """
         d = default_thresholds(self.predictor.model)
         return (d["pred_iou_thresh"] if pred_iou_thresh is None else float(pred_iou_thresh),
                 d["stability_thresh"] if stability_thresh is None else float(stability_thresh))
@@ -263,8 +256,19 @@ class AutoMaskGenerator:
 
     def select(self, pred_iou_thresh: Optional[float] = None,
                stability_thresh: Optional[float] = None, nms_thresh: float = 0.7) -> torch.Tensor:
-        """Rows of `candidates` passing the thresholds and NMS, best first (memoised: a
-        slider for another parameter does not redo the NMS)."""
+        """Rows of `candidates` passing the thresholds and box NMS, best first (memoised).
+
+        Parameters
+        ----------
+        pred_iou_thresh, stability_thresh : float, optional
+            None: the model's.
+        nms_thresh : float
+            Box IoU above which the lower-scored of two candidates is dropped.
+
+        Returns
+        -------
+        rows : Tensor, (N,) int64
+        """
         c = self._require()
         pred_iou_thresh, stability_thresh = self.thresholds(pred_iou_thresh, stability_thresh)
         key = ("select", pred_iou_thresh, stability_thresh, float(nms_thresh))
@@ -288,7 +292,23 @@ class AutoMaskGenerator:
     def select_masks(self, pred_iou_thresh: Optional[float] = None,
                      stability_thresh: Optional[float] = None, nms_thresh: float = 0.7, min_region_area: int = 16,
                      min_area: int = 0) -> MaskSet:
-        """Survivors of `select`, upsampled inside their boxes and cleaned (cached)."""
+        """Survivors of `select`, upsampled inside their boxes and cleaned (cached).
+
+        Parameters
+        ----------
+        pred_iou_thresh, stability_thresh, nms_thresh : float
+            As in `select`.
+        min_region_area : int
+            Holes and islands smaller than this (pixels) are filled / removed.
+        min_area : int
+            Masks with fewer pixels are dropped.
+
+        Returns
+        -------
+        MaskSet
+            masks[i]: (h, w) bool crop whose top-left pixel is boxes[i][:2]; boxes[i]:
+            (row0, col0, row1, col1) in the image, exclusive ends; index[i]: its row.
+        """
         c = self._require()
         rows = self.select(pred_iou_thresh, stability_thresh, nms_thresh).tolist()
         todo = [i for i in rows if (i, min_region_area) not in self._cache]
@@ -323,9 +343,23 @@ class AutoMaskGenerator:
                  min_visible: float = 0.5, offset: Sequence[int] = (0, 0)) -> AutoMaskResult:
         """Filter, de-duplicate, clean and paint the candidates (re-callable, cheap).
 
-        min_area: smallest object kept (visible pixels); min_region_area: holes and islands
-        smaller than this are filled / removed; min_visible: see `candidates.paint_labels`;
-        offset: added to the records' bbox and point (for tiles).
+        Parameters
+        ----------
+        pred_iou_thresh, stability_thresh : float, optional
+            None: the model's.
+        min_area : int
+            Smallest object kept (visible pixels).
+        nms_thresh, min_region_area : float, int
+            As in `select_masks`.
+        min_visible : float
+            See `candidates.paint_labels`.
+        offset : (int, int)
+            (row, col) added to the records' bbox and point (for tiles).
+
+        Returns
+        -------
+        AutoMaskResult
+            labels (Y, X) uint32 of the initialized image, and the records.
         """
         c = self._require()
         ms = self.select_masks(pred_iou_thresh, stability_thresh, nms_thresh,

@@ -44,8 +44,23 @@ class GridUpscaler:
 
 
 def crop_boxes(shape: Tuple[int, int], n_layers: int, overlap_ratio: float):
-    """[(layer, (row0, col0, row1, col1))]: the whole image, then per layer i 2**i x 2**i
-    evenly spaced crops, each `1 + overlap_ratio` times the size of a plain tiling's cell."""
+    """The crops of automatic mask generation: the whole image, then per layer i 2**i x 2**i
+    evenly spaced crops, each `1 + overlap_ratio` times the side of a plain tiling's cell.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        (Y, X) of the image.
+    n_layers : int
+        Crop layers after the whole image (0: the whole image only).
+    overlap_ratio : float
+        How much larger than a plain tiling's cell each crop is, as a fraction.
+
+    Returns
+    -------
+    crops : list of (int, (int, int, int, int))
+        (layer, (row0, col0, row1, col1)) with exclusive ends; layer 0 is the whole image.
+    """
     h, w = shape
     out = [(0, (0, 0, h, w))]
     for layer in range(1, n_layers + 1):
@@ -60,7 +75,20 @@ def crop_boxes(shape: Tuple[int, int], n_layers: int, overlap_ratio: float):
 
 
 def point_grid(h: int, w: int, n: int) -> np.ndarray:
-    """(n*n, 2) (row, col) at the centres of an n x n grid of cells over an (h, w) image."""
+    """The points of an n x n prompt grid: the centres of n x n equal cells over the image.
+
+    Parameters
+    ----------
+    h, w : int
+        (Y, X) of the image (or crop).
+    n : int
+        Points per side.
+
+    Returns
+    -------
+    points : ndarray, (n * n, 2) float64
+        (row, col) in pixels, row-major.
+    """
     rows = (np.arange(n) + 0.5) * h / n
     cols = (np.arange(n) + 0.5) * w / n
     return np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)

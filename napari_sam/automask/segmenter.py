@@ -80,12 +80,27 @@ def resolve_mode(mode: str, model) -> str:
 class AutoSegmenter:
     """Automatic segmentation with one model, for many images (see the module docstring).
 
-    model: Sam, Predictor, registry name or path (None: bundled). points_per_side: None =
-    from the objects' size. min_area: None = from the objects' size (0 when unknown).
-    Thresholds left as None are the model's. Other keywords go to `AutoMaskGenerator` and
-    its `generate` (points_per_batch, crop_n_layers, nms_thresh, ...), in AIS mode to
-    `ais.watershed_from_maps` (center_distance_threshold, ...), in APG mode to `apg.apg`
-    (min_size, nms_threshold, refine_with_box_prompts, ...).
+    Parameters
+    ----------
+    model : Sam, Predictor, str or Path, optional
+        A model, a Predictor to share, a registry name or a checkpoint (None: bundled).
+    mode : {"auto", "amg", "ais", "apg"}
+        See `resolve_mode`; a ValueError when the mode needs a decoder the model lacks.
+    diameter : None, "off" or float
+        The objects' diameter in image pixels (None: estimated per image; "off": no zoom).
+    points_per_side : int, optional
+        AMG grid density (None: from the objects' size).
+    pred_iou_thresh, stability_thresh : float, optional
+        AMG thresholds (None: the model's).
+    min_area : int, optional
+        Smallest object in pixels (None: from the objects' size, 0 when unknown).
+    device, precision : str
+        For the Predictor made when a model is given.
+    **kw
+        To `AutoMaskGenerator` and its `generate` (points_per_batch, crop_n_layers,
+        nms_thresh, ...); in AIS mode to `ais.watershed_from_maps`
+        (center_distance_threshold, ...); in APG mode to `apg.apg` (min_size,
+        nms_threshold, refine_with_box_prompts, ...).
     """
 
     def __init__(self, model=None, *, mode: str = "auto", diameter: Diameter = None,
@@ -114,7 +129,16 @@ class AutoSegmenter:
         self.last_plan: Optional[ZoomPlan] = None
 
     def generator(self, points_per_side: int) -> AutoMaskGenerator:
-        """The (cached) AMG generator with `points_per_side` on this segmenter's predictor."""
+        """The (cached) AMG generator of this segmenter's predictor and settings.
+
+        Parameters
+        ----------
+        points_per_side : int
+
+        Returns
+        -------
+        AutoMaskGenerator
+        """
         gen = self._generators.get(points_per_side)
         if gen is None:
             gen = AutoMaskGenerator(self.predictor, points_per_side=points_per_side,
@@ -124,8 +148,21 @@ class AutoSegmenter:
         return gen
 
     def plan(self, image, channels=None, diameter: Diameter = "inherit") -> ZoomPlan:
-        """The zoom plan for `image` (estimating the diameter if needed). SAM 2.1 models
-        always get the whole image resized to their square input (no zoom)."""
+        """How `image` reaches the model (estimating the diameter if needed). SAM 2.1 models
+        always get the whole image resized to their square input (no zoom).
+
+        Parameters
+        ----------
+        image : ndarray, (Y, X) or (Y, X, C)
+        channels : sequence of int, optional
+            Used by the diameter estimate.
+        diameter : None, "off", float or "inherit"
+            "inherit": the segmenter's.
+
+        Returns
+        -------
+        ZoomPlan
+        """
         if getattr(self.model, "square_input", False):
             return ZoomPlan(None)
         d = resolve_diameter(image, self.diameter if diameter == "inherit" else diameter,
@@ -135,8 +172,24 @@ class AutoSegmenter:
 
     def __call__(self, image: np.ndarray, channels=None, value_range=None,
                  progress=null_progress, diameter: Diameter = "inherit") -> AutoMaskResult:
-        """Segment one 2D image (Y, X) or (Y, X, C) -> AutoMaskResult(labels (Y, X) uint32,
-        records). diameter: overrides the segmenter's for this image."""
+        """Segment one 2D image.
+
+        Parameters
+        ----------
+        image : ndarray, (Y, X) or (Y, X, C), any dtype
+        channels : sequence of int, optional
+            Up to 3 channels (required for more than 4).
+        value_range : (float, float), optional
+            Intensity range mapped to 0..255 (default: robust percentiles).
+        progress : callable(done, total, message), optional
+        diameter : None, "off", float or "inherit"
+            Overrides the segmenter's for this image ("inherit": keep it).
+
+        Returns
+        -------
+        AutoMaskResult
+            labels (Y, X) uint32 in the image's pixel grid, and one record per object.
+        """
         image = np.asarray(image) if not hasattr(image, "shape") else image
         if len(image.shape) not in (2, 3):
             raise ValueError(f"automask takes one 2D image (Y, X) or (Y, X, C), got shape "
@@ -167,8 +220,20 @@ class AutoSegmenter:
         return run(self.predictor, min_area=min_area, **self.ais_kw)
 
     def tile_segmenter(self, plan: ZoomPlan, shape):
-        """The per-tile segmenter of `tiled.tiled_automask` for an image of `shape` (Y, X)
-        run as `plan` says: AIS, APG or grid prompts, with this segmenter's settings."""
+        """The per-tile segmenter of `tiled.tiled_automask`, with this segmenter's mode and
+        settings.
+
+        Parameters
+        ----------
+        plan : ZoomPlan
+            How the image reaches the model (its diameter sets the defaults).
+        shape : (int, int)
+            (Y, X) of the whole image.
+
+        Returns
+        -------
+        AutomaskSegmenter, AISSegmenter or APGSegmenter
+        """
         from .tiled import AISSegmenter, APGSegmenter, AutomaskSegmenter
 
         min_area = self.min_area if self.min_area is not None else auto_min_area(plan.diameter)

@@ -79,13 +79,35 @@ def automask_stack(stack: np.ndarray, generator, axes: Optional[str] = None,
                    channels=None, value_range=None, **generate_kw) -> AutoMaskResult:
     """Segment every 2D slice of `stack`; labels keep the stack's leading shape.
 
-    generator: a `automask.AutoSegmenter` (object size, mode and tiling per slice; the
-    objects' diameter, when it is to be estimated, is estimated once on the middle slice so
-    every slice is zoomed alike) or an `AutoMaskGenerator` (grid prompts as configured,
-    with `generate_kw` for its `generate`). The intensity range is taken once over the whole
-    stack (unless `value_range` is given), so all slices are normalised alike. Records carry
-    `slice` (the flat slice index) and `index` (the slice's position along the leading
-    axes) besides the usual fields.
+    The intensity range is taken once over the whole stack (unless `value_range` is given),
+    so all slices are normalised alike.
+
+    Parameters
+    ----------
+    stack : ndarray, (..., Y, X) or (..., Y, X, C), any dtype
+        Leading axes (Z, T, ...) of any number; channels last.
+    generator : AutoSegmenter or AutoMaskGenerator
+        An AutoSegmenter (object size, mode and tiling per slice; a diameter to be
+        estimated is estimated once, on the middle slice, so every slice is zoomed alike)
+        or an AutoMaskGenerator (grid prompts as configured, `generate_kw` for `generate`).
+    axes : str, optional
+        The stack's axes (e.g. "ZYX", "TYXC") when its shape is ambiguous.
+    link : bool
+        Join objects of neighbouring slices into one id (IoU above `link_iou`; module doc).
+    link_iou : float
+    progress : callable(done, total, message), optional
+    channels : sequence of int, optional
+        Up to 3 channels.
+    value_range : (float, float), optional
+        Intensity range mapped to 0..255 (default: robust percentiles of the whole stack).
+    **generate_kw
+        To `AutoMaskGenerator.generate`.
+
+    Returns
+    -------
+    AutoMaskResult
+        labels (..., Y, X) uint32 (ids unique across the stack) and records, which also
+        carry "slice" (flat slice index) and "index" (position along the leading axes).
     """
     from .segmenter import AutoSegmenter
 

@@ -336,24 +336,25 @@ def _open_output(out: Optional[Path], shape, tile: int):
     by `_publish` once complete, so `out` never holds a half-painted image)."""
     if out is None:
         return np.zeros(shape, np.uint32)
-    import zarr
     from numcodecs import Blosc
 
+    from ..io.zarr_arrays import open_array
+
     chunk = min(512, max(tile, 128))
-    return zarr.open_array(str(out) + ".partial", mode="w", shape=shape,
-                           chunks=(chunk, chunk), dtype="uint32", fill_value=0,
-                           compressor=Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE))
+    return open_array(str(out) + ".partial", mode="w", shape=shape,
+                      chunks=(chunk, chunk), dtype="uint32", fill_value=0,
+                      compressor=Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE))
 
 
 def _publish(labels, out: Optional[Path]):
     if out is None:
         return labels
-    import zarr
+    from ..io.zarr_arrays import open_array
 
     if out.exists():
         shutil.rmtree(out)
     os.replace(str(out) + ".partial", out)
-    return zarr.open_array(str(out), mode="r")
+    return open_array(out, mode="r")
 
 
 def map_tiles(job, indices: Sequence, scheduler=None, workers: Optional[int] = None,

@@ -128,15 +128,46 @@ def automask_volume(volume, model=None, *, spacing: Optional[Sequence[float]] = 
                     value_range=None, cache=None, diameter=None,
                     embeddings: Optional[SliceEmbeddings] = None, progress=null_progress,
                     cancel=None, return_lineage: bool = False, device="auto", **automask_kw):
-    """Segment everything in a (Z, Y, X) or (Z, Y, X, C) volume: (Z, Y, X) uint32 labels
-    with one id per 3D object (rule: module doc and `link.link_labels`).
+    """Segment everything in a volume: each slice on its own, linked into 3D objects (rule:
+    module doc and `volume.link.link_labels`).
 
-    model: a Predictor, Sam, registry name or path (None: the bundled model); spacing: (dz,
-    dy, dx), relaxes `min_iou` for coarse z (`relaxed_iou`); min_extent: the fewest slices an
-    object spans; min_contrast: trims faded ends (`trim_faded`; 0: off); cache: a folder
-    for the slice embeddings; diameter: None (the default: estimated once, on the middle
-    slice), image px, or "off" (whole slices), see `SliceEmbeddings`; other keywords go to `segment_slices`.
-    With `return_lineage`, also {id: (first slice, last slice, 0)}.
+    Parameters
+    ----------
+    volume : array-like, (Z, Y, X) or (Z, Y, X, C), any dtype
+        The stack, channels last.
+    model : Predictor, Sam, str or Path, optional
+        None: the bundled model.
+    spacing : (float, float, float), optional
+        (dz, dy, dx); relaxes `min_iou` for coarse z (`relaxed_iou`).
+    min_iou, max_gap, absorb : float, int, float
+        Linking: smallest IoU of a match, slices an object may be missed on, share of a
+        piece's area inside an object that joins it to that object.
+    min_extent : int
+        The fewest slices an object spans.
+    min_contrast : float
+        Trims faded end slices (`trim_faded`; 0: off).
+    channels, value_range : optional
+        As for `Predictor.set_image`.
+    cache : str or Path, optional
+        A folder for the slice embeddings.
+    diameter : None, "off" or float
+        None: estimated once, on the middle slice; see `SliceEmbeddings`.
+    embeddings : SliceEmbeddings, optional
+        The stack's slices set up already.
+    progress : callable(done, total, message), optional
+    cancel : callable or threading.Event, optional
+    return_lineage : bool
+        Also return the lineage.
+    device : str
+    **automask_kw
+        To `segment_slices` (mode, thresholds, points_per_side, ...).
+
+    Returns
+    -------
+    labels : ndarray, (Z, Y, X) uint32
+        One id per 3D object, 1..N.
+    lineage : dict of int to (int, int, int)
+        Only with `return_lineage`: {id: (first slice, last slice, 0)}.
     """
     if embeddings is None:
         volume = check_stack(volume)

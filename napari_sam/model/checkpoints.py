@@ -44,6 +44,27 @@ def _strip(sd: dict, prefix: str) -> dict:
 
 
 def read_checkpoint(path) -> Checkpoint:
+    """Read a Segment Anything checkpoint of any of the known layouts.
+
+    Reads napari-sam's own files (config inside), micro-sam's ({"model_state",
+    "decoder_state"}), SAM 2's ({"model": state dict}), {"state_dict": ...} and plain
+    state dicts, with "module." / "sam." / "model." prefixes removed.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    Checkpoint
+        state_dict (name -> Tensor, micro-sam's decoder under `DECODER_PREFIX`), the config
+        dict of napari-sam's own files (else None), notes on what was ignored, and the
+        extra entries of napari-sam's own files.
+
+    Raises
+    ------
+    FileNotFoundError, CheckpointError
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
@@ -124,7 +145,16 @@ def _decoder_state(decoder, path: Path, notes: List[str]) -> Dict[str, torch.Ten
 
 
 def save_checkpoint(path, model, extra: Optional[dict] = None) -> None:
-    """Write napari-sam's own format (config inside) atomically."""
+    """Write napari-sam's own format (the config inside), atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+    model : Sam or Sam2
+    extra : dict, optional
+        More entries to store beside format, config and model (e.g. automask thresholds);
+        `read_checkpoint` returns them as `Checkpoint.extra`.
+    """
     from .config import SamConfig, config_to_dict
     from .sam2.config import sam2_config_to_dict
 

@@ -25,6 +25,22 @@ DEFAULT_MODEL = "bundled"
 
 
 def get_config(name: str) -> SamConfig:
+    """The SAM 1 architecture of a name in `CONFIGS`.
+
+    Parameters
+    ----------
+    name : str
+        One of `CONFIGS`: "vit_b", "vit_l", "vit_h", "test_vit", ...
+
+    Returns
+    -------
+    SamConfig
+
+    Raises
+    ------
+    KeyError
+        For an unknown name.
+    """
     try:
         return CONFIGS[name]
     except KeyError:
@@ -32,16 +48,35 @@ def get_config(name: str) -> SamConfig:
 
 
 def is_model(obj) -> bool:
-    """True for the networks the Predictor takes: `Sam` (SAM 1, MobileSAM, bundled) and
-    `Sam2` (SAM 2.1)."""
+    """Whether `obj` is a network the Predictor takes.
+
+    Parameters
+    ----------
+    obj : object
+
+    Returns
+    -------
+    bool
+        True for `Sam` (SAM 1, MobileSAM, the bundled model) and `Sam2` (SAM 2.1).
+    """
     from .sam2 import Sam2
 
     return isinstance(obj, (Sam, Sam2))
 
 
 def build_model(arch, device: Union[str, torch.device] = "cpu"):
-    """A model with freshly initialised (random) weights: a name from `CONFIGS` or
-    `sam2.SAM2_CONFIGS`, or a `SamConfig` / `Sam2Config`."""
+    """A model with freshly initialised (random) weights, in eval mode.
+
+    Parameters
+    ----------
+    arch : str, SamConfig or Sam2Config
+        A name from `CONFIGS` ("vit_b", "test_vit", ...) or `sam2.SAM2_CONFIGS`, or a config.
+    device : str or torch.device
+
+    Returns
+    -------
+    Sam or Sam2
+    """
     from .sam2 import SAM2_CONFIGS, Sam2, Sam2Config
 
     if isinstance(arch, str) and arch in SAM2_CONFIGS:
@@ -58,7 +93,22 @@ def _count(sd, pattern: str) -> int:
 
 
 def infer_config(sd: Dict[str, torch.Tensor]) -> SamConfig:
-    """Work out the architecture from tensor names and shapes alone."""
+    """Work out a SAM 1 / MobileSAM architecture from tensor names and shapes alone.
+
+    Parameters
+    ----------
+    sd : dict of str to Tensor
+        A state dict (prefixes already stripped, as `read_checkpoint` gives it).
+
+    Returns
+    -------
+    SamConfig
+
+    Raises
+    ------
+    CheckpointError
+        When the image encoder is neither SAM's ViT nor MobileSAM's TinyViT.
+    """
     if "image_encoder.pos_embed" in sd:
         _, g, _, dim = sd["image_encoder.pos_embed"].shape
         patch = sd["image_encoder.patch_embed.proj.weight"].shape[-1]
@@ -261,11 +311,29 @@ def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint"):
 
 
 def load_model(name_or_path: Optional[str] = None, device: Union[str, torch.device] = "cpu"):
-    """Load a model by registry name ("vit_b", "vit_b_lm", "sam2.1_hiera_tiny", ...), file
-    path, or "bundled". Returns a `Sam`, or a `Sam2` for SAM 2 checkpoints.
+    """Load a model by registry name, checkpoint path, or "bundled".
 
-    With no argument the bundled model (shipped inside the package) is loaded. Registry
-    names are downloaded once (hash-checked) into the cache folder and read from there.
+    Registry names are downloaded once (hash-checked) into the cache folder and read from
+    there.
+
+    Parameters
+    ----------
+    name_or_path : str, Path or Sam, optional
+        "bundled" or None (the model shipped inside the package), a registry name
+        ("vit_b", "vit_b_lm", "sam2.1_hiera_tiny", ...) or a checkpoint file; a loaded
+        model is moved to `device` and returned.
+    device : str or torch.device
+        "cpu", "cuda", "auto", ...
+
+    Returns
+    -------
+    Sam or Sam2
+        A `Sam2` for SAM 2 checkpoints; `.source` holds the name or path given.
+
+    Raises
+    ------
+    FileNotFoundError, KeyError, CheckpointError
+        A missing file, an unknown name, a file that is not a loadable checkpoint.
     """
     from ..device import resolve_device
 

@@ -14,18 +14,18 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..runtime.kernels import constant
-from ..runtime.session import weights_state
 from ..runtime.two_way import image_key
 from .config import SamConfig, TinyViTConfig
 from .image_encoder import ImageEncoderViT
 from .instance_head import InstanceHead
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
+from .signature import WeightsSignature
 from .tiny_vit import TinyViT
 from .unetr_decoder import UNETRDecoder
 
 
-class Sam(nn.Module):
+class Sam(WeightsSignature, nn.Module):
     def __init__(self, config: SamConfig) -> None:
         super().__init__()
         self.config = config
@@ -54,26 +54,10 @@ class Sam(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    # the one attribute the model keeps beside its weights: the memo of `signature`. The
-    # speed state (low-precision weights, tables, scratch buffers, per-image caches) lives
-    # in an `InferenceSession` (napari_sam.runtime.session), held by the predictors.
-    _TRANSIENT = ("_signature",)
-
-    def invalidate_caches(self) -> None:
-        """Forget the memo of `signature`.
-
-        Changes through torch (`load_state_dict`, in-place ops on parameters, assigning new
-        parameters) are seen without this, through the tensors' version counters and
-        addresses; writes torch cannot see (through `.data`, or into a parameter's memory
-        from numpy) need this call afterwards (and `Predictor.invalidate` for the speed
-        state of a live predictor)."""
-        for name in self._TRANSIENT:
-            self.__dict__.pop(name, None)
-
-    def __getstate__(self):
-        """Pickle without the signature memo."""
-        self.invalidate_caches()
-        return super().__getstate__()
+    # the one attribute the model keeps beside its weights is the memo of `signature`
+    # (`signature.WeightsSignature`). The speed state (low-precision weights, tables, scratch
+    # buffers, per-image caches) lives in an `InferenceSession` (napari_sam.runtime.session),
+    # held by the predictors.
 
     @property
     def image_size(self) -> int:
@@ -207,31 +191,3 @@ class Sam(nn.Module):
         key = ("upscaler", tuple(input_hw), tuple(original_hw), str(self.device))
         return constant(key, lambda: MaskUpscaler(self.config.image_size, self.config.mask_size,
                                                   input_hw, original_hw, self.device))
-
-    def signature(self) -> str:
-        """Fingerprint of the architecture and the current weights: 16 hex digits, the key
-        of embedding caches (`Predictor.set_embedding`, the tiled on-disk cache).
-
-        Kept while no parameter or buffer changes and computed again after one does
-        (`load_state_dict`, in-place ops, new tensors assigned): the stored value carries
-        each tensor's version counter and address. See `invalidate_caches` for changes
-        torch cannot see."""
-        state = weights_state(self)
-        if any(v[0] == -1 for v in state[1:]):  # inference tensors, no version counter
-            return self._fingerprint()
-        memo = self.__dict__.get("_signature")
-        if memo is None or memo[0] != state:
-            memo = self.__dict__["_signature"] = (state, self._fingerprint())
-        return memo[1]
-
-    def _fingerprint(self) -> str:
-        import hashlib
-
-        h = hashlib.sha1(repr(self.config).encode())
-        with torch.no_grad():
-            for name, p in sorted(self.state_dict().items()):
-                flat = p.detach().float().flatten()
-                h.update(name.encode())
-                h.update(torch.stack([flat.sum(), flat.abs().sum(), flat[: 8].sum()])
-                         .cpu().numpy().tobytes())
-        return h.hexdigest()[:16]

@@ -58,7 +58,12 @@ class CpuTuning:
 
 def openmp_loaded() -> bool:
     """Whether an OpenMP runtime is already loaded into this process (then it has read its
-    wait policy): from /proc/self/maps on Linux, else whether torch is imported."""
+    wait policy): from /proc/self/maps on Linux, else whether torch is imported.
+
+    Returns
+    -------
+    bool
+    """
     try:
         with open("/proc/self/maps") as f:
             maps = f.read()
@@ -69,8 +74,17 @@ def openmp_loaded() -> bool:
 
 def set_wait_policy(policy: str = "PASSIVE") -> bool:
     """Set OMP_WAIT_POLICY to `policy` if that can still take effect (no OpenMP runtime
-    loaded yet) and the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT. True when
-    set."""
+    loaded yet) and the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT.
+
+    Parameters
+    ----------
+    policy : {"PASSIVE", "ACTIVE"}
+
+    Returns
+    -------
+    bool
+        True when it was set.
+    """
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return False
     if openmp_loaded():
@@ -108,9 +122,23 @@ def tune_cpu(num_threads: Optional[int] = None, *, wait_policy: bool = True,
 
 
 def tuning_requested(default: bool) -> bool:
-    """$NAPARI_SAM_TUNE_CPU as a yes/no (1/0, true/false, yes/no, on/off); `default` when
-    unset or empty. The command line and the benchmarks pass True, the napari plugin
-    False."""
+    """$NAPARI_SAM_TUNE_CPU as a yes/no (1/0, true/false, yes/no, on/off).
+
+    Parameters
+    ----------
+    default : bool
+        The answer when it is unset or empty: True from the command line and the
+        benchmarks, False from the napari plugin.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    ValueError
+        For any other value.
+    """
     value = os.environ.get(ENV, "").strip().lower()
     if not value:
         return default
@@ -123,6 +151,17 @@ def tuning_requested(default: bool) -> bool:
 
 
 def tune_cpu_if_requested(default: bool) -> Optional[CpuTuning]:
-    """`tune_cpu()` when `tuning_requested(default)`, else nothing (None). The command line
-    and the benchmarks call it with True, the napari widgets with False."""
+    """`tune_cpu()` when `tuning_requested(default)`, else nothing.
+
+    Parameters
+    ----------
+    default : bool
+        As for `tuning_requested`: True from the command line and the benchmarks, False
+        from the napari widgets.
+
+    Returns
+    -------
+    CpuTuning or None
+        None when nothing was tuned.
+    """
     return tune_cpu() if tuning_requested(default) else None

@@ -117,8 +117,9 @@ class ZarrStore:
 
     def __init__(self, path: Union[str, Path], signature: dict, grid_shape: Sequence[int],
                  feature_shape: Sequence[int], dtype: str = "float16") -> None:
-        import zarr
         from numcodecs import Blosc
+
+        from ..io.zarr_arrays import open_array
 
         if dtype not in STORAGE_DTYPES:
             raise ValueError(f"cache dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
@@ -135,14 +136,14 @@ class ZarrStore:
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / "done").mkdir(exist_ok=True)
-            zarr.open_array(
-                str(self.path / "features"), mode="a",
+            open_array(
+                self.path / "features", mode="a",
                 shape=tuple(grid_shape) + tuple(feature_shape),
                 chunks=(1, 1) + tuple(feature_shape), dtype=dtype, fill_value=0,
                 compressor=Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE))
             _write_replace(sig_file, json.dumps(self.signature, indent=1).encode())
         try:
-            self.array = zarr.open_array(str(self.path / "features"), mode="r+")
+            self.array = open_array(self.path / "features", mode="r+")
         except Exception as err:  # noqa: BLE001 - a garbled .zarray: JSONDecodeError, KeyError ...
             raise CacheMismatchError(
                 f"the embedding cache {self.path} is damaged: its features array cannot be "
@@ -225,7 +226,12 @@ class ZarrStore:
 
 
 def default_cache_root() -> Path:
-    """The per-user cache folder for embeddings (platformdirs)."""
+    """The per-user cache folder for embeddings (platformdirs).
+
+    Returns
+    -------
+    Path
+    """
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("napari-sam")) / "embeddings"

@@ -32,9 +32,19 @@ from .source import ImageSource
 
 
 def default_tiling(model: Sam):
-    """(tile, overlap) for a model: tiles of the model's input size, so pixels reach the
-    encoder at native resolution; overlap 1/4 of a 256-pixel tile (64) and 1/8 of a
-    1024-pixel tile (128), see docs/large_images.md."""
+    """The default tiling for a model: tiles of the model's input size, so pixels reach the
+    encoder at native resolution; overlap 1/4 of a 256-pixel tile and 1/8 of a 1024-pixel
+    tile (docs/large_images.md).
+
+    Parameters
+    ----------
+    model : Sam or Sam2
+
+    Returns
+    -------
+    (tile, overlap) : (int, int)
+        In image pixels.
+    """
     size = model.image_size
     return size, (size // 4 if size <= 512 else size // 8)
 

@@ -99,9 +99,24 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 class TiledPredictor:
     """`predict` on an image of any size, in full-image (row, col) coordinates.
 
-    Built from a `TiledEmbeddings`, or from a model and an image with the same keyword
-    arguments (tile_size, overlap, channels, cache, ...). max_tiles bounds how far an object
-    is followed; edge_width is how close (pixels) to an inner edge counts as reaching it.
+    Parameters
+    ----------
+    model : Sam, str or Path, optional
+        With `image`: the model, a registry name or a checkpoint (None: bundled).
+    image : array-like or str or Path, optional
+        (Y, X) or (Y, X, C), any dtype; numpy, memmap, zarr, dask, or an image file path.
+    embeddings : TiledEmbeddings, optional
+        Tiles already set up (instead of `model` and `image`).
+    max_tiles : int
+        How many tiles one object may span (how far it is followed).
+    edge_width : int
+        How close (pixels) to a tile's inner edge a mask must come to continue beyond it.
+    seed_points : int
+        Points picked inside the known part of the mask to prompt the next tile.
+    min_agreement : float
+        Smallest IoU, in the two tiles' overlap, of a continuation with the known part.
+    **kwargs
+        To `TiledEmbeddings` (tile_size, overlap, channels, cache, device, precision, ...).
     """
 
     def __init__(self, model=None, image=None, *, embeddings: Optional[TiledEmbeddings] = None,
@@ -119,7 +134,26 @@ class TiledPredictor:
     # ---- one tile -------------------------------------------------------------------
     def segment_tile(self, tile: Tile, points: Optional[np.ndarray], labels: Optional[np.ndarray],
                      box: Optional[np.ndarray], multimask: bool):
-        """Masks (K, h, w) bool and scores (K,) for prompts in `tile`'s window pixels."""
+        """SAM's answer to prompts on one tile.
+
+        Parameters
+        ----------
+        tile : Tile
+        points : ndarray, (N, 2) float, or None
+            (row, col) in pixels of the tile's window.
+        labels : ndarray, (N,) int, or None
+            1 (object) or 0 (background).
+        box : ndarray, (4,), or None
+            (row0, col0, row1, col1) in pixels of the tile's window.
+        multimask : bool
+            Three candidates (True) or one.
+
+        Returns
+        -------
+        masks : ndarray, (K, h, w) bool
+            (h, w): the tile window's shape.
+        scores : ndarray, (K,) float32
+        """
         pred = self.embeddings.predictor(tile)
         masks, scores, _ = pred.predict(points=points, point_labels=labels, box=box,
                                         multimask=multimask)
@@ -190,9 +224,25 @@ class TiledPredictor:
 
     def predict(self, points=None, point_labels=None, box=None,
                 multimask: Optional[bool] = None) -> TiledMask:
-        """One object for points (N, 2) (row, col) with labels 1/0 and/or a box
-        (row0, col0, row1, col1), in full-image pixels. multimask: None picks SAM's rule
-        (several candidates for a single point, keep the best score)."""
+        """One object, followed across tiles, for point and/or box prompts.
+
+        Parameters
+        ----------
+        points : array-like, (N, 2) float, optional
+            (row, col) in full-image pixels.
+        point_labels : array-like, (N,) int, optional
+            1 (object) or 0 (background); default all 1.
+        box : array-like, (4,), optional
+            (row0, col0, row1, col1) in full-image pixels.
+        multimask : bool, optional
+            None: SAM's rule (three candidates for a single point, the best score kept).
+
+        Returns
+        -------
+        TiledMask
+            bbox (row0, col0, row1, col1), exclusive ends; mask (row1 - row0, col1 - col0)
+            bool; score; the tiles used.
+        """
         points, labels, box = self._check(points, point_labels, box)
         if multimask is None:
             multimask = box is None and points is not None and len(points) == 1

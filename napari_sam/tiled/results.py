@@ -50,8 +50,9 @@ class ZarrResults:
     only intermediate results of this program, recognised by its signature)."""
 
     def __init__(self, path, signature: dict, grid_shape, tile_shape) -> None:
-        import zarr
         from numcodecs import Blosc
+
+        from ..io.zarr_arrays import open_array
 
         self.path = Path(path)
         self.tile_shape = tuple(tile_shape)
@@ -73,12 +74,12 @@ class ZarrResults:
         if not sig_file.is_file():
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / "done").mkdir(exist_ok=True)
-            zarr.open_array(str(self.path / "labels"), mode="a",
-                            shape=tuple(grid_shape) + self.tile_shape,
-                            chunks=(1, 1) + self.tile_shape, dtype="uint32", fill_value=0,
-                            compressor=Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE))
+            open_array(self.path / "labels", mode="a",
+                       shape=tuple(grid_shape) + self.tile_shape,
+                       chunks=(1, 1) + self.tile_shape, dtype="uint32", fill_value=0,
+                       compressor=Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE))
             _write_replace(sig_file, json.dumps(sig, indent=1).encode())
-        self.array = zarr.open_array(str(self.path / "labels"), mode="r+")
+        self.array = open_array(self.path / "labels", mode="r+")
 
     def done(self) -> Set[Tuple[int, int]]:
         out = set()

@@ -248,11 +248,31 @@ def piece_scores(results, pieces: Pieces, group: np.ndarray, plan: Plan) -> dict
 
 def stitch(grid: TileGrid, results, out, link_iou: float = 0.3, min_visible: float = 0.5,
            progress=null_progress):
-    """Paint the tiles' pieces into `out` (zeros, shape of the image); returns the records
-    (id, area, bbox, centroid, tile, and the generator's scores when it gave them).
+    """Paint the tiles' pieces into `out`, objects linked across the seams.
 
     An object left with less than `min_visible` of its pixels by the objects painted
-    before it (a duplicate that failed to link, a sliver) is removed."""
+    before it (a duplicate that failed to link, a sliver) is removed.
+
+    Parameters
+    ----------
+    grid : TileGrid
+    results : MemoryResults or ZarrResults
+        The tile segmenters' results (`tiled.results`): per tile index (iy, ix), its
+        (h, w) uint32 labels (`labels(index, shape)`) and records.
+    out : array-like, (Y, X) uint32
+        Zeros of the image's shape, with numpy slicing (numpy, or zarr on disk); painted
+        in place.
+    link_iou : float
+        Smallest IoU, in the overlap of two tiles, for two pieces to be one object.
+    min_visible : float
+    progress : callable(done, total, message), optional
+
+    Returns
+    -------
+    records : list of dict
+        One per object of `out`: id, area, bbox (row0, col0, row1, col1), centroid
+        (row, col), tile, and the segmenter's scores when it gave them.
+    """
     read = _TileReader(results, grid)
     total = 3 * len(grid)
     pieces = collect_pieces(grid, read, progress, total)

@@ -272,7 +272,7 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
     seconds = time.monotonic() - t0
     model.load_state_dict(best, strict=False)
     model.eval()
-    model.__dict__.pop("_signature", None)
+    model.invalidate_caches()  # the weights changed under the signature memo
     if cfg.lora_rank > 0:
         from .lora import merge_lora
 

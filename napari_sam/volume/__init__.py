@@ -5,13 +5,21 @@
 
 from .embeddings import SliceEmbeddings
 from .propagate import Cancelled, PropagationInfo, StopRules, segment_volume
+from .link import link_labels
+from .track import TrackResult, track
+from .ctc import read_ctc, tracks_data, write_ctc
 
-__all__ = ["SliceEmbeddings", "Cancelled", "PropagationInfo", "StopRules", "segment_volume"]
+__all__ = ["SliceEmbeddings", "Cancelled", "PropagationInfo", "StopRules", "segment_volume",
+           "automask_volume", "link_labels", "track", "TrackResult", "write_ctc",
+           "read_ctc", "tracks_data"]
 
-from ..automask.volume import automask_volume  # noqa: E402
-from .link import link_labels  # noqa: E402
-from .track import TrackResult, track  # noqa: E402
-from .ctc import read_ctc, tracks_data, write_ctc  # noqa: E402
 
-__all__ += ["automask_volume", "link_labels", "track", "TrackResult", "write_ctc",
-            "read_ctc", "tracks_data"]
+def __getattr__(name):
+    # `automask.volume` imports this package's submodules: loading it on first use lets
+    # either package be imported first without an import circle
+    if name == "automask_volume":
+        from ..automask.volume import automask_volume
+
+        globals()[name] = automask_volume
+        return automask_volume
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

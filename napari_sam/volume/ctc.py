@@ -34,7 +34,24 @@ def mask_name(t: int, n_frames: int) -> str:
 
 
 def write_ctc(folder, labels, lineage: Lineage, overwrite: bool = False) -> Path:
-    """Write (T, Y, X) track labels and their lineage as a CTC result folder (created)."""
+    """Write track labels and their lineage as a Cell Tracking Challenge result folder.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Created if missing.
+    labels : array-like, (T, Y, X) int
+        One id per track, at most 65535 (stored as uint16 mask TIFFs).
+    lineage : dict of int to (int, int, int)
+        {id: (first frame, last frame, parent id or 0)}.
+    overwrite : bool
+        Replace existing files (else a refusal before anything is written).
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
     import tifffile
 
     labels = np.asarray(labels)
@@ -59,7 +76,19 @@ def write_ctc(folder, labels, lineage: Lineage, overwrite: bool = False) -> Path
 
 
 def read_ctc(folder) -> Tuple[np.ndarray, Lineage]:
-    """Read a CTC folder (res_track.txt or man_track.txt, mask*/man_track* TIFFs) back."""
+    """Read a Cell Tracking Challenge folder (res_track.txt or man_track.txt, and the
+    mask*.tif or man_track*.tif frames).
+
+    Parameters
+    ----------
+    folder : str or Path
+
+    Returns
+    -------
+    labels : ndarray, (T, Y, X) uint32
+    lineage : dict of int to (int, int, int)
+        {id: (first frame, last frame, parent id or 0)}.
+    """
     import tifffile
 
     folder = Path(folder)
@@ -78,9 +107,23 @@ def read_ctc(folder) -> Tuple[np.ndarray, Lineage]:
 
 
 def tracks_data(labels, lineage: Lineage, spacing: Optional[Sequence[float]] = None):
-    """napari Tracks layer data from (T, Y, X) track labels: ((N, 4) float array of
-    [track id, t, row, col] at each cell's centroid, sorted by id and t; graph {child:
-    [parent]})."""
+    """napari Tracks layer data from track labels, at each cell's centroid.
+
+    Parameters
+    ----------
+    labels : ndarray, (T, Y, X) int
+    lineage : dict of int to (int, int, int)
+        {id: (first frame, last frame, parent id or 0)}.
+    spacing : sequence of float, optional
+        Pixel size; its last two entries scale row and col.
+
+    Returns
+    -------
+    data : ndarray, (N, 4) float64
+        [track id, t, row, col], sorted by id and t.
+    graph : dict of int to list of int
+        {child: [parent]}.
+    """
     from scipy import ndimage as ndi
 
     rows = []

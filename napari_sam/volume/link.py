@@ -76,11 +76,27 @@ def _assign(rows, cols, iou, min_iou):
 def link_labels(labels, min_iou: float = 0.3, max_gap: int = 1, absorb: float = 0.6,
                 divisions: bool = False, division_overlap: float = 0.3,
                 min_extent: int = 1) -> Tuple[np.ndarray, Lineage]:
-    """Link the objects of (N, Y, X) labels across the first axis (rule: module doc).
+    """Link the objects of labels across the first axis (rule: module doc).
 
-    Returns (labels (N, Y, X) uint32 with one id per object or track, lineage {id: (first,
-    last, parent)} with parent 0 for none). Input ids are per slice (equal ids on two slices
-    mean nothing).
+    Parameters
+    ----------
+    labels : array-like, (N, Y, X) int
+        Per-slice labels; ids need not agree between slices.
+    min_iou, max_gap, absorb : float, int, float
+        Smallest IoU of a match; slices a track may be missed on; share of an unmatched
+        object's area inside a track that makes it a split.
+    divisions : bool
+        Splits start two daughter tracks (time-lapses) instead of joining their parent.
+    division_overlap : float
+    min_extent : int
+        Objects spanning fewer slices are removed.
+
+    Returns
+    -------
+    labels : ndarray, (N, Y, X) uint32
+        One id per object or track, 1..M in order of first appearance.
+    lineage : dict of int to (int, int, int)
+        {id: (first slice, last slice, parent id or 0)}.
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:

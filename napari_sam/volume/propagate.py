@@ -262,23 +262,57 @@ def segment_volume(volume, model=None, *, z: int, points=None, point_labels=None
                    embeddings: Optional[SliceEmbeddings] = None, progress=null_progress,
                    cancel: Optional[Callable[[], bool]] = None, return_info: bool = False,
                    device="auto", method: str = "auto", floor: Optional[float] = 0.3):
-    """Segment one object through a (Z, Y, X) or (Z, Y, X, C) volume (rules: module doc).
+    """Segment one object through a volume, slice to slice from the prompted slice(s).
 
-    volume: the stack, channels last; model: a Predictor, Sam, registry name or checkpoint
-    path (None: the bundled model). z: the slice the prompts are on. points: (N, 2) (row,
-    col); point_labels: N of 1 / 0; box: (row0, col0, row1, col1); mask: (Y, X) bool.
-    anchors: {slice: {"points", "point_labels", "box", "mask"}} prompts on further slices.
-    spacing: (dz, dy, dx) voxel size. prompt: what the neighbour's answer sends ("box",
-    "points", "mask"). cache: None or a folder for the slice embeddings; diameter: None
-    (estimated once, on slice `z`), image px, or "off" (whole slices resized to the model's
-    input), see `SliceEmbeddings`. progress(done,
-    total, message); cancel: a callable (or threading.Event) polled before each slice,
-    raising `Cancelled` when it says so. method: "prompt" (slice-to-slice prompting, module
-    doc), "memory" (SAM 2.1's memory propagation, `volume.memory`; SAM 2.1 models only) or
-    "auto" (memory for SAM 2.1 models, prompting otherwise). floor: the intensity floor
-    (`volume.floor`: each slice keeps the pixels at least this fraction of the way from the
-    anchor's surroundings to its inside; None or 0: off). Returns (Z, Y, X) bool, and a
-    `PropagationInfo` with `return_info`.
+    Parameters
+    ----------
+    volume : array-like, (Z, Y, X) or (Z, Y, X, C), any dtype
+        The stack, channels last.
+    model : Predictor, Sam, str or Path, optional
+        None: the bundled model.
+    z : int
+        The slice the prompts are on.
+    points : array-like, (N, 2) float, optional
+        (row, col) in pixels of slice `z`.
+    point_labels : array-like, (N,) int, optional
+        1 (object) or 0 (background).
+    box : array-like, (4,), optional
+        (row0, col0, row1, col1).
+    mask : ndarray, (Y, X) bool, optional
+    anchors : dict of int to dict, optional
+        {slice: {"points", "point_labels", "box", "mask"}}: prompts on further slices.
+    spacing : (float, float, float), optional
+        (dz, dy, dx) voxel size; relaxes the stop rules for coarse z.
+    rules : StopRules, optional
+        When the object ends (module doc).
+    prompt : sequence of {"box", "points", "mask"}
+        What a slice's answer passes to its neighbour; `n_points` points with "points".
+    channels, value_range : optional
+        As for `Predictor.set_image`.
+    cache : str or Path, optional
+        A folder for the slice embeddings.
+    diameter : None, "off" or float
+        None: estimated once, on slice `z`; see `SliceEmbeddings`.
+    embeddings : SliceEmbeddings, optional
+        The stack's slices set up already (then `volume` only checks the shape).
+    progress : callable(done, total, message), optional
+    cancel : callable or threading.Event, optional
+        Polled before each slice; when it says so, `Cancelled` is raised.
+    return_info : bool
+        Also return a `PropagationInfo`.
+    device : str
+    method : {"auto", "prompt", "memory"}
+        "prompt": slice-to-slice prompting (module doc); "memory": SAM 2.1's memory
+        propagation (`volume.memory`, SAM 2.1 models only); "auto": memory for SAM 2.1.
+    floor : float, optional
+        The intensity floor (`volume.floor`): each slice keeps the pixels at least this
+        fraction of the way from the anchor's surroundings to its inside; None or 0: off.
+
+    Returns
+    -------
+    mask : ndarray, (Z, Y, X) bool
+    info : PropagationInfo
+        Only with `return_info`: scores per slice, why the object ended, the anchors.
     """
     from .memory import resolve_method, segment_memory
 

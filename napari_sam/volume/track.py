@@ -29,10 +29,17 @@ import torch
 from ..progress import null_progress
 from ..prompts import mask_to_logits
 from . import ctc
-from ..automask.volume import segment_slices
 from .embeddings import SliceEmbeddings, as_predictor, check_stack
 from .link import link_labels
 from .propagate import SliceAnswer, StopRules, _check_cancel, _connected_to, _follow, contrast
+
+
+def segment_slices(*args, **kw):
+    """`automask.volume.segment_slices`, imported on first call: that module imports this
+    package, so importing it here at load time would close an import circle."""
+    from ..automask.volume import segment_slices as run
+
+    return run(*args, **kw)
 
 
 @dataclass
@@ -111,16 +118,45 @@ def track(frames=None, model=None, *, labels=None, min_iou: float = 0.3, max_gap
           diameter=None,
           embeddings: Optional[SliceEmbeddings] = None, progress=null_progress, cancel=None,
           device="auto", method: str = "auto", **automask_kw) -> TrackResult:
-    """Track the objects of a (T, Y, X) or (T, Y, X, C) time-lapse (rule: module doc).
+    """Track the objects of a time-lapse (rule: module doc).
 
-    frames: the movie, channels last (may be None when `labels` are given); model: a
-    Predictor, Sam, registry name or path (None: the bundled model); labels: (T, Y, X)
-    per-frame labels to link instead of segmenting (their ids need not agree between
-    frames); min_length: the fewest frames a track spans; diameter: as for `SliceEmbeddings`;
-    method: how missed cells are followed into a frame (`fill_gaps`): "prompt" (the
-    previous frame's box and logits), "memory" (SAM 2.1's memory of the cell's last frames,
-    `memory.fill_gaps_memory`; SAM 2.1 models only) or "auto" (memory for SAM 2.1 models);
-    other keywords go to `automask.volume.segment_slices` (mode, thresholds, points_per_side...).
+    Parameters
+    ----------
+    frames : array-like, (T, Y, X) or (T, Y, X, C), any dtype, optional
+        The movie, channels last; may be None when `labels` are given.
+    model : Predictor, Sam, str or Path, optional
+        None: the bundled model.
+    labels : ndarray, (T, Y, X) int, optional
+        Per-frame labels to link instead of segmenting (ids need not agree between frames).
+    min_iou, max_gap : float, int
+        Linking: smallest IoU of a match; frames a cell may be missed on.
+    division_overlap : float
+        Share of a daughter's area that must lie in its parent (`volume.link`).
+    min_length : int
+        The fewest frames a track spans.
+    fill_gaps : bool
+        Follow missed cells into the frames that lack them (with `method`).
+    rules : StopRules, optional
+        The checks a cell followed into a frame must pass (area, IoU, contrast).
+    channels, value_range, cache, diameter : optional
+        As for `SliceEmbeddings`.
+    embeddings : SliceEmbeddings, optional
+        The frames set up already.
+    progress : callable(done, total, message), optional
+    cancel : callable or threading.Event, optional
+    device : str
+    method : {"auto", "prompt", "memory"}
+        How missed cells are followed: the previous frame's box and logits ("prompt"),
+        SAM 2.1's memory of the cell's last frames ("memory", SAM 2.1 models only), or
+        memory for SAM 2.1 models ("auto").
+    **automask_kw
+        To `automask.volume.segment_slices` (mode, thresholds, points_per_side, ...).
+
+    Returns
+    -------
+    TrackResult
+        labels (T, Y, X) uint32, one id per track, and the lineage {id: (first frame, last
+        frame, parent id or 0)}.
     """
     if labels is not None:
         labels = np.asarray(labels)

@@ -80,6 +80,12 @@ class RoPEAttention(nn.Module):
                 hit = tables[key] = rope_angles(head_dim, grid[0], grid[1], self.theta, device)
         return hit
 
+    def __getstate__(self):
+        """Pickle without the angle tables (`_angles` makes them again)."""
+        state = super().__getstate__()
+        state.pop("_tables", None)
+        return state
+
     def forward(self, q, k, v, grid: Tuple[int, int], num_k_exclude_rope: int = 0):
         q = self._heads(linear(q, self.q_proj))
         k = self._heads(linear(k, self.k_proj))

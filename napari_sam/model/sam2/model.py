@@ -32,12 +32,13 @@ from .config import Sam2Config
 from .decoder import Sam2MaskDecoder, high_res_from_packed, pack
 from .hiera import ImageEncoder, sine_position_encoding
 from .memory import MemoryAttention, MemoryEncoder
+from ..signature import WeightsSignature
 
 # low-res logits returned to the user are clamped like SAM 2's predictor does
 LOGIT_CLAMP = 32.0
 
 
-class Sam2(nn.Module):
+class Sam2(WeightsSignature, nn.Module):
     def __init__(self, config: Sam2Config) -> None:
         super().__init__()
         self.config = config
@@ -66,16 +67,10 @@ class Sam2(nn.Module):
         self.automask_defaults: dict = {}
 
     # ---- the interface shared with `Sam` ------------------------------------------------
-    _TRANSIENT = ("_first_block", "_low_precision", "_upscalers", "_as_linear", "_tables",
-                  "_dense_pe")
+    # beside the memo of `signature`: the mask upscalers per image size (`mask_upscaler`)
+    _TRANSIENT = WeightsSignature._TRANSIENT + ("_upscalers",)
     has_instance_head = False
     logit_clamp = LOGIT_CLAMP
-
-    def __getstate__(self):
-        for mod in self.modules():
-            for name in self._TRANSIENT:
-                mod.__dict__.pop(name, None)
-        return super().__getstate__()
 
     @property
     def device(self) -> torch.device:
@@ -192,19 +187,3 @@ class Sam2(nn.Module):
             # low-res m x m is the whole image: a "model input" of side m, no crop
             up = cache[key] = MaskUpscaler(m, m, (m, m), original_hw, self.device)
         return up
-
-    def signature(self) -> str:
-        """Short fingerprint of the architecture and weights, for caches of embeddings."""
-        sig = getattr(self, "_signature", None)
-        if sig is None:
-            import hashlib
-
-            h = hashlib.sha1(repr(self.config).encode())
-            with torch.no_grad():
-                for name, p in sorted(self.state_dict().items()):
-                    flat = p.detach().float().flatten()
-                    h.update(name.encode())
-                    h.update(torch.stack([flat.sum(), flat.abs().sum(), flat[:8].sum()])
-                             .cpu().numpy().tobytes())
-            sig = self._signature = h.hexdigest()[:16]
-        return sig
