@@ -405,8 +405,19 @@ def tiled_plan(model, diameter: float, tile_input: Optional[int] = None,
 
 
 def instance_tile_input(model, mode: str) -> Optional[int]:
-    """The tile side in model-input pixels for automask `mode` ("ais" reads only instance
-    maps; with `flexible_input` it gets `AIS_TILE_INPUT`); None: the model's input."""
+    """The tile side in model-input pixels for automask `mode`.
+
+    Parameters
+    ----------
+    model : Sam, Sam2 or Predictor
+    mode : str
+        "ais" reads only instance maps: with `flexible_input` it gets `AIS_TILE_INPUT`.
+
+    Returns
+    -------
+    int or None
+        None: the model's own input side.
+    """
     model = getattr(model, "model", model)
     if mode == "ais" and getattr(model, "flexible_input", False):
         return AIS_TILE_INPUT
