@@ -213,14 +213,20 @@ class Predictor(LowResPrompts):
         return self._emb
 
     @torch.no_grad()
-    def instance_maps(self) -> dict:
+    def instance_maps(self, at_input: bool = False) -> dict:
         """The instance decoder's maps for the image set by `set_image` (no second encoder
         pass; for micro-sam's decoder also after `set_embedding`).
+
+        Parameters
+        ----------
+        at_input : bool
+            Return the maps at the zoomed model-input size (h, w) instead of the image's.
 
         Returns
         -------
         maps : dict of str to ndarray
-            "foreground", "center_distances", "boundary_distances": (Y, X) float32 in 0..1.
+            "foreground", "center_distances", "boundary_distances": (Y, X) float32 in 0..1
+            ((h, w) with `at_input`).
 
         Raises
         ------
@@ -238,7 +244,8 @@ class Predictor(LowResPrompts):
                                "embedding restored with set_embedding has no pixels)")
         with self.session, autocast(self.device, self.dtype):
             logits = self.model.instance_logits(emb.features, x)
-        return maps_from_logits(logits, emb.input_size, emb.original_size)
+        return maps_from_logits(logits, emb.input_size,
+                                emb.input_size if at_input else emb.original_size)
 
     def get_embedding(self) -> ImageEmbedding:
         """The embedding of the current image.

@@ -258,7 +258,8 @@ def resolve_diameter(image, diameter: Diameter, channels=None, model=None) -> Op
     channels : sequence of int, optional
     model : Sam or Predictor, optional
         The model the diameter is for: an estimate is divided by its `estimate_ratio`
-        (fine-tuned models whose training images the estimate misjudged).
+        (fine-tuned models whose training images the estimate misjudged), then checked
+        with the model's instance decoder where it has one (`size_probe.refine_diameter`).
 
     Returns
     -------
@@ -289,7 +290,11 @@ def resolve_diameter(image, diameter: Diameter, channels=None, model=None) -> Op
             return None
         if est.confidence < MIN_CONFIDENCE:
             return None
-        return est.diameter / (estimate_ratio(model) if model is not None else 1.0)
+        if model is None:
+            return est.diameter
+        from .size_probe import refine_diameter
+
+        return refine_diameter(image, model, est.diameter / estimate_ratio(model), channels)
     d = float(diameter)
     if not math.isfinite(d) or d <= 0:
         raise ValueError(f"diameter={diameter!r} must be a positive number of pixels")

@@ -54,7 +54,8 @@ class AutomaskForm:
 
         self.size = DiameterControl(self.viewer, lambda: self.image.value,
                                     self._channels_or_none,
-                                    lambda text: setattr(self.status, "value", text))
+                                    lambda text: setattr(self.status, "value", text),
+                                    self._loaded_model)
         self.diameter = self.size.field
         self.tiling, self.tile_above = tiling_controls(
             tiling, tile_above, "segment tile by tile at native resolution, stitched across "
@@ -126,6 +127,12 @@ class AutomaskForm:
         self.model_file.visible = self.model.value == FILE_CHOICE
         self._follow = True  # the sliders show the new model's default thresholds
         self._show_model_defaults()
+
+    def _loaded_model(self):
+        """The chosen model if it is loaded already, else None (never loads it)."""
+        if self.model.value == GIVEN_CHOICE:
+            return self._given
+        return self._loaded.get((self._model_name(), self.device.value))
 
     def _model_name(self) -> str:
         choice = self.model.value

@@ -53,7 +53,8 @@ def build_controls(w: Container, model, device: str, given: bool, tiling: str = 
     from .diameter import DiameterControl
 
     w.size = DiameterControl(w.viewer, lambda: w._image, w._channels,
-                             lambda text: setattr(w.status, "value", text))
+                             lambda text: setattr(w.status, "value", text),
+                             lambda: w._embedder.model)
     w.diameter = w.size.field
     w.tiling, w.tile_above = tiling_controls(
         tiling, tile_above, "answer prompts tile by tile at native resolution, embedding only "

@@ -3,7 +3,8 @@ circle of that diameter on the canvas so the user can see whether it matches the
 
 The field takes "auto" (estimate when the model runs), a number of pixels, or "off" (the
 whole image resized to the model input). *Estimate* runs `scale.estimate_diameter` on the
-displayed slice in a worker and writes the result into the field; the circle (a Shapes
+displayed slice in a worker, checks it with the model's instance decoder when a model that
+has one is loaded (`size_probe.refine_diameter`), and writes the result into the field; the circle (a Shapes
 layer, "SAM diameter") is drawn at the centre of the view whenever the field holds a number.
 """
 
@@ -22,10 +23,13 @@ CIRCLE_LAYER = "SAM diameter"
 
 class DiameterControl:
     """Owns `field`, `estimate_button` and `row` (add `row` to a widget). image(): the
-    Image layer in use; channels(): its channel choice; status(text): a message sink."""
+    Image layer in use; channels(): its channel choice; status(text): a message sink;
+    model(): the loaded model or None (never loads one)."""
 
-    def __init__(self, viewer, image: Callable, channels: Callable, status: Callable) -> None:
+    def __init__(self, viewer, image: Callable, channels: Callable, status: Callable,
+                 model: Callable = lambda: None) -> None:
         self.viewer, self._image, self._channels, self._status = viewer, image, channels, status
+        self._model = model
         self.field = LineEdit(value="auto", tooltip=(
             "object diameter in pixels: auto (estimated when the model runs), a number, or "
             "off (no zoom: the whole image shrunk to the model's input). The model sees the "
@@ -60,11 +64,21 @@ class DiameterControl:
         data = L.image_data(image)
         index = L.slice_index(self.viewer, image)
         channels = self._channels()
+        model = self._model()
 
         def job():
+            from dataclasses import replace
+
+            from ..scale import MIN_CONFIDENCE, estimate_ratio
+            from ..size_probe import can_probe, refine_diameter
             from .embedding import _central_window
 
-            return estimate_diameter(_central_window(data, index, 2048), channels)
+            window = _central_window(data, index, 2048)
+            est = estimate_diameter(window, channels)
+            if model is None or not can_probe(model) or est.confidence < MIN_CONFIDENCE:
+                return est, False
+            d = refine_diameter(window, model, est.diameter / estimate_ratio(model), channels)
+            return replace(est, diameter=d), True
 
         self._status("estimating the object diameter ...")
         self.estimate_button.enabled = False
@@ -74,11 +88,13 @@ class DiameterControl:
             "finished": self._finished})
         self.worker.start()
 
-    def _estimated(self, est) -> None:
+    def _estimated(self, result) -> None:
+        est, checked = result
         try:
             self.field.value = f"{est.diameter:.0f}"
-            self._status(f"estimated diameter {est.diameter:.0f} px (confidence "
-                         f"{est.confidence:.2f}); the circle shows it")
+            how = "checked by the model" if checked else f"confidence {est.confidence:.2f}"
+            self._status(f"estimated diameter {est.diameter:.0f} px ({how}); the circle "
+                         "shows it")
         except RuntimeError:  # the widget was closed while the worker ran
             pass
 

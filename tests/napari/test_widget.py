@@ -226,6 +226,7 @@ def test_diameter_field_estimate_circle_and_zoom(make_napari_viewer, qtbot, wait
     qtbot.waitUntil(lambda: w.size.worker is None, timeout=30_000)
     d = float(w.diameter.value)
     assert abs(d / median_diameter(labels) - 1) < 0.25
+    assert "checked by the model" in w.status.value  # the bundled model was loaded
     circle = viewer.layers[CIRCLE_LAYER]
     (ellipse,) = circle.data
     assert np.ptp(ellipse[:, 0]) == pytest.approx(d)
