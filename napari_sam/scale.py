@@ -1,11 +1,12 @@
-"""Object size: estimate the objects' diameter from pixels, and the zoom a model needs.
+"""Object size: the objects' diameter, estimated from pixels or given by the user.
 
 A model segments best when objects reach it at the size it was trained on (its *preferred
-diameter*, in model-input pixels: `preferred_diameter`). Given the objects' diameter in the
-image (the user's, or `estimate_diameter`), `zoom_for` is the factor by which the image is
-resized before it reaches the model; the predictor and automask resize accordingly, tile by
-tile where the zoomed image is larger than the model's input, and return results in the
-image's own pixel grid.
+diameter*, in model-input pixels: `zoom_plan.preferred_diameter`). Given the objects'
+diameter in the image (the user's, or `estimate_diameter`, checked by the model where it
+can: `size_probe`), `zoom_plan` gives the factor by which the image is resized before it
+reaches the model; the predictor and automask resize accordingly, tile by tile where the
+zoomed image is larger than the model's input, and return results in the image's own pixel
+grid. The zoom plan's names are importable from here too.
 
 `estimate_diameter` uses the scale-normalised Laplacian of Gaussian: a bright disc of
 radius r gives its strongest response -sigma^2 * LoG at its centre for sigma = r / sqrt(2).
@@ -20,19 +21,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
+
+# the zoom plan lives in `zoom_plan`; its names stay importable from here
+from .zoom_plan import (AIS_TILE_INPUT, FIT_TOLERANCE, SAM_PREFERRED,  # noqa: F401
+                        ZOOM_LIMITS, ZoomPlan, instance_tile_input, plan_zoom,
+                        preferred_diameter, target_zoom, tiled_plan, zoom_for)
 
 # scales per octave of the pyramid, in pixels of that octave
 OCTAVE_SIGMAS = (1.41, 1.78, 2.24)
 # side of the windows each octave is measured on
 WINDOW = 192
 MIN_DIAMETER = 4.0
-# preferred object diameter in model-input pixels and the usable range, for models whose
-# checkpoint does not say (SAM and its fine-tuned variants at 1024 px input; documented in
-# docs/object_size.md)
-SAM_PREFERRED = {"diameter": 48.0, "range": (16.0, 400.0)}
 
 Diameter = Union[None, float, int, str]
 # below this confidence an estimate is not used: the image is processed without zoom
@@ -177,25 +179,6 @@ def estimate_diameter(image: np.ndarray, channels: Optional[Sequence[int]] = Non
     return DiameterEstimate(float(diameter), float(np.clip(contrast * support, 0, 1)), polarity)
 
 
-def preferred_diameter(model) -> Tuple[float, Tuple[float, float]]:
-    """The object diameter at which `model` segments best, in model-input pixels.
-
-    Parameters
-    ----------
-    model : Sam, Sam2 or Predictor
-
-    Returns
-    -------
-    (diameter, (low, high)) : (float, (float, float))
-        From the checkpoint's `object_size` (measured for the bundled model) or, when it
-        has none, SAM's documented default `SAM_PREFERRED`.
-    """
-    model = getattr(model, "model", model)
-    info = getattr(model, "object_size", None) or SAM_PREFERRED
-    lo, hi = info.get("range", SAM_PREFERRED["range"])
-    return float(info["diameter"]), (float(lo), float(hi))
-
-
 def estimate_ratio(model) -> float:
     """The median ratio estimated / annotated diameter over the model's training images
     (1.0 when the checkpoint does not say); an estimate divided by it is a typed diameter.
@@ -299,163 +282,3 @@ def resolve_diameter(image, diameter: Diameter, channels=None, model=None) -> Op
     if not math.isfinite(d) or d <= 0:
         raise ValueError(f"diameter={diameter!r} must be a positive number of pixels")
     return d
-
-
-def zoom_for(model, diameter: Optional[float]) -> Optional[float]:
-    """The zoom that brings objects of `diameter` image px to the model's preferred size.
-
-    Parameters
-    ----------
-    model : Sam or Sam2
-    diameter : float or None
-
-    Returns
-    -------
-    float or None
-        Model-input px per image px; None when `diameter` is None (no zoom).
-    """
-    if diameter is None:
-        return None
-    pref, _ = preferred_diameter(model)
-    return pref / float(diameter)
-
-
-# a single embedding is used when the image fits the model input at this fraction (or
-# more) of the zoom it should get: objects up to 15 % below the preferred size
-FIT_TOLERANCE = 0.85
-# zooms beyond these are clamped (objects of 1-2 px, or of whole-image size)
-ZOOM_LIMITS = (1 / 64, 8.0)
-
-
-@dataclass(frozen=True)
-class ZoomPlan:
-    """How an image reaches the model. zoom: model-input px per image px (None: the whole
-    image resized to the input, SAM's rule); tile: None (one embedding) or the tile side in
-    image pixels, with `overlap` image pixels between tiles; diameter: the objects'
-    diameter in image px that the plan was made for (None: unknown / off); tile_input: a
-    tile's side in model-input pixels (None: the model's input; larger only for instance
-    maps of a model with `flexible_input`, see `tiled_plan`)."""
-
-    zoom: Optional[float]
-    tile: Optional[int] = None
-    overlap: Optional[int] = None
-    diameter: Optional[float] = None
-    tile_input: Optional[int] = None
-
-    @property
-    def tiled(self) -> bool:
-        return self.tile is not None
-
-
-def target_zoom(model, diameter: float) -> float:
-    """`zoom_for`, clamped to ZOOM_LIMITS and to tiles of at least 16 image pixels.
-
-    Parameters
-    ----------
-    model : Sam, Sam2 or Predictor
-    diameter : float
-
-    Returns
-    -------
-    float
-    """
-    model = getattr(model, "model", model)
-    target = float(np.clip(zoom_for(model, diameter), *ZOOM_LIMITS))
-    return min(target, model.image_size / 16)
-
-
-# model-input side of the tiles that only need instance maps (AIS) on a model with
-# `flexible_input`: 3 x 3 of its 256-px inputs; the share of pixels computed twice in the
-# overlaps falls from 44 % (256-px tiles, 64-px overlaps) to 16 % at 20-px nuclei. The
-# encoder and head cost per pixel is about the same at 256 and 768 input
-AIS_TILE_INPUT = 768
-
-
-def tiled_plan(model, diameter: float, tile_input: Optional[int] = None,
-               shape=None) -> ZoomPlan:
-    """Tiles at the zoom objects of `diameter` image px need: tile side = `tile_input`
-    (default the model input) / zoom; overlap = the model's default overlap at that zoom, at
-    least one diameter, at most half a tile.
-
-    Parameters
-    ----------
-    model : Sam, Sam2 or Predictor
-    diameter : float
-        The objects' diameter in image pixels.
-    tile_input : int, optional
-        A tile's side in model-input pixels (`instance_tile_input`; None: the model's input).
-    shape : tuple of int, optional
-        (Y, X, ...) of the image: a larger `tile_input` is cut to a multiple of 64 whose
-        tiles fit inside the image, so every tile is whole, with no padding (the instance
-        head's group norms see only pixels).
-
-    Returns
-    -------
-    ZoomPlan
-    """
-    from .tiled.embed import default_tiling
-
-    model = getattr(model, "model", model)
-    size = model.image_size
-    side = size if tile_input is None else model.input_side(tile_input)
-    zoom = target_zoom(model, diameter)
-    if shape is not None and side > size:
-        fits = int(min(int(shape[0]), int(shape[1])) * zoom) // 64 * 64
-        side = max(size, min(side, fits))
-    tile = max(16, int(round(side / zoom)))
-    _, overlap = default_tiling(model)
-    overlap = min(tile // 2, max(int(round(overlap / zoom)), int(math.ceil(diameter))))
-    return ZoomPlan(side / tile, tile, overlap, diameter,
-                    None if side == size else side)
-
-
-def instance_tile_input(model, mode: str) -> Optional[int]:
-    """The tile side in model-input pixels for automask `mode`.
-
-    Parameters
-    ----------
-    model : Sam, Sam2 or Predictor
-    mode : str
-        "ais" reads only instance maps: with `flexible_input` it gets `AIS_TILE_INPUT`.
-
-    Returns
-    -------
-    int or None
-        None: the model's own input side.
-    """
-    model = getattr(model, "model", model)
-    if mode == "ais" and getattr(model, "flexible_input", False):
-        return AIS_TILE_INPUT
-    return None
-
-
-def plan_zoom(shape, model, diameter: Optional[float],
-              tile_input: Optional[int] = None) -> ZoomPlan:
-    """How an image reaches the model, given its objects' diameter.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        (Y, X, ...) of the image.
-    model : Sam, Sam2 or Predictor
-    diameter : float or None
-        The objects' diameter in image pixels; None: no zoom (SAM's whole-image resize).
-    tile_input : int, optional
-        The side of a tile in model-input pixels, if tiled (`instance_tile_input`).
-
-    Returns
-    -------
-    ZoomPlan
-        One embedding at `zoom` when the image fits the model input at (at least
-        `FIT_TOLERANCE` of) the zoom it needs, else `tiled_plan(model, diameter, tile_input)`.
-    """
-    if diameter is None:
-        return ZoomPlan(None)
-    model = getattr(model, "model", model)
-    target = target_zoom(model, diameter)
-    fit = model.image_size / max(int(shape[0]), int(shape[1]))
-    if fit >= target:
-        return ZoomPlan(target, diameter=diameter)
-    if fit >= target * FIT_TOLERANCE:
-        return ZoomPlan(fit, diameter=diameter)
-    return tiled_plan(model, diameter, tile_input, shape)

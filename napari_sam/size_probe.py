@@ -104,9 +104,9 @@ def probe_once(image: np.ndarray, model, diameter: float,
         The median diameter of the objects found, in image pixels, and their number (None,
         0 when the window holds no object).
     """
-    from .automask.ais import ais_defaults, watershed_from_maps
+    from .instance_labels import ais_defaults, watershed_from_maps
     from .predictor import Predictor
-    from .scale import target_zoom
+    from .zoom_plan import target_zoom
 
     model = getattr(model, "model", model)
     zoom = target_zoom(model, diameter)

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_sam.automask.ais import AIS_DEFAULTS, watershed_from_maps
-from napari_sam.automask.watershed import gaussian_smoothing, seeded_watershed
+from napari_sam.watershed import gaussian_smoothing, seeded_watershed
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:

@@ -71,13 +71,14 @@ PUBLIC = [name for name in napari_sam.__all__ if callable(getattr(napari_sam, na
 
 
 def _module_functions():
-    """Functions of the modules `napari_sam` re-exports from: a subpackage's `__all__`, a
-    module's public functions defined there. Not yet: `automask.tiled`'s worker plumbing
+    """Functions of the modules `napari_sam` re-exports from (and of the modules those
+    moved to): a subpackage's `__all__`, a module's public functions defined there. Not yet: `automask.tiled`'s worker plumbing
     (TileJob, run_tiles, map_tiles, ...), whose module has no room left under ~400 lines."""
     import importlib
 
     out = []
-    for name in sorted(set(napari_sam._EXPORTS.values()) - {"automask.tiled"}):
+    moved = {"zoom_plan", "instance_labels", "size_probe", "watershed"}
+    for name in sorted((set(napari_sam._EXPORTS.values()) | moved) - {"automask.tiled"}):
         module = importlib.import_module(f"napari_sam.{name}")
         if hasattr(module, "__path__"):  # a package: what it exports
             out += [(f"{name}.{n}", getattr(module, n)) for n in module.__all__]
@@ -102,7 +103,8 @@ def test_public_docstrings_have_parameters_and_returns(name):
 def test_the_module_functions_include_the_subpackages():
     names = {name for name, _ in MODULE_FUNCTIONS}
     assert {"automask.point_grid", "model.read_checkpoint", "tiled.stitch",
-            "volume.link_labels", "scale.plan_zoom", "automask.ais.watershed_from_maps",
+            "volume.link_labels", "zoom_plan.plan_zoom", "instance_labels.watershed_from_maps",
+            "size_probe.refine_diameter",
             "runtime.cpu.tuning_requested"} <= names
 
 

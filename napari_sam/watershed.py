@@ -28,7 +28,18 @@ N_LEVELS = 65536
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
-    """Half of a normalised 1-D Gaussian, (radius + 1,) float32, centre tap first."""
+    """Half of a normalised 1-D Gaussian, centre tap first.
+
+    Parameters
+    ----------
+    sigma : float
+        Standard deviation in pixels (> 0); the radius is ceil(3 sigma), at least 1.
+
+    Returns
+    -------
+    ndarray, (radius + 1,) float32
+        Taps h0, h1, ... with h0 + 2 * (h1 + ...) = 1.
+    """
     r = max(1, math.ceil(3.0 * sigma))
     inv = 0.5 / (sigma * sigma)
     raw = [math.exp(-(i * i) * inv) for i in range(r + 1)]
@@ -40,8 +51,23 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
 
 
 def gaussian_smoothing(image: np.ndarray, sigma: float) -> np.ndarray:
-    """(Y, X) array -> (Y, X) float32 smoothed with a Gaussian of `sigma` pixels (see the
-    module docstring for the exact arithmetic). sigma <= 0 returns a float32 copy."""
+    """Smooth an image with a Gaussian (see the module docstring for the exact arithmetic).
+
+    Parameters
+    ----------
+    image : ndarray, (Y, X)
+    sigma : float
+        In pixels; <= 0 returns a float32 copy.
+
+    Returns
+    -------
+    ndarray, (Y, X) float32
+
+    Raises
+    ------
+    ValueError
+        For an array that is not 2D.
+    """
     x = np.array(image, np.float32)
     if x.ndim != 2:
         raise ValueError(f"gaussian_smoothing needs a (Y, X) array, got shape {x.shape}")
@@ -66,8 +92,19 @@ def gaussian_smoothing(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def quantize(height: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Heights -> int levels 0..65535 over the range inside `mask` (0 outside), as the
-    reference computes them: floor((h - min) * 65535 / (max - min)) in double precision."""
+    """Heights as integer levels over their range inside `mask`, as the reference computes
+    them: floor((h - min) * 65535 / (max - min)) in double precision.
+
+    Parameters
+    ----------
+    height : ndarray, (Y, X) float
+    mask : ndarray, (Y, X) bool
+
+    Returns
+    -------
+    ndarray, (Y, X) int64
+        0..65535 inside `mask`, 0 outside.
+    """
     vals = height[mask]
     levels = np.zeros(height.shape, np.int64)
     if vals.size == 0:
@@ -82,9 +119,26 @@ def quantize(height: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def seeded_watershed(height: np.ndarray, markers: np.ndarray,
                      mask: np.ndarray = None) -> np.ndarray:
-    """Flood (Y, X) `markers` (int, 0 = none) over the (Y, X) float `height` within the
-    boolean `mask` (all pixels when None); returns (Y, X) int64 labels, 0 where not reached.
-    Seeds outside the mask are ignored."""
+    """Flood seeds over a height map within a mask.
+
+    Parameters
+    ----------
+    height : ndarray, (Y, X) float
+    markers : ndarray, (Y, X) int
+        Seed labels, 0 = none; seeds outside `mask` are ignored.
+    mask : ndarray, (Y, X) bool, optional
+        Where the flood may go (None: everywhere).
+
+    Returns
+    -------
+    ndarray, (Y, X) int64
+        Labels, 0 where no seed reached.
+
+    Raises
+    ------
+    ValueError
+        For arrays that are not 2D or differ in shape.
+    """
     height = np.asarray(height)
     if height.ndim != 2 or np.shape(markers) != height.shape:
         raise ValueError(f"seeded_watershed needs (Y, X) height and markers of one shape, got "
