@@ -1,7 +1,7 @@
 """The public API documents its arguments and returns in numpydoc sections.
 
-Every callable in `napari_sam.__all__` (and the public methods of the classes there), and
-every public function of the modules it re-exports from (a subpackage's `__all__`), has a
+Every callable in `napari_sam.__all__`, and every public function and class of the modules
+it re-exports from (a subpackage's `__all__`), with the public methods of those classes, has a
 "Parameters" and a "Returns" (or "Yields") section (no Returns when annotated `-> None`,
 none of either without arguments); a class has "Parameters" on itself or
 on its `__init__`. A section counts only with its dashed underline, as numpydoc writes it.
@@ -70,25 +70,26 @@ def problems(name: str, obj) -> list:
 PUBLIC = [name for name in napari_sam.__all__ if callable(getattr(napari_sam, name))]
 
 
-def _module_functions():
-    """Functions of the modules `napari_sam` re-exports from (and of the modules those
-    moved to): a subpackage's `__all__`, a module's public functions defined there. Not yet: `automask.tiled`'s worker plumbing
-    (TileJob, run_tiles, map_tiles, ...), whose module has no room left under ~400 lines."""
+def _module_members():
+    """Functions and classes of the modules `napari_sam` re-exports from (and of the modules
+    those moved to): a subpackage's `__all__`, a module's public names defined there."""
     import importlib
 
     out = []
-    moved = {"zoom_plan", "instance_labels", "size_probe", "watershed"}
-    for name in sorted((set(napari_sam._EXPORTS.values()) | moved) - {"automask.tiled"}):
+    moved = {"zoom_plan", "instance_labels", "size_probe", "watershed", "automask.tile_jobs",
+             "automask.tile_segmenters"}
+    for name in sorted(set(napari_sam._EXPORTS.values()) | moved):
         module = importlib.import_module(f"napari_sam.{name}")
         if hasattr(module, "__path__"):  # a package: what it exports
             out += [(f"{name}.{n}", getattr(module, n)) for n in module.__all__]
         else:
             out += [(f"{name}.{n}", f) for n, f in vars(module).items()
                     if not n.startswith("_") and getattr(f, "__module__", "") == module.__name__]
-    return [(name, f) for name, f in out if inspect.isfunction(f)]
+    return out
 
 
-MODULE_FUNCTIONS = _module_functions()
+MODULE_FUNCTIONS = [(name, f) for name, f in _module_members() if inspect.isfunction(f)]
+MODULE_CLASSES = [(name, c) for name, c in _module_members() if inspect.isclass(c)]
 
 
 def test_the_public_api_is_large_enough_to_check():
@@ -105,12 +106,25 @@ def test_the_module_functions_include_the_subpackages():
     assert {"automask.point_grid", "model.read_checkpoint", "tiled.stitch",
             "volume.link_labels", "zoom_plan.plan_zoom", "instance_labels.watershed_from_maps",
             "size_probe.refine_diameter",
-            "runtime.cpu.tuning_requested"} <= names
+            "runtime.cpu.tuning_requested", "automask.tile_jobs.run_tiles",
+            "automask.tile_jobs.map_tiles", "automask.tiled.automask_files"} <= names
+
+
+def test_the_module_classes_include_the_subpackages():
+    names = {name for name, _ in MODULE_CLASSES}
+    assert {"model.Sam", "tiled.TileGrid", "tiled.TiledEmbeddings", "tiled.ImageSource",
+            "volume.TrackResult", "automask.AutomaskSegmenter",
+            "automask.tile_jobs.TileJob", "automask.tile_segmenters.APGSegmenter"} <= names
 
 
 @pytest.mark.parametrize("name, func", MODULE_FUNCTIONS, ids=[n for n, _ in MODULE_FUNCTIONS])
 def test_module_function_docstrings_have_parameters_and_returns(name, func):
     assert problems(name, func) == []
+
+
+@pytest.mark.parametrize("name, cls", MODULE_CLASSES, ids=[n for n, _ in MODULE_CLASSES])
+def test_module_class_docstrings_have_parameters_and_returns(name, cls):
+    assert problems(name, cls) == []
 
 
 def test_the_check_fails_on_a_docstring_without_sections():

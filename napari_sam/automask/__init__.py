@@ -17,7 +17,8 @@ The modules, in the order `automask(image)` runs them:
   the painting of the survivors into labels;
 - `ais`: the instance decoder's three maps and the seeded watershed on them (`watershed`);
 - `apg`: AIS seeds as prompts for the mask decoder;
-- `tiled`: the same, tile by tile over an image of any size, stitched across seams;
+- `tiled`: the same, tile by tile over an image of any size, stitched across seams
+  (`tile_segmenters`: one tile in, labels out; `tile_jobs`: what a worker is sent and runs);
 - `stack`: a stack of 2D images, slice by slice, optionally linked;
 - `volume`: a 3D volume, slice by slice, linked into 3D objects.
 """
@@ -27,7 +28,8 @@ from .grid import crop_boxes, point_grid
 from .segmenter import AutoSegmenter, automask
 
 # submodules that import the large-image (zarr, dask) and volume machinery load on use
-_LAZY = {"tiled_automask": "tiled", "AutomaskSegmenter": "tiled", "AISSegmenter": "tiled",
+_LAZY = {"tiled_automask": "tiled", "AutomaskSegmenter": "tile_segmenters",
+         "AISSegmenter": "tile_segmenters",
          "TiledAutomaskResult": "tiled", "automask_volume": "volume",
          "automask_stack": "stack", "instance_maps": "ais"}
 

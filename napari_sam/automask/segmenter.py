@@ -234,7 +234,7 @@ class AutoSegmenter:
         -------
         AutomaskSegmenter, AISSegmenter or APGSegmenter
         """
-        from .tiled import AISSegmenter, APGSegmenter, AutomaskSegmenter
+        from .tile_segmenters import AISSegmenter, APGSegmenter, AutomaskSegmenter
 
         min_area = self.min_area if self.min_area is not None else auto_min_area(plan.diameter)
         if self.mode == "ais":

@@ -18,224 +18,48 @@ per object while stitching; never an image-sized array unless `out` is None.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
-import threading
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, List, Optional
 
 import numpy as np
 
 from ..progress import null_progress
 from ..tiled.distributed import map_tasks
 from ..tiled.embed import TiledEmbeddings
-from ..tiled.grid import Tile
-from ..tiled.results import open_results
 from ..tiled.stitch import stitch
-from ..transforms import select_channels
-
-
-class AutomaskSegmenter:
-    """The default tile segmenter: `AutoMaskGenerator` on one tile's embedding.
-
-    Keywords are those of `napari_sam.automask.automask` (points_per_side, thresholds,
-    points_per_batch, crop_n_layers, nms_thresh, ...). Called as
-    `segmenter(embeddings, tile) -> (labels uint32 (h, w), records)`; one generator per
-    thread, so it can run in a thread pool.
-    """
-
-    def __init__(self, points_per_side: int = 32, pred_iou_thresh: Optional[float] = None,
-                 stability_thresh: Optional[float] = None, min_area: int = 0, **kw) -> None:
-        from .amg import split_kwargs
-
-        init, run, gen = split_kwargs(kw)
-        if run:
-            raise TypeError(f"{', '.join(run)}: set these on the tiled run, not per tile")
-        self.init_kw = dict(init, points_per_side=points_per_side)
-        self.gen_kw = dict(gen, pred_iou_thresh=pred_iou_thresh,
-                           stability_thresh=stability_thresh, min_area=min_area)
-        self._local = threading.local()
-
-    def settings(self) -> dict:
-        return {"segmenter": "automask", **{k: v for k, v in sorted(self.init_kw.items())
-                                            if k not in ("device", "precision")},
-                **dict(sorted(self.gen_kw.items()))}
-
-    def __getstate__(self):
-        return {"init_kw": self.init_kw, "gen_kw": self.gen_kw}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._local = threading.local()
-
-    def _generator(self, emb: TiledEmbeddings):
-        from .amg import AutoMaskGenerator, fixed_thresholds
-        from ..predictor import Predictor
-
-        gens = getattr(self._local, "gens", None)
-        if gens is None:
-            gens = self._local.gens = {}
-        gen = gens.get(id(emb))
-        if gen is None:
-            pred = Predictor(emb.model, emb.device, emb.precision, session=emb.session)
-            kw = {k: v for k, v in self.init_kw.items() if k not in ("device", "precision")}
-            gen = gens[id(emb)] = AutoMaskGenerator(pred, **kw)
-            # thresholds are fixed for a tiled run (None: the model's): keep only the
-            # candidates that can pass them
-            fixed_thresholds(gen, kw, self.gen_kw["pred_iou_thresh"],
-                             self.gen_kw["stability_thresh"])
-        return gen
-
-    def __call__(self, emb: TiledEmbeddings, tile: Tile):
-        gen = self._generator(emb)
-        pixels = emb.source.read(tile.window)
-        gen.initialize(pixels, channels=emb.source.channels, value_range=emb.value_range,
-                       embedding=emb.embedding(tile, keep=emb.cache_dir is not None))
-        res = gen.generate(offset=tile.window[:2], **self.gen_kw)
-        nodata = getattr(emb.source, "nodata", None)
-        if nodata is not None or emb.source.dtype.kind == "f":  # nodata never becomes objects
-            from ..io.bands import mask_nodata, valid_mask
-
-            valid = valid_mask(select_channels(pixels, emb.source.channels), nodata)
-            return mask_nodata(res.labels, res.records, valid, offset=tile.window[:2])
-        return res.labels, res.records
-
-
-class AISSegmenter:
-    """Tile segmenter for models with an instance decoder: the decoder's maps on one tile
-    and the seeded watershed (`automask.ais`); same call as `AutomaskSegmenter`.
-    Keywords: min_area and those of `ais.watershed_from_maps` (None: the model's)."""
-
-    def __init__(self, min_area: int = 0, **params) -> None:
-        self.min_area, self.params = int(min_area), dict(params)
-        self._local = threading.local()
-
-    def settings(self) -> dict:
-        return {"segmenter": "ais", "min_area": self.min_area, **dict(sorted(self.params.items()))}
-
-    def __getstate__(self):
-        return {"min_area": self.min_area, "params": self.params}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._local = threading.local()
-
-    def __call__(self, emb: TiledEmbeddings, tile: Tile):
-        from .ais import labels_and_records, tile_maps
-
-        _, maps = tile_maps(emb, tile)
-        res = labels_and_records(emb.model, self.min_area, tile.window[:2], maps,
-                                 zoom=emb.zoom, **self.params)
-        return res.labels, res.records
-
-
-class APGSegmenter(AISSegmenter):
-    """Tile segmenter for APG (`automask.apg`): the decoder's seeds on one tile as point
-    prompts for the mask decoder, on the tile's embedding. Keywords: min_area and those of
-    `apg.apg`."""
-
-    def settings(self) -> dict:
-        return {**super().settings(), "segmenter": "apg"}
-
-    def __call__(self, emb: TiledEmbeddings, tile: Tile):
-        from .ais import tile_maps
-        from .apg import labels_and_records
-        from ..predictor import Predictor
-
-        pred = getattr(self._local, "pred", None)
-        if pred is None or pred.model is not emb.model:
-            pred = self._local.pred = Predictor(emb.model, emb.device, emb.precision)
-        e, maps = tile_maps(emb, tile)
-        pred.set_embedding(e)
-        res = labels_and_records(pred, self.min_area, tile.window[:2], maps, **self.params)
-        return res.labels, res.records
-
-
-@dataclass
-class TileJob:
-    """Everything a worker needs to segment tiles of one image (picklable)."""
-
-    model: object                    # Sam or a name/path for load_model
-    image: object                    # a path, or an array-like
-    embed_kw: dict                   # TiledEmbeddings keywords (tiling, channels, cache, ...)
-    work: Optional[str]              # work folder of the tile results (None: in memory)
-    work_signature: dict
-    segmenter: Callable
-    key: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-
-_STATE: Dict[tuple, tuple] = {}
-_STATE_LOCK = threading.Lock()
-
-
-def _state(job: TileJob, emb: Optional[TiledEmbeddings] = None, results=None):
-    """(embeddings, results) of `job` for this thread, built once."""
-    k = (job.key, threading.get_ident())
-    with _STATE_LOCK:
-        got = _STATE.get(k)
-    if got is None:
-        emb = emb or TiledEmbeddings(job.model, job.image, **job.embed_kw)
-        if results is None and job.work is None:  # in memory: one store for all threads
-            with _STATE_LOCK:
-                results = next((v[1] for key, v in _STATE.items() if key[0] == job.key), None)
-        if results is None:
-            results = open_results(None if job.work is None else Path(job.work),
-                                   job.work_signature, emb.grid.grid_shape,
-                                   (emb.grid.tile, emb.grid.tile))
-        got = (emb, results)
-        with _STATE_LOCK:
-            _STATE[k] = got
-    return got
-
-
-def release(job: TileJob) -> None:
-    with _STATE_LOCK:
-        for k in [k for k in _STATE if k[0] == job.key]:
-            del _STATE[k]
-
-
-def run_tiles(job: TileJob, indices: Sequence[Sequence[int]]) -> List[tuple]:
-    """Segment the given tiles (skipping those done); returns [(index, n_objects)]."""
-    emb, results = _state(job)
-    out = []
-    for idx in indices:
-        idx = tuple(int(i) for i in idx)
-        tile = emb.grid[idx]
-        labels, records = job.segmenter(emb, tile)
-        results.put(idx, labels, records)
-        out.append((idx, len(records)))
-    return out
-
-
-def foreground_tiles(grid, foreground) -> List[Tile]:
-    """Tiles over foreground: `foreground` is a callable(tile) -> bool, or a 2D mask of any
-    resolution over the whole image (a low-resolution mask is scaled to the image)."""
-    if foreground is None:
-        return list(grid)
-    if callable(foreground):
-        return [t for t in grid if foreground(t)]
-    fh, fw = foreground.shape[:2]
-    h, w = grid.shape
-    out = []
-    for t in grid:
-        y0, x0, y1, x1 = t.window
-        part = foreground[int(y0 * fh / h):max(int(y0 * fh / h) + 1, math.ceil(y1 * fh / h)),
-                          int(x0 * fw / w):max(int(x0 * fw / w) + 1, math.ceil(x1 * fw / w))]
-        if np.asarray(part).any():
-            out.append(t)
-    return out
+# the worker plumbing lives in tile_jobs; its names stay importable from here
+from .tile_jobs import TileJob, _state, foreground_tiles, map_tiles, release
+from .tile_jobs import run_tiles  # noqa: F401
+# the per-tile segmenters live in tile_segmenters; importable from here as before
+from .tile_segmenters import AISSegmenter, APGSegmenter, AutomaskSegmenter  # noqa: F401
 
 
 @dataclass
 class TiledAutomaskResult:
-    labels: object                   # uint32 (Y, X): numpy, or zarr on disk
+    """What `tiled_automask` returns.
+
+    Parameters
+    ----------
+    labels : ndarray or zarr array (Y, X) uint32
+        The stitched objects, 0 = background (numpy, or the zarr array on disk).
+    records : list of dict
+        One per object: id, area, bbox (row0, col0, row1, col1), centroid (row, col), ...
+    tiles_run : int
+        Tiles segmented in this call (not taken from an interrupted run's work folder).
+    tiles_used : int
+        Tiles over foreground (all tiles without a foreground mask).
+    grid_shape : tuple of int
+        (rows, cols) of the tile grid.
+    """
+
+    labels: object
     records: List[dict]
-    tiles_run: int                   # tiles segmented in this call (not resumed)
-    tiles_used: int                  # tiles over foreground (all, without a mask)
+    tiles_run: int
+    tiles_used: int
     grid_shape: tuple
 
 
@@ -357,13 +181,6 @@ def _publish(labels, out: Optional[Path]):
     return open_array(out, mode="r")
 
 
-def map_tiles(job, indices: Sequence, scheduler=None, workers: Optional[int] = None,
-              tiles_per_task: int = 4, progress=null_progress) -> list:
-    """Run `run_tiles(job, batch)` over tile indices (`tiled.distributed.map_tasks`)."""
-    return map_tasks(run_tiles, job, list(indices), scheduler, workers, tiles_per_task,
-                     progress, "segmenting tiles")
-
-
 def _automask_file(options: dict, paths: List[str]) -> list:
     out = []
     for p in paths:
@@ -374,8 +191,29 @@ def _automask_file(options: dict, paths: List[str]) -> list:
 
 def automask_files(paths: Iterable, out_for: Callable[[str], object], scheduler=None,
                    workers: Optional[int] = None, progress=null_progress, **kwargs) -> list:
-    """Many images, one task each (each image tiled inside its task, in that worker):
-    returns [(path, number of objects)]. `out_for(path)` names each zarr label image."""
+    """Run `tiled_automask` on many images, one task per image (each image is tiled inside
+    its task, in that worker).
+
+    Parameters
+    ----------
+    paths : iterable of str or path
+        The images.
+    out_for : callable
+        `out_for(path)` names the zarr label image written for that image.
+    scheduler : None, "threads", "local", "local-threads", address or Client
+        Where the images run (see `tiled.distributed`); None: one after the other here.
+    workers : int, optional
+        Number of workers of a local cluster or thread pool.
+    progress : callable
+        `progress(done, total, message)`, called as images finish.
+    **kwargs
+        Passed to `tiled_automask` for every image (model, tile_size, cache, ...).
+
+    Returns
+    -------
+    list of (str, int)
+        (path, number of objects) for every image, in the order given.
+    """
     opts = {"out_for": out_for, "kwargs": kwargs}
     return map_tasks(_automask_file, opts, [str(p) for p in paths], scheduler, workers, 1,
                      progress, "images")

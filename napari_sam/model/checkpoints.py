@@ -24,7 +24,13 @@ DECODER_PREFIX = "instance_decoder."
 
 
 class CheckpointError(ValueError):
-    """A file that is not a usable Segment Anything checkpoint."""
+    """A file that is not a usable Segment Anything checkpoint.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong with the file, and where it is.
+    """
 
 
 @dataclass

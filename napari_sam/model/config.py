@@ -12,7 +12,21 @@ from typing import Tuple, Union
 
 @dataclass(frozen=True)
 class ViTConfig:
-    """SAM's plain ViT image encoder (windowed attention plus a few global blocks)."""
+    """SAM's plain ViT image encoder (windowed attention plus a few global blocks).
+
+    Parameters
+    ----------
+    embed_dim, depth, num_heads : int
+        Token width, number of blocks and attention heads per block.
+    window_size : int
+        Side of the attention windows, in tokens.
+    global_attn_indexes : tuple of int
+        The blocks that attend over the whole grid.
+    patch_size : int
+        Side of a patch in pixels (the encoder's stride).
+    mlp_ratio : float
+        Hidden width of the MLPs over `embed_dim`.
+    """
 
     embed_dim: int = 768
     depth: int = 12
@@ -29,7 +43,21 @@ class ViTConfig:
 
 @dataclass(frozen=True)
 class TinyViTConfig:
-    """MobileSAM's TinyViT: a conv stem and MBConv stage, then windowed attention stages."""
+    """MobileSAM's TinyViT: a conv stem and MBConv stage, then windowed attention stages.
+
+    Parameters
+    ----------
+    embed_dims, depths, num_heads, window_sizes : tuple of int
+        Per stage: width, number of blocks, attention heads and window side.
+    merge_strides : tuple of int
+        Stride of the patch merging after each stage but the last.
+    mlp_ratio, mbconv_expand_ratio : float
+        Hidden widths of the MLPs and of the MBConv blocks.
+    local_conv_size : int
+        Kernel side of the depthwise convolution in the attention blocks.
+    num_classes : int
+        Width of the (unused) classifier MobileSAM checkpoints carry; 0: none.
+    """
 
     embed_dims: Tuple[int, ...] = (64, 128, 160, 320)
     depths: Tuple[int, ...] = (2, 2, 6, 2)
@@ -56,6 +84,32 @@ EncoderConfig = Union[ViTConfig, TinyViTConfig]
 
 @dataclass(frozen=True)
 class SamConfig:
+    """One model variant as plain data; the network code reads nothing else.
+
+    Parameters
+    ----------
+    name : str
+        The variant's name ("vit_b", "vit_t", ...).
+    encoder : ViTConfig or TinyViTConfig
+        The image encoder.
+    image_size : int
+        Side of the square model input, in pixels.
+    prompt_embed_dim : int
+        Channels of the image embedding and the prompt tokens.
+    decoder_depth, decoder_heads, decoder_mlp_dim, iou_head_hidden_dim : int
+        Sizes of the mask decoder.
+    num_multimask_outputs : int
+        Masks per prompt in multimask mode.
+    pixel_mean, pixel_std : tuple of 3 float
+        Normalisation of 0-255 RGB pixels.
+    instance_head : tuple of int
+        Channels of the bundled model's instance head at strides 8, 4, 2, 1 (empty: none).
+    instance_decoder : str
+        micro-sam's UNETR instance decoder: "" (none), "unetr" or "unetr_transpose".
+    instance_decoder_features : int
+        The UNETR decoder's initial features.
+    """
+
     name: str
     encoder: EncoderConfig = field(default_factory=ViTConfig)
     image_size: int = 1024
@@ -92,6 +146,17 @@ class SamConfig:
         return 4 * self.embed_grid
 
     def with_(self, **changes) -> "SamConfig":
+        """A copy with some fields changed.
+
+        Parameters
+        ----------
+        **changes
+            Field names and their new values.
+
+        Returns
+        -------
+        SamConfig
+        """
         return replace(self, **changes)
 
 

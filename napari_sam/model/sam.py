@@ -26,6 +26,16 @@ from .unetr_decoder import UNETRDecoder
 
 
 class Sam(WeightsSignature, nn.Module):
+    """A Segment Anything model: image encoder, prompt encoder, mask decoder and, for some
+    variants, an instance decoder; the modules are built from `config`, the weights are
+    loaded separately (`load_model`).
+
+    Parameters
+    ----------
+    config : SamConfig
+        The variant: encoder kind and sizes, input side, decoder sizes, instance decoder.
+    """
+
     def __init__(self, config: SamConfig) -> None:
         super().__init__()
         self.config = config
@@ -64,16 +74,40 @@ class Sam(WeightsSignature, nn.Module):
         return self.config.image_size
 
     def preprocess(self, x: torch.Tensor, size: Optional[int] = None) -> torch.Tensor:
-        """(B, 3, h, w) pixels in 0-255, longest side <= `size` -> normalised, zero-padded
-        (B, 3, size, size). size: the square's side, default `image_size`; another side only
-        for a model with `flexible_input`."""
+        """Normalise pixels and pad them to the model's square input.
+
+        Parameters
+        ----------
+        x : Tensor (B, 3, h, w) float
+            Pixels in 0-255, longest side at most the square's side.
+        size : int, optional
+            The square's side (None: `image_size`; another side only for a model with
+            `flexible_input`).
+
+        Returns
+        -------
+        Tensor (B, 3, size, size)
+            Normalised by the model's pixel mean and std, zero-padded at the bottom and
+            right.
+        """
         x = (x - self.pixel_mean) / self.pixel_std
         s = self.input_side(size)
         return F.pad(x, (0, s - x.shape[-1], 0, s - x.shape[-2]))
 
     def input_side(self, size: Optional[int]) -> int:
-        """The side of the square input for a requested `size` (None: `image_size`); raises
-        ValueError for a side this model cannot take."""
+        """The side of the square input for a requested size.
+
+        Parameters
+        ----------
+        size : int, optional
+            The side asked for (None: `image_size`).
+
+        Returns
+        -------
+        int
+            The side; ValueError for one the model cannot take (other than `image_size`
+            without `flexible_input`, or not a multiple of 64 at least `image_size`).
+        """
         s = self.config.image_size
         if size is None or size == s:
             return s
@@ -92,21 +126,62 @@ class Sam(WeightsSignature, nn.Module):
         return isinstance(self.image_encoder, TinyViT) and hasattr(self, "instance_head")
 
     def encode(self, x: torch.Tensor, encoder=None, size: Optional[int] = None) -> torch.Tensor:
-        """(B, 3, h, w) 0-255 pixels -> (B, C, g, g) image embeddings (g = size / stride).
-        `encoder`: a replacement for `image_encoder` (e.g. a compiled one); size: the padded
-        input's side (`preprocess`)."""
+        """Run the image encoder: the expensive step, once per image.
+
+        Parameters
+        ----------
+        x : Tensor (B, 3, h, w) float
+            Pixels in 0-255 (see `preprocess`).
+        encoder : module, optional
+            A replacement for `image_encoder` (e.g. a compiled one).
+        size : int, optional
+            The padded input's side (None: `image_size`).
+
+        Returns
+        -------
+        Tensor (B, C, g, g)
+            Image embeddings, g = size / the encoder's stride.
+        """
         return (encoder or self.image_encoder)(self.preprocess(x, size))
 
     def input_hw(self, h: int, w: int, zoom: Optional[float] = None) -> Tuple[int, int]:
-        """Size of an (h, w) image inside the model's square: longest side `image_size`, or
-        resized by `zoom` (`transforms.zoomed_shape`)."""
+        """The size an image takes inside the model's square input.
+
+        Parameters
+        ----------
+        h, w : int
+            The image's rows and columns.
+        zoom : float, optional
+            Resize factor (`transforms.zoomed_shape`); None: the longest side becomes
+            `image_size`.
+
+        Returns
+        -------
+        (int, int)
+            (rows, cols) of the resized image in the model's input frame.
+        """
         from ..transforms import target_shape, zoomed_shape
 
         s = self.config.image_size
         return target_shape(h, w, s) if zoom is None else zoomed_shape(h, w, zoom, s)
 
     def to_input(self, pixels, device=None, zoom: Optional[float] = None) -> torch.Tensor:
-        """(Y, X, 3) float pixels in 0-255 -> (1, 3, h, w) of `input_hw`."""
+        """Resize an image for the model, as `input_hw` says.
+
+        Parameters
+        ----------
+        pixels : ndarray (Y, X, 3) float
+            Pixels in 0-255.
+        device : torch.device or str, optional
+            Where the tensor goes.
+        zoom : float, optional
+            Resize factor (None: longest side `image_size`).
+
+        Returns
+        -------
+        Tensor (1, 3, h, w) float
+            (h, w) = `input_hw(Y, X, zoom)`, not yet normalised or padded.
+        """
         from ..transforms import resize_for_model
 
         return resize_for_model(pixels, self.config.image_size, device, zoom)
@@ -134,11 +209,24 @@ class Sam(WeightsSignature, nn.Module):
 
     def instance_logits(self, embeddings: torch.Tensor, x: torch.Tensor,
                         size: Optional[int] = None) -> torch.Tensor:
-        """Instance logits (B, 3, S, S) in the padded model-input frame (foreground, centre
-        and boundary distances, before the sigmoid; see `instance_head`) from embeddings
-        (B, C, g, g) and the (B, 3, h, w) 0-255 pixels that `encode` was given (micro-sam's
-        decoder reads only the embeddings); size: the `encode` call's (S; default
-        `image_size`)."""
+        """The instance decoder's maps, before the sigmoid.
+
+        Parameters
+        ----------
+        embeddings : Tensor (B, C, g, g)
+            From `encode`.
+        x : Tensor (B, 3, h, w) float
+            The 0-255 pixels `encode` was given (micro-sam's decoder reads only the
+            embeddings).
+        size : int, optional
+            The side `encode` was called with (S; None: `image_size`).
+
+        Returns
+        -------
+        Tensor (B, 3, S, S)
+            Foreground, centre-distance and boundary-distance logits in the padded
+            model-input frame; ValueError for a model without an instance decoder.
+        """
         self.input_side(size)
         if hasattr(self, "instance_decoder"):
             y = self.instance_decoder(embeddings)
@@ -158,10 +246,28 @@ class Sam(WeightsSignature, nn.Module):
         mask_input: Optional[torch.Tensor] = None,
         multimask: bool = True,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Low-resolution mask logits (B, K, 4g, 4g) and predicted IoU (B, K).
+        """Decode prompts into low-resolution masks; cheap, batched over prompts.
 
-        embeddings: (1 or B, C, g, g); points: (BxNx2 xy, BxN labels); boxes: Bx4 xyxy;
-        mask_input: Bx1x4gx4g logits from an earlier call.
+        Parameters
+        ----------
+        embeddings : Tensor (1 or B, C, g, g)
+            Image embeddings (one image shared by all prompts, or one per prompt).
+        points : (Tensor (B, N, 2), Tensor (B, N)), optional
+            Point coordinates as (x, y) in the model-input frame, and their labels
+            (1 foreground, 0 background, -1 padding).
+        boxes : Tensor (B, 4), optional
+            Boxes as (x0, y0, x1, y1) in the model-input frame.
+        mask_input : Tensor (B, 1, 4g, 4g), optional
+            Mask logits from an earlier call.
+        multimask : bool
+            Three masks per prompt (K = 3) instead of one (K = 1).
+
+        Returns
+        -------
+        logits : Tensor (B, K, 4g, 4g)
+            Low-resolution mask logits.
+        iou : Tensor (B, K)
+            The predicted IoU of each mask.
         """
         sparse, dense = self.prompt_encoder(points, boxes, mask_input)
         shared = mask_input is None and embeddings.shape[0] == 1
@@ -172,7 +278,23 @@ class Sam(WeightsSignature, nn.Module):
 
     def upscale_logits(self, logits: torch.Tensor, input_hw: Tuple[int, int],
                        original_hw: Tuple[int, int]) -> torch.Tensor:
-        """Low-res logits -> logits at the original image size (unpadding on the way)."""
+        """Bring low-resolution mask logits to the original image's size.
+
+        Parameters
+        ----------
+        logits : Tensor (..., 4g, 4g) or (..., S, S)
+            Mask logits from `decode`.
+        input_hw : (int, int)
+            (rows, cols) of the image inside the padded input (`input_hw`).
+        original_hw : (int, int)
+            (rows, cols) of the original image.
+
+        Returns
+        -------
+        Tensor (..., rows, cols)
+            Logits at the original size: resized to the input square, the padding cut off,
+            resized again (bilinear).
+        """
         s = self.config.image_size
         x = logits
         if tuple(x.shape[-2:]) != (s, s):
@@ -183,9 +305,21 @@ class Sam(WeightsSignature, nn.Module):
         return F.interpolate(x, tuple(original_hw), mode="bilinear", align_corners=False)
 
     def mask_upscaler(self, input_hw: Tuple[int, int], original_hw: Tuple[int, int]):
-        """`MaskUpscaler` for these sizes (kept by the active session): full-resolution
+        """A `MaskUpscaler` for these sizes, kept by the active session: full-resolution
         masks computed inside each mask's box only, as `upscale_logits(...) > threshold`
-        would give them."""
+        would give them.
+
+        Parameters
+        ----------
+        input_hw : (int, int)
+            (rows, cols) of the image inside the padded input.
+        original_hw : (int, int)
+            (rows, cols) of the original image.
+
+        Returns
+        -------
+        MaskUpscaler
+        """
         from .upscale import MaskUpscaler
 
         key = ("upscaler", tuple(input_hw), tuple(original_hw), str(self.device))
