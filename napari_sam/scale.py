@@ -43,9 +43,17 @@ MIN_CONFIDENCE = 0.05
 
 @dataclass(frozen=True)
 class DiameterEstimate:
-    """diameter: median object diameter in image pixels; confidence: 0..1 (how clearly one
-    scale stands out, and how many objects support it); polarity: +1 bright objects, -1
-    dark objects."""
+    """The objects' size as `estimate_diameter` found it.
+
+    Parameters
+    ----------
+    diameter : float
+        Median object diameter in image pixels.
+    confidence : float
+        0..1: how clearly one scale stands out, and how many objects support it.
+    polarity : int
+        +1 for objects brighter than the background, -1 for darker ones.
+    """
 
     diameter: float
     confidence: float

@@ -68,12 +68,24 @@ ZOOM_LIMITS = (1 / 64, 8.0)
 
 @dataclass(frozen=True)
 class ZoomPlan:
-    """How an image reaches the model. zoom: model-input px per image px (None: the whole
-    image resized to the input, SAM's rule); tile: None (one embedding) or the tile side in
-    image pixels, with `overlap` image pixels between tiles; diameter: the objects'
-    diameter in image px that the plan was made for (None: unknown / off); tile_input: a
-    tile's side in model-input pixels (None: the model's input; larger only for instance
-    maps of a model with `flexible_input`, see `tiled_plan`)."""
+    """How an image reaches the model.
+
+    Parameters
+    ----------
+    zoom : float or None
+        Model-input pixels per image pixel (None: the whole image resized to the input,
+        SAM's rule).
+    tile : int, optional
+        None: one embedding of the whole image; else the tile side in image pixels.
+    overlap : int, optional
+        Image pixels shared by neighbouring tiles.
+    diameter : float, optional
+        The objects' diameter in image pixels that the plan was made for (None: unknown or
+        not used).
+    tile_input : int, optional
+        A tile's side in model-input pixels (None: the model's input; larger only for the
+        instance maps of a model with `flexible_input`, see `tiled_plan`).
+    """
 
     zoom: Optional[float]
     tile: Optional[int] = None

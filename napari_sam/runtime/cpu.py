@@ -39,10 +39,18 @@ _OPENMP_LIBS = ("libgomp", "libiomp", "libomp")
 class CpuTuning:
     """What `tune_cpu` found and did.
 
-    threads: torch's intra-op thread count afterwards. allocator: glibc's thresholds are
-    raised. wait_policy: the OpenMP wait policy from the environment ("PASSIVE" when
-    `tune_cpu` set it, "" when none is set and libgomp spins by default);
-    wait_policy_set: `tune_cpu` set it (it could still take effect)."""
+    Parameters
+    ----------
+    threads : int
+        torch's intra-op thread count afterwards.
+    allocator : bool
+        Whether glibc's allocator thresholds were raised.
+    wait_policy : str
+        The OpenMP wait policy in the environment ("PASSIVE" when `tune_cpu` set it, ""
+        when none is set and libgomp spins by default).
+    wait_policy_set : bool
+        Whether `tune_cpu` set it (early enough to take effect).
+    """
 
     threads: int
     allocator: bool
@@ -50,6 +58,12 @@ class CpuTuning:
     wait_policy_set: bool
 
     def describe(self) -> str:
+        """The tuning on one line, for logs and the CLI.
+
+        Returns
+        -------
+        str
+        """
         policy = self.wait_policy or "unset (libgomp spins)"
         return (f"{self.threads} threads, allocator tuned: {self.allocator}, "
                 f"OMP_WAIT_POLICY {policy}"

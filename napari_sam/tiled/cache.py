@@ -36,7 +36,14 @@ STORAGE_DTYPES = ("float16", "float32")
 
 
 class CacheMismatchError(ValueError):
-    """An embedding cache folder holds embeddings of another image, model or tiling."""
+    """An embedding cache folder holds embeddings of another image, model or tiling (or
+    cannot be read).
+
+    Parameters
+    ----------
+    message : str
+        What differs or is damaged, and what to do about it.
+    """
 
 
 class CacheCorruptError(CacheMismatchError):
@@ -82,7 +89,18 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list:
 
 
 class MemoryStore:
-    """Embeddings kept in a dict (no disk): for small images and one-off sessions."""
+    """Embeddings kept in a dict (no disk): for small images and one-off sessions. The same
+    methods as `ZarrStore`; tiles are addressed by their grid index (row, col).
+
+    Parameters
+    ----------
+    signature : dict
+        What the embeddings were computed from (kept, not checked).
+    grid_shape, feature_shape : sequence of int
+        The tile grid's (rows, cols) and one tile's (C, g, g); unused, as `ZarrStore`'s.
+    dtype : str
+        The dtype the features are stored in.
+    """
 
     path = None
 
@@ -92,18 +110,62 @@ class MemoryStore:
         self._data: Dict[Tuple[int, int], np.ndarray] = {}
 
     def done(self) -> Set[Tuple[int, int]]:
+        """The tiles stored.
+
+        Returns
+        -------
+        set of (int, int)
+            Their grid indices (row, col).
+        """
         return set(self._data)
 
     def has(self, index) -> bool:
+        """Whether a tile is stored.
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+
+        Returns
+        -------
+        bool
+        """
         return tuple(index) in self._data
 
     def get(self, index) -> np.ndarray:
+        """A stored tile's features; KeyError if it is not stored.
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+
+        Returns
+        -------
+        ndarray (C, g, g) float32
+        """
         return self._data[tuple(index)].astype(np.float32)
 
     def put(self, index, features: np.ndarray) -> None:
+        """Store a tile's features (in the store's dtype).
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+        features : ndarray (C, g, g)
+        """
         self._data[tuple(index)] = np.asarray(features).astype(self.dtype)
 
     def discard(self, index) -> None:
+        """Forget a tile (nothing happens if it is not stored).
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+        """
         self._data.pop(tuple(index), None)
 
 
@@ -113,6 +175,20 @@ class ZarrStore:
     Opening an existing folder checks its signature and raises `CacheMismatchError`, naming
     what differs, when it was made for something else. Safe for several processes writing
     different tiles at once.
+
+    Parameters
+    ----------
+    path : str or Path
+        The cache folder (created when missing; an existing one must be such a cache).
+    signature : dict
+        What the embeddings are computed from (image, model, tiling); stored with the
+        format and storage dtype, and compared on opening.
+    grid_shape : sequence of int
+        The tile grid's (rows, cols).
+    feature_shape : sequence of int
+        One tile's embedding shape (C, g, g).
+    dtype : str
+        Storage dtype, one of `STORAGE_DTYPES` ("float16" halves the disk use).
     """
 
     def __init__(self, path: Union[str, Path], signature: dict, grid_shape: Sequence[int],
@@ -171,6 +247,13 @@ class ZarrStore:
                 f"Delete {self.path} to recompute the embeddings, or pass another cache folder.")
 
     def done(self) -> Set[Tuple[int, int]]:
+        """The tiles with a done marker.
+
+        Returns
+        -------
+        set of (int, int)
+            Their grid indices (row, col).
+        """
         out = set()
         for name in os.listdir(self.path / "done"):
             parts = name.split("_")
@@ -179,6 +262,17 @@ class ZarrStore:
         return out
 
     def has(self, index) -> bool:
+        """Whether a tile has a done marker (its values are not checked here).
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+
+        Returns
+        -------
+        bool
+        """
         return (self.path / "done" / f"{index[0]}_{index[1]}").is_file()
 
     def _marker(self, index) -> Path:
@@ -191,8 +285,19 @@ class ZarrStore:
             "recompute every tile", tuple(index))
 
     def get(self, index) -> np.ndarray:
-        """(C, g, g) float32 features of a done tile; `CacheCorruptError` if its stored
-        values fail their checksum or cannot be decoded, KeyError if it is not done."""
+        """A done tile's features, checked against the checksum in its marker.
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+
+        Returns
+        -------
+        ndarray (C, g, g) float32
+            KeyError if the tile is not done; `CacheCorruptError` if its stored values fail
+            their checksum or cannot be decoded.
+        """
         try:
             recorded = self._marker(index).read_text().strip()
         except FileNotFoundError:
@@ -210,13 +315,28 @@ class ZarrStore:
         return stored.astype(np.float32)
 
     def discard(self, index) -> None:
-        """Forget a tile (remove its done marker), so it is computed again."""
+        """Forget a tile (remove its done marker), so it is computed again.
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+        """
         try:
             self._marker(index).unlink()
         except FileNotFoundError:
             pass
 
     def put(self, index, features: np.ndarray) -> None:
+        """Store a tile's features, then its done marker with their checksum.
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+        features : ndarray (C, g, g)
+            Converted to the storage dtype; ValueError if they overflow it.
+        """
         f = np.ascontiguousarray(np.asarray(features).astype(self.dtype))
         if not np.isfinite(f).all():
             raise ValueError("embedding values overflow the cache's float16; "

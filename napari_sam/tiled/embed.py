@@ -56,16 +56,33 @@ def _short_hash(obj) -> str:
 class TiledEmbeddings:
     """The tiles of one image and their embeddings.
 
-    model: a Sam, or a name/path for `load_model`. image: an array-like (numpy, memmap,
-    zarr, dask) or an image path, (Y, X) or (Y, X, C). tile_size/overlap: pixels (defaults
-    from `default_tiling`). cache: None (memory), a folder, "beside", "user" or "auto" (see
-    `cache.resolve_cache_dir`). cache_dtype: "float16" or "float32" on disk. batch_size:
-    tiles per encoder call (default 1 on CPU, 4 on a GPU). session: the `InferenceSession`
-    of the model calls (default a new one), shared with the tile `predictor`. tile_input:
-    the side of a whole tile in model-input pixels (default the model's input, `image_size`);
-    a larger one (a multiple of 64) only for a model with `flexible_input`, for the
-    instance maps (`automask.ais.tile_maps`): fewer, larger tiles waste less on overlaps,
-    but prompts cannot be answered on them (`predictor` refuses).
+    Parameters
+    ----------
+    model : Sam, str, path or None
+        The model, or a name/path for `load_model` (None: the bundled model).
+    image : array-like, str, path or ImageSource
+        Numpy, memmap, zarr or dask, (Y, X) or (Y, X, C), or an image file.
+    tile_size, overlap : int, optional
+        Tile side and minimum overlap in image pixels (defaults from `default_tiling`).
+    channels : sequence of int, optional
+        Up to three channel indices (`transforms.select_channels`).
+    cache : None, str or path
+        None (memory), a folder, "beside", "user" or "auto" (`cache.resolve_cache_dir`).
+    cache_dtype : str
+        "float16" or "float32" on disk.
+    device, precision : str or torch.device
+        Where and in which dtype the encoder runs ("auto": chosen for the machine).
+    batch_size : int, optional
+        Tiles per encoder call (default 1 on CPU, 4 on a GPU).
+    memory_tiles : int
+        Tile features kept on the device for reuse (least recently used dropped).
+    session : InferenceSession, optional
+        The session of the model calls (default a new one), shared with `predictor`.
+    tile_input : int, optional
+        A whole tile's side in model-input pixels (default the model's `image_size`); a
+        larger one (a multiple of 64) only for a model with `flexible_input`, for the
+        instance maps (`automask.ais.tile_maps`): fewer, larger tiles waste less on the
+        overlaps, but prompts cannot be answered on them (`predictor` refuses).
     """
 
     def __init__(self, model: Union[Sam, str, None], image, *, tile_size: Optional[int] = None,
@@ -132,12 +149,33 @@ class TiledEmbeddings:
         return {} if self.tile_input == self.model.image_size else {"size": self.tile_input}
 
     def input_size(self, tile: Tile):
-        """(h, w) of `tile` in model-input pixels."""
+        """A tile's size in the model's input frame.
+
+        Parameters
+        ----------
+        tile : Tile
+
+        Returns
+        -------
+        (int, int)
+            (h, w) of the tile in model-input pixels, scaled by `zoom`.
+        """
         return zoomed_shape(*tile.shape, self.zoom, self.tile_input)
 
     def model_input(self, tile: Tile) -> torch.Tensor:
-        """(1, 3, h, w) 0-255 pixels of `tile` as the encoder gets them (the last tile's are
-        kept: the instance head reads them again right after the encoder)."""
+        """A tile's pixels as the encoder gets them (the last tile's are kept: the instance
+        head reads them again right after the encoder).
+
+        Parameters
+        ----------
+        tile : Tile
+
+        Returns
+        -------
+        Tensor (1, 3, h, w) float
+            0-255, scaled with the image's contrast range and resized by `zoom`, on the
+            device.
+        """
         last = self._last_input
         if last is not None and last[0] == tile.window:
             return last[1]
@@ -147,12 +185,34 @@ class TiledEmbeddings:
         return x
 
     def missing(self, tiles: Optional[Iterable[Tile]] = None) -> List[Tile]:
+        """The tiles whose embedding is not yet stored.
+
+        Parameters
+        ----------
+        tiles : iterable of Tile, optional
+            The tiles to look at (None: the whole grid).
+
+        Returns
+        -------
+        list of Tile
+            In the order given.
+        """
         done = self.store.done()
         return [t for t in (self.grid if tiles is None else tiles) if t.index not in done]
 
     @torch.no_grad()
     def encode(self, tiles: Sequence[Tile]) -> np.ndarray:
-        """Run the encoder on `tiles` (all of one shape): (B, C, g, g) float32."""
+        """Run the encoder on some tiles, without storing anything.
+
+        Parameters
+        ----------
+        tiles : sequence of Tile
+            B tiles, all of one shape.
+
+        Returns
+        -------
+        ndarray (B, C, g, g) float32
+        """
         xs = [self.model_input(t) for t in tiles]
         self.session.refresh()
         with self.session, autocast(self.device, self.dtype):
@@ -160,7 +220,20 @@ class TiledEmbeddings:
         return feats.float().cpu().numpy()
 
     def compute(self, tiles: Optional[Iterable[Tile]] = None, progress=null_progress) -> int:
-        """Embed the given tiles (default: all) that the cache lacks; returns how many."""
+        """Embed and store the tiles that the cache lacks, `batch_size` at a time.
+
+        Parameters
+        ----------
+        tiles : iterable of Tile, optional
+            The tiles wanted (None: the whole grid).
+        progress : callable
+            `progress(done, total, message)`.
+
+        Returns
+        -------
+        int
+            How many tiles were embedded.
+        """
         todo = self.missing(tiles)
         progress(0, len(todo), "embedding tiles")
         for i in range(0, len(todo), self.batch_size):
@@ -172,8 +245,20 @@ class TiledEmbeddings:
 
     # ---- reading ---------------------------------------------------------------------
     def features(self, tile: Tile, keep: bool = True) -> torch.Tensor:
-        """(1, C, g, g) float32 features of `tile`, computed first if needed; keep=False
-        computes a missing tile without storing it (automask without a cache)."""
+        """A tile's features, computed first if needed.
+
+        Parameters
+        ----------
+        tile : Tile
+        keep : bool
+            False: a missing tile is computed without storing it (automask without a
+            cache).
+
+        Returns
+        -------
+        Tensor (1, C, g, g) float32
+            On the device.
+        """
         key = tile.index
         if key in self._memory:
             self._memory.move_to_end(key)
@@ -202,11 +287,35 @@ class TiledEmbeddings:
             return self.store.get(tile.index)
 
     def embedding(self, tile: Tile, keep: bool = True) -> ImageEmbedding:
+        """A tile's embedding as a `Predictor` takes it.
+
+        Parameters
+        ----------
+        tile : Tile
+        keep : bool
+            As in `features`.
+
+        Returns
+        -------
+        ImageEmbedding
+            The features with the tile's (h, w) and its size in the model's input.
+        """
         return ImageEmbedding(self.features(tile, keep), tile.shape, self.input_size(tile),
                               self.model.signature())
 
     def predictor(self, tile: Tile) -> Predictor:
-        """A Predictor (shared, reused) holding `tile`'s embedding; prompts in tile pixels."""
+        """A Predictor (shared, reused) holding a tile's embedding; ValueError for tiles
+        larger than the model's input (`tile_input`).
+
+        Parameters
+        ----------
+        tile : Tile
+
+        Returns
+        -------
+        Predictor
+            Prompts go in the tile's pixel coordinates, not the image's.
+        """
         if self.tile_input != self.model.image_size:
             raise ValueError(f"tiles of {self.tile_input} model pixels have instance maps only; "
                              f"prompts need tiles of the model's input ({self.model.image_size})")

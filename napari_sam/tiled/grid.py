@@ -46,10 +46,25 @@ def _core_bounds(starts: Sequence[int], tile: int, length: int) -> List[int]:
 
 @dataclass(frozen=True)
 class Tile:
-    index: Tuple[int, int]          # (iy, ix) in the grid
-    window: Box                     # the pixels the model sees
-    core: Box                       # the pixels this tile owns
-    inner: Tuple[bool, bool, bool, bool]  # (top, left, bottom, right) edge is not on the image border
+    """One tile of a `TileGrid` (made by the grid, not by hand).
+
+    Parameters
+    ----------
+    index : (int, int)
+        (row, col) of the tile in the grid.
+    window : (int, int, int, int)
+        The pixels the model sees: (row0, col0, row1, col1) in the image, exclusive ends.
+    core : (int, int, int, int)
+        The pixels this tile owns, inside the window; the cores partition the image.
+    inner : (bool, bool, bool, bool)
+        For the (top, left, bottom, right) edges: whether the edge lies inside the image
+        (a cut) rather than on its border.
+    """
+
+    index: Tuple[int, int]
+    window: Box
+    core: Box
+    inner: Tuple[bool, bool, bool, bool]
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -64,9 +79,21 @@ class Tile:
         return f"{self.index[0]}_{self.index[1]}"
 
     def margin(self, box) -> float:
-        """Smallest distance from `box` (row0, col0, row1, col1, inclusive coordinates of the
-        prompt's extent) to an inner edge of the window; edges on the image border count as
-        infinitely far. Negative where the box sticks out of the window."""
+        """How far a box stays from the window's cuts.
+
+        Parameters
+        ----------
+        box : sequence of 4 float
+            (row0, col0, row1, col1), inclusive coordinates of a prompt's extent in the
+            image.
+
+        Returns
+        -------
+        float
+            The smallest distance in pixels from the box to an inner edge of the window
+            (edges on the image border count as infinitely far); negative where the box
+            sticks out of the window.
+        """
         r0, c0, r1, c1 = (float(v) for v in box)
         y0, x0, y1, x1 = self.window
         d = [r0 - y0, c0 - x0, (y1 - 1) - r1, (x1 - 1) - c1]
@@ -74,14 +101,32 @@ class Tile:
         return min(out)
 
     def core_mask(self) -> np.ndarray:
-        """Bool (h, w) over the window: True on the core."""
+        """Where the core lies in the window.
+
+        Returns
+        -------
+        ndarray (h, w) bool
+            Over the window (h, w = `shape`): True on the core.
+        """
         m = np.zeros(self.shape, bool)
         y0, x0 = self.window[:2]
         m[self.core[0] - y0:self.core[2] - y0, self.core[1] - x0:self.core[3] - x0] = True
         return m
 
     def edge_mask(self, width: int = 1) -> np.ndarray:
-        """Bool (h, w) over the window: True within `width` pixels of an inner edge."""
+        """Where the window's cuts are.
+
+        Parameters
+        ----------
+        width : int
+            Band width in pixels.
+
+        Returns
+        -------
+        ndarray (h, w) bool
+            Over the window: True within `width` pixels of an inner edge (not along edges
+            on the image border).
+        """
         m = np.zeros(self.shape, bool)
         top, left, bottom, right = self.inner
         if top:
@@ -96,9 +141,17 @@ class Tile:
 
 
 class TileGrid:
-    """Overlapping tiles over an image of `shape` (Y, X).
+    """Overlapping tiles over an image (see the module docstring); indexed by (row, col)
+    in the grid, iterated row by row.
 
-    tile: window side in pixels; overlap: minimum overlap of neighbouring windows (< tile).
+    Parameters
+    ----------
+    shape : sequence of int
+        The image's (Y, X); further entries are ignored.
+    tile : int
+        Window side in pixels (at least 16).
+    overlap : int
+        Minimum overlap of neighbouring windows in pixels (0 <= overlap < tile).
     """
 
     def __init__(self, shape: Sequence[int], tile: int, overlap: int) -> None:
@@ -144,28 +197,69 @@ class TileGrid:
         return Tile((iy, ix), window, core, inner)
 
     def describe(self) -> dict:
+        """The grid as plain data (for signatures and reports).
+
+        Returns
+        -------
+        dict
+            "shape" [Y, X], "tile", "overlap" and "grid" [rows, cols].
+        """
         return {"shape": list(self.shape), "tile": self.tile, "overlap": self.overlap,
                 "grid": list(self.grid_shape)}
 
     # ---- look-ups ---------------------------------------------------------------------
     def owner(self, row: float, col: float) -> Tile:
-        """The tile whose core contains pixel (row, col)."""
+        """The tile that owns a pixel.
+
+        Parameters
+        ----------
+        row, col : float
+            The pixel, in image coordinates (outside the image: the nearest tile).
+
+        Returns
+        -------
+        Tile
+            The tile whose core contains it.
+        """
         iy = int(np.searchsorted(self.bounds[0], row, side="right")) - 1
         ix = int(np.searchsorted(self.bounds[1], col, side="right")) - 1
         ny, nx = self.grid_shape
         return self[min(max(iy, 0), ny - 1), min(max(ix, 0), nx - 1)]
 
     def intersecting(self, box: Box) -> List[Tile]:
-        """Tiles whose window meets `box` (row0, col0, row1, col1), exclusive ends."""
+        """The tiles whose window meets a box.
+
+        Parameters
+        ----------
+        box : (int, int, int, int)
+            (row0, col0, row1, col1) in the image, exclusive ends.
+
+        Returns
+        -------
+        list of Tile
+            Row by row.
+        """
         r0, c0, r1, c1 = box
         ys = [i for i, s in enumerate(self.starts[0]) if s < r1 and s + self.tile > r0]
         xs = [i for i, s in enumerate(self.starts[1]) if s < c1 and s + self.tile > c0]
         return [self[iy, ix] for iy in ys for ix in xs]
 
     def best_tile(self, box, exclude: Optional[set] = None) -> Optional[Tile]:
-        """The tile that holds `box` (inclusive row0, col0, row1, col1) with the most margin
-        to its inner edges; ties go to the tile whose centre is nearest the box centre.
-        Tiles in `exclude` are skipped (None when no other tile meets the box)."""
+        """The tile that holds a box with the most margin to its inner edges (`Tile.margin`);
+        ties go to the tile whose centre is nearest the box centre.
+
+        Parameters
+        ----------
+        box : sequence of 4 float
+            (row0, col0, row1, col1), inclusive coordinates in the image.
+        exclude : set of (int, int), optional
+            Grid indices of tiles to skip.
+
+        Returns
+        -------
+        Tile or None
+            None when no tile outside `exclude` meets the box.
+        """
         r0, c0, r1, c1 = (float(v) for v in box)
         cands = self.intersecting((int(math.floor(r0)), int(math.floor(c0)),
                                    int(math.floor(r1)) + 1, int(math.floor(c1)) + 1))
@@ -181,6 +275,17 @@ class TileGrid:
         return min(cands, key=rank)
 
     def neighbours(self, tile: Tile) -> List[Tile]:
+        """The up to eight tiles around one.
+
+        Parameters
+        ----------
+        tile : Tile
+
+        Returns
+        -------
+        list of Tile
+            Row by row, the tile itself left out.
+        """
         iy, ix = tile.index
         ny, nx = self.grid_shape
         return [self[iy + dy, ix + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)

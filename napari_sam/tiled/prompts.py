@@ -35,12 +35,24 @@ from .grid import Box, Tile, intersect
 
 @dataclass
 class TiledMask:
-    """One object on a large image, stored as its bounding box and the mask inside it."""
+    """One object on a large image, stored as its bounding box and the mask inside it.
 
-    bbox: Box                        # (row0, col0, row1, col1), exclusive ends, image pixels
-    mask: np.ndarray                 # bool (row1 - row0, col1 - col0)
-    score: float                     # predicted IoU of the first tile's mask
-    tiles: List[Tuple[int, int]] = field(default_factory=list)  # tiles used, first = anchor
+    Parameters
+    ----------
+    bbox : (int, int, int, int)
+        (row0, col0, row1, col1) in image pixels, exclusive ends.
+    mask : ndarray (row1 - row0, col1 - col0) bool
+        The object inside the box.
+    score : float
+        Predicted IoU of the first tile's mask.
+    tiles : list of (int, int)
+        Grid indices (row, col) of the tiles used; the first is the anchor.
+    """
+
+    bbox: Box
+    mask: np.ndarray
+    score: float
+    tiles: List[Tuple[int, int]] = field(default_factory=list)
 
     @property
     def area(self) -> int:
@@ -51,13 +63,31 @@ class TiledMask:
         return slice(self.bbox[0], self.bbox[2]), slice(self.bbox[1], self.bbox[3])
 
     def to_full(self, shape) -> np.ndarray:
-        """The mask as a full-size bool array (only for images that fit in memory)."""
+        """The mask as a full-size array (only for images that fit in memory).
+
+        Parameters
+        ----------
+        shape : sequence of int
+            The image's shape; its first two entries (Y, X) are used.
+
+        Returns
+        -------
+        ndarray (Y, X) bool
+        """
         out = np.zeros(tuple(shape)[:2], bool)
         out[self.slices] = self.mask
         return out
 
     def paint(self, labels, value: int) -> None:
-        """Write `value` into `labels` (any array with slicing: numpy, zarr) under the mask."""
+        """Write a label value under the mask, reading and writing only the box.
+
+        Parameters
+        ----------
+        labels : array-like (Y, X)
+            Any array with numpy slicing (numpy, zarr); changed in place.
+        value : int
+            The label to write.
+        """
         part = np.asarray(labels[self.slices])
         part[self.mask] = value
         labels[self.slices] = part

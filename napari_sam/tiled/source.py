@@ -38,8 +38,14 @@ def open_image(path: Union[str, Path]):
 class ImageSource:
     """Read access to a (Y, X) or (Y, X, C) image without loading it.
 
-    image: an array-like with numpy slicing (numpy, np.memmap, zarr, dask) or a path.
-    channels: up to three channel indices, as in `transforms.select_channels`.
+    Parameters
+    ----------
+    image : array-like or str or Path
+        An array with numpy slicing (numpy, np.memmap, zarr, dask), (Y, X) or (Y, X, C), or
+        an image file (opened lazily, level 0 of a pyramid; its metadata and nodata value
+        are kept).
+    channels : sequence of int, optional
+        Up to three channel indices, as in `transforms.select_channels`.
     """
 
     def __init__(self, image, channels: Optional[Sequence[int]] = None) -> None:
@@ -69,11 +75,30 @@ class ImageSource:
         return self.shape[0], self.shape[1]
 
     def read(self, box) -> np.ndarray:
+        """The raw pixels of one window.
+
+        Parameters
+        ----------
+        box : sequence of 4 int
+            (row0, col0, row1, col1) in the image, exclusive ends.
+
+        Returns
+        -------
+        ndarray (h, w) or (h, w, C)
+            In the image's dtype, all channels.
+        """
         return read_box(self.array, box)
 
     # ---- the subsample ----------------------------------------------------------------
     def sample_boxes(self):
-        """Windows of the subsample: the whole image if it is small, else a regular grid."""
+        """The windows of the subsample: the whole image if it is small, else a regular grid
+        of `SAMPLE_GRID` x `SAMPLE_GRID` windows of side `SAMPLE_WINDOW`.
+
+        Returns
+        -------
+        list of (int, int, int, int)
+            (row0, col0, row1, col1), exclusive ends, row by row.
+        """
         h, w = self.shape2d
         n, s = SAMPLE_GRID, SAMPLE_WINDOW
         if h * w <= (n * s) ** 2:
@@ -83,12 +108,26 @@ class ImageSource:
         return [(y, x, min(y + s, h), min(x + s, w)) for y in ys for x in xs]
 
     def sample(self) -> list:
+        """The pixels of the subsample's windows, read once and kept.
+
+        Returns
+        -------
+        list of ndarray (h, w) or (h, w, C)
+            One per window of `sample_boxes`, in the image's dtype.
+        """
         if self._sample is None:
             self._sample = [self.read(b) for b in self.sample_boxes()]
         return self._sample
 
     def fingerprint(self) -> dict:
-        """Shape, dtype and a SHA-1 of the subsampled pixels (all channels)."""
+        """What identifies the image's data, without reading it whole.
+
+        Returns
+        -------
+        dict
+            "shape", "dtype" and "sample_sha1", a SHA-1 of the subsample's windows and
+            pixels (all channels).
+        """
         h = hashlib.sha1()
         for box, part in zip(self.sample_boxes(), self.sample()):
             h.update(np.asarray(box, np.int64).tobytes())
@@ -96,8 +135,15 @@ class ImageSource:
         return {"shape": list(self.shape), "dtype": self.dtype.str, "sample_sha1": h.hexdigest()}
 
     def value_range(self) -> Optional[Tuple[list, list]]:
-        """Per-channel (low, high) for `to_model_pixels`, from the subsample; None where the
-        core leaves the data unscaled (uint8, bool)."""
+        """The contrast range every tile is scaled with, from the subsample (nodata pixels
+        left out).
+
+        Returns
+        -------
+        (list of float, list of float) or None
+            Per selected channel (low, high) for `to_model_pixels`; None for uint8 and bool
+            images (left unscaled) or when the subsample holds no valid pixel.
+        """
         if self.dtype in (np.uint8, np.bool_):
             return None
         parts = [select_channels(p, self.channels) for p in self.sample()]
@@ -113,5 +159,18 @@ class ImageSource:
         return [float(v) for v in lo], [float(v) for v in hi]
 
     def pixels(self, box, value_range) -> np.ndarray:
-        """Model pixels (float32 (h, w, 3), 0-255) of one window."""
+        """One window as the model takes it.
+
+        Parameters
+        ----------
+        box : sequence of 4 int
+            (row0, col0, row1, col1) in the image, exclusive ends.
+        value_range : (low, high) or None
+            The contrast range (`value_range`); None: the window's own percentiles.
+
+        Returns
+        -------
+        ndarray (h, w, 3) float32
+            Selected channels scaled to 0-255.
+        """
         return to_model_pixels(self.read(box), self.channels, value_range)

@@ -4,7 +4,8 @@
 """
 
 from .embeddings import SliceEmbeddings
-from .propagate import Cancelled, PropagationInfo, StopRules, segment_volume
+from .propagate import segment_volume
+from .stops import Cancelled, PropagationInfo, StopRules
 from .link import link_labels
 from .track import TrackResult, track
 from .ctc import read_ctc, tracks_data, write_ctc

@@ -79,12 +79,25 @@ def _fingerprint(stack) -> str:
 class SliceEmbeddings:
     """Embeddings of the slices of one stack for one predictor (module doc).
 
-    predictor: a `Predictor`; stack: (N, Y, X) or (N, Y, X, C), a numpy array or anything
-    indexable by slice (zarr, dask: one slice is read at a time); channels, value_range: as
-    for `Predictor.set_image` (value_range None: one range over the stack); cache: None
-    (memory) or a folder; cache_dtype: "float16" (half the disk) or "float32"; diameter:
-    None (estimated on slice `reference`, default the middle one), a number of image px or
-    "off", see the module doc.
+    Parameters
+    ----------
+    predictor : Predictor
+        Runs the encoder; it holds the current slice.
+    stack : array-like (N, Y, X) or (N, Y, X, C)
+        Numpy, or anything indexable by slice (zarr, dask: one slice is read at a time).
+    channels : sequence of int, optional
+        As for `Predictor.set_image`.
+    value_range : (low, high), optional
+        As for `Predictor.set_image`; None: one range computed over the whole stack.
+    cache : None, str or path
+        None (memory) or a folder for the slice embeddings.
+    cache_dtype : str
+        "float16" (half the disk) or "float32".
+    diameter : None, float or "off"
+        The objects' diameter in image pixels, which sets the zoom of every slice (None:
+        estimated on slice `reference`; "off": SAM's whole-slice resize).
+    reference : int, optional
+        The slice the diameter is estimated on (None: the middle one).
     """
 
     def __init__(self, predictor: Predictor, stack, channels: Optional[Sequence[int]] = None,
@@ -168,7 +181,18 @@ class SliceEmbeddings:
         return None
 
     def embedding(self, k: int) -> ImageEmbedding:
-        """The embedding of slice k (computed and kept on first use)."""
+        """The embedding of one slice, computed and kept on first use.
+
+        Parameters
+        ----------
+        k : int
+            The slice index, 0 <= k < N (IndexError otherwise).
+
+        Returns
+        -------
+        ImageEmbedding
+            Features (1, C, g, g) float32 on the predictor's device, with the slice's (Y, X).
+        """
         if not 0 <= k < len(self):
             raise IndexError(f"slice {k} is outside the stack of {len(self)} slices")
         feats = self._cached(k)
@@ -179,8 +203,18 @@ class SliceEmbeddings:
         return ImageEmbedding(t, self.shape, self.input_size, sig)
 
     def set_image(self, k: int) -> ImageEmbedding:
-        """Run the encoder on slice k at the stack's zoom (the predictor then also holds the
-        slice's pixels, which an instance head needs); the embedding is kept."""
+        """Run the encoder on one slice at the stack's zoom and keep the embedding (the
+        predictor then also holds the slice's pixels, which an instance head needs).
+
+        Parameters
+        ----------
+        k : int
+            The slice index.
+
+        Returns
+        -------
+        ImageEmbedding
+        """
         kw = {"zoom": self.zoom} if self.zoom is not None else {"diameter": "off"}
         emb = self.predictor.set_image(np.asarray(self.stack[k]), self.channels,
                                        self.value_range, **kw)
@@ -197,8 +231,18 @@ class SliceEmbeddings:
         return emb
 
     def pixels(self, k: int) -> np.ndarray:
-        """Slice k as the model sees its intensities: (Y, X) float32 0..255, the mean over
-        the channels after the stack's normalisation."""
+        """One slice as the model sees its intensities (for the contrast rule); kept.
+
+        Parameters
+        ----------
+        k : int
+            The slice index.
+
+        Returns
+        -------
+        ndarray (Y, X) float32
+            0..255, the mean over the channels after the stack's normalisation.
+        """
         px = self._pixels.get(k)
         if px is None:
             px = to_model_pixels(np.asarray(self.stack[k]), self.channels, self.value_range)
@@ -206,7 +250,18 @@ class SliceEmbeddings:
         return px
 
     def load(self, k: int) -> Predictor:
-        """Make slice k the predictor's image (embedding it if needed); returns the predictor."""
+        """Make one slice the predictor's image, embedding it if needed.
+
+        Parameters
+        ----------
+        k : int
+            The slice index.
+
+        Returns
+        -------
+        Predictor
+            The stack's predictor, now holding slice k.
+        """
         emb = self.embedding(k)
         if self.predictor._emb is not emb:
             self.predictor.set_embedding(emb)

@@ -43,7 +43,7 @@ folder with `cache=`); pass `embeddings=` to reuse them across calls (the napari
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -53,63 +53,8 @@ from scipy import ndimage as ndi
 from ..progress import null_progress
 from ..prompts import mask_to_logits
 from .embeddings import SliceEmbeddings, as_predictor, check_stack
-
-
-class Cancelled(Exception):
-    """Raised when the `cancel` callback of a long computation returns True."""
-
-
-@dataclass(frozen=True)
-class StopRules:
-    """When propagation stops (module doc). Areas in pixels of one slice."""
-
-    min_area: int = 10
-    min_area_ratio: float = 0.2
-    max_area_ratio: float = 2.5
-    min_iou: float = 0.3
-    min_contrast: float = 0.45
-    ring: int = 4
-    min_score: float = 0.0
-    max_slices: Optional[int] = None
-
-    def for_spacing(self, spacing) -> "StopRules":
-        if spacing is None:
-            return self
-        dz, dy, dx = (float(s) for s in spacing)
-        if min(dz, dy, dx) <= 0:
-            raise ValueError(f"spacing must be positive (dz, dy, dx), got {tuple(spacing)}")
-        r = dz / min(dy, dx)
-        if r <= 1:
-            return self
-        return replace(self, min_iou=self.min_iou / r, min_area_ratio=self.min_area_ratio / r,
-                       max_area_ratio=self.max_area_ratio * r)
-
-
-@dataclass
-class SliceAnswer:
-    logits: torch.Tensor   # (1, 1, m, m) low-res logits of the chosen mask
-    mask: np.ndarray       # (Y, X) bool
-    score: float
-    contrast: float = float("nan")  # inside minus ring (`contrast`), set on anchors
-
-
-@dataclass
-class PropagationInfo:
-    """scores: (Z,) predicted IoU per slice (NaN where the object is absent); stops: why the
-    object ended below the lowest and above the highest anchor ('vanished', 'shrank', 'grew',
-    'jumped', 'unsure', 'max_slices', 'edge'); anchors: the anchor slices."""
-
-    scores: np.ndarray
-    stops: Dict[str, str] = field(default_factory=dict)
-    anchors: Tuple[int, ...] = ()
-
-
-def _check_cancel(cancel) -> None:
-    if cancel is None:
-        return
-    flag = cancel.is_set() if hasattr(cancel, "is_set") else cancel()
-    if flag:
-        raise Cancelled("cancelled")
+# the stopping rules and the answers' records live in stops; importable from here as before
+from .stops import Cancelled, PropagationInfo, SliceAnswer, StopRules, _check_cancel  # noqa: F401
 
 
 def _box(mask: np.ndarray) -> Tuple[np.ndarray, Tuple[slice, slice]]:

@@ -44,8 +44,15 @@ def segment_slices(*args, **kw):
 
 @dataclass
 class TrackResult:
-    """labels: (T, Y, X) uint32, one id per track; lineage: {id: (first frame, last frame,
-    parent id or 0)}, the CTC `res_track.txt` rows."""
+    """What `track` returns: the tracks as labels and their lineage.
+
+    Parameters
+    ----------
+    labels : ndarray (T, Y, X) uint32
+        One id per track, 0 = background.
+    lineage : dict of int to (int, int, int)
+        {id: (first frame, last frame, parent id or 0)}, the rows of CTC's `res_track.txt`.
+    """
 
     labels: np.ndarray
     lineage: Dict[int, Tuple[int, int, int]]
@@ -60,13 +67,47 @@ class TrackResult:
         return [(self.lineage[c[0]][0], p, tuple(sorted(c))) for p, c in sorted(kids.items())]
 
     def write_ctc(self, folder, overwrite: bool = False):
+        """Write the tracks as a Cell Tracking Challenge result folder (`ctc.write_ctc`).
+
+        Parameters
+        ----------
+        folder : str or Path
+            Created if missing.
+        overwrite : bool
+            Replace existing files (else refuse before writing anything).
+
+        Returns
+        -------
+        Path
+            The folder.
+        """
         return ctc.write_ctc(folder, self.labels, self.lineage, overwrite)
 
     def tracks_data(self, spacing=None):
-        """(data (N, 4) [id, t, row, col], graph {child: [parent]}) for napari's Tracks."""
+        """The tracks as napari's Tracks layer takes them, at each cell's centroid.
+
+        Parameters
+        ----------
+        spacing : sequence of float, optional
+            Pixel size; its last two entries scale row and col.
+
+        Returns
+        -------
+        data : ndarray (N, 4) float64
+            [track id, t, row, col], sorted by id and t.
+        graph : dict of int to list of int
+            {child: [parent]}.
+        """
         return ctc.tracks_data(self.labels, self.lineage, spacing)
 
     def table(self) -> Dict[str, np.ndarray]:
+        """One row per cell and frame, as columns (for `io.tables.write_csv`).
+
+        Returns
+        -------
+        dict of str to ndarray (N,)
+            track_id, t, centroid_row, centroid_col, area, parent, first_frame, last_frame.
+        """
         return ctc.tracks_table(self.labels, self.lineage)
 
 
