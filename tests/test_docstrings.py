@@ -77,7 +77,7 @@ def _module_members():
 
     out = []
     moved = {"zoom_plan", "instance_labels", "size_probe", "watershed", "automask.tile_jobs",
-             "automask.tile_segmenters"}
+             "automask.tile_segmenters", "volume.stops"}
     for name in sorted(set(napari_sam._EXPORTS.values()) | moved):
         module = importlib.import_module(f"napari_sam.{name}")
         if hasattr(module, "__path__"):  # a package: what it exports
