@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs"))
     ap.add_argument("--clicks", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--only", choices=("interactive", "automask", "ais"), default=None,
+    ap.add_argument("--only", choices=("interactive", "automask", "ais", "cells"), default=None,
                     help="take only these screenshots (default: all)")
     ap.add_argument("--pred-iou", type=float, default=None,
                     help="automask threshold (default: the model's)")
@@ -56,6 +56,8 @@ def main(argv=None) -> int:
         automask(args)
     if args.only in (None, "ais"):
         ais(args)
+    if args.only in (None, "cells"):
+        cells(args)
     return 0
 
 
@@ -158,6 +160,44 @@ def ais(args) -> None:
     viewer.reset_view()
     env.close_toasts()
     imsave(Path(args.out) / "ais_widget.png",
+           viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+    viewer.close()
+
+
+def cells(args) -> None:
+    """Touching, textured cells (32 px) with nothing typed: Run (diameter auto), then
+    Estimate with the model loaded (the status says "checked by the model"), the circle
+    and the labels in view: docs/napari_cells_estimate.png."""
+    from napari_sam._napari.automask_widget import AutomaskWidget
+    from napari_sam.training.evaluate import match_f1
+    from napari_sam.training.multiscale import median_diameter, scaled_sample
+
+    env = _load(args)
+    napari, imsave, settle = env.napari, env.imsave, env.settle
+    image, truth = scaled_sample("cells", 32, (512, 512), 7200)
+    viewer = napari.Viewer()
+    viewer.window.resize(1400, 900)
+    viewer.add_image(image, name="cells")
+    widget = AutomaskWidget(viewer, model=env.model)
+    viewer.window.add_dock_widget(widget, name="Automatic segmentation", area="right")
+    widget.run()
+    end = time.time() + 300
+    while widget.busy and time.time() < end:
+        settle(0.1)
+    labels = [ly for ly in viewer.layers if ly.name != "cells" and hasattr(ly, "selected_label")]
+    if not labels:
+        raise SystemExit(f"automask did not finish: {widget.status.value}")
+    f1 = match_f1(np.asarray(labels[-1].data), truth)
+    print(f"cells: {widget.status.value}; F1@0.5 {f1['f1@0.5']:.3f}, F1@0.75 "
+          f"{f1['f1@0.75']:.3f}")
+    widget.size.estimate()
+    end = time.time() + 60
+    while widget.size.worker is not None and time.time() < end:
+        settle(0.1)
+    print(f"estimate: {widget.status.value} (true median {median_diameter(truth):.1f} px)")
+    viewer.reset_view()
+    env.close_toasts()
+    imsave(Path(args.out) / "napari_cells_estimate.png",
            viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
     viewer.close()
 
