@@ -85,3 +85,31 @@ def test_bundled_head_segments_heldout_nuclei():
         image, truth = nuclei_image(10_000_019 + i, (256, 256))
         f1.append(match_f1(automask(image, model, mode="ais"), truth))
     assert np.mean([f["f1@0.5"] for f in f1]) > 0.85, f1
+
+
+def test_instance_head_pool_scaled_share():
+    """`train_instance --scaled 1`: every pool item is a nuclei or cells field whose objects
+    have the sizes the default path shows the model (24-72 px), as uint8 model pixels with
+    targets in 0..1."""
+    from napari_sam.training.train_instance import SCALED_DIAMETERS, TargetPool
+
+    rng = np.random.default_rng(0)
+    pool = TargetPool(rng, 3, 128, scaled=1.0)
+    for px, tg in pool.items:
+        assert px.shape == (128, 128, 3) and px.dtype == np.uint8
+        assert tg.shape == (3, 128, 128) and 0 <= tg.min() and tg.max() <= 1
+        assert tg[0].any()
+    x, t = pool.batch(2)
+    assert tuple(x.shape) == (2, 3, 128, 128) and tuple(t.shape) == (2, 3, 128, 128)
+    # the diameter drawn (log-uniform in the range) is the one the generator gets
+    from unittest import mock
+
+    from napari_sam.training import multiscale
+
+    one = TargetPool(np.random.default_rng(1), 0, 128, scaled=1.0)
+    with mock.patch.object(multiscale, "scaled_sample", wraps=multiscale.scaled_sample) as spy:
+        for _ in range(4):
+            one._scaled()
+    diameters = [c.args[1] for c in spy.call_args_list]
+    lo, hi = SCALED_DIAMETERS
+    assert len(diameters) == 4 and all(lo <= d <= hi for d in diameters)

@@ -41,16 +41,41 @@ from .pool import model_sample
 CALIBRATION_SEED = 20_000_003  # as train.CALIBRATION_SEED: apart from training and test seeds
 
 
+# objects of the `--scaled` share of the pool: median diameters drawn log-uniformly from this
+# range of model-input px (the default path zooms objects to the preferred 40 px; tiles and
+# estimate errors spread them around it)
+SCALED_DIAMETERS = (24.0, 72.0)
+
+
 class TargetPool:
     """Synthetic (pixels, targets) pairs, refreshed as they are used; copies are flipped and
-    rotated (the targets' meaning is unchanged by both)."""
+    rotated (the targets' meaning is unchanged by both). A share `scaled` of the items are
+    nuclei or touching cells generated at the sizes the default path shows the model
+    (`SCALED_DIAMETERS`), the rest the training mix (`pool.model_sample`)."""
 
-    def __init__(self, rng: np.random.Generator, n: int, size: int) -> None:
-        self.rng, self.size = rng, size
+    def __init__(self, rng: np.random.Generator, n: int, size: int,
+                 scaled: float = 0.0) -> None:
+        self.rng, self.size, self.scaled = rng, size, float(scaled)
         self.items = [self._new() for _ in range(n)]
 
     def _new(self):
+        if self.scaled and self.rng.random() < self.scaled:
+            return self._scaled()
         px, lab = model_sample(self.rng, self.size)
+        return px, instance_targets(lab)
+
+    def _scaled(self):
+        from ..transforms import to_model_pixels
+        from .multiscale import scaled_sample
+
+        lo, hi = np.log(SCALED_DIAMETERS)
+        d = float(np.exp(self.rng.uniform(lo, hi)))
+        kind = "cells" if self.rng.random() < 0.6 else "nuclei"
+        # seeds far above every benchmark's and test's (those are below 10^8)
+        seed = int(self.rng.integers(1 << 40, 1 << 41))
+        image, lab = scaled_sample(kind, d, (self.size, self.size), seed,
+                                   dtype=str(self.rng.choice(["uint8", "uint16"])))
+        px = np.round(to_model_pixels(image)).astype(np.uint8)
         return px, instance_targets(lab)
 
     def refresh(self, k: int) -> None:
@@ -161,7 +186,7 @@ def train(a) -> Sam:
         p.requires_grad_(True)
     model.eval()
     model.instance_head.train()
-    pool = TargetPool(rng, a.pool, model.config.image_size)
+    pool = TargetPool(rng, a.pool, model.config.image_size, a.scaled)
     val = validation_sets(6)
     logf = open(out / "log.jsonl", "a")
     t0, last, hist = time.time(), time.time(), []
@@ -282,6 +307,9 @@ def main(argv=None) -> int:
     ap.add_argument("--refresh", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--scaled", type=float, default=0.0, metavar="P",
+                    help="share of the pool generated at the sizes the default path shows "
+                         "the model (nuclei and touching cells, 24-72 px)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--export", metavar="DEST")
     ap.add_argument("--calibrate", type=int, default=0, metavar="N")
