@@ -90,16 +90,22 @@ def _load(args):
                 w.close()
         settle()
 
+    def finish(viewer, path):  # whole view, no toasts: save the window, close the viewer
+        viewer.reset_view()
+        close_toasts()
+        imsave(path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+        viewer.close()
+
     return SimpleNamespace(napari=napari, tifffile=tifffile, torch=torch, imsave=imsave,
                            nuclei=nuclei, model=model, settle=settle, QApplication=QApplication,
-                           close_toasts=close_toasts)
+                           close_toasts=close_toasts, finish=finish)
 
 
 def automask(args) -> None:
     from napari_sam._napari.automask_widget import AutomaskWidget
 
     env = _load(args)
-    napari, imsave, nuclei, settle = env.napari, env.imsave, env.nuclei, env.settle
+    napari, nuclei, settle = env.napari, env.nuclei, env.settle
     viewer = napari.Viewer()
     viewer.window.resize(1400, 900)
     data, kwargs, _ = nuclei()[0]
@@ -124,11 +130,7 @@ def automask(args) -> None:
     widget.pred_iou.value = chosen + 0.05  # a slider move: re-filter only
     widget.pred_iou.value = chosen
     print(f"two slider moves: {(time.perf_counter() - t0) * 1000:.0f} ms")
-    viewer.reset_view()
-    env.close_toasts()
-    imsave(Path(args.out) / "napari_automask.png",
-           viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
-    viewer.close()
+    env.finish(viewer, Path(args.out) / "napari_automask.png")
 
 
 def ais(args) -> None:
@@ -137,7 +139,7 @@ def ais(args) -> None:
     from napari_sam._napari.automask_widget import AutomaskWidget
 
     env = _load(args)
-    napari, imsave, nuclei, settle = env.napari, env.imsave, env.nuclei, env.settle
+    napari, nuclei, settle = env.napari, env.nuclei, env.settle
     viewer = napari.Viewer()
     viewer.window.resize(1400, 900)
     data, kwargs, _ = nuclei()[0]
@@ -157,11 +159,7 @@ def ais(args) -> None:
     widget.foreground.value = min(widget.foreground.value + 0.1, 0.95)  # watershed only
     print(f"foreground slider: {widget.status.value} in "
           f"{(time.perf_counter() - t0) * 1000:.0f} ms")
-    viewer.reset_view()
-    env.close_toasts()
-    imsave(Path(args.out) / "ais_widget.png",
-           viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
-    viewer.close()
+    env.finish(viewer, Path(args.out) / "ais_widget.png")
 
 
 def cells(args) -> None:
@@ -173,7 +171,7 @@ def cells(args) -> None:
     from napari_sam.training.multiscale import median_diameter, scaled_sample
 
     env = _load(args)
-    napari, imsave, settle = env.napari, env.imsave, env.settle
+    napari, settle = env.napari, env.settle
     image, truth = scaled_sample("cells", 32, (512, 512), 7200)
     viewer = napari.Viewer()
     viewer.window.resize(1400, 900)
@@ -195,11 +193,7 @@ def cells(args) -> None:
     while widget.size.worker is not None and time.time() < end:
         settle(0.1)
     print(f"estimate: {widget.status.value} (true median {median_diameter(truth):.1f} px)")
-    viewer.reset_view()
-    env.close_toasts()
-    imsave(Path(args.out) / "napari_cells_estimate.png",
-           viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
-    viewer.close()
+    env.finish(viewer, Path(args.out) / "napari_cells_estimate.png")
 
 
 def interactive(args) -> None:
