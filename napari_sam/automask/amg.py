@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -48,53 +47,8 @@ from .decode import decode_batch
 from ..predictor import Predictor
 from ..progress import null_progress
 from ..transforms import intensity_range, select_channels
-
-
-SAM_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_thresh": 0.95}
-
-
-def default_thresholds(model) -> Dict[str, float]:
-    """The automask thresholds for a model: those stored with its weights, else SAM's.
-
-    Parameters
-    ----------
-    model : Sam or Predictor
-        The model (a Predictor's model is used); its `automask_defaults`, if any, override.
-
-    Returns
-    -------
-    thresholds : dict
-        {"pred_iou_thresh": float, "stability_thresh": float}.
-    """
-    model = getattr(model, "model", model)
-    return {**SAM_THRESHOLDS, **(getattr(model, "automask_defaults", None) or {})}
-
-
-@dataclass
-class AutoMaskResult:
-    """The label image of an automatic segmentation and one record per object.
-
-    Parameters
-    ----------
-    labels : ndarray, (Y, X) uint32
-        0 is background, objects are 1..N in the image's pixel grid.
-    records : list of dict
-        records[k] describes id k + 1: "id", "area" (pixels), "bbox" (row0, col0, row1,
-        col1; exclusive ends), "predicted_iou", "stability", "point" (row, col) of the
-        prompt and "crop_box" (row0, col0, row1, col1).
-    """
-
-    labels: np.ndarray
-    records: List[dict] = field(default_factory=list)
-
-
-@dataclass
-class MaskSet:
-    """Full-resolution masks before painting, best first: masks[i] is a bool crop at boxes[i]."""
-
-    masks: List[np.ndarray]
-    boxes: List[Tuple[int, int, int, int]]
-    index: List[int]  # rows of the generator's candidates
+from .results import (SAM_THRESHOLDS, AutoMaskResult, MaskSet,  # noqa: F401 (public here)
+                      default_thresholds)
 
 
 class AutoMaskGenerator:
