@@ -3,9 +3,12 @@
 The pixel-based estimate (`scale.estimate_diameter`) reads the scale of the most contrasted
 blobs. On touching, textured cells that is often the texture, the nuclei or the gaps, so
 it comes out 2-10x too small (docs/object_size.md). A model with an instance decoder can
-say which size it actually finds: zoom a central window of the image as if the objects
-were `d` pixels across, segment it with the decoder (one encoder pass at the model's input
-size), and measure the median diameter `m` of the objects found. Where the model sees the
+say which size it actually finds: zoom windows of the image (up to four, spread over it, on
+the whole image's intensity range) as if the objects were `d` pixels across, segment them
+with the decoder (one encoder pass at the model's input size each), and measure the median
+diameter `m` of the objects found. Several windows, because one can fall on an empty or odd
+region (the sample `nuclei.tif` has a patch of noise specks across its centre; a single
+central window, normalised on its own, read the specks: 5.6 px for 24 px nuclei). Where the model sees the
 objects at its preferred size, `m` agrees with `d`; elsewhere `m` is a better guess than
 `d`, so the probe repeats with `d = m` until the two agree (a fixed point, as Cellpose
 refines its size model's guess from the masks it produces).
@@ -37,6 +40,8 @@ TOLERANCE = 0.1
 MIN_OBJECTS = 3
 # models whose input is larger than this are not probed (cost)
 MAX_PROBE_INPUT = 512
+# windows per probe (spread over the image, so one empty or odd region cannot decide)
+WINDOWS = 4
 
 
 def can_probe(model) -> bool:
@@ -57,9 +62,9 @@ def can_probe(model) -> bool:
             and int(getattr(model, "image_size", 1 << 30)) <= MAX_PROBE_INPUT)
 
 
-def median_object_diameter(labels: np.ndarray) -> Tuple[Optional[float], int]:
-    """Median equivalent-circle diameter of the objects of a label image, counting only
-    those that do not touch its edge when there are at least `MIN_OBJECTS` of them.
+def object_areas(labels: np.ndarray) -> np.ndarray:
+    """Areas (pixels) of the objects of a label image, leaving out those that touch its edge
+    when at least `MIN_OBJECTS` others remain.
 
     Parameters
     ----------
@@ -68,9 +73,7 @@ def median_object_diameter(labels: np.ndarray) -> Tuple[Optional[float], int]:
 
     Returns
     -------
-    (diameter, n) : (float or None, int)
-        Diameter in pixels of `labels` (None when no object is found), and how many objects
-        it was measured on.
+    ndarray, (n,) int64
     """
     labels = np.asarray(labels)
     areas = np.bincount(labels.ravel())
@@ -78,16 +81,57 @@ def median_object_diameter(labels: np.ndarray) -> Tuple[Optional[float], int]:
     ids = ids[ids > 0]
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     inner = np.setdiff1d(ids, edge)
-    use = inner if len(inner) >= MIN_OBJECTS else ids
-    if len(use) == 0:
-        return None, 0
-    return float(np.median(np.sqrt(4.0 * areas[use] / math.pi))), int(len(use))
+    return areas[inner if len(inner) >= MIN_OBJECTS else ids].astype(np.int64)
+
+
+def median_object_diameter(areas) -> Optional[float]:
+    """The median equivalent-circle diameter of objects.
+
+    Parameters
+    ----------
+    areas : sequence of float
+        Object areas in pixels.
+
+    Returns
+    -------
+    float or None
+        Diameter in pixels; None without objects.
+    """
+    a = np.asarray(areas, np.float64)
+    if a.size == 0:
+        return None
+    return float(np.median(np.sqrt(4.0 * a / math.pi)))
+
+
+def windows(shape, side: int, most: int = WINDOWS):
+    """Up to `most` square windows of `side` px spread over an image: the whole image (or its
+    centre) when one window covers it, else the centres of a 2 x 2 grid.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (Y, X, ...) of the image.
+    side : int
+        The window's side in image pixels.
+    most : int
+        1 or 4.
+
+    Returns
+    -------
+    list of (row0, col0, height, width)
+    """
+    h, w = int(shape[0]), int(shape[1])
+    sh, sw = min(h, side), min(w, side)
+    ys = [(h - sh) // 2] if sh >= h or most < 4 else [h // 4 - sh // 2, 3 * h // 4 - sh // 2]
+    xs = [(w - sw) // 2] if sw >= w or most < 4 else [w // 4 - sw // 2, 3 * w // 4 - sw // 2]
+    return [(min(max(0, y), h - sh), min(max(0, x), w - sw), sh, sw) for y in ys for x in xs]
 
 
 def probe_once(image: np.ndarray, model, diameter: float,
-               channels: Optional[Sequence[int]] = None) -> Tuple[Optional[float], int]:
-    """Segment a central window of `image` at the zoom objects of `diameter` px need, with
-    the model's instance decoder, and measure what it finds.
+               channels: Optional[Sequence[int]] = None,
+               value_range=None) -> Tuple[Optional[float], int]:
+    """Segment windows of `image` at the zoom objects of `diameter` px need, with the model's
+    instance decoder, and measure what it finds.
 
     Parameters
     ----------
@@ -97,33 +141,37 @@ def probe_once(image: np.ndarray, model, diameter: float,
     diameter : float
         The diameter to try, in image pixels.
     channels : sequence of int, optional
+    value_range : (low, high), optional
+        The whole image's intensity range (default: computed here), so that a window of
+        background is not stretched until its noise looks like objects.
 
     Returns
     -------
     (diameter, n) : (float or None, int)
-        The median diameter of the objects found, in image pixels, and their number (None,
-        0 when the window holds no object).
+        The median diameter of the objects found in all windows, in image pixels, and
+        their number (None, 0 when no window holds an object).
     """
     from .instance_labels import ais_defaults, watershed_from_maps
     from .predictor import Predictor
+    from .transforms import intensity_range, select_channels
     from .zoom_plan import target_zoom
 
     model = getattr(model, "model", model)
+    if value_range is None:
+        value_range = intensity_range(select_channels(np.asarray(image), channels))
     zoom = target_zoom(model, diameter)
-    side = int(model.image_size / zoom)
-    h, w = int(np.shape(image)[0]), int(np.shape(image)[1])
-    sh, sw = min(h, side), min(w, side)
-    y0, x0 = (h - sh) // 2, (w - sw) // 2
-    window = np.asarray(image[y0:y0 + sh, x0:x0 + sw])
     pred = Predictor(model)
-    pred.set_image(window, channels, zoom=zoom)
-    maps = pred.instance_maps(at_input=True)
-    labels = watershed_from_maps(maps["foreground"], maps["center_distances"],
-                                 maps["boundary_distances"], **ais_defaults(model))
-    found, n = median_object_diameter(labels)
-    # the maps are at model-input size: back to image pixels
-    scale = sh / labels.shape[0]
-    return (None if found is None else found * scale), n
+    areas = []
+    for y0, x0, sh, sw in windows(np.shape(image), int(model.image_size / zoom)):
+        window = np.asarray(image[y0:y0 + sh, x0:x0 + sw])
+        pred.set_image(window, channels, value_range=value_range, zoom=zoom)
+        maps = pred.instance_maps(at_input=True)
+        labels = watershed_from_maps(maps["foreground"], maps["center_distances"],
+                                     maps["boundary_distances"], **ais_defaults(model))
+        # the maps are at model-input size: areas back in image pixels
+        areas.append(object_areas(labels) * (sh / labels.shape[0]) * (sw / labels.shape[1]))
+    areas = np.concatenate(areas)
+    return median_object_diameter(areas), int(areas.size)
 
 
 def refine_diameter(image: np.ndarray, model, estimate: float,
@@ -147,11 +195,14 @@ def refine_diameter(image: np.ndarray, model, estimate: float,
     """
     if not can_probe(model):
         return float(estimate)
+    from .transforms import intensity_range, select_channels
+
     h, w = int(np.shape(image)[0]), int(np.shape(image)[1])
     lo, hi = 4.0, max(8.0, min(h, w) / 4.0)
+    value_range = intensity_range(select_channels(np.asarray(image), channels))
     d = float(np.clip(START_FACTOR * estimate, lo, hi))
     for _ in range(ITERATIONS):
-        found, _n = probe_once(image, model, d, channels)
+        found, _n = probe_once(image, model, d, channels, value_range)
         if found is None:
             return float(estimate)
         found = float(np.clip(found, lo, hi))
