@@ -285,7 +285,8 @@ def export(a) -> None:
     model.instance_head.load_state_dict(st["head"])
     model.eval()
     extra = dict(read_checkpoint(a.init).extra)
-    extra["instance_head_steps"] = int(st["step"])
+    # the run continued the init's head (if it had one): count its steps too
+    extra["instance_head_steps"] = int(extra.get("instance_head_steps", 0)) + int(st["step"])
     if a.calibrate:
         extra.update(calibrate(model, a.calibrate))
         model.ais_defaults = dict(extra["ais"])
