@@ -236,6 +236,29 @@ def parse_diameter(text) -> Diameter:
     return v
 
 
+def model_diameter(image, est: DiameterEstimate, model, channels=None) -> float:
+    """The diameter a model works with for a pixel estimate: divided by the model's
+    `estimate_ratio`, then checked by its instance decoder where it has one
+    (`size_probe.refine_diameter`; other models get the divided estimate).
+
+    Parameters
+    ----------
+    image : ndarray, (Y, X) or (Y, X, C)
+        The image `est` was measured on.
+    est : DiameterEstimate
+    model : Sam, Sam2 or Predictor
+    channels : sequence of int, optional
+
+    Returns
+    -------
+    float
+        The objects' diameter in image pixels.
+    """
+    from .size_probe import refine_diameter
+
+    return refine_diameter(image, model, est.diameter / estimate_ratio(model), channels)
+
+
 def resolve_diameter(image, diameter: Diameter, channels=None, model=None) -> Optional[float]:
     """The objects' diameter in image pixels, or None for no zoom.
 
@@ -281,11 +304,7 @@ def resolve_diameter(image, diameter: Diameter, channels=None, model=None) -> Op
             return None
         if est.confidence < MIN_CONFIDENCE:
             return None
-        if model is None:
-            return est.diameter
-        from .size_probe import refine_diameter
-
-        return refine_diameter(image, model, est.diameter / estimate_ratio(model), channels)
+        return est.diameter if model is None else model_diameter(image, est, model, channels)
     d = float(diameter)
     if not math.isfinite(d) or d <= 0:
         raise ValueError(f"diameter={diameter!r} must be a positive number of pixels")

@@ -131,7 +131,7 @@ def windows(shape, side: int, most: int = WINDOWS):
 
 def probe_once(image: np.ndarray, model, diameter: float,
                channels: Optional[Sequence[int]] = None,
-               value_range=None) -> Tuple[Optional[float], int]:
+               value_range=None, predictor=None) -> Tuple[Optional[float], int]:
     """Segment windows of `image` at the zoom objects of `diameter` px need, with the model's
     instance decoder, and measure what it finds.
 
@@ -146,6 +146,9 @@ def probe_once(image: np.ndarray, model, diameter: float,
     value_range : (low, high), optional
         The whole image's intensity range (default: computed here), so that a window of
         background is not stretched until its noise looks like objects.
+    predictor : Predictor, optional
+        A Predictor on `model` to reuse (its session keeps the fast weights between
+        probes); default: a new one.
 
     Returns
     -------
@@ -162,7 +165,7 @@ def probe_once(image: np.ndarray, model, diameter: float,
     if value_range is None:
         value_range = intensity_range(select_channels(np.asarray(image), channels))
     zoom = target_zoom(model, diameter)
-    pred = Predictor(model)
+    pred = predictor if predictor is not None else Predictor(model)
     areas = []
     for y0, x0, sh, sw in windows(np.shape(image), int(model.image_size / zoom)):
         window = np.asarray(image[y0:y0 + sh, x0:x0 + sw])
@@ -198,8 +201,10 @@ def refine_diameter(image: np.ndarray, model, estimate: float,
     """
     if not can_probe(model):
         return float(estimate)
+    from .predictor import Predictor
     from .transforms import intensity_range, select_channels
 
+    pred = Predictor(getattr(model, "model", model))
     h, w = int(np.shape(image)[0]), int(np.shape(image)[1])
     # never below half the pixel estimate: that errs small on cells, hardly ever 2x large,
     # while the model, shown objects zoomed past its size, can find specks in them and
@@ -208,7 +213,7 @@ def refine_diameter(image: np.ndarray, model, estimate: float,
     value_range = intensity_range(select_channels(np.asarray(image), channels))
     d = float(np.clip(START_FACTOR * estimate, lo, hi))
     for _ in range(ITERATIONS):
-        found, _n = probe_once(image, model, d, channels, value_range)
+        found, _n = probe_once(image, model, d, channels, value_range, pred)
         if found is None:
             return float(estimate)
         found = float(np.clip(found, lo, hi))

@@ -4,8 +4,9 @@ circle of that diameter on the canvas so the user can see whether it matches the
 The field takes "auto" (estimate when the model runs), a number of pixels, or "off" (the
 whole image resized to the model input). *Estimate* runs `scale.estimate_diameter` on the
 displayed slice in a worker, checks it with the model's instance decoder when a model that
-has one is loaded (`size_probe.refine_diameter`), and writes the result into the field; the circle (a Shapes
-layer, "SAM diameter") is drawn at the centre of the view whenever the field holds a number.
+has one is loaded (`scale.model_diameter`), and writes the result into the field; the
+circle (a Shapes layer, "SAM diameter") is drawn at the centre of the view whenever the
+field holds a number.
 """
 
 from __future__ import annotations
@@ -69,16 +70,15 @@ class DiameterControl:
         def job():
             from dataclasses import replace
 
-            from ..scale import MIN_CONFIDENCE, estimate_ratio
-            from ..size_probe import can_probe, refine_diameter
+            from ..scale import MIN_CONFIDENCE, model_diameter
+            from ..size_probe import can_probe
             from .embedding import _central_window
 
             window = _central_window(data, index, 2048)
             est = estimate_diameter(window, channels)
             if model is None or not can_probe(model) or est.confidence < MIN_CONFIDENCE:
                 return est, False
-            d = refine_diameter(window, model, est.diameter / estimate_ratio(model), channels)
-            return replace(est, diameter=d), True
+            return replace(est, diameter=model_diameter(window, est, model, channels)), True
 
         self._status("estimating the object diameter ...")
         self.estimate_button.enabled = False
