@@ -4,6 +4,8 @@
   chunked bf16 attention agrees with fp32 attention to the rounding of bf16 (each of q, k,
   v, the scores, the softmax weights and the output rounded to 8 bits of mantissa: about
   2^-9 relative each; the bound below is 2e-2 of the largest output).
+- Hiera's query pooling from the qkv projection's strided view equals max_pool2d on a
+  contiguous copy, odd grids included (the odd row / column dropped).
 - memory attention: the values projected after the attention (64-wide memory, 256-wide
   heads) give the fp32 result of projecting them first.
 - video propagation: masks of the bf16 path (bf16 attention forced on for the small test
@@ -39,6 +41,18 @@ def force_bf16_attention(monkeypatch):
     monkeypatch.setattr(kernels, "ATTENTION_BF16_MIN_DIM", 1)
     monkeypatch.setattr(kernels, "ATTENTION_BF16_MIN_SCORES", 0)
     monkeypatch.setattr(kernels, "ATTENTION_CHUNK_SCORES", 4096)
+
+
+@pytest.mark.parametrize("b, h, w", [(3, 8, 8), (2, 7, 9), (1, 14, 14), (2, 5, 6)])
+def test_query_pooling_equals_max_pool(b, h, w):
+    from napari_sam.model.sam2.hiera import _pool, _pool_queries
+
+    qkv = torch.randn(b, h * w, 3, 2, 48, generator=torch.Generator().manual_seed(h * w))
+    q = qkv.unbind(2)[0]  # (B, hw, heads, d), strided as in the model
+    want = F.max_pool2d(q.reshape(b, h, w, -1).permute(0, 3, 1, 2), 2, 2).permute(0, 2, 3, 1)
+    got = _pool_queries(q, h, w)
+    assert got.shape == (b, h // 2, w // 2, 96)
+    assert torch.equal(got, want) and torch.equal(got, _pool(q.reshape(b, h, w, -1)))
 
 
 def test_attention_fp32_is_torch_sdpa():

@@ -172,7 +172,9 @@ def stacked_projections(owner: nn.Module, keys: torch.Tensor, pe: torch.Tensor |
 # fast (measured on 2 Zen 4 cores, no AMX: 96-wide heads (Hiera's global blocks) ~10%
 # faster in bf16 matmuls, 256-wide (SAM 2's memory attention) 2-3x)
 ATTENTION_BF16_MIN_DIM = 96
-# ... and at least this many scores per head (smaller problems, e.g. windows: the fused one)
+# ... and at least this many scores in all (windows and heads together; smaller problems:
+# the fused one). Hiera's 64-token windows of 96-wide heads (1024 windows) run 2-3x faster
+# as two batched bf16 matmuls than through the fused kernel (2 Zen 4 cores, no AMX)
 ATTENTION_BF16_MIN_SCORES = 1 << 20
 # scores per chunk of query rows, all heads together (bf16: 64 MiB); measured on 2 cores:
 # 16x fewer is 20% slower with 96-wide heads (more, smaller matmuls), 2x more no faster
@@ -183,13 +185,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     """softmax(q k^T / sqrt(d)) v for q (B, heads, N, d), k (B, heads, M, d), v (B, heads,
     M, dv) (dv may differ from d); returns (B, heads, N, dv).
 
-    Under bf16 autocast on CPU (inference), for wide heads and many scores: the scores of a
+    Under bf16 autocast on CPU (inference), for wide heads and many scores (counting every
+    window and head of the batch): the scores of a
     chunk of query rows as one bf16 oneDNN matmul, a softmax, and a second bf16 matmul
     (`bf16_attention`): on CPUs with AVX-512 bf16 but no AMX torch's fused kernel runs its
     bf16 matmuls no faster than fp32 ones, these run 1.5-3x faster. Everywhere else
     `F.scaled_dot_product_attention` (fp32 stays exactly torch's)."""
     if (q.shape[-1] >= ATTENTION_BF16_MIN_DIM and onednn_bf16(q)
-            and q.shape[-2] * k.shape[-2] >= ATTENTION_BF16_MIN_SCORES):
+            and q.shape[:-2].numel() * q.shape[-2] * k.shape[-2] >= ATTENTION_BF16_MIN_SCORES):
         return bf16_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v)
 
