@@ -269,7 +269,6 @@ def stale_partial_files(folder: PathLike) -> list:
     list of pathlib.Path
         The stale temporary files, sorted by name.
     """
-
     import time
 
     try:

@@ -176,7 +176,6 @@ def as_slices(image: np.ndarray, axes: Optional[str] = None) -> Tuple[np.ndarray
     axes : str
         The normalised axes, channels last.
     """
-
     if 0 in image.shape:
         raise ValueError(f"the image is empty (shape {tuple(image.shape)}); there is nothing "
                          "to segment: check the file")

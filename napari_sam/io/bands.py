@@ -162,7 +162,6 @@ def mask_nodata(labels: np.ndarray, records: Optional[List[dict]], valid: Option
     records : list of dict or None
         Updated records, objects left empty dropped.
     """
-
     if valid is None:
         return labels, records
     labels = np.asarray(labels).copy()

@@ -364,7 +364,6 @@ def looks_like_coco(path, head_bytes: int = 1 << 16) -> bool:
         True when it starts with "{" and mentions "images" or "annotations"; False also
         when the file cannot be read.
     """
-
     try:
         with open(path, "rb") as f:
             head = f.read(head_bytes)

@@ -120,7 +120,6 @@ def checked_polygons(segmentation: list, height: int, width: int) -> List[List[f
         The polygons with 3 or more vertices, as flat [x0, y0, ...] lists; shorter ones
         are left out.
     """
-
     if segmentation and all(isinstance(v, (int, float)) for v in segmentation):
         raise ValueError("polygon segmentation is a flat list of numbers; COCO polygons are a "
                          "list of polygons, [[x0, y0, x1, y1, ...], ...]: wrap it in a list")

@@ -351,7 +351,6 @@ def transform_coords(xs, ys, src_crs, dst_crs) -> Tuple[np.ndarray, np.ndarray]:
     x, y : ndarray
         float64 coordinates in `dst_crs`, same shape.
     """
-
     xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
     if src_crs is None or dst_crs is None:
         return xs, ys
