@@ -17,6 +17,13 @@ def _run(args) -> int:
 
 
 def add_parser(subparsers) -> None:
+    """Add the `annotate` subcommand.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        What `ArgumentParser.add_subparsers()` returned.
+    """
     p = subparsers.add_parser(
         "annotate", help="segment interactively in napari (click, refine, commit)",
         description="Open IMAGE in napari with the interactive segmentation widget docked. "

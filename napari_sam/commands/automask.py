@@ -41,6 +41,14 @@ def _diameter(text: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the `automask` command's arguments and option groups.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The `automask` subcommand's parser; inputs, outputs, generation, stacks, tiling,
+        geo and 3D options are added to it.
+    """
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files (.tif/.tiff/.png/.jpg), folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR",
@@ -100,21 +108,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def geo_arguments(parser: argparse.ArgumentParser) -> None:
-    """Hook for satellite images (--bands, --vector-crs, --simplify, --prompts)."""
+    """Hook for satellite images (--bands, --vector-crs, --simplify, --prompts).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The `automask` parser.
+    """
     from .geo import add_arguments as add_geo_arguments
 
     add_geo_arguments(parser)
 
 
 def tiling_arguments(parser: argparse.ArgumentParser) -> None:
-    """Hook for tiled processing of large images (--tile-size, --overlap, --tiling)."""
+    """Hook for tiled processing of large images (--tile-size, --overlap, --tiling).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The `automask` parser.
+    """
     from .tiled_files import add_arguments as add_tiling_arguments
 
     add_tiling_arguments(parser)
 
 
 def batch_options(args: argparse.Namespace) -> dict:
-    """Keyword arguments of `run_batch` from parsed arguments."""
+    """Keyword arguments of `run_batch` from parsed arguments.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed `automask` arguments.
+
+    Returns
+    -------
+    dict
+        Keywords for `napari_sam.batch.run_batch` (model, formats, generation options,
+        vectors: the geo options or None).
+    """
     return dict(
         model=args.model, device=args.device, precision=args.precision, formats=args.formats,
         overwrite=args.overwrite, overlay=args.overlay, channels=args.channels,
@@ -134,6 +166,16 @@ def _vector_options(args: argparse.Namespace):
 
 
 def print_summary(summary: dict, file=None) -> None:
+    """Print the failed inputs and a one-line summary of a batch.
+
+    Parameters
+    ----------
+    summary : dict
+        `run_batch`'s summary ("files", "inputs", "processed", "skipped", "failed",
+        "objects", "seconds", "outdir").
+    file : file object, optional
+        Where to print (default: sys.stdout).
+    """
     file = file or sys.stdout
     for r in summary["files"]:
         if r["status"] == "failed":
@@ -145,6 +187,18 @@ def print_summary(summary: dict, file=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the `automask` command: 2D batch, tiled, prompted or 3D (--3d).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed `automask` arguments.
+
+    Returns
+    -------
+    int
+        Exit status: 0, 1 when an input failed, 2 when the geo extra is missing.
+    """
     if getattr(args, "three_d", False):  # volumes: 3D objects (commands/automask3d.py)
         from .automask3d import run as run_3d
 
@@ -205,6 +259,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
+    """Add the `automask` subcommand.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        What `ArgumentParser.add_subparsers()` returned.
+    """
     parser = subparsers.add_parser(
         "automask", help="segment everything in images, stacks and folders",
         description="Automatic segmentation with a grid of point prompts. Writes, per input, "

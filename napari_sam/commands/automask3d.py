@@ -18,6 +18,13 @@ from .volume_io import automask_kwargs, log_line, model_predictor, outputs_exist
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the "volumes (--3d)" option group.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The `automask` parser.
+    """
     g = parser.add_argument_group("volumes (--3d)")
     g.add_argument("--3d", dest="three_d", action="store_true",
                    help="inputs are (Z, Y, X) volumes: segment every slice and link the "
@@ -31,6 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Segment each input volume into 3D objects and write its outputs.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed `automask --3d` arguments.
+
+    Returns
+    -------
+    int
+        Exit status: 0, or 1 when an input failed.
+    """
     from ..batch import expand_inputs
     from ..io.labels import write_labels_tif
     from ..io.tables import write_csv

@@ -6,6 +6,13 @@ import json
 
 
 def add_parser(sub) -> None:
+    """Add the `evaluate` subcommand.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        What `ArgumentParser.add_subparsers()` returned.
+    """
     p = sub.add_parser(
         "evaluate", help="measure 1-click / box mean IoU and automask F1 on annotated images",
         description="Prompts follow fixed rules: one click at the most interior point of each "
@@ -42,6 +49,18 @@ def _pairs(images, masks):
 
 
 def run(args) -> int:
+    """Evaluate the model on the given images and/or the synthetic set; print the figures.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed `evaluate` arguments.
+
+    Returns
+    -------
+    int
+        Exit status 0.
+    """
     from ..predictor import Predictor
     from ..progress import cli_progress as tqdm_progress
     from ..training.evaluate import (evaluate_automask, evaluate_prompts, heldout_set,

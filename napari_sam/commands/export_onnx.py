@@ -21,6 +21,13 @@ def _run(args) -> int:
 
 
 def add_parser(subparsers) -> None:
+    """Add the `export-onnx` subcommand.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        What `ArgumentParser.add_subparsers()` returned.
+    """
     p = subparsers.add_parser(
         "export-onnx", help="export a model's prompt encoder + mask decoder to ONNX",
         description="Write decoder.onnx (prompt encoder + mask decoder, any number of points, "

@@ -25,6 +25,13 @@ def _channels(text: str):
 
 
 def add_parser(sub) -> None:
+    """Add the `finetune` subcommand.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        What `ArgumentParser.add_subparsers()` returned.
+    """
     p = sub.add_parser(
         "finetune", help="fine-tune a model on your annotated images",
         description=__doc__.split("\n\n")[1])
@@ -62,7 +69,19 @@ def add_parser(sub) -> None:
 
 
 def table(before: dict, after: dict) -> str:
-    """Before/after scores as aligned text rows."""
+    """Before/after scores as aligned text rows.
+
+    Parameters
+    ----------
+    before, after : dict of str to float
+        Validation scores (click_miou, box_miou, automask_f1@0.5, automask_f1@0.75); only
+        keys present in both are shown.
+
+    Returns
+    -------
+    str
+        A header row and one row per score (before, after, change), newline-separated.
+    """
     keys = [k for k in ("click_miou", "box_miou", "automask_f1@0.5", "automask_f1@0.75")
             if k in before and k in after]
     rows = [("validation", "before", "after", "change")]
@@ -74,6 +93,18 @@ def table(before: dict, after: dict) -> str:
 
 
 def run(args) -> int:
+    """Fine-tune a model on the given images and write the checkpoint (resumable).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed `finetune` arguments.
+
+    Returns
+    -------
+    int
+        Exit status 0 (bad input raises ValueError).
+    """
     from pathlib import Path
 
     from ..io.atomic import check_writable

@@ -18,6 +18,13 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the "satellite and aerial images" option group.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The `automask` parser.
+    """
     g = parser.add_argument_group("satellite and aerial images")
     g.add_argument("--bands", default=None, metavar="4,3,2|NAMES|true-color",
                    help="bands to segment on: 1 to 3 band numbers (from 1), band names "
@@ -35,6 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def vector_options(args: argparse.Namespace) -> dict:
+    """The vector output options (`batch.run_batch(vectors=...)`) from the parsed options.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed `automask` arguments with vector_crs, simplify and simplify_units.
+
+    Returns
+    -------
+    dict
+        {"crs", "simplify", "simplify_units"}.
+    """
     if args.simplify < 0:
         raise SystemExit("napari-sam automask: error: --simplify must be 0 or more")
     return {"crs": args.vector_crs, "simplify": args.simplify,
@@ -42,7 +61,14 @@ def vector_options(args: argparse.Namespace) -> dict:
 
 
 def resolve_bands(args: argparse.Namespace) -> None:
-    """Turn --bands into 0-based `args.channels` (names from the first input's bands)."""
+    """Turn --bands into 0-based `args.channels` (names from the first input's bands).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed `automask` arguments; `args.channels` is set in place (SystemExit for a
+        bad --bands, or --bands with --channels).
+    """
     if args.bands is None:
         return
     if args.channels is not None:
@@ -67,7 +93,25 @@ def resolve_bands(args: argparse.Namespace) -> None:
 
 
 def run_prompts(args: argparse.Namespace, opts: dict, progress, log=None) -> dict:
-    """The --prompts path: per input, objects from the vector prompts -> the usual outputs."""
+    """The --prompts path: per input, objects from the vector prompts -> the usual outputs.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed `automask` arguments (inputs, output, prompts, tile_size, overlap).
+    opts : dict
+        `automask.batch_options(args)`.
+    progress : callable
+        progress(done, total, message), see `napari_sam.progress`.
+    log : callable, optional
+        log(message) for one line per input.
+
+    Returns
+    -------
+    dict
+        A summary as `batch.run_batch` returns ("inputs", "processed", "skipped",
+        "failed", "objects", "seconds", "outdir", "files").
+    """
     from ..batch import _write_outputs, expand_inputs, is_complete, output_paths, output_stem
     from ..io.images import read_image
     from ..vector_segment import segment_vector_prompts

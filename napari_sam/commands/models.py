@@ -65,6 +65,13 @@ def _download(args) -> int:
 
 
 def add_parser(subparsers) -> None:
+    """Add the `models` subcommand and its actions.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        What `ArgumentParser.add_subparsers()` returned.
+    """
     parser = subparsers.add_parser(
         "models", help="list and download model checkpoints",
         description="Known Segment Anything checkpoints: list them, download them (hash-checked) "

@@ -24,6 +24,13 @@ COCO_MAX_PIXELS = 64 * 2 ** 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the "large images (tiling)" option group.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The `automask` parser.
+    """
     g = parser.add_argument_group("large images (tiling)")
     g.add_argument("--tiling", choices=("auto", "on", "off"), default="auto",
                    help="tile large 2D images at native resolution (auto: above "
@@ -156,7 +163,25 @@ def _tiled_file(path: Path, model, args, opts: dict, progress) -> dict:
 
 def run_with_tiling(args: argparse.Namespace, opts: dict, progress, log=None) -> dict:
     """`run_batch` for the plain inputs and the tiled path for large 2D images; returns one
-    summary in `run_batch`'s form."""
+    summary in `run_batch`'s form.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed `automask` arguments (inputs, output and the tiling options).
+    opts : dict
+        `automask.batch_options(args)`.
+    progress : callable
+        progress(done, total, message), see `napari_sam.progress`.
+    log : callable, optional
+        log(message) for one line per input.
+
+    Returns
+    -------
+    dict
+        The summary ("inputs", "processed", "skipped", "failed", "objects", "seconds",
+        "outdir", "files"); tiled inputs' entries have "tiled": True.
+    """
     from ..batch import expand_inputs, prepare_outdir, remove_stale_partials, run_batch
     from ..model import load_model
     from ..tiled.embed import default_tiling

@@ -18,6 +18,13 @@ from .automask import _diameter, _int_list
 
 
 def add_parser(subparsers) -> None:
+    """Add the `track` subcommand.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        What `ArgumentParser.add_subparsers()` returned.
+    """
     p = subparsers.add_parser(
         "track", help="track cells through time-lapses (divisions, CTC export)",
         description=__doc__.split("\n\n", 1)[1])
@@ -54,6 +61,18 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Track (or link the given labels of) each movie and write its outputs.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed `track` arguments.
+
+    Returns
+    -------
+    int
+        Exit status: 0, or 1 when a movie failed.
+    """
     from ..io.labels import read_labels, write_labels_tif
     from ..io.tables import write_csv
     from ..progress import null_progress, tqdm_progress

@@ -34,7 +34,20 @@ def _exists_message(path: Path) -> str:
 
 
 def check_writable(path: PathLike, overwrite: bool = False) -> Path:
-    """Raise `FileExistsError` if `path` exists and `overwrite` is false; return it as a Path."""
+    """Raise `FileExistsError` if `path` exists and `overwrite` is false; return it as a Path.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output file; its folder must exist and it must not be a directory.
+    overwrite : bool
+        Allow an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        `path`.
+    """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a file name")
@@ -146,6 +159,18 @@ def atomic_path(path: PathLike, overwrite: bool = False) -> Iterator[str]:
 
         with atomic_path("out_labels.tif", overwrite=True) as tmp:
             tifffile.imwrite(tmp, labels)
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The final file name.
+    overwrite : bool
+        Replace an existing `path` (else `FileExistsError`).
+
+    Yields
+    ------
+    str
+        The temporary file name to write to.
     """
     path = check_writable(path, overwrite)
     tmp, lock_fd = _new_temp(path)
@@ -175,6 +200,22 @@ def atomic_write(path: PathLike, overwrite: bool = False, mode: str = "wb",
 
         with atomic_write("out.json", mode="w", encoding="utf-8") as f:
             json.dump(obj, f)
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The final file name.
+    overwrite : bool
+        Replace an existing `path`.
+    mode : str
+        A write mode for `open()`.
+    **open_kwargs
+        Passed to `open()`.
+
+    Yields
+    ------
+    file object
+        The open temporary file.
     """
     if not set(mode) & {"w", "x"} or set(mode) & {"r", "a", "+"}:
         raise ValueError(f"atomic_write needs a write mode such as 'wb' or 'w', got {mode!r}")
@@ -191,6 +232,16 @@ def partial_files(folder: PathLike) -> list:
 
     Ordinary failures clean up after themselves; this is for a resumable batch that wants
     to report or remove leftovers of hard kills. Only names this module creates match.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder to look in (not recursively).
+
+    Returns
+    -------
+    list of pathlib.Path
+        Sorted by name.
     """
     return sorted(p for p in Path(folder).glob(".*" + PARTIAL + "*")
                   if p.is_file() and PARTIAL in p.name)
@@ -207,6 +258,16 @@ def stale_partial_files(folder: PathLike) -> list:
     can be taken, older than a couple of seconds, belongs to no running process, so a batch
     may remove it even while another batch writes into the same folder. Without advisory
     locks (Windows) only files older than a day count as stale.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder to look in (not recursively).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The stale temporary files, sorted by name.
     """
     import time
 

@@ -17,7 +17,18 @@ CANONICAL = "TZYXC"
 
 
 def guess_axes(shape: Sequence[int]) -> str:
-    """Axes of an array without metadata: (Y, X), (Y, X, 3|4) colour, else (N..., Y, X)."""
+    """Axes of an array without metadata: (Y, X), (Y, X, 3|4) colour, else (N..., Y, X).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The array's shape.
+
+    Returns
+    -------
+    str
+        "YX", "YXC", or "Z" for each leading dim followed by "YX".
+    """
     if len(shape) == 2:
         return "YX"
     if len(shape) == 3 and shape[-1] in (3, 4):
@@ -26,7 +37,18 @@ def guess_axes(shape: Sequence[int]) -> str:
 
 
 def guess_file_axes(shape: Sequence[int]) -> str:
-    """Axes for formats without axis metadata (PNG, JPEG, GIF)."""
+    """Axes for formats without axis metadata (PNG, JPEG, GIF).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The decoded image's shape, 2 to 4 dims.
+
+    Returns
+    -------
+    str
+        tifffile-style axes: "YX", "YXS" (samples <= 4), "QYX" or "QYXS" (Q: frames).
+    """
     if len(shape) == 2:
         return "YX"
     if len(shape) == 3:
@@ -37,6 +59,20 @@ def guess_file_axes(shape: Sequence[int]) -> str:
 
 
 def override_axes(s, axes):
+    """The axes to read a tifffile series with: the user's, checked, else the file's.
+
+    Parameters
+    ----------
+    s : tifffile.TiffPageSeries
+        A series (or pyramid level) with `.axes` and `.shape`.
+    axes : str or None
+        The user's axes, one letter per dim of `s` (any case); None keeps `s.axes`.
+
+    Returns
+    -------
+    str
+        The axes, upper case.
+    """
     if axes is None:
         return s.axes
     if len(axes) != len(s.shape):
@@ -48,9 +84,22 @@ def override_axes(s, axes):
 def canonical_layout(file_axes: str, shape: Sequence[int]):
     """Map a file's axes to canonical ones.
 
-    Returns (letters, perm, axes): letters[i] is the canonical letter of file dim i, or None
-    for a length-1 dim that is dropped (indexed at 0); perm lists the kept file dims in
-    canonical order; axes is the canonical axes string.
+    Parameters
+    ----------
+    file_axes : str
+        The file's axes (tifffile letters; S counts as C, unknown letters become Z or T).
+    shape : sequence of int
+        The file's shape, one dim per letter.
+
+    Returns
+    -------
+    letters : list of str or None
+        letters[i] is the canonical letter of file dim i, or None for a length-1 dim that
+        is dropped (indexed at 0).
+    perm : list of int
+        The kept file dims in canonical order.
+    axes : str
+        The canonical axes string, a subsequence of "TZYXC".
     """
     file_axes = file_axes.upper()
     if len(file_axes) != len(shape):
@@ -88,7 +137,20 @@ def canonical_layout(file_axes: str, shape: Sequence[int]):
 
 
 def to_canonical(array, letters, perm):
-    """Index dropped dims at 0 and transpose to canonical order (a view for numpy arrays)."""
+    """Index dropped dims at 0 and transpose to canonical order (a view for numpy arrays).
+
+    Parameters
+    ----------
+    array : ndarray or array-like
+        Data in the file's axis order.
+    letters, perm : list
+        From `canonical_layout`.
+
+    Returns
+    -------
+    ndarray
+        The data in canonical (T, Z, Y, X, C) order, dims that were dropped left out.
+    """
     index = tuple(0 if c is None else slice(None) for c in letters)
     array = array[index]
     kept = [i for i, c in enumerate(letters) if c is not None]
@@ -96,7 +158,24 @@ def to_canonical(array, letters, perm):
 
 
 def as_slices(image: np.ndarray, axes: Optional[str] = None) -> Tuple[np.ndarray, tuple, str]:
-    """-> (slices (N, Y, X[, C]), the leading shape, normalised axes)."""
+    """Flatten an image's leading axes into a sequence of 2D images.
+
+    Parameters
+    ----------
+    image : ndarray
+        (..., Y, X[, C]), any dtype; the channel axis may be anywhere if `axes` says so.
+    axes : str, optional
+        One letter per dim ("S" counts as "C"); None guesses with `guess_axes`.
+
+    Returns
+    -------
+    slices : ndarray
+        (N, Y, X) or (N, Y, X, C), same dtype (a view where numpy can).
+    lead : tuple of int
+        The leading shape N was flattened from (() for a 2D image).
+    axes : str
+        The normalised axes, channels last.
+    """
     if 0 in image.shape:
         raise ValueError(f"the image is empty (shape {tuple(image.shape)}); there is nothing "
                          "to segment: check the file")

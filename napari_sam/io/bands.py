@@ -35,6 +35,20 @@ def parse_bands(text, band_names: Optional[Sequence[str]] = None,
     """"4,3,2" / "nir,red,green" / "false-color" -> 0-based channel indices (1 to 3).
 
     Raises ValueError naming the bands that do not exist and what does.
+
+    Parameters
+    ----------
+    text : str
+        Comma-separated 1-based band numbers or names, or a composite name (`COMPOSITES`).
+    band_names : sequence of str, optional
+        The file's band descriptions, in band order (None: the file names none).
+    n_bands : int, optional
+        The number of bands, to check numbers against (None: not checked).
+
+    Returns
+    -------
+    list of int
+        1 to 3 0-based channel indices, in the order asked.
     """
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     if len(items) == 1 and items[0].lower() in COMPOSITES:
@@ -63,7 +77,20 @@ def parse_bands(text, band_names: Optional[Sequence[str]] = None,
 
 def valid_mask(pixels: np.ndarray, nodata: Optional[float]) -> Optional[np.ndarray]:
     """bool (Y, X): False where every band of (Y, X[, C]) `pixels` is `nodata` (or NaN for
-    float images); None when nothing is missing (no nodata value and no NaN)."""
+    float images); None when nothing is missing (no nodata value and no NaN).
+
+    Parameters
+    ----------
+    pixels : ndarray
+        (Y, X) or (Y, X, C), any numeric dtype.
+    nodata : float or None
+        The file's nodata value (None or NaN: only NaN pixels of float images are missing).
+
+    Returns
+    -------
+    ndarray or None
+        bool (Y, X), True where the pixel is valid; None when every pixel is.
+    """
     px = np.asarray(pixels)
     px = px[..., None] if px.ndim == 2 else px
     bad = None
@@ -80,7 +107,23 @@ def valid_mask(pixels: np.ndarray, nodata: Optional[float]) -> Optional[np.ndarr
 
 def value_range_valid(pixels: np.ndarray, valid: Optional[np.ndarray], channels=None
                       ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """Per-band robust (low, high) over valid pixels only (None: let the core decide)."""
+    """Per-band robust (low, high) over valid pixels only (None: let the core decide).
+
+    Parameters
+    ----------
+    pixels : ndarray
+        (Y, X) or (Y, X, C), any numeric dtype.
+    valid : ndarray or None
+        bool (Y, X) from `valid_mask`; None gives None.
+    channels : sequence of int, optional
+        0-based channels to use (as `transforms.select_channels`).
+
+    Returns
+    -------
+    (low, high) or None
+        Two float64 (K,) arrays, one value per chosen band; None when `valid` is None or
+        has no True pixel.
+    """
     from ..transforms import intensity_range, select_channels
 
     if valid is None:
@@ -98,6 +141,26 @@ def mask_nodata(labels: np.ndarray, records: Optional[List[dict]], valid: Option
     Objects that lose pixels get their area, bbox and centroid recomputed (bbox/centroid in
     the records' frame: `offset` is added, as tiled records are in image coordinates);
     objects left empty are dropped from the records.
+
+    Parameters
+    ----------
+    labels : ndarray
+        (Y, X) integer labels, 0 background.
+    records : list of dict or None
+        One record per object ("id", "area", "bbox" [r0, c0, r1, c1], optional "centroid"
+        [row, col]); None to update the labels only.
+    valid : ndarray or None
+        bool (Y, X) from `valid_mask`; None leaves everything unchanged.
+    offset : (int, int)
+        (row, col) of `labels`' corner in the records' frame.
+
+    Returns
+    -------
+    labels : ndarray
+        (Y, X) copy with nodata pixels set to 0 (the input itself when `valid` is None or
+        nothing changed).
+    records : list of dict or None
+        Updated records, objects left empty dropped.
     """
     if valid is None:
         return labels, records

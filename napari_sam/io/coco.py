@@ -20,85 +20,29 @@ label_id.
 Reading (`read_coco`) accepts RLE (compressed string or uncompressed counts list) and
 polygon segmentations. Each annotation is painted with its `label_id` when every
 annotation has one, otherwise with 1, 2, ... in annotation order; where annotations
-overlap, later ones win.
+overlap, later ones win. The RLE encoding and decoding are in `napari_sam.io.coco_rle`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .atomic import atomic_write
-from .coco_checks import checked_polygons, checked_shape, image_size, slice_index
+from .coco_checks import checked_shape, image_size, slice_index
+# the RLE helpers live in coco_rle; imported here by their old names (tests use them)
+from .coco_rle import (  # noqa: F401
+    _compress, _counts_from_string, _objects, _pixels, _rle_counts, _rle_counts_of,
+    _rle_to_json)
 from .labels import to_uint32
+
 
 FORMAT_VERSION = 1
 SCORE_FIELDS = ("score", "predicted_iou", "stability_score", "stability")
 _ID_FIELDS = ("label", "label_id", "id")
-
-
-# ---------------------------------------------------------------------------------------
-# RLE
-
-def _objects(labels2d: np.ndarray):
-    """[(label id, (row slice, col slice))] for the objects of a 2D label image."""
-    from scipy import ndimage
-
-    if not labels2d.any():
-        return []
-    top = int(labels2d.max())
-    if top <= max(1_000_000, labels2d.size):
-        found = ndimage.find_objects(labels2d)
-        return [(i + 1, sl) for i, sl in enumerate(found) if sl is not None]
-    ids, inverse = np.unique(labels2d, return_inverse=True)  # sparse huge ids
-    dense = inverse.reshape(labels2d.shape).astype(np.int64) + (0 if ids[0] == 0 else 1)
-    offset = 0 if ids[0] == 0 else 1
-    found = ndimage.find_objects(dense)
-    return [(int(ids[i + 1 - offset]), sl) for i, sl in enumerate(found) if sl is not None]
-
-
-def _rle_counts(mask: np.ndarray, r0: int, c0: int, height: int, width: int) -> List[int]:
-    """Uncompressed COCO RLE counts of a mask crop placed at (r0, c0) in an h x w image.
-
-    COCO runs go down the columns (Fortran order) and start with a run of zeros.
-    """
-    cols = np.zeros((mask.shape[1], mask.shape[0] + 2), np.int8)
-    cols[:, 1:-1] = mask.T
-    step = np.diff(cols, axis=1)
-    sc, sr = np.nonzero(step == 1)
-    ec, er = np.nonzero(step == -1)
-    starts = (c0 + sc) * height + r0 + sr
-    ends = (c0 + ec) * height + r0 + er
-    if starts.size > 1:  # a run leaving the bottom of one column into the top of the next
-        joined = starts[1:] == ends[:-1]
-        if joined.any():
-            starts = starts[np.concatenate([[True], ~joined])]
-            ends = ends[np.concatenate([~joined, [True]])]
-    counts = np.empty(2 * starts.size + 1, np.int64)
-    counts[0] = starts[0] if starts.size else height * width
-    if starts.size:
-        counts[1::2] = ends - starts
-        counts[2:-1:2] = starts[1:] - ends[:-1]
-        counts[-1] = height * width - ends[-1]
-        if counts[-1] == 0:
-            counts = counts[:-1]
-    return counts.tolist()
-
-
-def _compress(counts: List[int], height: int, width: int) -> dict:
-    from pycocotools import mask as mask_utils
-
-    return mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
-
-
-def _rle_to_json(rle: dict) -> dict:
-    counts = rle["counts"]
-    if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
-    return {"size": [int(v) for v in rle["size"]], "counts": counts}
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,6 +99,29 @@ def labels_to_coco(labels, image_name: str, records=None, image_id: int = 1,
     score, predicted_iou and stability(_score) fields are copied into the annotations.
     pixel_size ((row, col) µm) and z_size (µm), when known, go into the "napari_sam" entry
     so that the file reopens at the image's scale (`stored_scale`).
+
+    Parameters
+    ----------
+    labels : array_like
+        (Y, X) or (Z, Y, X) integer labels (0 background), converted to uint32.
+    image_name : str
+        The image's name, used for "file_name" ("<image_name>[z]" for a stack).
+    records : mapping or list of dict, optional
+        Per-object records with scores; None writes none.
+    image_id : int
+        The id of the first COCO image (slice z gets image_id + z).
+    category : str
+        Name of the single category (id 1).
+    pixel_size : (float, float), optional
+        (row, col) pixel size in µm.
+    z_size : float, optional
+        Slice spacing in µm.
+
+    Returns
+    -------
+    dict
+        A JSON-ready COCO dataset ("info", "images", "annotations", "categories",
+        "napari_sam"); bbox is COCO's [x, y, w, h] (x = col).
     """
     labels = to_uint32(labels)
     if labels.ndim not in (2, 3):
@@ -200,7 +167,20 @@ def labels_to_coco(labels, image_name: str, records=None, image_id: int = 1,
 
 
 def stored_scale(data: dict):
-    """(pixel_size (row, col) µm or None, z_size µm or None) stored by `labels_to_coco`."""
+    """(pixel_size (row, col) µm or None, z_size µm or None) stored by `labels_to_coco`.
+
+    Parameters
+    ----------
+    data : dict
+        A loaded COCO dataset.
+
+    Returns
+    -------
+    pixel_size : (float, float) or None
+        (row, col) µm; None when absent, malformed or not positive and finite.
+    z_size : float or None
+        µm; None likewise.
+    """
     info = data.get("napari_sam") if isinstance(data, dict) else None
     info = info if isinstance(info, dict) else {}
     try:
@@ -216,7 +196,32 @@ def stored_scale(data: dict):
 def write_coco(path, labels, image_name: str, records=None, overwrite: bool = False,
                category: str = "object", pixel_size=None, z_size=None) -> Path:
     """Write `labels` as COCO JSON to `path` atomically; return the path. pixel_size and
-    z_size (µm), when given, are stored for the reader (see `labels_to_coco`)."""
+    z_size (µm), when given, are stored for the reader (see `labels_to_coco`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .json file to write.
+    labels : array_like
+        (Y, X) or (Z, Y, X) integer labels, 0 background.
+    image_name : str
+        The image's name (COCO "file_name").
+    records : mapping or list of dict, optional
+        Per-object scores (see `labels_to_coco`).
+    overwrite : bool
+        Replace an existing file (else `FileExistsError`).
+    category : str
+        Name of the single category.
+    pixel_size : (float, float), optional
+        (row, col) pixel size in µm.
+    z_size : float, optional
+        Slice spacing in µm.
+
+    Returns
+    -------
+    pathlib.Path
+        `path`.
+    """
     data = labels_to_coco(labels, image_name, records=records, category=category,
                           pixel_size=pixel_size, z_size=z_size)
     path = Path(path)
@@ -227,74 +232,6 @@ def write_coco(path, labels, image_name: str, records=None, overwrite: bool = Fa
 
 # ---------------------------------------------------------------------------------------
 # reading
-
-def _counts_from_string(text) -> List[int]:
-    """Uncompressed counts of a COCO compressed RLE string (pycocotools' rleFrString)."""
-    data = text.encode("ascii") if isinstance(text, str) else bytes(text)
-    counts: List[int] = []
-    p, n = 0, len(data)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                raise ValueError("truncated RLE string")
-            c = data[p] - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
-
-
-def _rle_counts_of(segmentation, height: int, width: int) -> List[int]:
-    """Uncompressed RLE counts of a COCO segmentation (RLE of either kind, or polygons)."""
-    if isinstance(segmentation, Mapping):
-        counts = segmentation.get("counts")
-        size = [int(v) for v in segmentation.get("size", (height, width))]
-        if size != [height, width]:
-            raise ValueError(f"segmentation size {size} differs from the image's "
-                             f"{[height, width]}")
-        if isinstance(counts, list):
-            try:
-                return [int(c) for c in counts]
-            except (TypeError, ValueError, OverflowError):
-                raise ValueError("RLE counts must be whole numbers") from None
-        if isinstance(counts, (str, bytes)):
-            return _counts_from_string(counts)
-        raise ValueError("RLE segmentation without counts")
-    if isinstance(segmentation, list):
-        from pycocotools import mask as mask_utils
-
-        polygons = checked_polygons(segmentation, height, width)
-        if not polygons:
-            return [height * width]
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-        return _counts_from_string(rle["counts"])
-    raise ValueError(f"unsupported segmentation of type {type(segmentation).__name__}")
-
-
-def _pixels(segmentation, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of the pixels of a segmentation, without a full-size mask."""
-    counts = np.asarray(_rle_counts_of(segmentation, height, width), np.int64)
-    if counts.size and (counts.min() < 0 or counts.sum() != height * width):
-        raise ValueError(f"RLE counts do not cover a {height} x {width} image")
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    starts, lengths = starts[1::2], counts[1::2]  # odd runs are the object
-    keep = lengths > 0
-    starts, lengths = starts[keep], lengths[keep]
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    linear = offsets + np.arange(total)  # column-major (Fortran) pixel numbers
-    return linear % height, linear // height
-
 
 def _load(path) -> dict:
     try:
@@ -347,7 +284,22 @@ def _slices(data: dict, shape, path) -> Tuple[Tuple[int, ...], Dict[Any, Tuple[i
 
 
 def coco_to_labels(data: dict, shape=None, path="COCO data") -> np.ndarray:
-    """Paint a loaded COCO dict into a uint32 label image (see `read_coco`)."""
+    """Paint a loaded COCO dict into a uint32 label image (see `read_coco`).
+
+    Parameters
+    ----------
+    data : dict
+        A COCO dataset with "images" and "annotations" lists.
+    shape : tuple of int, optional
+        (Y, X) or (Z, Y, X) of the labels; None as in `read_coco`.
+    path : str or os.PathLike
+        Where `data` came from, for error messages.
+
+    Returns
+    -------
+    ndarray
+        uint32 labels, (Y, X) or (Z, Y, X), 0 background.
+    """
     shape, index = _slices(data, shape, path)
     anns = data["annotations"]
     use_ids = bool(anns) and all(isinstance(a, Mapping) and isinstance(a.get("label_id"), int)
@@ -380,12 +332,38 @@ def read_coco(path, shape=None) -> np.ndarray:
     the single image, else a stack of all images (slice index from their "z" field, or their
     order). Annotations are painted in file order with their `label_id` (if all have one)
     or 1, 2, ...
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The COCO .json file.
+    shape : tuple of int, optional
+        (Y, X) or (Z, Y, X) of the labels.
+
+    Returns
+    -------
+    ndarray
+        uint32 labels, (Y, X) or (Z, Y, X), 0 background.
     """
     return coco_to_labels(_load(path), shape=shape, path=path)
 
 
 def looks_like_coco(path, head_bytes: int = 1 << 16) -> bool:
-    """Cheap check: a JSON object whose beginning mentions COCO keys."""
+    """Cheap check: a JSON object whose beginning mentions COCO keys.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to look at.
+    head_bytes : int
+        How many bytes of the beginning to read.
+
+    Returns
+    -------
+    bool
+        True when it starts with "{" and mentions "images" or "annotations"; False also
+        when the file cannot be read.
+    """
     try:
         with open(path, "rb") as f:
             head = f.read(head_bytes)

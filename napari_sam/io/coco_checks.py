@@ -13,7 +13,20 @@ MAX_PIXELS = 2 ** 31  # per image: 8 GB of uint32 labels; a larger size is a bro
 
 
 def image_size(im: Mapping, path) -> Tuple[int, int]:
-    """(height, width) of a COCO image record, checked: positive whole numbers."""
+    """(height, width) of a COCO image record, checked: positive whole numbers.
+
+    Parameters
+    ----------
+    im : mapping
+        A COCO "images" entry with "height" and "width".
+    path : str or os.PathLike
+        The COCO file, for error messages.
+
+    Returns
+    -------
+    (int, int)
+        (height, width) in pixels, i.e. (Y, X).
+    """
     sizes = []
     for key in ("height", "width"):
         value = im.get(key)
@@ -33,6 +46,22 @@ def image_size(im: Mapping, path) -> Tuple[int, int]:
 
 
 def slice_index(z, im: Mapping, path) -> int:
+    """A COCO image's slice index `z`, checked: a whole number >= 0.
+
+    Parameters
+    ----------
+    z : int or float
+        The value read from the image record.
+    im : mapping
+        The COCO "images" entry, for error messages.
+    path : str or os.PathLike
+        The COCO file, for error messages.
+
+    Returns
+    -------
+    int
+        The slice index along Z.
+    """
     if isinstance(z, bool) or not isinstance(z, (int, float)) or not float(z).is_integer() \
             or z < 0:
         raise ValueError(f"{path}: image {im.get('id')!r} has slice index z={z!r}; it must "
@@ -41,7 +70,20 @@ def slice_index(z, im: Mapping, path) -> int:
 
 
 def checked_shape(shape, what: str) -> Tuple[int, ...]:
-    """`shape` as a tuple of 2 or 3 positive ints of a size that fits in memory."""
+    """`shape` as a tuple of 2 or 3 positive ints of a size that fits in memory.
+
+    Parameters
+    ----------
+    shape : sequence of int or float
+        (Y, X) or (Z, Y, X); whole floats are accepted.
+    what : str
+        What the shape is, for error messages.
+
+    Returns
+    -------
+    tuple of int
+        (Y, X) or (Z, Y, X).
+    """
     try:
         out = tuple(int(n) for n in shape)
         ok = all(float(a) == b for a, b in zip(shape, out)) and len(out) in (2, 3)
@@ -64,6 +106,19 @@ def checked_polygons(segmentation: list, height: int, width: int) -> List[List[f
 
     Vertices may lie outside the image by up to one image size (they are clipped when
     painted); further out, or not finite, is an error.
+
+    Parameters
+    ----------
+    segmentation : list
+        COCO polygon segmentation: a list of [x0, y0, x1, y1, ...] lists (x = col, y = row).
+    height, width : int
+        The image size in pixels.
+
+    Returns
+    -------
+    list of list of float
+        The polygons with 3 or more vertices, as flat [x0, y0, ...] lists; shorter ones
+        are left out.
     """
     if segmentation and all(isinstance(v, (int, float)) for v in segmentation):
         raise ValueError("polygon segmentation is a flat list of numbers; COCO polygons are a "

@@ -33,7 +33,18 @@ _USER_DEFINED = 32767
 
 
 def require(module: str):
-    """Import an optional GIS module or raise ImportError saying how to install it."""
+    """Import an optional GIS module or raise ImportError saying how to install it.
+
+    Parameters
+    ----------
+    module : str
+        Importable module name, e.g. "pyproj" or "rasterio".
+
+    Returns
+    -------
+    module
+        The imported module.
+    """
     import importlib
 
     try:
@@ -47,8 +58,12 @@ def require(module: str):
 class GeoRef:
     """CRS and pixel -> map transform of a 2D raster (see the module docstring).
 
-    crs: "EPSG:<code>" when the CRS has one, else its WKT; None when unknown.
-    transform: (a, b, c, d, e, f), GDAL order.
+    Parameters
+    ----------
+    crs : str or None
+        "EPSG:<code>" when the CRS has one, else its WKT; None when unknown.
+    transform : tuple of 6 float
+        (a, b, c, d, e, f), GDAL order: pixel-edge (row, col) -> map (x, y).
     """
 
     crs: Optional[str]
@@ -77,13 +92,35 @@ class GeoRef:
         return b == 0 and d == 0 and a > 0 and e < 0
 
     def to_map(self, rows, cols) -> Tuple[np.ndarray, np.ndarray]:
-        """Pixel-edge (row, col) arrays -> map (x, y) arrays, float64."""
+        """Pixel-edge (row, col) arrays -> map (x, y) arrays, float64.
+
+        Parameters
+        ----------
+        rows, cols : array_like
+            Pixel-edge row (y) and column (x) coordinates, any matching shape.
+
+        Returns
+        -------
+        x, y : ndarray
+            float64 map easting (or longitude) and northing (or latitude), same shape.
+        """
         a, b, c, d, e, f = self.transform
         rows, cols = np.asarray(rows, np.float64), np.asarray(cols, np.float64)
         return a * cols + b * rows + c, d * cols + e * rows + f
 
     def to_pixel(self, x, y) -> Tuple[np.ndarray, np.ndarray]:
-        """Map (x, y) arrays -> pixel-edge (row, col) arrays, float64."""
+        """Map (x, y) arrays -> pixel-edge (row, col) arrays, float64.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Map easting (or longitude) and northing (or latitude), any matching shape.
+
+        Returns
+        -------
+        row, col : ndarray
+            float64 pixel-edge row (y) and column (x) coordinates, same shape.
+        """
         inv = np.linalg.inv(self.matrix)
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         col = inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]
@@ -91,24 +128,61 @@ class GeoRef:
         return row, col
 
     def shifted(self, row0: float, col0: float) -> "GeoRef":
-        """The GeoRef of a window whose upper-left pixel is (row0, col0) of this raster."""
+        """The GeoRef of a window whose upper-left pixel is (row0, col0) of this raster.
+
+        Parameters
+        ----------
+        row0, col0 : float
+            Pixel offset (y, x) of the window's upper-left corner in this raster.
+
+        Returns
+        -------
+        GeoRef
+            Same CRS, with the translation moved to the window's corner.
+        """
         a, b, c, d, e, f = self.transform
         return GeoRef(self.crs, (a, b, c + a * col0 + b * row0, d, e, f + d * col0 + e * row0))
 
     def napari_scale_translate(self):
         """(scale, translate) of a north-up raster for napari's (row, col) world, in map
         units: scale (|e|, a), translate (-f, c), so world col = easting and world row =
-        minus the northing (napari's rows point down); None for rotated rasters."""
+        minus the northing (napari's rows point down); None for rotated rasters.
+
+        Returns
+        -------
+        tuple of ((float, float), (float, float)) or None
+            ((row scale, col scale), (row translate, col translate)); None when the
+            raster is not north-up.
+        """
         if not self.north_up:
             return None
         a, _, c, _, e, f = self.transform
         return (abs(e), a), (-f, c)
 
     def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready form, read back by `from_dict`.
+
+        Returns
+        -------
+        dict
+            {"crs": str or None, "transform": list of 6 float}.
+        """
         return {"crs": self.crs, "transform": [float(v) for v in self.transform]}
 
     @classmethod
     def from_dict(cls, d) -> Optional["GeoRef"]:
+        """GeoRef from the output of `to_dict` (a GeoRef passes through).
+
+        Parameters
+        ----------
+        d : dict, GeoRef or None
+            {"crs": ..., "transform": [a, b, c, d, e, f]}.
+
+        Returns
+        -------
+        GeoRef or None
+            None when `d` is None.
+        """
         if d is None:
             return None
         if isinstance(d, GeoRef):
@@ -146,6 +220,16 @@ def georef_from_tags(geo: Optional[Dict[str, Any]]) -> Optional[GeoRef]:
 
     The CRS is "EPSG:<code>" from ProjectedCSTypeGeoKey or GeographicTypeGeoKey; a
     user-defined CRS gives crs=None (rasterio reads those: install the geo extra).
+
+    Parameters
+    ----------
+    geo : dict or None
+        GeoTIFF tag name -> value, as in `ImageMeta.geo`.
+
+    Returns
+    -------
+    GeoRef or None
+        None when `geo` is empty or has no pixel scale + tiepoint or transformation.
     """
     if not geo:
         return None
@@ -173,7 +257,19 @@ def georef_from_tags(geo: Optional[Dict[str, Any]]) -> Optional[GeoRef]:
 
 
 def georef_to_tags(georef: GeoRef) -> Dict[str, Any]:
-    """GeoTIFF tags (names as in `image_meta.GEO_TAGS`) for a GeoRef with an EPSG CRS."""
+    """GeoTIFF tags (names as in `image_meta.GEO_TAGS`) for a GeoRef with an EPSG CRS.
+
+    Parameters
+    ----------
+    georef : GeoRef
+        Its crs must be "EPSG:<code>" (ValueError otherwise).
+
+    Returns
+    -------
+    dict
+        Tag name -> tuple of values (GeoKeyDirectoryTag and the scale + tiepoint for a
+        north-up raster, else ModelTransformationTag).
+    """
     if not georef.crs or not str(georef.crs).upper().startswith("EPSG:"):
         raise ValueError(f"only EPSG CRSs can be written as GeoTIFF tags, got {georef.crs!r}")
     code = int(str(georef.crs).split(":", 1)[1])
@@ -209,7 +305,20 @@ def _rasterio_georef(path) -> Tuple[Optional[GeoRef], Optional[float], Optional[
 
 
 def georef_from_file(path, geo: Optional[Dict[str, Any]] = None) -> Optional[GeoRef]:
-    """The GeoRef of a GeoTIFF: rasterio when installed, else its tags (`geo`, or read)."""
+    """The GeoRef of a GeoTIFF: rasterio when installed, else its tags (`geo`, or read).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file.
+    geo : dict, optional
+        Its GeoTIFF tags (`ImageMeta.geo`); None reads them from `path`.
+
+    Returns
+    -------
+    GeoRef or None
+        None when the file carries no georeferencing.
+    """
     if geo is None:
         from .images import read_meta
 
@@ -228,7 +337,20 @@ def georef_from_file(path, geo: Optional[Dict[str, Any]] = None) -> Optional[Geo
 
 
 def transform_coords(xs, ys, src_crs, dst_crs) -> Tuple[np.ndarray, np.ndarray]:
-    """Reproject coordinate arrays from `src_crs` to `dst_crs` (x/easting/longitude first)."""
+    """Reproject coordinate arrays from `src_crs` to `dst_crs` (x/easting/longitude first).
+
+    Parameters
+    ----------
+    xs, ys : array_like
+        Map x (easting/longitude) and y (northing/latitude), any matching shape.
+    src_crs, dst_crs : str or None
+        Any CRS pyproj accepts ("EPSG:4326", WKT); either None leaves the coordinates.
+
+    Returns
+    -------
+    x, y : ndarray
+        float64 coordinates in `dst_crs`, same shape.
+    """
     xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
     if src_crs is None or dst_crs is None:
         return xs, ys

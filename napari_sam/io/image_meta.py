@@ -37,15 +37,34 @@ _MIN_DPI = 1000.0
 class ImageMeta:
     """What is known about an image besides its pixels.
 
-    axes: the returned array's axes, a subset of "TZYXC" in that order.
-    pixel_size: (y, x) in micrometres, or None when the file does not say.
-    z_size: Z spacing in micrometres, or None.
-    geo: GeoTIFF tags by name (see GEO_TAGS), raw values, or None.
-    source_axes: the file's own axes as tifffile names them (e.g. "CYX", "YXS", "QYX").
-    levels: number of pyramid levels in the file (1 when not pyramidal).
-    georef: CRS and affine transform (`napari_sam.io.georef.GeoRef`) of a GeoTIFF, or None.
-    nodata: the value of missing pixels (GDAL_NODATA tag), or None.
-    band_names: per-channel names (GDAL band descriptions), or None.
+    Parameters
+    ----------
+    path : str or None
+        The file it was read from (None for an array without a file).
+    axes : str
+        The returned array's axes, a subset of "TZYXC" in that order.
+    shape : tuple of int
+        The returned array's shape, one entry per letter of `axes`.
+    dtype : numpy.dtype
+        The returned array's dtype.
+    pixel_size : (float, float) or None
+        (y, x) i.e. (row, col) in micrometres, or None when the file does not say.
+    z_size : float or None
+        Z spacing in micrometres, or None.
+    geo : dict or None
+        GeoTIFF tags by name (see GEO_TAGS), raw values, or None.
+    source_axes : str
+        The file's own axes as tifffile names them (e.g. "CYX", "YXS", "QYX").
+    levels : int
+        Number of pyramid levels in the file (1 when not pyramidal).
+    level_shapes : tuple of tuple of int
+        Canonical shape of each pyramid level, level 0 first.
+    georef : GeoRef or None
+        CRS and affine transform (`napari_sam.io.georef.GeoRef`) of a GeoTIFF, or None.
+    nodata : float or None
+        The value of missing pixels (GDAL_NODATA tag), or None.
+    band_names : tuple of str or None
+        Per-channel names (GDAL band descriptions), or None.
     """
 
     path: Optional[str]
@@ -63,7 +82,20 @@ class ImageMeta:
     band_names: Optional[Tuple[str, ...]] = None
 
     def with_array(self, array, axes: Optional[str] = None) -> "ImageMeta":
-        """A copy describing `array` (e.g. after choosing channels)."""
+        """A copy describing `array` (e.g. after choosing channels).
+
+        Parameters
+        ----------
+        array : array-like
+            Anything with `.shape` and `.dtype`.
+        axes : str, optional
+            Its axes; None keeps `self.axes`.
+
+        Returns
+        -------
+        ImageMeta
+            A copy with shape, dtype and axes replaced; the rest unchanged.
+        """
         return replace(self, shape=tuple(array.shape), dtype=np.dtype(array.dtype),
                        axes=self.axes if axes is None else axes)
 
@@ -177,7 +209,25 @@ def _gdal_extras(page) -> Tuple[Optional[float], Optional[Tuple[str, ...]]]:
 
 
 def georeferencing(path, page, geo):
-    """(GeoRef or None, nodata, band names) of a TIFF page (rasterio when installed)."""
+    """(GeoRef or None, nodata, band names) of a TIFF page (rasterio when installed).
+
+    Parameters
+    ----------
+    path : str or os.PathLike or None
+        The TIFF file (None: no GeoRef is read).
+    page : tifffile.TiffPage
+        Its first page, whose GDAL tags give nodata and band names.
+    geo : dict or None
+        The page's GeoTIFF tags (`ImageMeta.geo`); empty or None gives no GeoRef.
+
+    Returns
+    -------
+    georef : GeoRef or None
+    nodata : float or None
+        The GDAL_NODATA value.
+    band_names : tuple of str or None
+        GDAL band descriptions, one per band.
+    """
     from .georef import georef_from_file
 
     nodata, names = _gdal_extras(page)

@@ -37,7 +37,13 @@ TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2", ".svs", ".ndpi", ".scn
 
 
 class ChannelChoiceError(ValueError):
-    """`channels=` names channels the image does not have."""
+    """`channels=` names channels the image does not have.
+
+    Parameters
+    ----------
+    message : str
+        What was asked and which channels exist.
+    """
 
 
 def _fail(path, err) -> ValueError:
@@ -74,7 +80,18 @@ def _select_channels(array, axes: str, channels):
 # TIFF
 
 def is_tiff(path) -> bool:
-    """True for TIFF file names, or files starting with a TIFF signature."""
+    """True for TIFF file names, or files starting with a TIFF signature.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; read only when its suffix is not a TIFF one.
+
+    Returns
+    -------
+    bool
+        False also for a file that cannot be opened.
+    """
     if str(path).lower().endswith(TIFF_SUFFIXES):
         return True
     try:
@@ -145,6 +162,23 @@ def read_image(path, channels=None, axes: Optional[str] = None):
     picks channels in that order (C kept). axes: the file's own axes, to override
     tifffile's names or a guess (e.g. "CYX" for a 3-page TIFF that holds channels).
     Raises FileNotFoundError for a missing file and ValueError for anything unreadable.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TIFF, PNG, JPEG or other file imageio reads.
+    channels : int or sequence of int, optional
+        0-based channel(s) to keep.
+    axes : str, optional
+        The file's own axes (tifffile letters, any case).
+
+    Returns
+    -------
+    array : ndarray
+        The pixels in canonical order (a subset of "TZYXC", e.g. (Y, X), (Y, X, C),
+        (Z, Y, X)), the file's dtype.
+    meta : ImageMeta
+        Describes `array` (axes, pixel size (y, x) µm, georeferencing, ...).
     """
     _check_exists(path)
     try:
@@ -160,7 +194,18 @@ def read_image(path, channels=None, axes: Optional[str] = None):
 
 
 def read_meta(path) -> ImageMeta:
-    """The ImageMeta of a file without reading its pixels (TIFF) or reading them (others)."""
+    """The ImageMeta of a file without reading its pixels (TIFF) or reading them (others).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file.
+
+    Returns
+    -------
+    ImageMeta
+        As `read_image` would return with all channels.
+    """
     _check_exists(path)
     try:
         if is_tiff(path):
@@ -180,6 +225,24 @@ def open_lazy(path, level: int = 0, channels=None, axes: Optional[str] = None):
     otherwise a `LazyTiff`; `level` picks a pyramid level (0 = full resolution). Other
     formats are read into memory (they are small). Axes and channels as in `read_image`;
     `meta.shape` is the shape of the returned array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file.
+    level : int
+        Pyramid level, 0 = full resolution (TIFF only).
+    channels : int or sequence of int, optional
+        0-based channel(s) to keep.
+    axes : str, optional
+        The file's own axes.
+
+    Returns
+    -------
+    array : numpy.memmap, LazyTiff, dask array or ndarray
+        Indexable array-like in canonical axis order (e.g. (Y, X) or (Y, X, C)).
+    meta : ImageMeta
+        Describes `array`.
     """
     _check_exists(path)
     if not is_tiff(path):
@@ -235,6 +298,22 @@ def as_dask(array, chunks=None, min_chunk: int = 512, axes: Optional[str] = None
 
     By default Y and X chunks are whole multiples of the stored tile/strip size of at least
     `min_chunk` pixels, other axes get chunks of 1 (C stays whole).
+
+    Parameters
+    ----------
+    array : array-like
+        Indexable with `.shape` and `.dtype` (a `chunksize` attribute is used when present).
+    chunks : tuple of int, optional
+        Explicit chunks; None chooses them as above.
+    min_chunk : int
+        Smallest Y/X chunk side in pixels.
+    axes : str, optional
+        One letter per dim; None takes `array.axes`, else Y, X last.
+
+    Returns
+    -------
+    dask.array.Array
+        Same shape and dtype, reading lazily from `array`.
     """
     import dask.array as da
 

@@ -36,7 +36,20 @@ TILE = (512, 512)
 
 
 def to_uint32(labels, what: str = "labels") -> np.ndarray:
-    """`labels` as uint32, refusing anything that would not survive the conversion exactly."""
+    """`labels` as uint32, refusing anything that would not survive the conversion exactly.
+
+    Parameters
+    ----------
+    labels : array_like
+        Integer or bool labels of any shape, values in 0 .. 2**32 - 1.
+    what : str
+        What they are, for error messages.
+
+    Returns
+    -------
+    ndarray
+        uint32, same shape (`labels` itself when it already is a uint32 array).
+    """
     arr = np.asarray(labels)
     if arr.dtype == np.uint32:
         return arr
@@ -58,7 +71,21 @@ def to_uint32(labels, what: str = "labels") -> np.ndarray:
 
 
 def labels_axes(ndim: int, meta: Optional[ImageMeta] = None) -> str:
-    """Axes of a label image: those of the source image without channels, when they fit."""
+    """Axes of a label image: those of the source image without channels, when they fit.
+
+    Parameters
+    ----------
+    ndim : int
+        The label image's number of dimensions, 2 to 4.
+    meta : ImageMeta, optional
+        The source image's metadata.
+
+    Returns
+    -------
+    str
+        The source's axes without "C" when they have `ndim` letters, else "YX", "ZYX" or
+        "TZYX".
+    """
     if meta is not None and meta.axes:
         axes = meta.axes.replace("C", "")
         if len(axes) == ndim:
@@ -107,7 +134,19 @@ def _records_json(records) -> Optional[str]:
 
 def read_label_records(path) -> Optional[list]:
     """The per-object score records stored by `write_labels_tif(..., records=)`, or None
-    when the file has none (written without records, or by another program)."""
+    when the file has none (written without records, or by another program).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A label TIFF.
+
+    Returns
+    -------
+    list of dict or None
+        {"id": label id, plus any of score, predicted_iou, stability_score}; None also
+        when the file cannot be read.
+    """
     import json
 
     import tifffile
@@ -132,6 +171,24 @@ def write_labels_tif(path, labels, meta: Optional[ImageMeta] = None,
     their score fields are stored in the file (see the module docstring).
     Raises FileExistsError if `path` exists and `overwrite` is false; ValueError for label
     values that uint32 cannot hold.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .tif file to write.
+    labels : array_like
+        (Y, X), (Z, Y, X), (T, Y, X) or (T, Z, Y, X) integer labels, 0 background.
+    meta : ImageMeta, optional
+        The source image's metadata.
+    overwrite : bool
+        Replace an existing file.
+    records : list of dict, optional
+        Per-object records with label ids and scores.
+
+    Returns
+    -------
+    pathlib.Path
+        `path`.
     """
     import tifffile
 
@@ -165,7 +222,20 @@ def write_labels_tif(path, labels, meta: Optional[ImageMeta] = None,
 
 
 def read_labels(path):
-    """Read a label TIFF -> (uint32 labels, ImageMeta). Refuses images with channels."""
+    """Read a label TIFF -> (uint32 labels, ImageMeta). Refuses images with channels.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A label image file (TIFF or another format `read_image` reads).
+
+    Returns
+    -------
+    labels : ndarray
+        uint32, (Y, X), (Z, Y, X), ... in canonical axis order.
+    meta : ImageMeta
+        Describes `labels`.
+    """
     data, meta = read_image(path)
     if "C" in meta.axes:
         raise ValueError(f"{path}: has {data.shape[-1]} channels (axes {meta.axes}); a label "

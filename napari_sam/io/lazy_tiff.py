@@ -23,6 +23,19 @@ class LazyTiff:
     decoded a plane at a time: nothing finer exists). `np.asarray(lazy)` reads everything.
     Thread-safe (file reads are serialised, decoding is not) and picklable (the file is
     reopened in the receiving process), so it can back a dask array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The TIFF file.
+    series : int
+        tifffile series index.
+    level : int
+        Pyramid level, 0 = full resolution.
+    axes : str, optional
+        The file's own axes, overriding tifffile's (see `napari_sam.io.axes`).
+    channels : int or sequence of int, optional
+        0-based channels to offer; an int drops the C axis.
     """
 
     def __init__(self, path, series: int = 0, level: int = 0, axes: Optional[str] = None,
@@ -127,8 +140,10 @@ class LazyTiff:
         self.__init__(state["path"], state["series"], state["level"], state["axes"],
                       state["channels"])
 
-    def close(self):
+    def close(self) -> None:
+        """Close the file (indexing again reopens it)."""
         with self._lock:
+
             if self._tif is not None:
                 self._tif.close()
                 self._tif = None

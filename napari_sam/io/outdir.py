@@ -11,7 +11,18 @@ from .atomic import stale_partial_files
 
 def prepare_outdir(outdir) -> Path:
     """Create the output folder `outdir` (and its parents) or raise a ValueError that names it:
-    an existing file, a path under a file, a folder that cannot be created."""
+    an existing file, a path under a file, a folder that cannot be created.
+
+    Parameters
+    ----------
+    outdir : str or os.PathLike
+        The folder; "~" is expanded.
+
+    Returns
+    -------
+    pathlib.Path
+        The (now existing) folder.
+    """
     outdir = Path(outdir).expanduser()
     if outdir.exists() and not outdir.is_dir():
         raise ValueError(f"the output {outdir} is a file, not a folder; -o/--output takes a "
@@ -30,7 +41,18 @@ def prepare_outdir(outdir) -> Path:
 
 def remove_stale_partials(outdir: Path) -> List[Path]:
     """Remove temporary files that killed writes left in `outdir` (see
-    `io.atomic.stale_partial_files`: files a live writer holds are kept); returns them."""
+    `io.atomic.stale_partial_files`: files a live writer holds are kept); returns them.
+
+    Parameters
+    ----------
+    outdir : pathlib.Path
+        The output folder (not searched recursively).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed.
+    """
     removed = []
     for p in stale_partial_files(outdir):
         try:

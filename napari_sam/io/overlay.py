@@ -11,7 +11,20 @@ from .axes import as_slices
 
 
 def overlay_rgb(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """uint8 RGB of a 2D image with each object's outline in its own colour."""
+    """uint8 RGB of a 2D image with each object's outline in its own colour.
+
+    Parameters
+    ----------
+    image : ndarray
+        (Y, X) or (Y, X, C), any numeric dtype (contrast-normalised; C > 4 uses the first 3).
+    labels : ndarray
+        (Y, X) integer labels, 0 background.
+
+    Returns
+    -------
+    ndarray
+        uint8 (Y, X, 3) RGB.
+    """
     from skimage.segmentation import find_boundaries
 
     from ..transforms import to_model_pixels
@@ -29,7 +42,21 @@ def overlay_rgb(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, overwrite: bool,
                   axes: Optional[str] = None) -> None:
-    """PNG overlay of the image (axes `axes`) and its labels; stacks show the middle slice."""
+    """PNG overlay of the image (axes `axes`) and its labels; stacks show the middle slice.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The .png file to write (atomically).
+    image : ndarray
+        (..., Y, X[, C]) image.
+    labels : ndarray
+        (..., Y, X) integer labels with the same leading slices as `image`.
+    overwrite : bool
+        Replace an existing file.
+    axes : str, optional
+        The image's axes (None: guessed, see `axes.as_slices`).
+    """
     from .atomic import atomic_path
 
     slices, _, _ = as_slices(image, axes)

@@ -61,6 +61,21 @@ def object_table(labels, image=None, pixel_size: Optional[Tuple[float, float]] =
 
     image: the source image, (Y, X) or (Y, X, C) (with a leading Z for stacks), for mean
     intensities. pixel_size: (y, x) in µm, adds area_um2.
+
+    Parameters
+    ----------
+    labels : array_like
+        (Y, X) or (Z, Y, X) integer labels, 0 background.
+    image : array_like, optional
+        (Y, X), (Y, X, C), (Z, Y, X) or (Z, Y, X, C), matching `labels`.
+    pixel_size : (float, float), optional
+        (row, col) pixel size in µm.
+
+    Returns
+    -------
+    dict of str to ndarray
+        One 1D array per column (see the module docstring), one entry per object (and
+        slice); label uint32, z, area and bbox int64, the rest float64.
     """
     labels = to_uint32(labels)
     if labels.ndim not in (2, 3):
@@ -106,6 +121,20 @@ def write_csv(path, table: Dict[str, Sequence], overwrite: bool = False) -> Path
     """Write a {column: values} table as CSV (header row, comma separated) atomically.
 
     Floats are written with full precision (shortest repr that reads back exactly).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .csv file.
+    table : dict of str to sequence
+        Columns of equal length, in output order.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        `path`.
     """
     names = list(table)
     columns = [_cells(table[k]) for k in names]
@@ -122,7 +151,19 @@ def write_csv(path, table: Dict[str, Sequence], overwrite: bool = False) -> Path
 
 
 def read_csv(path) -> Dict[str, np.ndarray]:
-    """Read a CSV written by `write_csv` back into {column: array} (ints, floats or text)."""
+    """Read a CSV written by `write_csv` back into {column: array} (ints, floats or text).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .csv file (header row first).
+
+    Returns
+    -------
+    dict of str to ndarray
+        Each column as int64 when every cell parses, else float64, else object (str);
+        {} for an empty file.
+    """
     with open(path, "r", encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     if not rows:

@@ -28,6 +28,20 @@ _NEGATIVE = {"0", "false", "no", "background", "negative", "bg"}
 
 @dataclass
 class VectorPrompts:
+    """Prompts read from a vector file, in image pixel coordinates.
+
+    Parameters
+    ----------
+    boxes : ndarray
+        float64 (M, 4) (row0, col0, row1, col1), clipped to the image.
+    points : ndarray
+        float64 (N, 2) (row, col).
+    point_labels : ndarray
+        int64 (N,): 1 object, 0 background.
+    outside : int
+        Prompts dropped because they lie wholly outside the image.
+    """
+
     boxes: np.ndarray          # float64 (M, 4) (row0, col0, row1, col1)
     points: np.ndarray         # float64 (N, 2) (row, col)
     point_labels: np.ndarray   # int64 (N,) 1 object / 0 background
@@ -48,7 +62,22 @@ def _point_label(table, i) -> int:
 
 def read_vector_prompts(path, georef: Optional[GeoRef] = None,
                         shape: Optional[Tuple[int, int]] = None) -> VectorPrompts:
-    """Points and boxes of a vector file on an image's pixel grid (module docstring)."""
+    """Points and boxes of a vector file on an image's pixel grid (module docstring).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A GeoJSON, GeoPackage or other file `read_vectors` reads.
+    georef : GeoRef, optional
+        The image's georeferencing; None takes the file's coordinates as pixels
+        (x = col, y = row).
+    shape : (int, int), optional
+        The image's (Y, X) size, to clip boxes and drop prompts outside; None: no limit.
+
+    Returns
+    -------
+    VectorPrompts
+    """
     geoms, table, crs = read_vectors(path)
     if crs is None and georef is not None:
         crs = georef.crs

@@ -23,7 +23,24 @@ from .georef import GeoRef, require, transform_coords
 
 def read_vectors(path, layer=None):
     """-> (list of shapely geometries, {field: array}, crs text or None) of a GeoJSON,
-    GeoPackage or any file GDAL reads."""
+    GeoPackage or any file GDAL reads.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The vector file (needs pyogrio and shapely: the geo extra).
+    layer : str or int, optional
+        The layer to read; None reads the first.
+
+    Returns
+    -------
+    geoms : list of shapely.Geometry
+        One per feature (None for a feature without geometry), in the file's CRS (x first).
+    table : dict of str to ndarray
+        The attribute fields, one entry per feature.
+    crs : str or None
+        The file's CRS as pyogrio reports it, None when it has none.
+    """
     require("pyogrio")
     shapely = require("shapely")
     from pyogrio.raw import read
@@ -37,7 +54,22 @@ def read_vectors(path, layer=None):
 
 def geometries_to_pixels(geoms, src_crs, georef: Optional[GeoRef]):
     """Geometries in `src_crs` -> pixel-edge (x = col, y = row) geometries on `georef`'s
-    grid (reprojected to its CRS first); unchanged without a georef."""
+    grid (reprojected to its CRS first); unchanged without a georef.
+
+    Parameters
+    ----------
+    geoms : sequence of shapely.Geometry or None
+        Geometries in `src_crs`, x first.
+    src_crs : str or None
+        Their CRS; None takes them to be in `georef.crs`.
+    georef : GeoRef or None
+        The image's georeferencing.
+
+    Returns
+    -------
+    list of shapely.Geometry or None
+        The same geometries with x = col, y = row pixel-edge coordinates.
+    """
     import shapely
 
     if georef is None:
@@ -77,7 +109,24 @@ def vectors_to_labels(source, shape: Tuple[int, int], georef: Optional[GeoRef] =
                       id_field: Optional[str] = "id") -> np.ndarray:
     """Draw polygons onto a (Y, X) uint32 label grid: `source` is a vector file or
     (geoms, table, crs) as `read_vectors` returns. Ids from `id_field` (1.. in file order
-    when absent). A pixel belongs to a polygon when its centre is inside, as in GDAL."""
+    when absent). A pixel belongs to a polygon when its centre is inside, as in GDAL.
+
+    Parameters
+    ----------
+    source : str, pathlib.Path or tuple
+        A vector file, or (geoms, table, crs) from `read_vectors`.
+    shape : (int, int)
+        (Y, X) size of the label grid.
+    georef : GeoRef, optional
+        The grid's georeferencing; None takes the coordinates as pixels (x = col, y = row).
+    id_field : str or None
+        Field holding each polygon's label id; None numbers them 1, 2, ...
+
+    Returns
+    -------
+    ndarray
+        uint32 (Y, X) labels, 0 background; later polygons overwrite earlier ones.
+    """
     geoms, table, crs = read_vectors(source) if isinstance(source, (str, Path)) else source
     ids = table.get(id_field) if id_field else None
     ids = np.arange(1, len(geoms) + 1) if ids is None else np.asarray(ids, np.int64)
@@ -90,7 +139,18 @@ def vectors_to_labels(source, shape: Tuple[int, int], georef: Optional[GeoRef] =
 
 def read_grid(path):
     """(shape (rows, cols), GeoRef or None) of the label grid a napari-sam vector file was
-    made from, or None when the file does not say (written by other software)."""
+    made from, or None when the file does not say (written by other software).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A GeoJSON (metadata in its first 4 kB) or GeoPackage written by `napari_sam.io.vectors`.
+
+    Returns
+    -------
+    (shape, georef) or None
+        shape is (rows, cols) i.e. (Y, X); georef a GeoRef or None.
+    """
     import json
 
     path = Path(path)

@@ -19,7 +19,8 @@ of the output CRS before any reprojection; equal to the px values without georef
 predicted_iou and stability (the generator's scores, NaN when unknown), and mean_<band>
 (the object's mean value per image band; bands named by `band_names` or b0, b1, ...).
 
-Polygons come from rasterio's (GDAL's) polygonize when it is installed, else from the
+The polygons and features are made in `napari_sam.io.vector_features`; this module writes
+them. Polygons come from rasterio's (GDAL's) polygonize when it is installed, else from the
 object's pixel runs merged with shapely. Files are written atomically; GeoPackages through
 pyogrio in batches, GeoJSON as streamed text (RFC 7946 for EPSG:4326; other CRSs carry a
 "crs" member, which GDAL and QGIS read).
@@ -30,11 +31,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
 from .georef import GeoRef, require, transform_coords
+# labels -> features live in vector_features; imported here, where they always were
+from .vector_features import (ObjectStats, label_features, make_feature,  # noqa: F401
+                              polygonize, rings_valid)
 from .vector_read import read_vectors, vectors_to_labels  # noqa: F401 (public here too)
 
 VECTOR_FORMATS = ("geojson", "gpkg")
@@ -43,170 +47,24 @@ BATCH = 2000
 
 
 # ---------------------------------------------------------------------------------------
-# labels -> polygons (pixel-edge coordinates, x = col, y = row)
-
-def polygonize(labels: np.ndarray, offset: Tuple[int, int] = (0, 0)) -> Dict[int, object]:
-    """{id: shapely Polygon | MultiPolygon} of every object of a (Y, X) integer label image,
-    in pixel-edge coordinates x = col + offset[1], y = row + offset[0]."""
-    shapely = require("shapely")
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"polygons are made from 2D (Y, X) labels, got shape {labels.shape}")
-    if not labels.any():
-        return {}
-    try:
-        from rasterio import features
-    except ImportError:
-        parts = _runs_polygons(labels)
-    else:
-        if labels.max() >= 2 ** 31:
-            raise ValueError("label ids above 2**31 - 1 cannot be polygonised; relabel first")
-        parts: Dict[int, list] = {}
-        for geom, value in features.shapes(labels.astype(np.int32), mask=labels > 0,
-                                           connectivity=4):
-            parts.setdefault(int(value), []).append(shapely.geometry.shape(geom))
-    out = {}
-    for k, ps in parts.items():
-        g = ps[0] if len(ps) == 1 else shapely.union_all(ps)
-        if offset != (0, 0):
-            g = shapely.affinity.translate(g, xoff=offset[1], yoff=offset[0])
-        out[k] = g
-    return out
-
-
-def _runs_polygons(labels: np.ndarray) -> Dict[int, list]:
-    """Fallback without rasterio: each object's row runs as boxes, merged with shapely."""
-    import shapely
-
-    h, w = labels.shape
-    padded = np.zeros((h, w + 2), labels.dtype)
-    padded[:, 1:-1] = labels
-    change = np.diff(padded, axis=1) != 0
-    boxes: Dict[int, list] = {}
-    for r in range(h):
-        edges = np.flatnonzero(change[r])
-        for s, e in zip(edges[:-1], edges[1:]):
-            v = int(labels[r, s])
-            if v:
-                boxes.setdefault(v, []).append((s, r, e, r + 1))
-    return {k: [shapely.union_all(shapely.box(*np.array(b).T))] for k, b in boxes.items()}
-
-
-def rings_valid(geom):
-    """`geom` if valid, else its `make_valid` polygons (lines and points dropped)."""
-    import shapely
-
-    if shapely.is_valid(geom):
-        return geom
-    fixed = shapely.make_valid(geom)
-    polys = [g for g in getattr(fixed, "geoms", [fixed]) if g.geom_type in
-             ("Polygon", "MultiPolygon")]
-    return shapely.union_all(polys) if polys else fixed
-
-
-# ---------------------------------------------------------------------------------------
-# per-object sums (areas and band means) over windows
-
-class ObjectStats:
-    """Pixel counts and per-band sums of objects, added window by window."""
-
-    def __init__(self) -> None:
-        self.count: Dict[int, int] = {}
-        self.sums: Dict[int, np.ndarray] = {}
-
-    def add(self, labels: np.ndarray, image: Optional[np.ndarray] = None) -> None:
-        """labels (h, w); image (h, w) or (h, w, C) of the same window, or None."""
-        flat = np.asarray(labels).ravel()
-        ids, inv, cnt = np.unique(flat, return_inverse=True, return_counts=True)
-        pix = None
-        if image is not None:
-            img = np.asarray(image)
-            pix = img.reshape(flat.shape[0], -1).astype(np.float64)
-        for j, k in enumerate(ids.tolist()):
-            if k == 0:
-                continue
-            self.count[k] = self.count.get(k, 0) + int(cnt[j])
-        if pix is not None:
-            sums = np.stack([np.bincount(inv, weights=pix[:, b], minlength=len(ids))
-                             for b in range(pix.shape[1])], 1)
-            for j, k in enumerate(ids.tolist()):
-                if k:
-                    self.sums[k] = self.sums.get(k, 0.0) + sums[j]
-
-    def pop(self, k: int) -> Tuple[int, Optional[np.ndarray]]:
-        n = self.count.pop(k, 0)
-        s = self.sums.pop(k, None)
-        return n, (None if s is None or n == 0 else s / n)
-
-
-# ---------------------------------------------------------------------------------------
-# features
-
-def _band_names(n: int, names: Optional[Sequence[str]]) -> List[str]:
-    names = list(names or [])
-    out = []
-    for b in range(n):
-        raw = names[b] if b < len(names) and names[b] else f"b{b}"
-        out.append("mean_" + "".join(ch if ch.isalnum() else "_" for ch in str(raw)).lower())
-    return out
-
-
-def make_feature(k: int, geom_px, area_px: int, means, georef: Optional[GeoRef],
-                 record: Optional[dict], simplify: float = 0.0, simplify_units: str = "px",
-                 band_names=None) -> dict:
-    """One feature {"geometry": shapely geometry in map coordinates, "properties": {...}}
-    from an object's pixel-edge polygon (see the module docstring for the attributes)."""
-    import shapely
-
-    if simplify and simplify_units == "px":
-        geom_px = shapely.simplify(geom_px, simplify, preserve_topology=True)
-    geom = geom_px
-    scale = 1.0
-    if georef is not None:
-        a, b, c, d, e, f = georef.transform
-        geom = shapely.affinity.affine_transform(geom_px, [a, b, d, e, c, f])
-        scale = georef.pixel_size
-    if simplify and simplify_units == "map":
-        geom = shapely.simplify(geom, simplify, preserve_topology=True)
-    geom = rings_valid(geom)
-    record = record or {}
-    props = {"id": int(k), "area_px": int(area_px),
-             "area_map": float(area_px * (georef.pixel_area if georef else 1.0)),
-             "perimeter_px": float(geom_px.length), "perimeter_map": float(geom_px.length *
-                                                                            scale),
-             "predicted_iou": float(record.get("predicted_iou", math.nan)),
-             "stability": float(record.get("stability", math.nan))}
-    if means is not None:
-        props.update(zip(_band_names(len(means), band_names), (float(v) for v in means)))
-    return {"geometry": geom, "properties": props}
-
-
-def label_features(labels, image=None, georef: Optional[GeoRef] = None, records=None,
-                   simplify: float = 0.0, simplify_units: str = "px", band_names=None
-                   ) -> List[dict]:
-    """Features of every object of an in-memory (Y, X) label image, in id order.
-
-    image: (Y, X) or (Y, X, C) on the same grid, for the band means (or None).
-    records: the generator's per-object dicts (id, predicted_iou, stability), or None.
-    """
-    labels = np.asarray(labels)
-    stats = ObjectStats()
-    stats.add(labels, None if image is None else np.asarray(image))
-    by_id = {int(r["id"]): r for r in (records or [])}
-    polys = polygonize(labels)
-    out = []
-    for k in sorted(polys):
-        n, means = stats.pop(k)
-        out.append(make_feature(k, polys[k], n, means, georef, by_id.get(k), simplify,
-                                simplify_units, band_names))
-    return out
-
-
-# ---------------------------------------------------------------------------------------
 # writing
 
 def output_crs(georef: Optional[GeoRef], crs: str = "native") -> Optional[str]:
-    """The CRS features are written in: the image's ("native"), or any pyproj CRS text."""
+    """The CRS features are written in: the image's ("native"), or any pyproj CRS text.
+
+    Parameters
+    ----------
+    georef : GeoRef or None
+        The image's georeferencing.
+    crs : str
+        "native" (or None) for the image's CRS, else any CRS pyproj reads ("EPSG:4326");
+        the latter needs an image with a CRS (ValueError otherwise).
+
+    Returns
+    -------
+    str or None
+        The output CRS; None for pixel coordinates (no georef, or one without a CRS).
+    """
     if crs in (None, "native"):
         return georef.crs if georef is not None else None
     if georef is None or georef.crs is None:
@@ -305,7 +163,29 @@ def write_vectors(paths: Dict[str, Path], features: Iterable[dict],
 
     shape: (rows, cols) of the label image the features came from; stored with `georef`
     in the file (GeoJSON member / GeoPackage layer metadata "napari_sam_grid") so that a
-    reader can draw the polygons back as labels on the same grid."""
+    reader can draw the polygons back as labels on the same grid.
+
+    Parameters
+    ----------
+    paths : dict of str to pathlib.Path
+        Output file per format, keys from VECTOR_FORMATS ("geojson", "gpkg").
+    features : iterable of dict
+        {"geometry": shapely geometry in the image's map (or pixel-edge x = col, y = row)
+        coordinates, "properties": dict}.
+    georef : GeoRef, optional
+        The image's georeferencing (source CRS of the geometries).
+    crs : str
+        Output CRS, see `output_crs`.
+    overwrite : bool
+        Replace existing files.
+    shape : (int, int), optional
+        (Y, X) of the label grid, stored in the files.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, in the order of `paths`.
+    """
     from contextlib import ExitStack
 
     from .atomic import atomic_path
@@ -349,6 +229,32 @@ def write_label_vectors(paths: Dict[str, Path], labels, meta=None, records=None,
 
     meta: the image's ImageMeta (its `georef` places the polygons, `band_names` name the
     band means); image: (Y, X[, C]) pixels for the means, or None.
+
+    Parameters
+    ----------
+    paths : dict of str to pathlib.Path
+        Output file per format ("geojson", "gpkg").
+    labels : array_like
+        (Y, X) integer labels, 0 background.
+    meta : ImageMeta, optional
+        The image's metadata (None: pixel coordinates, bands b0, b1, ...).
+    records : list of dict, optional
+        Per-object {"id", "predicted_iou", "stability"}.
+    image : array_like, optional
+        (Y, X) or (Y, X, C) pixels; ignored when its Y, X differ from `labels`.
+    crs : str
+        Output CRS, see `output_crs`.
+    simplify : float
+        Simplification tolerance (0: exact pixel edges).
+    simplify_units : str
+        "px" or "map": the units of `simplify`.
+    overwrite : bool
+        Replace existing files.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:

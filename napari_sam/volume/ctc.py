@@ -19,7 +19,15 @@ Lineage = Dict[int, Tuple[int, int, int]]
 
 
 def check_lineage(labels: np.ndarray, lineage: Lineage) -> None:
-    """Raise ValueError when `lineage` does not describe the ids of (T, Y, X) `labels`."""
+    """Raise ValueError when `lineage` does not describe the ids of (T, Y, X) `labels`.
+
+    Parameters
+    ----------
+    labels : ndarray, (T, Y, X) int
+        Track labels, 0 background.
+    lineage : dict of int to (int, int, int)
+        {id: (first frame, last frame, parent id or 0)}; every id of `labels` needs one.
+    """
     ids = set(np.unique(labels).tolist()) - {0}
     missing = ids - set(lineage)
     if missing:
@@ -30,6 +38,20 @@ def check_lineage(labels: np.ndarray, lineage: Lineage) -> None:
 
 
 def mask_name(t: int, n_frames: int) -> str:
+    """The CTC file name of frame t's mask: maskTTT.tif (4 digits above 1000 frames).
+
+    Parameters
+    ----------
+    t : int
+        Frame index.
+    n_frames : int
+        Number of frames in the movie.
+
+    Returns
+    -------
+    str
+        E.g. "mask007.tif".
+    """
     return f"mask{t:0{4 if n_frames > 1000 else 3}d}.tif"
 
 
@@ -143,7 +165,21 @@ def tracks_data(labels, lineage: Lineage, spacing: Optional[Sequence[float]] = N
 
 def tracks_table(labels, lineage: Lineage) -> Dict[str, np.ndarray]:
     """One row per cell and frame: track_id, t, centroid_row, centroid_col, area, parent,
-    first_frame, last_frame (for `io.tables.write_csv`)."""
+    first_frame, last_frame (for `io.tables.write_csv`).
+
+    Parameters
+    ----------
+    labels : ndarray, (T, Y, X) int
+        Track labels, one id per track.
+    lineage : dict of int to (int, int, int)
+        {id: (first frame, last frame, parent id or 0)}.
+
+    Returns
+    -------
+    dict of str to ndarray
+        One 1D array per column, one entry per cell and frame; centroids float64 (row,
+        col) in pixels, the rest int64.
+    """
     data, _ = tracks_data(labels, lineage)
     ids = data[:, 0].astype(np.int64)
     ts = data[:, 1].astype(np.int64)

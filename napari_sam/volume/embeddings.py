@@ -36,14 +36,42 @@ from ..transforms import (intensity_range, select_channels, target_shape, to_mod
 
 def as_predictor(model, device="auto", precision="auto") -> Predictor:
     """A Predictor for `model`: a Predictor (returned as it is), a Sam, a registry name or a
-    checkpoint path; None = the bundled model."""
+    checkpoint path; None = the bundled model.
+
+    Parameters
+    ----------
+    model : Predictor, Sam, str, os.PathLike or None
+        What to predict with.
+    device : str
+        "auto", "cpu", "cuda" or "mps" (ignored for a Predictor).
+    precision : str
+        "auto", "fp32", "bf16" or "fp16" (ignored for a Predictor).
+
+    Returns
+    -------
+    Predictor
+    """
     if isinstance(model, Predictor):
         return model
     return Predictor(model, device=device, precision=precision)
 
 
 def check_stack(stack, what: str = "volume") -> np.ndarray:
-    """`stack` as an array of (N, Y, X) or (N, Y, X, C) slices; a clear error otherwise."""
+    """`stack` as an array of (N, Y, X) or (N, Y, X, C) slices; a clear error otherwise.
+
+    Parameters
+    ----------
+    stack : array-like
+        (N, Y, X) or (N, Y, X, C), channels last; numpy, or anything indexable with a
+        shape (zarr, dask), which is kept as it is.
+    what : str
+        What it is, for error messages.
+
+    Returns
+    -------
+    array-like
+        `stack` (a numpy array when it had no shape).
+    """
     arr = stack if hasattr(stack, "shape") and hasattr(stack, "__getitem__") else np.asarray(stack)
     if arr.ndim not in (3, 4):
         raise ValueError(f"{what} must be (Z, Y, X) or (Z, Y, X, C) (channels last), got "
@@ -56,7 +84,22 @@ def check_stack(stack, what: str = "volume") -> np.ndarray:
 def stack_value_range(stack, channels: Optional[Sequence[int]] = None,
                       max_samples: int = 1_000_000):
     """One robust (low, high) intensity range over all slices (None for uint8 input, which
-    goes to the model as it is)."""
+    goes to the model as it is).
+
+    Parameters
+    ----------
+    stack : array-like
+        (N, Y, X) or (N, Y, X, C), read one slice at a time.
+    channels : sequence of int, optional
+        Channels to use (as `transforms.select_channels`).
+    max_samples : int
+        About how many pixels to sample over the whole stack.
+
+    Returns
+    -------
+    (low, high) or None
+        Two float64 (K,) arrays, one value per channel used; None for uint8 or bool input.
+    """
     first = select_channels(np.asarray(stack[0]), channels)
     if first.dtype == np.uint8 or first.dtype == bool:
         return None

@@ -34,26 +34,78 @@ MIN_SNR = 1.0
 
 @dataclass(frozen=True)
 class Floor:
-    """inside, ring: mean smoothed intensities inside the anchor's answer and around it."""
+    """inside, ring: mean smoothed intensities inside the anchor's answer and around it.
+
+    Parameters
+    ----------
+    inside : float
+        Mean smoothed intensity inside the anchor's mask.
+    ring : float
+        Mean smoothed intensity over the ring around it.
+    """
 
     inside: float
     ring: float
 
     def keep(self, smoothed: np.ndarray, mask: np.ndarray, floor: float) -> np.ndarray:
-        """`mask` (Y, X) bool without its pixels below the floor (`smoothed`: (Y, X))."""
+        """`mask` (Y, X) bool without its pixels below the floor (`smoothed`: (Y, X)).
+
+        Parameters
+        ----------
+        smoothed : ndarray
+            (Y, X) float, the slice after `smooth`.
+        mask : ndarray
+            (Y, X) bool, the answer on that slice.
+        floor : float
+            Fraction of the way from `ring` to `inside` a pixel must reach (0..1).
+
+        Returns
+        -------
+        ndarray
+            (Y, X) bool, a new array.
+        """
         thr = self.ring + floor * (self.inside - self.ring)
         return mask & (smoothed > thr if self.inside > self.ring else smoothed < thr)
 
 
 def smooth(pixels: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
-    """(Y, X) float32 pixels smoothed in the plane (the noise of single pixels averaged)."""
+    """(Y, X) float32 pixels smoothed in the plane (the noise of single pixels averaged).
+
+    Parameters
+    ----------
+    pixels : array_like
+        (Y, X) intensities, any numeric dtype.
+    sigma : float
+        Gaussian sigma in pixels.
+
+    Returns
+    -------
+    ndarray
+        (Y, X) float32.
+    """
     return ndi.gaussian_filter(np.asarray(pixels, np.float32), sigma)
 
 
 def measure(pixels: np.ndarray, mask: np.ndarray, ring: int = 4,
             min_snr: float = MIN_SNR) -> Optional[Floor]:
     """The `Floor` of an anchor's answer `mask` on its slice `pixels` (Y, X), or None when
-    the mask is empty or its contrast is too weak to trust (module doc)."""
+    the mask is empty or its contrast is too weak to trust (module doc).
+
+    Parameters
+    ----------
+    pixels : ndarray
+        (Y, X) intensities of the anchor slice.
+    mask : ndarray
+        (Y, X) bool, the anchor's answer.
+    ring : int
+        Width in pixels of the ring around the mask.
+    min_snr : float
+        Least |inside - ring| in units of the ring's standard deviation.
+
+    Returns
+    -------
+    Floor or None
+    """
     if not mask.any():
         return None
     around = ndi.binary_dilation(mask, iterations=ring) & ~mask
@@ -71,7 +123,24 @@ def apply_floor(out: np.ndarray, floors: Dict[int, Optional[Floor]], pixels, flo
                 ) -> np.ndarray:
     """Trim every slice of `out` (Z, Y, X) bool in place with its nearest anchor's floor.
 
-    floors: {anchor slice: Floor or None}; pixels(k) -> (Y, X) intensities of slice k."""
+    floors: {anchor slice: Floor or None}; pixels(k) -> (Y, X) intensities of slice k.
+
+    Parameters
+    ----------
+    out : ndarray
+        (Z, Y, X) bool, changed in place.
+    floors : dict of int to Floor or None
+        Per anchor slice; None skips the slices nearest to that anchor.
+    pixels : callable
+        pixels(k) -> (Y, X) intensities of slice k.
+    floor : float
+        Fraction as in `Floor.keep`; 0 leaves `out` alone.
+
+    Returns
+    -------
+    ndarray
+        `out`.
+    """
     if not floor or not floors:
         return out
     anchors = np.array(sorted(floors))

@@ -182,7 +182,23 @@ def link_labels(labels, min_iou: float = 0.3, max_gap: int = 1, absorb: float = 
 
 def renumber(labels: np.ndarray, lineage: Lineage) -> Tuple[np.ndarray, Lineage]:
     """Ids 1..M by first appearance (scan order); lineage and parents follow. Tracks with no
-    pixel left are dropped (a daughter whose parent was dropped gets parent 0)."""
+    pixel left are dropped (a daughter whose parent was dropped gets parent 0).
+
+    Parameters
+    ----------
+    labels : ndarray
+        (T, Y, X) or (Z, Y, X) integer track labels, 0 background.
+    lineage : dict of int to (int, int, int)
+        {id: (first frame, last frame, parent id or 0)}; empty: first and last frames are
+        taken from the labels, parents 0.
+
+    Returns
+    -------
+    labels : ndarray
+        uint32, same shape, ids 1..M.
+    lineage : dict of int to (int, int, int)
+        Keyed by the new ids, parents renumbered.
+    """
     flat = labels.ravel()
     ids, first = np.unique(flat, return_index=True)
     keep = ids > 0

@@ -32,14 +32,38 @@ METHODS = ("auto", "memory", "prompt")
 
 
 def is_sam2(model) -> bool:
-    """True for a SAM 2.1 model (a `Sam2`, or a Predictor holding one)."""
+    """True for a SAM 2.1 model (a `Sam2`, or a Predictor holding one).
+
+    Parameters
+    ----------
+    model : Sam, Sam2 or Predictor
+        The model, or anything with a `.model`.
+
+    Returns
+    -------
+    bool
+    """
     from ..model.sam2 import Sam2
 
     return isinstance(getattr(model, "model", model), Sam2)
 
 
 def resolve_method(method: str, model) -> str:
-    """"memory" or "prompt" for `method` in METHODS and a model (or Predictor)."""
+    """"memory" or "prompt" for `method` in METHODS and a model (or Predictor).
+
+    Parameters
+    ----------
+    method : str
+        "auto", "memory" or "prompt"; "memory" with a model that is not SAM 2.1 raises
+        ValueError.
+    model : Sam, Sam2 or Predictor
+        The model that will segment.
+
+    Returns
+    -------
+    str
+        "memory" or "prompt".
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "auto":
@@ -53,7 +77,19 @@ def resolve_method(method: str, model) -> str:
 
 def video_predictor(embeddings, cache_frames: int = 2):
     """A `VideoPredictor` over the stack of `embeddings` (a SliceEmbeddings), with its model,
-    device, channels and intensity range."""
+    device, channels and intensity range.
+
+    Parameters
+    ----------
+    embeddings : SliceEmbeddings
+        The stack and its predictor (a SAM 2.1 model).
+    cache_frames : int
+        Frames whose image features the video predictor keeps.
+
+    Returns
+    -------
+    VideoPredictor
+    """
     from ..video_predictor import VideoPredictor
 
     pred = embeddings.predictor
@@ -81,7 +117,31 @@ def segment_memory(embeddings, given: Dict[int, dict], rules: StopRules, tick, c
 
     given: {slice: prompt dict} (at least one); rules: the stopping rules beyond the outermost
     prompted slices; tick(k) is called per slice done. Returns ((Z, Y, X) bool,
-    PropagationInfo)."""
+    PropagationInfo).
+
+    Parameters
+    ----------
+    embeddings : SliceEmbeddings
+        The (Z, Y, X[, C]) stack with a SAM 2.1 predictor.
+    given : dict of int to dict
+        {slice: {"points": (N, 2) float (row, col), "point_labels": (N,) int, "box":
+        (4,) (row0, col0, row1, col1), "mask": (Y, X) bool}}, any of the keys.
+    rules : StopRules
+        Stopping rules beyond the outermost prompted slices.
+    tick : callable
+        tick(k), called once per slice done.
+    cancel : callable, optional
+        Returns True to cancel (raises, see `propagate`).
+    vp : VideoPredictor, optional
+        Reused (reset first); None makes one with `video_predictor`.
+
+    Returns
+    -------
+    mask : ndarray
+        (Z, Y, X) bool, the object on every slice.
+    info : PropagationInfo
+        Per-slice scores (mean probability inside the mask), stop reasons, anchors.
+    """
     import torch
 
     vp = vp or video_predictor(embeddings)
@@ -158,7 +218,26 @@ def fill_gaps_memory(embeddings, per_frame: np.ndarray, rules: StopRules, cancel
     """`track`'s gap filling with SAM 2.1's memory: a cell that the frame before has and this
     frame lacks is propagated into this frame from the memory of its last `depth` frames (its
     masks there as conditioning frames, followed back by overlap), then accepted by the same
-    rules as on the prompting path. Returns the per-frame labels with the cells added."""
+    rules as on the prompting path. Returns the per-frame labels with the cells added.
+
+    Parameters
+    ----------
+    embeddings : SliceEmbeddings
+        The (T, Y, X[, C]) frames with a SAM 2.1 predictor.
+    per_frame : ndarray
+        (T, Y, X) integer labels, each frame numbered on its own.
+    rules : StopRules
+        Acceptance rules (min_area, area ratios, min_iou, contrast).
+    cancel : callable, optional
+        Returns True to cancel.
+    depth : int
+        Earlier frames used as the memory of a missed cell.
+
+    Returns
+    -------
+    ndarray
+        (T, Y, X) copy of `per_frame` with the found cells added (new ids per frame).
+    """
     out = per_frame.copy()
     vp = video_predictor(embeddings, cache_frames=depth + 1)
     for t in range(1, len(out)):

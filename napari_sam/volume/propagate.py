@@ -66,7 +66,20 @@ def _box(mask: np.ndarray) -> Tuple[np.ndarray, Tuple[slice, slice]]:
 
 def interior_points(mask: np.ndarray, n: int = 1) -> np.ndarray:
     """(n, 2) (row, col) points inside `mask` (Y, X) bool: the pixel farthest from the
-    border first, then each next one farthest from the border and the points before it."""
+    border first, then each next one farthest from the border and the points before it.
+
+    Parameters
+    ----------
+    mask : ndarray
+        (Y, X) bool, not empty.
+    n : int
+        How many points (fewer when the mask has too few pixels).
+
+    Returns
+    -------
+    ndarray
+        float (n, 2) (row, col) pixel indices.
+    """
     _, sl = _box(mask)
     crop = np.pad(mask[sl], 1)
     dist = ndi.distance_transform_edt(crop)[1:-1, 1:-1]
@@ -144,7 +157,22 @@ def _connected_to(mask: np.ndarray, prev: np.ndarray) -> np.ndarray:
 
 def contrast(pixels: np.ndarray, mask: np.ndarray, ring: int = 4) -> float:
     """Mean of the (Y, X) `pixels` inside `mask` minus their mean over a ring `ring` pixels
-    wide around it (computed inside the mask's box grown by the ring)."""
+    wide around it (computed inside the mask's box grown by the ring).
+
+    Parameters
+    ----------
+    pixels : ndarray
+        (Y, X) float intensities (e.g. `SliceEmbeddings.pixels`).
+    mask : ndarray
+        (Y, X) bool.
+    ring : int
+        Width of the ring in pixels.
+
+    Returns
+    -------
+    float
+        Inside minus around; 0.0 for an empty mask or no ring.
+    """
     if not mask.any():
         return 0.0
     _, (rs, cs) = _box(mask)

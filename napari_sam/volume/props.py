@@ -26,7 +26,23 @@ def object_table_3d(labels, image=None, spacing: Optional[Sequence[float]] = Non
     """Measure each object of (Z, Y, X) labels -> {column: array} (columns: module doc).
 
     image: (Z, Y, X) or (Z, Y, X, C) source for mean intensities; spacing: (dz, dy, dx) in
-    µm for the physical columns."""
+    µm for the physical columns.
+
+    Parameters
+    ----------
+    labels : array_like
+        (Z, Y, X) integer labels, one id per 3D object, 0 background.
+    image : array_like, optional
+        (Z, Y, X) or (Z, Y, X, C) intensities on the same grid.
+    spacing : (float, float, float), optional
+        (dz, dy, dx) voxel size in µm.
+
+    Returns
+    -------
+    dict of str to ndarray
+        One 1D array per column, one entry per object in id order; label uint32, volume,
+        bboxes and z_extent int64, centroids (z, row, col) and physical columns float64.
+    """
     from skimage.measure import regionprops_table
 
     labels = to_uint32(labels)

@@ -36,7 +36,19 @@ from .propagate import SliceAnswer, StopRules, _check_cancel, _connected_to, _fo
 
 def segment_slices(*args, **kw):
     """`automask.volume.segment_slices`, imported on first call: that module imports this
-    package, so importing it here at load time would close an import circle."""
+    package, so importing it here at load time would close an import circle.
+
+    Parameters
+    ----------
+    *args, **kw
+        As for `automask.volume.segment_slices`: embeddings (SliceEmbeddings), progress,
+        cancel, mode and automask keywords.
+
+    Returns
+    -------
+    ndarray
+        (N, Y, X) uint32, each slice segmented on its own (ids per slice).
+    """
     from ..automask.volume import segment_slices as run
 
     return run(*args, **kw)
