@@ -272,6 +272,25 @@ def generate_sample(rng: np.random.Generator, size=(256, 256), kind=None, dtype=
     ``kind``: "nuclei" or "cells" give grayscale (Y, X) images, "shapes" gives RGB (Y, X, 3);
     None picks one with probabilities 0.5 / 0.25 / 0.25. ``invert``: None inverts the contrast
     of grayscale images with probability 0.05 (brightfield-like), True/False force it.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws everything; the same generator state gives the same sample.
+    size : tuple of int
+        The image's (Y, X) size.
+    kind : str or None
+        "nuclei", "cells" or "shapes" (else ValueError); None draws one.
+    dtype : str
+        "float32" (0-1), "uint8" or "uint16", mapped with a random range (`to_dtype`).
+    invert : bool or None
+        Invert grayscale images; None: with probability 0.05.
+
+    Returns
+    -------
+    image : ndarray, (Y, X) or (Y, X, 3) of `dtype`
+    labels : ndarray, (Y, X) uint32
+        Consecutive ids 1..N (possibly none), 0 for background.
     """
     size = (int(size[0]), int(size[1]))
     if kind is None:
@@ -294,17 +313,61 @@ def generate_sample(rng: np.random.Generator, size=(256, 256), kind=None, dtype=
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
-    """The generator of sample ``index`` of :func:`make_dataset` ``(seed, ...)``."""
+    """The generator of sample ``index`` of :func:`make_dataset` ``(seed, ...)``.
+
+    Parameters
+    ----------
+    seed : int
+        The dataset's seed.
+    index : int
+        The sample's index.
+
+    Returns
+    -------
+    numpy.random.Generator
+        Seeded by ``SeedSequence(seed, spawn_key=(index,))``.
+    """
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
 
 
 def make_dataset(seed: int, n: int, size=(256, 256), kind=None, dtype="float32"):
-    """``n`` samples; sample ``i`` depends only on ``(seed, i)``, not on ``n``."""
+    """``n`` samples; sample ``i`` depends only on ``(seed, i)``, not on ``n``.
+
+    Parameters
+    ----------
+    seed : int
+        The dataset's seed (see `sample_rng`).
+    n : int
+        The number of samples.
+    size, kind, dtype
+        As in `generate_sample`.
+
+    Returns
+    -------
+    list of (ndarray, ndarray)
+        ``n`` (image, labels) pairs as `generate_sample` returns them.
+    """
     return [generate_sample(sample_rng(seed, i), size, kind, dtype) for i in range(n)]
 
 
 def nuclei_image(seed: int = 0, size=(512, 512), dtype="uint16"):
-    """A clean fluorescence nuclei field (20-80 nuclei, 10-40 px) for sample data and tests."""
+    """A clean fluorescence nuclei field (20-80 nuclei, 10-40 px) for sample data and tests.
+
+    Parameters
+    ----------
+    seed : int
+        The image depends only on it (and on `size`).
+    size : tuple of int
+        The image's (Y, X) size.
+    dtype : str
+        "float32" (0-1), "uint8" (0-255) or "uint16" (100-4095), a fixed mapping.
+
+    Returns
+    -------
+    image : ndarray, (Y, X) of `dtype`
+    labels : ndarray, (Y, X) uint32
+        Consecutive ids 1..N, 0 for background.
+    """
     rng = np.random.default_rng(seed)
     p = _nuclei_params(rng, size)
     p.update(d_med=rng.uniform(16, 26), d_spread=0.2, d_min=10.0, d_max=40.0,

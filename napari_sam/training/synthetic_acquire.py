@@ -85,6 +85,20 @@ def to_dtype(image: np.ndarray, dtype, rng: np.random.Generator | None = None) -
     uint8 uses (mostly) the full 0..255 range. uint16 mimics a camera: an offset (~100 for
     most images) plus a peak of a few thousand counts, now and then a 16-bit sCMOS range.
     Without ``rng`` the mapping is fixed (uint8: 0..255, uint16: 100..4095).
+
+    Parameters
+    ----------
+    image : ndarray, any shape (e.g. (Y, X) or (Y, X, 3))
+        Values in [0, 1].
+    dtype : str or numpy.dtype
+        "float32", "uint8" or "uint16"; anything else raises ValueError.
+    rng : numpy.random.Generator or None
+        Draws a random camera-like range; None: the fixed mapping.
+
+    Returns
+    -------
+    ndarray
+        Same shape as `image`, of `dtype` (float32 returns `image` as float32 unchanged).
     """
     dtype = np.dtype(dtype)
     image = np.asarray(image, np.float32)
