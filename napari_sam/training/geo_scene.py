@@ -207,7 +207,7 @@ class GeoScene:
         tile : int
             The TIFF tile side in pixels.
         overwrite : bool
-            Replace an existing file (else the write fails).
+            Replace an existing file (else FileExistsError).
 
         Returns
         -------
