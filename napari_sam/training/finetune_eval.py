@@ -149,9 +149,8 @@ def calibration_pieces(model, samples: List, diameters: Optional[Sequence] = Non
     Returns
     -------
     list of tuple
-        (pixels (h, w, 3) uint8, labels (h, w) uint32, zoom float or None, diameter float or
-        None)
-        per piece; tiles are cut at (row, col) multiples of the tile side.
+        (pixels (h, w, 3) uint8, labels (h, w) uint32, zoom float or None, diameter float
+        or None) per piece; tiles start at (row, col) multiples of the tile side.
     """
     from ..scale import plan_zoom
 
