@@ -12,7 +12,7 @@ from ..device import autocast
 from ..model import Sam
 from ..runtime.session import InferenceSession
 from .augment import random_view
-from .train import MODE_P, MODES, prompt_losses
+from .prompt_loss import MODE_P, MODES, prompt_losses
 from .user_data import Sample
 
 
