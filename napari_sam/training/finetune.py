@@ -1,6 +1,6 @@
 """Fine-tune a model on the user's annotated images (`user_data.Sample`s).
 
-The training step is the bundled model's (`train.prompt_losses`: a simulated click, box or
+The training step is the bundled model's (`prompt_loss.prompt_losses`: a simulated click, box or
 few clicks, then a corrective click with the previous logits as mask input; focal + dice on
 the best output, MSE on the IoU head), on augmented views of the user's images
 (`augment.random_view`). What is trained (`FinetuneConfig.train`):
