@@ -3,8 +3,8 @@
 A generator draws a noiseless ``signal`` (Y, X) float32 (about 1 inside objects) and its
 labels; this module turns the signal into a microscope-like image: unlabelled debris
 (:func:`_debris`), background, illumination, blur and photon/read noise (:func:`_acquire`),
-and the storage dtype (:func:`to_dtype`). The random draws happen in the same order as
-before the split, so images stay identical for a given generator state.
+and the storage dtype (:func:`to_dtype`). Each function draws from the generator it is
+given in a fixed order, so a generator state always gives the same image.
 """
 
 from __future__ import annotations
