@@ -20,7 +20,20 @@ import torch.nn.functional as F
 
 def inference_scale(shape: Tuple[int, int], image_size: int) -> float:
     """Zoom the Predictor/automask apply to a (Y, X) plane: the longest side to the model's
-    input, except for planes longer than twice the input, which are tiled at 1:1."""
+    input, except for planes longer than twice the input, which are tiled at 1:1.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The plane's (Y, X) size in pixels.
+    image_size : int
+        The model's square input side in pixels.
+
+    Returns
+    -------
+    float
+        Model-input pixels per image pixel: ``image_size / max(shape)``, or 1.0 when tiled.
+    """
     long_side = max(shape)
     return image_size / long_side if long_side <= 2 * image_size else 1.0
 
@@ -38,7 +51,28 @@ def sample_zoom(model, pixels: np.ndarray, labels: np.ndarray
     (`estimate_ratio`, see `finetune.trained_object_size`), so that the default inference,
     which estimates the diameter, zooms new images of the kind as the training did. Models without an
     object-size zoom (SAM 2.1's square input) and images without objects get
-    `inference_scale`."""
+    `inference_scale`.
+
+    Parameters
+    ----------
+    model : Sam
+        The model to fine-tune (its ``image_size`` and preferred diameter set the zoom).
+    pixels : ndarray, (Y, X, 3)
+        The image, RGB, 0-255 (uint8 or float).
+    labels : ndarray, (Y, X) int
+        Its instance labels, 0 for background.
+
+    Returns
+    -------
+    zoom : float
+        Model-input pixels per image pixel.
+    diameter : float
+        The annotated objects' median equivalent-circle diameter in image pixels (0.0 when
+        the model has a square input or there are no objects).
+    estimate : float or None
+        The diameter `scale.resolve_diameter` estimates from ``pixels`` (image pixels);
+        None when it is not confident, or for square-input models and empty labels.
+    """
     from ..scale import plan_zoom, resolve_diameter
 
     areas = np.bincount(labels.ravel())[1:]
@@ -81,6 +115,33 @@ def random_view(rng: np.random.Generator, pixels: np.ndarray, labels: np.ndarray
     zoom: model-input px per image px before the jitter (`sample_zoom`; None:
     `inference_scale`, the whole image resized to the input). `scale_jitter`: the zoom
     varies log-uniformly by this factor either way.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws the crop, scale, rotation, flip and intensity changes.
+    pixels : ndarray, (Y, X, 3) uint8 or float
+        The image, 0-255.
+    labels : ndarray, (Y, X) uint32
+        Its instance labels, 0 for background.
+    image_size : int
+        S, the side of the model's square input.
+    pad_value : array_like, (3,) float
+        The pixel value that fills the input past the view (the model's pixel mean, 0-255).
+    scale_jitter : float
+        The largest factor, up or down, applied to the zoom.
+    min_area : int
+        Objects with fewer pixels in the view are set to 0.
+    tries : int
+        Crops drawn before giving up.
+    zoom : float or None
+        Model-input pixels per image pixel before the jitter; None: `inference_scale`.
+
+    Returns
+    -------
+    tuple of (ndarray, ndarray) or None
+        pixels (S, S, 3) float32 0-255 and labels (S, S) uint32, the view at the top-left
+        (row, col) corner and padding elsewhere; None when no try held an object.
     """
     h, w = labels.shape
     base = float(zoom) if zoom else inference_scale((h, w), image_size)

@@ -16,13 +16,45 @@ from .prompts import bounding_box, interior_point
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two masks.
+
+    Parameters
+    ----------
+    a, b : ndarray, (Y, X) bool
+        The masks, of the same shape.
+
+    Returns
+    -------
+    float
+        |a & b| / |a | b|; 1.0 when both are empty.
+    """
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def prompt_ious(predictor, image: np.ndarray, labels: np.ndarray, max_objects: int = 0,
                 min_area: int = 4):
-    """Per-object IoUs for the click prompt and the box prompt on one annotated image."""
+    """Per-object IoUs for the click prompt and the box prompt on one annotated image.
+
+    Parameters
+    ----------
+    predictor : Predictor
+        Its image is set to `image`.
+    image : ndarray, (Y, X) or (Y, X, C)
+        Any image the predictor accepts.
+    labels : ndarray, (Y, X) int
+        Instance labels, 0 for background.
+    max_objects : int
+        Use only the first this many ids (by value); 0: all.
+    min_area : int
+        Objects with fewer pixels are skipped.
+
+    Returns
+    -------
+    click, box : list of float
+        One IoU per evaluated object: the click at its interior (row, col) point (best
+        multimask output by score) and its bounding box (single output).
+    """
     predictor.set_image(image)
     ids = [i for i in np.unique(labels) if i]
     if max_objects:
@@ -44,6 +76,23 @@ def prompt_ious(predictor, image: np.ndarray, labels: np.ndarray, max_objects: i
 
 def evaluate_prompts(predictor, pairs: Iterable[Tuple[np.ndarray, np.ndarray]],
                      max_objects: int = 0, progress=null_progress) -> dict:
+    """Mean 1-click and box IoU over the objects of annotated images.
+
+    Parameters
+    ----------
+    predictor : Predictor
+    pairs : iterable of (ndarray, ndarray)
+        (image (Y, X) or (Y, X, C), labels (Y, X) int) pairs.
+    max_objects : int
+        Objects per image (see `prompt_ious`); 0: all.
+    progress : callable
+        Called as ``progress(done, total, "")`` after each image.
+
+    Returns
+    -------
+    dict
+        "click_miou", "box_miou" (float, NaN without objects), "objects", "images" (int).
+    """
     pairs = list(pairs)
     click, box = [], []
     for n, (image, labels) in enumerate(pairs):
@@ -60,6 +109,18 @@ def match_f1(pred: np.ndarray, truth: np.ndarray, thresholds=(0.5, 0.75)) -> dic
     """F1 of predicted vs true instance labels at IoU thresholds (one-to-one matching).
 
     Pairs are matched greedily from the highest IoU down; above 0.5 a match is unique anyway.
+
+    Parameters
+    ----------
+    pred, truth : ndarray, same shape (e.g. (Y, X)), int
+        Predicted and true instance labels, 0 for background.
+    thresholds : sequence of float
+        The IoU thresholds.
+
+    Returns
+    -------
+    dict
+        "n_pred", "n_true" (int) and "f1@<threshold>" (float, 1.0 when both are empty).
     """
     pred = np.asarray(pred).ravel()
     truth = np.asarray(truth).ravel()
@@ -91,7 +152,24 @@ def match_f1(pred: np.ndarray, truth: np.ndarray, thresholds=(0.5, 0.75)) -> dic
 
 
 def evaluate_automask(pairs, model, progress=null_progress, **automask_kw) -> dict:
-    """Mean automatic-segmentation F1 at IoU 0.5 and 0.75 over annotated images."""
+    """Mean automatic-segmentation F1 at IoU 0.5 and 0.75 over annotated images.
+
+    Parameters
+    ----------
+    pairs : iterable of (ndarray, ndarray)
+        (image (Y, X) or (Y, X, C), labels (Y, X) int) pairs.
+    model : Sam or Predictor
+        Passed to `automask`.
+    progress : callable
+        Called as ``progress(done, total, "")`` after each image.
+    **automask_kw
+        Further arguments of `automask`.
+
+    Returns
+    -------
+    dict
+        "f1@0.5" and "f1@0.75", float means over the images.
+    """
     from ..automask.segmenter import automask
 
     scores = []
@@ -115,6 +193,25 @@ def sweep_automask(pairs, model, pred_iou=SWEEP_IOU, stability=SWEEP_STABILITY,
     zero); every pair of thresholds then only re-filters, as the widget's sliders do.
     Use it to choose thresholds for a model whose IoU head is calibrated differently
     from SAM's (the defaults 0.88 / 0.95 are SAM's).
+
+    Parameters
+    ----------
+    pairs : iterable of (ndarray, ndarray)
+        (image (Y, X) or (Y, X, C), labels (Y, X) int) pairs.
+    model : Sam
+        Passed to `AutoMaskGenerator`.
+    pred_iou, stability : sequence of float
+        The thresholds to try.
+    progress : callable
+        Called as ``progress(done, total, "")`` after each image.
+    **generator_kw
+        Further arguments of `AutoMaskGenerator`.
+
+    Returns
+    -------
+    list of dict
+        One row per pair: "pred_iou_thresh", "stability_thresh", "f1@0.5", "f1@0.75"
+        (means over the images), sorted by F1@0.5 then F1@0.75, best first.
     """
     from ..automask import AutoMaskGenerator
 
@@ -135,7 +232,23 @@ def sweep_automask(pairs, model, pred_iou=SWEEP_IOU, stability=SWEEP_STABILITY,
 
 
 def heldout_set(n: int = 20, size: int = 256, seed: int = 10_000_019):
-    """Synthetic test images from seeds disjoint from training (training uses seed < 10**6)."""
+    """Synthetic test images from seeds disjoint from training (training uses seed < 10**6).
+
+    Parameters
+    ----------
+    n : int
+        The number of images.
+    size : int
+        S, their side.
+    seed : int
+        The set's seed (`synthetic.sample_rng`).
+
+    Returns
+    -------
+    list of (ndarray, ndarray)
+        (image, labels (S, S) uint32): image (S, S) uint16 for grayscale samples, (S, S, 3)
+        uint8 for RGB ones.
+    """
     from .synthetic import generate_sample, sample_rng, to_dtype
 
     out = []

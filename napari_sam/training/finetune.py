@@ -1,6 +1,6 @@
 """Fine-tune a model on the user's annotated images (`user_data.Sample`s).
 
-The training step is the bundled model's (`train.prompt_losses`: a simulated click, box or
+The training step is the bundled model's (`prompt_loss.prompt_losses`: a simulated click, box or
 few clicks, then a corrective click with the previous logits as mask input; focal + dice on
 the best output, MSE on the IoU head), on augmented views of the user's images
 (`augment.random_view`). What is trained (`FinetuneConfig.train`):
@@ -39,7 +39,7 @@ import copy
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -50,81 +50,12 @@ from ..io.atomic import atomic_path
 from ..model import Sam, load_model, save_checkpoint
 from .augment import sample_zoom
 from .finetune_eval import validate
+from .finetune_setup import (FinetuneConfig, FinetuneResult, _train_mode, _trainable, _weights,
+                             trained_part)
 from .finetune_steps import TrainingViews, step_loss
 from .user_data import Sample, summary
 
 STATE_SUFFIX = ".state.pt"
-
-
-@dataclass
-class FinetuneConfig:
-    base: str = "bundled"        # registry name or checkpoint path
-    minutes: float = 10.0        # time budget of training and its evaluations (0: no limit)
-    max_steps: int = 0           # 0: no limit
-    train: str = "auto"          # "auto", "all" or "decoder"
-    batch: int = 4               # views per step
-    objects: int = 4             # objects prompted per view
-    lr: float = 0.0              # 0: 2e-4 for "all", 3e-4 for "decoder"
-    views: int = 16              # cached views per training sample ("decoder")
-    eval_every: int = 0          # steps between evaluations; 0: about 8 per run
-    eval_seconds: float = 0.0    # with eval_every 0: seconds between evaluations (0: auto)
-    val_objects: int = 30        # objects scored per validation sample
-    calibrate: bool = True       # choose automask thresholds on the validation samples
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"      # autocast dtype: "auto" (bf16 on capable CPUs/GPUs), fp32, bf16
-    checkpoint_minutes: float = 2.0
-    lora_rank: int = 0           # > 0: LoRA adapters of this rank on the encoder's attention
-    lora_proj: bool = False      # adapters on the attention output projection too
-
-
-@dataclass
-class FinetuneResult:
-    path: Path
-    before: dict
-    after: dict
-    steps: int
-    seconds: float
-    history: List[dict] = field(default_factory=list)
-    stopped: bool = False        # ended by should_stop (Cancel)
-
-
-def trained_part(model: Sam, train: str) -> str:
-    """"all" or "decoder" for `train` ("auto": all weights when the encoder is small)."""
-    if train not in ("auto", "all", "decoder"):
-        raise ValueError(f"train must be auto, all or decoder, got {train!r}")
-    if train != "auto":
-        return train
-    n = sum(p.numel() for p in model.image_encoder.parameters())
-    return "all" if n < 20_000_000 else "decoder"
-
-
-def _trainable(model: Sam, part: str) -> List[str]:
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith(_prefixes(part)) or ".lora_" in name)
-    return [n for n, p in model.named_parameters() if p.requires_grad]
-
-
-def _prefixes(part: str) -> tuple:
-    return ("",) if part == "all" else ("mask_decoder.", "prompt_encoder.", "instance_head.",
-                                        "instance_decoder.")
-
-
-def _weights(model: Sam, part: str) -> dict:
-    """A copy of the trained part's state (parameters and buffers)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-            if k.startswith(_prefixes(part)) or ".lora_" in k}
-
-
-def _train_mode(model: Sam, part: str) -> None:
-    """Training mode, except batch norms (a few views per step would drag their running
-    statistics away from the pretrained ones) and a frozen encoder."""
-    model.train()
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
-    if part == "decoder":  # with LoRA adapters too: the encoder has no dropout to switch
-        model.image_encoder.eval()
 
 
 def _amp(precision: str, device: torch.device, config=None):
@@ -155,7 +86,31 @@ def finetune(train: List[Sample], val: List[Sample], output, cfg: FinetuneConfig
     weights by the score on `val`, write them to `output` -> FinetuneResult.
 
     progress(record) is called after each evaluation with {"step", "seconds", "loss",
-    "score", "click_miou", "box_miou", "best"}; log(message) with phase messages."""
+    "score", "click_miou", "box_miou", "best"}; log(message) with phase messages.
+
+    Parameters
+    ----------
+    train, val : list of user_data.Sample
+        Training and validation samples: pixels (Y, X, 3) uint8, labels (Y, X) uint32;
+        both non-empty (else ValueError).
+    output : str or os.PathLike
+        The checkpoint to write (replaced); its state file resumes an interrupted run.
+    cfg : FinetuneConfig or None
+        The settings; None: the defaults.
+    progress : callable
+        Called with each evaluation's record (dict, see above).
+    should_stop : callable
+        Polled before each step; True ends the run and writes the best weights.
+    log : callable
+        Called with phase messages (str).
+    model : Sam or None
+        Start from a copy of this model instead of loading `cfg.base`.
+
+    Returns
+    -------
+    FinetuneResult
+        The checkpoint's path, the scores before and after, steps, seconds and history.
+    """
     cfg = cfg or FinetuneConfig()
     if not train or not val:
         raise ValueError("fine-tuning needs training and validation samples")
@@ -300,7 +255,23 @@ def trained_object_size(model: Sam, scales: list) -> dict:
     diameter is stored as `estimate_ratio`: inference divides estimates by it
     (`scale.resolve_diameter`), so images of the kind are zoomed as in training whether the
     diameter is estimated or typed. -> {"diameter", "range", "estimate_ratio",
-    "annotated_px", "estimated_px"}."""
+    "annotated_px", "estimated_px"}.
+
+    Parameters
+    ----------
+    model : Sam
+        The base model (its preferred diameter and range, in model-input pixels).
+    scales : list of tuple
+        (zoom float, annotated diameter float (0: none), estimated diameter float or None)
+        per training sample, in image pixels.
+
+    Returns
+    -------
+    dict
+        "diameter" float and "range" [low, high] in model-input pixels, "estimate_ratio"
+        float, "annotated_px" float and "estimated_px" (float or None) medians in image
+        pixels.
+    """
     from ..scale import preferred_diameter
 
     pref, (lo, hi) = preferred_diameter(model)

@@ -52,6 +52,29 @@ def validate(model, samples: List, max_objects: int = 40, automask: bool = False
     its choices set on `model` and returned under "calibration" (and "automask", "ais",
     "automask_mode"). With `automask`: "automask_f1@0.5" / "@0.75", the F1 of the default
     automatic segmentation (`automask.AutoSegmenter`, mode "auto", the model's thresholds).
+
+    Parameters
+    ----------
+    model : Sam
+        Evaluated in eval mode; its training mode is restored afterwards.
+    samples : list of Sample
+        pixels (Y, X, 3) uint8, labels (Y, X) uint32.
+    max_objects : int
+        Objects scored per sample; 0: all.
+    automask : bool
+        Add the automatic segmentation's F1.
+    amp : torch.dtype or None
+        The predictor's autocast dtype (bfloat16 or float16); None: fp32.
+    diameters : sequence of (float or None) or None
+        Per sample, its objects' diameter in image pixels; None: no zoom.
+    calibrate : bool
+        Calibrate the automatic segmentation first (changes `model`'s defaults).
+
+    Returns
+    -------
+    dict
+        "click_miou", "box_miou", "score" (floats, 4 decimals), "objects" (int), and the
+        automask and calibration keys described above when asked for.
     """
     was_training = model.training
     model.eval()
@@ -79,7 +102,22 @@ def validate(model, samples: List, max_objects: int = 40, automask: bool = False
 
 def automask_f1(pred, samples: List, diameters: Optional[Sequence] = None) -> dict:
     """F1@0.5 / 0.75 of the default automatic segmentation (mode "auto", the model's own
-    thresholds and AIS parameters) on the samples, at their diameters (see `validate`)."""
+    thresholds and AIS parameters) on the samples, at their diameters (see `validate`).
+
+    Parameters
+    ----------
+    pred : Predictor
+    samples : list of Sample
+        pixels (Y, X, 3) uint8, labels (Y, X) uint32.
+    diameters : sequence of (float or None) or None
+        Per sample, its objects' diameter in image pixels; None: no zoom.
+
+    Returns
+    -------
+    dict
+        "automask_f1@0.5", "automask_f1@0.75" (mean floats, 4 decimals) and
+        "automask_mode" ("ais" or "amg", what mode "auto" resolves to).
+    """
     from ..automask.segmenter import AutoSegmenter, resolve_mode
 
     seg = AutoSegmenter(pred, mode="auto")
@@ -95,7 +133,25 @@ def calibration_pieces(model, samples: List, diameters: Optional[Sequence] = Non
     """Pieces of the samples that the default inference sees in one model input each:
     [(pixels (h, w, 3), labels (h, w), zoom or None, diameter or None)]. A sample that
     fits whole is one piece; a tiled one is cut into tiles of the plan's side (up to
-    `limit` evenly spread ones holding objects)."""
+    `limit` evenly spread ones holding objects).
+
+    Parameters
+    ----------
+    model : Sam
+        Its input size and preferred diameter set the plan (`scale.plan_zoom`).
+    samples : list of Sample
+        pixels (Y, X, 3) uint8, labels (Y, X) uint32.
+    diameters : sequence of (float or None) or None
+        Per sample, its objects' diameter in image pixels; None: no zoom.
+    limit : int
+        The most pieces taken from one tiled sample.
+
+    Returns
+    -------
+    list of tuple
+        (pixels (h, w, 3) uint8, labels (h, w) uint32, zoom float or None, diameter float
+        or None) per piece; tiles start at (row, col) multiples of the tile side.
+    """
     from ..scale import plan_zoom
 
     out = []
@@ -130,7 +186,24 @@ def calibrate_automask(pred, samples: List, diameters: Optional[Sequence] = None
     and set them on the model: AMG thresholds (`automask_defaults`), AIS parameters
     (`ais_defaults`, models with an instance decoder) and the better mode (`automask_mode`).
     -> {"automask": {...}, "ais": {...}, "automask_mode": "ais" | "amg", "scores": {mode:
-    {"f1@0.5", "f1@0.75"}} (on the calibration pieces)}."""
+    {"f1@0.5", "f1@0.75"}} (on the calibration pieces)}.
+
+    Parameters
+    ----------
+    pred : Predictor
+        Its model's defaults are changed.
+    samples : list of Sample
+        pixels (Y, X, 3) uint8, labels (Y, X) uint32.
+    diameters : sequence of (float or None) or None
+        Per sample, its objects' diameter in image pixels; None: no zoom.
+
+    Returns
+    -------
+    dict
+        "automask" {"pred_iou_thresh", "stability_thresh"}, "ais" (the `AIS_GRID` choice,
+        models with an instance decoder only), "automask_mode" and "scores" (F1 per mode
+        and "pieces", the number of pieces).
+    """
     from ..automask.ais import labels_and_records
     from ..automask import AutoMaskGenerator
     from ..scale import ZoomPlan

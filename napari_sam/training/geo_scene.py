@@ -35,7 +35,23 @@ ROOF = (3200, 3000, 2900, 3300)
 
 @dataclass
 class GeoScene:
-    """See the module docstring. shape: (rows, cols); `field_size` the mean field side."""
+    """See the module docstring. shape: (rows, cols); `field_size` the mean field side.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The scene's (rows, cols) = (Y, X) size in pixels.
+    seed : int
+        The layout and the pixels are a pure function of it.
+    field_size : int
+        The mean side of a field in pixels.
+    road : int
+        The road width between fields in pixels.
+    nodata_border : int
+        The width of the nodata strip along the top and left edges in pixels.
+    georef : GeoRef
+        CRS and affine pixel-to-map transform (default: 10 m pixels in EPSG:32633).
+    """
 
     shape: Tuple[int, int]
     seed: int = 0
@@ -89,7 +105,18 @@ class GeoScene:
 
     # ---- pixels ----------------------------------------------------------------------
     def labels(self, window: Optional[Tuple[int, int, int, int]] = None) -> np.ndarray:
-        """uint32 truth labels of `window` (row0, col0, row1, col1; default: all)."""
+        """uint32 truth labels of `window` (row0, col0, row1, col1; default: all).
+
+        Parameters
+        ----------
+        window : tuple of int or None
+            (row0, col0, row1, col1), ends exclusive; None: the whole scene.
+
+        Returns
+        -------
+        ndarray, (row1 - row0, col1 - col0) uint32
+            Field ids 1.., building ids after them, 0 for roads and the border.
+        """
         r0, c0, r1, c1 = window or (0, 0) + tuple(self.shape)
         out = np.zeros((r1 - r0, c1 - c0), np.uint32)
         b = self._boxes
@@ -101,14 +128,35 @@ class GeoScene:
         return out
 
     def valid(self, window=None) -> np.ndarray:
-        """bool mask of pixels with data (False in the nodata border)."""
+        """bool mask of pixels with data (False in the nodata border).
+
+        Parameters
+        ----------
+        window : tuple of int or None
+            (row0, col0, row1, col1), ends exclusive; None: the whole scene.
+
+        Returns
+        -------
+        ndarray, (row1 - row0, col1 - col0) bool
+        """
         r0, c0, r1, c1 = window or (0, 0) + tuple(self.shape)
         rows = np.arange(r0, r1)[:, None] >= self.nodata_border
         cols = np.arange(c0, c1)[None, :] >= self.nodata_border
         return rows & cols
 
     def image(self, window=None) -> np.ndarray:
-        """uint16 (h, w, 4) reflectance x 10,000 (R, G, B, NIR); 0 in the nodata border."""
+        """uint16 (h, w, 4) reflectance x 10,000 (R, G, B, NIR); 0 in the nodata border.
+
+        Parameters
+        ----------
+        window : tuple of int or None
+            (row0, col0, row1, col1), ends exclusive; None: the whole scene.
+
+        Returns
+        -------
+        ndarray, (row1 - row0, col1 - col0, 4) uint16
+            Values 1..10000 inside the data area (noise depends on the position only).
+        """
         r0, c0, r1, c1 = window or (0, 0) + tuple(self.shape)
         lab = self.labels((r0, c0, r1, c1))
         lut = np.array([ROAD] + [ROOF if o["kind"] == "building" else CROPS[o["crop"]]
@@ -121,7 +169,19 @@ class GeoScene:
     # ---- truth -----------------------------------------------------------------------
     def polygons(self, map_units: bool = True) -> Dict[int, object]:
         """{id: shapely Polygon/MultiPolygon}: map coordinates, or pixel-edge (x=col,
-        y=row) ones with map_units=False."""
+        y=row) ones with map_units=False.
+
+        Parameters
+        ----------
+        map_units : bool
+            True: map coordinates (x = easting, y = northing) of `georef`; False: pixel-edge
+            coordinates (x = col, y = row).
+
+        Returns
+        -------
+        dict of int to shapely geometry
+            {object id: normalized Polygon or MultiPolygon}, buildings cut out of fields.
+        """
         import shapely
         from shapely.geometry import box
 
@@ -138,7 +198,22 @@ class GeoScene:
         return out
 
     def write_geotiff(self, path, tile: int = 256, overwrite: bool = False):
-        """Write the image as a tiled, zlib-compressed GeoTIFF (pixels made tile by tile)."""
+        """Write the image as a tiled, zlib-compressed GeoTIFF (pixels made tile by tile).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (atomically).
+        tile : int
+            The TIFF tile side in pixels.
+        overwrite : bool
+            Replace an existing file (else FileExistsError).
+
+        Returns
+        -------
+        str or os.PathLike
+            `path`.
+        """
         import tifffile
 
         from ..io.atomic import atomic_path

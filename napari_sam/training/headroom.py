@@ -26,7 +26,22 @@ SIZES = ((4, 100), (100, 300), (300, 1000), (1000, 10**9))
 
 
 def oracle_threshold_iou(image: np.ndarray, truth: np.ndarray, steps: int = 40) -> float:
-    """Best IoU over thresholds of the smoothed image inside the object's box (see above)."""
+    """Best IoU over thresholds of the smoothed image inside the object's box (see above).
+
+    Parameters
+    ----------
+    image : ndarray, (Y, X) float
+        The smoothed image, objects brighter than the background.
+    truth : ndarray, (Y, X) bool
+        The object's true mask (non-empty).
+    steps : int
+        Evenly spaced thresholds between the box's min and max (ends excluded).
+
+    Returns
+    -------
+    float
+        The best IoU of the component under the object's interior point; 0.0 if none.
+    """
     box = bounding_box(truth).astype(int)
     sl = (slice(box[0], box[2] + 1), slice(box[1], box[3] + 1))
     sub, t = image[sl], truth[sl]
@@ -42,7 +57,22 @@ def oracle_threshold_iou(image: np.ndarray, truth: np.ndarray, steps: int = 40) 
 def object_records(predictor, n_images: int, seed: int = 10_000_019) -> list:
     """One pass over the held-out set: (kind, area, touches another object, 1-click IoU,
     box IoU, oracle IoU) per object, with the prompts of `napari-sam evaluate`
-    (`evaluate.prompt_ious`); touch and oracle are None on RGB (shapes) scenes."""
+    (`evaluate.prompt_ious`); touch and oracle are None on RGB (shapes) scenes.
+
+    Parameters
+    ----------
+    predictor : Predictor
+    n_images : int
+        Held-out images to use (`evaluate.heldout_set`).
+    seed : int
+        The held-out set's seed.
+
+    Returns
+    -------
+    list of tuple
+        (kind str, area int px, touch bool or None, click IoU float, box IoU float, oracle
+        IoU float or None) per object of at least 4 pixels.
+    """
     from .evaluate import heldout_set, prompt_ious
 
     records = []
@@ -71,7 +101,18 @@ def _mean(x: np.ndarray) -> str:
 
 
 def table(rows) -> str:
-    """Box IoU by size, isolated vs touching; rows: (area, touch, box IoU, oracle IoU)."""
+    """Box IoU by size, isolated vs touching; rows: (area, touch, box IoU, oracle IoU).
+
+    Parameters
+    ----------
+    rows : sequence of (int, bool, float, float)
+        (area px, touches another object, box IoU, oracle IoU) per object.
+
+    Returns
+    -------
+    str
+        A Markdown table, one line per size class and one for all.
+    """
     a = np.array([r[0] for r in rows])
     touch = np.array([r[1] for r in rows])
     model = np.array([r[2] for r in rows])
@@ -89,14 +130,38 @@ def table(rows) -> str:
 
 def heldout_kind(index: int, seed: int = 10_000_019) -> str:
     """The kind of scene of held-out image `index`: generate_sample's first draw, replayed
-    on a fresh copy of that image's rng."""
+    on a fresh copy of that image's rng.
+
+    Parameters
+    ----------
+    index : int
+        The image's index in the held-out set.
+    seed : int
+        The held-out set's seed.
+
+    Returns
+    -------
+    str
+        "nuclei", "cells" or "shapes".
+    """
     from .synthetic import KIND_WEIGHTS, KINDS, sample_rng
 
     return KINDS[sample_rng(seed, index).choice(len(KINDS), p=KIND_WEIGHTS)]
 
 
 def kind_table(records) -> str:
-    """1-click and box mean IoU per kind of held-out scene (nuclei, cells, shapes)."""
+    """1-click and box mean IoU per kind of held-out scene (nuclei, cells, shapes).
+
+    Parameters
+    ----------
+    records : list of tuple
+        `object_records`'s rows.
+
+    Returns
+    -------
+    str
+        A Markdown table, one line per kind that has objects.
+    """
     from .synthetic import KINDS
 
     lines = ["| scene kind | objects | 1-click mean IoU | box mean IoU |", "|---|---|---|---|"]
@@ -109,6 +174,18 @@ def kind_table(records) -> str:
 
 
 def main(argv=None) -> int:
+    """Command line: print the headroom table and the per-kind table for a model.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        The arguments; None: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="bundled")
     ap.add_argument("--images", type=int, default=30)

@@ -17,7 +17,19 @@ from scipy import ndimage as ndi
 
 
 def instance_targets(labels: np.ndarray) -> np.ndarray:
-    """(Y, X) integer labels -> (3, Y, X) float32: foreground, centre and boundary distances."""
+    """(Y, X) integer labels -> (3, Y, X) float32: foreground, centre and boundary distances.
+
+    Parameters
+    ----------
+    labels : ndarray, (Y, X) int
+        Instance labels, 0 for background.
+
+    Returns
+    -------
+    ndarray, (3, Y, X) float32
+        Channel 0 the foreground (1 inside objects), 1 the normalised distance to the object's
+        centre, 2 the boundary distance (see the module docstring); 1 in both for background.
+    """
     labels = np.asarray(labels)
     out = np.ones((3,) + labels.shape, dtype=np.float32)
     out[0] = labels > 0

@@ -25,7 +25,17 @@ from torch import nn
 class LoRALinear(nn.Module):
     """A frozen `nn.Linear` plus a trainable rank-`rank` update (see the module docstring).
 
-    Input (..., in_features) -> output (..., out_features), as the wrapped layer."""
+    Input (..., in_features) -> output (..., out_features), as the wrapped layer.
+
+    Parameters
+    ----------
+    base : torch.nn.Linear
+        The layer to adapt; its parameters are frozen (requires_grad False) in place.
+    rank : int
+        r, the rank of the update (at least 1, else ValueError).
+    alpha : float
+        The update is scaled by alpha / r; 0 means alpha = r (scaling 1).
+    """
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float = 0.0) -> None:
         super().__init__()
@@ -54,11 +64,28 @@ class LoRALinear(nn.Module):
         return self.base.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the adapted layer.
+
+        Parameters
+        ----------
+        x : torch.Tensor, (..., in_features)
+
+        Returns
+        -------
+        torch.Tensor, (..., out_features)
+            ``x W'^T + b``, in `x`'s dtype and device.
+        """
         return F.linear(x, self.weight, self.bias)
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
-        """A plain `nn.Linear` with the adapted weight (same device and dtype)."""
+        """A plain `nn.Linear` with the adapted weight (same device and dtype).
+
+        Returns
+        -------
+        torch.nn.Linear
+            (in_features -> out_features), weight W + scaling * B A and the base's bias.
+        """
         out = nn.Linear(self.in_features, self.out_features, bias=self.base.bias is not None,
                         device=self.base.weight.device, dtype=self.base.weight.dtype)
         out.weight.copy_(self.weight)
@@ -80,7 +107,25 @@ def _targets(encoder: nn.Module, proj: bool) -> Iterator[Tuple[nn.Module, str]]:
 def add_lora(model: nn.Module, rank: int, alpha: float = 0.0, proj: bool = False) -> int:
     """Wrap the attention linears of `model.image_encoder` in `LoRALinear` adapters of
     `rank` (scaling alpha / rank; alpha 0: 1). Returns the number of adapted layers.
-    Adapter parameters are named `....qkv.lora_a` / `lora_b`."""
+    Adapter parameters are named `....qkv.lora_a` / `lora_b`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model with a ViT-style `image_encoder` (attention modules with a `qkv` linear);
+        changed in place. ValueError when it has adapters already or no `qkv` linear.
+    rank : int
+        The adapters' rank.
+    alpha : float
+        Scaling numerator (alpha / rank); 0 means scaling 1.
+    proj : bool
+        Adapt the attention output projections `proj` as well.
+
+    Returns
+    -------
+    int
+        The number of adapted linear layers.
+    """
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("the model has LoRA adapters already")
     n = 0
@@ -96,7 +141,18 @@ def add_lora(model: nn.Module, rank: int, alpha: float = 0.0, proj: bool = False
 
 def merge_lora(model: nn.Module) -> int:
     """Fold every `LoRALinear` of `model` into a plain `nn.Linear` (in place). Returns the
-    number merged; the model afterwards has the base architecture's state-dict keys."""
+    number merged; the model afterwards has the base architecture's state-dict keys.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Changed in place; a model without adapters is left as it is.
+
+    Returns
+    -------
+    int
+        The number of merged layers (0 without adapters).
+    """
     n = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

@@ -20,8 +20,25 @@ def scaled_sample(kind: str, diameter: float, size=(256, 256), seed: int = 0,
                   dtype: str = "uint16"):
     """(image, labels) with objects of median diameter `diameter` px.
 
-    kind: "nuclei" (separated or touching, clean acquisition) or "cells" (touching cells).
-    Returns image (Y, X) of `dtype` and labels (Y, X) uint32."""
+    Parameters
+    ----------
+    kind : str
+        "nuclei" (separated or touching, clean acquisition) or "cells" (touching cells).
+    diameter : float
+        The objects' median diameter in pixels.
+    size : tuple of int
+        The image's (Y, X) size.
+    seed : int
+        The sample index; the image depends only on (`diameter`, `seed`).
+    dtype : str
+        "float32" (0-1), "uint8" or "uint16" (see `synthetic.to_dtype`).
+
+    Returns
+    -------
+    image : ndarray, (Y, X) of `dtype`
+    labels : ndarray, (Y, X) uint32
+        Instance ids 1..N, 0 for background.
+    """
     rng = sample_rng(MULTISCALE_SEED + int(round(diameter * 10)), seed)
     size = (int(size[0]), int(size[1]))
     if kind == "nuclei":
@@ -44,7 +61,18 @@ def scaled_sample(kind: str, diameter: float, size=(256, 256), seed: int = 0,
 
 
 def median_diameter(labels: np.ndarray) -> float:
-    """Median equivalent-circle diameter (px) of the objects of a label image."""
+    """Median equivalent-circle diameter (px) of the objects of a label image.
+
+    Parameters
+    ----------
+    labels : ndarray, (Y, X) non-negative int
+        Instance labels, 0 for background.
+
+    Returns
+    -------
+    float
+        The median of 2 * sqrt(area / pi) over the objects, in pixels; NaN without objects.
+    """
     areas = np.bincount(np.asarray(labels).ravel())[1:]
     areas = areas[areas > 0]
     return float(np.median(2 * np.sqrt(areas / np.pi))) if len(areas) else float("nan")

@@ -14,7 +14,22 @@ from .synthetic import generate_sample, to_dtype
 
 
 def model_sample(rng: np.random.Generator, size: int):
-    """One synthetic image as the model sees it: uint8 (Y, X, 3) pixels and uint32 labels."""
+    """One synthetic image as the model sees it: uint8 (Y, X, 3) pixels and uint32 labels.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws the sample, its storage dtype and its intensity mapping.
+    size : int
+        S, the side of the square image.
+
+    Returns
+    -------
+    pixels : ndarray, (S, S, 3) uint8
+        RGB as `transforms.to_model_pixels` maps the image.
+    labels : ndarray, (S, S) uint32
+        Instance ids 1..N (at least one object), 0 for background.
+    """
     while True:
         image, labels = generate_sample(rng, (size, size))
         if labels.max() > 0:
@@ -28,6 +43,20 @@ def model_sample(rng: np.random.Generator, size: int):
 
 
 class SamplePool:
+    """Synthetic (pixels, labels) samples kept in memory, handed out augmented.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws the samples, the replacements and the augmentations.
+    n : int
+        How many samples the pool holds.
+    size : int
+        S, the side of the square samples (see `model_sample`).
+    progress : callable or None
+        Called as ``progress(done, n)`` every 100 samples while filling.
+    """
+
     def __init__(self, rng: np.random.Generator, n: int, size: int, progress=None) -> None:
         self.rng, self.size = rng, size
         self.items = []
@@ -37,10 +66,29 @@ class SamplePool:
                 progress(i + 1, n)
 
     def refresh(self, k: int) -> None:
+        """Replace `k` randomly chosen samples with new ones.
+
+        Parameters
+        ----------
+        k : int
+            How many samples to replace (the same one may be picked twice).
+        """
         for _ in range(k):
             self.items[self.rng.integers(len(self.items))] = model_sample(self.rng, self.size)
 
     def batch(self, b: int):
+        """`b` samples drawn with replacement, each rotated by k * 90 degrees and maybe flipped.
+
+        Parameters
+        ----------
+        b : int
+            The batch size.
+
+        Returns
+        -------
+        list of (ndarray, ndarray)
+            `b` pairs of contiguous pixels (S, S, 3) uint8 and labels (S, S) uint32.
+        """
         out = []
         for i in self.rng.integers(len(self.items), size=b):
             px, lab = self.items[i]

@@ -25,7 +25,28 @@ KINDS = ("nuclei", "cells")
 def size_curve(model, diameters: Sequence[float] = DIAMETERS, images: int = 4,
                kinds: Sequence[str] = KINDS, max_objects: int = 16, log=print) -> List[dict]:
     """One row per diameter: {"diameter", "click", "box", "f1@0.5", "f1@0.75"} averaged over
-    `kinds` x `images` synthetic images of the model's input size."""
+    `kinds` x `images` synthetic images of the model's input size.
+
+    Parameters
+    ----------
+    model : Sam
+        Run on the CPU with `diameter="off"`.
+    diameters : sequence of float
+        Median object diameters in model-input pixels.
+    images : int
+        Images per kind and diameter.
+    kinds : sequence of str
+        `multiscale.scaled_sample` kinds.
+    max_objects : int
+        Objects per image for the prompt figures; 0: all.
+    log : callable
+        Called with each row as a JSON string.
+
+    Returns
+    -------
+    list of dict
+        {"diameter", "click", "box", "f1@0.5", "f1@0.75"} per diameter (floats, 4 decimals).
+    """
     from ..predictor import Predictor
     from .evaluate import evaluate_automask, evaluate_prompts
     from .multiscale import scaled_sample
@@ -51,7 +72,20 @@ def size_curve(model, diameters: Sequence[float] = DIAMETERS, images: int = 4,
 def choose_preferred(rows: List[dict], tolerance: float = 0.05) -> Dict[str, object]:
     """Preferred diameter: the best mean of click IoU and automask F1@0.75 (the figures
     that suffer most at the wrong scale); usable range: the diameters whose mean lies within
-    `tolerance` of the best."""
+    `tolerance` of the best.
+
+    Parameters
+    ----------
+    rows : list of dict
+        `size_curve`'s rows.
+    tolerance : float
+        How far below the best score a diameter may be and stay in the range.
+
+    Returns
+    -------
+    dict
+        {"diameter": float, "range": [min, max] float, "curve": rows}, in model-input pixels.
+    """
     score = np.array([(r["click"] + r["f1@0.75"]) / 2 for r in rows])
     diam = np.array([r["diameter"] for r in rows])
     best = int(np.argmax(score))
@@ -61,7 +95,15 @@ def choose_preferred(rows: List[dict], tolerance: float = 0.05) -> Dict[str, obj
 
 
 def store_object_size(path, info: dict) -> None:
-    """Rewrite the napari-sam checkpoint at `path` with `info` as its `object_size`."""
+    """Rewrite the napari-sam checkpoint at `path` with `info` as its `object_size`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A napari-sam checkpoint (one with a config; else ValueError), rewritten in place.
+    info : dict
+        The object size (as `choose_preferred` returns it).
+    """
     from ..model import save_checkpoint
     from ..model.checkpoints import read_checkpoint
     from ..model.registry import model_from_checkpoint
@@ -75,6 +117,18 @@ def store_object_size(path, info: dict) -> None:
 
 
 def main(argv=None) -> int:
+    """Command line: measure (or read) the size curve and print or store the object size.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        The arguments; None: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from ..model import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

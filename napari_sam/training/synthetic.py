@@ -8,20 +8,21 @@ Three kinds of sample:
 
 Images are float32 in [0, 1] (or uint8/uint16 through :func:`to_dtype`); labels are uint32
 with consecutive ids 1..N, each object at least 10 pixels, 0 for background. Debris and
-speckles in the images are deliberately left unlabelled.
+speckles in the images are deliberately left unlabelled. The grayscale kinds draw a
+noiseless signal here and go through the image formation of :mod:`.synthetic_acquire`
+(debris, background, blur, noise, dtype); ``to_dtype`` is re-exported from there.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.draw import line_aa
 
+from .synthetic_acquire import _acquire, _debris, _logu, to_dtype
 from .synthetic_shapes import (
     LabelCanvas,
     blob_field,
     finalize_labels,
-    lowpass,
     polygon_mask,
     polygon_vertices,
     random_harmonics,
@@ -33,9 +34,6 @@ KIND_WEIGHTS = (0.5, 0.25, 0.25)
 MIN_PIXELS = 10
 __all__ = ["KINDS", "generate_sample", "make_dataset", "nuclei_image", "to_dtype"]
 
-
-def _logu(rng, lo, hi):
-    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
 # --------------------------------------------------------------------------- nuclei
@@ -129,29 +127,6 @@ def _nuclei(rng, size, p):
                 break
     return signal, canvas
 
-
-def _debris(rng, signal, amount=1.0):
-    """Unlabelled speckles, tiny fragments and the odd fibre, added to ``signal``."""
-    h, w = signal.shape
-    scale = amount * h * w / 65536
-    n = rng.poisson(rng.uniform(0, 25) * scale)
-    if n:
-        ys, xs = rng.integers(0, h, n), rng.integers(0, w, n)
-        np.add.at(signal, (ys, xs), (np.exp(rng.uniform(np.log(0.5), np.log(8), n)) * 2)
-                  .astype(np.float32))
-    for _ in range(rng.poisson(rng.uniform(0, 4) * scale)):
-        d = rng.uniform(1.5, 4.5)
-        res = blob_field(rng.uniform(0, h), rng.uniform(0, w), d / 2, d / 2 * rng.uniform(0.4, 1),
-                         rng.uniform(0, np.pi), random_harmonics(rng, 0.3), signal.shape)
-        if res is not None:
-            signal[res[0]] += np.float32(rng.uniform(0.5, 3)) * np.clip(1.5 - res[1], 0, 1)
-    if rng.random() < 0.15 * amount:
-        y0, x0 = rng.integers(0, h), rng.integers(0, w)
-        t, ln = rng.uniform(0, np.pi), rng.uniform(10, 50)
-        y1 = int(np.clip(y0 + ln * np.sin(t), 0, h - 1))
-        x1 = int(np.clip(x0 + ln * np.cos(t), 0, w - 1))
-        rr, cc, val = line_aa(int(y0), int(x0), y1, x1)
-        signal[rr, cc] += (val * rng.uniform(0.3, 1.2)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- cells
@@ -288,65 +263,6 @@ def _shapes(rng, size):
     return np.clip(img, 0, 1), finalize_labels(canvas.labels, MIN_PIXELS, canvas.occluded)
 
 
-# --------------------------------------------------------------------------- acquisition
-def _acquire(rng, signal, clean=False):
-    """Fluorescence image formation: background, illumination, haze, PSF blur, shot and
-    read noise, then a random display mapping to [0, 1]. ``signal`` is ~1 inside nuclei."""
-    h, w = signal.shape
-    yy = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
-    xx = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
-    b0 = _logu(rng, 0.01, 0.4 if not clean else 0.15)
-    bg = b0 * (1 + rng.uniform(-0.5, 0.5) * yy + rng.uniform(-0.5, 0.5) * xx)
-    if rng.random() < 0.5:
-        bg = bg + b0 * rng.uniform(0.05, 0.4) * smooth_noise(rng, signal.shape, _logu(rng, 4, 40))
-    if rng.random() < 0.6:  # out-of-focus haze
-        signal = signal + rng.uniform(0.05, 0.5) * lowpass(signal, rng.uniform(4, 16))
-    img = signal + bg
-    if rng.random() < 0.5:  # vignetting
-        cy, cx = rng.uniform(-0.4, 0.4, 2)
-        img = img * (1 - rng.uniform(0.1, 0.6) * ((yy - cy) ** 2 + (xx - cx) ** 2) / 2)
-    big_blur = rng.random() < (0.03 if clean else 0.2)
-    sigma = rng.uniform(1.6, 4) if big_blur else rng.uniform(0.6, 1.6)
-    img = ndi.gaussian_filter(np.maximum(img, 0).astype(np.float32), sigma)
-    photons = _logu(rng, 100 if clean else 15, 3000)
-    img = rng.poisson(img * photons).astype(np.float32) / np.float32(photons)
-    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(0, 0.03))
-    saturate = rng.random() < (0.15 if not clean else 0.0)
-    white = (1 + b0) * (rng.uniform(0.5, 0.85) if saturate else _logu(rng, 0.9, 2.5))
-    black = b0 * rng.uniform(-0.2, 0.9)
-    img = np.clip((img - black) / (white - black), 0, 1)
-    if not clean and rng.random() < 0.2:
-        img = img ** rng.uniform(0.7, 1.4)
-    if not clean and rng.random() < 0.1:  # low contrast
-        img = rng.uniform(0.05, 0.5) + rng.uniform(0.08, 0.3) * img
-    return img.astype(np.float32)
-
-
-def to_dtype(image: np.ndarray, dtype, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Convert a [0, 1] float image to ``"float32"``, ``"uint8"`` or ``"uint16"``.
-
-    uint8 uses (mostly) the full 0..255 range. uint16 mimics a camera: an offset (~100 for
-    most images) plus a peak of a few thousand counts, now and then a 16-bit sCMOS range.
-    Without ``rng`` the mapping is fixed (uint8: 0..255, uint16: 100..4095).
-    """
-    dtype = np.dtype(dtype)
-    image = np.asarray(image, np.float32)
-    if dtype == np.float32:
-        return image
-    if dtype == np.uint8:
-        top = 255.0 if rng is None or rng.random() < 0.7 else rng.uniform(60, 255)
-        return np.round(image * top).clip(0, 255).astype(np.uint8)
-    if dtype == np.uint16:
-        if rng is None:
-            offset, span = 100.0, 3995.0
-        else:
-            u = rng.random()
-            offset = (rng.uniform(80, 120) if u < 0.7
-                      else 0.0 if u < 0.85 else rng.uniform(200, 1000))
-            span = rng.uniform(300, 4000) if rng.random() < 0.9 else rng.uniform(8000, 60000)
-        return np.round(offset + image * span).clip(0, 65535).astype(np.uint16)
-    raise ValueError(f"unsupported dtype {dtype}; use float32, uint8 or uint16")
-
 
 # --------------------------------------------------------------------------- public API
 def generate_sample(rng: np.random.Generator, size=(256, 256), kind=None, dtype="float32",
@@ -356,6 +272,25 @@ def generate_sample(rng: np.random.Generator, size=(256, 256), kind=None, dtype=
     ``kind``: "nuclei" or "cells" give grayscale (Y, X) images, "shapes" gives RGB (Y, X, 3);
     None picks one with probabilities 0.5 / 0.25 / 0.25. ``invert``: None inverts the contrast
     of grayscale images with probability 0.05 (brightfield-like), True/False force it.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws everything; the same generator state gives the same sample.
+    size : tuple of int
+        The image's (Y, X) size.
+    kind : str or None
+        "nuclei", "cells" or "shapes" (else ValueError); None draws one.
+    dtype : str
+        "float32" (0-1), "uint8" or "uint16", mapped with a random range (`to_dtype`).
+    invert : bool or None
+        Invert grayscale images; None: with probability 0.05.
+
+    Returns
+    -------
+    image : ndarray, (Y, X) or (Y, X, 3) of `dtype`
+    labels : ndarray, (Y, X) uint32
+        Consecutive ids 1..N (possibly none), 0 for background.
     """
     size = (int(size[0]), int(size[1]))
     if kind is None:
@@ -378,17 +313,61 @@ def generate_sample(rng: np.random.Generator, size=(256, 256), kind=None, dtype=
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
-    """The generator of sample ``index`` of :func:`make_dataset` ``(seed, ...)``."""
+    """The generator of sample ``index`` of :func:`make_dataset` ``(seed, ...)``.
+
+    Parameters
+    ----------
+    seed : int
+        The dataset's seed.
+    index : int
+        The sample's index.
+
+    Returns
+    -------
+    numpy.random.Generator
+        Seeded by ``SeedSequence(seed, spawn_key=(index,))``.
+    """
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
 
 
 def make_dataset(seed: int, n: int, size=(256, 256), kind=None, dtype="float32"):
-    """``n`` samples; sample ``i`` depends only on ``(seed, i)``, not on ``n``."""
+    """``n`` samples; sample ``i`` depends only on ``(seed, i)``, not on ``n``.
+
+    Parameters
+    ----------
+    seed : int
+        The dataset's seed (see `sample_rng`).
+    n : int
+        The number of samples.
+    size, kind, dtype
+        As in `generate_sample`.
+
+    Returns
+    -------
+    list of (ndarray, ndarray)
+        ``n`` (image, labels) pairs as `generate_sample` returns them.
+    """
     return [generate_sample(sample_rng(seed, i), size, kind, dtype) for i in range(n)]
 
 
 def nuclei_image(seed: int = 0, size=(512, 512), dtype="uint16"):
-    """A clean fluorescence nuclei field (20-80 nuclei, 10-40 px) for sample data and tests."""
+    """A clean fluorescence nuclei field (20-80 nuclei, 10-40 px) for sample data and tests.
+
+    Parameters
+    ----------
+    seed : int
+        The image depends only on it (and on `size`).
+    size : tuple of int
+        The image's (Y, X) size.
+    dtype : str
+        "float32" (0-1), "uint8" (0-255) or "uint16" (100-4095), a fixed mapping.
+
+    Returns
+    -------
+    image : ndarray, (Y, X) of `dtype`
+    labels : ndarray, (Y, X) uint32
+        Consecutive ids 1..N, 0 for background.
+    """
     rng = np.random.default_rng(seed)
     p = _nuclei_params(rng, size)
     p.update(d_med=rng.uniform(16, 26), d_spread=0.2, d_min=10.0, d_max=40.0,

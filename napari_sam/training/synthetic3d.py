@@ -23,8 +23,19 @@ from scipy import ndimage as ndi
 
 @dataclass
 class Volume:
-    """image: (Z, Y, X) float32; labels: (Z, Y, X) uint32; spacing: (dz, dy, dx) in voxel
-    units of the xy pixel (dz = z_step); centres: (N, 3) (z, row, col) of nucleus i + 1."""
+    """A synthetic nuclei volume and its ground truth (see `nuclei_volume`).
+
+    Parameters
+    ----------
+    image : ndarray, (Z, Y, X) float32
+        The stack, in [0, 1].
+    labels : ndarray, (Z, Y, X) uint32
+        One id per nucleus through all its slices, 0 for background.
+    spacing : tuple of float
+        (dz, dy, dx) in units of the xy pixel (dz = z_step).
+    centres : ndarray, (N, 3) float
+        (z, row, col) in voxel indices of the centre of nucleus i + 1 (row i).
+    """
 
     image: np.ndarray
     labels: np.ndarray
@@ -34,8 +45,20 @@ class Volume:
 
 @dataclass
 class TimeLapse:
-    """image, labels: (T, Y, X); lineage: {id: (t_first, t_last, parent)}; divisions:
-    list of (t, parent, child_a, child_b): the parent's last frame is t - 1."""
+    """A synthetic time-lapse and its tracks (see `timelapse`).
+
+    Parameters
+    ----------
+    image : ndarray, (T, Y, X) float32
+        The movie, in [0, 1].
+    labels : ndarray, (T, Y, X) uint32
+        One id per cell track, 0 for background.
+    lineage : dict of int to (int, int, int)
+        {track id: (t_first, t_last, parent id)}, parent 0 for none.
+    divisions : list of (int, int, int, int)
+        (t, parent, child_a, child_b): the children start at frame t, the parent's last
+        frame is t - 1.
+    """
 
     image: np.ndarray
     labels: np.ndarray
@@ -64,6 +87,33 @@ def nuclei_volume(seed: int = 0, shape=(24, 128, 128), n: int = 12, radius=(7.0,
     placed right against an earlier one (they meet along a flat face: the label of each
     voxel is its nearest nucleus, scaled by its radii). z_blur: Gaussian sigma along z in
     slices (the xy sigma is 1 pixel). noise: relative noise (Poisson + Gaussian).
+
+    Parameters
+    ----------
+    seed : int
+        Everything is a pure function of it (and the other arguments).
+    shape : tuple of int
+        (Z, Y, X) size in voxels.
+    n : int
+        The number of nuclei to place (at most).
+    radius : tuple of float
+        (min, max) semi-axes in xy pixels.
+    z_step : float
+        The slice spacing in xy pixels.
+    touching : float
+        Fraction of nuclei placed against an earlier one.
+    noise : float
+        Relative noise at signal 1 (0: none).
+    z_blur : float
+        Gaussian sigma along z in slices.
+    background : float
+        Constant added to the signal before blur and noise.
+
+    Returns
+    -------
+    Volume
+        image (Z, Y, X) float32 in [0, 1], labels (Z, Y, X) uint32, spacing
+        (z_step, 1, 1), centres (N, 3) (z, row, col).
     """
     rng = np.random.default_rng(seed)
     Z, H, W = (int(s) for s in shape)
@@ -126,7 +176,34 @@ def timelapse(seed: int = 0, shape=(16, 128, 128), n: int = 6, radius=(7.0, 10.0
     """A (T, Y, X) time-lapse of `n` cells that drift (about `speed` px per frame), grow (by
     `growth` in radius per frame) and divide once their radius passes `divide_at` times
     their birth radius: the mother's track ends and two daughters of birth size start side
-    by side across the mother's long axis. Cells repel each other so they rarely overlap."""
+    by side across the mother's long axis. Cells repel each other so they rarely overlap.
+
+    Parameters
+    ----------
+    seed : int
+        Everything is a pure function of it (and the other arguments).
+    shape : tuple of int
+        (T, Y, X) size.
+    n : int
+        The number of cells at the start (at most).
+    radius : tuple of float
+        (min, max) birth radius in pixels.
+    speed : float
+        Standard deviation of the random velocity, pixels per frame.
+    growth : float
+        Relative radius growth per frame.
+    divide_at : float
+        A cell divides when its radius exceeds this times its birth radius.
+    noise : float
+        Relative noise at signal 1 (0: none).
+    max_cells : int
+        No division once this many cells are present.
+
+    Returns
+    -------
+    TimeLapse
+        image (T, Y, X) float32 in [0, 1], labels (T, Y, X) uint32, lineage and divisions.
+    """
     rng = np.random.default_rng(seed)
     T, H, W = (int(s) for s in shape)
     cells = []  # dict(id, c (2,), r, r0, angle, v (2,), born)

@@ -29,7 +29,22 @@ def _interp_matrix(n_out: int, n_in: int, factor: int) -> np.ndarray:
 
 
 def upsample(small: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of ``small`` by an integer ``factor``, cropped to ``shape``."""
+    """Bilinear upsampling of ``small`` by an integer ``factor``, cropped to ``shape``.
+
+    Parameters
+    ----------
+    small : ndarray, (h, w) float
+        Covers at least ``shape`` once upsampled (h * factor >= Y, w * factor >= X).
+    factor : int
+        The upsampling factor (1: only crop).
+    shape : tuple of int
+        (Y, X), the output size.
+
+    Returns
+    -------
+    ndarray, (Y, X)
+        float32 (``small``'s dtype when ``factor`` is 1).
+    """
     if factor == 1:
         return small[: shape[0], : shape[1]]
     ry = _interp_matrix(shape[0], small.shape[0], factor)
@@ -38,7 +53,19 @@ def upsample(small: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarr
 
 
 def lowpass(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian low-pass, computed on a block-averaged copy when ``sigma`` is large."""
+    """Gaussian low-pass, computed on a block-averaged copy when ``sigma`` is large.
+
+    Parameters
+    ----------
+    img : ndarray, (Y, X) float
+    sigma : float
+        The Gaussian's sigma in pixels (edges: nearest).
+
+    Returns
+    -------
+    ndarray, (Y, X) float
+        float32 when computed on a block-averaged copy (``sigma`` >= 6), else ``img``'s dtype.
+    """
     f = int(max(1, sigma // 3))
     if f == 1:
         return ndi.gaussian_filter(img, sigma, mode="nearest")
@@ -51,7 +78,20 @@ def lowpass(img: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
-    """Gaussian-correlated noise with correlation length ``scale`` px, zero mean, unit std."""
+    """Gaussian-correlated noise with correlation length ``scale`` px, zero mean, unit std.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    shape : tuple of int
+        (Y, X), the output size.
+    scale : float
+        The correlation length (Gaussian sigma) in pixels.
+
+    Returns
+    -------
+    ndarray, (Y, X) float32
+    """
     f = int(max(1, scale // 2))
     small_shape = (-(-shape[0] // f) + 1, -(-shape[1] // f) + 1)
     small = rng.standard_normal(small_shape, dtype=np.float32)
@@ -64,7 +104,21 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float)
 
 # --------------------------------------------------------------------------- shapes
 def random_harmonics(rng: np.random.Generator, amp: float, kmax: int = 5) -> np.ndarray:
-    """Rows (k, amplitude, phase) of a Fourier radius perturbation, amplitudes ~ amp / k."""
+    """Rows (k, amplitude, phase) of a Fourier radius perturbation, amplitudes ~ amp / k.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    amp : float
+        Overall amplitude (<= 0: no perturbation); the amplitudes sum to at most 0.6.
+    kmax : int
+        The highest harmonic (harmonics 2..kmax).
+
+    Returns
+    -------
+    ndarray, (K, 3) float32
+        (k, amplitude, phase in radians) per harmonic; (0, 3) when ``amp`` <= 0.
+    """
     if amp <= 0:
         return np.zeros((0, 3), np.float32)
     k = np.arange(2, kmax + 1, dtype=np.float32)
@@ -87,6 +141,27 @@ def blob_field(cy, cx, a, b, angle, harmonics, shape, pad=2.0):
 
     ``a`` and ``b`` are semi-axes (``a`` along ``angle``). Returns ``(slices, rho)`` or None
     when the patch is outside the image.
+
+    Parameters
+    ----------
+    cy, cx : float
+        The centre (row, col) in image pixels.
+    a, b : float
+        Semi-axes in pixels.
+    angle : float
+        Direction of ``a`` in radians, from the column (x) axis towards increasing rows.
+    harmonics : ndarray, (K, 3)
+        `random_harmonics` rows perturbing the radius.
+    shape : tuple of int
+        (Y, X), the image size (the patch is clipped to it).
+    pad : float
+        Extra margin of the patch beyond the outline, in pixels.
+
+    Returns
+    -------
+    tuple of ((slice, slice), ndarray) or None
+        (row slice, col slice) of the patch and rho (h, w) float32 over it; None when the
+        patch misses the image.
     """
     amp_sum = float(np.abs(harmonics[:, 1]).sum()) if len(harmonics) else 0.0
     sl = _patch(cy, cx, max(a, b) * (1 + amp_sum) + pad, shape)
@@ -108,7 +183,23 @@ def blob_field(cy, cx, a, b, angle, harmonics, shape, pad=2.0):
 
 
 def polygon_mask(cy, cx, verts: np.ndarray, shape):
-    """Mask of a polygon with vertices ``verts`` (N, 2) (row, col) relative to the centre."""
+    """Mask of a polygon with vertices ``verts`` (N, 2) (row, col) relative to the centre.
+
+    Parameters
+    ----------
+    cy, cx : float
+        The centre (row, col) in image pixels.
+    verts : ndarray, (N, 2) float
+        Vertices (row, col) relative to the centre.
+    shape : tuple of int
+        (Y, X), the image size (the patch is clipped to it).
+
+    Returns
+    -------
+    tuple of ((slice, slice), ndarray) or None
+        (row slice, col slice) of the patch and its mask (h, w) bool; None when the patch
+        misses the image.
+    """
     reach = float(np.abs(verts).max()) + 1
     sl = _patch(cy, cx, reach, shape)
     if sl is None:
@@ -121,7 +212,21 @@ def polygon_mask(cy, cx, verts: np.ndarray, shape):
 
 
 def polygon_vertices(rng: np.random.Generator, kind: str, r: float) -> np.ndarray:
-    """Vertices (row, col) of a random 'polygon', 'star', 'rectangle' or 'triangle'."""
+    """Vertices (row, col) of a random 'polygon', 'star', 'rectangle' or 'triangle'.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    kind : str
+        "star", "rectangle", "triangle"; anything else gives a random star-shaped polygon.
+    r : float
+        The outer radius in pixels (a rectangle's half length).
+
+    Returns
+    -------
+    ndarray, (N, 2) float64
+        Vertices (row, col) relative to the centre, in drawing order.
+    """
     rot = rng.uniform(0, 2 * np.pi)
     if kind == "star":
         n = int(rng.integers(4, 10))
@@ -149,6 +254,15 @@ class LabelCanvas:
     A new object is refused when it overlaps existing objects by more than
     ``max_overlap`` of its own (check) area, or when it would leave an occluded object
     with less than ``keep_frac`` of its area or fewer than ``min_px`` pixels.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (Y, X) of the label image (`labels`, int32, 0 background; ids 1, 2, ... in order).
+    keep_frac : float
+        The smallest visible share of an occluded object's area.
+    min_px : int
+        The fewest pixels of a new object, and of an occluded object's visible part.
     """
 
     def __init__(self, shape, keep_frac: float = 0.5, min_px: int = 10):
@@ -159,6 +273,24 @@ class LabelCanvas:
         self.occluded: set[int] = set()
 
     def try_add(self, sl: Slices, mask: np.ndarray, max_overlap: float = 1.0, check=None) -> int:
+        """Paint ``mask`` over the patch ``sl`` as a new object, unless refused (see above).
+
+        Parameters
+        ----------
+        sl : (slice, slice)
+            The patch's (row slice, col slice).
+        mask : ndarray, (h, w) bool
+            The object within the patch.
+        max_overlap : float
+            The largest share of ``check`` on existing objects (1.0: no test).
+        check : ndarray, (h, w) bool or None
+            The area for the overlap test (e.g. the object grown by a gap); None: ``mask``.
+
+        Returns
+        -------
+        int
+            The new object's id, or 0 when refused.
+        """
         area = int(mask.sum())
         if area < self.min_px:
             return 0
@@ -185,7 +317,22 @@ class LabelCanvas:
 
 def finalize_labels(labels: np.ndarray, min_px: int = 10, check_ids=None) -> np.ndarray:
     """Keep the largest connected piece of each object (only ``check_ids`` when given),
-    drop objects under ``min_px`` pixels and renumber to 1..N as uint32."""
+    drop objects under ``min_px`` pixels and renumber to 1..N as uint32.
+
+    Parameters
+    ----------
+    labels : ndarray, (Y, X) int
+        Instance labels, 0 background; changed in place when already int32.
+    min_px : int
+        Objects with fewer pixels are removed.
+    check_ids : iterable of int or None
+        The ids that may be split (e.g. `LabelCanvas.occluded`); None: all.
+
+    Returns
+    -------
+    ndarray, (Y, X) uint32
+        Consecutive ids 1..N in the order of the input ids, 0 background.
+    """
     labels = labels.astype(np.int32, copy=False)
     objs = ndi.find_objects(labels)
     ids = range(1, len(objs) + 1) if check_ids is None else sorted(check_ids)

@@ -22,6 +22,23 @@ def ring_cells(seed: int = 0, size=(512, 512), dtype="uint16", diameter=(22.0, 4
 
     Cells are ellipses with `diameter` (min, max) pixels, packed densely (many touch), each
     drawn as a bright rim 2-4 px thick around a dark interior.
+
+    Parameters
+    ----------
+    seed : int
+        The image depends only on it (and on `size`, `diameter`).
+    size : tuple of int
+        The image's (Y, X) size.
+    dtype : str
+        "float32" (0-1), "uint8" or "uint16" (see `synthetic.to_dtype`).
+    diameter : tuple of float
+        (min, max) cell diameter in pixels, drawn uniformly.
+
+    Returns
+    -------
+    image : ndarray, (Y, X) of `dtype`
+    labels : ndarray, (Y, X) uint32
+        Instance ids 1..N, 0 for background.
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(77,)))
     size = (int(size[0]), int(size[1]))

@@ -31,22 +31,51 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..model import Sam, build_model, save_checkpoint
 from ..model.config import config_from_dict, config_to_dict
 from ..runtime.session import InferenceSession
-from ..transforms import rc_to_xy
 from .pool import SamplePool
-from .prompts import corrective_click, jittered_box, random_point
-
-MODES = ("click", "box", "points")
-MODE_P = (0.45, 0.3, 0.25)
-MAX_POINTS = 6
+# the simulated-user loss lives in prompt_loss; its names stay importable from here
+from .prompt_loss import (MAX_POINTS, MODE_P, MODES, decode_loss, focal_dice,  # noqa: F401
+                          make_prompts, prompt_losses)
 
 
 @dataclass
 class TrainConfig:
+    """The settings of a training run (each is also a command-line option of `main`).
+
+    Parameters
+    ----------
+    out : str
+        Run folder: `last.pt` (the resumable state) and `log.jsonl`.
+    arch : str
+        The architecture to build (`model.build_model`).
+    steps, batch, objects : int
+        Training steps; images per step; objects prompted per image.
+    lr, weight_decay : float
+        AdamW's peak learning rate and weight decay.
+    warmup : int
+        Steps of linear warm-up before the cosine decay.
+    pool, refresh : int
+        Synthetic images kept (`pool.SamplePool`); images replaced per step.
+    seed : int
+        Seeds the pool, the prompts and torch.
+    eval_every : int
+        Steps between held-out evaluations (`quick_eval`).
+    ckpt_minutes : float
+        Minutes between writes of the state.
+    bf16 : bool
+        Run the step under bfloat16 autocast (CPU).
+    init : str
+        Start from exported weights (e.g. the shipped bundled.pt) when `out` has no
+        checkpoint; the optimizer starts afresh and the step count continues from the
+        file's trained_steps. "": build a new model.
+    restart : int
+        Step at which the learning-rate schedule (warm-up, cosine decay to `steps`) starts
+        again: a warm restart, e.g. when continuing from `init` (0: none).
+    """
+
     out: str = "runs/bundled"
     arch: str = "bundled"
     steps: int = 6000
@@ -61,121 +90,31 @@ class TrainConfig:
     eval_every: int = 500
     ckpt_minutes: float = 3.0
     bf16: bool = True
-    # start from exported weights (e.g. the shipped bundled.pt) when `out` has no checkpoint;
-    # the optimizer starts afresh and the step count continues from the file's trained_steps
     init: str = ""
-    # step at which the learning-rate schedule (warm-up, cosine decay to `steps`) starts
-    # again: a warm restart, e.g. when continuing from `init`
     restart: int = 0
 
 
-def focal_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-mask 20 * focal + dice; logits and target (..., H, W)."""
-    p = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    pt = p * target + (1 - p) * (1 - target)
-    alpha = 0.25 * target + 0.75 * (1 - target)
-    focal = (alpha * ce * (1 - pt) ** 2).flatten(-2).mean(-1)
-    inter = (p * target).flatten(-2).sum(-1)
-    dice = 1 - (2 * inter + 1) / (p.flatten(-2).sum(-1) + target.flatten(-2).sum(-1) + 1)
-    return 20 * focal + dice
-
-
-def make_prompts(rng, labels_list, k: int, mode: str, size: int):
-    """Choose k objects per image and their first prompts -> tensors in the input frame."""
-    truths, pts, labs, boxes = [], [], [], []
-    for labels in labels_list:
-        ids = np.unique(labels)
-        ids = ids[ids > 0]
-        for i in rng.choice(ids, size=k, replace=len(ids) < k):
-            truth = labels == i
-            truths.append(truth)
-            p, lab = np.zeros((MAX_POINTS, 2)), -np.ones(MAX_POINTS, dtype=np.int64)
-            if mode == "click":
-                p[0], lab[0] = random_point(rng, truth), 1
-            elif mode == "points":
-                npos, nneg = int(rng.integers(1, 4)), int(rng.integers(0, 3))
-                for j in range(npos):
-                    p[j], lab[j] = random_point(rng, truth, 0.3), 1
-                ring = (labels != i) & _dilate(truth, 6)
-                for j in range(npos, npos + nneg):
-                    if ring.any():
-                        p[j], lab[j] = random_point(rng, ring, 0.0), 0
-            else:
-                b = jittered_box(rng, truth, (size, size))
-                boxes.append(np.concatenate([rc_to_xy(b[:2])[0], rc_to_xy(b[2:])[0]]))
-            pts.append(rc_to_xy(p))
-            labs.append(lab)
-    truth_t = torch.from_numpy(np.stack(truths)).float()
-    box_t = torch.tensor(np.stack(boxes), dtype=torch.float32) if boxes else None
-    return truth_t, np.stack(pts), np.stack(labs), box_t
-
-
-def _dilate(mask, r):
-    from scipy import ndimage as ndi
-
-    return ndi.binary_dilation(mask, iterations=r)
-
-
-def decode_loss(model: Sam, emb, pts, labs, boxes, mask_in, truth, multimask: bool):
-    """Decode, upsample to input size, and return (loss, best logits, best masks)."""
-    use_pts = None
-    if pts is not None and (labs >= 0).any():
-        keep = int((labs >= 0).sum(1).max())
-        use_pts = (torch.from_numpy(pts[:, :keep]).float(), torch.from_numpy(labs[:, :keep]))
-    logits, iou_pred = model.decode(emb, use_pts, boxes, mask_in, multimask)
-    logits, iou_pred = logits.float(), iou_pred.float()
-    s = truth.shape[-1]
-    up = F.interpolate(logits, (s, s), mode="bilinear", align_corners=False)
-    per = focal_dice(up, truth[:, None].expand_as(up))  # (N, K)
-    with torch.no_grad():
-        pred = up > 0
-        t = truth[:, None].bool()
-        inter = (pred & t).flatten(-2).sum(-1).float()
-        union = (pred | t).flatten(-2).sum(-1).float().clamp(min=1)
-        real_iou = inter / union
-    best = per.argmin(1)
-    rows = torch.arange(len(best))
-    loss = per[rows, best].mean() + F.mse_loss(iou_pred, real_iou)
-    return loss, logits[rows, best][:, None].detach(), pred[rows, best].numpy()
-
-
-def prompt_losses(model: Sam, emb, rng, labels_list, objects: int, mode: str,
-                  loss_size: int = 0):
-    """The two rounds of a simulated user on embedded images -> (loss1, loss2).
-
-    emb: (B * objects, C, g, g) embeddings, each image's repeated `objects` times;
-    labels_list: B label images (S, S) in the model's input frame, each with an object.
-    Round 1 is the first prompt (`mode`: "click" with multimask output, "box" or "points"),
-    round 2 adds one corrective click per object with round 1's logits as mask input.
-    loss_size: compare masks at this side instead of the input's (e.g. 256 for SAM's 1024
-    input: 16 x fewer pixels in the loss and its gradient).
-    """
-    size = model.config.image_size
-    truth, pts, labs, boxes = make_prompts(rng, labels_list, objects, mode, size)
-    f = 1.0
-    if loss_size and loss_size < size:
-        f = size / loss_size
-        truth = (F.interpolate(truth[:, None], (loss_size, loss_size), mode="area")[:, 0]
-                 > 0.5).float()
-    loss1, prev, pred = decode_loss(model, emb, pts if mode != "box" else None, labs, boxes,
-                                    None, truth, multimask=(mode == "click"))
-    # refinement: one corrective click per object, previous logits as mask input
-    truth_np = truth.numpy().astype(bool)
-    if mode == "box":
-        pts = np.zeros((len(truth_np), MAX_POINTS, 2))
-        labs = -np.ones((len(truth_np), MAX_POINTS), dtype=np.int64)
-    for n in range(len(truth_np)):
-        click = corrective_click(rng, pred[n], truth_np[n])
-        free = np.flatnonzero(labs[n] < 0)
-        if click is not None and len(free):
-            pts[n, free[0]] = rc_to_xy((click[0] + 0.5) * f - 0.5)[0]
-            labs[n, free[0]] = click[1]
-    loss2, _, _ = decode_loss(model, emb, pts, labs, boxes, prev, truth, multimask=False)
-    return loss1, loss2
-
-
 def train_step(model, opt, rng, pool: SamplePool, tc: TrainConfig):
+    """One optimizer step on a pool batch with a randomly chosen prompt mode.
+
+    Parameters
+    ----------
+    model : Sam
+        Trained in place.
+    opt : torch.optim.Optimizer
+    rng : numpy.random.Generator
+        Draws the batch, the mode and the prompts.
+    pool : SamplePool
+    tc : TrainConfig
+        Its `batch`, `objects` and `bf16` are used.
+
+    Returns
+    -------
+    loss1, loss2 : float
+        The two rounds' losses (`prompt_loss.prompt_losses`).
+    mode : str
+        "click", "box" or "points".
+    """
     batch = pool.batch(tc.batch)
     x = torch.from_numpy(np.stack([p for p, _ in batch])).permute(0, 3, 1, 2).float()
     mode = MODES[rng.choice(3, p=MODE_P)]
@@ -193,6 +132,18 @@ def train_step(model, opt, rng, pool: SamplePool, tc: TrainConfig):
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
+    """The learning rate at `step`: linear warm-up, then cosine decay to 5 % of `tc.lr`.
+
+    Parameters
+    ----------
+    step : int
+    tc : TrainConfig
+        Its `lr`, `warmup`, `steps` and `restart` set the schedule.
+
+    Returns
+    -------
+    float
+    """
     span = tc.steps
     if tc.restart and step >= tc.restart:  # a new schedule over the steps from `restart` on
         step, span = step - tc.restart, span - tc.restart
@@ -203,6 +154,20 @@ def lr_at(step: int, tc: TrainConfig) -> float:
 
 
 def quick_eval(model: Sam, n_images: int = 12) -> dict:
+    """1-click and box mean IoU on held-out synthetic images (CPU, bf16, 8 objects each).
+
+    Parameters
+    ----------
+    model : Sam
+        Put in eval mode for the evaluation, back in training mode after.
+    n_images : int
+        Images of `evaluate.heldout_set`.
+
+    Returns
+    -------
+    dict
+        `evaluate.evaluate_prompts`'s figures.
+    """
     from ..predictor import Predictor
     from .evaluate import evaluate_prompts, heldout_set
 
@@ -215,6 +180,19 @@ def quick_eval(model: Sam, n_images: int = 12) -> dict:
 
 
 def save_state(path: Path, model, opt, step: int, tc: TrainConfig, rng) -> None:
+    """Write the resumable training state to `path` (through a `.partial` file).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    model : Sam
+    opt : torch.optim.Optimizer
+    step : int
+        Steps done.
+    tc : TrainConfig
+    rng : numpy.random.Generator
+        Its state is saved, with torch's.
+    """
     tmp = path.with_name(path.name + ".partial")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                 "config": config_to_dict(model.config), "train": asdict(tc),
@@ -223,6 +201,19 @@ def save_state(path: Path, model, opt, step: int, tc: TrainConfig, rng) -> None:
 
 
 def train(tc: TrainConfig, log=print) -> Sam:
+    """Train (or resume training) until `tc.steps`; see the module docstring.
+
+    Parameters
+    ----------
+    tc : TrainConfig
+    log : callable
+        Called with progress messages and records.
+
+    Returns
+    -------
+    Sam
+        The trained model, in eval mode.
+    """
     out = Path(tc.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "last.pt"
@@ -291,7 +282,22 @@ def calibrate_automask(model: Sam, n_images: int, log=print) -> dict:
 
     Two validation sets count equally: `n_images` of the general synthetic mix (nuclei,
     cells, shapes) and `n_images` of fluorescence nuclei alone, the plugin's main use
-    (`synthetic.nuclei_image`, seeds from CALIBRATION_SEED, apart from the test seeds)."""
+    (`synthetic.nuclei_image`, seeds from CALIBRATION_SEED, apart from the test seeds).
+
+    Parameters
+    ----------
+    model : Sam
+    n_images : int
+        Images per validation set.
+    log : callable
+        Called with the chosen thresholds and their figures.
+
+    Returns
+    -------
+    dict
+        "automask" {"pred_iou_thresh", "stability_thresh"} and "automask_calibration"
+        (images, seed, sets and the F1 figures per set).
+    """
     from ..predictor import Predictor
     from .evaluate import heldout_set, sweep_automask
     from .synthetic import nuclei_image
@@ -317,7 +323,17 @@ def calibrate_automask(model: Sam, n_images: int, log=print) -> dict:
 
 def export(ckpt: Path, dest: Path, calibrate: int = 0) -> None:
     """Write the weights of a training checkpoint as a napari-sam model file; with
-    `calibrate` > 0, automask thresholds chosen on that many validation images go with them."""
+    `calibrate` > 0, automask thresholds chosen on that many validation images go with them.
+
+    Parameters
+    ----------
+    ckpt : pathlib.Path
+        A training state (`last.pt`).
+    dest : pathlib.Path
+        The model file to write.
+    calibrate : int
+        Validation images per set for `calibrate_automask` (0: none).
+    """
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     model = Sam(config_from_dict(state["config"]))
     model.load_state_dict(state["model"])
@@ -330,6 +346,18 @@ def export(ckpt: Path, dest: Path, calibrate: int = 0) -> None:
 
 
 def main(argv=None) -> int:
+    """Command line: train with `TrainConfig`'s options, or `--export` the weights.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        The arguments; None: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for f, v in asdict(TrainConfig()).items():
         kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(v, bool) else type(v)

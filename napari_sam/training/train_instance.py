@@ -35,11 +35,11 @@ from ..model import Sam, save_checkpoint
 from ..model.checkpoints import read_checkpoint
 from ..model.config import BUNDLED
 from ..runtime.session import InferenceSession
+# validation and calibration live in instance_calibration; their names stay importable here
+from .instance_calibration import (CALIBRATION_SEED, PARAM_GRID, calibrate,  # noqa: F401
+                                   compare_modes, score, validation_maps, validation_sets)
 from .instance_targets import instance_targets
 from .pool import model_sample
-
-CALIBRATION_SEED = 20_000_003  # as train.CALIBRATION_SEED: apart from training and test seeds
-
 
 # objects of the `--scaled` share of the pool: median diameters drawn log-uniformly from this
 # range of model-input px (the default path zooms objects to the preferred 40 px; tiles and
@@ -51,7 +51,19 @@ class TargetPool:
     """Synthetic (pixels, targets) pairs, refreshed as they are used; copies are flipped and
     rotated (the targets' meaning is unchanged by both). A share `scaled` of the items are
     nuclei or touching cells generated at the sizes the default path shows the model
-    (`SCALED_DIAMETERS`), the rest the training mix (`pool.model_sample`)."""
+    (`SCALED_DIAMETERS`), the rest the training mix (`pool.model_sample`).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws the samples, the replacements and the augmentations.
+    n : int
+        How many pairs the pool holds.
+    size : int
+        S, the side of the square images.
+    scaled : float
+        The share of pairs generated at `SCALED_DIAMETERS` (0: none).
+    """
 
     def __init__(self, rng: np.random.Generator, n: int, size: int,
                  scaled: float = 0.0) -> None:
@@ -79,10 +91,31 @@ class TargetPool:
         return px, instance_targets(lab)
 
     def refresh(self, k: int) -> None:
+        """Replace `k` randomly chosen pairs with new ones.
+
+        Parameters
+        ----------
+        k : int
+            How many pairs to replace (the same one may be picked twice).
+        """
         for _ in range(k):
             self.items[self.rng.integers(len(self.items))] = self._new()
 
     def batch(self, b: int):
+        """`b` pairs drawn with replacement, each rotated by k * 90 degrees and maybe flipped.
+
+        Parameters
+        ----------
+        b : int
+            The batch size.
+
+        Returns
+        -------
+        pixels : torch.Tensor, (b, 3, S, S) float32
+            0-255, the model's pixel format.
+        targets : torch.Tensor, (b, 3, S, S) float32
+            `instance_targets`: foreground, centre and boundary distances.
+        """
         xs, ts = [], []
         for i in self.rng.integers(len(self.items), size=b):
             px, tg = self.items[i]
@@ -97,7 +130,21 @@ class TargetPool:
 
 
 def head_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """logits, target (B, 3, S, S) -> scalar loss."""
+    """logits, target (B, 3, S, S) -> scalar loss.
+
+    Parameters
+    ----------
+    logits : torch.Tensor, (B, 3, S, S)
+        The head's logits: foreground, centre and boundary distance.
+    target : torch.Tensor, (B, 3, S, S) float
+        `instance_targets` of the labels.
+
+    Returns
+    -------
+    torch.Tensor, () float32
+        BCE + dice on the foreground plus 2 x the L1 of the sigmoid distances, weighted
+        0.1 on background and 1.1 on objects.
+    """
     logits = logits.float()
     fg_t = target[:, 0]
     p = logits.sigmoid()
@@ -110,7 +157,18 @@ def head_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def with_head(model: Sam) -> Sam:
-    """A copy of `model` with the bundled instance head added (random), weights shared."""
+    """A copy of `model` with the bundled instance head added (random), weights shared.
+
+    Parameters
+    ----------
+    model : Sam
+        Its own instance head config is kept if it has one.
+
+    Returns
+    -------
+    Sam
+        A new model with `model`'s weights and automask thresholds.
+    """
     cfg = model.config.with_(instance_head=model.config.instance_head or BUNDLED.instance_head)
     out = Sam(cfg)
     missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
@@ -120,7 +178,18 @@ def with_head(model: Sam) -> Sam:
 
 
 def load_init(path: str) -> Sam:
-    """The weights in `path` (with their thresholds and object size) plus a head."""
+    """The weights in `path` (with their thresholds and object size) plus a head.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A model checkpoint.
+
+    Returns
+    -------
+    Sam
+        The model with an instance head (its own, or a new random one).
+    """
     from ..model.registry import model_from_checkpoint
 
     model = model_from_checkpoint(read_checkpoint(path), str(path))
@@ -131,40 +200,20 @@ def load_init(path: str) -> Sam:
     return out
 
 
-def validation_sets(n: int):
-    from .evaluate import heldout_set
-    from .synthetic import nuclei_image
-
-    return {"mix": heldout_set(n, seed=CALIBRATION_SEED),
-            "nuclei": [nuclei_image(CALIBRATION_SEED + i, (256, 256)) for i in range(n)]}
-
-
-def validation_maps(model: Sam, sets: dict) -> dict:
-    from ..predictor import Predictor
-
-    pred = Predictor(model, device="cpu", precision="bf16", diameter="off")
-    out = {}
-    for name, pairs in sets.items():
-        out[name] = []
-        for image, labels in pairs:
-            pred.set_image(image)
-            out[name].append((pred.instance_maps(), labels))
-    return out
-
-
-def score(maps_by_set: dict, **params) -> dict:
-    from ..automask.ais import watershed_from_maps
-    from .evaluate import match_f1
-
-    res = {}
-    for name, items in maps_by_set.items():
-        f = [match_f1(watershed_from_maps(**m, **params), lab) for m, lab in items]
-        for t in ("0.5", "0.75"):
-            res[f"{name} f1@{t}"] = round(float(np.mean([x[f"f1@{t}"] for x in f])), 4)
-    return res
-
-
 def train(a) -> Sam:
+    """Train (or resume training) the instance head; see the module docstring.
+
+    Parameters
+    ----------
+    a : argparse.Namespace
+        `main`'s options: out, init, steps, batch, lr, pool, refresh, seed, eval_every,
+        scaled.
+
+    Returns
+    -------
+    Sam
+        The model with the trained head.
+    """
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "last.pt"
@@ -230,56 +279,15 @@ def train(a) -> Sam:
     return model
 
 
-PARAM_GRID = {"center_distance_threshold": (0.4, 0.5, 0.6),
-              "boundary_distance_threshold": (0.4, 0.5, 0.6),
-              "foreground_threshold": (0.4, 0.5),
-              "distance_smoothing": (1.0, 1.6)}
-
-
-def calibrate(model: Sam, n: int) -> dict:
-    """AIS parameters with the best summed F1@0.5 (then F1@0.75) on validation images."""
-    import itertools
-
-    maps = validation_maps(model, validation_sets(n))
-    best = None
-    for values in itertools.product(*PARAM_GRID.values()):
-        params = dict(zip(PARAM_GRID, values))
-        res = score(maps, **params)
-        key = (sum(v for k, v in res.items() if k.endswith("@0.5")),
-               sum(v for k, v in res.items() if k.endswith("@0.75")))
-        if best is None or key > best[0]:
-            best = (key, params, res)
-    print(f"AIS parameters {best[1]} (validation: {best[2]})", flush=True)
-    return {"ais": best[1], "ais_calibration": {"images": n, "seed": CALIBRATION_SEED, **best[2]}}
-
-
-def compare_modes(model: Sam, n: int, log=print) -> dict:
-    """Held-out F1@0.5 / 0.75 of AIS and AMG on `n` images of the synthetic mix and `n`
-    fluorescence nuclei fields (held-out seeds, not the calibration ones), both at the
-    model's native scale (256-pixel images, diameter "off": one embedding each, so the
-    comparison is cheap) -> {"ais": {...}, "amg": {...}, "best": "ais" | "amg"}."""
-    from ..automask.segmenter import automask
-    from .evaluate import heldout_set, match_f1
-    from .synthetic import nuclei_image
-
-    sets = {"mix": heldout_set(n),
-            "nuclei": [nuclei_image(10_000_019 + i, (256, 256)) for i in range(n)]}
-    out = {}
-    for mode in ("ais", "amg"):
-        res = {}
-        for name, pairs in sets.items():
-            f = [match_f1(automask(img, model, mode=mode, diameter="off"), lab)
-                 for img, lab in pairs]
-            for t in ("0.5", "0.75"):
-                res[f"{name} f1@{t}"] = round(float(np.mean([x[f"f1@{t}"] for x in f])), 4)
-        out[mode] = res
-        log(f"held-out {mode}: {res}")
-    total = {m: sum(out[m].values()) for m in out}
-    out["best"] = max(total, key=total.get)
-    return out
-
-
 def export(a) -> None:
+    """Write the init weights plus the trained head, optionally calibrated and compared.
+
+    Parameters
+    ----------
+    a : argparse.Namespace
+        `main`'s options: out, init, export (the file to write), calibrate and compare
+        (images per set, 0: skip).
+    """
     model = load_init(a.init)
     st = torch.load(Path(a.out) / "last.pt", map_location="cpu", weights_only=True)
     model.instance_head.load_state_dict(st["head"])
@@ -297,6 +305,18 @@ def export(a) -> None:
 
 
 def main(argv=None) -> int:
+    """Command line: train the head, or `--export` it.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        The arguments; None: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/ais")
     ap.add_argument("--init", default=str(Path(__file__).resolve().parents[1] / "weights"

@@ -32,14 +32,32 @@ LABEL_MARKERS = ("_labels", "_label", "_masks", "_mask", "_seg", "_annotations",
 
 
 class DataError(ValueError):
-    """Annotated data that cannot be used for fine-tuning (the message names the file)."""
+    """Annotated data that cannot be used for fine-tuning (the message names the file).
+
+    Parameters
+    ----------
+    message : str
+        What is wrong and with which file (as for ValueError).
+    """
 
 
 @dataclass
 class Sample:
-    pixels: np.ndarray   # (Y, X, 3) uint8, the model's pixel format
-    labels: np.ndarray   # (Y, X) uint32 instance ids, 0 background
-    name: str            # where it came from, e.g. "a.tif" or "stack.tif [z=3]"
+    """One annotated 2D image; `n_objects` counts its objects.
+
+    Parameters
+    ----------
+    pixels : ndarray, (Y, X, 3) uint8
+        The image in the model's pixel format.
+    labels : ndarray, (Y, X) uint32
+        Instance ids, 0 for background.
+    name : str
+        Where it came from, e.g. "a.tif" or "stack.tif [z=3]".
+    """
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    name: str
 
     @property
     def n_objects(self) -> int:
@@ -88,7 +106,20 @@ def _key(path: Path) -> str:
 def pair_files(images: Sequence, labels: Sequence) -> List[Tuple[Path, Path]]:
     """Pair image and label files by name (see module doc); with no names in common and
     as many label files as images, in the given order. Raises DataError naming any image
-    without labels (or labels without an image)."""
+    without labels (or labels without an image).
+
+    Parameters
+    ----------
+    images : sequence of str or os.PathLike
+        Image files, folders (their image files, sorted) or glob patterns.
+    labels : sequence of str or os.PathLike
+        Label files (label images or COCO JSON), folders or glob patterns.
+
+    Returns
+    -------
+    list of (pathlib.Path, pathlib.Path)
+        (image file, label file) pairs, in the images' order.
+    """
     imgs = _expand(images, IMAGE_SUFFIXES, "images")
     labs = _expand(labels, LABEL_SUFFIXES, "labels")
     if not imgs:
@@ -186,7 +217,21 @@ def from_arrays(pairs: Iterable, channels=None) -> List[Sample]:
 
     image: (Y, X), (Y, X, C), (Z, Y, X) or (Z, Y, X, C), any dtype; labels: (Y, X) or
     (Z, Y, X) integers with the image's (Z, Y, X). `channels`: up to 3 channel indices for
-    images with more than 3 channels."""
+    images with more than 3 channels.
+
+    Parameters
+    ----------
+    pairs : iterable of tuple
+        (image, labels) or (image, labels, name); name defaults to "pair <n>".
+    channels : sequence of int or None
+        Channel indices to use (`transforms.to_model_pixels`); None: the default choice.
+
+    Returns
+    -------
+    list of Sample
+        One per image, or per annotated slice of a stack ("<name> [z=<z>]"); DataError
+        when the data cannot be used or nothing is given.
+    """
     out: List[Sample] = []
     for n, item in enumerate(pairs):
         image, labels = item[0], item[1]
@@ -198,7 +243,20 @@ def from_arrays(pairs: Iterable, channels=None) -> List[Sample]:
 
 
 def load_files(images: Sequence, labels: Sequence, channels=None) -> List[Sample]:
-    """Samples from image and label files (paths, folders, globs; see `pair_files`)."""
+    """Samples from image and label files (paths, folders, globs; see `pair_files`).
+
+    Parameters
+    ----------
+    images, labels : sequence of str or os.PathLike
+        As in `pair_files`. A label file covers its image's (Y, X), or (Z, Y, X) for a stack.
+    channels : sequence of int or None
+        Channel indices to use (`transforms.to_model_pixels`); None: the default choice.
+
+    Returns
+    -------
+    list of Sample
+        One per image, or per annotated slice of a stack; DataError on unusable data.
+    """
     out: List[Sample] = []
     for img_path, lab_path in pair_files(images, labels):
         image, axes = _image_and_axes(img_path, channels)
@@ -220,7 +278,23 @@ def split_validation(samples: List[Sample], fraction: float = 0.25, seed: int = 
                      ) -> Tuple[List[Sample], List[Sample]]:
     """(train, validation). Several samples: whole samples go to validation (about
     `fraction` of them, at least one). One sample: split by region -- the last `fraction`
-    of its longer side (a strip) is held out."""
+    of its longer side (a strip) is held out.
+
+    Parameters
+    ----------
+    samples : list of Sample
+        At least one (else DataError).
+    fraction : float
+        The share held out for validation.
+    seed : int
+        Seeds the choice of validation samples.
+
+    Returns
+    -------
+    train, validation : list of Sample
+        Both non-empty. A single sample is cut into the first rows (or columns) and the
+        last ones, each at least 16 pixels and holding an object (else DataError).
+    """
     if not samples:
         raise DataError("no annotated image given")
     if len(samples) >= 2:
@@ -252,14 +326,35 @@ def split_validation(samples: List[Sample], fraction: float = 0.25, seed: int = 
 
 
 def object_size(samples: Sequence[Sample]) -> float:
-    """Median equivalent diameter (pixels) of the annotated objects."""
+    """Median equivalent diameter (pixels) of the annotated objects.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+
+    Returns
+    -------
+    float
+        sqrt(4 * median area / pi) over all objects, in pixels; 0.0 without objects.
+    """
     areas = np.concatenate([np.bincount(s.labels.ravel())[1:] for s in samples])
     areas = areas[areas > 0]
     return float(np.sqrt(4 * np.median(areas) / np.pi)) if areas.size else 0.0
 
 
 def summary(train: Sequence[Sample], val: Sequence[Sample]) -> dict:
-    """Plain-data description of the data for the checkpoint's metadata."""
+    """Plain-data description of the data for the checkpoint's metadata.
+
+    Parameters
+    ----------
+    train, val : sequence of Sample
+
+    Returns
+    -------
+    dict
+        "train" and "validation" ({"samples", "objects", "names" (first 50)}) and
+        "object_size_px" (float, `object_size` of all samples).
+    """
     def part(ss):
         return {"samples": len(ss), "objects": int(sum(s.n_objects for s in ss)),
                 "names": [s.name for s in ss][:50]}
