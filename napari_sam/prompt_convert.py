@@ -1,7 +1,8 @@
-"""Prompt conversion for `prompts`: prompt-layer coordinates -> image pixels, the points of
-one slice, rectangles -> boxes, polygons and ellipses -> a raster mask -> low-res
-`mask_input` logits. All coordinates are (row, col) (napari's order); importable from
-`napari_sam.prompts` too.
+"""Prompt conversion, without a GUI: layer coordinates, boxes, regions and mask logits.
+
+Prompt-layer coordinates -> image pixels, the points of one slice, rectangles -> boxes,
+polygons and ellipses -> a raster mask -> low-res `mask_input` logits. All coordinates are
+napari's (row, col). `napari_sam.prompts` imports and re-exports every name.
 """
 
 from __future__ import annotations
