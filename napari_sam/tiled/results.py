@@ -31,6 +31,7 @@ class MemoryResults:
     tile_shape : (int, int)
         (rows, cols) of a full tile.
     """
+
     path = None
 
     def __init__(self, tile_shape) -> None:

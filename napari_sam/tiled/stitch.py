@@ -49,6 +49,7 @@ class Plan:
     gid : ndarray, (G,) int64
         Provisional output id per group (0: not painted).
     """
+
     chosen: np.ndarray        # per group, its best piece (node number)
     whole: np.ndarray         # bool per node: paint the piece whole
     part: np.ndarray          # bool per node: paint the piece on its own ground
