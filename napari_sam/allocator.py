@@ -31,12 +31,26 @@ _STATE = {"done": False, "tuned": False}
 
 
 def enabled() -> bool:
+    """Whether the tuning is wanted: NAPARI_SAM_MALLOC_TUNING is unset or not 0/false/no/off.
+
+    Returns
+    -------
+    bool
+        True unless the environment variable turns the tuning off.
+    """
     return os.environ.get("NAPARI_SAM_MALLOC_TUNING", "1").strip().lower() not in (
         "0", "false", "no", "off")
 
 
 def tune() -> bool:
-    """Raise glibc's mmap and trim thresholds (once per process); True when they are set."""
+    """Raise glibc's mmap and trim thresholds (once per process); True when they are set.
+
+    Returns
+    -------
+    bool
+        True when both thresholds were set (now or by an earlier call); False when tuning is
+        off, the platform is not Linux, or the C library is not glibc.
+    """
     if _STATE["done"]:
         return _STATE["tuned"]
     _STATE["done"] = True
@@ -56,5 +70,11 @@ def tune() -> bool:
 
 
 def tuned() -> bool:
-    """Whether `tune()` has set the thresholds in this process."""
+    """Whether `tune()` has set the thresholds in this process.
+
+    Returns
+    -------
+    bool
+        True once a `tune()` call has set both thresholds.
+    """
     return _STATE["tuned"]

@@ -36,7 +36,20 @@ VECTOR_FORMATS = ("geojson", "gpkg")  # polygons in the image's CRS (napari_sam.
 
 # --------------------------------------------------------------------------- files
 def expand_inputs(inputs: Iterable[str]) -> Tuple[List[Path], List[Tuple[str, str]]]:
-    """Files, folders (their images, not recursive) and glob patterns -> (images, problems)."""
+    """Files, folders (their images, not recursive) and glob patterns -> (images, problems).
+
+    Parameters
+    ----------
+    inputs : iterable of str
+        Image files, folders (their .tif/.tiff/.png/.jpg files) or glob patterns.
+
+    Returns
+    -------
+    images : list of Path
+        The images found, in input order, each once.
+    problems : list of (str, str)
+        (input, reason) for each input that gave no image.
+    """
     found: List[Path] = []
     problems: List[Tuple[str, str]] = []
     for item in inputs:
@@ -68,6 +81,18 @@ def expand_inputs(inputs: Iterable[str]) -> Tuple[List[Path], List[Tuple[str, st
 
 
 def output_stem(path: Path) -> str:
+    """The name of `path` without its image suffix (".ome.tif" and the like count as one).
+
+    Parameters
+    ----------
+    path : Path
+        An input image.
+
+    Returns
+    -------
+    str
+        The stem its output names start with.
+    """
     name = path.name
     for ext in (".ome.tiff", ".ome.tif") + IMAGE_SUFFIXES:
         if name.lower().endswith(ext):
@@ -77,12 +102,41 @@ def output_stem(path: Path) -> str:
 
 def output_paths(outdir: Path, stem: str, formats: Sequence[str], overlay: bool = False
                  ) -> Dict[str, Path]:
+    """Where each requested output of one input goes.
+
+    Parameters
+    ----------
+    outdir : Path
+        The output folder.
+    stem : str
+        The input's `output_stem`.
+    formats : sequence of str
+        Output kinds, from `FORMATS`.
+    overlay : bool
+        Add the PNG overlay.
+
+    Returns
+    -------
+    dict of str to Path
+        Output kind -> `outdir / (stem + SUFFIX[kind])`.
+    """
     kinds = list(formats) + (["overlay"] if overlay else [])
     return {k: Path(outdir) / f"{stem}{SUFFIX[k]}" for k in kinds}
 
 
 def is_complete(path: Path) -> bool:
-    """Outputs are written atomically, so one that exists and is not empty is complete."""
+    """Outputs are written atomically, so one that exists and is not empty is complete.
+
+    Parameters
+    ----------
+    path : Path
+        An output file.
+
+    Returns
+    -------
+    bool
+        True when the file exists and is not empty.
+    """
     return path.is_file() and path.stat().st_size > 0
 
 
@@ -123,7 +177,41 @@ def process_file(path: Path, generator, outdir: Path,
 
     Pixels equal to the file's nodata value (in every band) never become objects, and are
     left out of the contrast range. vectors: options of the GeoJSON/GPKG outputs (crs,
-    simplify, simplify_units; see `napari_sam.io.vectors.write_label_vectors`)."""
+    simplify, simplify_units; see `napari_sam.io.vectors.write_label_vectors`).
+
+    Parameters
+    ----------
+    path : Path
+        The input image (any axes `io.axes.guess_axes` knows: YX, YXC, ZYX, TZYXC, ...).
+    generator : AutoSegmenter or AutoMaskGenerator
+        Segments each (Y, X) or (Y, X, C) slice.
+    outdir : Path
+        The output folder.
+    formats : sequence of str
+        Output kinds, from `FORMATS`.
+    overwrite : bool
+        Remake outputs that exist.
+    overlay : bool
+        Also write the PNG overlay.
+    link : bool
+        Link the labels of a stack from slice to slice (same object, same label).
+    link_iou : float
+        Least IoU for two slices' objects to be linked.
+    channels : sequence of int, optional
+        Channels to read (None: all).
+    progress : callable
+        `progress(done, total, message)`.
+    vectors : dict, optional
+        Options of the vector outputs (above).
+    **generate_kw
+        Passed on to the generator for each slice.
+
+    Returns
+    -------
+    dict
+        "path" (str), "status" ("processed", "completed" or "skipped"), "objects" (int, the
+        label count) and "outputs" (list of str).
+    """
     from .io.images import read_image
 
     paths = output_paths(outdir, output_stem(path), formats, overlay)
@@ -184,6 +272,45 @@ def run_batch(inputs: Iterable[str], outdir, model=None,
     model: as for `automask` (None = bundled); or pass a ready `generator` (an
     `AutoSegmenter` or `AutoMaskGenerator`). Other keywords go to `automask.AutoSegmenter`
     (mode, diameter, points_per_side, pred_iou_thresh, ...).
+
+    Parameters
+    ----------
+    inputs : iterable of str
+        Files, folders and glob patterns (`expand_inputs`).
+    outdir : str or Path
+        The output folder (made when missing).
+    model : str or Sam, optional
+        The model (None: the bundled one).
+    formats : sequence of str
+        Output kinds, from `FORMATS`.
+    overwrite : bool
+        Remake outputs that exist.
+    overlay : bool
+        Also write PNG overlays.
+    link_slices : bool
+        Link the labels of stacks from slice to slice.
+    link_iou : float
+        Least IoU for two slices' objects to be linked.
+    channels : sequence of int, optional
+        Channels to read (None: all).
+    progress : callable
+        `progress(done, total, message)`, over all files.
+    log : callable, optional
+        Gets one line of text per file.
+    generator : AutoSegmenter or AutoMaskGenerator, optional
+        A ready segmenter (then `model` is not loaded).
+    device : str
+        Where the model runs ("auto", "cpu", "cuda", ...).
+    vectors : dict, optional
+        Options of the GeoJSON/GPKG outputs.
+    **kw
+        Options of `AutoSegmenter` and of its runs.
+
+    Returns
+    -------
+    dict
+        "inputs", "processed", "skipped", "failed", "objects" (int counts), "seconds"
+        (float), "outdir" (str) and "files" (one `process_file` dict per input).
     """
     from .automask.segmenter import AutoSegmenter
 

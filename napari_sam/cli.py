@@ -22,6 +22,13 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `napari-sam` argument parser, with every sub-command of `COMMANDS`.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Its parsed arguments carry `func(args) -> int` for the chosen sub-command.
+    """
     parser = argparse.ArgumentParser(
         prog="napari-sam",
         description="Segment Anything for microscopy and large images, without or with napari.")
@@ -33,6 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the `napari-sam` command line.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (None: `sys.argv[1:]`).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 on an error, 2 on a usage error, 130 when
+        interrupted.
+    """
     # first of all, before torch is imported (the OpenMP wait policy can be set only then):
     # the command line owns its process and tunes it for CPU inference unless
     # NAPARI_SAM_TUNE_CPU=0 (see napari_sam/runtime/cpu.py)

@@ -17,7 +17,18 @@ _THREAD_ENV = ("NAPARI_SAM_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
-    """"auto" picks cuda, then mps, then cpu; anything else is passed to torch.device."""
+    """"auto" picks cuda, then mps, then cpu; anything else is passed to torch.device.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        "auto" or None to choose; "cpu", "cuda", "cuda:1", "mps", ... or a torch.device.
+
+    Returns
+    -------
+    torch.device
+        The device (ValueError for "cuda" without a CUDA GPU).
+    """
     if isinstance(device, torch.device):
         return device
     if device in (None, "auto"):
@@ -33,7 +44,13 @@ def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.dev
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True when oneDNN can run bf16 matmuls natively (AMX or AVX-512 bf16)."""
+    """True when oneDNN can run bf16 matmuls natively (AMX or AVX-512 bf16).
+
+    Returns
+    -------
+    bool
+        Whether this CPU has AMX or AVX-512 bf16.
+    """
     try:
         cap = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # older torch
@@ -51,7 +68,20 @@ def cpu_has_fast_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """The image encoder's dtype: "fp32", "bf16", "fp16" as named; "auto" picks bf16 on CUDA
     (fp16 where bf16 is unsupported) and on CPUs with AMX / AVX-512 bf16, else fp32. The
-    decoder's dtype may differ under "auto": see `resolve_decoder_precision`."""
+    decoder's dtype may differ under "auto": see `resolve_decoder_precision`.
+
+    Parameters
+    ----------
+    precision : str
+        One of `PRECISIONS`.
+    device : torch.device
+        Where the encoder runs.
+
+    Returns
+    -------
+    torch.dtype
+        torch.float32, torch.bfloat16 or torch.float16.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp32":
@@ -81,7 +111,22 @@ def resolve_decoder_precision(precision: str, device: torch.device, config) -> t
 
     "fp32", "bf16", "fp16": that dtype, as for the encoder. "auto": the encoder's dtype
     (`resolve_precision`), except on CPU where a decoder with fewer image-token elements
-    than `DECODER_BF16_MIN_TOKENS` runs in fp32."""
+    than `DECODER_BF16_MIN_TOKENS` runs in fp32.
+
+    Parameters
+    ----------
+    precision : str
+        One of `PRECISIONS`.
+    device : torch.device
+        Where the decoder runs.
+    config : SamConfig
+        The model's configuration (its `image_token_values`).
+
+    Returns
+    -------
+    torch.dtype
+        torch.float32, torch.bfloat16 or torch.float16.
+    """
     dtype = resolve_precision(precision, device)
     if precision == "auto" and device.type == "cpu" and dtype != torch.float32:
         if config.image_token_values < DECODER_BF16_MIN_TOKENS:
@@ -90,14 +135,33 @@ def resolve_decoder_precision(precision: str, device: torch.device, config) -> t
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
-    """Mixed-precision context for `dtype`, a no-op for fp32."""
+    """Mixed-precision context for `dtype`, a no-op for fp32.
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the computation runs.
+    dtype : torch.dtype
+        The autocast dtype (torch.float32: none).
+
+    Returns
+    -------
+    context manager
+        `torch.autocast(device.type, dtype)`, or a null context for fp32.
+    """
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
 
 
 def available_cores() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1."""
+    """CPUs this process may run on (its affinity mask), at least 1.
+
+    Returns
+    -------
+    int
+        The number of usable CPUs, at least 1.
+    """
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -133,9 +197,20 @@ def configure_threads(num_threads: Optional[int] = None) -> int:
     `num_threads` given: use it. Otherwise $NAPARI_SAM_NUM_THREADS when set; otherwise, unless
     the user chose a count (OMP_NUM_THREADS / MKL_NUM_THREADS set, or
     `torch.set_num_threads` called -- seen as a count other than torch's default of one per
-    physical core), every CPU the process may run on. torch's own default is the number of physical cores, which leaves the second
-    hardware thread of each core idle. Inter-op threads are left alone: napari-sam runs no
-    inter-op parallel work, and they can only be set before any such work has started.
+    physical core), every CPU the process may run on. torch's own default is the number of
+    physical cores, which leaves the second hardware thread of each core idle. Inter-op
+    threads are left alone: napari-sam runs no inter-op parallel work, and they can only be
+    set before any such work has started.
+
+    Parameters
+    ----------
+    num_threads : int, optional
+        The thread count to use (None: chosen as above).
+
+    Returns
+    -------
+    int
+        torch's intra-op thread count after the call.
     """
     if num_threads is None and os.environ.get("NAPARI_SAM_NUM_THREADS", "").strip():
         num_threads = int(os.environ["NAPARI_SAM_NUM_THREADS"])
@@ -171,6 +246,19 @@ DECODE_CHUNK_VALUES_TUNED = 2 ** 25
 
 def cpu_decode_chunk(config, tuned_allocator: bool = False) -> int:
     """Prompts decoded per model call on CPU for a model `config` (`SamConfig`): the value
-    for glibc's default allocator settings, or for the tuned ones (`tuned_allocator`)."""
+    for glibc's default allocator settings, or for the tuned ones (`tuned_allocator`).
+
+    Parameters
+    ----------
+    config : SamConfig
+        The model's configuration (its `image_token_values`).
+    tuned_allocator : bool
+        The caller has tuned glibc's allocator (`allocator.tune`).
+
+    Returns
+    -------
+    int
+        Prompts per decoder call, 1 to 64.
+    """
     values = DECODE_CHUNK_VALUES_TUNED if tuned_allocator else DECODE_CHUNK_VALUES
     return max(1, min(64, values // config.image_token_values))

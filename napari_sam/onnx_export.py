@@ -50,7 +50,13 @@ OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 
 
 class DecoderGraph(nn.Module):
-    """Prompt encoder + mask decoder + upscaling of `model`, traceable (see module doc)."""
+    """Prompt encoder + mask decoder + upscaling of `model`, traceable (see module doc).
+
+    Parameters
+    ----------
+    model : Sam or Sam2
+        The model whose prompt encoder and mask decoder are traced.
+    """
 
     def __init__(self, model) -> None:
         super().__init__()
@@ -71,6 +77,32 @@ class DecoderGraph(nn.Module):
 
     def forward(self, image_embeddings, point_coords, point_labels, mask_input,
                 has_mask_input, orig_im_size):
+        """Masks for one image's prompts, as `decoder.onnx` computes them.
+
+        Parameters
+        ----------
+        image_embeddings : Tensor, (1, C, g, g) float32
+            The image's embedding.
+        point_coords : Tensor, (1, N, 2) float32
+            Prompt points, (x, y) in the model's input frame.
+        point_labels : Tensor, (1, N) float32
+            1 object, 0 background, 2 / 3 box corners, -1 padding.
+        mask_input : Tensor, (1, 1, m, m) float32
+            Low-res logits of an earlier answer.
+        has_mask_input : Tensor, (1,) float32
+            1 when `mask_input` is used, else 0.
+        orig_im_size : Tensor, (2,) float32
+            (rows, columns) of the image.
+
+        Returns
+        -------
+        masks : Tensor, (1, 4, rows, columns) float32
+            Logits at the image's size (0: single mask, 1-3: multimask).
+        iou_predictions : Tensor, (1, 4) float32
+            Predicted IoU of each mask.
+        low_res_masks : Tensor, (1, 4, m, m) float32
+            Low-res logits.
+        """
         sparse, dense, image_pe = self._prompt(point_coords, point_labels, mask_input,
                                                has_mask_input)
         if self.sam2:
@@ -98,18 +130,49 @@ class DecoderGraph(nn.Module):
 
 
 class EncoderGraph(nn.Module):
-    """SAM 2.1 image encoder: (1, 3, S, S) 0-255 pixels -> packed embedding."""
+    """SAM 2.1 image encoder: (1, 3, S, S) 0-255 pixels -> packed embedding.
+
+    Parameters
+    ----------
+    model : Sam2
+        The SAM 2.1 model whose image encoder is traced.
+    """
 
     def __init__(self, model: Sam2) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, pixels):
+        """Embed one image.
+
+        Parameters
+        ----------
+        pixels : Tensor, (1, 3, S, S) float32
+            The image resized to S x S (`Sam2.to_input`), values 0-255.
+
+        Returns
+        -------
+        Tensor, (1, C, g, g) float32
+            The packed embedding (`image_embeddings` of `decoder.onnx`).
+        """
         return self.model.encode(pixels)
 
 
 def example_inputs(model, n_points: int = 2) -> Tuple[torch.Tensor, ...]:
-    """Inputs of the right shapes and dtypes for tracing and tests."""
+    """Inputs of the right shapes and dtypes for tracing and tests.
+
+    Parameters
+    ----------
+    model : Sam or Sam2
+        The model (its embedding, mask and input sizes).
+    n_points : int
+        Number of prompt points.
+
+    Returns
+    -------
+    tuple of Tensor
+        The six `decoder.onnx` inputs in `INPUTS` order, float32, random but seeded.
+    """
     c, g, _ = model.embedding_shape
     m, s = model.config.mask_size, model.config.image_size
     gen = torch.Generator().manual_seed(0)
@@ -131,7 +194,24 @@ def _trace_to_bytes(graph: nn.Module, args, input_names, output_names, dynamic, 
 
 def export_onnx(model, out_dir, overwrite: bool = False, opset: int = OPSET) -> Dict[str, Path]:
     """Write `decoder.onnx`, `encoder.onnx` (SAM 2.1 only) and `model.json` into `out_dir`
-    (created if needed; existing files are kept unless `overwrite`). Returns their paths."""
+    (created if needed; existing files are kept unless `overwrite`). Returns their paths.
+
+    Parameters
+    ----------
+    model : Sam or Sam2
+        A loaded napari-sam model (moved to CPU).
+    out_dir : str or Path
+        The output folder.
+    overwrite : bool
+        Replace existing files (else an error when one exists).
+    opset : int
+        The ONNX opset version.
+
+    Returns
+    -------
+    dict of str to Path
+        File name -> path of each file written.
+    """
     from .io.atomic import atomic_write, check_writable
 
     if not isinstance(model, (Sam, Sam2)):
@@ -174,7 +254,30 @@ def onnx_prompts(model, original_size, points=None, point_labels=None, box=None,
                  mask_input=None) -> Dict[str, np.ndarray]:
     """The decoder's inputs (all but `image_embeddings`) for prompts in the image's (row,
     col) pixels, as `Predictor` builds them: points (N, 2), labels 1/0 (default 1), box
-    (row0, col0, row1, col1), mask_input (m, m) low-res logits of an earlier answer."""
+    (row0, col0, row1, col1), mask_input (m, m) low-res logits of an earlier answer.
+
+    Parameters
+    ----------
+    model : Sam or Sam2
+        The exported model.
+    original_size : (int, int)
+        The image's (rows, columns).
+    points : array_like, (N, 2) float, optional
+        Points, (row, col) image pixels.
+    point_labels : array_like, (N,), optional
+        1 object, 0 background (None: all 1).
+    box : array_like, (4,), optional
+        (row0, col0, row1, col1) in image pixels.
+    mask_input : array_like, (m, m) float, optional
+        Low-res logits of an earlier answer.
+
+    Returns
+    -------
+    dict of str to ndarray
+        "point_coords" (1, K, 2) float32 (x, y) model-input pixels, "point_labels" (1, K)
+        float32, "mask_input" (1, 1, m, m) float32, "has_mask_input" (1,) float32 and
+        "orig_im_size" (2,) float32 (rows, columns).
+    """
     h, w = (int(v) for v in original_size)
     ih, iw = model.input_hw(h, w)
     scale = np.array([iw / w, ih / h])

@@ -19,7 +19,14 @@ from .transforms import box_rc_to_xyxy, rc_to_xy
 
 
 class LowResPrompts:
-    """points_to_input, box_to_input, predict_lowres, upscale, upscale_masks (see Predictor)."""
+    """points_to_input, box_to_input, predict_lowres, upscale, upscale_masks (see Predictor).
+
+    Parameters
+    ----------
+    None
+        A mixin with no constructor of its own: `Predictor.__init__` sets the `model`,
+        `device`, `session`, `decode_chunk` and `decoder_dtype` it uses.
+    """
 
     def _scale(self) -> np.ndarray:
         emb = self.get_embedding()

@@ -13,11 +13,34 @@ ProgressCallback = Callable[[int, int, str], None]
 
 
 def null_progress(done: int, total: int, message: str = "") -> None:
-    """The default: report nothing."""
+    """The default: report nothing.
+
+    Parameters
+    ----------
+    done : int
+        Steps done.
+    total : int
+        Steps in all.
+    message : str
+        What is being done.
+    """
 
 
 def tqdm_progress(desc: str = "", disable: Optional[bool] = None) -> ProgressCallback:
-    """A callback that drives a tqdm bar on stderr (for the command line)."""
+    """A callback that drives a tqdm bar on stderr (for the command line).
+
+    Parameters
+    ----------
+    desc : str
+        The bar's label.
+    disable : bool, optional
+        As tqdm's `disable` (None: off when stderr is not a terminal).
+
+    Returns
+    -------
+    callable
+        `progress(done, total, message="")`; the bar closes when done reaches total.
+    """
     from tqdm import tqdm
 
     bar = None
@@ -45,6 +68,22 @@ def plain_progress(desc: str = "", every_s: float = 5.0, file: Optional[TextIO] 
     A line is printed for the first call, when the message names another item (a new image
     or tile stage), at the end, and otherwise at most once every `every_s` seconds, so a
     long run leaves a readable log without carriage returns. `file` defaults to stderr.
+
+    Parameters
+    ----------
+    desc : str
+        The lines' prefix.
+    every_s : float
+        Least seconds between two lines of the same item.
+    file : text file, optional
+        Where the lines go (None: stderr).
+    clock : callable
+        Returns the time in seconds (for tests).
+
+    Returns
+    -------
+    callable
+        `progress(done, total, message="")`.
     """
     last = {"t": None, "msg": None, "done": None}
 
@@ -66,7 +105,20 @@ def plain_progress(desc: str = "", every_s: float = 5.0, file: Optional[TextIO] 
 
 def cli_progress(desc: str = "", file: Optional[TextIO] = None) -> ProgressCallback:
     """The command line's progress: a tqdm bar on a terminal, `plain_progress` lines when
-    stderr is a file or a pipe (a log of a long run)."""
+    stderr is a file or a pipe (a log of a long run).
+
+    Parameters
+    ----------
+    desc : str
+        The bar's label or the lines' prefix.
+    file : text file, optional
+        Where plain lines go (None: stderr).
+
+    Returns
+    -------
+    callable
+        `progress(done, total, message="")`.
+    """
     out = file or sys.stderr
     try:
         tty = out.isatty()

@@ -2,8 +2,9 @@
 
 The napari widget is a thin adapter over this module:
 
-- conversion: prompt-layer coordinates -> image pixels (through a `to_image` callable, in
-  napari `image.world_to_data(prompt_layer.data_to_world(p))`), the points of one slice,
+- conversion (`prompt_convert`, its names importable from here): prompt-layer coordinates
+  -> image pixels (through a `to_image` callable, in napari
+  `image.world_to_data(prompt_layer.data_to_world(p))`), the points of one slice,
   rectangles -> boxes, polygons and ellipses -> a raster mask -> low-res `mask_input` logits;
 - `Segmenter`: one object at a time; multimask candidates for a lone click, refinement from
   the previous low-res logits when prompts are added;
@@ -16,93 +17,32 @@ Coordinates are napari's (row, col); the model's (x, y) order is handled by the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-MASK_LOGIT = 8.0  # |logit| given to inside/outside pixels of a drawn region
-
-ToImage = Callable[[np.ndarray], np.ndarray]
-
-
-def scale_translate(scale: Sequence[float], translate: Sequence[float]) -> ToImage:
-    """World -> data for an axis-aligned layer transform: (world - translate) / scale."""
-    s, t = np.asarray(scale, float), np.asarray(translate, float)
-    return lambda p: (np.asarray(p, float) - t) / s
-
-
-def to_image_coords(coords, to_image: ToImage) -> np.ndarray:
-    """(N, D) prompt-layer coordinates -> (N, D) image data coordinates."""
-    c = np.asarray(coords, dtype=float)
-    if c.size == 0:
-        return c.reshape(0, c.shape[-1] if c.ndim == 2 else 0)
-    return np.array([np.asarray(to_image(p), float) for p in c])
-
-
-def on_slice(coords_img: np.ndarray, index: Tuple[int, ...]) -> np.ndarray:
-    """Boolean (N,): which (N, D) image coordinates lie on the 2D slice `index` (D - 2 ints)."""
-    lead = np.rint(coords_img[:, : len(index)]).astype(int)
-    return np.all(lead == np.asarray(index, int), axis=1) if len(index) else np.ones(len(lead), bool)
-
-
-def inside(points_rc: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
-    """Boolean (N,): which (row, col) points fall on a pixel of an image of `shape`."""
-    p = np.asarray(points_rc, float).reshape(-1, 2)
-    return ((p >= -0.5) & (p < np.asarray(shape) - 0.5)).all(axis=1)
-
-
-def rectangle_to_box(vertices_rc) -> np.ndarray:
-    """Rectangle corners (any order, 2D) -> box (row0, col0, row1, col1), row0 <= row1."""
-    v = np.asarray(vertices_rc, float).reshape(-1, 2)
-    return np.concatenate([v.min(axis=0), v.max(axis=0)])
-
-
-def ellipse_polygon(corners_rc, n: int = 64) -> np.ndarray:
-    """The ellipse inscribed in a (possibly rotated) rectangle given by its 4 corners in order."""
-    c = np.asarray(corners_rc, float).reshape(4, 2)
-    centre, a, b = c.mean(axis=0), (c[1] - c[0]) / 2, (c[3] - c[0]) / 2
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)[:, None]
-    return centre + np.cos(t) * a + np.sin(t) * b
-
-
-def region_mask(shape_type: str, vertices_rc, shape: Tuple[int, int]) -> np.ndarray:
-    """Rasterise a polygon or ellipse given in (row, col) pixel coordinates."""
-    from skimage.draw import polygon
-
-    v = np.asarray(vertices_rc, float).reshape(-1, 2)
-    if shape_type == "ellipse":
-        v = ellipse_polygon(v)
-    elif shape_type != "polygon":
-        raise ValueError(f"only polygons and ellipses become mask prompts, not {shape_type!r}")
-    mask = np.zeros(shape, bool)
-    rr, cc = polygon(v[:, 0], v[:, 1], shape)
-    mask[rr, cc] = True
-    return mask
-
-
-def interior_point(mask: np.ndarray) -> np.ndarray:
-    """(row, col) of the pixel farthest from the border of `mask`."""
-    from scipy import ndimage as ndi
-
-    dist = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    return np.array(np.unravel_index(np.argmax(dist), mask.shape), dtype=float)
-
-
-def mask_to_logits(mask: np.ndarray, input_size: Tuple[int, int], image_size: int,
-                   mask_size: int) -> np.ndarray:
-    """(Y, X) bool mask -> (m, m) logits in the model's padded input frame (`mask_input`)."""
-    t = torch.from_numpy(np.asarray(mask, np.float32))[None, None]
-    t = F.interpolate(t, input_size, mode="bilinear", align_corners=False)
-    t = F.pad(t, (0, image_size - input_size[1], 0, image_size - input_size[0]))
-    t = F.interpolate(t, (mask_size, mask_size), mode="area")
-    return ((t[0, 0] * 2 - 1) * MASK_LOGIT).numpy()
+# the conversions live in `prompt_convert`; their names stay importable from here
+from .prompt_convert import (MASK_LOGIT, ToImage, ellipse_polygon, inside,  # noqa: F401
+                             interior_point, mask_to_logits, on_slice, rectangle_to_box,
+                             region_mask, scale_translate, to_image_coords)
 
 
 @dataclass
 class Prompt:
-    """Everything the user gave for one object on one 2D image, in (row, col) pixels."""
+    """Everything the user gave for one object on one 2D image, in (row, col) pixels.
+
+    Parameters
+    ----------
+    points : ndarray, (N, 2) float
+        Points, (row, col).
+    labels : ndarray, (N,) int
+        1 object, 0 background.
+    box : ndarray, (4,) float, optional
+        (row0, col0, row1, col1).
+    region : ndarray, (Y, X) bool, optional
+        Drawn polygons and ellipses, rasterised.
+    """
 
     points: np.ndarray            # (N, 2) float
     labels: np.ndarray            # (N,) int, 1 object / 0 background
@@ -111,13 +51,35 @@ class Prompt:
 
     @classmethod
     def empty(cls) -> "Prompt":
+        """A prompt without points, box or region.
+
+        Returns
+        -------
+        Prompt
+        """
         return cls(np.zeros((0, 2)), np.zeros(0, int))
 
     def is_empty(self) -> bool:
+        """Whether the prompt has no point, box or region.
+
+        Returns
+        -------
+        bool
+        """
         return len(self.points) == 0 and self.box is None and self.region is None
 
     def extends(self, other: "Prompt") -> bool:
-        """True if this prompt is `other` plus more points (same box and region)."""
+        """True if this prompt is `other` plus more points (same box and region).
+
+        Parameters
+        ----------
+        other : Prompt
+            The earlier prompt.
+
+        Returns
+        -------
+        bool
+        """
         n = len(other.points)
         return (len(self.points) > n and np.array_equal(self.points[:n], other.points)
                 and np.array_equal(self.labels[:n], other.labels)
@@ -130,7 +92,17 @@ def _same(a, b) -> bool:
 
 @dataclass
 class Candidates:
-    """The decoder's answer for one prompt: K candidates, one of them chosen."""
+    """The decoder's answer for one prompt: K candidates, one of them chosen.
+
+    Parameters
+    ----------
+    logits : Tensor, (1, K, m, m) float32
+        Low-res logits.
+    scores : ndarray, (K,) float32
+        Predicted IoU.
+    index : int
+        The chosen candidate.
+    """
 
     logits: torch.Tensor   # (1, K, m, m) low-res logits
     scores: np.ndarray     # (K,) predicted IoU
@@ -138,7 +110,13 @@ class Candidates:
 
 
 class Segmenter:
-    """Decodes the current object from a `Prompt` with a Predictor whose image is set."""
+    """Decodes the current object from a `Prompt` with a Predictor whose image is set.
+
+    Parameters
+    ----------
+    predictor : Predictor
+        Holds the embedded image.
+    """
 
     def __init__(self, predictor) -> None:
         self.predictor = predictor
@@ -149,7 +127,22 @@ class Segmenter:
         self.result: Optional[Candidates] = None
 
     def model_inputs(self, prompt: Prompt):
-        """The points, box and mask_input sent to the decoder for `prompt`."""
+        """The points, box and mask_input sent to the decoder for `prompt`.
+
+        Parameters
+        ----------
+        prompt : Prompt
+
+        Returns
+        -------
+        points : ndarray, (N, 2) float
+            (row, col); an interior point of the region is added when there is no object point.
+        labels : ndarray, (N,) int
+        box : ndarray, (4,) float or None
+            (row0, col0, row1, col1); the region's bounding box when no box was given.
+        mask_input : ndarray, (m, m) float32 or None
+            The region as low-res logits (`mask_to_logits`).
+        """
         points, labels, box, mask_input = prompt.points, prompt.labels, prompt.box, None
         if prompt.region is not None and prompt.region.any():
             p = self.predictor
@@ -165,7 +158,17 @@ class Segmenter:
         return points, labels, box, mask_input
 
     def update(self, prompt: Prompt) -> Optional[Candidates]:
-        """Decode `prompt`; later points reuse the previous low-res logits (refinement)."""
+        """Decode `prompt`; later points reuse the previous low-res logits (refinement).
+
+        Parameters
+        ----------
+        prompt : Prompt
+
+        Returns
+        -------
+        Candidates or None
+            The answer (3 candidates for a lone click, else 1); None for an empty prompt.
+        """
         refine = self.result is not None and prompt.region is None and prompt.extends(self.prompt)
         previous = self.result
         self.prompt, self.result = prompt, None
@@ -190,13 +193,25 @@ class Segmenter:
         return self.result
 
     def cycle(self) -> Optional[Candidates]:
-        """Choose the next multimask candidate (no decoding)."""
+        """Choose the next multimask candidate (no decoding).
+
+        Returns
+        -------
+        Candidates or None
+            The current answer with its next candidate chosen; None when there is none.
+        """
         if self.result is not None:
             self.result.index = (self.result.index + 1) % len(self.result.scores)
         return self.result
 
     def mask(self) -> Optional[np.ndarray]:
-        """(Y, X) bool mask of the chosen candidate at the image's size."""
+        """(Y, X) bool mask of the chosen candidate at the image's size.
+
+        Returns
+        -------
+        ndarray, (Y, X) bool, or None
+            None when there is no answer.
+        """
         r = self.result
         if r is None:
             return None
@@ -206,7 +221,17 @@ class Segmenter:
 
 @dataclass
 class CommitRecord:
-    """What `undo_commit` needs: where the object was written and what was there before."""
+    """What `undo_commit` needs: where the object was written and what was there before.
+
+    Parameters
+    ----------
+    label_id : int
+        The id written.
+    index : tuple of ndarray (int)
+        The changed pixels, one index array per axis of the labels.
+    previous : ndarray
+        Their values before.
+    """
 
     label_id: int
     index: Tuple[np.ndarray, ...]
@@ -219,6 +244,21 @@ def commit_mask(labels: np.ndarray, mask: np.ndarray, where: Tuple[int, ...] = (
 
     Without `overwrite` only background (0) pixels change. Returns None if no pixel would
     change. Raises ValueError if the new id does not fit the array's dtype.
+
+    Parameters
+    ----------
+    labels : ndarray, (..., Y, X) int
+        The label image, changed in place.
+    mask : ndarray, (Y, X) bool
+        The object on one 2D slice.
+    where : tuple of int
+        The slice's leading indices (empty for 2D labels).
+    overwrite : bool
+        Also replace other objects' pixels.
+
+    Returns
+    -------
+    CommitRecord or None
     """
     target = labels[tuple(where)]
     if target.shape != mask.shape:
@@ -237,5 +277,12 @@ def commit_mask(labels: np.ndarray, mask: np.ndarray, where: Tuple[int, ...] = (
 
 
 def undo_commit(labels: np.ndarray, record: CommitRecord) -> None:
-    """Put back the pixels that `commit_mask` changed."""
+    """Put back the pixels that `commit_mask` changed.
+
+    Parameters
+    ----------
+    labels : ndarray, (..., Y, X) int
+        The label image, changed in place.
+    record : CommitRecord
+    """
     labels[record.index] = record.previous

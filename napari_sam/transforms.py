@@ -20,13 +20,35 @@ PERCENTILES = (0.5, 99.8)
 
 
 def rc_to_xy(points_rc) -> np.ndarray:
-    """(N, 2) napari (row, col) -> (N, 2) SAM (x, y)."""
+    """(N, 2) napari (row, col) -> (N, 2) SAM (x, y).
+
+    Parameters
+    ----------
+    points_rc : array_like, (N, 2) or (2,)
+        Points, (row, col).
+
+    Returns
+    -------
+    ndarray, (N, 2) float64
+        The same points, (x, y).
+    """
     p = np.asarray(points_rc, dtype=np.float64).reshape(-1, 2)
     return p[:, ::-1].copy()
 
 
 def box_rc_to_xyxy(box_rc) -> np.ndarray:
-    """(row0, col0, row1, col1) in any corner order -> (x0, y0, x1, y1) with x0 <= x1, y0 <= y1."""
+    """(row0, col0, row1, col1) in any corner order -> (x0, y0, x1, y1) with x0 <= x1, y0 <= y1.
+
+    Parameters
+    ----------
+    box_rc : array_like, (4,) or (M, 4)
+        Boxes, (row0, col0, row1, col1), corners in any order.
+
+    Returns
+    -------
+    ndarray, (M, 4) float64
+        (x0, y0, x1, y1) per box (M = 1 for one box).
+    """
     b = np.asarray(box_rc, dtype=np.float64).reshape(-1, 4)
     r0, r1 = np.minimum(b[:, 0], b[:, 2]), np.maximum(b[:, 0], b[:, 2])
     c0, c1 = np.minimum(b[:, 1], b[:, 3]), np.maximum(b[:, 1], b[:, 3])
@@ -34,7 +56,20 @@ def box_rc_to_xyxy(box_rc) -> np.ndarray:
 
 
 def target_shape(h: int, w: int, long_side: int) -> Tuple[int, int]:
-    """Shape after scaling so the longest side is `long_side` (SAM's rounding)."""
+    """Shape after scaling so the longest side is `long_side` (SAM's rounding).
+
+    Parameters
+    ----------
+    h, w : int
+        The image's rows and columns (at least 1 each; else ValueError).
+    long_side : int
+        The longest side after scaling.
+
+    Returns
+    -------
+    (int, int)
+        (rows, cols) after scaling, each at least 1.
+    """
     if min(h, w) < 1:
         raise ValueError(f"the image is empty ({h} x {w} pixels); give an image with at least "
                          "one row and one column")
@@ -44,7 +79,21 @@ def target_shape(h: int, w: int, long_side: int) -> Tuple[int, int]:
 
 
 def select_channels(image: np.ndarray, channels: Optional[Sequence[int]] = None) -> np.ndarray:
-    """(Y, X) or (Y, X, C) -> (Y, X, K) with K in 1..3, never dropping data silently."""
+    """(Y, X) or (Y, X, C) -> (Y, X, K) with K in 1..3, never dropping data silently.
+
+    Parameters
+    ----------
+    image : array_like, (Y, X) or (Y, X, C)
+        Bool, integer or float pixels.
+    channels : sequence of int, optional
+        1 to 3 channel indices to keep (None: all, if there are at most 3, or RGB of uint8
+        RGBA; ValueError otherwise).
+
+    Returns
+    -------
+    ndarray, (Y, X, K)
+        The chosen channels, dtype unchanged (a view where possible).
+    """
     if image is None:
         raise ValueError("no image was given (None); pass a (Y, X) or (Y, X, C) array")
     img = np.asarray(image)
@@ -82,7 +131,22 @@ def select_channels(image: np.ndarray, channels: Optional[Sequence[int]] = None)
 
 def intensity_range(image: np.ndarray, percentiles=PERCENTILES, max_samples: int = 1_000_000
                     ) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-channel (low, high) robust range of a (Y, X, C) array from a subsample."""
+    """Per-channel (low, high) robust range of a (Y, X, C) array from a subsample.
+
+    Parameters
+    ----------
+    image : ndarray, (Y, X, C)
+        Numeric pixels; NaN and inf are ignored.
+    percentiles : (float, float)
+        The low and high percentiles.
+    max_samples : int
+        Pixels sampled, at most (a regular stride).
+
+    Returns
+    -------
+    low, high : ndarray, (C,) float64
+        The percentiles per channel (0 where a channel has no finite value).
+    """
     flat = image.reshape(-1, image.shape[-1])
     step = max(1, flat.shape[0] // max_samples)
     sample = np.asarray(flat[::step], dtype=np.float64)
@@ -97,6 +161,21 @@ def to_model_pixels(image: np.ndarray, channels: Optional[Sequence[int]] = None,
 
     `value_range` (low, high), scalars or per channel, overrides the percentile
     normalisation (used by tiling, so every tile of an image is scaled alike).
+
+    Parameters
+    ----------
+    image : array_like, (Y, X) or (Y, X, C)
+        Bool, integer or float pixels.
+    channels : sequence of int, optional
+        1 to 3 channels to use (`select_channels`).
+    value_range : (low, high), optional
+        Scalars or (K,) arrays mapped to 0 and 255 (None: uint8 as is, others by
+        `intensity_range`).
+
+    Returns
+    -------
+    ndarray, (Y, X, 3) float32
+        Values 0-255; one channel is repeated, two get a zero blue channel.
     """
     img = select_channels(image, channels)
     if img.dtype == np.uint8 and value_range is None:
@@ -120,7 +199,22 @@ def to_model_pixels(image: np.ndarray, channels: Optional[Sequence[int]] = None,
 
 def zoomed_shape(h: int, w: int, zoom: float, long_side: int) -> Tuple[int, int]:
     """Shape (h', w') of a (h, w) image resized by `zoom`, at least 1 pixel per side; raises
-    ValueError if it exceeds the model's input side `long_side` (tile the image instead)."""
+    ValueError if it exceeds the model's input side `long_side` (tile the image instead).
+
+    Parameters
+    ----------
+    h, w : int
+        The image's rows and columns.
+    zoom : float
+        The resize factor.
+    long_side : int
+        The model's input side.
+
+    Returns
+    -------
+    (int, int)
+        (rows, cols) after resizing.
+    """
     out = max(1, int(h * zoom + 0.5)), max(1, int(w * zoom + 0.5))
     if max(out) > long_side:
         raise ValueError(f"an image of {h} x {w} pixels zoomed by {zoom:.3g} is {out[0]} x "
@@ -131,7 +225,24 @@ def zoomed_shape(h: int, w: int, zoom: float, long_side: int) -> Tuple[int, int]
 def resize_for_model(pixels: np.ndarray, long_side: int, device=None,
                      zoom: Optional[float] = None) -> torch.Tensor:
     """(Y, X, 3) float pixels -> (1, 3, h, w) tensor with the longest side = `long_side`, or,
-    with `zoom`, resized by that factor (`zoomed_shape`)."""
+    with `zoom`, resized by that factor (`zoomed_shape`).
+
+    Parameters
+    ----------
+    pixels : ndarray, (Y, X, 3) float32
+        Values 0-255 (`to_model_pixels`).
+    long_side : int
+        The model's input side.
+    device : torch.device or str, optional
+        Where the tensor goes (None: CPU).
+    zoom : float, optional
+        Resize by this factor instead of fitting the longest side.
+
+    Returns
+    -------
+    Tensor, (1, 3, h, w) float32
+        Antialiased bilinear resize, values clamped to 0-255.
+    """
     t = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(2, 0, 1)[None]
     if zoom is None:
         h, w = target_shape(t.shape[-2], t.shape[-1], long_side)

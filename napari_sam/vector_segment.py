@@ -29,6 +29,35 @@ def segment_vector_prompts(image, prompts, model=None, *, georef=None, tile_size
     image: a path (its GeoTIFF georeferencing and nodata are used) or a (Y, X[, C]) array
     with `georef` given; prompts: a vector file path or a `VectorPrompts`.
     model: Sam, registry name or checkpoint path (None: the bundled model).
+
+    Parameters
+    ----------
+    image : str, Path or array_like, (Y, X) or (Y, X, C)
+        The image (above).
+    prompts : str, Path or VectorPrompts
+        The vector prompts (above).
+    model : Sam, str or Path, optional
+        The model (above).
+    georef : GeoRef, optional
+        The image's georeferencing (None: the file's own).
+    tile_size, overlap : int, optional
+        Tile side and least overlap in image pixels (None: `TiledEmbeddings`' defaults).
+    channels : sequence of int, optional
+        1 to 3 channels to use.
+    cache : None, str or Path
+        Where tile embeddings are kept (as `TiledEmbeddings`).
+    device, precision : str or torch.device
+        As `TiledEmbeddings`.
+    progress : callable
+        `progress(done, total, message)`, once per prompt.
+
+    Returns
+    -------
+    AutoMaskResult
+        `labels` (Y, X) uint32, 0 background, one id per object in prompt order (boxes, then
+        positive points); `records` one dict per object: "id", "area", "bbox" (row0, col0,
+        row1, col1, end exclusive), "predicted_iou", "prompt" (kind, then the box's
+        (row0, col0, row1, col1) or the point's (row, col)).
     """
     from .io.bands import mask_nodata
     from .io.vector_prompts import VectorPrompts, read_vector_prompts

@@ -50,13 +50,30 @@ class _Object:
 
 
 class VideoPredictor:
-    """model: a `Sam2` or a name/path of a SAM 2.1 checkpoint. frames: (T, Y, X) or
-    (T, Y, X, C) array-like. channels: as for `Predictor.set_image`. precision: "fp32",
-    "bf16", "auto" (see `Predictor`). cache_frames: frame embeddings kept in memory.
-    memory_frames: see the module doc (None: keep every frame's output). memory_dtype:
-    how memories are stored (bfloat16 as in SAM 2; float32 doubles their size).
-    value_range: (low, high) intensity range for every frame (None: one robust range from a
-    sample of frames; ignored for uint8)."""
+    """SAM 2.1 prompts and propagation on a stack of frames (module doc).
+
+    Parameters
+    ----------
+    model : Sam2, str or Path
+        A `Sam2`, or the name or path of a SAM 2.1 checkpoint.
+    frames : array_like, (T, Y, X) or (T, Y, X, C)
+        The stack, read a frame at a time.
+    channels : sequence of int, optional
+        As for `Predictor.set_image`.
+    device, precision : str or torch.device
+        Where the model runs; "fp32", "bf16" or "auto" (see `Predictor`).
+    cache_frames : int
+        Frame embeddings kept in memory.
+    memory_frames : int, optional
+        See the module doc (None: keep every frame's output).
+    num_threads : int, optional
+        CPU threads (`configure_threads`).
+    memory_dtype : torch.dtype
+        How memories are stored (bfloat16 as in SAM 2; float32 doubles their size).
+    value_range : (low, high), optional
+        Intensity range for every frame (None: one robust range from a sample of frames;
+        ignored for uint8).
+    """
 
     def __init__(self, model, frames, channels: Optional[Sequence[int]] = None,
                  device="auto", precision="auto", cache_frames: int = 2,
@@ -104,7 +121,18 @@ class VideoPredictor:
 
     @torch.no_grad()
     def features(self, t: int) -> T.FrameFeatures:
-        """Embedding of frame t (computed on first use, a few kept)."""
+        """Embedding of frame t (computed on first use, a few kept).
+
+        Parameters
+        ----------
+        t : int
+            The frame index, 0 <= t < T.
+
+        Returns
+        -------
+        FrameFeatures
+            The frame's float32 image features, high-resolution features and positions.
+        """
         if not 0 <= t < self.num_frames:
             raise IndexError(f"frame {t} is outside the stack of {self.num_frames} frames")
         ff = self._features.get(t)
@@ -143,10 +171,28 @@ class VideoPredictor:
     @torch.no_grad()
     def add_prompt(self, frame: int, obj_id: int, points=None, point_labels=None, box=None,
                    mask=None, clear: bool = True) -> np.ndarray:
-        """Prompt object `obj_id` on `frame` with points ((N, 2) (row, col), labels 1/0,
-        default 1), a box (row0, col0, row1, col1) and/or instead a mask ((Y, X) bool).
-        clear=False adds the points to the frame's earlier ones. Returns the (Y, X) float32
-        mask logits of that object on that frame."""
+        """Prompt object `obj_id` on `frame` (points and/or a box, or instead a mask).
+
+        Parameters
+        ----------
+        frame, obj_id : int
+            The frame index and the object's id.
+        points : array_like, (N, 2) float, optional
+            Points, (row, col) pixels.
+        point_labels : array_like, (N,) int, optional
+            1 object, 0 background (None: all 1).
+        box : array_like, (4,) float, optional
+            (row0, col0, row1, col1).
+        mask : array_like, (Y, X) bool, optional
+            A mask, instead of points and box.
+        clear : bool
+            False adds the points to the frame's earlier ones.
+
+        Returns
+        -------
+        ndarray, (Y, X) float32
+            The object's mask logits on that frame.
+        """
         if not 0 <= frame < self.num_frames:
             raise IndexError(f"frame {frame} is outside the stack of {self.num_frames} frames")
         obj = self._object(obj_id)
@@ -253,7 +299,25 @@ class VideoPredictor:
                   ) -> Iterator[Tuple[int, List[int], np.ndarray]]:
         """Yield (frame, obj_ids, logits (N, Y, X) float32) from `start_frame` (default:
         the first prompted frame) forwards, or backwards with `reverse`, over at most
-        `max_frames` + 1 frames. Masks are `logits > 0`."""
+        `max_frames` + 1 frames. Masks are `logits > 0`.
+
+        Parameters
+        ----------
+        start_frame, max_frames : int, optional
+            See above.
+        reverse : bool
+            Go backwards.
+        progress : callable, optional
+            `progress(done, total, message)`, once per frame.
+
+        Yields
+        ------
+        frame : int
+        obj_ids : list of int
+            The N objects, in order of their first prompt.
+        logits : ndarray, (N, Y, X) float32
+            Each object's mask logits on that frame.
+        """
         self._commit_prompts()
         if start_frame is None:
             start_frame = min(t for o in self._objects.values() for t in o.cond)
@@ -300,6 +364,24 @@ def track_objects(model, stack, prompts: Dict[int, dict], channels=None, device=
     ((Y, X) bool)}}; a list of such dicts per object prompts it on several frames.
     Propagates forwards from the first prompted frame and backwards from it, and returns
     uint32 labels (T, Y, X): each pixel gets the object with the highest positive logit.
+
+    Parameters
+    ----------
+    model : Sam2, str or Path
+        As for `VideoPredictor`.
+    stack, prompts
+        See above.
+    channels : sequence of int, optional
+        As for `Predictor.set_image`.
+    device, precision : str
+        As for `VideoPredictor`.
+    progress : callable, optional
+        `progress(done, total, message)`, per frame of each direction.
+
+    Returns
+    -------
+    ndarray, (T, Y, X) uint32
+        Object ids, 0 background.
     """
     vp = VideoPredictor(model, stack, channels, device, precision)
     for obj_id, spec in prompts.items():

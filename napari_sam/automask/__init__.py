@@ -13,8 +13,8 @@ The modules, in the order `automask(image)` runs them:
 - `amg`: the grid of point prompts (`AutoMaskGenerator`): decode the grid, keep compact
   candidates, filter, paint;
 - `grid`: the point grid, the crop boxes and the candidates' full-resolution regions;
-- `candidates`: the candidate store and its filters (stability, box NMS, clean-up) and
-  the painting of the survivors into labels;
+- `candidates`: the candidate store and its filters (stability, box NMS);
+- `painting`: the survivors' clean-up and their painting into labels;
 - `ais`: the instance decoder's three maps and the seeded watershed on them (`watershed`);
 - `apg`: AIS seeds as prompts for the mask decoder;
 - `tiled`: the same, tile by tile over an image of any size, stitched across seams

@@ -343,7 +343,18 @@ _GEN_KEYS = set(inspect.signature(AutoMaskGenerator.generate).parameters) - {"se
 
 
 def split_kwargs(kw: dict) -> Tuple[dict, dict, dict]:
-    """Split keyword arguments into (constructor, initialize, generate) ones."""
+    """Split keyword arguments into (constructor, initialize, generate) ones.
+
+    Parameters
+    ----------
+    kw : dict
+        Automask options (TypeError for an unknown one).
+
+    Returns
+    -------
+    init, run, generate : dict
+        The options of `AutoMaskGenerator(...)`, of `initialize` and of `generate`.
+    """
     bad = set(kw) - _INIT_KEYS - _RUN_KEYS - _GEN_KEYS
     if bad:
         raise TypeError(f"unknown automask option(s): {', '.join(sorted(bad))}")
@@ -354,7 +365,22 @@ def split_kwargs(kw: dict) -> Tuple[dict, dict, dict]:
 def fixed_thresholds(generator: AutoMaskGenerator, init: dict, pred_iou_thresh=None,
                      stability_thresh=None) -> AutoMaskGenerator:
     """For runs whose thresholds are known up front (no sliders): the candidate floors
-    become the thresholds, unless `init` (the constructor's keywords) set them."""
+    become the thresholds, unless `init` (the constructor's keywords) set them.
+
+    Parameters
+    ----------
+    generator : AutoMaskGenerator
+        Changed in place.
+    init : dict
+        The constructor's keywords.
+    pred_iou_thresh, stability_thresh : float, optional
+        The thresholds (None: the generator's defaults).
+
+    Returns
+    -------
+    AutoMaskGenerator
+        `generator`.
+    """
     a, b = generator.thresholds(pred_iou_thresh, stability_thresh)
     if "min_candidate_iou" not in init:
         generator.min_candidate_iou = a

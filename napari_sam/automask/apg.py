@@ -44,7 +44,20 @@ def point_prompts(foreground: np.ndarray, center_distances: np.ndarray,
                   center_distance_threshold: float = 0.5,
                   boundary_distance_threshold: float = 0.5) -> np.ndarray:
     """Three (Y, X) decoder maps -> (N, 2) int64 (row, col) positive points, one per seed
-    region, in the order of the regions' first pixels (raster order); (0, 2) if none."""
+    region, in the order of the regions' first pixels (raster order); (0, 2) if none.
+
+    Parameters
+    ----------
+    foreground, center_distances, boundary_distances : ndarray, (Y, X) float
+        The instance decoder's maps, 0..1.
+    foreground_threshold, center_distance_threshold, boundary_distance_threshold : float
+        Seeds: foreground not below its threshold, both distances below theirs.
+
+    Returns
+    -------
+    ndarray, (N, 2) int64
+        One (row, col) point per seed region.
+    """
     from scipy import ndimage as ndi
     from skimage.segmentation import find_boundaries
 
@@ -185,6 +198,20 @@ def apg(predictor, maps: Optional[Dict[str, np.ndarray]] = None, **params) -> np
     center_distance_threshold, boundary_distance_threshold, foreground_threshold (0.5),
     multimasking (False), batch_size (32), nms_threshold (0.9), refine_with_box_prompts
     (False).
+
+    Parameters
+    ----------
+    predictor : Predictor
+        See above.
+    maps : dict of str to ndarray, (Y, X) float32, optional
+        "foreground", "center_distances", "boundary_distances" (None: computed).
+    **params
+        See above (TypeError for an unknown one).
+
+    Returns
+    -------
+    ndarray, (Y, X) uint32
+        Objects 1..n, 0 background.
     """
     unknown = set(params) - set(APG_DEFAULTS)
     if unknown:
@@ -217,7 +244,26 @@ def labels_and_records(predictor, min_area: int = 0, offset=(0, 0), maps=None, *
     """APG on the image a `Predictor` holds -> `AutoMaskResult` (labels (Y, X) uint32, one
     record per object as `ais.label_records` makes them, bbox and point plus `offset`
     (row, col)). min_area: objects smaller than this are dropped (APG's `min_size` is
-    raised to it). params: as for `apg`."""
+    raised to it). params: as for `apg`.
+
+    Parameters
+    ----------
+    predictor : Predictor
+        As for `apg`.
+    min_area : int
+        See above.
+    offset : (int, int)
+        (row, col) added to each record's bbox and point.
+    maps : dict of str to ndarray, (Y, X) float32, optional
+        The decoder's maps (None: computed).
+    **params
+        As for `apg`.
+
+    Returns
+    -------
+    AutoMaskResult
+        labels (Y, X) uint32 and records (id, area, bbox, predicted_iou, stability, point).
+    """
     from .ais import label_records
     from .amg import AutoMaskResult
 

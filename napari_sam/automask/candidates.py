@@ -1,42 +1,50 @@
-"""Post-processing of candidate masks: scores, duplicate removal, clean-up, label painting.
+"""Post-processing of candidate masks: scores and duplicate removal, in torch.
 
 Everything that decides *which* masks survive runs in torch on the candidates' device;
-the final clean-up and painting run in numpy/scipy on the few survivors.
+the final clean-up and painting run in numpy/scipy on the few survivors (`painting`, its
+names importable from here too, with the overlap rule of `paint_labels`).
 
 Conventions: boxes are (row0, col0, row1, col1) with exclusive ends (like
 `skimage.measure.regionprops`), in pixels. Labels are uint32, 0 is background.
-
-Overlap rule (`paint_labels`): where masks overlap, the **smaller** mask is on top (masks
-are painted in descending order of area; at equal area the higher score is painted last,
-so it wins). A mask of which less than `min_visible` of its own area remains visible
-after painting (it is mostly the union of smaller masks, e.g. a clump of nuclei), or whose
-visible part is smaller than `min_area` pixels, is dropped, and the masks are painted
-again without it so that what it covered goes to the masks below. Ids are then numbered
-1..N in descending order of score: id 1 is the most confident object.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
+
+# the clean-up and painting live in `painting`; their names stay importable from here
+from .painting import (clean_mask, label_boxes, paint_labels, remove_small_regions,  # noqa: F401
+                       trim)
 
 
 # --------------------------------------------------------------------------- container
 @dataclass
 class Candidates:
-    """Compact candidate masks, one row per candidate (all tensors share the first dim).
+    """Compact candidate masks, one row per candidate (all tensors share the first dim, N).
 
-    iou: predicted IoU; stability: stability score; box: (row0, col0, row1, col1) float in
-    image pixels (estimated from the low-res mask, used for NMS); point: the (row, col)
-    prompt in image pixels; crop: index of the crop (layer 0 = the whole image) it was
-    decoded in; region: (row0, col0, row1, col1), ends exclusive (the order of `box`), the
-    full-resolution rows and columns (in crop pixels) where the mask can be non-zero; origin: (row, col) of
-    `logits[i][0, 0]` in the crop's low-res logit grid; logits: the low-res logits cut to
-    what `region` needs, float16 (a list, the crops have different sizes).
+    Parameters
+    ----------
+    iou : Tensor, (N,) float32
+        Predicted IoU.
+    stability : Tensor, (N,) float32
+        Stability score.
+    box : Tensor, (N, 4) float32
+        (row0, col0, row1, col1) in image pixels, estimated from the low-res mask (for NMS).
+    point : Tensor, (N, 2) float32
+        The (row, col) prompt in image pixels.
+    crop : Tensor, (N,) int64
+        Index of the crop (layer 0 = the whole image) it was decoded in.
+    region : Tensor, (N, 4) int64
+        (row0, col0, row1, col1), ends exclusive (the order of `box`): the full-resolution
+        rows and columns (in crop pixels) where the mask can be non-zero.
+    origin : Tensor, (N, 2) int64
+        (row, col) of `logits[i][0, 0]` in the crop's low-res logit grid.
+    logits : list of Tensor, (h_i, w_i) float16
+        The low-res logits cut to what `region` needs (a list: the crops differ in size).
     """
 
     iou: torch.Tensor
@@ -53,25 +61,65 @@ class Candidates:
 
     @classmethod
     def empty(cls, device="cpu") -> "Candidates":
+        """No candidates.
+
+        Parameters
+        ----------
+        device : str or torch.device
+            Where the (empty) tensors are.
+
+        Returns
+        -------
+        Candidates
+            N = 0.
+        """
         z = lambda *s, dt=torch.float32: torch.zeros(s, dtype=dt, device=device)  # noqa: E731
         return cls(z(0), z(0), z(0, 4), z(0, 2), z(0, dt=torch.long), z(0, 4, dt=torch.long),
                    z(0, 2, dt=torch.long), [])
 
     @classmethod
     def cat(cls, parts: Sequence["Candidates"]) -> "Candidates":
+        """All rows of `parts`, in order (the first part's device).
+
+        Parameters
+        ----------
+        parts : sequence of Candidates
+
+        Returns
+        -------
+        Candidates
+            Empty (on CPU) when `parts` is.
+        """
         parts = [p for p in parts if len(p)] or list(parts[:1]) or [cls.empty()]
         kw = {f.name: torch.cat([getattr(p, f.name) for p in parts])
               for f in fields(cls) if f.name != "logits"}
         return cls(**kw, logits=[t for p in parts for t in p.logits])
 
     def select(self, index: torch.Tensor) -> "Candidates":
-        """Rows `index` (a long tensor of positions or a bool mask), in that order."""
+        """Rows `index` (a long tensor of positions or a bool mask), in that order.
+
+        Parameters
+        ----------
+        index : Tensor, (K,) int64 or (N,) bool
+
+        Returns
+        -------
+        Candidates
+            K rows.
+        """
         if index.dtype == torch.bool:
             index = index.nonzero().flatten()
         kw = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "logits"}
         return Candidates(**kw, logits=[self.logits[i] for i in index.tolist()])
 
     def nbytes(self) -> int:
+        """Memory held by the stored logits.
+
+        Returns
+        -------
+        int
+            Bytes of `logits` (the other tensors are not counted).
+        """
         return sum(t.numel() * t.element_size() for t in self.logits)
 
 
@@ -86,6 +134,19 @@ def stability_score(logits: torch.Tensor, mask_threshold: float = 0.0,
     the low-res mask and an estimate for the full-resolution one, whose logits are a convex
     (bilinear) interpolation of the low-res ones; the two agree to a few hundredths for
     masks larger than a few low-res pixels.
+
+    Parameters
+    ----------
+    logits : Tensor, (..., H, W) float
+    mask_threshold : float
+        t, the mask's logit threshold.
+    offset : float
+        How far the threshold moves either way.
+
+    Returns
+    -------
+    Tensor, (...) float32
+        Scores in 0..1.
     """
     inner = (logits > mask_threshold + offset).flatten(-2).sum(-1, dtype=torch.int32)
     outer = (logits > mask_threshold - offset).flatten(-2).sum(-1, dtype=torch.int32)
@@ -94,7 +155,17 @@ def stability_score(logits: torch.Tensor, mask_threshold: float = 0.0,
 
 
 def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
-    """(..., H, W) bool -> (..., 4) long (row0, col0, row1, col1), exclusive ends; empty -> 0."""
+    """(..., H, W) bool -> (..., 4) long (row0, col0, row1, col1), exclusive ends; empty -> 0.
+
+    Parameters
+    ----------
+    masks : Tensor, (..., H, W) bool
+
+    Returns
+    -------
+    Tensor, (..., 4) int64
+        Tight boxes (row0, col0, row1, col1); all 0 for an empty mask.
+    """
     rows, cols = masks.any(-1), masks.any(-2)
 
     def span(a):
@@ -112,7 +183,18 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- NMS
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU of (N, 4) and (M, 4) boxes (row0, col0, row1, col1), exclusive ends."""
+    """Pairwise IoU of (N, 4) and (M, 4) boxes (row0, col0, row1, col1), exclusive ends.
+
+    Parameters
+    ----------
+    a : Tensor, (N, 4)
+    b : Tensor, (M, 4)
+
+    Returns
+    -------
+    Tensor, (N, M) float32
+        0 where both boxes are empty.
+    """
     a, b = a.float(), b.float()
     area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
     area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
@@ -125,7 +207,18 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def box_overlaps(boxes: torch.Tensor, iou_thresh: float) -> torch.Tensor:
     """(N, N) bool: box IoU > iou_thresh, without forming the IoU (fewer N x N passes:
-    inter / union > t  <=>  inter * (1 + t) > t * (area_i + area_j))."""
+    inter / union > t  <=>  inter * (1 + t) > t * (area_i + area_j)).
+
+    Parameters
+    ----------
+    boxes : Tensor, (N, 4)
+        (row0, col0, row1, col1), exclusive ends.
+    iou_thresh : float
+
+    Returns
+    -------
+    Tensor, (N, N) bool
+    """
     r0, c0, r1, c1 = boxes.float().unbind(1)
     area = (r1 - r0).clamp(min=0) * (c1 - c0).clamp(min=0)
     ih = torch.minimum(r1[:, None], r1[None]).sub_(torch.maximum(r0[:, None], r0[None]))
@@ -135,7 +228,17 @@ def box_overlaps(boxes: torch.Tensor, iou_thresh: float) -> torch.Tensor:
 
 
 def mask_iou(masks: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU of (N, H, W) bool masks (one matmul; fine for a few hundred masks)."""
+    """Pairwise IoU of (N, H, W) bool masks (one matmul; fine for a few hundred masks).
+
+    Parameters
+    ----------
+    masks : Tensor, (N, H, W) bool
+
+    Returns
+    -------
+    Tensor, (N, N) float32
+        0 where both masks are empty.
+    """
     flat = masks.flatten(1).float()
     inter = flat @ flat.T
     area = flat.sum(1)
@@ -152,6 +255,18 @@ def greedy_keep(overlap: torch.Tensor, max_steps: int = 32) -> torch.Tensor:
     on the device); it settles after as many steps as the longest suppression chain, a
     handful on real data. Past `max_steps` (contrived chains) a plain sequential pass
     over the matrix on the CPU finishes the job.
+
+    Parameters
+    ----------
+    overlap : Tensor, (N, N) bool
+        Only the part below the diagonal (j < i) is read.
+    max_steps : int
+        Whole-tensor steps before the sequential pass.
+
+    Returns
+    -------
+    Tensor, (N,) bool
+        Which candidates are kept, on `overlap`'s device.
     """
     n = overlap.shape[0]
     earlier = torch.ones(n, n, dtype=torch.bool, device=overlap.device).tril(-1)
@@ -175,7 +290,24 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float,
     """Indices of the kept boxes (greedy by descending score), highest score first.
 
     With `masks` ((N, H, W) bool), overlap is the mask IoU wherever the boxes overlap (one
-    (N, N) matmul over H*W: keep N to a few hundred and the masks small, e.g. low-res)."""
+    (N, N) matmul over H*W: keep N to a few hundred and the masks small, e.g. low-res).
+
+    Parameters
+    ----------
+    boxes : Tensor, (N, 4)
+        (row0, col0, row1, col1), exclusive ends.
+    scores : Tensor, (N,) float
+        Priority: higher is kept first (ties in input order).
+    iou_thresh : float
+        Two candidates overlap above this IoU.
+    masks : Tensor, (N, H, W) bool, optional
+        See above.
+
+    Returns
+    -------
+    Tensor, (K,) int64
+        Positions in `boxes` of the kept candidates.
+    """
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True, stable=True)
@@ -184,105 +316,3 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float,
     iou = box_iou(boxes[order], boxes[order])
     iou = torch.where(iou > 0, mask_iou(masks[order]), iou)
     return order[greedy_keep(iou > iou_thresh)]
-
-
-# --------------------------------------------------------------------------- clean-up
-_FOUR = ndi.generate_binary_structure(2, 1)
-_EIGHT = ndi.generate_binary_structure(2, 2)
-
-
-def remove_small_regions(mask: np.ndarray, min_area: int, mode: str) -> np.ndarray:
-    """Remove islands (mode "islands", 8-connected) or fill holes (mode "holes",
-    4-connected background not reaching the border) smaller than `min_area` pixels.
-
-    Islands: the largest component is always kept, so a mask never vanishes here.
-    """
-    if min_area <= 0 or not mask.any():
-        return mask
-    if mode == "islands":
-        lab, n = ndi.label(mask, _EIGHT)
-        if n <= 1:
-            return mask
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
-        keep = sizes >= min_area
-        keep[int(np.argmax(sizes))] = True
-        keep[0] = False
-        return keep[lab]
-    if mode == "holes":
-        bg = np.pad(~mask, 1, constant_values=True)
-        lab, n = ndi.label(bg, _FOUR)
-        if n <= 1:
-            return mask
-        sizes = np.bincount(lab.ravel())
-        fill = sizes < min_area
-        fill[0] = False
-        fill[lab[0, 0]] = False  # the outside (the padding ring is one component)
-        return mask | fill[lab][1:-1, 1:-1]
-    raise ValueError(f"mode must be 'islands' or 'holes', got {mode!r}")
-
-
-def clean_mask(mask: np.ndarray, min_hole_area: int = 0, min_island_area: int = 0) -> np.ndarray:
-    """Fill holes and then remove islands smaller than the given areas."""
-    mask = remove_small_regions(mask, min_hole_area, "holes")
-    return remove_small_regions(mask, min_island_area, "islands")
-
-
-def trim(mask: np.ndarray, top_left: Tuple[int, int]):
-    """Crop a bool mask to its tight box -> (mask, (row0, col0, row1, col1)) or None if empty."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if not len(rows):
-        return None
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    return mask[r0:r1, c0:c1], (top_left[0] + r0, top_left[1] + c0,
-                                top_left[0] + r1, top_left[1] + c1)
-
-
-# --------------------------------------------------------------------------- painting
-def _paint(shape, masks, boxes, order) -> np.ndarray:
-    out = np.zeros(shape, np.uint32)
-    for i in order:
-        r0, c0, r1, c1 = boxes[i]
-        view = out[r0:r1, c0:c1]
-        view[masks[i]] = i + 1
-    return out
-
-
-def paint_labels(masks: Sequence[np.ndarray], boxes: Sequence[Sequence[int]],
-                 scores: Sequence[float], shape: Tuple[int, int], min_visible: float = 0.5,
-                 min_area: int = 0) -> Tuple[np.ndarray, List[int]]:
-    """Resolve overlapping masks into one uint32 label image (rule: see the module doc).
-
-    masks[i]: bool crop of mask i placed at boxes[i] (row0, col0, row1, col1), exclusive
-    ends, inside `shape`. Returns (labels, kept) where label k (1-based) is mask kept[k-1];
-    kept is in descending score order.
-    """
-    n = len(masks)
-    if n == 0:
-        return np.zeros(shape, np.uint32), []
-    boxes = [tuple(int(v) for v in b) for b in boxes]
-    area = np.array([int(m.sum()) for m in masks])
-    score = np.asarray(scores, dtype=np.float64)
-    # paint bottom to top: largest first; at equal area the better score later (on top)
-    order = np.lexsort((score, -area))
-    alive = area > 0
-    for _ in range(n + 1):  # dropping only uncovers pixels: one repaint settles it
-        painted = _paint(shape, masks, boxes, [i for i in order if alive[i]])
-        visible = np.bincount(painted.ravel(), minlength=n + 1)[1:]
-        ok = alive & (visible >= max(min_area, 1)) & (visible >= min_visible * area)
-        if np.array_equal(ok, alive):
-            break
-        alive = ok
-    kept = [int(i) for i in np.argsort(-score, kind="stable") if alive[i]]
-    lut = np.zeros(n + 1, np.uint32)
-    lut[np.asarray(kept, dtype=np.int64) + 1] = np.arange(1, len(kept) + 1, dtype=np.uint32)
-    return lut[painted], kept
-
-
-def label_boxes(labels: np.ndarray, n: int) -> np.ndarray:
-    """(n, 4) boxes (row0, col0, row1, col1) of ids 1..n of a 2D label image."""
-    out = np.zeros((n, 4), np.int64)
-    for i, sl in enumerate(ndi.find_objects(labels, max_label=n)):
-        if sl is not None:
-            out[i] = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
-    return out

@@ -90,7 +90,26 @@ def full_stability(gen, logits, valid, keep, up: GridUpscaler) -> torch.Tensor:
 
     Upsampled logits are convex combinations of low-res ones, so outside the box of
     low-res `logits > t - offset` they are below both thresholds: only that box is
-    upsampled (one small matmul pair per candidate)."""
+    upsampled (one small matmul pair per candidate).
+
+    Parameters
+    ----------
+    gen : AutoMaskGenerator
+        Its mask threshold t and stability offset.
+    logits : Tensor, (B, m, m) float
+        Low-res logits of the batch's masks.
+    valid : Tensor, (B, vh, vw) float
+        The part of `logits` that covers the crop (`GridUpscaler.valid`).
+    keep : Tensor, (B,) bool
+        The masks to score.
+    up : GridUpscaler
+        The crop's upscaler.
+
+    Returns
+    -------
+    Tensor, (B,) float32
+        Stability in 0..1; 1 for masks not in `keep`.
+    """
     t, off = gen.mask_threshold, gen.stability_offset
     stab = torch.ones(logits.shape[0], device=gen.device)
     idx = keep.nonzero().flatten()

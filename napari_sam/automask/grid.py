@@ -14,7 +14,15 @@ class GridUpscaler:
     """Low-res logits (m, m) -> logits of a crop (h, w) as `rows @ L @ cols.T` (1D each),
     for whole batches of masks at once: the matrices and supports of `up` (a
     `model.upscale.MaskUpscaler`, which does one prompt's masks), with the supports as
-    tensors for batched lookups."""
+    tensors for batched lookups.
+
+    Parameters
+    ----------
+    up : MaskUpscaler
+        The model's upscaler for the crop.
+    input_hw : (int, int)
+        The crop's (rows, cols) in the model's input frame.
+    """
 
     def __init__(self, up, input_hw) -> None:
         self.tables = [(mat, torch.as_tensor(lo, device=mat.device),
@@ -25,7 +33,20 @@ class GridUpscaler:
 
     def regions(self, first: torch.Tensor, last: torch.Tensor, axis: int):
         """Low-res positives in [first, last] (inclusive) -> full-res [start, stop) and the
-        low-res [l0, l1) that those full-res pixels read from."""
+        low-res [l0, l1) that those full-res pixels read from.
+
+        Parameters
+        ----------
+        first, last : Tensor, (N,) int64
+            First and last low-res row (axis 0) or column (axis 1) of each mask's positives.
+        axis : int
+            0 for rows, 1 for columns.
+
+        Returns
+        -------
+        start, stop, l0, l1 : Tensor, (N,) int64
+            Full-res [start, stop) in crop pixels and low-res [l0, l1) per mask.
+        """
         _, lo, hi = self.tables[axis]
         start = torch.searchsorted(hi, first.contiguous())
         stop = torch.searchsorted(lo, last.contiguous(), right=True)
@@ -36,7 +57,20 @@ class GridUpscaler:
 
     def crop(self, logits: torch.Tensor, region, origin) -> torch.Tensor:
         """(h, w) low-res logits whose [0, 0] is low-res (row, col) `origin` -> float32
-        logits of the full-resolution `region` (row0, col0, row1, col1), ends exclusive."""
+        logits of the full-resolution `region` (row0, col0, row1, col1), ends exclusive.
+
+        Parameters
+        ----------
+        logits : Tensor, (h, w)
+        region : (int, int, int, int)
+            (row0, col0, row1, col1) in crop pixels.
+        origin : (int, int)
+            Low-res (row, col) of `logits[0, 0]`.
+
+        Returns
+        -------
+        Tensor, (row1 - row0, col1 - col0) float32
+        """
         rs, cs, re, ce = region
         a_r = self.tables[0][0][rs:re, origin[0]:origin[0] + logits.shape[0]]
         a_c = self.tables[1][0][cs:ce, origin[1]:origin[1] + logits.shape[1]]

@@ -52,7 +52,17 @@ class AutoMaskResult:
 
 @dataclass
 class MaskSet:
-    """Full-resolution masks before painting, best first: masks[i] is a bool crop at boxes[i]."""
+    """Full-resolution masks before painting, best first: masks[i] is a bool crop at boxes[i].
+
+    Parameters
+    ----------
+    masks : list of ndarray, (h_i, w_i) bool
+        Each mask cropped to its tight box.
+    boxes : list of (int, int, int, int)
+        (row0, col0, row1, col1) in image pixels, exclusive ends.
+    index : list of int
+        Rows of the generator's candidates.
+    """
 
     masks: List[np.ndarray]
     boxes: List[Tuple[int, int, int, int]]

@@ -41,7 +41,22 @@ MIN_AREA_FRACTION = 0.1
 def auto_points_per_side(model, plan: ZoomPlan, shape) -> int:
     """AMG points per side for an image of `shape` (Y, X) reaching the model as `plan` says:
     one point every POINT_SPACING preferred diameters of the model input the image covers
-    (32, SAM's, when the objects' size is unknown)."""
+    (32, SAM's, when the objects' size is unknown).
+
+    Parameters
+    ----------
+    model : Sam
+        The model (its input side and preferred diameter).
+    plan : ZoomPlan
+        How the image reaches the model (diameter, zoom, tiled).
+    shape : (int, int)
+        (rows, cols) of the image.
+
+    Returns
+    -------
+    int
+        Points per side, within `POINTS_RANGE`.
+    """
     if plan.diameter is None:
         return 32
     size = model.image_size
@@ -52,7 +67,18 @@ def auto_points_per_side(model, plan: ZoomPlan, shape) -> int:
 
 
 def auto_min_area(diameter: Optional[float]) -> int:
-    """Smallest object (pixels) for objects of `diameter` image px (0 when unknown)."""
+    """Smallest object (pixels) for objects of `diameter` image px (0 when unknown).
+
+    Parameters
+    ----------
+    diameter : float, optional
+        The objects' diameter in image pixels.
+
+    Returns
+    -------
+    int
+        `MIN_AREA_FRACTION` of a disc of that diameter, in pixels.
+    """
     if diameter is None:
         return 0
     return int(MIN_AREA_FRACTION * math.pi / 4 * diameter ** 2)
@@ -60,7 +86,20 @@ def auto_min_area(diameter: Optional[float]) -> int:
 
 def resolve_mode(mode: str, model) -> str:
     """"amg", "ais" or "apg" for `mode` on `model` (a Sam); a ValueError naming the model
-    when the mode needs an instance decoder the model lacks."""
+    when the mode needs an instance decoder the model lacks.
+
+    Parameters
+    ----------
+    mode : str
+        One of `MODES`; "auto" takes the checkpoint's mode, else "ais" when the model has an
+        instance decoder, else "amg".
+    model : Sam
+
+    Returns
+    -------
+    str
+        "amg", "ais" or "apg".
+    """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
     has = getattr(model, "has_instance_head", False)

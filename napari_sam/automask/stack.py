@@ -35,6 +35,18 @@ def link_slices(labels: np.ndarray, link_iou: float = 0.5) -> np.ndarray:
     """Join overlapping objects of neighbouring slices of (N, Y, X) labels (rule: module doc).
 
     Input ids must be unique across slices; the result is renumbered 1..M by first appearance.
+
+    Parameters
+    ----------
+    labels : ndarray, (N, Y, X) int
+        Per-slice objects, 0 background.
+    link_iou : float
+        Objects of neighbouring slices are joined when their IoU is above this.
+
+    Returns
+    -------
+    ndarray, (N, Y, X) uint32
+        Linked ids 1..M.
     """
     out = labels.astype(np.uint32, copy=True)
     for k in range(1, out.shape[0]):
@@ -65,6 +77,17 @@ def link_slices(labels: np.ndarray, link_iou: float = 0.5) -> np.ndarray:
 
 
 def renumber_by_first_appearance(labels: np.ndarray) -> np.ndarray:
+    """Ids 1..M in the order their first pixel appears (C order), 0 kept as background.
+
+    Parameters
+    ----------
+    labels : ndarray, (...) int
+        Non-negative ids.
+
+    Returns
+    -------
+    ndarray, same shape, uint32
+    """
     flat = labels.ravel()
     ids, first = np.unique(flat, return_index=True)
     keep = ids > 0

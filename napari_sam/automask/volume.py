@@ -33,7 +33,26 @@ def segment_slices(embeddings: SliceEmbeddings, progress=null_progress, cancel=N
     slice), at the stack's zoom. mode: "amg" (grid prompts on the slice's cached
     embedding), "ais" (the instance decoder), "apg" (its seeds as prompts) or "auto" (the
     checkpoint's choice, as `automask.automask`); other keywords as for
-    `automask.AutoSegmenter`."""
+    `automask.AutoSegmenter`.
+
+    Parameters
+    ----------
+    embeddings : SliceEmbeddings
+        The stack, its predictor, zoom and slice embeddings.
+    progress : callable
+        `progress(done, total, message)`, once per slice.
+    cancel : threading.Event or callable, optional
+        Set (or returning True) to stop between slices (raises `Cancelled`).
+    mode : str
+        See above.
+    **automask_kw
+        See above.
+
+    Returns
+    -------
+    ndarray, (N, Y, X) uint32
+        Each slice's objects 1..n_k, 0 background.
+    """
     from ..scale import ZoomPlan
     from .segmenter import AutoSegmenter, auto_min_area, auto_points_per_side
 
@@ -66,7 +85,24 @@ def segment_slices(embeddings: SliceEmbeddings, progress=null_progress, cancel=N
 
 def trim_faded(labels: np.ndarray, embeddings: SliceEmbeddings, min_contrast: float = 0.45,
                ring: int = 4) -> np.ndarray:
-    """Remove the faded end slices of each 3D object of (Z, Y, X) `labels` (module doc)."""
+    """Remove the faded end slices of each 3D object of (Z, Y, X) `labels` (module doc).
+
+    Parameters
+    ----------
+    labels : ndarray, (Z, Y, X) uint32
+        Linked 3D objects.
+    embeddings : SliceEmbeddings
+        Gives each slice's pixels as the model sees them.
+    min_contrast : float
+        Fraction of the object's highest contrast below which an end slice goes (0: off).
+    ring : int
+        Width in pixels of the ring around the object that its inside is compared with.
+
+    Returns
+    -------
+    ndarray, (Z, Y, X) uint32
+        A trimmed copy (`labels` itself when `min_contrast` <= 0).
+    """
     from scipy import ndimage as ndi
 
     if min_contrast <= 0:
@@ -113,7 +149,18 @@ def _drop_short(labels: np.ndarray, min_extent: int):
 
 def relaxed_iou(min_iou: float, spacing: Optional[Sequence[float]]) -> float:
     """`min_iou` divided by dz / min(dy, dx) when the slices are farther apart than the
-    pixels (cross-sections change faster per slice)."""
+    pixels (cross-sections change faster per slice).
+
+    Parameters
+    ----------
+    min_iou : float
+    spacing : (float, float, float), optional
+        (dz, dy, dx), all positive (None: `min_iou` unchanged).
+
+    Returns
+    -------
+    float
+    """
     if spacing is None:
         return min_iou
     dz, dy, dx = (float(s) for s in spacing)
@@ -184,9 +231,30 @@ def automask_volume(volume, model=None, *, spacing: Optional[Sequence[float]] = 
 def link_stack_result(result, divisions: bool = False, spacing=None, min_extent: int = 1,
                       **link_kw):
     """Link the per-slice objects of a stack `AutoMaskResult` ((N, Y, X) labels, ids unique
-    across the stack, e.g. from `automask.stack.automask_stack`) into 3D objects (`divisions=False`)
-    or tracks (`divisions=True`). Returns (AutoMaskResult with the linked labels and each
-    record's `id` renamed, lineage {id: (first, last, parent)})."""
+    across the stack, e.g. from `automask.stack.automask_stack`) into 3D objects
+    (`divisions=False`) or tracks (`divisions=True`). Returns (AutoMaskResult with the linked
+    labels and each record's `id` renamed, lineage {id: (first, last, parent)}).
+
+    Parameters
+    ----------
+    result : AutoMaskResult
+        See above.
+    divisions : bool
+        Splits start two daughter tracks instead of joining their parent.
+    spacing : (float, float, float), optional
+        (dz, dy, dx); relaxes `min_iou` (`relaxed_iou`).
+    min_extent : int
+        Objects spanning fewer slices are removed.
+    **link_kw
+        To `volume.link.link_labels` (min_iou, max_gap, absorb, ...).
+
+    Returns
+    -------
+    result : AutoMaskResult
+        (N, Y, X) uint32 labels 1..M; records of removed objects dropped.
+    lineage : dict of int to (int, int, int)
+        {id: (first slice, last slice, parent id or 0)}.
+    """
     from .amg import AutoMaskResult
 
     old = np.asarray(result.labels)

@@ -33,14 +33,37 @@ SMALL_ROWS = 64
 
 def derived(owner: nn.Module, name: str, make, *tensors, key=None):
     """`make()`, kept by the active session while `tensors` (those it is derived from) are
-    unchanged; computed afresh without a session, under autograd or torch.compile."""
+    unchanged; computed afresh without a session, under autograd or torch.compile.
+
+    Parameters
+    ----------
+    owner, name, make, *tensors, key
+        As for `InferenceSession.derived`.
+
+    Returns
+    -------
+    object
+        What `make()` returns.
+    """
     s = caching()
     return make() if s is None else s.derived(owner, name, make, *tensors, key=key)
 
 
 def constant(key, make):
     """`make()` (a function of shapes only, no autograd), kept by the active session under
-    `key`, also while autograd is on (not under torch.compile)."""
+    `key`, also while autograd is on (not under torch.compile).
+
+    Parameters
+    ----------
+    key : tuple
+        Starts with a kind name.
+    make : callable
+
+    Returns
+    -------
+    object
+        What `make()` returns.
+    """
     s = current()
     if s is None or torch.compiler.is_compiling():
         return make()
@@ -49,7 +72,19 @@ def constant(key, make):
 
 def scratch(kind: str, key, make):
     """A buffer from `make()`, kept for this thread by the active session and returned
-    again for the same key (see `InferenceSession.scratch`); a fresh one otherwise."""
+    again for the same key (see `InferenceSession.scratch`); a fresh one otherwise.
+
+    Parameters
+    ----------
+    kind : str
+    key : hashable
+    make : callable
+
+    Returns
+    -------
+    object
+        The buffer (usually a Tensor).
+    """
     s = caching()
     return make() if s is None else s.scratch(kind, key, make)
 
@@ -57,14 +92,36 @@ def scratch(kind: str, key, make):
 def zero_bordered(b: int, h: int, w: int, c: int, dtype: torch.dtype,
                   device: torch.device) -> torch.Tensor:
     """A (b, h, w, c) grid whose caller fills the top-left part; the rest is zero. Kept and
-    reused by the session (per thread, per shape), so only the interior is ever written."""
+    reused by the session (per thread, per shape), so only the interior is ever written.
+
+    Parameters
+    ----------
+    b, h, w, c : int
+        The grid's shape.
+    dtype : torch.dtype
+    device : torch.device
+
+    Returns
+    -------
+    Tensor, (b, h, w, c)
+    """
     return scratch("grids", (b, h, w, c, dtype, str(device)),
                    lambda: torch.zeros(b, h, w, c, dtype=dtype, device=device))
 
 
 def onednn_bf16(x: torch.Tensor) -> bool:
     """True where the fused oneDNN kernels may run: a session is caching, `x` is on the CPU,
-    bf16 autocast is on, and the operator exists."""
+    bf16 autocast is on, and the operator exists.
+
+    Parameters
+    ----------
+    x : Tensor
+        The kernel's input.
+
+    Returns
+    -------
+    bool
+    """
     if _ONEDNN["ok"] is False or x.device.type != "cpu" or caching() is None:
         return False
     if not (torch.is_autocast_enabled("cpu")
@@ -78,7 +135,18 @@ def onednn_bf16(x: torch.Tensor) -> bool:
 
 def low_precision_params(layer: nn.Linear, dtype: torch.dtype):
     """`layer`'s weight and bias in `dtype`, kept by the session while the parameters are
-    unchanged: casting them again for every image would cost a pass over all weights."""
+    unchanged: casting them again for every image would cost a pass over all weights.
+
+    Parameters
+    ----------
+    layer : nn.Linear
+    dtype : torch.dtype
+
+    Returns
+    -------
+    weight : Tensor, (out, in)
+    bias : Tensor, (out,), or None
+    """
     wt, bs = layer.weight, layer.bias
     return derived(layer, "low_precision",
                    lambda: (wt.to(dtype), None if bs is None else bs.to(dtype)),
@@ -96,6 +164,17 @@ def linear(x: torch.Tensor, layer: nn.Linear, act: str = "",
     autocast: a matmul that small costs less than the casts around it, and the tokens keep
     fp32 precision. Plain form, and if the operator fails: `F.linear` + activation +
     residual.
+
+    Parameters
+    ----------
+    x : Tensor, (..., in)
+    layer : nn.Linear
+    act : str
+    residual : Tensor, (..., out), optional
+
+    Returns
+    -------
+    Tensor, (..., out)
     """
     if onednn_bf16(x):
         if x.numel() <= SMALL_ROWS * x.shape[-1]:
@@ -136,7 +215,20 @@ def stacked_projections(owner: nn.Module, keys: torch.Tensor, pe: torch.Tensor |
     the session for `owner` while weights and encoding are unchanged.
 
     Only for one image's bf16 keys (1, hw, C) in the fast form (`onednn_bf16`) with biased
-    layers; otherwise (or if the operator fails) None: the caller takes the plain path."""
+    layers; otherwise (or if the operator fails) None: the caller takes the plain path.
+
+    Parameters
+    ----------
+    owner : nn.Module
+    keys : Tensor, (1, hw, C) bfloat16
+    pe : Tensor, (1, C, h, w) float32, or None
+    with_pe, plain : tuple of nn.Linear
+
+    Returns
+    -------
+    list of Tensor, (1, hw, C_l) bfloat16, or None
+        One per layer, `with_pe` first.
+    """
     layers = with_pe + plain
     if (pe is None or keys.shape[0] != 1 or keys.dtype != torch.bfloat16
             or any(layer.bias is None for layer in layers) or not onednn_bf16(keys)):
@@ -190,7 +282,17 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     chunk of query rows as one bf16 oneDNN matmul, a softmax, and a second bf16 matmul
     (`bf16_attention`): on CPUs with AVX-512 bf16 but no AMX torch's fused kernel runs its
     bf16 matmuls no faster than fp32 ones, these run 1.5-3x faster. Everywhere else
-    `F.scaled_dot_product_attention` (fp32 stays exactly torch's)."""
+    `F.scaled_dot_product_attention` (fp32 stays exactly torch's).
+
+    Parameters
+    ----------
+    q, k, v : Tensor
+        Shapes as above.
+
+    Returns
+    -------
+    Tensor, (B, heads, N, dv)
+    """
     if (q.shape[-1] >= ATTENTION_BF16_MIN_DIM and onednn_bf16(q)
             and q.shape[:-2].numel() * q.shape[-2] * k.shape[-2] >= ATTENTION_BF16_MIN_SCORES):
         return bf16_attention(q, k, v)
@@ -205,7 +307,18 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     Under bf16 autocast on CPU (inference): the scores as one bf16 matmul, the bias added
     and the softmax taken in fp32, a second bf16 matmul; torch's fused kernel with a mask
     runs 2-6x slower on 64-token windows (no AMX). Elsewhere `F.scaled_dot_product_attention`
-    with the bias as its mask, as the plain model runs it."""
+    with the bias as its mask, as the plain model runs it.
+
+    Parameters
+    ----------
+    q, k, v, bias : Tensor
+        Shapes as above.
+
+    Returns
+    -------
+    Tensor, (B, heads, N, dv)
+        bfloat16 in the fast form.
+    """
     if not onednn_bf16(q):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
     dt = torch.bfloat16
@@ -226,7 +339,17 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 def bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """`attention` in bfloat16 matmuls, chunked over query rows (inference only): scores
     rounded to bf16 (relative error 2^-9 of each score), softmax accumulated in fp32 by
-    torch, output bf16 (B, heads, N, dv)."""
+    torch, output bf16 (B, heads, N, dv).
+
+    Parameters
+    ----------
+    q, k, v : Tensor
+        As for `attention`.
+
+    Returns
+    -------
+    Tensor, (B, heads, N, dv) bfloat16
+    """
     dt = torch.bfloat16
     b, h, n, d = q.shape
     m = k.shape[-2]

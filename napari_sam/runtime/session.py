@@ -48,14 +48,24 @@ ATTENTION_PATHS = ("auto", "bias", "augmented")
 
 
 def current() -> "InferenceSession | None":
-    """The session active in this thread's context, or None."""
+    """The session active in this thread's context, or None.
+
+    Returns
+    -------
+    InferenceSession or None
+    """
     active = _ACTIVE.get()
     return active[-1] if active else None
 
 
 def caching() -> "InferenceSession | None":
     """The active session when results may be kept (inference: no autograd, no
-    torch.compile tracing), else None."""
+    torch.compile tracing), else None.
+
+    Returns
+    -------
+    InferenceSession or None
+    """
     s = current()
     if s is None or torch.is_grad_enabled() or torch.compiler.is_compiling():
         return None
@@ -64,14 +74,33 @@ def caching() -> "InferenceSession | None":
 
 def version(t: torch.Tensor) -> int:
     """`t._version`, the in-place modification counter; -1 for inference tensors, which have
-    none (they cannot be modified outside inference mode)."""
+    none (they cannot be modified outside inference mode).
+
+    Parameters
+    ----------
+    t : Tensor
+
+    Returns
+    -------
+    int
+    """
     return -1 if t.is_inference() else t._version
 
 
 def tensor_state(*tensors) -> tuple:
     """What identifies the current values of `tensors` (None allowed): version counter,
     storage address, device and dtype of each. Equal states: nothing was changed in place
-    or replaced."""
+    or replaced.
+
+    Parameters
+    ----------
+    *tensors : Tensor or None
+
+    Returns
+    -------
+    tuple
+        One (version, address, device, dtype) tuple, or None, per tensor.
+    """
     return tuple(None if t is None else (version(t), t.data_ptr(), t.device, t.dtype)
                  for t in tensors)
 
@@ -81,7 +110,17 @@ def weights_state(model: nn.Module) -> tuple:
     parameter and buffer in module order, (version counter, address, dtype, device, shape).
     Equal states: no weight was changed through torch, replaced or moved. A direct walk over
     the modules' own dicts, about 5x quicker than `parameters()` / `state_dict()` (it runs for
-    every tile of a tiled image)."""
+    every tile of a tiled image).
+
+    Parameters
+    ----------
+    model : nn.Module
+
+    Returns
+    -------
+    tuple
+        `model.training`, then one tuple per parameter and buffer.
+    """
     out = [model.training]
     stack = [model]
     while stack:
@@ -96,12 +135,17 @@ def weights_state(model: nn.Module) -> tuple:
 class InferenceSession:
     """Owner of the derived tensors, scratch buffers and per-image caches of one model.
 
-    model: the `nn.Module` whose weights the state is derived from. attention: how the ViT
-    encoder's attention adds its relative positions: "auto" (folded into the dot product,
-    "augmented", in bf16 / fp16; as an additive "bias" in fp32), or one of them forced.
-
     Use as a context manager around model calls; it may be entered again (nested) and from
     several threads at once (scratch buffers and image caches are per thread).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The module whose weights the state is derived from.
+    attention : str
+        How the ViT encoder's attention adds its relative positions: "auto" (folded into the
+        dot product, "augmented", in bf16 / fp16; as an additive "bias" in fp32), or one of
+        them forced.
     """
 
     def __init__(self, model: nn.Module, attention: str = "auto") -> None:
@@ -134,7 +178,13 @@ class InferenceSession:
     def refresh(self) -> bool:
         """Invalidate if the model's weights changed (through torch) or it was switched to
         training since the last call; True if so. A walk over all parameters (about a
-        millisecond for ViT-B): the predictors call it once per image, not per prompt."""
+        millisecond for ViT-B): the predictors call it once per image, not per prompt.
+
+        Returns
+        -------
+        bool
+            Whether the session was invalidated.
+        """
         state = weights_state(self.model)
         changed = state != self._weights
         if changed:
@@ -167,7 +217,24 @@ class InferenceSession:
     # ---- what is kept -----------------------------------------------------------------
     def derived(self, owner: nn.Module, name: str, make, *tensors, key=None):
         """`make()` for `owner` (a module of the model), kept under (`name`, `key`) while
-        `tensors` (those it is derived from) are unchanged (`tensor_state`)."""
+        `tensors` (those it is derived from) are unchanged (`tensor_state`).
+
+        Parameters
+        ----------
+        owner : nn.Module
+        name : str
+        make : callable
+            Computes the value (run under no_grad).
+        *tensors : Tensor or None
+            What the value is derived from.
+        key : hashable, optional
+            Tells apart several values of one name (e.g. a dtype).
+
+        Returns
+        -------
+        object
+            What `make()` returned, now or when it was kept.
+        """
         slot = (id(owner), name, key)
         state = tensor_state(*tensors)
         hit = self._derived.get(slot)
@@ -178,7 +245,21 @@ class InferenceSession:
 
     def constant(self, key, make, limit: int = 64):
         """`make()` kept under `key` (a tuple starting with a kind name; at most `limit`
-        entries in all)."""
+        entries in all).
+
+        Parameters
+        ----------
+        key : tuple
+        make : callable
+            Computes the value (run under no_grad).
+        limit : int
+            Entries kept before all are dropped.
+
+        Returns
+        -------
+        object
+            What `make()` returned, now or when it was kept.
+        """
         hit = self._constants.get(key)
         if hit is None:
             if len(self._constants) >= limit:
@@ -190,7 +271,20 @@ class InferenceSession:
     def scratch(self, kind: str, key, make):
         """`make()` kept for this thread under (`kind`, `key`), at most 4 per kind. The
         caller may rely on whatever `make` wrote and it never overwrites (constant parts),
-        not on anything else."""
+        not on anything else.
+
+        Parameters
+        ----------
+        kind : str
+        key : hashable
+        make : callable
+            Makes the buffer.
+
+        Returns
+        -------
+        object
+            The buffer (usually a Tensor).
+        """
         cache = self._local()["scratch"].setdefault(kind, {})
         buf = cache.get(key)
         if buf is None:
@@ -201,7 +295,20 @@ class InferenceSession:
 
     def image_cache(self, name: str, key, make=None):
         """The value kept for this thread under `name` if its key equals `key`; else
-        `make()` (kept, replacing the previous image's) or None without `make`."""
+        `make()` (kept, replacing the previous image's) or None without `make`.
+
+        Parameters
+        ----------
+        name : str
+        key : object
+            Identifies the image (compared with ==).
+        make : callable, optional
+            Computes the value.
+
+        Returns
+        -------
+        object or None
+        """
         images = self._local()["images"]
         hit = images.get(name)
         if hit is not None and hit[0] == key:

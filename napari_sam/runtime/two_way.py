@@ -58,7 +58,18 @@ class _ImageKey:
 def image_key(embeddings: torch.Tensor, model):
     """The key under which the session keeps the first block's work on `embeddings` (1, C,
     g, g) for `model` (a `Sam`), or None where nothing may be kept (no session, autograd,
-    inference tensors, which have no version counter to see in-place changes)."""
+    inference tensors, which have no version counter to see in-place changes).
+
+    Parameters
+    ----------
+    embeddings : Tensor, (1, C, g, g)
+    model : Sam
+
+    Returns
+    -------
+    _ImageKey or None
+        Compared with ==; never hashed.
+    """
     if caching() is None or embeddings.is_inference() or embeddings.shape[0] != 1:
         return None
     return _ImageKey(embeddings, model)
@@ -98,7 +109,19 @@ def attend_projected(attn, qp: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor,
     Between the image (thousands of tokens) and the prompt tokens (a handful) the heads are
     one block-diagonal matrix of the few tokens: each product is then a single matmul with
     the image tokens in their natural (n, C') layout, where splitting heads would copy every
-    image-side tensor, and softmax runs over rows or a second-last axis that vectorise."""
+    image-side tensor, and softmax runs over rows or a second-last axis that vectorise.
+
+    Parameters
+    ----------
+    attn : Attention
+    qp : Tensor, (Bq, nq, C')
+    kp, vp : Tensor, (Bk, nk, C')
+    residual : Tensor, (1 or B, nq, C), optional
+
+    Returns
+    -------
+    Tensor, (B, nq, C)
+    """
     h = attn.num_heads
     b = max(qp.shape[0], kp.shape[0])
     nq, nk, c = qp.shape[1], kp.shape[1], qp.shape[2]
@@ -130,7 +153,19 @@ def attend_projected(attn, qp: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor,
 
 
 def attention(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """`attn(q, k, v)` in the fast form."""
+    """`attn(q, k, v)` in the fast form.
+
+    Parameters
+    ----------
+    attn : Attention
+        A decoder attention module.
+    q : Tensor, (Bq, nq, C)
+    k, v : Tensor, (Bk, nk, C)
+
+    Returns
+    -------
+    Tensor, (B, nq, C)
+    """
     return attend_projected(attn, linear(q, attn.q_proj), linear(k, attn.k_proj),
                             linear(v, attn.v_proj))
 
@@ -152,7 +187,19 @@ def image_side(block, keys: torch.Tensor, key_pe: torch.Tensor,
     """The projections of `block` (a `TwoWayBlock`) that read only the image tokens: keys
     and values of token->image, queries of image->token, at the batch size of `keys`.
     keys + key_pe feeds two of them: computed and cast once; with `image_pe` (the fp32
-    (1, C, h, w) encoding key_pe comes from) all three may run as one matmul."""
+    (1, C, h, w) encoding key_pe comes from) all three may run as one matmul.
+
+    Parameters
+    ----------
+    block : TwoWayBlock
+    keys, key_pe : Tensor, (1 or B, hw, C)
+    image_pe : Tensor, (1, C, h, w) float32, optional
+
+    Returns
+    -------
+    tuple of Tensor, (1 or B, hw, C')
+        (token->image keys, token->image values, image->token queries).
+    """
     t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
     fused = stacked_projections(block, keys, image_pe, (t2i.k_proj, i2t.q_proj), (t2i.v_proj,))
     if fused is not None:
@@ -164,7 +211,21 @@ def image_side(block, keys: torch.Tensor, key_pe: torch.Tensor,
 def block_forward(block, queries, keys, query_pe, key_pe, first: tuple | None = None,
                   image_pe: torch.Tensor | None = None):
     """`block(queries, keys, query_pe, key_pe)` in the fast form; keys (1 or B, hw, C);
-    `first`: its `image_side` computed before."""
+    `first`: its `image_side` computed before.
+
+    Parameters
+    ----------
+    block : TwoWayBlock
+    queries, query_pe : Tensor, (B, n, C)
+    keys, key_pe : Tensor, (1 or B, hw, C)
+    first : tuple of Tensor, optional
+    image_pe : Tensor, (1, C, h, w) float32, optional
+
+    Returns
+    -------
+    queries : Tensor, (B, n, C)
+    keys : Tensor, (B, hw, C)
+    """
     if block.skip_first_pe:
         queries = attention(block.self_attn, queries, queries, queries)
     else:
@@ -186,7 +247,17 @@ def block_forward(block, queries, keys, query_pe, key_pe, first: tuple | None = 
 
 def first_block_kept(cache_key) -> bool:
     """True when `transformer_forward` with this key will reuse the session's kept image
-    tokens (then its `image` may be None)."""
+    tokens (then its `image` may be None).
+
+    Parameters
+    ----------
+    cache_key : _ImageKey or None
+        From `image_key`.
+
+    Returns
+    -------
+    bool
+    """
     s = caching()
     return (cache_key is not None and s is not None
             and s.image_cache("first_block", cache_key) is not None)
@@ -196,7 +267,22 @@ def transformer_forward(tr, image: torch.Tensor | None, image_pe: torch.Tensor,
                         tokens: torch.Tensor, cache_key=None):
     """`tr(image, image_pe, tokens)` (a `TwoWayTransformer`) in the fast form: image (1 or
     B, C, h, w); with `cache_key` (see `image_key`) the first block's image-side work is
-    kept by the session for the image and reused by later calls with the same key."""
+    kept by the session for the image and reused by later calls with the same key.
+
+    Parameters
+    ----------
+    tr : TwoWayTransformer
+    image : Tensor, (1 or B, C, h, w), or None
+        None only when `first_block_kept(cache_key)`.
+    image_pe : Tensor, (1, C, h, w)
+    tokens : Tensor, (B, n, C)
+    cache_key : _ImageKey, optional
+
+    Returns
+    -------
+    queries : Tensor, (B, n, C)
+    keys : Tensor, (B, hw, C)
+    """
     s = caching() if cache_key is not None else None
     hit = None if s is None else s.image_cache("first_block", cache_key)
     first = None
@@ -236,7 +322,16 @@ class _Linear:
 
 def upscaling_is_plain(seq) -> bool:
     """True for SAM's `output_upscaling`: two 2x2 stride-2 transposed convolutions,
-    LayerNorm2d and GELU between them, GELU after (what `upscale_masks` computes)."""
+    LayerNorm2d and GELU between them, GELU after (what `upscale_masks` computes).
+
+    Parameters
+    ----------
+    seq : nn.Sequential
+
+    Returns
+    -------
+    bool
+    """
     return (len(seq) == 5 and type(seq[1]).__name__ == "LayerNorm2d"
             and all(isinstance(seq[i], torch.nn.ConvTranspose2d)
                     and seq[i].kernel_size == (2, 2) and seq[i].stride == (2, 2)
@@ -265,7 +360,20 @@ def upscale_masks(seq, keys: torch.Tensor, h: int, w: int, hyper: torch.Tensor) 
     linear layer C -> 4 C' per pixel. So both run as linear layers (GELU fused into the
     second) on pixels kept in (B, h, w, 2, 2, 2, 2, C') order, the norm is a LayerNorm over
     the last axis, the product reduces C'' to the K mask channels per pixel, and only those
-    K channels are shuffled to (B, K, 4h, 4w)."""
+    K channels are shuffled to (B, K, 4h, 4w).
+
+    Parameters
+    ----------
+    seq : nn.Sequential
+    keys : Tensor, (B, hw, C)
+    h, w : int
+        The token grid.
+    hyper : Tensor, (B, K, C'')
+
+    Returns
+    -------
+    Tensor, (B, K, 4h, 4w)
+    """
     b = keys.shape[0]
     c1, c2 = seq[0].out_channels, seq[3].out_channels
     x = linear(keys, _conv_as_linear(seq[0])).view(b, h, w, 2, 2, c1)

@@ -36,7 +36,18 @@ COMBINED_TABLE_MAX = 1 << 22
 
 
 def use_augmented(dtype: torch.dtype) -> bool:
-    """Whether the relative positions are folded into the dot product (see the module)."""
+    """Whether the relative positions are folded into the dot product (see the module).
+
+    Parameters
+    ----------
+    dtype : torch.dtype
+        The matmul dtype ("auto" folds them in bf16 and fp16).
+
+    Returns
+    -------
+    bool
+        True for the augmented path, False for the additive bias.
+    """
     s = current()
     path = "auto" if s is None else s.attention
     if path == "auto":
@@ -87,7 +98,23 @@ def rel_table(attn, param, size, dtype: torch.dtype, factor: float) -> torch.Ten
     session while the relative-position parameters are unchanged.
 
     param None, size (wh, ww): the combined (wh*ww, head_dim, wh + ww) table of cell
-    t = (y, x): [Rh[y].T | Rw[x].T], for computing both terms in one batched matmul."""
+    t = (y, x): [Rh[y].T | Rw[x].T], for computing both terms in one batched matmul.
+
+    Parameters
+    ----------
+    attn : Attention
+        An encoder attention module.
+    param : Tensor or None
+        See above.
+    size : int or (int, int)
+        See above.
+    dtype : torch.dtype
+    factor : float
+
+    Returns
+    -------
+    Tensor, (size, size, head_dim) or (wh*ww, head_dim, wh + ww)
+    """
     ph, pw = attn.rel_pos_h, attn.rel_pos_w
 
     def make():
@@ -108,7 +135,19 @@ def rel_table(attn, param, size, dtype: torch.dtype, factor: float) -> torch.Ten
 
 def windowed_attention(attn, x: torch.Tensor, window: int) -> torch.Tensor:
     """`attn` (an encoder `Attention`) inside `window` x `window` windows of a (B, h, w, C)
-    grid (0: global), padding and partition included: (B, h, w, C) out."""
+    grid (0: global), padding and partition included: (B, h, w, C) out.
+
+    Parameters
+    ----------
+    attn : Attention
+    x : Tensor, (B, h, w, C)
+    window : int
+        Window side in tokens (0: one window over the whole grid).
+
+    Returns
+    -------
+    Tensor, (B, h, w, C)
+    """
     b, h, w, c = x.shape
     nh = attn.num_heads
     hd = c // nh

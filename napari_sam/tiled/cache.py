@@ -1,4 +1,4 @@
-"""Where tile embeddings live: in memory, or on disk in a zarr directory store.
+"""Where tile embeddings live: in memory (`memory_store`), or on disk in a zarr directory store.
 
 On-disk layout of a cache folder:
 
@@ -27,9 +27,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Set, Tuple, Union
+from typing import Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
+
+# the in-memory store lives in `memory_store`; importable from here too
+from .memory_store import MemoryStore  # noqa: F401
 
 FORMAT = 1
 STORAGE_DTYPES = ("float16", "float32")
@@ -47,7 +50,14 @@ class CacheMismatchError(ValueError):
 
 
 class CacheCorruptError(CacheMismatchError):
-    """A tile of an embedding cache is damaged on disk (checksum, decoding)."""
+    """A tile of an embedding cache is damaged on disk (checksum, decoding).
+
+    Parameters
+    ----------
+    message : str
+    index : (int, int), optional
+        The damaged tile's grid index (row, col).
+    """
 
     def __init__(self, message: str, index=None) -> None:
         super().__init__(message)
@@ -55,7 +65,17 @@ class CacheCorruptError(CacheMismatchError):
 
 
 def checksum(values: np.ndarray) -> str:
-    """Checksum of an array's values (its dtype and bytes in C order)."""
+    """Checksum of an array's values (its dtype and bytes in C order).
+
+    Parameters
+    ----------
+    values : ndarray
+
+    Returns
+    -------
+    str
+        "blake2b:" and 32 hex digits.
+    """
     import hashlib
 
     a = np.ascontiguousarray(values)
@@ -86,87 +106,6 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list:
         elif a != b:
             out.append(f"{prefix}{k}: cache has {a!r}, now {b!r}")
     return out
-
-
-class MemoryStore:
-    """Embeddings kept in a dict (no disk): for small images and one-off sessions. The same
-    methods as `ZarrStore`; tiles are addressed by their grid index (row, col).
-
-    Parameters
-    ----------
-    signature : dict
-        What the embeddings were computed from (kept, not checked).
-    grid_shape, feature_shape : sequence of int
-        The tile grid's (rows, cols) and one tile's (C, g, g); unused, as `ZarrStore`'s.
-    dtype : str
-        The dtype the features are stored in.
-    """
-
-    path = None
-
-    def __init__(self, signature: dict, grid_shape, feature_shape, dtype: str = "float32"):
-        self.signature = signature
-        self.dtype = np.dtype(dtype)
-        self._data: Dict[Tuple[int, int], np.ndarray] = {}
-
-    def done(self) -> Set[Tuple[int, int]]:
-        """The tiles stored.
-
-        Returns
-        -------
-        set of (int, int)
-            Their grid indices (row, col).
-        """
-        return set(self._data)
-
-    def has(self, index) -> bool:
-        """Whether a tile is stored.
-
-        Parameters
-        ----------
-        index : (int, int)
-            The tile's grid index (row, col).
-
-        Returns
-        -------
-        bool
-        """
-        return tuple(index) in self._data
-
-    def get(self, index) -> np.ndarray:
-        """A stored tile's features; KeyError if it is not stored.
-
-        Parameters
-        ----------
-        index : (int, int)
-            The tile's grid index (row, col).
-
-        Returns
-        -------
-        ndarray (C, g, g) float32
-        """
-        return self._data[tuple(index)].astype(np.float32)
-
-    def put(self, index, features: np.ndarray) -> None:
-        """Store a tile's features (in the store's dtype).
-
-        Parameters
-        ----------
-        index : (int, int)
-            The tile's grid index (row, col).
-        features : ndarray (C, g, g)
-        """
-        self._data[tuple(index)] = np.asarray(features).astype(self.dtype)
-
-    def discard(self, index) -> None:
-        """Forget a tile (nothing happens if it is not stored).
-
-        Parameters
-        ----------
-        index : (int, int)
-            The tile's grid index (row, col).
-        """
-        self._data.pop(tuple(index), None)
 
 
 class ZarrStore:
@@ -359,13 +298,24 @@ def default_cache_root() -> Path:
 
 def resolve_cache_dir(cache, image_path: Optional[Path], key: str, image_key: str
                       ) -> Optional[Path]:
-    """The cache folder for `cache`:
+    """The cache folder for `cache`.
 
-    None/False: none (embeddings in memory); a path: exactly that folder;
-    "beside": `<image>.sam-cache/<key>` next to the image file;
-    "user": `<user cache>/napari-sam/embeddings/<image_key>-<key>`;
-    "auto": beside when the image is a file in a writable folder, else user.
-    `key` names the model and tiling, so one image can hold caches of several models.
+    Parameters
+    ----------
+    cache : None, False, str or Path
+        None/False: none (embeddings in memory); a path: exactly that folder; "beside":
+        `<image>.sam-cache/<key>` next to the image file; "user":
+        `<user cache>/napari-sam/embeddings/<image_key>-<key>`; "auto": beside when the image
+        is a file in a writable folder, else user.
+    image_path : Path, optional
+        The image file (None: an array; then "beside" raises ValueError).
+    key, image_key : str
+        `key` names the model and tiling, so one image can hold caches of several models;
+        `image_key` names the image.
+
+    Returns
+    -------
+    Path or None
     """
     if cache is None or cache is False:
         return None

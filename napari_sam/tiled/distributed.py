@@ -29,7 +29,20 @@ LOCAL = ("local", "local-threads")
 @contextlib.contextmanager
 def dask_client(scheduler, workers: Optional[int] = None):
     """A Dask client for `scheduler` (see the module docstring); closed afterwards when it
-    was made here."""
+    was made here.
+
+    Parameters
+    ----------
+    scheduler : str or dask.distributed.Client
+        "local", "local-threads", a scheduler address, or a client.
+    workers : int, optional
+        Workers of a local cluster (None: up to 4, one per CPU).
+
+    Yields
+    ------
+    dask.distributed.Client
+        RuntimeError when dask.distributed is missing or the scheduler cannot be reached.
+    """
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as err:  # pragma: no cover - dask is a dependency of tiling
@@ -69,7 +82,32 @@ def _batches(items: Sequence, size: int) -> List[list]:
 def map_tasks(fn: Callable, shared, items: Sequence, scheduler=None, workers: Optional[int] = None,
               per_task: int = 1, progress=null_progress, message: str = "tasks") -> list:
     """`fn(shared, batch)` over `items` in batches; returns the concatenated results in the
-    order of `items`. `shared` is sent to each worker once (Dask: scattered)."""
+    order of `items`. `shared` is sent to each worker once (Dask: scattered).
+
+    Parameters
+    ----------
+    fn : callable
+        `fn(shared, batch) -> list`, one result per item of the batch.
+    shared : object
+        What every task needs (picklable for Dask).
+    items : sequence
+        The work items (tiles, files, ...).
+    scheduler : None, str or dask.distributed.Client
+        See the module docstring.
+    workers : int, optional
+        Threads or local workers (None: up to 4, one per CPU).
+    per_task : int
+        Items per batch.
+    progress : callable
+        `progress(done, total, message)`, counted in items.
+    message : str
+        The progress message.
+
+    Returns
+    -------
+    list
+        The results of every batch, in the order of `items`.
+    """
     batches = _batches(list(items), per_task)
     total = len(items)
     done = 0

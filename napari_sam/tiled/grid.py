@@ -28,7 +28,22 @@ Box = Tuple[int, int, int, int]
 
 
 def axis_starts(length: int, tile: int, overlap: int) -> List[int]:
-    """Start of each window along one axis (see the module docstring)."""
+    """Start of each window along one axis (see the module docstring).
+
+    Parameters
+    ----------
+    length : int
+        The image's size along the axis, in pixels.
+    tile : int
+        The window's size.
+    overlap : int
+        The least overlap of neighbouring windows.
+
+    Returns
+    -------
+    list of int
+        Window starts, evenly spaced from 0 to `length - tile` ([0] when one window fits).
+    """
     if length <= tile:
         return [0]
     n = math.ceil((length - overlap) / (tile - overlap))
@@ -293,7 +308,18 @@ class TileGrid:
 
 
 def intersect(a: Box, b: Box) -> Optional[Box]:
-    """Intersection of two boxes with exclusive ends, or None."""
+    """Intersection of two boxes with exclusive ends, or None.
+
+    Parameters
+    ----------
+    a, b : (int, int, int, int)
+        (row0, col0, row1, col1), exclusive ends.
+
+    Returns
+    -------
+    (int, int, int, int) or None
+        The common box, or None when they do not overlap.
+    """
     r0, c0 = max(a[0], b[0]), max(a[1], b[1])
     r1, c1 = min(a[2], b[2]), min(a[3], b[3])
     return (r0, c0, r1, c1) if r0 < r1 and c0 < c1 else None

@@ -19,7 +19,24 @@ TILE = 512
 
 
 def write_labels_tif_chunked(path, labels, meta=None, overwrite: bool = False) -> Path:
-    """Write a 2D uint32 label array (anything with numpy slicing) tile by tile."""
+    """Write a 2D uint32 label array (anything with numpy slicing) tile by tile.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TIFF to write (atomically).
+    labels : array_like, (Y, X) uint32
+        numpy, zarr, dask, ...; read 512 x 512 at a time.
+    meta : ImageMeta, optional
+        The image's metadata: pixel size (row, col) in µm and GeoTIFF tags are written.
+    overwrite : bool
+        Replace an existing file (else an error).
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     import tifffile
 
     from ..io.atomic import atomic_path
@@ -57,7 +74,21 @@ def write_labels_tif_chunked(path, labels, meta=None, overwrite: bool = False) -
 
 def records_table(records: List[dict], pixel_size=None) -> Dict[str, np.ndarray]:
     """Columns label, area, [area_um2], centroid_row/col, bbox_row0/col0/row1/col1, and the
-    generator's predicted_iou/stability, from stitched records (no pixels needed)."""
+    generator's predicted_iou/stability, from stitched records (no pixels needed).
+
+    Parameters
+    ----------
+    records : list of dict
+        "id", "area", "centroid" (row, col), "bbox" (row0, col0, row1, col1), and optionally
+        "predicted_iou" and "stability".
+    pixel_size : (float, float), optional
+        (row, col) pixel size in µm; adds area_um2.
+
+    Returns
+    -------
+    dict of str to ndarray, (N,)
+        int64 label, area and bbox columns, float64 centroids and scores (NaN when missing).
+    """
     n = len(records)
     get = lambda k, i: np.array([r[k][i] for r in records], np.float64 if k == "centroid"  # noqa: E731
                                 else np.int64).reshape(n)
@@ -78,7 +109,35 @@ def write_tiled_vectors(paths, labels, image, meta, records, crs: str = "native"
                         overwrite: bool = False, block: int = 1024):
     """Polygons of a large (Y, X) label image (zarr, lazy) -> {"geojson"|"gpkg": path},
     streamed block by block (`napari_sam.tiled.vectors.tiled_features`); `image` (every
-    band, lazy) gives the band means."""
+    band, lazy) gives the band means.
+
+    Parameters
+    ----------
+    paths : dict of str to Path
+        {"geojson": path, "gpkg": path}, either or both.
+    labels : array_like, (Y, X) uint32
+    image : array_like, (Y, X) or (Y, X, C), or None
+        On the labels' grid; None: no band means.
+    meta : ImageMeta or None
+        Its georeferencing and band names.
+    records : list of dict or None
+        Per-object id, bbox (row0, col0, row1, col1) and scores.
+    crs : str
+        "native" (the image's CRS) or any pyproj CRS text.
+    simplify : float
+        Simplification tolerance (0: none).
+    simplify_units : str
+        "px" or "map".
+    overwrite : bool
+        Replace existing files.
+    block : int
+        Block side in pixels.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
     from ..io.vectors import output_crs, write_vectors
     from .vectors import tiled_features
 

@@ -24,6 +24,14 @@ KIND = "napari-sam tiled automask work folder"
 
 
 class MemoryResults:
+    """Tile results kept in memory (no work folder): the same methods as `ZarrResults`.
+
+    Parameters
+    ----------
+    tile_shape : (int, int)
+        (rows, cols) of a full tile.
+    """
+
     path = None
 
     def __init__(self, tile_shape) -> None:
@@ -31,23 +39,79 @@ class MemoryResults:
         self._data: Dict[Tuple[int, int], tuple] = {}
 
     def done(self) -> Set[Tuple[int, int]]:
+        """The tiles stored.
+
+        Returns
+        -------
+        set of (int, int)
+            Their grid indices (row, col).
+        """
         return set(self._data)
 
     def put(self, index, labels: np.ndarray, records: List[dict]) -> None:
+        """Store one tile's results.
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+        labels : ndarray, (h, w) int
+            The tile's labels (stored as uint32), in its window's pixels.
+        records : list of dict
+            One record per object of the tile.
+        """
         self._data[tuple(index)] = (np.asarray(labels, np.uint32), list(records))
 
     def labels(self, index, shape) -> np.ndarray:
+        """A tile's labels.
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+        shape : (int, int)
+            The tile window's (rows, cols), for the zeros of a tile not stored.
+
+        Returns
+        -------
+        ndarray, (h, w) uint32
+            As stored; zeros of `shape` when the tile is not stored.
+        """
         got = self._data.get(tuple(index))
         return np.zeros(shape, np.uint32) if got is None else got[0]
 
     def records(self, index) -> List[dict]:
+        """A tile's records.
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+
+        Returns
+        -------
+        list of dict
+            Empty when the tile is not stored.
+        """
         got = self._data.get(tuple(index))
         return [] if got is None else got[1]
 
 
 class ZarrResults:
     """Tile results in a work folder; a folder made with other settings is cleared (it holds
-    only intermediate results of this program, recognised by its signature)."""
+    only intermediate results of this program, recognised by its signature).
+
+    Parameters
+    ----------
+    path : str or Path
+        The work folder (created when missing; ValueError for a folder that is not one).
+    signature : dict
+        The tiling, model and automask settings, compared with the folder's.
+    grid_shape : (int, int)
+        The tile grid's (rows, cols).
+    tile_shape : (int, int)
+        (rows, cols) of a full tile.
+    """
 
     def __init__(self, path, signature: dict, grid_shape, tile_shape) -> None:
         from numcodecs import Blosc
@@ -82,6 +146,13 @@ class ZarrResults:
         self.array = open_array(self.path / "labels", mode="r+")
 
     def done(self) -> Set[Tuple[int, int]]:
+        """The tiles whose records are written.
+
+        Returns
+        -------
+        set of (int, int)
+            Their grid indices (row, col).
+        """
         out = set()
         for name in os.listdir(self.path / "done"):
             parts = name[:-5].split("_") if name.endswith(".json") else []
@@ -90,6 +161,17 @@ class ZarrResults:
         return out
 
     def put(self, index, labels: np.ndarray, records: List[dict]) -> None:
+        """Write one tile's labels, then its records (the done marker).
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+        labels : ndarray, (h, w) int
+            The tile's labels, h, w at most `tile_shape` (stored zero-padded, uint32).
+        records : list of dict
+            One JSON-serialisable record per object of the tile.
+        """
         full = np.zeros(self.tile_shape, np.uint32)
         full[:labels.shape[0], :labels.shape[1]] = labels
         self.array[index[0], index[1]] = full
@@ -97,9 +179,35 @@ class ZarrResults:
                        json.dumps(records).encode())
 
     def labels(self, index, shape) -> np.ndarray:
+        """A tile's labels, cut to its window.
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+        shape : (int, int)
+            The tile window's (rows, cols).
+
+        Returns
+        -------
+        ndarray, shape uint32
+            Zeros when the tile is not written.
+        """
         return np.asarray(self.array[index[0], index[1], :shape[0], :shape[1]])
 
     def records(self, index) -> List[dict]:
+        """A tile's records.
+
+        Parameters
+        ----------
+        index : (int, int)
+            The tile's grid index (row, col).
+
+        Returns
+        -------
+        list of dict
+            Empty when the tile is not done.
+        """
         p = self.path / "done" / f"{index[0]}_{index[1]}.json"
         return json.loads(p.read_text()) if p.is_file() else []
 
@@ -108,6 +216,21 @@ class ZarrResults:
 
 
 def open_results(path: Optional[Path], signature: dict, grid_shape, tile_shape):
+    """The tile results of a run: in memory, or in the work folder `path`.
+
+    Parameters
+    ----------
+    path : Path, optional
+        The work folder (None: in memory).
+    signature : dict
+        The run's settings (a work folder with other ones is cleared).
+    grid_shape, tile_shape : (int, int)
+        The tile grid's (rows, cols) and a full tile's (rows, cols).
+
+    Returns
+    -------
+    MemoryResults or ZarrResults
+    """
     if path is None:
         return MemoryResults(tile_shape)
     return ZarrResults(path, signature, grid_shape, tile_shape)

@@ -20,7 +20,20 @@ SAMPLE_WINDOW = 64    # window side: 16 x 16 windows of 64 x 64 = 1 M pixels, as
 
 
 def read_box(array, box) -> np.ndarray:
-    """`array[r0:r1, c0:c1]` as a numpy array, whatever kind of array it is."""
+    """`array[r0:r1, c0:c1]` as a numpy array, whatever kind of array it is.
+
+    Parameters
+    ----------
+    array : array_like, (Y, X, ...)
+        numpy, memmap, zarr, dask (computed), ...
+    box : (int, int, int, int)
+        (row0, col0, row1, col1), exclusive ends.
+
+    Returns
+    -------
+    ndarray, (row1 - row0, col1 - col0, ...)
+        Same dtype as `array`.
+    """
     r0, c0, r1, c1 = (int(v) for v in box)
     part = array[r0:r1, c0:c1]
     if hasattr(part, "compute"):  # dask
@@ -29,7 +42,21 @@ def read_box(array, box) -> np.ndarray:
 
 
 def open_image(path: Union[str, Path]):
-    """(lazy array, ImageMeta) of an image file: level 0 of a pyramid, never read whole."""
+    """(lazy array, ImageMeta) of an image file: level 0 of a pyramid, never read whole.
+
+    Parameters
+    ----------
+    path : str or Path
+        An image file (TIFF: memory-mapped or read tile by tile; other formats are small and
+        read whole; see `napari_sam.io.images.open_lazy`).
+
+    Returns
+    -------
+    array : array_like
+        The image, axes in canonical order (`meta.axes`, e.g. "YX" or "YXC").
+    meta : ImageMeta
+        Axes, shape, pixel size, georeferencing and nodata.
+    """
     from ..io.images import open_lazy
 
     return open_lazy(path)

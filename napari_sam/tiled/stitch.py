@@ -15,141 +15,41 @@ groups (connected components), and each group is painted once, under one id:
 Pixels claimed by two groups go to the first painted (tiles in raster order). The label
 image is painted tile by tile into any array with numpy slicing (a zarr array on disk for
 big images) and renumbered 1..N; memory is a few tiles plus a few numbers per object.
+The pieces and their links are found by `pieces`; this module plans and paints.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from ..progress import null_progress
 from .grid import Tile, TileGrid, intersect
-
-
-class _TileReader:
-    """Tile label images with a small LRU (tiles are read in raster order)."""
-
-    def __init__(self, results, grid: TileGrid, size: int = 16) -> None:
-        self.results, self.grid, self.size = results, grid, size
-        self._lru: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
-
-    def __call__(self, tile: Tile) -> np.ndarray:
-        k = tile.index
-        if k in self._lru:
-            self._lru.move_to_end(k)
-            return self._lru[k]
-        lab = self.results.labels(k, tile.shape)
-        self._lru[k] = lab
-        if len(self._lru) > self.size:
-            self._lru.popitem(last=False)
-        return lab
-
-
-def _piece_stats(tile: Tile, lab: np.ndarray):
-    """Per piece id 1..n: area, centroid (image pixels), bbox (local), complete flag."""
-    n = int(lab.max()) if lab.size else 0
-    flat = lab.ravel()
-    area = np.bincount(flat, minlength=n + 1)[1:]
-    rr, cc = np.indices(lab.shape)
-    cy = np.bincount(flat, rr.ravel(), n + 1)[1:] / np.maximum(area, 1) + tile.window[0]
-    cx = np.bincount(flat, cc.ravel(), n + 1)[1:] / np.maximum(area, 1) + tile.window[1]
-    touching = np.zeros(n + 1, bool)
-    touching[np.unique(lab[tile.edge_mask(1)])] = True
-    complete = ~touching[1:] & (area > 0)
-    boxes = ndi.find_objects(lab, n)
-    return area, cy, cx, complete, boxes
-
-
-def _links(a: np.ndarray, b: np.ndarray, link_iou: float) -> List[Tuple[int, int]]:
-    """Mutual best matches (ids in a, ids in b) with IoU >= link_iou between two label crops."""
-    both = (a > 0) & (b > 0)
-    if not both.any():
-        return []
-    na, nb = int(a.max()) + 1, int(b.max()) + 1
-    key = a[both].astype(np.int64) * nb + b[both]
-    pairs, inter = np.unique(key, return_counts=True)
-    ia, ib = pairs // nb, pairs % nb
-    area_a = np.bincount(a.ravel(), minlength=na)
-    area_b = np.bincount(b.ravel(), minlength=nb)
-    iou = inter / (area_a[ia] + area_b[ib] - inter)
-    best_a = np.zeros(na)
-    best_b = np.zeros(nb)
-    np.maximum.at(best_a, ia, iou)
-    np.maximum.at(best_b, ib, iou)
-    ok = (iou >= link_iou) & (iou == best_a[ia]) & (iou == best_b[ib])
-    return list(zip(ia[ok].tolist(), ib[ok].tolist()))
-
-
-@dataclass
-class Pieces:
-    """Every piece of every tile, as flat arrays over node numbers (one per piece)."""
-
-    tiles: List[Tile]
-    offset: Dict[tuple, int]          # first node of each tile
-    boxes: List[list]                 # per tile: find_objects slices of its pieces
-    area: np.ndarray
-    cy: np.ndarray
-    cx: np.ndarray
-    complete: np.ndarray              # touches no inner edge of its tile
-    tile_of: np.ndarray               # index into `tiles`
-
-    def __len__(self) -> int:
-        return len(self.area)
-
-
-def collect_pieces(grid: TileGrid, read, progress, total: int) -> Pieces:
-    tiles = list(grid)
-    offset, stats, n = {}, [], 0
-    for k, t in enumerate(tiles):
-        s = _piece_stats(t, read(t))
-        offset[t.index] = n
-        n += len(s[0])
-        stats.append(s)
-        progress(k + 1, total, "stitching: pieces")
-    cat = lambda i, dtype: (np.concatenate([s[i] for s in stats]) if stats  # noqa: E731
-                            else np.zeros(0, dtype))
-    tile_of = (np.concatenate([np.full(len(s[0]), i) for i, s in enumerate(stats)])
-               if stats else np.zeros(0, int))
-    return Pieces(tiles, offset, [s[4] for s in stats], cat(0, float), cat(1, float),
-                  cat(2, float), cat(3, bool), tile_of)
-
-
-def link_pieces(grid: TileGrid, read, pieces: Pieces, link_iou: float, progress,
-                total: int) -> np.ndarray:
-    """Group number of every piece: pieces linked across seams share one."""
-    src, dst = [], []
-    ny, nx = grid.grid_shape
-    n = len(pieces.tiles)
-    for k, t in enumerate(pieces.tiles):
-        iy, ix = t.index
-        for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
-            if not (0 <= iy + dy < ny and 0 <= ix + dx < nx):
-                continue
-            u = grid[iy + dy, ix + dx]
-            ov = intersect(t.window, u.window)
-            if ov is None:
-                continue
-            a = read(t)[ov[0] - t.window[0]:ov[2] - t.window[0],
-                        ov[1] - t.window[1]:ov[3] - t.window[1]]
-            b = read(u)[ov[0] - u.window[0]:ov[2] - u.window[0],
-                        ov[1] - u.window[1]:ov[3] - u.window[1]]
-            for la, lb in _links(a, b, link_iou):
-                src.append(pieces.offset[t.index] + la - 1)
-                dst.append(pieces.offset[u.index] + lb - 1)
-        progress(n + k + 1, total, "stitching: matching across seams")
-    m = len(pieces)
-    graph = coo_matrix((np.ones(len(src)), (src, dst)), shape=(m, m))
-    return connected_components(graph, directed=False)[1]
+# the pieces and their links live in `pieces`; their names stay importable from here
+from .pieces import Pieces, _TileReader, collect_pieces, link_pieces  # noqa: F401
 
 
 @dataclass
 class Plan:
+    """What `paint` paints, from `plan_painting` (N pieces, G groups).
+
+    Parameters
+    ----------
+    chosen : ndarray, (G,) int
+        Per group, its best piece (node number).
+    whole : ndarray, (N,) bool
+        Paint the piece whole.
+    part : ndarray, (N,) bool
+        Paint the piece on its own ground (the parts of its window no other piece's tile owns).
+    group_tiles : dict of int to set of int
+        Per group painted in parts, the tiles (indices into `Pieces.tiles`) of its pieces.
+    gid : ndarray, (G,) int64
+        Provisional output id per group (0: not painted).
+    """
+
     chosen: np.ndarray        # per group, its best piece (node number)
     whole: np.ndarray         # bool per node: paint the piece whole
     part: np.ndarray          # bool per node: paint the piece on its own ground
@@ -159,7 +59,19 @@ class Plan:
 
 def plan_painting(pieces: Pieces, group: np.ndarray) -> Plan:
     """Per group: its complete piece with the most margin, whole; or, when none is
-    complete, all its pieces, each on the part of its window no other piece's tile owns."""
+    complete, all its pieces, each on the part of its window no other piece's tile owns.
+
+    Parameters
+    ----------
+    pieces : Pieces
+    group : ndarray, (N,) int
+        Each piece's group (`link_pieces`).
+
+    Returns
+    -------
+    Plan
+        Provisional ids 1..M follow the groups' first pieces (tiles in raster order).
+    """
     n = len(pieces)
     present = pieces.area > 0
     margin = np.array([pieces.tiles[pieces.tile_of[i]].margin(
@@ -189,7 +101,28 @@ def plan_painting(pieces: Pieces, group: np.ndarray) -> Plan:
 def paint(out, read, grid: TileGrid, pieces: Pieces, group: np.ndarray, plan: Plan,
           progress, total: int):
     """Paint tile by tile; a pixel already painted keeps its id (first wins). Returns, per
-    provisional id, the pixels it asked for and the pixels it holds."""
+    provisional id, the pixels it asked for and the pixels it holds.
+
+    Parameters
+    ----------
+    out : array_like, (Y, X) uint32
+        Zeros of the image's shape with numpy slicing (numpy, zarr); painted in place.
+    read : callable
+        `read(tile)` -> the tile's (h, w) uint32 labels.
+    grid : TileGrid
+    pieces : Pieces
+    group : ndarray, (N,) int
+    plan : Plan
+    progress : callable
+        `progress(done, total, message)`, once per tile (after the linking's).
+    total : int
+        The total passed to `progress`.
+
+    Returns
+    -------
+    wanted, got : ndarray, (M + 1,) int64
+        Pixel counts indexed by provisional id.
+    """
     n_tiles = len(pieces.tiles)
     wanted = np.zeros(int(plan.gid.max(initial=0)) + 1, np.int64)
     got = np.zeros_like(wanted)
@@ -230,7 +163,22 @@ def _count(acc: np.ndarray, ids: np.ndarray) -> None:
 
 
 def piece_scores(results, pieces: Pieces, group: np.ndarray, plan: Plan) -> dict:
-    """{provisional id: (the generator's scores of the group's chosen piece, its tile)}."""
+    """{provisional id: (the generator's scores of the group's chosen piece, its tile)}.
+
+    Parameters
+    ----------
+    results : MemoryResults or ZarrResults
+        The tiles' records.
+    pieces : Pieces
+    group : ndarray, (N,) int
+    plan : Plan
+
+    Returns
+    -------
+    dict of int to (dict, (int, int))
+        The chosen piece's "predicted_iou" and "stability" (those it has), and its tile's
+        grid index (row, col).
+    """
     scores, by_tile = {}, {}
     for i in plan.chosen:
         if plan.gid[group[i]]:
@@ -299,7 +247,29 @@ def _allowed(t: Tile, box, others: List[Tile]) -> np.ndarray:
 def finish(out, grid: TileGrid, scores: dict, progress=null_progress, chunk: int = 1024,
            drop=frozenset()):
     """Measure the painted labels block by block, renumber them 1..N (erasing the ids in
-    `drop`, closing the gaps of ids left without pixels) and return one record per object."""
+    `drop`, closing the gaps of ids left without pixels) and return one record per object.
+
+    Parameters
+    ----------
+    out : array_like, (Y, X) uint32
+        The painted labels; renumbered in place.
+    grid : TileGrid
+        Its `shape` is the image's (rows, cols).
+    scores : dict
+        From `piece_scores`, by the ids in `out` before renumbering.
+    progress : callable
+        Not called (kept for callers).
+    chunk : int
+        Block side in pixels.
+    drop : set of int
+        Ids to erase.
+
+    Returns
+    -------
+    list of dict
+        One per object: "id", "area", "bbox" (row0, col0, row1, col1; exclusive ends),
+        "centroid" (row, col), and the scores and "tile" when `scores` has them.
+    """
     h, w = grid.shape
     blocks = [(r, c, min(r + chunk, h), min(c + chunk, w))
               for r in range(0, h, chunk) for c in range(0, w, chunk)]

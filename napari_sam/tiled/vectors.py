@@ -38,7 +38,20 @@ def _blocks(shape, block: int):
 
 
 def scan_bboxes(labels, block: int = BLOCK) -> Dict[int, Tuple[int, int, int, int]]:
-    """{id: (row0, col0, row1, col1)} (end exclusive) of a label image, block by block."""
+    """{id: (row0, col0, row1, col1)} (end exclusive) of a label image, block by block.
+
+    Parameters
+    ----------
+    labels : array_like, (Y, X) int
+        Any array with numpy slicing (zarr, dask, ...).
+    block : int
+        Block side in pixels.
+
+    Returns
+    -------
+    dict of int to (int, int, int, int)
+        Each id's box, in label-image pixels.
+    """
     from scipy import ndimage as ndi
 
     out: Dict[int, list] = {}
@@ -67,6 +80,31 @@ def tiled_features(labels, image=None, georef: Optional[GeoRef] = None,
 
     image: an array-like (Y, X) or (Y, X, C) on the same grid for the band means, or None.
     records: per-object dicts with id and bbox (and predicted_iou, stability), or None.
+
+    Parameters
+    ----------
+    labels : array_like, (Y, X) int
+        Any array with numpy slicing.
+    image, records
+        See above.
+    georef : GeoRef, optional
+        Maps pixels to map coordinates (None: pixel coordinates).
+    block : int
+        Block side in pixels.
+    simplify : float
+        Simplification tolerance (0: none).
+    simplify_units : str
+        "px" or "map".
+    band_names : sequence of str, optional
+        Names of the band-mean attributes.
+    progress : callable
+        `progress(done, total, message)`, once per block.
+
+    Yields
+    ------
+    dict
+        {"geometry": shapely geometry in map coordinates, "properties": {...}}, one per
+        object, once its last block is read.
     """
     h, w = labels.shape[:2]
     if image is not None and tuple(image.shape[:2]) != (h, w):
