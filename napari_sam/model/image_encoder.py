@@ -149,7 +149,6 @@ class Block(nn.Module):
         Returns
         -------
         Tensor, (B, H, W, C), dtype of `x`
-            May be `x` itself, updated in place (inference in a runtime session).
         """
         if current() is not None:  # the session's fused form (runtime.vit_attention)
             x = x + windowed_attention(self.attn, self.norm1(x), self.window_size)

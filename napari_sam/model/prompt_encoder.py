@@ -178,7 +178,7 @@ class PromptEncoder(nn.Module):
         Returns
         -------
         sparse : Tensor, (B, N', C)
-            N' = N (+1 padding token without a box) + 2 per box; (B, 0, C) without prompts.
+            N' = N (+1 padding token without boxes) + 2 with boxes; (B, 0, C) without either.
         dense : Tensor, (B, C, g, g)
         """
         if points is not None:

@@ -230,7 +230,7 @@ class Sam2(WeightsSignature, nn.Module):
         Returns
         -------
         sparse : Tensor, (B, N', C)
-            N' = 2 per box + N + 1.
+            N' = 2 (with boxes) + N + 1 padding token; (B, 0, C) without points and boxes.
         dense : Tensor, (B, C, g, g)
         """
         if boxes is not None:
