@@ -35,6 +35,20 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Checkpoint:
+    """What `read_checkpoint` found in a file.
+
+    Parameters
+    ----------
+    state_dict : dict of str to Tensor
+        SAM-style names (micro-sam's decoder under `DECODER_PREFIX`), tensors on the CPU.
+    config : dict, optional
+        The model config of napari-sam's own files; None for every other layout.
+    notes : list of str
+        What was ignored or loaded besides the SAM tensors.
+    extra : dict
+        napari-sam's own files: the entries besides format/config/model.
+    """
+
     state_dict: Dict[str, torch.Tensor]
     config: Optional[dict] = None  # only napari-sam's own files carry one
     notes: List[str] = field(default_factory=list)

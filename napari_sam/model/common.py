@@ -20,6 +20,13 @@ class LayerNorm2d(nn.Module):
     amplify such per-pixel differences) then differs by ~1e-4 instead of ~2e-6
     (tests/test_unetr_decoder.py). `neck` turns it on; it costs nothing measurable there (one
     (B, 256, 64, 64) tensor per image). Other dtypes always use the fused kernel.
+
+    Parameters
+    ----------
+    num_channels : int
+        C, the number of channels (length of `weight` and `bias`).
+    eps : float
+        Added to the variance before the square root.
     """
 
     sam_order = False
@@ -31,6 +38,18 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise each pixel over its channels.
+
+        Parameters
+        ----------
+        x : Tensor, (B, C, H, W) float
+            Feature map.
+
+        Returns
+        -------
+        Tensor, (B, C, H, W)
+            Normalised, scaled and shifted; same dtype as `x`.
+        """
         if self.sam_order and x.dtype == torch.float32:
             u = x.mean(1, keepdim=True)
             d = x - u
@@ -46,7 +65,17 @@ class LayerNorm2d(nn.Module):
 
 
 class MLPBlock(nn.Module):
-    """Two linear layers with an activation between them (keys lin1, lin2)."""
+    """Two linear layers with an activation between them (keys lin1, lin2).
+
+    Parameters
+    ----------
+    dim : int
+        Input and output features.
+    hidden : int
+        Features between the two layers.
+    act : type
+        Activation module class (GELU and ReLU run fused with the first layer).
+    """
 
     def __init__(self, dim: int, hidden: int, act: type = nn.GELU) -> None:
         super().__init__()
@@ -56,6 +85,16 @@ class MLPBlock(nn.Module):
         self._fused = ("gelu" if act is nn.GELU else "relu" if act is nn.ReLU else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply lin1, the activation and lin2.
+
+        Parameters
+        ----------
+        x : Tensor, (..., dim) float
+
+        Returns
+        -------
+        Tensor, (..., dim), dtype of `x`
+        """
         fused = getattr(self, "_fused", None)
         if fused and getattr(self.act, "approximate", "none") == "none":
             return linear(linear(x, self.lin1, fused), self.lin2)
@@ -63,7 +102,15 @@ class MLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """`num_layers` linear layers with ReLU between them (keys layers.0 ... layers.N-1)."""
+    """`num_layers` linear layers with ReLU between them (keys layers.0 ... layers.N-1).
+
+    Parameters
+    ----------
+    in_dim, hidden, out_dim : int
+        Features of the input, between the layers and of the output.
+    num_layers : int
+        Number of linear layers (>= 1).
+    """
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int) -> None:
         super().__init__()
@@ -71,6 +118,16 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the layers (ReLU after all but the last).
+
+        Parameters
+        ----------
+        x : Tensor, (..., in_dim) float
+
+        Returns
+        -------
+        Tensor, (..., out_dim), dtype of `x`
+        """
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = linear(x, layer, "relu" if i < last else "")
@@ -79,7 +136,18 @@ class MLP(nn.Module):
 
 def neck(in_dim: int, out_dim: int) -> nn.Sequential:
     """1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d: both encoders end with this (the
-    norms in SAM's order of operations in fp32, see `LayerNorm2d`)."""
+    norms in SAM's order of operations in fp32, see `LayerNorm2d`).
+
+    Parameters
+    ----------
+    in_dim, out_dim : int
+        Channels in and out.
+
+    Returns
+    -------
+    nn.Sequential
+        Maps (B, in_dim, H, W) to (B, out_dim, H, W).
+    """
     norms = [LayerNorm2d(out_dim), LayerNorm2d(out_dim)]
     for n in norms:
         n.sam_order = True
@@ -92,7 +160,21 @@ def neck(in_dim: int, out_dim: int) -> nn.Sequential:
 
 
 def pad_to_multiple(x: torch.Tensor, size: int) -> tuple[torch.Tensor, int, int]:
-    """Zero-pad a (B, H, W, C) tensor at the bottom and right to multiples of `size`."""
+    """Zero-pad a (B, H, W, C) tensor at the bottom and right to multiples of `size`.
+
+    Parameters
+    ----------
+    x : Tensor, (B, H, W, C)
+    size : int
+        Window size.
+
+    Returns
+    -------
+    x : Tensor, (B, Hp, Wp, C)
+        Padded (`x` itself when no padding is needed).
+    Hp, Wp : int
+        Padded height and width.
+    """
     h, w = x.shape[1:3]
     ph, pw = (-h) % size, (-w) % size
     if ph or pw:
@@ -101,14 +183,39 @@ def pad_to_multiple(x: torch.Tensor, size: int) -> tuple[torch.Tensor, int, int]
 
 
 def to_windows(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, H, W, C) with H, W multiples of size -> (B * nH * nW, size, size, C)."""
+    """(B, H, W, C) with H, W multiples of size -> (B * nH * nW, size, size, C).
+
+    Parameters
+    ----------
+    x : Tensor, (B, H, W, C)
+    size : int
+        Window side.
+
+    Returns
+    -------
+    Tensor, (B * nH * nW, size, size, C)
+        Windows in row-major order over the (nH, nW) window grid.
+    """
     b, h, w, c = x.shape
     x = x.view(b, h // size, size, w // size, size, c).transpose(2, 3)
     return x.reshape(-1, size, size, c)
 
 
 def from_windows(x: torch.Tensor, size: int, b: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of `to_windows` for a padded (h, w) grid."""
+    """Inverse of `to_windows` for a padded (h, w) grid.
+
+    Parameters
+    ----------
+    x : Tensor, (b * nH * nW, size, size, C)
+    size : int
+        Window side.
+    b, h, w : int
+        Batch size and the padded height and width (multiples of `size`).
+
+    Returns
+    -------
+    Tensor, (b, h, w, C)
+    """
     c = x.shape[-1]
     x = x.view(b, h // size, w // size, size, size, c).transpose(2, 3)
     return x.reshape(b, h, w, c)
@@ -126,7 +233,18 @@ def grid_to_windows(x: torch.Tensor, dst: torch.Tensor, wh: int, ww: int,
     """Copy a (B, h, w, *F) grid into `dst`, a (B, nH, wh, nW, ww, *F) view of any strides
     (typically of a (B*nH*nW, ..., wh*ww, ...) window buffer): window partition, padding and
     any reordering of the feature axes in one pass, without an intermediate padded copy.
-    Cells of the padded border get `fill` (broadcast to F) when given."""
+    Cells of the padded border get `fill` (broadcast to F) when given.
+
+    Parameters
+    ----------
+    x : Tensor, (B, h, w, *F)
+    dst : Tensor, (B, nH, wh, nW, ww, *F)
+        Written in place; nH = ceil(h / wh), nW = ceil(w / ww).
+    wh, ww : int
+        Window height and width.
+    fill : Tensor, broadcastable to F, optional
+        Value for the padded cells; None leaves them as they are.
+    """
     h, w = x.shape[1:3]
     for i0, ni, rh in _spans(h, wh):
         for j0, nj, cw in _spans(w, ww):
@@ -142,7 +260,21 @@ def grid_to_windows(x: torch.Tensor, dst: torch.Tensor, wh: int, ww: int,
 
 def windows_to_grid(src: torch.Tensor, out: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
     """Inverse of `grid_to_windows`: `src` is a (B, nH, wh, nW, ww, *F) view, `out` the
-    (B, h, w, *F) grid it is copied into (the padded border is dropped)."""
+    (B, h, w, *F) grid it is copied into (the padded border is dropped).
+
+    Parameters
+    ----------
+    src : Tensor, (B, nH, wh, nW, ww, *F)
+    out : Tensor, (B, h, w, *F)
+        Written in place.
+    wh, ww : int
+        Window height and width.
+
+    Returns
+    -------
+    Tensor, (B, h, w, *F)
+        `out`.
+    """
     h, w = out.shape[1:3]
     for i0, ni, rh in _spans(h, wh):
         for j0, nj, cw in _spans(w, ww):

@@ -209,7 +209,17 @@ TEST_TINY_VIT = SamConfig(
 
 
 def config_to_dict(cfg: SamConfig) -> dict:
-    """Plain dict (str/int/float/list only) that can be stored inside a checkpoint."""
+    """Plain dict (str/int/float/list only) that can be stored inside a checkpoint.
+
+    Parameters
+    ----------
+    cfg : SamConfig
+
+    Returns
+    -------
+    dict
+        The fields (nested for the encoder) plus "encoder_type" ("vit" or "tiny_vit").
+    """
     from dataclasses import asdict
 
     d = asdict(cfg)
@@ -218,6 +228,17 @@ def config_to_dict(cfg: SamConfig) -> dict:
 
 
 def config_from_dict(d: dict) -> SamConfig:
+    """Inverse of `config_to_dict` (lists become tuples again).
+
+    Parameters
+    ----------
+    d : dict
+        As written by `config_to_dict`; without "encoder_type" the encoder is a ViT.
+
+    Returns
+    -------
+    SamConfig
+    """
     d = dict(d)
     kind = d.pop("encoder_type", "vit")
     enc_cls = TinyViTConfig if kind == "tiny_vit" else ViTConfig

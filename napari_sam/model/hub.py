@@ -6,18 +6,13 @@ Files land in `cache_dir()` (`$NAPARI_SAM_CACHE`, else the platform's user cache
 `checkpoints`). A download goes to `<file>.partial` next to its final name, is checked against
 the published hash (and size), and only then renamed into place; a small `<file>.sha256` marker
 records the check so the 2.5 GB ViT-H file is not re-hashed on every load. Any failure removes the
-partial file and raises `DownloadError` saying what happened and what to do.
-
-A file with no checkable hash (allowed with `verify=False`) and no known size is checked for
-completeness instead: a download whose length is not announced may be cut short without an
-error, so the file must open as a complete checkpoint (PyTorch's zip container with every
-member's CRC intact, or a legacy file that `torch.load` reads) before it is renamed into
-place, and its marker (`local-sha256:<digest> <size>`) must be there before a cached copy is
-used. `fetch(..., force=True)` (`napari-sam models download --force`) downloads afresh.
-
-micro-sam publishes only xxh128 hashes for its current models. They are checked when the optional
-`xxhash` package is installed; without it such a file has no usable hash, and `fetch` refuses to
-download it unless `verify=False` is given.
+partial file and raises `DownloadError` saying what happened and what to do. A file with no
+checkable hash (allowed with `verify=False`) and no known size must open as a complete checkpoint
+(a zip container with every member's CRC intact, or a legacy file `torch.load` reads) before it is
+renamed into place, as a download of unannounced length may end early without an error; its
+marker (`local-sha256:<digest> <size>`) must be there before a cached copy is used.
+micro-sam publishes only xxh128 hashes for its current models, checked when the optional `xxhash`
+package is installed; without it `fetch` refuses to download them unless `verify=False`.
 """
 
 from __future__ import annotations
@@ -70,21 +65,19 @@ _SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 _MICRO_SAM = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io"
 
 KNOWN_CHECKPOINTS: Dict[str, KnownCheckpoint] = {k.name: k for k in (
-    # Meta's SAM files. URL + SHA-256: computational-cell-analytics/micro-sam micro_sam/util.py
-    # (its pooch registry before the switch to xxh128, e.g. commit 4d7a4066). Sizes:
-    # dafne-imaging/dafne src/dafne/utils/sam_mask_refine.py (CHECKPOINT_MODELS). URLs also in
-    # facebookresearch/segment-anything README; hash + size pairs agree with several other
+    # Meta's SAM files (vit_b, vit_l, vit_h). URL + SHA-256: computational-cell-analytics/micro-sam
+    # micro_sam/util.py (its pooch registry before the switch to xxh128, e.g. commit 4d7a4066).
+    # Sizes: dafne-imaging/dafne src/dafne/utils/sam_mask_refine.py (CHECKPOINT_MODELS). URLs also
+    # in facebookresearch/segment-anything README; hash + size pairs agree with several other
     # public manifests found through the code index.
     KnownCheckpoint(
         "vit_b", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
         "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375042383,
         "vit_b", "sam_vit_b_01ec64.pth", "Segment Anything ViT-B (Meta)"),
-    # Sources as for vit_b.
     KnownCheckpoint(
         "vit_l", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
         "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1249524607,
         "vit_l", "sam_vit_l_0b3195.pth", "Segment Anything ViT-L (Meta)"),
-    # Sources as for vit_b.
     KnownCheckpoint(
         "vit_h", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
         "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879,
@@ -140,7 +133,12 @@ KNOWN_CHECKPOINTS: Dict[str, KnownCheckpoint] = {k.name: k for k in (
 
 
 def cache_dir() -> Path:
-    """The checkpoint folder: `$NAPARI_SAM_CACHE`, else `<user cache>/napari-sam/checkpoints`."""
+    """The checkpoint folder: `$NAPARI_SAM_CACHE`, else `<user cache>/napari-sam/checkpoints`.
+
+    Returns
+    -------
+    Path
+    """
     env = os.environ.get(ENV_CACHE)
     if env:
         return Path(env).expanduser()
@@ -199,10 +197,8 @@ def _write_marker(marker: Path, want: Tuple[str, str], size: int) -> None:
 
 
 def _complete_checkpoint(path: Path) -> Optional[str]:
-    """None if `path` holds a whole PyTorch checkpoint, else why not (for unverified files).
-
-    torch.save's zip container ends with its directory and stores a CRC per member, so a
-    file cut short or changed fails `testzip`; a legacy (pickle) file must load."""
+    """None if `path` holds a whole PyTorch checkpoint, else why not (for unverified files):
+    a zip container (CRC per member) cut short or changed fails `testzip`; a pickle must load."""
     import zipfile
 
     try:
@@ -314,15 +310,24 @@ def fetch(name_or_known: Union[str, KnownCheckpoint], *, progress: bool = True, 
           verify: bool = True, url: Optional[str] = None, force: bool = False) -> Path:
     """Path of a checkpoint in the cache, downloading and verifying it first if needed.
 
-    `progress`: True (a bar on stderr), False, or a callable `(bytes done, bytes total or
-    None)` called after each chunk (no bar); raising `DownloadCancelled` there stops the
-    download and removes the partial file.
-    `name_or_known`: a key of KNOWN_CHECKPOINTS or a KnownCheckpoint. `cache`: a folder instead
-    of `cache_dir()`. `url`: download from here instead (else `$NAPARI_SAM_MIRROR/<filename>`,
-    else the checkpoint's own URL); the hash check still applies. `verify=False` allows files
-    with no checkable hash (a size, when known, is still checked; without one, the file must
-    be a complete checkpoint). `force`: download again even if a cached copy looks fine (for
-    a cached file that fails to load).
+    Parameters
+    ----------
+    name_or_known : str or KnownCheckpoint
+    progress : bool or callable
+        True (a bar on stderr), False, or `f(bytes done, bytes total or None)` called after
+        each chunk (no bar); raising `DownloadCancelled` there stops and removes the partial file.
+    cache : str or Path, optional
+        A folder instead of `cache_dir()`.
+    verify : bool
+        False allows files with no checkable hash (then a known size or completeness is checked).
+    url : str, optional
+        Source instead of `$NAPARI_SAM_MIRROR/<filename>` or the entry's URL; hashes still apply.
+    force : bool
+        Download again even if a cached copy looks fine (for a cached file that fails to load).
+
+    Returns
+    -------
+    Path
     """
     k = _resolve(name_or_known)
     final, partial, marker = _paths(k, cache)
@@ -375,7 +380,16 @@ def forget(name_or_known: Union[str, KnownCheckpoint], cache=None) -> Path:
 
 def list_checkpoints(cache=None) -> List[dict]:
     """One dict per known checkpoint: name, arch, size, description, cached, path and
-    instance_decoder ("unetr" or "")."""
+    instance_decoder ("unetr" or "").
+
+    Parameters
+    ----------
+    cache : str or Path, optional
+
+    Returns
+    -------
+    list of dict
+    """
     rows = []
     for k in KNOWN_CHECKPOINTS.values():
         final = _paths(k, cache)[0]

@@ -30,6 +30,18 @@ def relative_table(table: torch.Tensor, size: int) -> torch.Tensor:
     """Expand a (2*L-1, C) relative-position table to (size, size, C) for query/key index pairs.
 
     A table learnt for another size is resampled linearly first.
+
+    Parameters
+    ----------
+    table : Tensor, (2*L-1, C) float
+        Embedding per relative offset, offset -(L-1) first.
+    size : int
+        Grid length along the axis (rows or columns).
+
+    Returns
+    -------
+    Tensor, (size, size, C)
+        [query index, key index] -> embedding of their offset.
     """
     n = 2 * size - 1
     if table.shape[0] != n:
@@ -38,7 +50,18 @@ def relative_table(table: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over a (B, H, W, C) grid with decomposed relative positions."""
+    """Multi-head self-attention over a (B, H, W, C) grid with decomposed relative positions.
+
+    Parameters
+    ----------
+    dim : int
+        C, the channels.
+    num_heads : int
+        Heads (dim // num_heads channels each).
+    rel_size : int
+        Grid side the relative-position tables are learnt for (window size, or the whole
+        patch grid for global attention).
+    """
 
     def __init__(self, dim: int, num_heads: int, rel_size: int) -> None:
         super().__init__()
@@ -51,12 +74,33 @@ class Attention(nn.Module):
 
     def rel_tables(self, h: int, w: int) -> tuple:
         """The relative-position tables of an (h, w) grid: (h, h, head_dim) over (query row,
-        key row) and (w, w, head_dim) over (query column, key column)."""
+        key row) and (w, w, head_dim) over (query column, key column).
+
+        Parameters
+        ----------
+        h, w : int
+            Grid rows and columns.
+
+        Returns
+        -------
+        tuple of Tensor
+            (h, h, head_dim) and (w, w, head_dim), the parameters' dtype.
+        """
         return relative_table(self.rel_pos_h, h), relative_table(self.rel_pos_w, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attention among all cells of each (B, H, W, C) grid, with the relative-position
-        term q.Rh[y, ky] + q.Rw[x, kx] added to the scores."""
+        term q.Rh[y, ky] + q.Rw[x, kx] added to the scores.
+
+        Parameters
+        ----------
+        x : Tensor, (B, H, W, C) float
+            B windows (or images) of H x W tokens, (row, col) order.
+
+        Returns
+        -------
+        Tensor, (B, H, W, C), dtype of `x`
+        """
         b, h, w, c = x.shape
         nh = self.num_heads
         qkv = self.qkv(x).reshape(b, h * w, 3, nh, c // nh).permute(2, 0, 3, 1, 4)
@@ -71,7 +115,19 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; window_size 0 means global attention."""
+    """Pre-norm transformer block; window_size 0 means global attention.
+
+    Parameters
+    ----------
+    dim, num_heads : int
+        Channels and attention heads.
+    mlp_ratio : float
+        MLP hidden features per channel.
+    window_size : int
+        Side of the attention windows; 0 for global attention.
+    grid : int
+        Side of the patch grid (the relative-position size of a global block).
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window_size: int,
                  grid: int) -> None:
@@ -83,6 +139,17 @@ class Block(nn.Module):
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention (windowed, the grid zero-padded to whole windows) then MLP, each residual.
+
+        Parameters
+        ----------
+        x : Tensor, (B, H, W, C) float
+            Token grid, (row, col) order.
+
+        Returns
+        -------
+        Tensor, (B, H, W, C), dtype of `x`
+        """
         if current() is not None:  # the session's fused form (runtime.vit_attention)
             x = x + windowed_attention(self.attn, self.norm1(x), self.window_size)
             if torch.is_grad_enabled():
@@ -102,11 +169,33 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
+    """Non-overlapping patches to tokens: one strided convolution (key `proj`).
+
+    Parameters
+    ----------
+    patch_size : int
+        Patch side in pixels (kernel and stride).
+    dim : int
+        Channels per token.
+    """
+
     def __init__(self, patch_size: int, dim: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(3, dim, patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed the patches.
+
+        Parameters
+        ----------
+        x : Tensor, (B, 3, H, W) float
+            Normalised pixels; H, W multiples of the patch size.
+
+        Returns
+        -------
+        Tensor, (B, H / patch, W / patch, dim)
+            Channels-last, contiguous.
+        """
         # (B, H, W, C), contiguous: the residual stream of every block keeps the layout of
         # this tensor, and a channels-first stride there makes each add and norm several
         # times slower
@@ -114,6 +203,18 @@ class PatchEmbed(nn.Module):
 
 
 class ImageEncoderViT(nn.Module):
+    """Patch embedding, absolute positions, the transformer blocks and the conv neck.
+
+    Parameters
+    ----------
+    cfg : ViTConfig
+        Width, depth, heads, window size and global-attention blocks.
+    image_size : int
+        S, the square input side in pixels.
+    out_dim : int
+        D, the embedding channels (the prompt encoder's width).
+    """
+
     def __init__(self, cfg: ViTConfig, image_size: int, out_dim: int) -> None:
         super().__init__()
         grid = image_size // cfg.patch_size
@@ -127,6 +228,23 @@ class ImageEncoderViT(nn.Module):
         self.neck = neck(cfg.embed_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode preprocessed images.
+
+        Parameters
+        ----------
+        x : Tensor, (B, 3, S, S) float
+            Normalised, padded pixels at the model's input size.
+
+        Returns
+        -------
+        Tensor, (B, D, S/16, S/16)
+            Image embedding, dtype of the computation (float32 or the autocast dtype).
+
+        Raises
+        ------
+        ValueError
+            If the patch grid differs from the one the model was built for.
+        """
         x = self.patch_embed(x)
         if x.shape[1:3] != self.pos_embed.shape[1:3]:
             raise ValueError(

@@ -36,8 +36,17 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class InstanceHead(nn.Module):
-    """widths: channels at strides 8, 4, 2, 1 (e.g. (64, 48, 32, 16)); embed_dim: the image
-    embedding's channels; stride: the encoder's (8 for the bundled model, a power of 2)."""
+    """The three-map instance head (see the module docstring).
+
+    Parameters
+    ----------
+    embed_dim : int
+        The image embedding's channels.
+    widths : sequence of int
+        Channels at strides 8, 4, 2, 1 (e.g. (64, 48, 32, 16)): log2(stride) + 1 of them.
+    stride : int
+        The encoder's (8 for the bundled model, a power of 2).
+    """
 
     def __init__(self, embed_dim: int, widths: Sequence[int], stride: int = 8) -> None:
         super().__init__()
@@ -63,7 +72,21 @@ class InstanceHead(nn.Module):
         self.out = nn.Conv2d(w[-1], len(MAP_NAMES), 1)
 
     def forward(self, embeddings: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """embeddings (B, C, g, g), image (B, 3, S, S) normalised -> logits (B, 3, S, S)."""
+        """embeddings (B, C, g, g), image (B, 3, S, S) normalised -> logits (B, 3, S, S).
+
+        Parameters
+        ----------
+        embeddings : Tensor, (B, C, g, g) float
+            Image embedding, g = S / stride.
+        image : Tensor, (B, 3, S, S) float
+            The normalised, padded model input.
+
+        Returns
+        -------
+        Tensor, (B, 3, S, S)
+            Logits of the maps in `MAP_NAMES` order (before the sigmoid), dtype of the
+            computation.
+        """
         # channels-last activations: oneDNN's convolutions run about twice as fast on the CPU
         # in that layout (fp32 and bf16); the values are the same up to rounding
         cl = torch.channels_last
@@ -82,7 +105,22 @@ class InstanceHead(nn.Module):
 def maps_from_logits(logits: torch.Tensor, input_hw, original_hw) -> Dict[str, np.ndarray]:
     """(1, 3, S, S) head logits in the model's padded input frame -> dict of (Y, X) float32
     maps (`foreground`, `center_distances`, `boundary_distances`) at the image's size:
-    sigmoid, crop to the (h, w) image area, bilinear resize to `original_hw` (Y, X)."""
+    sigmoid, crop to the (h, w) image area, bilinear resize to `original_hw` (Y, X).
+
+    Parameters
+    ----------
+    logits : Tensor, (1, 3, S, S)
+        Output of `InstanceHead.forward` (or an equivalent decoder).
+    input_hw : (int, int)
+        (rows, cols) of the image inside the padded input frame.
+    original_hw : (int, int)
+        (rows, cols) of the original image.
+
+    Returns
+    -------
+    dict of str to ndarray, (Y, X) float32
+        Maps in 0..1 keyed by `MAP_NAMES`, C-contiguous, on the CPU.
+    """
     p = logits.float().sigmoid()[..., : input_hw[0], : input_hw[1]]
     if tuple(p.shape[-2:]) != tuple(original_hw):
         p = F.interpolate(p, tuple(original_hw), mode="bilinear", align_corners=False)

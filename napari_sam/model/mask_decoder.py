@@ -14,6 +14,20 @@ from .transformer import TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):
+    """SAM's mask decoder (Meta's keys): two-way transformer, upscaling, hypernetwork MLPs.
+
+    Parameters
+    ----------
+    dim : int
+        C, the token and embedding channels.
+    depth, heads, mlp_dim : int
+        Two-way transformer blocks, attention heads and MLP hidden features.
+    num_multimask_outputs : int
+        Masks in multimask mode; one more token gives the single mask.
+    iou_head_hidden_dim, iou_head_depth : int
+        Hidden features and layers of the IoU prediction MLP.
+    """
+
     def __init__(self, dim: int, depth: int, heads: int, mlp_dim: int,
                  num_multimask_outputs: int = 3, iou_head_hidden_dim: int = 256,
                  iou_head_depth: int = 3) -> None:
@@ -40,8 +54,26 @@ class MaskDecoder(nn.Module):
         work runs once, not B times. cache_key: identifies the image and weights (see
         `Sam.decode`) so the first block's image-side projections are reused across calls.
 
-        Returns mask logits (B, K, 4g, 4g) and IoU predictions (B, K); K = 3 with
-        `multimask`, else 1.
+        Parameters
+        ----------
+        image_embeddings : Tensor, (1 or B, C, g, g) float
+        image_pe : Tensor, (1, C, g, g)
+            Dense positional encoding of the embedding grid.
+        sparse : Tensor, (B, N, C)
+            Point and box tokens, one row per prompt.
+        dense : Tensor, (B, C, g, g)
+            Mask-prompt (or no-mask) embedding.
+        multimask : bool
+            Return the multimask outputs instead of the single mask.
+        shared_dense : bool
+        cache_key : hashable, optional
+
+        Returns
+        -------
+        masks : Tensor, (B, K, 4g, 4g)
+            Low-res mask logits; K = 3 with `multimask`, else 1.
+        iou : Tensor, (B, K)
+            IoU predictions.
         """
         which = slice(1, None) if multimask else slice(0, 1)
         masks, iou = self.predict_masks(image_embeddings, image_pe, sparse, dense,
@@ -51,7 +83,27 @@ class MaskDecoder(nn.Module):
     def predict_masks(self, image_embeddings, image_pe, sparse, dense, shared_dense=False,
                       cache_key=None, which: slice = slice(None)):
         """Mask logits of the mask tokens `which` (all by default) and IoU predictions of
-        all tokens; the other masks are never computed."""
+        all tokens; the other masks are never computed.
+
+        Parameters
+        ----------
+        image_embeddings, image_pe, sparse, dense, shared_dense, cache_key
+            As in `forward`.
+        which : slice
+            Which of the 1 + num_multimask_outputs mask tokens to decode.
+
+        Returns
+        -------
+        masks : Tensor, (B, k, 4g, 4g)
+            Logits of the k tokens selected by `which`.
+        iou : Tensor, (B, 1 + num_multimask_outputs)
+            IoU predictions of all tokens.
+
+        Raises
+        ------
+        ValueError
+            If there are neither 1 nor B image embeddings.
+        """
         b = sparse.shape[0]
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens[None].expand(b, -1, -1).to(sparse.dtype), sparse], dim=1)

@@ -17,19 +17,48 @@ from .common import LayerNorm2d
 
 
 class PositionEmbeddingRandom(nn.Module):
-    """Random Fourier features of (x, y) positions normalised to [0, 1]."""
+    """Random Fourier features of (x, y) positions normalised to [0, 1].
+
+    Parameters
+    ----------
+    num_feats : int
+        Random frequencies; each position gets 2 * num_feats features (sin, cos).
+    """
 
     def __init__(self, num_feats: int) -> None:
         super().__init__()
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn(2, num_feats))
 
     def encode(self, coords: torch.Tensor) -> torch.Tensor:
+        """Fourier features of normalised positions.
+
+        Parameters
+        ----------
+        coords : Tensor, (..., 2) float
+            (x, y) in [0, 1] (x first, as in SAM).
+
+        Returns
+        -------
+        Tensor, (..., 2 * num_feats)
+            sin features then cos features, the Fourier matrix's dtype.
+        """
         g = self.positional_encoding_gaussian_matrix
         proj = (2 * math.pi) * ((2 * coords - 1).to(g.dtype) @ g)
         return torch.cat([proj.sin(), proj.cos()], dim=-1)
 
     def grid(self, h: int, w: int) -> torch.Tensor:
-        """(C, h, w) encoding of the cell centres of an h x w grid."""
+        """(C, h, w) encoding of the cell centres of an h x w grid.
+
+        Parameters
+        ----------
+        h, w : int
+            Grid rows and columns.
+
+        Returns
+        -------
+        Tensor, (2 * num_feats, h, w)
+            The Fourier matrix's dtype (float32 for checkpoints).
+        """
         dev = self.positional_encoding_gaussian_matrix.device
         ys = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) / h
         xs = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) / w
@@ -37,12 +66,38 @@ class PositionEmbeddingRandom(nn.Module):
         return self.encode(torch.stack([xx, yy], dim=-1)).permute(2, 0, 1)
 
     def points(self, xy: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        """Encode (..., 2) pixel coordinates (x, y) of an image of `size` (h, w)."""
+        """Encode (..., 2) pixel coordinates (x, y) of an image of `size` (h, w).
+
+        Parameters
+        ----------
+        xy : Tensor, (..., 2)
+            Pixel coordinates, (x, y) order (SAM's), not (row, col).
+        size : (int, int)
+            (h, w) of the image the coordinates refer to.
+
+        Returns
+        -------
+        Tensor, (..., 2 * num_feats)
+        """
         scale = torch.tensor([1.0 / size[1], 1.0 / size[0]], device=xy.device)
         return self.encode(xy.float() * scale)
 
 
 class PromptEncoder(nn.Module):
+    """SAM's prompt encoder (Meta's keys).
+
+    Parameters
+    ----------
+    embed_dim : int
+        C, the channels of the prompt tokens and of the dense embedding.
+    grid : int
+        g, the side of the image embedding grid.
+    image_size : int
+        Side of the model's square input frame, in pixels.
+    mask_in_chans : int
+        Hidden channels of the mask-prompt downscaling.
+    """
+
     def __init__(self, embed_dim: int, grid: int, image_size: int, mask_in_chans: int = 16) -> None:
         super().__init__()
         self.embed_dim = embed_dim
@@ -63,7 +118,13 @@ class PromptEncoder(nn.Module):
 
     def get_dense_pe(self) -> torch.Tensor:
         """(1, C, g, g) positional encoding of the image embedding grid (a channels-last view,
-        kept by the session while the Fourier matrix is unchanged)."""
+        kept by the session while the Fourier matrix is unchanged).
+
+        Returns
+        -------
+        Tensor, (1, C, g, g)
+            The Fourier matrix's dtype, whatever autocast is active.
+        """
         g = self.pe_layer.positional_encoding_gaussian_matrix
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and g.requires_grad):
             return self.pe_layer.grid(self.grid, self.grid)[None]
@@ -104,7 +165,21 @@ class PromptEncoder(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """points: (BxNx2 xy, BxN labels 1/0/-1, or 2/3 for a box's corners); boxes: Bx4 xyxy; masks: Bx1xMxM logits.
 
-        Returns sparse (B, N', C) and dense (B, C, g, g) embeddings.
+        Parameters
+        ----------
+        points : (Tensor, Tensor), optional
+            Coordinates (B, N, 2) float, (x, y) in the input frame's pixels, and labels
+            (B, N) int: 1 positive, 0 negative, -1 padding, 2/3 a box's top-left/bottom-right.
+        boxes : Tensor, (B, 4) float, optional
+            (x0, y0, x1, y1) in the input frame's pixels.
+        masks : Tensor, (B, 1, 4g, 4g) float, optional
+            Mask-prompt logits; None uses the learnt no-mask embedding.
+
+        Returns
+        -------
+        sparse : Tensor, (B, N', C)
+            N' = N (+1 padding token without boxes) + 2 with boxes; (B, 0, C) without either.
+        dense : Tensor, (B, C, g, g)
         """
         if points is not None:
             bs = points[0].shape[0]

@@ -254,6 +254,26 @@ def _damaged_known(sd, source: str) -> Optional[str]:
 
 
 def model_from_checkpoint(ckpt: Checkpoint, source: str = "checkpoint"):
+    """Build the model a checkpoint's config (or its keys) describe and load its weights.
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+        From `read_checkpoint`; its notes and extra entries (automask thresholds, object
+        size, ais settings) become attributes of the model.
+    source : str
+        Name of the file in error messages.
+
+    Returns
+    -------
+    Sam or Sam2
+        On the CPU, in eval mode.
+
+    Raises
+    ------
+    CheckpointError
+        If the architecture is not recognised or the tensors do not fit it.
+    """
     from .sam2 import Sam2, infer_sam2_config, is_sam2_state_dict
     from .sam2.config import sam2_config_from_dict
 

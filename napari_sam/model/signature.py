@@ -26,6 +26,11 @@ class WeightsSignature:
     A subclass adds to `_TRANSIENT` the attributes of the model itself that hold caches
     (dropped from pickles); a submodule that keeps a cache drops it in its own
     `__getstate__`.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Passed on to the next class in the MRO: the mixin takes no arguments of its own.
     """
 
     _TRANSIENT = ("_signature",)

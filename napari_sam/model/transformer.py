@@ -17,7 +17,15 @@ from .common import MLP, MLPBlock
 
 
 class Attention(nn.Module):
-    """Multi-head attention with separate q/k/v projections, optionally to a smaller width."""
+    """Multi-head attention with separate q/k/v projections, optionally to a smaller width.
+
+    Parameters
+    ----------
+    dim, num_heads : int
+        Channels of the inputs and output, attention heads.
+    downsample : int
+        The projections' width is dim // downsample.
+    """
 
     def __init__(self, dim: int, num_heads: int, downsample: int = 1) -> None:
         super().__init__()
@@ -34,7 +42,17 @@ class Attention(nn.Module):
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Queries (B, nq, C) attend over keys and values (B, nk, C): (B, nq, C)."""
+        """Queries (B, nq, C) attend over keys and values (B, nk, C): (B, nq, C).
+
+        Parameters
+        ----------
+        q : Tensor, (B, nq, C) float
+        k, v : Tensor, (B, nk, C)
+
+        Returns
+        -------
+        Tensor, (B, nq, C)
+        """
         if current() is not None:
             return two_way.attention(self, q, k, v)
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
@@ -44,7 +62,17 @@ class Attention(nn.Module):
 
 
 class TwoWayBlock(nn.Module):
-    """Token self-attention, token->image, MLP, image->token; post-norm after each step."""
+    """Token self-attention, token->image, MLP, image->token; post-norm after each step.
+
+    Parameters
+    ----------
+    dim, heads, mlp_dim : int
+        Channels, attention heads, MLP hidden features.
+    skip_first_pe : bool
+        First block: self-attention without the token encoding and without a residual.
+    mlp_layers_keys : bool
+        Name the MLP's layers `mlp.layers.0/1` (SAM 2) instead of `mlp.lin1/lin2`.
+    """
 
     def __init__(self, dim: int, heads: int, mlp_dim: int, skip_first_pe: bool,
                  mlp_layers_keys: bool = False) -> None:
@@ -61,7 +89,21 @@ class TwoWayBlock(nn.Module):
         self.skip_first_pe = skip_first_pe
 
     def forward(self, queries, keys, query_pe, key_pe) -> Tuple[torch.Tensor, torch.Tensor]:
-        """queries (B, N, C) and their encoding query_pe; keys (B, hw, C) and key_pe."""
+        """queries (B, N, C) and their encoding query_pe; keys (B, hw, C) and key_pe.
+
+        Parameters
+        ----------
+        queries, query_pe : Tensor, (B, N, C)
+            Prompt tokens and their encoding (the input tokens).
+        keys : Tensor, (B, hw, C)
+            Image tokens in raster (row, col) order ((1, hw, C) shared in a session).
+        key_pe : Tensor, (1, hw, C)
+
+        Returns
+        -------
+        queries : Tensor, (B, N, C)
+        keys : Tensor, (B, hw, C)
+        """
         if current() is not None:
             return two_way.block_forward(self, queries, keys, query_pe, key_pe)
         if self.skip_first_pe:
@@ -79,6 +121,16 @@ class TwoWayBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
+    """`depth` TwoWayBlocks and a final token->image attention.
+
+    Parameters
+    ----------
+    depth, dim, heads, mlp_dim : int
+        Blocks, channels, attention heads, MLP hidden features.
+    mlp_layers_keys : bool
+        SAM 2's key names for the MLPs (see `TwoWayBlock`).
+    """
+
     def __init__(self, depth: int, dim: int, heads: int, mlp_dim: int,
                  mlp_layers_keys: bool = False) -> None:
         super().__init__()
@@ -95,7 +147,22 @@ class TwoWayTransformer(nn.Module):
 
         cache_key: inside a session, identifies the image (`two_way.image_key`) so that the
         first block's image-side work is kept and reused (then `image` may be None when
-        `two_way.first_block_kept(cache_key)`); ignored by the plain form."""
+        `two_way.first_block_kept(cache_key)`); ignored by the plain form.
+
+        Parameters
+        ----------
+        image : Tensor, (1 or B, C, h, w) float, or None
+        image_pe : Tensor, (1, C, h, w)
+        tokens : Tensor, (B, N, C)
+            Output and prompt tokens.
+        cache_key : hashable, optional
+
+        Returns
+        -------
+        tokens : Tensor, (B, N, C)
+        keys : Tensor, (B, hw, C)
+            Image tokens in raster (row, col) order (bfloat16 in a bf16 session).
+        """
         if current() is not None:
             return two_way.transformer_forward(self, image, image_pe, tokens, cache_key)
         b = tokens.shape[0]

@@ -39,14 +39,38 @@ KINDS = ("unetr", "unetr_transpose")  # bilinear + 1x1 conv, or transposed-conv 
 
 def decoder_kind(state: Dict[str, torch.Tensor], prefix: str = "") -> str:
     """"unetr_transpose" if the state dict's decoder upsamplers are transposed convolutions
-    (micro-sam's rule: a `.block.` parameter under `decoder.samplers`), else "unetr"."""
+    (micro-sam's rule: a `.block.` parameter under `decoder.samplers`), else "unetr".
+
+    Parameters
+    ----------
+    state : dict of str to Tensor
+        A decoder state dict (micro-sam's `decoder_state`, or a model's with `prefix`).
+    prefix : str
+        Prepended to the decoder's key names (e.g. "instance_decoder.").
+
+    Returns
+    -------
+    str
+        "unetr" or "unetr_transpose".
+    """
     p = prefix + "decoder.samplers"
     return "unetr_transpose" if any(".block." in k for k in state if k.startswith(p)) \
         else "unetr"
 
 
 def decoder_features(state: Dict[str, torch.Tensor], prefix: str = "") -> int:
-    """Initial features F of a decoder state dict (out_conv's input channels)."""
+    """Initial features F of a decoder state dict (out_conv's input channels).
+
+    Parameters
+    ----------
+    state : dict of str to Tensor
+    prefix : str
+        As in `decoder_kind`.
+
+    Returns
+    -------
+    int
+    """
     return int(state[prefix + "out_conv.weight"].shape[1])
 
 
@@ -145,6 +169,17 @@ class UNETRDecoder(nn.Module):
     stored in `decoder_state` go unused. This module does the same by default, per image
     (`batch_statistics = True`, identical to micro-sam for its batch of one); set
     `use_running_statistics(True)` to normalise with the stored statistics instead.
+
+    Parameters
+    ----------
+    embed_dim : int
+        C, the embedding's channels.
+    features : int
+        F, the finest level's channels.
+    kind : str
+        "unetr" (bilinear + 1x1 conv upsampling) or "unetr_transpose" (transposed convs).
+    out_channels : int
+        Output maps.
     """
 
     def __init__(self, embed_dim: int, features: int = 64, kind: str = "unetr",
@@ -166,13 +201,33 @@ class UNETRDecoder(nn.Module):
 
     def use_running_statistics(self, on: bool = True) -> "UNETRDecoder":
         """Batch norm with the stored running statistics (on) or, as micro-sam, with each
-        image's own (off, the default)."""
+        image's own (off, the default).
+
+        Parameters
+        ----------
+        on : bool
+
+        Returns
+        -------
+        UNETRDecoder
+            The module itself.
+        """
         for m in (self.deconv1, self.deconv2, self.deconv3, self.deconv4):
             m.batch_statistics = not on
         return self
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """embeddings (B, C, g, g) -> logits (B, 3, 16g, 16g) (before micro-sam's sigmoid)."""
+        """embeddings (B, C, g, g) -> logits (B, 3, 16g, 16g) (before micro-sam's sigmoid).
+
+        Parameters
+        ----------
+        embeddings : Tensor, (B, C, g, g) float
+
+        Returns
+        -------
+        Tensor, (B, out_channels, 16g, 16g)
+            Foreground, centre-distance and boundary-distance logits.
+        """
         z9 = self.deconv1(embeddings)
         z6 = self.deconv2(z9)
         z3 = self.deconv3(z6)

@@ -39,7 +39,24 @@ def _taps(n_out: int, n_in: int) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def axis_matrix(m: int, size: int, n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, m) float64: low-res m -> size (padded square), keep the first n_in, -> n_out."""
+    """(n_out, m) float64: low-res m -> size (padded square), keep the first n_in, -> n_out.
+
+    Parameters
+    ----------
+    m : int
+        Low-res side.
+    size : int
+        The model's square input side.
+    n_in : int
+        Unpadded length of the image inside the input, along this axis.
+    n_out : int
+        The original image's length along this axis.
+
+    Returns
+    -------
+    ndarray, (n_out, m) float64
+        Rows of bilinear weights (at most 4 non-zero, consecutive).
+    """
     i1, w1 = _taps(size, m)       # size <- m
     i2, w2 = _taps(n_out, n_in)   # n_out <- n_in (indices < n_in <= size)
     idx = i1[i2]                  # (n_out, 2, 2) low-res indices
@@ -51,7 +68,21 @@ def axis_matrix(m: int, size: int, n_in: int, n_out: int) -> np.ndarray:
 
 class MaskUpscaler:
     """Upsampling of (m, m) low-res logits to an image of `original_hw`, exactly as
-    `Sam.upscale_logits(logits, input_hw, original_hw)` (up to float rounding), per crop."""
+    `Sam.upscale_logits(logits, input_hw, original_hw)` (up to float rounding), per crop.
+
+    Parameters
+    ----------
+    image_size : int
+        The model's square input side.
+    mask_size : int
+        m, the low-res logits' side.
+    input_hw : (int, int)
+        (rows, cols) of the image inside the padded input.
+    original_hw : (int, int)
+        (Y, X), the original image's (rows, cols).
+    device : torch.device or str
+        Where the matrices live (the logits' device).
+    """
 
     def __init__(self, image_size: int, mask_size: int, input_hw, original_hw, device) -> None:
         self.out_hw = tuple(int(v) for v in original_hw)
@@ -75,7 +106,20 @@ class MaskUpscaler:
 
     def region(self, axis: int, first: int, last: int) -> Tuple[int, int, int, int]:
         """Low-res positives in [first, last] along `axis` -> the output range [start, stop)
-        whose support meets them, and the low-res range [l0, l1) that range reads."""
+        whose support meets them, and the low-res range [l0, l1) that range reads.
+
+        Parameters
+        ----------
+        axis : int
+            0 for rows (y), 1 for columns (x).
+        first, last : int
+            Low-res indexes of the first and last positive (inclusive).
+
+        Returns
+        -------
+        (int, int, int, int)
+            (start, stop, l0, l1); (start, start, 0, 0) when empty.
+        """
         lo, hi = self.lo[axis], self.hi[axis]
         start = int(np.searchsorted(hi, first, side="left"))
         stop = int(np.searchsorted(lo, last, side="right"))
@@ -86,7 +130,18 @@ class MaskUpscaler:
     def crop(self, logits: torch.Tensor, rows: Tuple[int, int, int, int],
              cols: Tuple[int, int, int, int]) -> torch.Tensor:
         """Upscaled logits of the output block rows[0]:rows[1] x cols[0]:cols[1]; `logits`
-        is the (m, m) low-res array (or any (.., m, m) batch)."""
+        is the (m, m) low-res array (or any (.., m, m) batch).
+
+        Parameters
+        ----------
+        logits : Tensor, (..., m, m)
+        rows, cols : (int, int, int, int)
+            (start, stop, l0, l1) from `region` for axis 0 (y) and axis 1 (x).
+
+        Returns
+        -------
+        Tensor, (..., rows[1] - rows[0], cols[1] - cols[0]) float32
+        """
         rs, re, l0, l1 = rows
         cs, ce, m0, m1 = cols
         if self.factor:
@@ -115,7 +170,16 @@ class MaskUpscaler:
         return up.reshape(*lead, re - rs, ce - cs)
 
     def logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """(..., m, m) -> (..., Y, X) upscaled logits of the whole image."""
+        """(..., m, m) -> (..., Y, X) upscaled logits of the whole image.
+
+        Parameters
+        ----------
+        logits : Tensor, (..., m, m)
+
+        Returns
+        -------
+        Tensor, (..., Y, X) float32
+        """
         full = (0, self.out_hw[0], 0, self.mask_size)
         return self.crop(logits, full, (0, self.out_hw[1], 0, self.mask_size))
 
@@ -123,7 +187,19 @@ class MaskUpscaler:
         """(..., m, m) low-res logits -> (..., Y, X) bool masks `upscaled > threshold`,
         computed inside the box of low-res positives only (one small host transfer of the
         box). Up to `UNION_MAX` masks (the outputs of one prompt) share the union of their
-        boxes and are upsampled together; more are done one by one."""
+        boxes and are upsampled together; more are done one by one.
+
+        Parameters
+        ----------
+        logits : Tensor, (..., m, m)
+        threshold : float
+            On the logits.
+
+        Returns
+        -------
+        Tensor, (..., Y, X) bool
+            On the logits' device.
+        """
         m = self.mask_size
         lead = logits.shape[:-2]
         flat = logits.reshape(-1, m, m)
@@ -136,7 +212,22 @@ class MaskUpscaler:
         """For (N, m, m) low-res logits: (masks, rows, cols, upscaled logits) per group of
         masks -- all N when N <= `UNION_MAX`, else one at a time -- where rows and cols are
         the full-resolution [start, stop) of the union box of the group's low-res positives
-        and the logits are `crop`'s inside it. Groups without positives are left out."""
+        and the logits are `crop`'s inside it. Groups without positives are left out.
+
+        Parameters
+        ----------
+        flat : Tensor, (N, m, m)
+        threshold : float
+
+        Yields
+        ------
+        g : slice
+            The group's masks, an index into the N axis.
+        rows, cols : (int, int)
+            [start, stop) of the box along y and x, full resolution.
+        logits : Tensor, (n, rows, cols) float32
+            Upscaled logits of the group's n masks inside the box.
+        """
         m = self.mask_size
         if flat.shape[0] == 0:
             return

@@ -11,7 +11,18 @@ from .model import Sam2
 
 
 def build_sam2(arch="sam2.1_hiera_tiny", device="cpu") -> Sam2:
-    """A SAM 2.1 model with random weights: a name from `SAM2_CONFIGS` or a `Sam2Config`."""
+    """A SAM 2.1 model with random weights: a name from `SAM2_CONFIGS` or a `Sam2Config`.
+
+    Parameters
+    ----------
+    arch : str or Sam2Config
+    device : str or torch.device
+
+    Returns
+    -------
+    Sam2
+        In eval mode on `device`.
+    """
     if isinstance(arch, str):
         try:
             arch = SAM2_CONFIGS[arch]

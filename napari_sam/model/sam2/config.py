@@ -17,7 +17,23 @@ import torch
 @dataclass(frozen=True)
 class HieraConfig:
     """Hiera trunk: four stages, each halving the resolution (q-pooling) and doubling the
-    width and the head count; windowed attention except in `global_blocks`."""
+    width and the head count; windowed attention except in `global_blocks`.
+
+    Parameters
+    ----------
+    embed_dim, num_heads : int
+        Width and attention heads of the first stage.
+    stages : tuple of int
+        Blocks per stage.
+    global_blocks : tuple of int
+        Indexes (over all blocks) of the blocks with global attention.
+    window_spec : tuple of int
+        Side of the attention windows per stage, in tokens.
+    pos_embed_size : (int, int)
+        (rows, cols) of the learnt background position embedding.
+    mlp_ratio : float
+        Hidden width of the MLPs over the block's width.
+    """
 
     embed_dim: int = 96
     num_heads: int = 1
@@ -37,7 +53,28 @@ class HieraConfig:
 @dataclass(frozen=True)
 class Sam2Config:
     """A SAM 2.1 model. Everything but `trunk` and `image_size` is fixed by the published
-    configurations; the tiny test configuration below shrinks the rest too."""
+    configurations; the tiny test configuration below shrinks the rest too.
+
+    Parameters
+    ----------
+    name : str
+        The variant's name ("sam2.1_hiera_tiny", ...).
+    trunk : HieraConfig
+    image_size : int
+        Side of the square model input, in pixels.
+    prompt_embed_dim, mem_dim : int
+        Channels of the neck, prompt tokens and decoder; of the memory features.
+    num_maskmem : int
+        Memory frames attended to (1 prompted frame + 6 recent ones).
+    memory_layers, memory_ffn_dim : int
+        Memory-attention layers and their feed-forward width.
+    decoder_depth, decoder_heads, decoder_mlp_dim, iou_head_hidden_dim : int
+        Sizes of the mask decoder.
+    num_multimask_outputs, max_obj_ptrs : int
+        Masks per prompt in multimask mode; object pointers attended to.
+    pixel_mean, pixel_std : tuple of 3 float
+        Normalisation of 0-255 RGB pixels.
+    """
 
     name: str
     trunk: HieraConfig = field(default_factory=HieraConfig)
@@ -79,6 +116,17 @@ class Sam2Config:
         return d + 4 * (d // 4) + 16 * (d // 8)
 
     def with_(self, **changes) -> "Sam2Config":
+        """A copy with some fields changed.
+
+        Parameters
+        ----------
+        **changes
+            Field names and their new values.
+
+        Returns
+        -------
+        Sam2Config
+        """
         return replace(self, **changes)
 
 
@@ -103,6 +151,16 @@ SAM2_CONFIGS: Dict[str, Sam2Config] = {
 
 
 def is_sam2_state_dict(sd) -> bool:
+    """Whether a state dict is SAM 2's (official key names: a `sam_mask_decoder`).
+
+    Parameters
+    ----------
+    sd : dict of str to Tensor
+
+    Returns
+    -------
+    bool
+    """
     return any(k.startswith("sam_mask_decoder.") for k in sd)
 
 
@@ -117,7 +175,23 @@ def infer_sam2_config(sd: Dict[str, torch.Tensor]) -> Sam2Config:
     The weights show the trunk's width, stage depths, first window and background position
     embedding, but not its head counts, global-attention blocks or later windows: those
     are taken from the published configuration with the same visible shape. A trunk that
-    matches none of them is refused with an error naming the shapes found."""
+    matches none of them is refused with an error naming the shapes found.
+
+    Parameters
+    ----------
+    sd : dict of str to Tensor
+        SAM 2 state dict with the official key names.
+
+    Returns
+    -------
+    Sam2Config
+        One of `SAM2_CONFIGS`.
+
+    Raises
+    ------
+    ValueError
+        If no known configuration fits (a missing key raises KeyError).
+    """
     t = "image_encoder.trunk."
     dim = sd[t + "patch_embed.proj.weight"].shape[0]
     depth = _count(sd, re.escape(t) + r"blocks\.(\d+)\.")
@@ -146,12 +220,34 @@ def infer_sam2_config(sd: Dict[str, torch.Tensor]) -> Sam2Config:
 
 
 def sam2_config_to_dict(cfg: Sam2Config) -> dict:
+    """Plain dict (str/int/float/list only) that can be stored inside a checkpoint.
+
+    Parameters
+    ----------
+    cfg : Sam2Config
+
+    Returns
+    -------
+    dict
+        The fields (the trunk nested) plus "encoder_type": "hiera".
+    """
     d = asdict(cfg)
     d["encoder_type"] = "hiera"
     return d
 
 
 def sam2_config_from_dict(d: dict) -> Sam2Config:
+    """Inverse of `sam2_config_to_dict` (lists become tuples again).
+
+    Parameters
+    ----------
+    d : dict
+        As written by `sam2_config_to_dict`.
+
+    Returns
+    -------
+    Sam2Config
+    """
     d = dict(d)
     d.pop("encoder_type", None)
     tup = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731

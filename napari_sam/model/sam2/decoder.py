@@ -18,6 +18,20 @@ from ..transformer import TwoWayTransformer
 
 
 class Sam2MaskDecoder(nn.Module):
+    """SAM 2's mask decoder (Meta's keys, `sam_mask_decoder.*`).
+
+    Parameters
+    ----------
+    dim : int
+        C, the token and embedding channels.
+    depth, heads, mlp_dim : int
+        Two-way transformer blocks, attention heads and MLP hidden features.
+    num_multimask_outputs, iou_head_hidden_dim : int
+        Masks in multimask mode; hidden features of the IoU head.
+    stability_delta, stability_thresh : float
+        Single-mask fallback to the best multimask output (see `forward`).
+    """
+
     def __init__(self, dim: int, depth: int, heads: int, mlp_dim: int,
                  num_multimask_outputs: int = 3, iou_head_hidden_dim: int = 256,
                  stability_delta: float = 0.05, stability_thresh: float = 0.98) -> None:
@@ -53,6 +67,28 @@ class Sam2MaskDecoder(nn.Module):
         Returns mask logits (B, K, 4g, 4g), IoU predictions (B, K) (K = 3 with
         `multimask`, else 1), the output token(s) for the object pointer (B, K or 1, C) and
         object-score logits (B, 1).
+
+        Parameters
+        ----------
+        image : Tensor, (1 or B, C, g, g) float
+        image_pe : Tensor, (1, C, g, g)
+        sparse : Tensor, (B, N, C)
+        dense : Tensor, (1 or B, C, g, g)
+        high_res : list of 2 Tensor
+            (1 or B, C/8, 4g, 4g) and (1 or B, C/4, 2g, 2g).
+        multimask : bool
+            The three multimask outputs; else one mask (in eval mode the single-mask output
+            or, where it is unstable, the best multimask output).
+        shared_dense : bool
+            Every row of `dense` is the same.
+
+        Returns
+        -------
+        masks : Tensor, (B, K, 4g, 4g)
+        iou : Tensor, (B, K)
+            In 0..1.
+        ptr_tokens : Tensor, (B, K, C) or (B, 1, C)
+        obj : Tensor, (B, 1)
         """
         masks, iou, tokens, obj = self.predict_masks(image, image_pe, sparse, dense, high_res,
                                                      shared_dense)
@@ -68,6 +104,29 @@ class Sam2MaskDecoder(nn.Module):
         return masks, iou, ptr_tokens, obj
 
     def predict_masks(self, image, image_pe, sparse, dense, high_res, shared_dense=False):
+        """All 1 + num_multimask_outputs masks, without the single-mask selection.
+
+        Parameters
+        ----------
+        image, image_pe, sparse, dense, high_res, shared_dense
+            As in `forward`.
+
+        Returns
+        -------
+        masks : Tensor, (B, K+1, 4g, 4g)
+            Logits; index 0 is the single-mask output.
+        iou : Tensor, (B, K+1)
+            Predicted IoU in 0..1.
+        mask_tokens : Tensor, (B, K+1, C)
+            The mask tokens after the transformer.
+        obj : Tensor, (B, 1)
+            Object-score logits.
+
+        Raises
+        ------
+        ValueError
+            If there are neither 1 nor B image embeddings.
+        """
         b = sparse.shape[0]
         out_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight,
                                 self.mask_tokens.weight], dim=0)
@@ -116,7 +175,21 @@ class Sam2MaskDecoder(nn.Module):
 
 def high_res_from_packed(packed: torch.Tensor, dim: int) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """Split a packed (B, C', g, g) embedding (see `Sam2.encode`) into the stride-16 image
-    embedding (B, dim, g, g) and [stride-4 (B, dim/8, 4g, 4g), stride-8 (B, dim/4, 2g, 2g)]."""
+    embedding (B, dim, g, g) and [stride-4 (B, dim/8, 4g, 4g), stride-8 (B, dim/4, 2g, 2g)].
+
+    Parameters
+    ----------
+    packed : Tensor, (B, C', g, g)
+        C' = `Sam2Config.embedding_channels`.
+    dim : int
+        The image embedding's channels (prompt_embed_dim).
+
+    Returns
+    -------
+    image : Tensor, (B, dim, g, g)
+    high_res : list of 2 Tensor
+        (B, dim/8, 4g, 4g) and (B, dim/4, 2g, 2g), the order `Sam2MaskDecoder` reads.
+    """
     c1, c0 = 4 * (dim // 4), 16 * (dim // 8)
     image, s1, s0 = packed.split([dim, c1, c0], dim=1)
     return image, [F.pixel_shuffle(s0, 4), F.pixel_shuffle(s1, 2)]
@@ -124,12 +197,39 @@ def high_res_from_packed(packed: torch.Tensor, dim: int) -> Tuple[torch.Tensor, 
 
 def pack(image: torch.Tensor, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
     """Inverse of `high_res_from_packed`: the finer levels folded into the g x g grid
-    (pixel unshuffle), concatenated after the image embedding along channels."""
+    (pixel unshuffle), concatenated after the image embedding along channels.
+
+    Parameters
+    ----------
+    image : Tensor, (B, dim, g, g)
+    s0 : Tensor, (B, dim/8, 4g, 4g)
+        Stride-4 features (after conv_s0).
+    s1 : Tensor, (B, dim/4, 2g, 2g)
+        Stride-8 features (after conv_s1).
+
+    Returns
+    -------
+    Tensor, (B, dim + dim + 2*dim, g, g)
+        Channels: image, s1 unshuffled, s0 unshuffled.
+    """
     return torch.cat([image, F.pixel_unshuffle(s1, 2), F.pixel_unshuffle(s0, 4)], dim=1)
 
 
 def select_best(masks: torch.Tensor, iou: torch.Tensor, extra: Optional[torch.Tensor] = None):
-    """The output with the highest predicted IoU per row: (B, K, ...) -> (B, 1, ...)."""
+    """The output with the highest predicted IoU per row: (B, K, ...) -> (B, 1, ...).
+
+    Parameters
+    ----------
+    masks : Tensor, (B, K, H, W)
+    iou : Tensor, (B, K)
+    extra : Tensor, (B, K, ...) or (B, 1, ...), optional
+        Selected alongside (e.g. the pointer tokens); with one entry that one is taken.
+
+    Returns
+    -------
+    tuple of Tensor
+        masks (B, 1, H, W), iou (B, 1), then, when `extra` is given, extra (B, ...).
+    """
     rows = torch.arange(masks.shape[0], device=masks.device)
     best = iou.argmax(-1)
     out = (masks[rows, best][:, None], iou[rows, best][:, None])

@@ -22,13 +22,29 @@ from .config import HieraConfig
 
 
 class GeluMLP(nn.Module):
-    """Linear layers with GELU between them (keys layers.0 ... layers.N-1)."""
+    """Linear layers with GELU between them (keys layers.0 ... layers.N-1).
+
+    Parameters
+    ----------
+    dims : list of int
+        Features of the input, of each hidden layer and of the output.
+    """
 
     def __init__(self, dims: List[int]) -> None:
         super().__init__()
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the layers (GELU after all but the last).
+
+        Parameters
+        ----------
+        x : Tensor, (..., dims[0]) float
+
+        Returns
+        -------
+        Tensor, (..., dims[-1])
+        """
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = linear(x, layer, "gelu" if i < last else "")
@@ -51,7 +67,16 @@ def _pool_queries(q: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 class MultiScaleAttention(nn.Module):
-    """Self-attention on (B, H, W, C) windows, queries optionally max-pooled 2x2."""
+    """Self-attention on (B, H, W, C) windows, queries optionally max-pooled 2x2.
+
+    Parameters
+    ----------
+    dim, dim_out : int
+        Channels in and out.
+    num_heads : int
+    q_pool : bool
+        Max-pool the queries 2x2 (the output grid is then halved).
+    """
 
     def __init__(self, dim: int, dim_out: int, num_heads: int, q_pool: bool) -> None:
         super().__init__()
@@ -61,6 +86,18 @@ class MultiScaleAttention(nn.Module):
         self.proj = nn.Linear(dim_out, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention among the cells of each window.
+
+        Parameters
+        ----------
+        x : Tensor, (B, H, W, dim) float
+            B windows (or images), (row, col) order.
+
+        Returns
+        -------
+        Tensor, (B, H', W', dim_out)
+            H' = H // 2, W' = W // 2 with `q_pool`, else H, W.
+        """
         b, h, w, _ = x.shape
         qkv = linear(x, self.qkv).view(b, h * w, 3, self.num_heads, -1)
         q, k, v = qkv.unbind(2)  # (B, hw, heads, d)
@@ -75,7 +112,19 @@ class MultiScaleAttention(nn.Module):
 
 class MultiScaleBlock(nn.Module):
     """Pre-norm block: (windowed) attention then MLP. A block that changes the width
-    projects and pools its shortcut too."""
+    projects and pools its shortcut too.
+
+    Parameters
+    ----------
+    dim, dim_out, num_heads : int
+        Channels in and out, attention heads.
+    window : int
+        Side of the attention windows on the input grid; 0 for global attention.
+    q_pool : bool
+        Halve the grid (the first block of stages 2-4).
+    mlp_ratio : float
+        MLP hidden features over `dim_out`.
+    """
 
     def __init__(self, dim: int, dim_out: int, num_heads: int, window: int, q_pool: bool,
                  mlp_ratio: float) -> None:
@@ -91,6 +140,17 @@ class MultiScaleBlock(nn.Module):
             self.proj = nn.Linear(dim, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention (the grid zero-padded to whole windows) then MLP, each residual.
+
+        Parameters
+        ----------
+        x : Tensor, (B, H, W, dim) float
+
+        Returns
+        -------
+        Tensor, (B, H', W', dim_out)
+            H' = H // 2, W' = W // 2 with `q_pool`, else H, W.
+        """
         shortcut = x
         x = self.norm1(x)
         if self.dim != self.dim_out:
@@ -113,17 +173,42 @@ class MultiScaleBlock(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """7x7 stride-4 convolution: (B, 3, H, W) -> (B, H/4, W/4, C)."""
+    """7x7 stride-4 convolution: (B, 3, H, W) -> (B, H/4, W/4, C).
+
+    Parameters
+    ----------
+    dim : int
+        C, the channels.
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(3, dim, 7, stride=4, padding=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed the pixels.
+
+        Parameters
+        ----------
+        x : Tensor, (B, 3, H, W) float
+            Normalised pixels.
+
+        Returns
+        -------
+        Tensor, (B, H/4, W/4, C)
+            A channels-last view (not contiguous).
+        """
         return self.proj(x).permute(0, 2, 3, 1)
 
 
 class Hiera(nn.Module):
+    """The Hiera trunk: patch embedding, position embeddings, the four stages' blocks.
+
+    Parameters
+    ----------
+    cfg : HieraConfig
+    """
+
     def __init__(self, cfg: HieraConfig) -> None:
         super().__init__()
         dim, heads = cfg.embed_dim, cfg.num_heads
@@ -161,7 +246,18 @@ class Hiera(nn.Module):
         return pe.permute(0, 2, 3, 1)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """(B, 3, S, S) normalised pixels -> the four stages' outputs (B, C_i, S/4/2^i, ...)."""
+        """(B, 3, S, S) normalised pixels -> the four stages' outputs (B, C_i, S/4/2^i, ...).
+
+        Parameters
+        ----------
+        x : Tensor, (B, 3, S, S) float
+
+        Returns
+        -------
+        list of 4 Tensor
+            (B, C_i, S/4/2^i, S/4/2^i) channels-first views, C_i = cfg.channels[i], finest
+            first.
+        """
         x = self.patch_embed(x)
         x = x + self._pos_embed(*x.shape[1:3])
         outs = []
@@ -175,7 +271,22 @@ class Hiera(nn.Module):
 def sine_position_encoding(h: int, w: int, channels: int, device=None,
                            temperature: float = 10000.0) -> torch.Tensor:
     """(1, channels, h, w) DETR-style sine encoding of normalised (y, x) cell positions
-    (first half of the channels y, second half x; sin/cos alternating)."""
+    (first half of the channels y, second half x; sin/cos alternating).
+
+    Parameters
+    ----------
+    h, w : int
+        Grid rows and columns.
+    channels : int
+        Output channels (even).
+    device : torch.device, optional
+    temperature : float
+        Base of the geometric frequency series.
+
+    Returns
+    -------
+    Tensor, (1, channels, h, w) float32
+    """
     half = channels // 2
     eps, scale = 1e-6, 2 * math.pi
     ys = torch.arange(1, h + 1, dtype=torch.float32, device=device) / (h + eps) * scale
@@ -201,6 +312,18 @@ class _Lateral(nn.Module):
 
 
 class FpnNeck(nn.Module):
+    """1x1 lateral convolutions to `d_model` channels, plus a nearest-upsampled top-down path.
+
+    Parameters
+    ----------
+    channels : tuple of int
+        Channels of the trunk's levels, finest first.
+    d_model : int
+        Output channels of every level.
+    top_down_levels : tuple of int
+        Levels that get the upsampled coarser output added.
+    """
+
     def __init__(self, channels: Tuple[int, ...], d_model: int,
                  top_down_levels: Tuple[int, ...] = (2, 3)) -> None:
         super().__init__()
@@ -209,6 +332,19 @@ class FpnNeck(nn.Module):
         self.top_down_levels = top_down_levels
 
     def forward(self, xs: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Project each level and run the top-down path.
+
+        Parameters
+        ----------
+        xs : list of Tensor
+            (B, channels[i], H_i, W_i) per level, finest first, each coarser one half the side.
+
+        Returns
+        -------
+        list of Tensor
+            (B, d_model, H_i, W_i) per level, finest first (float32 where the top-down
+            path was added).
+        """
         n = len(xs)
         out: List[torch.Tensor] = [None] * n  # type: ignore[list-item]
         prev = None
@@ -224,7 +360,14 @@ class FpnNeck(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Trunk + neck; the coarsest level (stride 32) only feeds the neck's top-down path."""
+    """Trunk + neck; the coarsest level (stride 32) only feeds the neck's top-down path.
+
+    Parameters
+    ----------
+    cfg : HieraConfig
+    d_model : int
+        The neck's output channels (prompt_embed_dim).
+    """
 
     def __init__(self, cfg: HieraConfig, d_model: int) -> None:
         super().__init__()
@@ -232,5 +375,15 @@ class ImageEncoder(nn.Module):
         self.neck = FpnNeck(cfg.channels, d_model)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """(B, 3, S, S) normalised pixels -> features at strides 4, 8, 16, each (B, d, ., .)."""
+        """(B, 3, S, S) normalised pixels -> features at strides 4, 8, 16, each (B, d, ., .).
+
+        Parameters
+        ----------
+        x : Tensor, (B, 3, S, S) float
+
+        Returns
+        -------
+        list of 3 Tensor
+            (B, d_model, S/4, S/4), (B, d_model, S/8, S/8), (B, d_model, S/16, S/16).
+        """
         return self.neck(self.trunk(x))[:-1]

@@ -39,6 +39,14 @@ LOGIT_CLAMP = 32.0
 
 
 class Sam2(WeightsSignature, nn.Module):
+    """The SAM 2.1 network with `Sam`'s interface (see the module docstring).
+
+    Parameters
+    ----------
+    config : Sam2Config
+        The architecture; weights start random (load a state dict or use `load_model`).
+    """
+
     def __init__(self, config: Sam2Config) -> None:
         super().__init__()
         self.config = config
@@ -94,13 +102,40 @@ class Sam2(WeightsSignature, nn.Module):
 
     def input_hw(self, h: int, w: int, zoom: Optional[float] = None) -> Tuple[int, int]:
         """Size of an (h, w) image inside the model: always the square input (a `zoom` is
-        ignored: x and y are scaled separately, as SAM 2 does)."""
+        ignored: x and y are scaled separately, as SAM 2 does).
+
+        Parameters
+        ----------
+        h, w : int
+            The image's rows and columns.
+        zoom : float, optional
+            Ignored.
+
+        Returns
+        -------
+        (int, int)
+            (S, S), S = `image_size`.
+        """
         s = self.config.image_size
         return s, s
 
     def to_input(self, pixels, device=None, zoom: Optional[float] = None) -> torch.Tensor:
         """(Y, X, 3) float pixels in 0-255 -> (1, 3, S, S), resized bilinearly with
-        antialiasing (as torchvision's Resize in SAM 2's transforms); `zoom` is ignored."""
+        antialiasing (as torchvision's Resize in SAM 2's transforms); `zoom` is ignored.
+
+        Parameters
+        ----------
+        pixels : ndarray, (Y, X, 3) float
+            Pixels in 0-255.
+        device : torch.device or str, optional
+        zoom : float, optional
+            Ignored.
+
+        Returns
+        -------
+        Tensor, (1, 3, S, S)
+            dtype of `pixels`, not yet normalised.
+        """
         import numpy as np
 
         t = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(2, 0, 1)[None]
@@ -110,12 +145,35 @@ class Sam2(WeightsSignature, nn.Module):
         return F.interpolate(t, (s, s), mode="bilinear", align_corners=False, antialias=True)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) pixels in 0-255 -> normalised."""
+        """(B, 3, S, S) pixels in 0-255 -> normalised.
+
+        Parameters
+        ----------
+        x : Tensor, (B, 3, S, S) float
+
+        Returns
+        -------
+        Tensor, (B, 3, S, S)
+            (x - pixel_mean) / pixel_std per channel.
+        """
         return (x - self.pixel_mean) / self.pixel_std
 
     def backbone(self, x: torch.Tensor, encoder=None) -> List[torch.Tensor]:
         """(B, 3, S, S) 0-255 pixels -> [stride-4 (after conv_s0), stride-8 (after conv_s1),
-        stride-16] features, without `no_mem_embed` (the video path's starting point)."""
+        stride-16] features, without `no_mem_embed` (the video path's starting point).
+
+        Parameters
+        ----------
+        x : Tensor, (B, 3, S, S) float
+            Pixels in 0-255.
+        encoder : module, optional
+            A replacement for `image_encoder` (e.g. a compiled one).
+
+        Returns
+        -------
+        list of 3 Tensor
+            (B, C/8, S/4, S/4), (B, C/4, S/8, S/8), (B, C, S/16, S/16); C = prompt_embed_dim.
+        """
         enc = encoder if encoder is not None else self.image_encoder
         f0, f1, f2 = enc(self.preprocess(x))
         dec = self.sam_mask_decoder
@@ -123,19 +181,58 @@ class Sam2(WeightsSignature, nn.Module):
 
     def encode(self, x: torch.Tensor, encoder=None) -> torch.Tensor:
         """(B, 3, S, S) 0-255 pixels -> packed (B, C', g, g) embeddings (see module doc).
-        `encoder`: a replacement for `image_encoder` (e.g. a compiled one)."""
+        `encoder`: a replacement for `image_encoder` (e.g. a compiled one).
+
+        Parameters
+        ----------
+        x : Tensor, (B, 3, S, S) float
+            Pixels in 0-255.
+        encoder : module, optional
+
+        Returns
+        -------
+        Tensor, (B, C', g, g)
+            C' = `config.embedding_channels`, g = S / 16.
+        """
         s0, s1, f2 = self.backbone(x, encoder)
         image = f2 + self.no_mem_embed.view(1, -1, 1, 1)
         return pack(image, s0.to(image.dtype), s1.to(image.dtype))
 
     def vision_pos(self, g: Optional[int] = None) -> torch.Tensor:
-        """(1, C, g, g) sine position encoding of the stride-16 grid."""
+        """(1, C, g, g) sine position encoding of the stride-16 grid.
+
+        Parameters
+        ----------
+        g : int, optional
+            Grid side (None: `config.embed_grid`).
+
+        Returns
+        -------
+        Tensor, (1, C, g, g) float32
+            On the model's device; C = prompt_embed_dim.
+        """
         g = g or self.config.embed_grid
         return sine_position_encoding(g, g, self.config.prompt_embed_dim, self.device)
 
     def prompt_tokens(self, points=None, boxes=None, mask_input=None):
         """SAM 2's prompt encoding: box corners (labels 2, 3) first, then the points, then
-        one padding point; returns sparse (B, N, C) and dense (B, C, g, g) embeddings."""
+        one padding point; returns sparse (B, N, C) and dense (B, C, g, g) embeddings.
+
+        Parameters
+        ----------
+        points : (Tensor (B, N, 2), Tensor (B, N)), optional
+            (x, y) in the model-input frame and labels (1 foreground, 0 background, -1 padding).
+        boxes : Tensor, (B, 4), optional
+            (x0, y0, x1, y1) in the model-input frame.
+        mask_input : Tensor, (B, 1, 4g, 4g), optional
+            Mask logits from an earlier call.
+
+        Returns
+        -------
+        sparse : Tensor, (B, N', C)
+            N' = 2 (with boxes) + N + 1 padding token; (B, 0, C) without points and boxes.
+        dense : Tensor, (B, C, g, g)
+        """
         if boxes is not None:
             corners = boxes.reshape(-1, 2, 2)
             labels = torch.tensor([[2, 3]], device=boxes.device).expand(corners.shape[0], 2)
@@ -155,7 +252,27 @@ class Sam2(WeightsSignature, nn.Module):
 
         embeddings: packed (1 or B, C', g, g); points: (BxNx2 xy, BxN labels) in the
         model's input frame; boxes: Bx4 xyxy; mask_input: Bx1x4gx4g logits. With
-        `return_tokens` also the pointer tokens (B, K or 1, C) and object-score logits (B, 1)."""
+        `return_tokens` also the pointer tokens (B, K or 1, C) and object-score logits (B, 1).
+
+        Parameters
+        ----------
+        embeddings : Tensor, (1 or B, C', g, g)
+            Packed, from `encode`.
+        points, boxes, mask_input
+            As in `prompt_tokens` (x, y order, model-input frame).
+        multimask : bool
+            Three masks per prompt (K = 3) instead of one (K = 1).
+        return_tokens : bool
+
+        Returns
+        -------
+        logits : Tensor, (B, K, 4g, 4g)
+        iou : Tensor, (B, K)
+        tokens : Tensor, (B, K or 1, C)
+            Only with `return_tokens`.
+        obj : Tensor, (B, 1)
+            Only with `return_tokens`.
+        """
         image, high_res = high_res_from_packed(embeddings, self.config.prompt_embed_dim)
         sparse, dense = self.prompt_tokens(points, boxes, mask_input)
         shared = mask_input is None and image.shape[0] == 1
@@ -168,13 +285,40 @@ class Sam2(WeightsSignature, nn.Module):
 
     def upscale_logits(self, logits: torch.Tensor, input_hw: Tuple[int, int],
                        original_hw: Tuple[int, int]) -> torch.Tensor:
-        """Low-res logits (covering the whole image) -> logits at the original size."""
+        """Low-res logits (covering the whole image) -> logits at the original size.
+
+        Parameters
+        ----------
+        logits : Tensor, (..., 4g, 4g)
+        input_hw : (int, int)
+            Unused (the logits cover the whole image).
+        original_hw : (int, int)
+            (rows, cols) of the original image.
+
+        Returns
+        -------
+        Tensor, (..., rows, cols)
+            Bilinear resize (`logits` itself when already that size).
+        """
         if tuple(logits.shape[-2:]) == tuple(original_hw):
             return logits
         return F.interpolate(logits, tuple(original_hw), mode="bilinear", align_corners=False)
 
     def mask_upscaler(self, input_hw: Tuple[int, int], original_hw: Tuple[int, int]):
-        """`MaskUpscaler` giving `upscale_logits(...) > threshold` inside each mask's box."""
+        """`MaskUpscaler` giving `upscale_logits(...) > threshold` inside each mask's box.
+
+        Parameters
+        ----------
+        input_hw : (int, int)
+            Unused.
+        original_hw : (int, int)
+            (rows, cols) of the original image.
+
+        Returns
+        -------
+        MaskUpscaler
+            Kept on the model per (original_hw, device).
+        """
         from ..upscale import MaskUpscaler
 
         m = self.config.mask_size

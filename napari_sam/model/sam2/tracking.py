@@ -33,7 +33,17 @@ MEM_SCALE, MEM_BIAS = 20.0, -10.0
 @dataclass
 class FrameFeatures:
     """One frame's backbone output: decoder high-res features [stride 4, stride 8]
-    (1, C/8 or C/4, ., .), stride-16 features (1, C, g, g) and their position encoding."""
+    (1, C/8 or C/4, ., .), stride-16 features (1, C, g, g) and their position encoding.
+
+    Parameters
+    ----------
+    high_res : list of 2 Tensor
+        (1, C/8, 4g, 4g) and (1, C/4, 2g, 2g), after the decoder's conv_s0 / conv_s1.
+    feats : Tensor, (1, C, g, g)
+        Stride-16 features, without `no_mem_embed`.
+    pos : Tensor, (1, C, g, g)
+        Sine position encoding of the g x g grid, dtype of `feats`.
+    """
 
     high_res: List[torch.Tensor]
     feats: torch.Tensor
@@ -43,7 +53,19 @@ class FrameFeatures:
 @dataclass
 class FrameOutput:
     """What one object leaves on one frame. pred_masks: (1, 1, m, m) low-res logits;
-    obj_ptr (1, C); object_score (1, 1); maskmem (1, mem_dim, g, g) bfloat16 or None."""
+    obj_ptr (1, C); object_score (1, 1); maskmem (1, mem_dim, g, g) bfloat16 or None.
+
+    Parameters
+    ----------
+    pred_masks : Tensor, (1, 1, m, m) float32
+        Low-res mask logits in the model frame (m = `Sam2Config.mask_size`).
+    obj_ptr : Tensor, (1, C)
+        Object pointer.
+    object_score : Tensor, (1, 1)
+        Object-score logit (> 0: the object is on the frame).
+    maskmem : Tensor, (1, mem_dim, g, g), optional
+        The frame's memory (`encode_memory`); None until it is encoded.
+    """
 
     pred_masks: torch.Tensor
     obj_ptr: torch.Tensor
@@ -52,7 +74,20 @@ class FrameOutput:
 
 
 def sine_1d(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """(N,) positions -> (N, dim): sines of dim/2 frequencies, then their cosines."""
+    """(N,) positions -> (N, dim): sines of dim/2 frequencies, then their cosines.
+
+    Parameters
+    ----------
+    pos : Tensor, (N,) float
+    dim : int
+        Output features (even).
+    temperature : float
+        Base of the geometric frequency series.
+
+    Returns
+    -------
+    Tensor, (N, dim) float32
+    """
     half = dim // 2
     i = torch.arange(half, dtype=torch.float32, device=pos.device)
     dim_t = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / half)
@@ -61,7 +96,18 @@ def sine_1d(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.
 
 
 def frame_features(model, pixels: torch.Tensor) -> FrameFeatures:
-    """(1, 3, S, S) 0-255 pixels -> `FrameFeatures`."""
+    """(1, 3, S, S) 0-255 pixels -> `FrameFeatures`.
+
+    Parameters
+    ----------
+    model : Sam2
+    pixels : Tensor, (1, 3, S, S) float
+        Pixels in 0-255, resized to the model input (`Sam2.to_input`).
+
+    Returns
+    -------
+    FrameFeatures
+    """
     s0, s1, f2 = model.backbone(pixels)
     return FrameFeatures([s0, s1], f2, model.vision_pos(f2.shape[-1]).to(f2.dtype))
 
@@ -70,7 +116,31 @@ def memory_tokens(model, frame: int, cond: Dict[int, FrameOutput],
                   non_cond: Dict[int, FrameOutput], num_frames: int, reverse: bool,
                   mem_pos: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, int]:
     """The memory bank seen from `frame`: tokens (1, M, mem_dim), their position
-    encodings and how many trailing tokens are object pointers."""
+    encodings and how many trailing tokens are object pointers.
+
+    Parameters
+    ----------
+    model : Sam2
+    frame : int
+        The frame being tracked.
+    cond, non_cond : dict of int to FrameOutput
+        Outputs of the prompted frames and of the tracked (unprompted) ones, by frame index.
+    num_frames : int
+        Frames in the stack.
+    reverse : bool
+        Tracking towards lower frame indexes.
+    mem_pos : Tensor, (1, mem_dim, g, g)
+        `memory_position`.
+
+    Returns
+    -------
+    tokens : Tensor, (1, M, mem_dim) float32
+        Spatial memories (g*g tokens each, raster order) then the pointer tokens.
+    pos : Tensor, (1, M, mem_dim)
+        Their position encodings.
+    n_ptr : int
+        Trailing pointer tokens (C / mem_dim per pointer).
+    """
     cfg = model.config
     n_mem, c, mdim = cfg.num_maskmem, cfg.prompt_embed_dim, cfg.mem_dim
     step = 1 if reverse else -1  # direction of the frames "before" this one
@@ -111,7 +181,22 @@ def conditioned_features(model, ff: FrameFeatures, frame: int, first: bool,
                          cond: Dict[int, FrameOutput], non_cond: Dict[int, FrameOutput],
                          num_frames: int, reverse: bool, mem_pos: torch.Tensor) -> torch.Tensor:
     """(1, C, g, g) features the decoder reads: the frame's own (+ no_mem_embed) on a
-    frame prompted for the first time, else after memory attention."""
+    frame prompted for the first time, else after memory attention.
+
+    Parameters
+    ----------
+    model : Sam2
+    ff : FrameFeatures
+    frame : int
+    first : bool
+        The frame is prompted for the first time (no memory attention).
+    cond, non_cond, num_frames, reverse, mem_pos
+        As in `memory_tokens`.
+
+    Returns
+    -------
+    Tensor, (1, C, g, g)
+    """
     x = ff.feats
     _, c, h, w = x.shape
     if first:
@@ -129,7 +214,25 @@ def decode_frame(model, pix: torch.Tensor, ff: FrameFeatures, points=None,
                  multimask: Optional[bool] = None) -> FrameOutput:
     """SAM heads on conditioned features: points (xy (1, N, 2), labels (1, N)) in the
     model frame, mask_input (1, 1, m, m) logits. Returns the best mask and its pointer.
-    multimask: None = when at most one point (box corners count) is given."""
+    multimask: None = when at most one point (box corners count) is given.
+
+    Parameters
+    ----------
+    model : Sam2
+    pix : Tensor, (1, C, g, g)
+        `conditioned_features`.
+    ff : FrameFeatures
+    points : (Tensor (1, N, 2), Tensor (1, N)), optional
+        (x, y) in pixels of the S x S model input, and labels (1, 0, -1, or 2/3 box corners).
+    mask_input : Tensor, (1, 1, m', m'), optional
+        Mask logits; resized to the low-res size m when m' differs.
+    multimask : bool, optional
+
+    Returns
+    -------
+    FrameOutput
+        Without `maskmem`; pred_masks set to -1024 where the object-score logit is <= 0.
+    """
     cfg = model.config
     if multimask is None:
         multimask = (0 if points is None else points[1].shape[1]) <= 1
@@ -156,7 +259,21 @@ def decode_frame(model, pix: torch.Tensor, ff: FrameFeatures, points=None,
 
 def mask_as_output(model, ff: FrameFeatures, mask: torch.Tensor) -> FrameOutput:
     """A mask prompt (1, 1, S, S) in 0/1 taken as the frame's output without decoding;
-    the pointer comes from the decoder run on the mask downsampled to the low-res size."""
+    the pointer comes from the decoder run on the mask downsampled to the low-res size.
+
+    Parameters
+    ----------
+    model : Sam2
+    ff : FrameFeatures
+    mask : Tensor, (1, 1, S, S)
+        0/1 (bool or number) in the model frame.
+
+    Returns
+    -------
+    FrameOutput
+        pred_masks (1, 1, m, m): the mask scaled to -10/+10 and resized; object_score +10
+        if the mask has any pixel, else -10; no `maskmem`.
+    """
     hi = mask.float() * MEM_SCALE + MEM_BIAS
     m = model.config.mask_size
     low = F.interpolate(hi, (m, m), mode="bilinear", align_corners=False, antialias=True)
@@ -174,7 +291,22 @@ def mask_as_output(model, ff: FrameFeatures, mask: torch.Tensor) -> FrameOutput:
 def encode_memory(model, ff: FrameFeatures, out: FrameOutput, from_clicks: bool,
                   dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """The frame's memory (1, mem_dim, g, g) from its features and output mask, stored in
-    `dtype` (bfloat16 as in SAM 2's predictor: half the memory of float32)."""
+    `dtype` (bfloat16 as in SAM 2's predictor: half the memory of float32).
+
+    Parameters
+    ----------
+    model : Sam2
+    ff : FrameFeatures
+    out : FrameOutput
+        The frame's output (its pred_masks and object_score are read).
+    from_clicks : bool
+        Binarise the mask (from clicks) instead of taking its sigmoid.
+    dtype : torch.dtype
+
+    Returns
+    -------
+    Tensor, (1, mem_dim, g, g)
+    """
     s = model.config.image_size
     hi = F.interpolate(out.pred_masks, (s, s), mode="bilinear", align_corners=False)
     mask = (hi > 0).float() if from_clicks else torch.sigmoid(hi)
@@ -186,7 +318,19 @@ def encode_memory(model, ff: FrameFeatures, out: FrameOutput, from_clicks: bool,
 
 
 def memory_position(model, g: int, device) -> torch.Tensor:
-    """(1, mem_dim, g, g) position encoding of a memory (the same for every frame)."""
+    """(1, mem_dim, g, g) position encoding of a memory (the same for every frame).
+
+    Parameters
+    ----------
+    model : Sam2
+    g : int
+        Side of the stride-16 grid.
+    device : torch.device
+
+    Returns
+    -------
+    Tensor, (1, mem_dim, g, g) float32
+    """
     from .hiera import sine_position_encoding
 
     return sine_position_encoding(g, g, model.config.mem_dim, device)
