@@ -121,8 +121,17 @@ def draw(path: Path) -> None:
         d.rectangle((pad, y, w - pad, y + band - 8), fill=(shade, shade + 10 if shade < 245 else 255, 255),
                     outline=(90, 110, 150))
         d.text((pad + 10, y + 18), name, fill="black", font=bold)
-        text = "  ".join(m + ("/" if (PACKAGE / m).is_dir() else "") for m in members)
-        d.text((pad + 190, y + 20), text, fill=(20, 20, 60), font=font)
+        names = [m + ("/" if (PACKAGE / m).is_dir() else "") for m in members]
+        lines = [""]  # wrapped to the band's width (two lines at most fit)
+        for m in names:
+            trial = (lines[-1] + "  " + m).strip()
+            if lines[-1] and d.textlength(trial, font=font) > w - 2 * pad - 200:
+                lines.append(m)
+            else:
+                lines[-1] = trial
+        top = y + 20 - 10 * (len(lines) - 1)
+        for k, line in enumerate(lines):
+            d.text((pad + 190, top + 20 * k), line, fill=(20, 20, 60), font=font)
     img.save(path)
 
 

@@ -1,7 +1,8 @@
 """The public API documents its arguments and returns in numpydoc sections.
 
-Every callable in `napari_sam.__all__`, and every public function and class of the modules
-it re-exports from (a subpackage's `__all__`), with the public methods of those classes, has a
+Every callable in `napari_sam.__all__`, and every public function and class defined in any
+module of the package (the private napari adapters `_napari` aside), with the public methods
+of those classes, has a
 "Parameters" and a "Returns" (or "Yields") section (no Returns when annotated `-> None`,
 none of either without arguments); a class has "Parameters" on itself or
 on its `__init__`. A section counts only with its dashed underline, as numpydoc writes it.
@@ -71,20 +72,19 @@ PUBLIC = [name for name in napari_sam.__all__ if callable(getattr(napari_sam, na
 
 
 def _module_members():
-    """Functions and classes of the modules `napari_sam` re-exports from (and of the modules
-    those moved to): a subpackage's `__all__`, a module's public names defined there."""
+    """Functions and classes defined in every module of the package, except the napari
+    adapters (`_napari`, private) and `__main__` (which runs the command line on import)."""
     import importlib
+    import pkgutil
 
     out = []
-    moved = {"zoom_plan", "instance_labels", "size_probe", "watershed", "automask.tile_jobs",
-             "automask.tile_segmenters", "volume.stops"}
-    for name in sorted(set(napari_sam._EXPORTS.values()) | moved):
-        module = importlib.import_module(f"napari_sam.{name}")
-        if hasattr(module, "__path__"):  # a package: what it exports
-            out += [(f"{name}.{n}", getattr(module, n)) for n in module.__all__]
-        else:
-            out += [(f"{name}.{n}", f) for n, f in vars(module).items()
-                    if not n.startswith("_") and getattr(f, "__module__", "") == module.__name__]
+    for info in pkgutil.walk_packages(napari_sam.__path__, "napari_sam."):
+        if "._" in info.name:  # _napari, __main__ and any other private module
+            continue
+        module = importlib.import_module(info.name)
+        name = info.name[len("napari_sam."):]
+        out += [(f"{name}.{n}", f) for n, f in vars(module).items()
+                if not n.startswith("_") and getattr(f, "__module__", "") == module.__name__]
     return out
 
 
@@ -103,17 +103,20 @@ def test_public_docstrings_have_parameters_and_returns(name):
 
 def test_the_module_functions_include_the_subpackages():
     names = {name for name, _ in MODULE_FUNCTIONS}
-    assert {"automask.point_grid", "model.read_checkpoint", "tiled.stitch",
-            "volume.link_labels", "zoom_plan.plan_zoom", "instance_labels.watershed_from_maps",
+    assert {"automask.grid.point_grid", "model.checkpoints.read_checkpoint", "tiled.stitch.stitch",
+            "volume.link.link_labels", "zoom_plan.plan_zoom", "instance_labels.watershed_from_maps",
             "size_probe.refine_diameter",
             "runtime.cpu.tuning_requested", "automask.tile_jobs.run_tiles",
-            "automask.tile_jobs.map_tiles", "automask.tiled.automask_files"} <= names
+            "automask.tile_jobs.map_tiles", "automask.tiled.automask_files",
+            "io.coco.write_coco", "training.synthetic.nuclei_image", "model.hub.fetch",
+            "commands.automask.run", "volume.ctc.write_ctc"} <= names
+    assert not [name for name in names if name.startswith("_napari")]
 
 
 def test_the_module_classes_include_the_subpackages():
     names = {name for name, _ in MODULE_CLASSES}
-    assert {"model.Sam", "tiled.TileGrid", "tiled.TiledEmbeddings", "tiled.ImageSource",
-            "volume.TrackResult", "automask.AutomaskSegmenter",
+    assert {"model.sam.Sam", "tiled.grid.TileGrid", "tiled.embed.TiledEmbeddings", "tiled.source.ImageSource",
+            "volume.track.TrackResult", "automask.tile_segmenters.AutomaskSegmenter",
             "automask.tile_jobs.TileJob", "automask.tile_segmenters.APGSegmenter"} <= names
 
 
