@@ -133,6 +133,30 @@ def onednn_bf16(x: torch.Tensor) -> bool:
     return bool(_ONEDNN["ok"])
 
 
+def matmul_input(x: torch.Tensor) -> torch.Tensor:
+    """`x` in the dtype the next linear layer computes in: autocast's, when it is on.
+
+    The values are those the layer would have cast itself, so a tensor read by several
+    layers is cast once.
+
+    Parameters
+    ----------
+    x : Tensor
+        Any shape.
+
+    Returns
+    -------
+    Tensor
+        `x`, or `x` cast to autocast's dtype (same shape).
+    """
+    dev = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
+        if dt != x.dtype:
+            return x.to(dt)
+    return x
+
+
 def low_precision_params(layer: nn.Linear, dtype: torch.dtype):
     """`layer`'s weight and bias in `dtype`, kept by the session while the parameters are
     unchanged: casting them again for every image would cost a pass over all weights.
@@ -355,7 +379,8 @@ def bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     m = k.shape[-2]
     rows = max(16, min(n, ATTENTION_CHUNK_SCORES // max(1, b * h * m)))
     with torch.autocast("cpu", enabled=False):
-        qs = (q.float() * d ** -0.5).to(dt)
+        # bf16 q times a scalar rounds once from fp32, as (q.float() * scale).to(bf16) does
+        qs = q * d ** -0.5 if q.dtype == dt else (q.float() * d ** -0.5).to(dt)
         kt = k.to(dt).transpose(-1, -2).contiguous()  # (B, heads, d, M): no copy per chunk
         vv = v.to(dt)
         if rows >= n:

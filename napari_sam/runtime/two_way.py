@@ -24,7 +24,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from .kernels import caching, derived, linear, stacked_projections
+from .kernels import caching, derived, linear, matmul_input, stacked_projections
 from .session import version
 
 
@@ -172,14 +172,7 @@ def attention(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
 
 # ---- the two-way transformer --------------------------------------------------------------
 
-def _low(x: torch.Tensor) -> torch.Tensor:
-    """`x` in the autocast dtype (if autocast is on), i.e. as the next matmul reads it."""
-    dev = x.device.type
-    if x.is_floating_point() and torch.is_autocast_enabled(dev):
-        dt = torch.get_autocast_dtype(dev)
-        if dt != x.dtype:
-            return x.to(dt)
-    return x
+_low = matmul_input  # `x` as the next matmul reads it
 
 
 def image_side(block, keys: torch.Tensor, key_pe: torch.Tensor,
