@@ -32,8 +32,8 @@ from ..tiled.distributed import map_tasks
 from ..tiled.embed import TiledEmbeddings
 from ..tiled.stitch import stitch
 # the worker plumbing lives in tile_jobs; its names stay importable from here
-from .tile_jobs import TileJob, _state, foreground_tiles, map_tiles, release
-from .tile_jobs import run_tiles  # noqa: F401
+from .tile_jobs import TileJob, _state, foreground_tiles, release
+from .tile_jobs import run_tiles
 # the per-tile segmenters live in tile_segmenters; importable from here as before
 from .tile_segmenters import AISSegmenter, APGSegmenter, AutomaskSegmenter  # noqa: F401
 
@@ -142,7 +142,10 @@ def tiled_automask(image, model=None, out=None, *, tile_size: Optional[int] = No
         used = foreground_tiles(emb.grid, foreground)
         done = results.done()
         todo = [t.index for t in used if t.index not in done]
-        map_tiles(job, todo, scheduler, workers, tiles_per_task, progress)
+        # straight to the scheduler (not via tile_jobs.map_tiles): the call chain then
+        # enters tile_jobs once, in the worker
+        map_tasks(run_tiles, job, todo, scheduler, workers, tiles_per_task, progress,
+                  "segmenting tiles")
         labels = _open_output(out, emb.grid.shape, emb.grid.tile)
         records = stitch(emb.grid, results, labels, link_iou=link_iou, progress=progress)
         labels = _publish(labels, out)
