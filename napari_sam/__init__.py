@@ -56,7 +56,11 @@ class _Package(_types.ModuleType):
     def __setattr__(self, name, value):
         if (isinstance(value, _types.ModuleType) and _EXPORTS.get(name) == name
                 and value.__name__ == f"{__name__}.{name}"):
-            value = getattr(value, name)
+            package, value = value, getattr(value, name)
+            # the function's attributes are the package's names, so that
+            # `import napari_sam.automask.ais as ais` finds the submodule through it
+            # (its name, docstring and signature are the function's own)
+            value.__dict__ = vars(package)
         super().__setattr__(name, value)
 
 

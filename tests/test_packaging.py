@@ -130,3 +130,25 @@ def test_public_names_import_first_in_a_fresh_process():
         done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=root,
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_automask_is_the_function_and_its_submodules_import_with_as():
+    """`napari_sam.automask` stays the function whatever loads first, and every import
+    form reaches the package's submodules (`import a.b.c as d` goes through attributes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import napari_sam.automask.ais as ais\n"
+            "import napari_sam.automask.amg as amg\n"
+            "from napari_sam.automask import tiled\n"
+            "import napari_sam, inspect\n"
+            "f = napari_sam.automask\n"
+            "assert inspect.isfunction(f) and f.__name__ == 'automask', f\n"
+            "assert 'image' in inspect.signature(f).parameters\n"
+            "assert f.__doc__.startswith('Segment everything')\n"
+            "assert ais.__name__ == 'napari_sam.automask.ais' and f.ais is ais\n"
+            "from napari_sam import automask\n"
+            "assert automask is f\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
