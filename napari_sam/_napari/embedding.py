@@ -30,6 +30,7 @@ class EmbedResult:
     embedding: Optional[ImageEmbedding] = None
     error: str = ""                        # what went wrong, for a notification
     tiled: Optional[OnDemandPredictor] = None  # instead of `embedding`, for a large layer
+    diameter: Optional[float] = None       # the objects' diameter used (image px; None: no zoom)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def embed_job(model, model_name: str, device: str, data, index: Tuple[int, ...],
         except EXPECTED_ERRORS as err:
             return EmbedResult(model, error=f"could not prepare the tiled image: {_text(err)}")
         yield 3, 3, "ready (tiled)"
-        return EmbedResult(model, tiled=tp)
+        return EmbedResult(model, tiled=tp, diameter=d)
     yield 2, 3, "embedding (runs the image encoder)"
     try:
         emb = Predictor(model, device).set_image(sample, channels, diameter="off",
@@ -101,7 +102,7 @@ def embed_job(model, model_name: str, device: str, data, index: Tuple[int, ...],
     except EXPECTED_ERRORS as err:
         return EmbedResult(model, error=f"could not embed the image: {_text(err)}")
     yield 3, 3, "embedded"
-    return EmbedResult(model, emb)
+    return EmbedResult(model, emb, diameter=d)
 
 
 def _central_window(data, index, side: Optional[int]) -> np.ndarray:

@@ -20,6 +20,11 @@ class Embedder:
     the GUI thread: progress(done, total, message), ready(key), failed(message), busy(bool).
     For a layer that `tiled` wants tiled, the cached thing is an `OnDemandPredictor`, held in
     `tiled` while that key is shown (None otherwise).
+
+    With the diameter on "auto" (None), the first slice of a layer estimates it (checked by
+    the model, up to a second) and the other slices of that layer, with the same model and
+    channels, reuse the value, as the batch functions use one diameter per stack; keys are
+    (layer id, slice, model, channels, tiling, diameter), see `SamWidget._target_key`.
     """
 
     def __init__(self, progress: Callable, ready: Callable, failed: Callable, busy: Callable):
@@ -33,6 +38,7 @@ class Embedder:
         self.wanted = None        # (key, data, index, channels, tiled) of the newest request
         self.failed_key = None
         self._generation = 0      # bumped by set_model: older workers' results are dropped
+        self.diameters = {}       # (layer id, model, channels) -> diameter found on "auto"
 
     @property
     def busy(self) -> bool:
@@ -43,6 +49,7 @@ class Embedder:
         self.model, self.model_name, self.device = model, name, device
         self.predictor = self.tiled = None
         self.cache.clear()
+        self.diameters.clear()
         self.failed_key = None
         self._generation += 1
 
@@ -54,6 +61,7 @@ class Embedder:
         self.tiled = None
         if force:
             self.failed_key = None
+            self.diameters.pop(_layer_of(key), None)  # asked again: estimate again
         elif key == self.failed_key:
             return False
         emb = None if force else self.cache.get(key)
@@ -72,22 +80,27 @@ class Embedder:
     def _start(self) -> None:
         key, data, index, channels, tiled, diameter = self.wanted
         generation = self._generation
+        auto = diameter is None
+        if auto:
+            diameter = self.diameters.get(_layer_of(key), None)
         self.worker = create_worker(
             embed_job, self.model, self.model_name, self.device, data, index, channels, tiled,
             diameter,
             _connect={"yielded": lambda step: self._progress(*step),
-                      "returned": lambda result: self._done(generation, key, result),
+                      "returned": lambda result: self._done(generation, key, result, auto),
                       "errored": lambda err: self._fail(key, str(err)),
                       "finished": self._finished},
             _start_thread=False)
         self._busy(True)
         self.worker.start()
 
-    def _done(self, generation: int, key, result) -> None:
+    def _done(self, generation: int, key, result, auto: bool = False) -> None:
         if result.error:
             return self._fail(key, result.error)
         if generation != self._generation:
             return  # the model was changed while this worker ran
+        if auto and result.diameter is not None:
+            self.diameters.setdefault(_layer_of(key), result.diameter)
         if self.predictor is None:
             self.model = result.model
             # decoding runs on the GUI thread: fp32 is the fastest for the small decoder
@@ -178,3 +191,9 @@ class TiledPrompter:
         self._busy(False)
         if self.wanted is not None:
             self._start()
+
+
+def _layer_of(key) -> tuple:
+    """(layer id, model, channels) of an embedding key; keys that are not the widget's
+    tuples (tests) stand for themselves."""
+    return (key[0], key[2], key[3]) if isinstance(key, tuple) and len(key) >= 4 else (key,)

@@ -238,3 +238,35 @@ def test_diameter_field_estimate_circle_and_zoom(make_napari_viewer, qtbot, wait
     w.diameter.value = "off"
     wait(qtbot, w)
     assert w._embedder.predictor.get_embedding().input_size == (256, 256)
+
+
+def test_auto_diameter_is_estimated_once_per_stack(make_napari_viewer, qtbot, wait,
+                                                   monkeypatch):
+    """Diameter "auto" on a stack: the first slice estimates it (checked by the model, up to
+    a second), the next slices reuse it; a new model estimates again."""
+    from napari_sam import load_model, size_probe
+
+    calls = []
+    real = size_probe.refine_diameter
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(size_probe, "refine_diameter", counted)
+    viewer = make_napari_viewer()
+    add_sample(viewer, nuclei_stack)
+    viewer.dims.set_current_step(0, 2)
+    w = SamWidget(viewer, model=load_model("bundled"))  # diameter auto
+    viewer.window.add_dock_widget(w)
+    wait(qtbot, w)
+    assert w.size.value is None and len(calls) == 1
+    found = dict(w._embedder.diameters)
+    assert len(found) == 1 and 10 < next(iter(found.values())) < 60  # nuclei, ~24 px
+    for z in (3, 4):
+        viewer.dims.set_current_step(0, z)
+        wait(qtbot, w)
+        assert w.ready and w._key[1] == (z,)
+    assert len(calls) == 1  # reused on slices 3 and 4
+    w._embedder.set_model(w._embedder.model, "bundled", "auto")
+    assert w._embedder.diameters == {}
