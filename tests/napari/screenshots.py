@@ -122,14 +122,17 @@ def automask(args) -> None:
     end = time.time() + 300
     while widget.busy and time.time() < end:
         settle(0.1)
-    if widget.session is None:
+    if not any(ly.name.endswith("automask") for ly in viewer.layers):
         raise SystemExit(f"automask did not finish: {widget.status.value}")
     print(f"automask: {widget.status.value} in {time.perf_counter() - t0:.1f} s")
-    t0 = time.perf_counter()
-    chosen = widget.pred_iou.value
-    widget.pred_iou.value = chosen + 0.05  # a slider move: re-filter only
-    widget.pred_iou.value = chosen
-    print(f"two slider moves: {(time.perf_counter() - t0) * 1000:.0f} ms")
+    if widget.session is not None:  # one embedding kept: the sliders re-filter it
+        t0 = time.perf_counter()
+        chosen = widget.pred_iou.value
+        widget.pred_iou.value = chosen + 0.05  # a slider move: re-filter only
+        widget.pred_iou.value = chosen
+        print(f"two slider moves: {(time.perf_counter() - t0) * 1000:.0f} ms")
+    else:  # the default zoom made the image run tile by tile: a new Run re-filters
+        print("tiled run: no kept session, the sliders apply to the next Run")
     env.finish(viewer, Path(args.out) / "napari_automask.png")
 
 
