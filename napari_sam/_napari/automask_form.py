@@ -106,7 +106,7 @@ class AutomaskForm:
         self.cancel_button.changed.connect(self.cancel)
         for slider in (self.pred_iou, self.stability):
             slider.changed.connect(self._on_threshold_moved)
-        self.min_area.changed.connect(self.refilter)
+        self.min_area.changed.connect(self._on_area_moved)
         for slider in self._decoder_sliders.values():
             slider.changed.connect(self._on_decoder_moved)
         self.method.changed.connect(self._on_method_changed)
@@ -167,6 +167,10 @@ class AutomaskForm:
         self._follow = False
         self.refilter()
 
+    def _on_area_moved(self, *_) -> None:
+        self._area_follow = False  # the user's min area from now on, not the size's
+        self.refilter()
+
     def _set_sliders(self, thresholds: dict, floors: dict) -> None:
         """Show `thresholds` on the sliders (clipped to their range) without re-filtering."""
         for key, slider in zip(THRESHOLDS, (self.pred_iou, self.stability)):
@@ -175,12 +179,20 @@ class AutomaskForm:
                 slider.value = min(max(thresholds[key], slider.min), slider.max)
 
     # ---- what the controls read ---------------------------------------------------------
-    def _thresholds(self, defaults: bool = False) -> dict:
-        """The sliders' values; with `defaults`, None (the model's) for untouched ones."""
+    def _thresholds(self, defaults: bool = False, run: bool = False) -> dict:
+        """The sliders' values; with `defaults`, None (the model's) for untouched ones; with
+        `run` too, min area None (from the object size) while its slider is untouched."""
         follow = defaults and self._follow
+        area = None if run and self._area_follow else int(self.min_area.value)
         return {"pred_iou_thresh": None if follow else float(self.pred_iou.value),
                 "stability_thresh": None if follow else float(self.stability.value),
-                "min_area": int(self.min_area.value)}
+                "min_area": area}
+
+    def _show_min_area(self, value) -> None:
+        """Show the min area a run used (from the object size) while the slider follows."""
+        if self._area_follow and value is not None:
+            with self.min_area.changed.blocked():
+                self.min_area.value = min(int(value), self.min_area.max)
 
     def _channels_or_none(self):
         """The channel field as a list of indices, or None when it does not parse."""

@@ -103,7 +103,8 @@ class Request:
     model_name: str = "bundled"
     device: str = "auto"
     points_per_side: int = DEFAULTS["points_per_side"]
-    #: pred_iou_thresh, stability_thresh (None: the model's default) and min_area
+    #: pred_iou_thresh, stability_thresh (None: the model's default) and min_area (None:
+    #: from the object size, `automask.segmenter.auto_min_area`)
     thresholds: dict = field(default_factory=lambda: {
         "pred_iou_thresh": None, "stability_thresh": None, "min_area": DEFAULTS["min_area"]})
     #: the layer's tiling rule and file; large 2D layers are segmented tile by tile
@@ -285,9 +286,14 @@ def run_job(req: Request, progress: Callable = null_progress,
         predictor = Predictor(model, req.device)
         defaults = default_thresholds(model)
         floors = floors_for(defaults)
-        thresholds = {k: defaults[k] if v is None else v for k, v in req.thresholds.items()}
+        thresholds = {k: defaults[k] if v is None and k in defaults else v
+                      for k, v in req.thresholds.items()}
         lead = np.ndim(req.data) - (3 if req.rgb else 2)
         plan, points = _size_plan(req, model, lead, report)
+        if thresholds.get("min_area") is None:  # from the object size, as the core does
+            from ..automask.segmenter import auto_min_area
+
+            thresholds["min_area"] = auto_min_area(plan.diameter)
         from ..automask.segmenter import DECODER_MODES, resolve_mode
 
         method = resolve_mode(req.method, model)

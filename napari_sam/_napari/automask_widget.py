@@ -83,6 +83,7 @@ class AutomaskWidget(AutomaskForm, Container):
         self._run_key = None       # `_cache_key` of the last run (decoder sessions)
         self._closed = False
         self._follow = True        # thresholds follow the model's defaults until moved
+        self._area_follow = True   # min area follows the object size until moved
         self._relay = _Relay()
         self._relay.progressed.connect(self._on_progress)
         self._build(model, device, tiling, tile_above)
@@ -137,7 +138,8 @@ class AutomaskWidget(AutomaskForm, Container):
         index = L.slice_index(self.viewer, image) if mode == CURRENT else ()
         rule = TilingRule(self.tiling.value, int(self.tile_above.value))
         req = Request(data, image.rgb, index, mode, channels, model, name, self.device.value,
-                      int(self.points_per_side.value), self._thresholds(defaults=True),
+                      int(self.points_per_side.value),
+                      self._thresholds(defaults=True, run=True),
                       tiled_setup(image, rule), self.size.value, self.method.value,
                       self._decoder_values(defaults=True))
         kept = self.session
@@ -205,6 +207,7 @@ class AutomaskWidget(AutomaskForm, Container):
                             slider.value = decoder_defaults(out.model)[k]
             self._set_sliders(out.thresholds if self._follow else self._thresholds(),
                               out.floors)
+            self._show_min_area((out.thresholds or {}).get("min_area"))
             if out.tiled is not None:
                 self._show_tiled(out.tiled)
             else:

@@ -292,3 +292,23 @@ def test_closing_the_panel_removes_its_diameter_circle(make_napari_viewer, qtbot
     viewer.window.remove_dock_widget(w.native)  # as the dock's close button does
     qtbot.waitUntil(lambda: CIRCLE_LAYER not in [ly.name for ly in viewer.layers],
                     timeout=5_000)
+
+
+def test_min_area_follows_the_object_size_until_moved(make_napari_viewer, qtbot):
+    """Untouched, the min area slider is the core's (`auto_min_area` of the diameter), so the
+    panel and `automask()` keep the same objects; once moved it is the user's."""
+    from napari_sam.automask.segmenter import auto_min_area
+
+    viewer = make_napari_viewer()
+    data, _ = blobs()
+    viewer.add_image(data, name="blobs")
+    w = make_widget(viewer, blob_model(), diameter=24.0)
+    run(qtbot, w)
+    assert "objects" in w.status.value
+    want = auto_min_area(24.0)
+    assert want > 0 and w.min_area.value == want
+    sizes = object_sizes(w.result_layer.data)
+    assert sizes and min(sizes) >= want
+    w.min_area.value = 0  # the user's choice from now on
+    run(qtbot, w)
+    assert w.min_area.value == 0 and w._area_follow is False
