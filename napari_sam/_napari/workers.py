@@ -194,6 +194,5 @@ class TiledPrompter:
 
 
 def _layer_of(key) -> tuple:
-    """(layer id, model, channels) of an embedding key; keys that are not the widget's
-    tuples (tests) stand for themselves."""
-    return (key[0], key[2], key[3]) if isinstance(key, tuple) and len(key) >= 4 else (key,)
+    """(layer id, model, channels) of an embedding key (`SamWidget._target_key`)."""
+    return key[0], key[2], key[3]

@@ -39,7 +39,8 @@ def decode_batch(gen, xy, pts, ci: int, up: GridUpscaler) -> Candidates:
         One row per kept mask; boxes, regions and points in the whole image's (row, col).
     """
     b = xy.shape[0]
-    labels = torch.ones(b, 1, dtype=torch.long, device=gen.predictor.device)
+    dev = gen.predictor.device
+    labels = torch.ones(b, 1, dtype=torch.long, device=dev)
     logits, iou = gen.predictor.predict_lowres(xy[:, None], labels, multimask=True)
     k = logits.shape[1]
     logits, iou = logits.flatten(0, 1), iou.flatten()
@@ -71,8 +72,8 @@ def decode_batch(gen, xy, pts, ci: int, up: GridUpscaler) -> Candidates:
     size = gen.predictor.model.image_size
     fr = size / m * (r1 - r0) / emb.input_size[0]
     fc = size / m * (c1 - c0) / emb.input_size[1]
-    img_box = (box[idx].float() * torch.tensor([fr, fc, fr, fc], device=gen.predictor.device)
-               + torch.tensor([r0, c0, r0, c0], dtype=torch.float32, device=gen.predictor.device))
+    img_box = (box[idx].float() * torch.tensor([fr, fc, fr, fc], device=dev)
+               + torch.tensor([r0, c0, r0, c0], dtype=torch.float32, device=dev))
     region = torch.stack([rs, cs, re, ce], 1)[idx]
     cut = torch.stack([l0, l1, m0, m1], 1)[idx]
     store = logits[idx].to(torch.float16)
@@ -80,9 +81,9 @@ def decode_batch(gen, xy, pts, ci: int, up: GridUpscaler) -> Candidates:
     cuts = cut.cpu().tolist()
     kept = [store[i, a:b_, c:d].clone() for i, (a, b_, c, d) in enumerate(cuts)]
     point = pts.repeat_interleave(k, 0)[first][idx] + torch.tensor(
-        [r0, c0], dtype=torch.float32, device=gen.predictor.device)
+        [r0, c0], dtype=torch.float32, device=dev)
     return Candidates(iou[idx], stab[idx], img_box, point,
-                      torch.full((len(idx),), ci, dtype=torch.long, device=gen.predictor.device),
+                      torch.full((len(idx),), ci, dtype=torch.long, device=dev),
                       region, cut[:, [0, 2]], kept)
 
 def full_stability(gen, logits, valid, keep, up: GridUpscaler) -> torch.Tensor:

@@ -350,7 +350,7 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     step = max(1, ATTENTION_CHUNK_SCORES // max(1, h * n * k.shape[-2]))
     with torch.autocast("cpu", enabled=False):
         bias = bias.float()
-        qs = (q.float() * d ** -0.5).to(dt)
+        qs = _scaled_bf16(q)
         kt = k.to(dt).transpose(-1, -2)
         vv = v.to(dt)
         out = torch.empty(b, h, n, v.shape[-1], dtype=dt, device=q.device)
@@ -358,6 +358,13 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             s = torch.matmul(qs[i:i + step], kt[i:i + step]).float().add_(bias)
             out[i:i + step] = torch.matmul(torch.softmax(s, -1).to(dt), vv[i:i + step])
     return out
+
+
+def _scaled_bf16(q: torch.Tensor) -> torch.Tensor:
+    """q / sqrt(d) in bf16, rounded once: a bf16 `q` is scaled in bf16 (torch computes the
+    product in fp32 and rounds it, as `(q.float() * scale).to(bf16)` does, one copy fewer)."""
+    scale = q.shape[-1] ** -0.5
+    return q * scale if q.dtype == torch.bfloat16 else (q.float() * scale).to(torch.bfloat16)
 
 
 def bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -379,8 +386,7 @@ def bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     m = k.shape[-2]
     rows = max(16, min(n, ATTENTION_CHUNK_SCORES // max(1, b * h * m)))
     with torch.autocast("cpu", enabled=False):
-        # bf16 q times a scalar rounds once from fp32, as (q.float() * scale).to(bf16) does
-        qs = q * d ** -0.5 if q.dtype == dt else (q.float() * d ** -0.5).to(dt)
+        qs = _scaled_bf16(q)
         kt = k.to(dt).transpose(-1, -2).contiguous()  # (B, heads, d, M): no copy per chunk
         vv = v.to(dt)
         if rows >= n:

@@ -172,7 +172,6 @@ def attention(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
 
 # ---- the two-way transformer --------------------------------------------------------------
 
-_low = matmul_input  # `x` as the next matmul reads it
 
 
 def image_side(block, keys: torch.Tensor, key_pe: torch.Tensor,
@@ -197,7 +196,7 @@ def image_side(block, keys: torch.Tensor, key_pe: torch.Tensor,
     fused = stacked_projections(block, keys, image_pe, (t2i.k_proj, i2t.q_proj), (t2i.v_proj,))
     if fused is not None:
         return fused[0], fused[2], fused[1]
-    k, kv = _low(keys + key_pe), _low(keys)
+    k, kv = matmul_input(keys + key_pe), matmul_input(keys)
     return linear(k, t2i.k_proj), linear(kv, t2i.v_proj), linear(k, i2t.q_proj)
 
 
@@ -284,8 +283,8 @@ def transformer_forward(tr, image: torch.Tensor | None, image_pe: torch.Tensor,
     else:
         # token-major (B, hw, C), cast once: the image tokens and their encoding are the
         # decoder's big tensors; in bf16 every add, norm and projection moves half the bytes
-        keys = _low(image.flatten(2).transpose(1, 2).contiguous())
-        key_pe = _low(image_pe.flatten(2).transpose(1, 2).contiguous())
+        keys = matmul_input(image.flatten(2).transpose(1, 2).contiguous())
+        key_pe = matmul_input(image_pe.flatten(2).transpose(1, 2).contiguous())
         if s is not None:
             first = image_side(tr.layers[0], keys, key_pe, image_pe)
             s.image_cache("first_block", cache_key, lambda: (keys, key_pe, first))
@@ -298,7 +297,7 @@ def transformer_forward(tr, image: torch.Tensor | None, image_pe: torch.Tensor,
     final = tr.final_attn_token_to_image
     kv = stacked_projections(tr, keys, image_pe, (final.k_proj,), (final.v_proj,))
     if kv is None:
-        attn = attention(final, queries + tokens, _low(keys + key_pe), _low(keys))
+        attn = attention(final, queries + tokens, matmul_input(keys + key_pe), matmul_input(keys))
     else:
         attn = attend_projected(final, linear(queries + tokens, final.q_proj), *kv)
     return tr.norm_final_attn(queries + attn), keys
